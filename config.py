@@ -1,0 +1,68 @@
+"""Every default of nano-GPT-v3, grouped by pipeline stage. Nothing else defines a default.
+
+Scripts read these names through `cli()`, which adds `--key=value` overrides (type-checked against the
+default, unknown keys rejected) and `--preset=name` (a small overlay from PRESETS) to their own arguments.
+"""
+import argparse
+
+# --- encoding (the token grammar's ranges; the tokenizer JSON records the ones it was built from)
+sample_freq = 4            # grid steps per quarter note (16th notes)
+pitch_range = (21, 108)    # inclusive piano range A0..C8; notes outside are dropped and counted
+velocity_range = (1, 127)  # inclusive; velocities outside are clamped into it
+max_dur = 128              # longest note or rest in steps (8 bars of 4/4); longer rests are split
+default_velocity = 80      # for score notes that carry no velocity
+keep_drums = False         # MIDI channel 10 is percussion: dropped unless this is set
+min_notes = 8              # pieces with fewer notes are skipped
+max_piece_steps = 200_000  # longer pieces are refused (~7 h at 120 BPM: an absurd delta time, not music)
+
+# --- batch work over files (encode_all.py, augment_all.py)
+num_processes = 0          # worker processes; 0 = one per CPU core
+file_timeout = 60.0        # seconds one file may take before its worker is killed and the file reported
+
+# --- augmentation (augment_all.py)
+aug_pitch_shifts = (-5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6)  # semitones; a shift leaving pitch_range is skipped
+aug_velocity_shifts = (-10, 0, 10)                           # added to every velocity, clamped to velocity_range
+
+# --- train/val split (prepare.py)
+val_fraction = 0.05         # share of pieces (originals) held out, chosen by a stable hash of the piece id
+augmented_percentage = 30.0  # share of training tokens that come from augmented copies
+seed = 1337                 # seeds the split hash and the choice of augmented copies
+
+PRESETS = {}
+
+
+def _parse(name, default):
+    """An argparse `type` that reads a value of the same type as `default` (tuples are comma-separated)."""
+    def parse(text):
+        try:
+            if isinstance(default, tuple):
+                return tuple(_parse(name, default[0] if default else 0)(t) for t in text.split(",") if t)
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.lower() in ("true", "1")
+            return type(default)(text)  # int rejects "1.5"; float accepts "3"
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"{name} wants a {type(default).__name__} like {default!r}, got {text!r}")
+    return parse
+
+
+def defaults():
+    """All config values by name."""
+    return {k: v for k, v in globals().items()
+            if not k.startswith("_") and k.islower() and isinstance(v, (bool, int, float, str, tuple))}
+
+
+def cli(parser, keys, argv=None):
+    """Parse a script's own arguments plus `--preset` and `--key=value` overrides of the config `keys`."""
+    values = defaults()
+    group = parser.add_argument_group("config overrides (see config.py)")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="overlay a preset from config.PRESETS")
+    for k in keys:
+        group.add_argument(f"--{k}", type=_parse(k, values[k]), default=argparse.SUPPRESS, metavar="V",
+                           help=f"default {values[k]!r}")
+    args = parser.parse_args(argv)
+    chosen = {k: values[k] for k in keys}
+    chosen.update({k: v for k, v in PRESETS.get(args.preset, {}).items() if k in chosen})
+    chosen.update({k: v for k, v in vars(args).items() if k in chosen})
+    return argparse.Namespace(**{**vars(args), **chosen})

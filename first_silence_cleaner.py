@@ -1,0 +1,37 @@
+"""Remove the rests before the first note of every encoding, in place.
+
+python first_silence_cleaner.py --dirs data/text [--dry-run]
+"""
+import argparse
+
+from batch import atomic_write, find_files
+from encoding_decoding import SEP, START, text_to_tokens, tokens_to_text
+
+
+def strip_leading_silence(tokens):
+    """START sepxx d8 sepxx d4 n60 ... -> START n60 ...; anything else is returned unchanged."""
+    i = 1 if tokens[:1] == [START] else 0
+    j = i
+    while j + 1 < len(tokens) and tokens[j] == SEP:
+        j += 2
+    return tokens[:i] + tokens[j:]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dirs", nargs="+", required=True, help="folders of .txt encodings (searched recursively)")
+    parser.add_argument("--dry-run", action="store_true", help="only count the files that would change")
+    args = parser.parse_args(argv)
+    files = find_files(args.dirs, {".txt"})
+    changed = 0
+    for _, path in files:
+        tokens = text_to_tokens(path.read_text())
+        if (clean := strip_leading_silence(tokens)) != tokens:
+            changed += 1
+            if not args.dry_run:
+                atomic_write(path, tokens_to_text(clean))
+    print(f"{changed} of {len(files)} files {'would change' if args.dry_run else 'changed'}")
+
+
+if __name__ == "__main__":
+    main()

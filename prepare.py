@@ -1,0 +1,132 @@
+"""Turn text encodings into train.bin / val.bin (uint16 token ids) and meta.json.
+
+python prepare.py --main_data_path data/text --augmented_data_path data/aug --output_base_dir data/bin \
+    --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337]
+
+The split is by piece and made before augmentation, from a stable hash of the piece id, so no copy of a validation
+piece reaches train.bin; val.bin holds originals only. Pieces stream to disk one at a time.
+"""
+import argparse
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+import config
+from augment_all import VARIANT
+from batch import atomic_open, die, find_files, write_json
+from encoding_decoding import text_to_tokens, validate
+from simple_tokenizer import Tokenizer
+
+META_VERSION = 1
+
+
+def piece_id(path, root):
+    """data/text/music21/bach/bwv66.6.txt -> music21/bach/bwv66.6; an augmented copy maps to its original."""
+    stem = path.relative_to(root).with_suffix("").as_posix()
+    return m["piece"] if (m := VARIANT.match(stem)) else stem
+
+
+def in_val(pid, seed, val_fraction):
+    """A stable coin flip per piece: the same piece lands on the same side on every machine and every run."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8], "big")
+    return h / 2**64 < val_fraction
+
+
+def split(pids, seed, val_fraction):
+    """Sorted validation ids: the hashed share, and at least one piece so that validation is never empty."""
+    val = sorted(p for p in pids if in_val(p, seed, val_fraction))
+    if not val:
+        val = [min(pids, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).digest())]
+    return val
+
+
+def write_split(path, files, tok, rejected, rss):
+    """Stream pieces into `path` as uint16 ids; return (tokens, pieces) written. Broken pieces go to `rejected`."""
+    n_tokens = n_pieces = 0
+    with atomic_open(path) as f:
+        for i, p in enumerate(files):
+            tokens = text_to_tokens(p.read_text())
+            if err := validate(tokens, tok.spec):
+                rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
+                continue
+            np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
+            n_tokens, n_pieces = n_tokens + len(tokens), n_pieces + 1
+            if i % 256 == 0:
+                rss[0] = max(rss[0], psutil.Process().memory_info().rss)
+    return n_tokens, n_pieces
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--main_data_path", default="data/text", help="folder of original .txt encodings")
+    parser.add_argument("--augmented_data_path", help="folder written by augment_all.py (optional)")
+    parser.add_argument("--output_base_dir", default="data/bin")
+    parser.add_argument("--tokenizer_paths", default="tokenizers/simple_tokenizer.json", help="tokenizer JSON")
+    args = config.cli(parser, ["val_fraction", "augmented_percentage", "seed"], argv)
+    if not 0 <= args.augmented_percentage < 100:
+        die(f"--augmented_percentage must be in [0, 100), got {args.augmented_percentage}")
+    if not 0 < args.val_fraction < 1:
+        die(f"--val_fraction must be in (0, 1), got {args.val_fraction}")
+    try:
+        tok = Tokenizer.load(args.tokenizer_paths)
+    except (OSError, ValueError) as e:
+        die(e)
+    if tok.vocab_size >= 2**16:
+        die(f"vocab_size {tok.vocab_size} does not fit uint16 token ids")
+    main_root = Path(args.main_data_path)
+    originals = {piece_id(p, main_root): p for _, p in find_files([main_root], {".txt"})}
+    if len(originals) < 2:
+        die(f"{main_root}: {len(originals)} encodings found; need at least 2 to split train from val")
+    val_ids = split(originals, args.seed, args.val_fraction)
+    val_set = set(val_ids)
+    train_ids = sorted(set(originals) - val_set)
+
+    # Augmented copies of training pieces, drawn in a seeded order until they make up the asked share of the
+    # training tokens. A copy has exactly as many tokens as its original, so the originals' counts suffice.
+    sizes = {pid: len(text_to_tokens(originals[pid].read_text())) for pid in train_ids}
+    chosen, aug_tokens, orphans = [], 0, 0
+    if args.augmented_data_path and args.augmented_percentage > 0:
+        aug_root = Path(args.augmented_data_path)
+        copies = [(piece_id(p, aug_root), p) for _, p in find_files([aug_root], {".txt"})]
+        orphans = sum(pid not in originals for pid, _ in copies)
+        copies = [(pid, p) for pid, p in copies if pid in sizes]  # never a copy of a validation piece
+        random.Random(args.seed).shuffle(copies)
+        budget = args.augmented_percentage / (100 - args.augmented_percentage) * sum(sizes.values())
+        for pid, p in copies:
+            if aug_tokens >= budget:
+                break
+            chosen.append(p)
+            aug_tokens += sizes[pid]
+
+    train_files = [originals[pid] for pid in train_ids] + chosen
+    random.Random(args.seed + 1).shuffle(train_files)
+    out, rejected, rss = Path(args.output_base_dir), [], [0]
+    n_train = write_split(out / "train.bin", train_files, tok, rejected, rss)
+    n_val = write_split(out / "val.bin", [originals[pid] for pid in val_ids], tok, rejected, rss)
+    if not n_train[1] or not n_val[1]:
+        die(f"no valid pieces left for {'train' if not n_train[1] else 'val'} ({len(rejected)} rejected)")
+    meta = {
+        "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size,
+        "tokenizer": {"path": str(args.tokenizer_paths),
+                      "sha256": hashlib.sha256(Path(args.tokenizer_paths).read_bytes()).hexdigest()},
+        "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
+        "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
+                  "augmented_tokens": aug_tokens},
+        "val": {"tokens": n_val[0], "pieces": n_val[1]},
+        "val_pieces": val_ids, "rejected": rejected,
+    }
+    write_json(out / "meta.json", meta)
+    print(f"train.bin: {n_train[0]:,} tokens in {n_train[1]} pieces ({len(chosen)} augmented, "
+          f"{aug_tokens / max(n_train[0], 1):.0%} of tokens); val.bin: {n_val[0]:,} tokens in {n_val[1]} pieces")
+    if orphans:
+        print(f"  {orphans} augmented files have no original in {main_root} and were left out")
+    for r in rejected:
+        print(f"  rejected {r['file']}: {r['reason']}")
+    print(f"  peak RSS {rss[0] / 2**20:.0f} MiB -> {out}/train.bin, val.bin, meta.json")
+
+
+if __name__ == "__main__":
+    main()

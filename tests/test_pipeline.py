@@ -1,0 +1,144 @@
+"""first_silence_cleaner, simple_tokenizer, augment_all and prepare on small hand-made encodings."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from augment_all import shift
+from encoding_decoding import Spec, notes_to_tokens, text_to_tokens, tokens_to_text, validate
+from first_silence_cleaner import strip_leading_silence
+from simple_tokenizer import Tokenizer
+
+SPEC = Spec()
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def write_corpus(root, n=30):
+    """n small pieces, each with its own melody so every piece (and every copy of it) is told apart."""
+    for i in range(n):
+        notes = [(2 * k + 8 * (i % 3), 40 + (i + 3 * k) % 40, 2, 60 + k) for k in range(10 + i)]
+        path = root / ("a" if i % 2 else "b") / f"piece{i}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tokens_to_text(notes_to_tokens(notes, SPEC)))
+
+
+def test_strip_leading_silence():
+    assert strip_leading_silence("START sepxx d128 sepxx d4 n60 d4 v80 sepxx d2 n62 d4 v80 END".split()) == \
+        "START n60 d4 v80 sepxx d2 n62 d4 v80 END".split()
+    clean = "START n60 d4 v80 END".split()
+    assert strip_leading_silence(clean) == clean
+
+
+def test_cleaner_script_is_idempotent_and_has_a_dry_run(tmp_path):
+    write_corpus(tmp_path, 9)  # pieces 1, 2, 4, 5, 7, 8 start late
+    assert run("first_silence_cleaner.py", "--dirs", tmp_path, "--dry-run").stdout.strip() == "6 of 9 files would change"
+    assert run("first_silence_cleaner.py", "--dirs", tmp_path).stdout.strip() == "6 of 9 files changed"
+    assert run("first_silence_cleaner.py", "--dirs", tmp_path).stdout.strip() == "0 of 9 files changed"
+    assert all(p.read_text().startswith("START n") for p in tmp_path.rglob("*.txt"))
+
+
+def test_tokenizer_roundtrip_and_unknown_token():
+    tok = Tokenizer(SPEC)
+    tokens = "START n60 d4 v80 sepxx d2 END".split()
+    assert tok.decode(tok.encode(tokens)) == tokens
+    with pytest.raises(ValueError, match="unknown token 'd999'"):
+        tok.encode(["START", "d999"])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tok.decode([tok.vocab_size])
+
+
+def test_tokenizer_json_is_byte_identical_and_matches_the_committed_one(tmp_path):
+    write_corpus(tmp_path / "text", 4)
+    for name in ("one.json", "two.json"):
+        r = run("simple_tokenizer.py", "--dirs", tmp_path / "text", "--output", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+    assert (tmp_path / "one.json").read_bytes() == (ROOT / "tokenizers/simple_tokenizer.json").read_bytes()
+    assert Tokenizer.load(tmp_path / "one.json").vocab_size == len(SPEC.vocab())
+
+
+def test_tokenizer_script_lists_tokens_outside_the_vocabulary(tmp_path):
+    (tmp_path / "x.txt").write_text("START n60 d400 v80 END\n")
+    r = run("simple_tokenizer.py", "--dirs", tmp_path, "--output", tmp_path / "tok.json")
+    assert r.returncode == 1 and f"d400\t{tmp_path / 'x.txt'}" in r.stderr
+    assert not (tmp_path / "tok.json").exists()
+
+
+def test_shift():
+    tokens = "START n100 d4 v120 n21 d4 v5 END".split()
+    assert shift(tokens, SPEC, pitch=2, velocity=10) == "START n102 d4 v127 n23 d4 v15 END".split()
+    assert shift(tokens, SPEC, velocity=-10) == "START n100 d4 v110 n21 d4 v1 END".split()
+    assert shift(tokens, SPEC, pitch=-1) is None  # n21 would fall off the piano
+    assert shift(tokens, SPEC, pitch=9) is None
+
+
+def test_augment_names_skips_and_resumes(tmp_path):
+    write_corpus(tmp_path / "text", 3)
+    args = ["--input_dirs", tmp_path / "text", "--output_dir", tmp_path / "aug", "--aug_pitch_shifts=-1,0,2",
+            "--aug_velocity_shifts=0,-10"]
+    r = run("augment_all.py", *args)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.relative_to(tmp_path / "aug").as_posix() for p in (tmp_path / "aug").rglob("*.txt"))
+    assert names[:5] == ["a/piece1__p+0_v-10.txt", "a/piece1__p+2_v+0.txt", "a/piece1__p+2_v-10.txt",
+                         "a/piece1__p-1_v+0.txt", "a/piece1__p-1_v-10.txt"]
+    assert len(names) == 15
+    assert "15 variants written" in r.stdout
+    text = (tmp_path / "aug/a/piece1__p+2_v-10.txt").read_text()
+    assert validate(text_to_tokens(text), SPEC) is None
+    again = run("augment_all.py", *args)
+    assert "0 variants written, 15 already there" in again.stdout
+
+
+def prepare(tmp_path, *extra):
+    return run("prepare.py", "--main_data_path", tmp_path / "text", "--augmented_data_path", tmp_path / "aug",
+               "--output_base_dir", tmp_path / "bin", "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json",
+               *extra)
+
+
+def pieces_of(path):
+    ids = np.fromfile(path, dtype=np.uint16).tolist()
+    starts = [i for i, t in enumerate(ids) if t == 0] + [len(ids)]
+    return [tuple(ids[a:b]) for a, b in zip(starts, starts[1:])]
+
+
+def test_prepare_splits_by_piece_without_leakage_and_counts_match(tmp_path):
+    write_corpus(tmp_path / "text", 40)
+    assert run("augment_all.py", "--input_dirs", tmp_path / "text", "--output_dir", tmp_path / "aug").returncode == 0
+    r = prepare(tmp_path, "--augmented_percentage", 30, "--val_fraction", 0.1)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "bin/meta.json").read_text())
+    tok = Tokenizer(SPEC)
+    train, val = pieces_of(tmp_path / "bin/train.bin"), pieces_of(tmp_path / "bin/val.bin")
+    assert meta["train"]["tokens"] == sum(map(len, train)) and meta["val"]["tokens"] == sum(map(len, val))
+    assert meta["train"]["pieces"] == len(train) and meta["val"]["pieces"] == len(val) == len(meta["val_pieces"])
+    assert all(validate(tok.decode(p), SPEC) is None for p in train + val)
+    # every validation piece is an original, and no copy of it (shifted or not) reaches train.bin
+    encode = lambda path: tuple(tok.encode(text_to_tokens(path.read_text())))
+    val_family = {encode(p) for pid in meta["val_pieces"] for p in (tmp_path / "aug").glob(f"{pid}__*.txt")}
+    val_family |= {encode(tmp_path / "text" / f"{pid}.txt") for pid in meta["val_pieces"]}
+    assert set(val) <= val_family and not set(train) & val_family
+    # the augmented share is close to the asked 30 % of the training tokens
+    assert 0.25 < meta["train"]["augmented_tokens"] / meta["train"]["tokens"] < 0.35
+    # the same inputs give the same bytes
+    first = (tmp_path / "bin/train.bin").read_bytes()
+    assert prepare(tmp_path, "--augmented_percentage", 30, "--val_fraction", 0.1).returncode == 0
+    assert (tmp_path / "bin/train.bin").read_bytes() == first
+
+
+def test_prepare_rejects_broken_pieces_and_bad_arguments(tmp_path):
+    write_corpus(tmp_path / "text", 20)
+    (tmp_path / "text/broken.txt").write_text("START n60 d4 END\n")
+    (tmp_path / "aug").mkdir()
+    r = prepare(tmp_path, "--val_fraction", 0.3)
+    assert r.returncode == 0 and f"rejected {tmp_path / 'text/broken.txt'}: token 3:" in r.stdout, r.stderr
+    assert "--val_fraction must be in (0, 1)" in prepare(tmp_path, "--val_fraction", 0).stderr
+    r = prepare(tmp_path, "--tokenizer_paths", tmp_path / "missing.json")
+    assert r.returncode != 0 and "missing.json: no such tokenizer file" in r.stderr
+    assert "no such folder" in run("prepare.py", "--main_data_path", tmp_path / "nope").stderr
