@@ -28,6 +28,31 @@ val_fraction = 0.05         # share of pieces (originals) held out, chosen by a 
 augmented_percentage = 30.0  # share of training tokens that come from augmented copies
 seed = 1337                 # seeds the split hash and the choice of augmented copies
 
+# --- model (GPTConfig in model.py takes these by name; vocab_size comes from the data's meta.json)
+block_size = 512           # training context in tokens; RoPE lets sampling run past it
+n_layer = 3
+n_head = 12
+n_embd = 768
+dropout = 0.1
+bias = False               # biases in the Linear layers of attention and the shared experts
+
+# --- Multi-head Latent Attention
+q_lora_rank = 0            # 0: plain query projection; >0: low-rank query through an RMSNorm
+kv_lora_rank = 256         # d_c, the latent per token that the decode cache holds
+qk_nope_head_dim = 32      # per-head query/key part without position
+qk_rope_head_dim = 32      # per-head rotary part (one rotary key shared by all heads); 32 + 32 = v_head_dim
+v_head_dim = 64            # equal q/k/v head dims keep the flash kernel of scaled_dot_product_attention
+rope_theta = 10000.0
+
+# --- DeepSeekMoE
+n_shared_experts = 2       # always on; fused into one MLP
+n_routed_experts = 2
+top_k_experts = 1          # routed experts per token
+expert_hidden = 3072       # hidden width of one expert (4 * n_embd)
+route_scale = 1.0          # multiplies the routed weights
+bias_update_speed = 0.01   # gamma: per-step nudge of the routing bias towards balanced load (DeepSeek-V3: 0.001)
+balance_factor = 1e-4      # alpha of the sequence-wise balance loss (DeepSeek-V3's value)
+
 PRESETS = {}
 
 

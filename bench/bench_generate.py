@@ -1,0 +1,75 @@
+"""Generation speed at batch 1, 8, 32: tokens/s with the latent cache vs recomputing the whole window, and the
+cache's bytes per token vs a plain multi-head cache.
+
+python bench/bench_generate.py [--new_tokens 512] [--key=value ...]   (any model field of config.py)
+
+On CUDA: the default config in bf16. On CPU: the tiny config of bench_train.py in float32, fewer tokens.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import config  # noqa: E402
+from bench_train import CPU_TINY, MODEL_KEYS  # noqa: E402
+from model import GPT, GPTConfig, LatentCache, sample_logits  # noqa: E402
+
+
+@torch.no_grad()
+def recompute(model, idx, new_tokens):
+    """The no-cache baseline: every new token runs the whole (sliding) window again."""
+    for _ in range(new_tokens):
+        logits, _ = model(idx[:, -model.cfg.block_size:])
+        idx = torch.cat([idx, sample_logits(logits[:, -1].float(), 1.0, 100)[:, None]], dim=1)
+    return idx
+
+
+def timed(fn, device):
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--new_tokens", type=int)
+    parser.add_argument("--prompt_tokens", type=int, default=16)
+    parser.add_argument("--batch_sizes", default=None, help="comma-separated (default 1,8,32 on CUDA, 1,8 on CPU)")
+    parser.add_argument("--vocab_size", type=int, default=346)
+    opts = config.cli(parser, MODEL_KEYS)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    given = {k for k in MODEL_KEYS if f"--{k}" in " ".join(sys.argv)}
+    values = {k: getattr(opts, k) for k in MODEL_KEYS}
+    if device == "cpu":
+        values.update({k: v for k, v in CPU_TINY.items() if k not in given})
+    cfg = GPTConfig(vocab_size=opts.vocab_size, **{**values, "dropout": 0.0})
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    new = opts.new_tokens or (512 if device == "cuda" else 128)
+    batches = [int(b) for b in (opts.batch_sizes or ("1,8,32" if device == "cuda" else "1,8")).split(",")]
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device, dtype).eval()
+    rows = []
+    for B in batches:
+        idx = torch.randint(0, cfg.vocab_size, (B, opts.prompt_tokens), device=device)
+        model.generate(idx, 8, top_k=100)  # warm-up
+        t_cache = timed(lambda: model.generate(idx, new, top_k=100), device)
+        t_full = timed(lambda: recompute(model, idx, new), device)
+        rows.append((B, B * new / t_cache, B * new / t_full))
+    latent, mha = LatentCache.bytes_per_token(cfg, dtype)
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, {new} new tokens after "
+          f"{opts.prompt_tokens}; cache {latent} bytes/token (all layers) vs {mha} for plain multi-head K/V "
+          f"({mha / latent:.1f}x smaller)")
+    print(f"{'batch':>5} {'latent cache tok/s':>19} {'recompute tok/s':>16} {'speed-up':>9}")
+    for B, a, b in rows:
+        print(f"{B:5} {a:19,.0f} {b:16,.0f} {a / b:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

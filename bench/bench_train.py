@@ -1,0 +1,87 @@
+"""Training speed: ms/step, tokens/s, true MFU and peak memory on random tokens, variants side by side.
+
+python bench/bench_train.py [--key=value ...]   (any model field of config.py, plus the options below)
+
+On CUDA: the default config, bf16 autocast, batch 32 x 512, eager vs torch.compile. On CPU: a tiny config
+(override anything) in float32, eager only unless --compile_too. MFU uses REFERENCE.md §4's FLOP count.
+"""
+import argparse
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import config  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+CPU_TINY = dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
+                v_head_dim=32, expert_hidden=512, block_size=128)
+MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]
+
+
+def bench(model, batch, block, vocab, steps, device, dtype, compiled):
+    torch.manual_seed(0)
+    step_model = torch.compile(model) if compiled else model
+    opt = model.configure_optimizers(0.03, 3e-4, (0.9, 0.95), device)
+    x = torch.randint(0, vocab, (batch, block + 1), device=device)
+    ctx = torch.autocast(device, dtype=dtype) if dtype != torch.float32 else torch.autocast(device, enabled=False)
+
+    def step():
+        with ctx:
+            _, loss = step_model(x[:, :-1], x[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.update_moe_biases()
+
+    for _ in range(3):  # warm-up (and compilation)
+        step()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    dt = (time.perf_counter() - t0) / steps
+    mfu = model.estimate_mfu(batch * block, dt)
+    mem = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    return dt * 1e3, batch * block / dt, mfu, mem
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch_size", type=int)
+    parser.add_argument("--vocab_size", type=int, default=346)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--compile_too", action="store_true", help="also time torch.compile on CPU")
+    opts = config.cli(parser, MODEL_KEYS)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    given = {k for k in MODEL_KEYS if f"--{k}" in " ".join(sys.argv)}
+    values = {k: getattr(opts, k) for k in MODEL_KEYS}
+    if device == "cpu":
+        values.update({k: v for k, v in CPU_TINY.items() if k not in given})
+    cfg = GPTConfig(vocab_size=opts.vocab_size, **{**values, "dropout": 0.0})
+    batch = opts.batch_size or (32 if device == "cuda" else 8)
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    model = GPT(cfg).to(device)
+    rows = []
+    for compiled in [False] + ([True] if device == "cuda" or opts.compile_too else []):
+        rows.append(("compile" if compiled else "eager",
+                     *bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, compiled)))
+    print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, batch {batch} x {cfg.block_size}, "
+          f"{model.num_params() / 1e6:.1f}M params ({model.num_params(True) / 1e6:.1f}M active), "
+          f"{model.flops_per_token() / 1e6:.1f} MFLOP/token")
+    print(f"{'variant':10} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}")
+    for variant, ms, tps, mfu, mem in rows:
+        print(f"{variant:10} {ms:9.1f} {tps:11,.0f} {'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}")
+
+
+if __name__ == "__main__":
+    main()

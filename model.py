@@ -1,0 +1,387 @@
+"""A small GPT with DeepSeek-V3's Multi-head Latent Attention (MLA) and DeepSeekMoE.
+
+Equations and names follow DeepSeek-V2/V3 (see ../shared/REFERENCE.md §2-§4):
+- MLA compresses keys and values into one latent `c_kv` (kv_lora_rank numbers) plus one RoPE key shared by all
+  heads. Training runs the plain path (up-project, flash attention); decoding caches only the latent and the RoPE
+  key and absorbs the up-projections into the query and the output ("absorbed" attention).
+- DeepSeekMoE: shared experts that every token passes through, plus routed experts picked per token by sigmoid
+  affinity; the pick uses a per-expert bias that is nudged towards balanced load once per optimizer step
+  (auxiliary-loss-free balancing), with a small sequence-wise balance loss on top.
+"""
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import config
+
+
+@dataclass
+class GPTConfig:
+    """The only model schema; defaults come from config.py, where each field is explained."""
+    vocab_size: int = 346
+    block_size: int = config.block_size
+    n_layer: int = config.n_layer
+    n_head: int = config.n_head
+    n_embd: int = config.n_embd
+    q_lora_rank: int = config.q_lora_rank
+    kv_lora_rank: int = config.kv_lora_rank
+    qk_nope_head_dim: int = config.qk_nope_head_dim
+    qk_rope_head_dim: int = config.qk_rope_head_dim
+    v_head_dim: int = config.v_head_dim
+    rope_theta: float = config.rope_theta
+    n_shared_experts: int = config.n_shared_experts
+    n_routed_experts: int = config.n_routed_experts
+    top_k_experts: int = config.top_k_experts
+    expert_hidden: int = config.expert_hidden
+    route_scale: float = config.route_scale
+    bias_update_speed: float = config.bias_update_speed
+    balance_factor: float = config.balance_factor
+    dropout: float = config.dropout
+    bias: bool = config.bias
+
+    @classmethod
+    def of(cls, values, **extra):
+        """Build from any namespace or dict holding the field names (a parsed config, say)."""
+        get = values.get if isinstance(values, dict) else lambda k: getattr(values, k)
+        return cls(**{f.name: get(f.name) for f in fields(cls) if f.name not in extra}, **extra)
+
+    def __post_init__(self):
+        assert 1 <= self.top_k_experts <= self.n_routed_experts, "need 1 <= top_k_experts <= n_routed_experts"
+        assert self.n_embd % 8 == 0 and self.expert_hidden % 8 == 0, "grouped GEMM wants widths divisible by 8"
+        assert self.qk_rope_head_dim % 2 == 0, "RoPE rotates pairs"
+
+
+# --- building blocks
+
+
+def rope_angles(cfg, start, length, device):
+    """(length, rope_dim/2) cos and sin for absolute positions start .. start+length-1."""
+    inv_freq = cfg.rope_theta ** -(torch.arange(0, cfg.qk_rope_head_dim, 2, device=device).float() / cfg.qk_rope_head_dim)
+    t = torch.arange(start, start + length, device=device).float()
+    freqs = torch.outer(t, inv_freq)
+    return freqs.cos(), freqs.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate (…, T, heads, rope_dim) by position; halves of the last dim form the rotated pairs."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, rope_dim/2): broadcast over heads
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+class LatentCache:
+    """A static per-layer cache of what MLA needs to decode: c_kv and the shared RoPE key for every position."""
+
+    def __init__(self, cfg, batch_size, length, device, dtype):
+        self.length = length
+        self.kv = torch.zeros(cfg.n_layer, batch_size, length, cfg.kv_lora_rank, device=device, dtype=dtype)
+        self.pe = torch.zeros(cfg.n_layer, batch_size, length, cfg.qk_rope_head_dim, device=device, dtype=dtype)
+
+    @staticmethod
+    def bytes_per_token(cfg, dtype=torch.bfloat16):
+        """(latent cache bytes, plain multi-head K+V cache bytes of the same width) per token, all layers."""
+        size = torch.tensor([], dtype=dtype).element_size()
+        return cfg.n_layer * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * size, cfg.n_layer * 2 * cfg.n_embd * size
+
+
+class MLA(nn.Module):
+    """Multi-head Latent Attention."""
+
+    def __init__(self, cfg, layer_id):
+        super().__init__()
+        self.cfg, self.layer_id = cfg, layer_id
+        H, qk_head_dim = cfg.n_head, cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+        if cfg.q_lora_rank == 0:
+            self.wq = nn.Linear(cfg.n_embd, H * qk_head_dim, bias=cfg.bias)
+        else:
+            self.wq_a = nn.Linear(cfg.n_embd, cfg.q_lora_rank, bias=cfg.bias)
+            self.q_norm = nn.RMSNorm(cfg.q_lora_rank)
+            self.wq_b = nn.Linear(cfg.q_lora_rank, H * qk_head_dim, bias=cfg.bias)
+        self.wkv_a = nn.Linear(cfg.n_embd, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=cfg.bias)  # W_DKV and W_KR
+        self.kv_norm = nn.RMSNorm(cfg.kv_lora_rank)
+        self.wkv_b = nn.Linear(cfg.kv_lora_rank, H * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)  # W_UK, W_UV
+        self.wo = nn.Linear(H * cfg.v_head_dim, cfg.n_embd, bias=cfg.bias)
+        self.softmax_scale = qk_head_dim ** -0.5
+
+    def forward(self, x, cos, sin, cache=None, pos=0):
+        cfg, (B, T, _) = self.cfg, x.shape
+        H, nope, rope, dv = cfg.n_head, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+        q = self.wq(x) if cfg.q_lora_rank == 0 else self.wq_b(self.q_norm(self.wq_a(x)))
+        q_nope, q_rope = q.view(B, T, H, nope + rope).split([nope, rope], dim=-1)
+        q_rope = apply_rope(q_rope, cos, sin)
+        c_kv, k_rope = self.wkv_a(x).split([cfg.kv_lora_rank, rope], dim=-1)
+        c_kv = self.kv_norm(c_kv)                           # (B, T, d_c): all a decode step needs of K and V
+        k_rope = apply_rope(k_rope[:, :, None], cos, sin)   # (B, T, 1, rope): one rotary key shared by all heads
+        if cache is not None:
+            cache.kv[self.layer_id, :B, pos:pos + T] = c_kv.to(cache.kv.dtype)
+            cache.pe[self.layer_id, :B, pos:pos + T] = k_rope[:, :, 0].to(cache.pe.dtype)
+        if cache is None or pos == 0:
+            # Plain path (training, prefill): up-project per head, causal flash attention.
+            k_nope, v = self.wkv_b(c_kv).view(B, T, H, nope + dv).split([nope, dv], dim=-1)
+            q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2)                       # (B, H, T, qk)
+            k = torch.cat([k_nope, k_rope.expand(-1, -1, H, -1)], dim=-1).transpose(1, 2)  # (B, H, T, qk)
+            y = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True, scale=self.softmax_scale,
+                                               dropout_p=cfg.dropout if self.training else 0.0)
+            y = y.transpose(1, 2)                                                            # (B, T, H, dv)
+        else:
+            # Absorbed path (decode): q_nope·(W_UK c) = (W_UKᵀ q_nope)·c, so attend to the cached latents directly,
+            # then apply W_UV to the weighted sum of latents.
+            S = pos + T
+            w = self.wkv_b.weight.view(H, nope + dv, cfg.kv_lora_rank)
+            kv, pe = cache.kv[self.layer_id, :B, :S], cache.pe[self.layer_id, :B, :S]   # (B, S, d_c), (B, S, rope)
+            q_lat = torch.einsum("bthd,hdc->bthc", q_nope, w[:, :nope].to(q_nope.dtype))  # (B, T, H, d_c)
+            scores = (torch.einsum("bthc,bsc->bhts", q_lat, kv.to(q_lat.dtype))
+                      + torch.einsum("bthr,bsr->bhts", q_rope, pe.to(q_rope.dtype))) * self.softmax_scale
+            visible = torch.arange(S, device=x.device) <= torch.arange(pos, S, device=x.device)[:, None]  # (T, S)
+            p = scores.float().masked_fill(~visible, float("-inf")).softmax(dim=-1).type_as(q_lat)
+            o = torch.einsum("bhts,bsc->bthc", p, kv.to(p.dtype))                       # (B, T, H, d_c)
+            y = torch.einsum("bthc,hdc->bthd", o, w[:, nope:].to(o.dtype))               # (B, T, H, dv)
+        return self.wo(y.reshape(B, T, H * dv))
+
+
+class MLP(nn.Module):
+    """The shared experts, fused into one MLP of their summed hidden width."""
+
+    def __init__(self, cfg, hidden):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Gate(nn.Module):
+    """Sigmoid affinity to learned centroids; top-k on score + bias; weights from the unbiased score."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.n_embd))  # one centroid e_i per expert
+        self.register_buffer("bias", torch.zeros(cfg.n_routed_experts))  # b_i: moves selection, never weights
+
+    def forward(self, x):
+        scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))          # (N, E)
+        indices = torch.topk(scores + self.bias, self.cfg.top_k_experts, dim=-1).indices  # (N, k)
+        weights = scores.gather(1, indices)
+        if self.cfg.top_k_experts > 1:  # a single weight normalised would be exactly 1 and pass no gradient
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * self.cfg.route_scale, indices, scores
+
+
+class MoE(nn.Module):
+    """DeepSeekMoE: shared experts + routed experts with sparse dispatch (sort by expert, one grouped GEMM)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        E, d, h = cfg.n_routed_experts, cfg.n_embd, cfg.expert_hidden
+        self.gate = Gate(cfg)
+        self.shared = MLP(cfg, cfg.n_shared_experts * h) if cfg.n_shared_experts else None
+        self.w1 = nn.Parameter(torch.empty(E, d, h))  # routed experts, stacked for the grouped GEMM
+        self.w2 = nn.Parameter(torch.empty(E, h, d))
+        self.register_buffer("load", torch.zeros(E), persistent=False)  # routed tokens since the last bias update
+
+    def forward(self, x):
+        """x (B, T, d) -> (output (B, T, d), sequence-wise balance loss)."""
+        cfg, (B, T, d) = self.cfg, x.shape
+        E, k = cfg.n_routed_experts, cfg.top_k_experts
+        flat = x.reshape(B * T, d)
+        weights, indices, scores = self.gate(flat)
+        expert = indices.flatten()                        # (N*k,): token n's j-th pick sits at n*k + j
+        order = expert.argsort(stable=True)               # all picks grouped by expert, no host sync
+        counts = torch.bincount(expert, minlength=E)
+        y = self.routed(flat[order // k], counts.cumsum(0).to(torch.int32))
+        y = y * weights.flatten()[order, None].to(y.dtype)
+        out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, order // k, y).view(B, T, d)
+        if self.shared is not None:
+            out = out + self.shared(x)
+        if self.training:
+            self.load += counts.detach().float()
+        # L_bal = alpha * sum_i f_i P_i per sequence, averaged over the batch
+        picked = torch.zeros_like(scores).scatter_(1, indices, 1.0).view(B, T, E)
+        f = picked.sum(dim=1) * E / (k * T)                                             # (B, E)
+        P = (scores / scores.sum(dim=-1, keepdim=True)).view(B, T, E).mean(dim=1)       # (B, E)
+        return out, cfg.balance_factor * (f * P).sum(dim=-1).mean()
+
+    def routed(self, xs, offsets):
+        """Each routed expert on its own rows of xs (grouped by expert; offsets = cumulative row counts)."""
+        dtype = torch.get_autocast_dtype(xs.device.type) if torch.is_autocast_enabled(xs.device.type) else xs.dtype
+        h = F.gelu(torch._grouped_mm(xs.to(dtype), self.w1.to(dtype), offs=offsets), approximate="tanh")
+        return torch._grouped_mm(h, self.w2.to(dtype), offs=offsets)
+
+    @torch.no_grad()
+    def update_bias(self):
+        """b_i += gamma * sign(mean load - load_i) from the load counted since the last call; returns the load
+        fractions. Call once per optimizer step, after summing `load` across ranks."""
+        frac = self.load / self.load.sum().clamp(min=1)
+        self.gate.bias += self.cfg.bias_update_speed * torch.sign(self.load.mean() - self.load)
+        self.load.zero_()
+        return frac
+
+
+class Block(nn.Module):
+    def __init__(self, cfg, layer_id):
+        super().__init__()
+        self.attn_norm, self.ffn_norm = nn.RMSNorm(cfg.n_embd), nn.RMSNorm(cfg.n_embd)
+        self.attn, self.ffn = MLA(cfg, layer_id), MoE(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, cache=None, pos=0):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, pos))
+        y, balance_loss = self.ffn(self.ffn_norm(x))
+        return x + self.drop(y), balance_loss  # the residual is added once
+
+
+# --- the model
+
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}  # dense bf16
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg, verbose=True):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # tied
+        self.apply(self._init_weights)
+        resid_std = 0.02 / math.sqrt(2 * cfg.n_layer)  # residual projections scaled as in GPT-2
+        for name, p in self.named_parameters():
+            if name.endswith(("wo.weight", "c_proj.weight", "w2")):
+                nn.init.normal_(p, std=resid_std)
+            elif name.endswith(("gate.weight", "w1")):
+                nn.init.normal_(p, std=0.02)
+        self.last_loss_parts = None
+        if verbose:
+            print(f"GPT: {self.num_params() / 1e6:.2f}M parameters, {self.num_params(active=True) / 1e6:.2f}M active "
+                  f"per token; latent cache {LatentCache.bytes_per_token(cfg)[0]} bytes/token (bf16)")
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def num_params(self, active=False):
+        """All parameters (the tied embedding once), or those one token passes through: top_k of the routed."""
+        n = sum(p.numel() for p in self.parameters())
+        if active:
+            cfg = self.cfg
+            n -= cfg.n_layer * (cfg.n_routed_experts - cfg.top_k_experts) * 2 * cfg.n_embd * cfg.expert_hidden
+        return n
+
+    def forward(self, idx, targets=None, cache=None, pos=0):
+        """idx (B, T) -> (logits (B, T, V), loss). With targets, loss = cross-entropy (targets -1 are ignored) +
+        balance loss, and `last_loss_parts` holds both parts; with a cache, only the last position's logits."""
+        B, T = idx.shape
+        cos, sin = rope_angles(self.cfg, pos, T, idx.device)
+        x = self.drop(self.tok_emb(idx))
+        balance_loss = 0.0
+        for block in self.blocks:
+            x, bal = block(x, cos, sin, cache, pos)
+            balance_loss = balance_loss + bal
+        x = self.norm(x)
+        if targets is None:
+            return self.lm_head(x[:, -1:] if cache is not None else x), None
+        logits = self.lm_head(x)
+        lm_loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        self.last_loss_parts = (lm_loss.detach(), balance_loss.detach())
+        return logits, lm_loss + balance_loss
+
+    def moe_layers(self):
+        return [b.ffn for b in self.blocks]
+
+    def update_moe_biases(self):
+        """The once-per-optimizer-step bias update of every MoE layer; returns (n_layer, E) load fractions."""
+        return torch.stack([m.update_bias() for m in self.moe_layers()])
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
+
+    def flops_per_token(self, seq_len=None):
+        """Training FLOPs per token: 6 * active parameters + 6 * L * H * (d_qk + d_v) * T (REFERENCE.md §4)."""
+        cfg = self.cfg
+        T = seq_len or cfg.block_size
+        attn = 6 * cfg.n_layer * cfg.n_head * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim) * T
+        return 6 * self.num_params(active=True) + attn
+
+    def estimate_mfu(self, tokens_per_iter, dt, device_name=None, peak_flops=None):
+        """Model FLOPs utilisation: achieved FLOP/s over the card's dense bf16 peak (None if it is not known)."""
+        if peak_flops is None:
+            name = device_name or (torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+            peak_flops = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+        return None if not peak_flops else self.flops_per_token() * tokens_per_iter / dt / peak_flops
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, allowed_fn=None, stop_id=None,
+                 generator=None):
+        """Continue idx (B, T) by max_new_tokens using the latent cache. allowed_fn(idx) -> (B, V) bool mask of the
+        tokens each sequence may take next. Sequences that emit stop_id are padded with it; all stopping ends
+        the loop. Past block_size the window slides: the last half block is prefilled afresh."""
+        cfg, B = self.cfg, idx.size(0)
+        window = cfg.block_size
+        cache = LatentCache(cfg, B, window, idx.device, self.tok_emb.weight.dtype)
+        context = idx[:, -window:]
+        logits, _ = self(context, cache=cache, pos=0)
+        pos = context.size(1)
+        done = torch.zeros(B, dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            logits = logits[:, -1].float()
+            if allowed_fn is not None:
+                logits = logits.masked_fill(~allowed_fn(idx), float("-inf"))
+            nxt = sample_logits(logits, temperature, top_k, top_p, generator)
+            if stop_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, stop_id), nxt)
+                done |= nxt == stop_id
+            idx = torch.cat([idx, nxt[:, None]], dim=1)
+            if stop_id is not None and bool(done.all()):
+                break
+            if pos == window:  # the cache is full: slide
+                context = idx[:, -(window // 2):]
+                logits, _ = self(context, cache=cache, pos=0)
+                pos = context.size(1)
+            else:
+                logits, _ = self(nxt[:, None], cache=cache, pos=pos)
+                pos += 1
+        return idx
+
+
+def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """One token id per row of logits (B, V): greedy at temperature 0, else top-k / nucleus sampling."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cum - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
+def load_checkpoint(path, device="cpu"):
+    """Rebuild a GPT from a checkpoint of plain values (loaded with weights_only=True); returns (model, checkpoint)."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model = GPT(GPTConfig(**ckpt["model_args"]), verbose=False)
+    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    return model.to(device), ckpt
+
+
+def model_args(cfg):
+    """GPTConfig as the plain dict a checkpoint stores."""
+    return asdict(cfg)

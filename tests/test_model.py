@@ -1,0 +1,192 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig, LatentCache, MoE, apply_rope, load_checkpoint, model_args, rope_angles, sample_logits
+
+
+def tiny(**kw):
+    base = dict(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32, kv_lora_rank=16, qk_nope_head_dim=8,
+                qk_rope_head_dim=8, v_head_dim=16, n_shared_experts=1, n_routed_experts=4, top_k_experts=2,
+                expert_hidden=64, dropout=0.0)
+    return GPTConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("q_lora_rank", [0, 16])
+def test_latent_cache_decoding_matches_full_forward(q_lora_rank):
+    torch.manual_seed(0)
+    model = GPT(tiny(q_lora_rank=q_lora_rank), verbose=False).eval()
+    idx = torch.randint(0, 50, (2, 24))
+    full, _ = model(idx)
+    cache = LatentCache(model.cfg, 2, 32, "cpu", torch.float32)
+    step, _ = model(idx[:, :5], cache=cache, pos=0)                 # prefill, plain path
+    torch.testing.assert_close(step[:, -1], full[:, 4], atol=1e-5, rtol=1e-5)
+    for t in range(5, 20):                                          # decode, absorbed path
+        step, _ = model(idx[:, t:t + 1], cache=cache, pos=t)
+        torch.testing.assert_close(step[:, -1], full[:, t], atol=1e-5, rtol=1e-5)
+    step, _ = model(idx[:, 20:24], cache=cache, pos=20)             # several new tokens at once, absorbed
+    torch.testing.assert_close(step[:, -1], full[:, 23], atol=1e-5, rtol=1e-5)
+
+
+def test_mla_training_path_matches_the_equations():
+    torch.manual_seed(0)
+    cfg = tiny()
+    attn = GPT(cfg, verbose=False).blocks[0].attn
+    x = torch.randn(2, 10, cfg.n_embd)
+    cos, sin = rope_angles(cfg, 0, 10, "cpu")
+    H, nope, rope, dv = cfg.n_head, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+    q = (x @ attn.wq.weight.T).view(2, 10, H, nope + rope)
+    kv = x @ attn.wkv_a.weight.T
+    c = kv[..., :cfg.kv_lora_rank]
+    c = c / torch.sqrt((c ** 2).mean(-1, keepdim=True) + torch.finfo(c.dtype).eps) * attn.kv_norm.weight
+    k_r = apply_rope(kv[..., None, cfg.kv_lora_rank:], cos, sin)[:, :, 0]
+    up = (c @ attn.wkv_b.weight.T).view(2, 10, H, nope + dv)
+    outs = []
+    for h in range(H):
+        qh = torch.cat([q[:, :, h, :nope], apply_rope(q[:, :, h:h + 1, nope:], cos, sin)[:, :, 0]], -1)
+        kh = torch.cat([up[:, :, h, :nope], k_r], -1)
+        s = qh @ kh.transpose(1, 2) / math.sqrt(nope + rope)
+        s = s.masked_fill(torch.ones(10, 10).triu(1).bool(), float("-inf"))
+        outs.append(s.softmax(-1) @ up[:, :, h, nope:])
+    ref = torch.cat(outs, -1) @ attn.wo.weight.T
+    torch.testing.assert_close(attn(x, cos, sin), ref, atol=1e-5, rtol=1e-5)
+
+
+def dense_moe(moe, x):
+    """Every routed expert on every token, masked by the gate's pick: the reference for the sparse dispatch."""
+    flat = x.reshape(-1, x.size(-1))
+    weights, indices, _ = moe.gate(flat)
+    out = moe.shared(flat)
+    for e in range(moe.cfg.n_routed_experts):
+        y = F.gelu(flat @ moe.w1[e], approximate="tanh") @ moe.w2[e]
+        w = (weights * (indices == e)).sum(-1, keepdim=True)
+        out = out + w * y
+    return out.view_as(x)
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_sparse_moe_matches_dense_reference(top_k):
+    torch.manual_seed(0)
+    moe = GPT(tiny(top_k_experts=top_k), verbose=False).blocks[0].ffn
+    x = torch.randn(3, 7, 32)
+    out, bal = moe(x)
+    torch.testing.assert_close(out, dense_moe(moe, x), atol=1e-5, rtol=1e-5)
+    assert bal.item() > 0
+
+
+def test_gate_learns_from_the_lm_loss_with_top1():
+    torch.manual_seed(0)
+    model = GPT(tiny(top_k_experts=1, balance_factor=0.0), verbose=False)
+    idx = torch.randint(0, 50, (2, 16))
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert model.blocks[0].ffn.gate.weight.grad.abs().sum() > 0
+
+
+def test_bias_update_balances_a_skewed_router_and_eval_leaves_it_alone():
+    torch.manual_seed(0)
+    cfg = tiny(n_routed_experts=4, top_k_experts=1, bias_update_speed=0.05)
+    moe = MoE(cfg)
+    torch.nn.init.normal_(moe.gate.weight, std=0.02)
+    torch.nn.init.normal_(moe.w1, std=0.02), torch.nn.init.normal_(moe.w2, std=0.02)
+    x = torch.randn(4, 64, 32) + 1.0
+    with torch.no_grad():
+        moe.gate.weight[0] = 0.5  # every token leans to expert 0
+    moe.train()
+    moe(x)
+    first = moe.update_bias()
+    assert first[0] > 0.9
+    history = []
+    for _ in range(60):
+        moe(x)
+        history.append(moe.update_bias())
+    late = torch.stack(history[-20:]).mean(0)  # sign steps oscillate around balance: look at the average
+    assert late.max() < 0.5 and late.min() > 0.1, late  # from 90 % on one expert to every expert busy
+    moe.eval()
+    bias = moe.gate.bias.clone()
+    moe(x)
+    assert moe.load.sum() == 0
+    moe.update_bias()
+    torch.testing.assert_close(moe.gate.bias, bias + 0.0)  # zero load: sign(0) = 0, nothing moves
+
+
+def test_loss_at_init_is_about_ln_vocab_and_a_tiny_model_overfits():
+    torch.manual_seed(0)
+    model = GPT(tiny(), verbose=False)
+    idx = torch.randint(0, 50, (4, 32))
+    _, loss = model(idx[:, :-1], idx[:, 1:])
+    assert abs(loss.item() - math.log(50)) < 0.3
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
+    for _ in range(150):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.update_moe_biases()
+    assert loss.item() < 0.3
+    lm, bal = model.last_loss_parts
+    assert torch.isclose(lm + bal, loss.detach())
+
+
+def test_bf16_autocast_on_cpu_has_no_nan():
+    torch.manual_seed(0)
+    model = GPT(tiny(), verbose=False)
+    idx = torch.randint(0, 50, (2, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_longer_than_block_size_and_generation():
+    torch.manual_seed(0)
+    model = GPT(tiny(), verbose=False).eval()
+    logits, _ = model(torch.randint(0, 50, (1, 100)))  # block_size is 32: RoPE has no table to run off
+    assert logits.shape == (1, 100, 50)
+    only_even = lambda idx: (torch.arange(50) % 2 == 0).expand(idx.size(0), 50)
+    out = model.generate(torch.zeros(3, 4, dtype=torch.long), 70, temperature=1.0, top_k=10, allowed_fn=only_even)
+    assert out.shape == (3, 74) and (out[:, 4:] % 2 == 0).all()  # slid past block_size twice
+    g = lambda: torch.Generator().manual_seed(7)
+    a = model.generate(torch.zeros(2, 1, dtype=torch.long), 20, top_p=0.9, generator=g())
+    assert torch.equal(a, model.generate(torch.zeros(2, 1, dtype=torch.long), 20, top_p=0.9, generator=g()))
+
+
+def test_generation_stops_at_stop_id():
+    torch.manual_seed(0)
+    model = GPT(tiny(), verbose=False).eval()
+    with torch.no_grad():
+        model.lm_head.weight[7] *= 0  # token 7 equally likely as others initially
+    out = model.generate(torch.zeros(4, 1, dtype=torch.long), 200, allowed_fn=lambda idx: torch.isin(
+        torch.arange(50), torch.tensor([3, 7])).expand(idx.size(0), 50), stop_id=7)
+    assert out.size(1) < 201 and all(7 in row for row in out.tolist())
+    for row in out.tolist():
+        assert all(t == 7 for t in row[row.index(7):])
+
+
+def test_sample_logits_filters():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    assert sample_logits(logits, temperature=0).item() == 3
+    assert all(sample_logits(logits, top_k=2).item() in (2, 3) for _ in range(30))
+    assert all(sample_logits(logits * 10, top_p=0.5).item() == 3 for _ in range(30))
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    model = GPT(tiny(), verbose=False)
+    model.blocks[1].ffn.gate.bias += 0.5
+    torch.save({"model": model.state_dict(), "model_args": model_args(model.cfg)}, tmp_path / "c.pt")
+    again, ckpt = load_checkpoint(tmp_path / "c.pt")
+    idx = torch.randint(0, 50, (1, 10))
+    torch.testing.assert_close(again.eval()(idx)[0], model.eval()(idx)[0])
+    assert again.blocks[1].ffn.gate.bias[0] == 0.5
+
+
+def test_default_size_and_cache_ratio():
+    cfg = GPTConfig()
+    latent, mha = LatentCache.bytes_per_token(cfg)
+    assert latent == 3 * 288 * 2 and mha / latent > 5
+    model = GPT(cfg, verbose=False)
+    assert 60e6 < model.num_params() < 70e6 and model.num_params(active=True) < model.num_params()
+    assert model.estimate_mfu(1000, 1.0, device_name="NVIDIA H100 80GB HBM3") == pytest.approx(
+        model.flops_per_token() * 1000 / 989e12)
