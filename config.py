@@ -53,7 +53,53 @@ route_scale = 1.0          # multiplies the routed weights
 bias_update_speed = 0.01   # gamma: per-step nudge of the routing bias towards balanced load (DeepSeek-V3: 0.001)
 balance_factor = 1e-4      # alpha of the sequence-wise balance loss (DeepSeek-V3's value)
 
-PRESETS = {}
+# --- data and run folders (train.py, sample.py, plot.py)
+data_dir = "data/bin"      # train.bin, val.bin and meta.json from prepare.py
+out_dir = "models/my_run"  # the run folder: checkpoints, config.json, tokenizer.json, metrics.jsonl, tensorboard/
+init_from = "scratch"      # scratch | resume (this out_dir) | a run folder or checkpoint to fine-tune from
+
+# --- optimizer (AdamW; weight decay on 2-D weights only)
+learning_rate = 3e-4
+min_lr = 6e-5
+weight_decay = 0.03
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0            # clip the global grad norm; 0 = off
+
+# --- schedule
+batch_size = 32            # sequences per micro-batch
+gradient_accumulation_steps = 8  # micro-batches per optimizer step, over all ranks together
+max_iters = 150_000        # optimizer steps
+warmup_iters = 1000        # linear warm-up, then cosine decay to min_lr
+lr_decay_iters = 150_000
+
+# --- evaluation and logging
+eval_interval = 1000       # steps between evaluations (and checkpoints)
+eval_iters = 100           # batches per split in one evaluation
+log_interval = 10          # steps between log lines
+max_bad_steps = 20         # NaN/inf losses in a row that stop the run (each one skips its step)
+
+# --- system
+device = "auto"            # auto = cuda when present, else cpu; or cuda:1, cpu, mps ...
+dtype = "auto"             # auto = bfloat16 on CUDA when supported, else float16 on CUDA, else float32
+compile = False            # torch.compile the model
+
+# --- sampling (sample.py)
+num_samples = 3
+temperature = 0.9
+top_k = 100                # 0 = off
+top_p = 1.0                # nucleus sampling; 1.0 = off
+max_new_tokens = 1024
+bpm = 120
+
+PRESETS = {
+    # Trains in a few minutes on 2 CPU cores and still learns the chorales' grammar and harmony.
+    "cpu_demo": dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
+                     v_head_dim=32, expert_hidden=256, block_size=128, dropout=0.0, batch_size=16,
+                     gradient_accumulation_steps=1, max_iters=800, warmup_iters=50, lr_decay_iters=800,
+                     learning_rate=2e-3, min_lr=2e-4, eval_interval=200, eval_iters=20, log_interval=20,
+                     bias_update_speed=0.001),
+}
 
 
 def _parse(name, default):
@@ -81,6 +127,7 @@ def defaults():
 def cli(parser, keys, argv=None):
     """Parse a script's own arguments plus `--preset` and `--key=value` overrides of the config `keys`."""
     values = defaults()
+    parser.allow_abbrev = False  # --learning_rat=1 must be an error, not learning_rate
     group = parser.add_argument_group("config overrides (see config.py)")
     group.add_argument("--preset", choices=sorted(PRESETS), help="overlay a preset from config.PRESETS")
     for k in keys:

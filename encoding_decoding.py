@@ -101,6 +101,17 @@ def notes_to_tokens(notes, spec):
     return tokens + [END]
 
 
+def grammar_tables(itos):
+    """The grammar as lookup tables over token ids, for the sampler's mask: (states, allowed, next_state) where
+    allowed[s][i] says whether token id i may come in state s and next_state[s][i] is where it leads. After END
+    only END is allowed, so a finished sequence can be padded with it."""
+    states = list(GRAMMAR)
+    kinds = [kind(t) for t in itos]
+    allowed = [[k in GRAMMAR[s] or (s == "end" and k == END) for k in kinds] for s in states]
+    next_state = [[states.index(GRAMMAR[s].get(k, "end")) for k in kinds] for s in states]
+    return states, allowed, next_state
+
+
 def validate(tokens, spec):
     """None if `tokens` follow the grammar and the vocabulary, else (index, reason) of the first break."""
     vocab, state = set(spec.vocab()), "begin"

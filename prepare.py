@@ -16,7 +16,7 @@ import psutil
 
 import config
 from augment_all import VARIANT
-from batch import atomic_open, die, find_files, write_json
+from batch import atomic_open, atomic_write, die, find_files, write_json
 from encoding_decoding import text_to_tokens, validate
 from simple_tokenizer import Tokenizer
 
@@ -110,7 +110,7 @@ def main(argv=None):
         die(f"no valid pieces left for {'train' if not n_train[1] else 'val'} ({len(rejected)} rejected)")
     meta = {
         "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size,
-        "tokenizer": {"path": str(args.tokenizer_paths),
+        "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
                       "sha256": hashlib.sha256(Path(args.tokenizer_paths).read_bytes()).hexdigest()},
         "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
         "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
@@ -118,6 +118,7 @@ def main(argv=None):
         "val": {"tokens": n_val[0], "pieces": n_val[1]},
         "val_pieces": val_ids, "rejected": rejected,
     }
+    atomic_write(out / "tokenizer.json", Path(args.tokenizer_paths).read_bytes())  # the data carries its tokenizer
     write_json(out / "meta.json", meta)
     print(f"train.bin: {n_train[0]:,} tokens in {n_train[1]} pieces ({len(chosen)} augmented, "
           f"{aug_tokens / max(n_train[0], 1):.0%} of tokens); val.bin: {n_val[0]:,} tokens in {n_val[1]} pieces")
@@ -125,7 +126,7 @@ def main(argv=None):
         print(f"  {orphans} augmented files have no original in {main_root} and were left out")
     for r in rejected:
         print(f"  rejected {r['file']}: {r['reason']}")
-    print(f"  peak RSS {rss[0] / 2**20:.0f} MiB -> {out}/train.bin, val.bin, meta.json")
+    print(f"  peak RSS {rss[0] / 2**20:.0f} MiB -> {out}/train.bin, val.bin, meta.json, tokenizer.json")
 
 
 if __name__ == "__main__":

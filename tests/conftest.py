@@ -2,8 +2,11 @@
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+torch.set_num_threads(1)  # tiny models: threads cost more than they give, and subprocess tests share the cores
 
 
 def vlq(n):
@@ -36,3 +39,25 @@ def midi_file(*tracks, fmt=1, division=480):
 def scale(n=12, start=60, ch=0, step=240):
     """A track of `n` eighth notes going up (480 ticks per quarter)."""
     return track(*[on(start + i, 80, ch) + off(start + i, ch, delta=step) for i in range(n)])
+
+
+def make_bin(root, n=24):
+    """A tiny prepared dataset (text encodings -> train.bin/val.bin/meta.json/tokenizer.json) under root/bin."""
+    from encoding_decoding import Spec, notes_to_tokens, tokens_to_text
+    import prepare
+    spec = Spec()
+    for i in range(n):  # little chorale-like pieces: a rising line over a held bass, each in its own key
+        notes = [(4 * k, 48 + i % 12, 16, 70) for k in range(0, 24, 4)]
+        notes += [(4 * k, 60 + (i + 2 * k) % 12, 4, 80 + k % 3) for k in range(24)]
+        path = root / "text" / f"piece{i}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tokens_to_text(notes_to_tokens(sorted(notes, key=lambda n: (n[0], -n[1])), spec)))
+    prepare.main(["--main_data_path", str(root / "text"), "--output_base_dir", str(root / "bin"),
+                  "--tokenizer_paths", str(ROOT / "tokenizers/simple_tokenizer.json"), "--val_fraction", "0.2"])
+    return root / "bin"
+
+
+TINY_MODEL = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--kv_lora_rank=16", "--qk_nope_head_dim=8",
+              "--qk_rope_head_dim=8", "--v_head_dim=16", "--expert_hidden=64", "--block_size=32", "--batch_size=4",
+              "--gradient_accumulation_steps=2", "--eval_iters=2", "--log_interval=1", "--warmup_iters=2",
+              "--learning_rate=3e-3", "--device=cpu"]

@@ -1,0 +1,91 @@
+"""Pictures of a run and of its music.
+
+python plot.py --out_dir models/my_run          -> loss.png (train/val loss) and expert_load.png in the run folder
+python plot.py --midi midi-samples/x.mid [...]  -> x.png beside each file: a piano roll, velocity as shade
+"""
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from batch import atomic_open, die  # noqa: E402
+from encoding_decoding import Spec, midi_to_notes  # noqa: E402
+
+
+def save(fig, path):
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_run(run):
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        die(f"{path}: no such file (is {run} a run folder?)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot([r["iter"] for r in steps], [r["lm_loss"] for r in steps], lw=0.8, alpha=0.6, label="train (batch)")
+    ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
+    ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val")
+    ax.set(xlabel="iteration", ylabel="cross-entropy (nats/token)", title=f"{run.name}: loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, run / "loss.png")
+    keys = sorted({k for r in steps for k in r if k.startswith("expert_load/")})
+    layers = sorted({k.split("/")[1] for k in keys})
+    fig, axes = plt.subplots(len(layers) or 1, 1, figsize=(8, 2.2 * max(1, len(layers))), sharex=True, squeeze=False)
+    for ax, layer in zip(axes[:, 0], layers):
+        for k in (k for k in keys if k.split("/")[1] == layer):
+            ax.plot([r["iter"] for r in steps], [r[k] for r in steps], label=k.split("/")[2])
+        ax.set(ylabel=f"{layer}\nshare of tokens", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize="small")
+    axes[-1, 0].set_xlabel("iteration")
+    axes[0, 0].set_title(f"{run.name}: routed expert load per layer")
+    save(fig, run / "expert_load.png")
+    return [run / "loss.png", run / "expert_load.png"]
+
+
+def plot_piano_roll(mid, spec):
+    notes, _ = midi_to_notes(Path(mid).read_bytes(), spec)
+    if not notes:
+        die(f"{mid}: no notes to draw")
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    beats = spec.sample_freq
+    for start, pitch, dur, vel in notes:
+        ax.add_patch(plt.Rectangle((start / beats, pitch - 0.4), dur / beats, 0.8,
+                                   color=plt.cm.viridis(vel / 127), lw=0))
+    end = max(s + d for s, _, d, _ in notes) / beats
+    pitches = [p for _, p, _, _ in notes]
+    ax.set(xlim=(0, end), ylim=(min(pitches) - 2, max(pitches) + 2), xlabel="beats (quarter notes)",
+           ylabel="MIDI pitch", title=Path(mid).name)
+    ax.grid(alpha=0.2)
+    fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 127)), ax=ax, label="velocity")
+    out = Path(mid).with_suffix(".png")
+    save(fig, out)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out_dir", help="a run folder: draw its loss curves and expert load")
+    parser.add_argument("--midi", nargs="+", default=[], help="MIDI files: draw a piano roll of each")
+    args = parser.parse_args(argv)
+    if not args.out_dir and not args.midi:
+        die("give --out_dir RUN and/or --midi FILE ...")
+    written = plot_run(Path(args.out_dir)) if args.out_dir else []
+    for mid in args.midi:
+        if not Path(mid).is_file():
+            die(f"{mid}: no such file")
+        written.append(plot_piano_roll(mid, Spec()))
+    print("wrote " + ", ".join(map(str, written)))
+
+
+if __name__ == "__main__":
+    main()

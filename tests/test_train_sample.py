@@ -1,0 +1,188 @@
+"""train.py, sample.py and plot.py end to end on a tiny dataset, on the CPU."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_MODEL, make_bin
+from encoding_decoding import END, Spec, midi_to_notes, validate
+from model import sample_logits
+from sample import GrammarMask, finish
+from simple_tokenizer import Tokenizer
+
+TOK = Tokenizer(Spec())
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(script, *args, **kw):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=ENV, **kw)
+
+
+def train_args(data, out, *extra):
+    return [f"--data_dir={data}", f"--out_dir={out}", *TINY_MODEL, *extra]
+
+
+def step_losses(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["iter"], r.get("loss"), r.get("grad_norm"), r.get("lr"), r.get("val_loss")) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_bin(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    r = run("train.py", *train_args(data, out, "--max_iters=30", "--eval_interval=10"))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_training_learns_and_fills_the_run_folder(trained):
+    for name in ("checkpoint.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl", "tensorboard"):
+        assert (trained / name).exists(), name
+    evals = [r for r in step_losses(trained) if r[4] is not None]
+    assert [r[0] for r in evals] == [0, 10, 20, 30]
+    assert evals[-1][4] < evals[0][4] - 1.0  # well below the untrained ln(vocab)
+    ckpt = torch.load(trained / "checkpoint.pt", weights_only=True)
+    assert ckpt["iter_num"] == 30 and ckpt["model_args"]["vocab_size"] == TOK.vocab_size
+    assert any(f.name.startswith("events") for f in (trained / "tensorboard").iterdir())
+
+
+def test_resume_after_sigkill_gives_the_same_losses(data, tmp_path):
+    args = ["--max_iters=60", "--eval_interval=8", "--dropout=0.1"]
+    assert run("train.py", *train_args(data, tmp_path / "whole", *args)).returncode == 0
+    killed = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(data, killed, *args)], cwd=ROOT, env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        metrics = killed / "metrics.jsonl"
+        if metrics.exists() and any(json.loads(line)["iter"] >= 20 for line in metrics.read_text().splitlines()[:-1]):
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert p.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    r = run("train.py", *train_args(data, killed, *args, "--init_from=resume"))
+    assert r.returncode == 0, r.stderr
+    assert step_losses(killed) == step_losses(tmp_path / "whole")  # bitwise: every loss, norm and lr
+
+
+def test_sigterm_saves_a_checkpoint(data, tmp_path):
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"),
+                          *train_args(data, tmp_path / "r", "--max_iters=100000", "--eval_interval=100000")],
+                         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while not (tmp_path / "r/metrics.jsonl").exists() or len((tmp_path / "r/metrics.jsonl").read_text().splitlines()) < 4:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0 and "signal 15: saved" in out
+    assert torch.load(tmp_path / "r/checkpoint.pt", weights_only=True)["iter_num"] >= 3
+
+
+def test_nan_losses_stop_the_run_and_keep_the_last_good_checkpoint(data, tmp_path):
+    r = run("train.py", *train_args(data, tmp_path / "r", "--learning_rate=1e30", "--warmup_iters=0",
+                                    "--max_bad_steps=3", "--max_iters=50", "--eval_interval=1000"))
+    assert r.returncode != 0 and "3 NaN/inf losses in a row" in r.stderr
+    assert torch.load(tmp_path / "r/checkpoint.pt", weights_only=True)["iter_num"] == 0
+
+
+def test_two_process_ddp_equals_one_process(data, tmp_path):
+    args = ["--max_iters=4", "--eval_interval=100", "--dropout=0.0"]
+    assert run("train.py", *train_args(data, tmp_path / "one", *args)).returncode == 0
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(ROOT / "train.py"), *train_args(data, tmp_path / "two", *args)],
+                       capture_output=True, text=True, cwd=ROOT, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for a, b in zip(step_losses(tmp_path / "one"), step_losses(tmp_path / "two"), strict=True):
+        assert a[0] == b[0] and all(x == pytest.approx(y, rel=1e-4) for x, y in zip(a[1:], b[1:]) if x is not None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data_dir=no/such/dir"], "no/such/dir: no meta.json here"),
+    (["--init_from=resume"], "checkpoint.pt: no checkpoint here"),
+    (["--n_layer=two"], "n_layer wants a int"),
+    (["--learning_rat=1"], "unrecognized arguments: --learning_rat=1"),
+])
+def test_train_errors(data, tmp_path, args, message):
+    r = run("train.py", *train_args(data, tmp_path / "r"), *args)
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+def test_vocab_mismatch_is_one_clear_line(data, trained, tmp_path):
+    meta = json.loads((data / "meta.json").read_text())
+    other = tmp_path / "bin"
+    other.mkdir()
+    for f in ("train.bin", "val.bin", "tokenizer.json"):
+        (other / f).write_bytes((data / f).read_bytes())
+    (other / "meta.json").write_text(json.dumps({**meta, "vocab_size": 999}))
+    r = run("train.py", *train_args(other, tmp_path / "r", f"--init_from={trained}"))
+    assert r.returncode != 0 and "vocab mismatch" in r.stderr
+
+
+def test_sampling_is_valid_reproducible_and_plots(trained, tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        r = run("sample.py", "--out_dir", trained, "--num_samples", 3, "--seed", 5, "--max_new_tokens", 200,
+                "--output_dir", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        outs.append(sorted((tmp_path / name).iterdir()))
+    mids = [p for p in outs[0] if p.suffix == ".mid"]
+    assert [p.name for p in mids] == ["tiny_seed5_0.mid", "tiny_seed5_1.mid", "tiny_seed5_2.mid"]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(*outs))
+    for p in mids:
+        assert validate(p.with_suffix(".txt").read_text().split(), TOK.spec) is None
+        assert midi_to_notes(p.read_bytes(), TOK.spec)[0]
+    r = run("plot.py", "--out_dir", trained, "--midi", *mids)
+    assert r.returncode == 0, r.stderr
+    for png in [trained / "loss.png", trained / "expert_load.png"] + [p.with_suffix(".png") for p in mids]:
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
+
+
+def test_sampling_from_a_prompt(trained, tmp_path):
+    prompt = tmp_path / "prompt.mid"
+    from encoding_decoding import notes_to_midi
+    prompt.write_bytes(notes_to_midi([(4 * k + 8, 60 + k, 4, 80) for k in range(40)], TOK.spec))
+    r = run("sample.py", "--out_dir", trained, "--num_samples", 1, "--max_new_tokens", 30, "--prompt", prompt,
+            "--prompt_bars", 2, "--output_dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "tiny_seed1337_0.txt").read_text()
+    assert text.startswith("START n60 d4 v80 sepxx d4 n61 d4 v80")  # leading rest dropped; 2 bars = 8 notes
+    assert validate(text.split(), TOK.spec) is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out_dir", "no/such/run"], "no/such/run: no such run folder"),
+    (["--out_dir", "{tmp}"], "no best.pt or checkpoint.pt"),
+])
+def test_sample_errors(tmp_path, args, message):
+    r = run("sample.py", *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode != 0 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_constrained_sampling_from_random_logits_is_always_valid():
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        B = 16
+        mask = GrammarMask(TOK, "cpu")
+        idx = torch.full((B, 1), TOK.stoi["START"])
+        for _ in range(150):
+            logits = torch.randn(B, TOK.vocab_size, generator=gen) * 5
+            logits[:, TOK.stoi[END]] += trial / 4  # some trials end early, others run out of tokens
+            logits = logits.masked_fill(~mask(idx), float("-inf"))
+            idx = torch.cat([idx, sample_logits(logits, 1.0, None, 0.9, gen)[:, None]], dim=1)
+        for row in idx.tolist():
+            assert validate(finish(TOK.decode(row)), TOK.spec) is None
+
+
+def test_plot_errors(tmp_path):
+    assert "no such file" in run("plot.py", "--midi", tmp_path / "x.mid").stderr
+    assert "metrics.jsonl: no such file" in run("plot.py", "--out_dir", tmp_path).stderr

@@ -1,0 +1,285 @@
+"""Train the MLA + MoE GPT on train.bin / val.bin.
+
+python train.py --data_dir=data/bin --out_dir=models/my_run [--preset=cpu_demo] [--init_from=resume]
+torchrun --standalone --nproc_per_node=8 train.py --data_dir=data/bin --out_dir=models/my_run
+
+The run folder gets checkpoint.pt (latest) and best.pt (best val loss), both written atomically and loadable with
+weights_only=True, plus config.json, tokenizer.json, metrics.jsonl and tensorboard/. A resumed run continues exactly
+(same per-step losses as a run that never stopped); SIGINT/SIGTERM save a checkpoint before exiting.
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+import config
+from batch import atomic_open, atomic_write, die, write_json
+from model import GPT, GPTConfig, model_args
+
+MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]
+TRAIN_KEYS = MODEL_KEYS + [
+    "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
+    "batch_size", "gradient_accumulation_steps", "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval",
+    "eval_iters", "log_interval", "max_bad_steps", "device", "dtype", "compile", "seed"]
+
+
+def pick_device(device, dtype):
+    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
+    return device, getattr(torch, dtype)
+
+
+def read_data(data_dir):
+    """Memory-mapped train/val token arrays, checked against meta.json."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "meta.json").is_file():
+        die(f"{data_dir}: no meta.json here (run prepare.py first, or point --data_dir at its output)")
+    meta = json.loads((data_dir / "meta.json").read_text())
+    tokenizer = (data_dir / "tokenizer.json").read_bytes() if (data_dir / "tokenizer.json").is_file() else b""
+    if hashlib.sha256(tokenizer).hexdigest() != meta["tokenizer"]["sha256"]:
+        die(f"{data_dir}/tokenizer.json is missing or is not the one meta.json names (rerun prepare.py)")
+    splits = {}
+    for split in ("train", "val"):
+        path = data_dir / f"{split}.bin"
+        if not path.is_file() or path.stat().st_size != 2 * meta[split]["tokens"]:
+            die(f"{path}: missing or not {meta[split]['tokens']} uint16 tokens as meta.json says")
+        splits[split] = np.memmap(path, dtype=np.uint16, mode="r")
+    return splits, meta, tokenizer
+
+
+def get_batch(data, block_size, starts, device):
+    """Input and target windows (len(starts), block_size) starting at the given token offsets."""
+    x = torch.from_numpy(np.stack([data[s:s + block_size] for s in starts]).astype(np.int64))
+    y = torch.from_numpy(np.stack([data[s + 1:s + 1 + block_size] for s in starts]).astype(np.int64))
+    return x.to(device), y.to(device)
+
+
+def draw_starts(n_tokens, block_size, count, generator):
+    return torch.randint(n_tokens - block_size - 1, (count,), generator=generator).tolist()
+
+
+def lr_at(it, c):
+    """Linear warm-up, then cosine decay from learning_rate to min_lr at lr_decay_iters."""
+    if it < c.warmup_iters:
+        return c.learning_rate * (it + 1) / (c.warmup_iters + 1)
+    if it > c.lr_decay_iters:
+        return c.min_lr
+    ratio = (it - c.warmup_iters) / max(1, c.lr_decay_iters - c.warmup_iters)
+    return c.min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (c.learning_rate - c.min_lr)
+
+
+@torch.no_grad()
+def evaluate(model, splits, c, device, ctx):
+    """Mean loss per split over eval_iters batches, the same batches every time (a seeded generator of its own)."""
+    model.eval()
+    out = {}
+    for split, data in splits.items():
+        g = torch.Generator().manual_seed(c.seed + (split == "val"))
+        losses = []
+        for _ in range(c.eval_iters):
+            x, y = get_batch(data, c.block_size, draw_starts(len(data), c.block_size, c.batch_size, g), device)
+            with ctx:
+                model(x, y)
+            losses.append(model.last_loss_parts[0].item())
+        out[split] = float(np.mean(losses))
+    model.train()
+    return out
+
+
+def find_checkpoint(path):
+    """A checkpoint file, or the checkpoint.pt in a run folder."""
+    path = Path(path)
+    path = path if path.suffix == ".pt" else path / "checkpoint.pt"
+    if not path.is_file():
+        die(f"{path}: no checkpoint here")
+    return path
+
+
+def save_checkpoint(path, state):
+    with atomic_open(path) as f:
+        torch.save(state, f)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = config.cli(parser, TRAIN_KEYS, argv)
+    ddp = "RANK" in os.environ
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+    device, dtype = pick_device(c.device, c.dtype)
+    if ddp:
+        device = f"cuda:{os.environ['LOCAL_RANK']}" if device.startswith("cuda") else device
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if c.gradient_accumulation_steps % world:
+        die(f"gradient_accumulation_steps={c.gradient_accumulation_steps} is not divisible by {world} processes")
+    master = rank == 0
+    device_type = device.split(":")[0]
+    ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype)
+    out_dir = Path(c.out_dir)
+    splits, meta, tokenizer = read_data(c.data_dir)
+
+    # --- the model: from scratch, resumed, or fine-tuned from another run
+    resume = c.init_from == "resume"
+    ckpt = torch.load(find_checkpoint(out_dir if resume else c.init_from), map_location="cpu", weights_only=True) \
+        if c.init_from != "scratch" else None
+    if ckpt is not None and ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
+        die(f"vocab mismatch: the checkpoint has {ckpt['model_args']['vocab_size']} tokens, "
+            f"{c.data_dir}/meta.json has {meta['vocab_size']}")
+    cfg = GPTConfig(**ckpt["model_args"]) if ckpt else GPTConfig.of(c, vocab_size=meta["vocab_size"])
+    if resume or ckpt is None:
+        torch.manual_seed(c.seed)
+    model = GPT(cfg, verbose=master).to(device)
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+    optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), device_type)
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+    sampler = torch.Generator().manual_seed(c.seed)  # all ranks draw the same global batch, each takes its part
+    iter_num, best_val, bad_steps = 0, float("inf"), 0
+    if resume:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
+        sampler.set_state(ckpt["rng"]["sampler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device_type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    train_model = torch.compile(model) if c.compile else model
+    if ddp:
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=None if device == "cpu" else [device])
+
+    def state():
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "model_args": model_args(cfg), "iter_num": iter_num, "best_val_loss": best_val,
+                "config": {k: getattr(c, k) for k in TRAIN_KEYS},
+                "rng": {"sampler": sampler.get_state(), "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}
+
+    # --- the run folder: self-contained, and on resume the logs continue from the checkpoint's step
+    writer = None
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "config.json", {**{k: getattr(c, k) for k in TRAIN_KEYS}, "model_args": model_args(cfg),
+                                             "data_meta": meta})
+        atomic_write(out_dir / "tokenizer.json", tokenizer)
+        metrics = out_dir / "metrics.jsonl"
+        kept = [line for line in (metrics.read_text().splitlines() if resume and metrics.exists() else [])
+                if json.loads(line)["iter"] <= iter_num]  # all written before the checkpoint
+        atomic_write(metrics, "".join(line + "\n" for line in kept))
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(out_dir / "tensorboard", purge_step=iter_num if resume else None)
+
+    def log(**row):
+        with open(out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if k != "iter" and isinstance(v, (int, float)):
+                writer.add_scalar(k, v, row["iter"])
+
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.append(signum))
+
+    def eval_and_save():
+        nonlocal best_val
+        losses = evaluate(model, splits, c, device, ctx)
+        if master:
+            log(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"],
+                val_bits_per_token=losses["val"] / math.log(2))
+            best_val = min(best_val, losses["val"])
+            save_checkpoint(out_dir / "checkpoint.pt", state())
+            if best_val == losses["val"]:
+                save_checkpoint(out_dir / "best.pt", state())
+            bar.write(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+                      f"(untrained: ln(vocab) = {math.log(cfg.vocab_size):.2f})")
+
+    micro = c.gradient_accumulation_steps // world
+    tokens_per_iter = c.gradient_accumulation_steps * c.batch_size * c.block_size
+    bar = tqdm(total=c.max_iters, initial=iter_num, desc="train", unit="step", disable=not master or None)
+    t_last = time.perf_counter()
+    resumed_at = iter_num if resume else None
+    while True:
+        if (iter_num % c.eval_interval == 0 or iter_num == c.max_iters) and iter_num != resumed_at:
+            eval_and_save()  # a resumed run already has this step's evaluation and checkpoint
+        if iter_num >= c.max_iters:
+            break
+        lr = lr_at(iter_num, c)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        starts = draw_starts(len(splits["train"]), c.block_size, c.gradient_accumulation_steps * c.batch_size, sampler)
+        loss_sum = torch.zeros((), device=device)
+        for m in range(micro):
+            first = (rank * micro + m) * c.batch_size
+            x, y = get_batch(splits["train"], c.block_size, starts[first:first + c.batch_size], device)
+            if ddp:
+                train_model.require_backward_grad_sync = m == micro - 1
+            with ctx:
+                _, loss = train_model(x, y)
+            loss_sum += loss.detach() / micro
+            scaler.scale(loss / micro).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
+        if ddp:
+            dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+            for moe in model.moe_layers():
+                dist.all_reduce(moe.load)  # the bias update sees the load of every rank
+        iter_num += 1
+        if not (torch.isfinite(loss_sum) and torch.isfinite(grad_norm)):
+            bad_steps += 1
+            optimizer.zero_grad(set_to_none=True)
+            scaler.update()
+            for moe in model.moe_layers():
+                moe.load.zero_()
+            if master:
+                bar.write(f"step {iter_num}: loss {loss_sum.item()}, grad norm {grad_norm.item()}: step skipped")
+            if bad_steps >= c.max_bad_steps:
+                die(f"{bad_steps} NaN/inf losses in a row at step {iter_num}: stopping; "
+                    f"{out_dir}/checkpoint.pt holds the last good state")
+            continue
+        bad_steps = 0
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        load = model.update_moe_biases()
+        bar.update()
+        if master and iter_num % c.log_interval == 0:
+            now = time.perf_counter()
+            dt, t_last = (now - t_last) / c.log_interval, now
+            lm, balance = (v.item() for v in model.last_loss_parts)
+            row = dict(iter=iter_num, loss=loss_sum.item(), lm_loss=lm, balance_loss=balance, lr=lr,
+                       grad_norm=grad_norm.item(), tokens_per_s=tokens_per_iter / dt)
+            if (mfu := model.estimate_mfu(tokens_per_iter, dt)) is not None:
+                row["mfu"] = mfu
+            row.update({f"expert_load/layer{i}/expert{e}": float(v) for i, layer in enumerate(load)
+                        for e, v in enumerate(layer)})
+            log(**row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+        if stop:
+            if master:
+                save_checkpoint(out_dir / "checkpoint.pt", state())
+                bar.write(f"signal {stop[0]}: saved {out_dir}/checkpoint.pt at step {iter_num}; "
+                          f"resume with --init_from=resume")
+            break
+    bar.close()
+    if writer:
+        writer.close()
+    if ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
