@@ -9,6 +9,7 @@ Every file ends up in encode_report.json with its status (encoded, skipped, fail
 import argparse
 import hashlib
 import re
+import warnings
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -49,6 +50,7 @@ def corpus_sources(composers):
 
 def encode_one(opts, job):
     """Encode one source file; write each piece that passes; return one report entry per piece."""
+    warnings.simplefilter("ignore")  # music21's notes on overfull measures and the like would bury the progress bar
     src, out = job
     spec = Spec.of(opts)
     if Path(src).suffix.lower() in MIDI_SUFFIXES:
@@ -90,10 +92,10 @@ def main(argv=None):
     text_dir, tag = Path(opts.text_dir), "" if n == 1 else f".shard{k}of{n}"
 
     journal = Journal(text_dir / f".encode_journal{tag}.jsonl")
-    def finished(out):
+    def finished(out):  # failed files are tried again: a rerun with a longer --file_timeout may get them
         entries = journal.done.get(out)
-        return entries is not None and all(e["status"] != "encoded" or (text_dir / e["output"]).exists()
-                                           for e in entries)
+        return entries is not None and all(e["status"] != "failed" and (e["status"] != "encoded"
+                                           or (text_dir / e["output"]).exists()) for e in entries)
     todo = [s for s in sources if not finished(s[1])]
     if len(todo) < len(sources):
         print(f"resuming: {len(sources) - len(todo)} of {len(sources)} files already done")
