@@ -90,14 +90,15 @@ temperature = 0.9
 top_k = 100                # 0 = off
 top_p = 1.0                # nucleus sampling; 1.0 = off
 max_new_tokens = 1024
+min_new_tokens = 128       # END is held back until a sample has this many tokens
 bpm = 120
 
 PRESETS = {
     # Trains in a few minutes on 2 CPU cores and still learns the chorales' grammar and harmony.
     "cpu_demo": dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
                      v_head_dim=32, expert_hidden=256, block_size=128, dropout=0.0, batch_size=16,
-                     gradient_accumulation_steps=1, max_iters=800, warmup_iters=50, lr_decay_iters=800,
-                     learning_rate=2e-3, min_lr=2e-4, eval_interval=200, eval_iters=20, log_interval=20,
+                     gradient_accumulation_steps=1, max_iters=2000, warmup_iters=50, lr_decay_iters=2000,
+                     learning_rate=2e-3, min_lr=2e-4, eval_interval=250, eval_iters=20, log_interval=20,
                      bias_update_speed=0.001),
 }
 

@@ -54,6 +54,9 @@ class GPTConfig:
         assert self.qk_rope_head_dim % 2 == 0, "RoPE rotates pairs"
 
 
+MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]  # the config.py names a model takes
+
+
 # --- building blocks
 
 

@@ -1,7 +1,7 @@
 """Sample new pieces from a trained run, always valid, and write them as MIDI (and token text).
 
 python sample.py --out_dir models/my_run --num_samples 5 --temperature 0.9 --top_k 100 [--top_p 0.95]
-    [--max_new_tokens 1024] [--seed 1] [--prompt song.mid --prompt_bars 4] [--bpm 120] [--output_dir midi-samples]
+    [--max_new_tokens 1024] [--min_new_tokens 128] [--seed 1] [--prompt song.mid --prompt_bars 4] [--bpm 120] [--output_dir midi-samples]
     [--wav]
 
 At every step only the tokens that the grammar allows can be drawn (encoding_decoding.GRAMMAR as a lookup table on
@@ -30,12 +30,12 @@ SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/Flu
 class GrammarMask:
     """allowed_fn for GPT.generate: tracks each sequence's grammar state and masks what may not come next."""
 
-    def __init__(self, tok, device):
+    def __init__(self, tok, device, min_len=0):
         states, allowed, next_state = grammar_tables(tok.itos)
         self.allowed = torch.tensor(allowed, device=device)        # (S, V) bool
         self.next_state = torch.tensor(next_state, device=device)  # (S, V) state index
         self.begin, self.event = states.index("begin"), states.index("event")
-        self.state, self.seen = None, 0
+        self.state, self.seen, self.min_len, self.end = None, 0, min_len, tok.stoi[END]
 
     def __call__(self, idx):
         if self.state is None:
@@ -43,7 +43,11 @@ class GrammarMask:
         for t in range(self.seen, idx.size(1)):  # the tokens added since the last call (the prompt, then one)
             self.state = self.next_state[self.state, idx[:, t]]
         self.seen = idx.size(1)
-        return self.allowed[self.state]
+        allowed = self.allowed[self.state]
+        if idx.size(1) < self.min_len:  # not yet: END is held back
+            allowed = allowed.clone()
+            allowed[:, self.end] = False
+        return allowed
 
 
 def finish(tokens):
@@ -80,8 +84,8 @@ def main(argv=None):
     parser.add_argument("--prompt_bars", type=int, default=4)
     parser.add_argument("--output_dir", default="midi-samples")
     parser.add_argument("--wav", action="store_true", help="also render WAV audio with FluidSynth")
-    args = config.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens", "seed",
-                               "bpm", "device", "dtype"], argv)
+    args = config.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
+                               "min_new_tokens", "seed", "bpm", "device", "dtype"], argv)
     run = Path(args.out_dir)
     if not run.is_dir():
         die(f"{run}: no such run folder")
@@ -102,7 +106,7 @@ def main(argv=None):
     ctx = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else torch.autocast("cpu", enabled=False)
     with ctx:
         out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k or None, args.top_p,
-                             allowed_fn=GrammarMask(tok, device), stop_id=tok.stoi[END],
+                             allowed_fn=GrammarMask(tok, device, idx.size(1) + args.min_new_tokens), stop_id=tok.stoi[END],
                              generator=torch.Generator(device).manual_seed(args.seed))
     out_dir = Path(args.output_dir)
     for i, row in enumerate(out.tolist()):

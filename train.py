@@ -15,7 +15,6 @@ import os
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,8 @@ from tqdm import tqdm
 
 import config
 from batch import atomic_open, atomic_write, die, write_json
-from model import GPT, GPTConfig, model_args
+from model import GPT, MODEL_KEYS, GPTConfig, model_args
 
-MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]
 TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
     "batch_size", "gradient_accumulation_steps", "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval",

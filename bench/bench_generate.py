@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import config  # noqa: E402
-from bench_train import CPU_TINY, MODEL_KEYS  # noqa: E402
-from model import GPT, GPTConfig, LatentCache, sample_logits  # noqa: E402
+from bench_train import setup  # noqa: E402
+from model import GPT, LatentCache, sample_logits  # noqa: E402
 
 
 @torch.no_grad()
@@ -41,15 +40,7 @@ def main():
     parser.add_argument("--new_tokens", type=int)
     parser.add_argument("--prompt_tokens", type=int, default=16)
     parser.add_argument("--batch_sizes", default=None, help="comma-separated (default 1,8,32 on CUDA, 1,8 on CPU)")
-    parser.add_argument("--vocab_size", type=int, default=346)
-    opts = config.cli(parser, MODEL_KEYS)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    given = {k for k in MODEL_KEYS if f"--{k}" in " ".join(sys.argv)}
-    values = {k: getattr(opts, k) for k in MODEL_KEYS}
-    if device == "cpu":
-        values.update({k: v for k, v in CPU_TINY.items() if k not in given})
-    cfg = GPTConfig(vocab_size=opts.vocab_size, **{**values, "dropout": 0.0})
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    opts, cfg, device, dtype, name = setup(parser)
     new = opts.new_tokens or (512 if device == "cuda" else 128)
     batches = [int(b) for b in (opts.batch_sizes or ("1,8,32" if device == "cuda" else "1,8")).split(",")]
     torch.manual_seed(0)
@@ -62,7 +53,6 @@ def main():
         t_full = timed(lambda: recompute(model, idx, new), device)
         rows.append((B, B * new / t_cache, B * new / t_full))
     latent, mha = LatentCache.bytes_per_token(cfg, dtype)
-    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, {new} new tokens after "
           f"{opts.prompt_tokens}; cache {latent} bytes/token (all layers) vs {mha} for plain multi-head K/V "
           f"({mha / latent:.1f}x smaller)")

@@ -8,18 +8,31 @@ On CUDA: the default config, bf16 autocast, batch 32 x 512, eager vs torch.compi
 import argparse
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import config  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
+from model import GPT, MODEL_KEYS, GPTConfig  # noqa: E402
 
 CPU_TINY = dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
                 v_head_dim=32, expert_hidden=512, block_size=128)
-MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]
+
+
+def setup(parser):
+    """Parse --key=value model overrides: the default config in bf16 on CUDA, CPU_TINY in float32 on the CPU.
+    Returns (options, GPTConfig, device, dtype, device name)."""
+    parser.add_argument("--vocab_size", type=int, default=346)
+    opts = config.cli(parser, MODEL_KEYS)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    values = {k: getattr(opts, k) for k in MODEL_KEYS}
+    if device == "cpu":
+        given = {k for k in MODEL_KEYS if f"--{k}" in " ".join(sys.argv)}
+        values.update({k: v for k, v in CPU_TINY.items() if k not in given})
+    cfg = GPTConfig(vocab_size=opts.vocab_size, **{**values, "dropout": 0.0})
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return opts, cfg, device, dtype, torch.cuda.get_device_name() if device == "cuda" else "CPU"
 
 
 def bench(model, batch, block, vocab, steps, device, dtype, compiled):
@@ -57,19 +70,10 @@ def bench(model, batch, block, vocab, steps, device, dtype, compiled):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int)
-    parser.add_argument("--vocab_size", type=int, default=346)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile_too", action="store_true", help="also time torch.compile on CPU")
-    opts = config.cli(parser, MODEL_KEYS)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    given = {k for k in MODEL_KEYS if f"--{k}" in " ".join(sys.argv)}
-    values = {k: getattr(opts, k) for k in MODEL_KEYS}
-    if device == "cpu":
-        values.update({k: v for k, v in CPU_TINY.items() if k not in given})
-    cfg = GPTConfig(vocab_size=opts.vocab_size, **{**values, "dropout": 0.0})
+    opts, cfg, device, dtype, name = setup(parser)
     batch = opts.batch_size or (32 if device == "cuda" else 8)
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     model = GPT(cfg).to(device)
     rows = []
     for compiled in [False] + ([True] if device == "cuda" or opts.compile_too else []):

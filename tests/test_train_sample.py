@@ -186,3 +186,11 @@ def test_constrained_sampling_from_random_logits_is_always_valid():
 def test_plot_errors(tmp_path):
     assert "no such file" in run("plot.py", "--midi", tmp_path / "x.mid").stderr
     assert "metrics.jsonl: no such file" in run("plot.py", "--out_dir", tmp_path).stderr
+
+
+def test_end_is_held_back_until_min_len():
+    mask = GrammarMask(TOK, "cpu", min_len=6)
+    idx = torch.tensor([TOK.encode("START n60 d4 v80".split())])
+    assert not mask(idx)[0, TOK.stoi[END]]  # 4 tokens < 6
+    idx = torch.tensor([TOK.encode("START n60 d4 v80 n59 d4 v80".split())])
+    assert mask(idx)[0, TOK.stoi[END]]
