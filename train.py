@@ -139,8 +139,7 @@ def main(argv=None):
         die(f"vocab mismatch: the checkpoint has {ckpt['model_args']['vocab_size']} tokens, "
             f"{c.data_dir}/meta.json has {meta['vocab_size']}")
     cfg = GPTConfig(**ckpt["model_args"]) if ckpt else GPTConfig.of(c, vocab_size=meta["vocab_size"])
-    if resume or ckpt is None:
-        torch.manual_seed(c.seed)
+    torch.manual_seed(c.seed)  # a resumed run then takes its RNG states from the checkpoint
     model = GPT(cfg, verbose=master).to(device)
     if ckpt:
         model.load_state_dict(ckpt["model"])

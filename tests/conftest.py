@@ -1,7 +1,10 @@
 """Shared fixtures: MIDI files built byte by byte, so tests need no data beyond music21's bundled corpus."""
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +64,28 @@ TINY_MODEL = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--kv_lora_rank=16", "
               "--qk_rope_head_dim=8", "--v_head_dim=16", "--expert_hidden=64", "--block_size=32", "--batch_size=4",
               "--gradient_accumulation_steps=2", "--eval_iters=2", "--log_interval=1", "--warmup_iters=2",
               "--learning_rate=3e-3", "--device=cpu"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(script, *args, **kw):
+    """Run one of the repo's scripts in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=ENV, **kw)
+
+
+def train_args(data, out, *extra):
+    return [f"--data_dir={data}", f"--out_dir={out}", *TINY_MODEL, *extra]
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    return make_bin(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def trained(data, tmp_path_factory):
+    """A tiny model trained for 30 steps on the tiny dataset."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    r = run("train.py", *train_args(data, out, "--max_iters=30", "--eval_interval=10"))
+    assert r.returncode == 0, r.stderr
+    return out

@@ -9,41 +9,18 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, TINY_MODEL, make_bin
+from conftest import ENV, ROOT, run, train_args
 from encoding_decoding import END, Spec, midi_to_notes, validate
 from model import sample_logits
 from sample import GrammarMask, finish
 from simple_tokenizer import Tokenizer
 
 TOK = Tokenizer(Spec())
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-
-
-def run(script, *args, **kw):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=ENV, **kw)
-
-
-def train_args(data, out, *extra):
-    return [f"--data_dir={data}", f"--out_dir={out}", *TINY_MODEL, *extra]
 
 
 def step_losses(run_dir):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [(r["iter"], r.get("loss"), r.get("grad_norm"), r.get("lr"), r.get("val_loss")) for r in rows]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_bin(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    r = run("train.py", *train_args(data, out, "--max_iters=30", "--eval_interval=10"))
-    assert r.returncode == 0, r.stderr
-    return out
 
 
 def test_training_learns_and_fills_the_run_folder(trained):
@@ -194,3 +171,13 @@ def test_end_is_held_back_until_min_len():
     assert not mask(idx)[0, TOK.stoi[END]]  # 4 tokens < 6
     idx = torch.tensor([TOK.encode("START n60 d4 v80 n59 d4 v80".split())])
     assert mask(idx)[0, TOK.stoi[END]]
+
+
+def test_wav_without_fluidsynth_says_how_to_install(trained, tmp_path):
+    import shutil
+    if shutil.which("fluidsynth"):
+        pytest.skip("FluidSynth is installed here: the message for its absence cannot show")
+    r = run("sample.py", "--out_dir", trained, "--num_samples", 1, "--max_new_tokens", 20, "--output_dir", tmp_path,
+            "--wav")
+    assert r.returncode == 0 and "apt-get install fluidsynth fluid-soundfont-gm" in r.stdout
+    assert (tmp_path / "tiny_seed1337_0.mid").exists()

@@ -1,0 +1,258 @@
+"""How good is the music? Likelihood against an n-gram baseline, grammar, statistics against real music, memorization.
+
+python evaluate.py --out_dir models/<name> [--data_dir data/bin] [--num_samples 64]
+
+Writes eval.json, eval.md and eval_histograms.png into the run folder.
+- Likelihood: cross-entropy of the validation pieces (originals only) in bits per token and bits per note, for the
+  model and for an interpolated Kneser-Ney n-gram model fitted on train.bin.
+- Grammar: the share of samples that decode cleanly, drawn with and without the sampler's grammar constraint.
+- Statistics: histograms of pitch class, pitch, duration, inter-onset interval, notes per bar and polyphony for the
+  samples and for the validation pieces, and the overlapping area of each pair (Yang & Lerch, 2018).
+- Memorization: the longest run of tokens (and of note events) each sample shares with train.bin.
+"""
+import argparse
+import json
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import config
+from batch import atomic_write, die, write_json
+from encoding_decoding import END, START, tokens_to_notes, validate
+from model import load_checkpoint
+from sample import GrammarMask, finish
+from simple_tokenizer import Tokenizer
+from train import pick_device, read_data
+
+STATS = {  # name -> (number of bins, values of one piece's notes (start, pitch, dur, vel))
+    "pitch_class": (12, lambda notes: [p % 12 for _, p, _, _ in notes]),
+    "pitch": (128, lambda notes: [p for _, p, _, _ in notes]),
+    "duration": (33, lambda notes: [min(d, 32) for _, _, d, _ in notes]),
+    "inter_onset_interval": (33, lambda notes: np.minimum(np.diff(sorted({s for s, _, _, _ in notes})), 32)),
+    "notes_per_bar": (41, lambda notes: [min(c, 40) for c in Counter(s // 16 for s, _, _, _ in notes).values()]),
+    "polyphony": (11, lambda notes: [min(c, 10) for c in polyphony(notes)]),
+}
+MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 16"
+
+
+def polyphony(notes):
+    """The number of notes sounding at each onset."""
+    onsets = sorted({s for s, _, _, _ in notes})
+    return [sum(s <= t < s + d for s, _, d, _ in notes) for t in onsets]
+
+
+def histogram(pieces, name):
+    bins, values = STATS[name]
+    counts = np.zeros(bins)
+    for notes in pieces:
+        if notes:
+            counts += np.bincount(np.asarray(values(notes), dtype=np.int64), minlength=bins)[:bins]
+    return counts / max(counts.sum(), 1)
+
+
+def overlapping_area(p, q):
+    """The area two normalised histograms share: 1 for identical, 0 for disjoint."""
+    return float(np.minimum(p, q).sum())
+
+
+def split_pieces(ids, start_id):
+    """A token stream of back-to-back pieces -> one array per piece."""
+    starts = np.flatnonzero(ids == start_id)
+    return [ids[a:b] for a, b in zip(starts, list(starts[1:]) + [len(ids)])]
+
+
+class KneserNey:
+    """Interpolated Kneser-Ney over token ids with one discount; the lowest order is interpolated with a uniform
+    distribution, so no token has zero probability. Pieces are padded on the left, so every token has a history."""
+    PAD = -1
+
+    def __init__(self, n, vocab_size, discount=0.75):
+        self.n, self.V, self.D = n, vocab_size, discount
+        self.counts = [Counter() for _ in range(n + 1)]  # k -> k-gram -> count (raw at order n, continuation below)
+        self.ctx = [{} for _ in range(n + 1)]             # k -> history -> (total count, distinct next tokens)
+
+    def fit(self, pieces):
+        for piece in pieces:
+            seq = (self.PAD,) * (self.n - 1) + tuple(int(t) for t in piece)
+            self.counts[self.n].update(seq[i:i + self.n] for i in range(len(seq) - self.n + 1))
+        for k in range(self.n - 1, 0, -1):  # continuation counts: in how many contexts does a gram appear
+            self.counts[k].update(gram[1:] for gram in self.counts[k + 1])
+        for k in range(1, self.n + 1):
+            for gram, c in self.counts[k].items():
+                total, distinct = self.ctx[k].get(gram[:-1], (0, 0))
+                self.ctx[k][gram[:-1]] = (total + c, distinct + 1)
+        return self
+
+    def prob(self, history, token):
+        """P(token | the last n-1 tokens of history)."""
+        p = 1.0 / self.V
+        for k in range(1, self.n + 1):
+            h = tuple(history[len(history) - k + 1:]) if k > 1 else ()
+            total, distinct = self.ctx[k].get(h, (0, 0))
+            if total:  # an unseen history leaves the lower order's estimate as it is
+                p = (max(self.counts[k].get(h + (token,), 0) - self.D, 0) + self.D * distinct * p) / total
+        return p
+
+    def nats(self, piece):
+        """Negative log-likelihood of a piece's tokens after its first (START)."""
+        seq = [self.PAD] * (self.n - 1) + [int(t) for t in piece]
+        return -sum(math.log(self.prob(seq[i - self.n + 1:i], seq[i])) for i in range(self.n, len(seq)))
+
+
+@torch.no_grad()
+def model_nats(model, pieces, device, batch_size=32):
+    """Total negative log-likelihood of each piece's tokens after START, in windows of block_size (each window
+    starts afresh, so long pieces are scored with at most block_size tokens of context)."""
+    B = model.cfg.block_size
+    windows = [(p[i:i + B], p[i + 1:i + B + 1]) for p in pieces for i in range(0, len(p) - 1, B)]
+    total = 0.0
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        x = torch.zeros(len(chunk), B, dtype=torch.long)
+        y = torch.full((len(chunk), B), -1, dtype=torch.long)
+        for j, (a, b) in enumerate(chunk):
+            x[j, :len(a)] = torch.from_numpy(a.astype(np.int64))
+            y[j, :len(b)] = torch.from_numpy(b.astype(np.int64))
+        logits, _ = model(x.to(device))
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), ignore_index=-1,
+                                 reduction="sum").item()
+    return total
+
+
+def longest_runs(samples, train, k=MEMO_K):
+    """For each sample (int array), the longest run it shares with `train` (int array), or k-1 if none reaches k."""
+    def hashes(a):
+        h = np.zeros(max(len(a) - k + 1, 0), dtype=np.uint64)
+        for t in range(k):
+            h = h * np.uint64(1_000_003) + a[t:len(a) - k + 1 + t].astype(np.uint64)
+        return h
+    th = hashes(train)
+    order = np.argsort(th, kind="stable")
+    sorted_h = th[order]
+    runs = []
+    for s in samples:
+        best = k - 1
+        for i, h in enumerate(hashes(s)):
+            lo, hi = np.searchsorted(sorted_h, h), np.searchsorted(sorted_h, h, side="right")
+            for j in order[lo:hi]:
+                if i > 0 and j > 0 and s[i - 1] == train[j - 1]:
+                    continue  # inside a longer run that started earlier
+                n = min(len(s) - i, len(train) - j)
+                eq = s[i:i + n] == train[j:j + n]
+                best = max(best, n if eq.all() else int(np.argmin(eq)))
+        runs.append(best)
+    return runs
+
+
+def note_events(ids, itos):
+    """Token ids -> one id per note or rest group, so runs can be counted in notes rather than tokens."""
+    tokens = [itos[i] for i in ids]
+    groups, cur = [], []
+    for t in tokens:
+        if t in (START, END):
+            continue
+        if t[0] == "n" or t == "sepxx":
+            if cur:
+                groups.append(" ".join(cur))
+            cur = []
+        cur.append(t)
+    return groups + ([" ".join(cur)] if cur else [])
+
+
+def draw(model, tok, n, max_new, device, constrained, seed):
+    gen = torch.Generator(device).manual_seed(seed)
+    idx = torch.full((n, 1), tok.stoi[START], device=device)
+    mask = GrammarMask(tok, device, min_len=0) if constrained else None
+    out = model.generate(idx, max_new, 1.0, None, None, allowed_fn=mask, stop_id=tok.stoi[END], generator=gen)
+    return [tok.decode(row) for row in out.tolist()]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num_samples", type=int, default=64)
+    parser.add_argument("--ngram", type=int, default=5)
+    parser.add_argument("--memorization_threshold", type=int, default=64, help="tokens")
+    args = config.cli(parser, ["out_dir", "data_dir", "max_new_tokens", "seed", "device"], argv)
+    run = Path(args.out_dir)
+    ckpt = next((p for p in (run / "best.pt", run / "checkpoint.pt") if p.is_file()), None)
+    if ckpt is None:
+        die(f"{run}: no best.pt or checkpoint.pt")
+    device, _ = pick_device(args.device, "float32")
+    model, _ = load_checkpoint(ckpt, device)
+    model.eval()
+    tok = Tokenizer.load(run / "tokenizer.json")
+    splits, meta, _ = read_data(args.data_dir)
+    if meta["vocab_size"] != model.cfg.vocab_size:
+        die(f"vocab mismatch: {ckpt} has {model.cfg.vocab_size} tokens, {args.data_dir}/meta.json {meta['vocab_size']}")
+    start = tok.stoi[START]
+    val = split_pieces(np.asarray(splits["val"], dtype=np.int64), start)
+    train = np.asarray(splits["train"], dtype=np.int64)
+    notes_of = lambda ids: tokens_to_notes(tok.decode([int(i) for i in ids]), tok.spec)[0]
+    val_notes = [notes_of(p) for p in val]
+    n_notes = sum(map(len, val_notes))
+    n_tokens = sum(len(p) - 1 for p in val)
+
+    ngram = KneserNey(args.ngram, tok.vocab_size).fit(split_pieces(train, start))
+    nats = {"model": model_nats(model, val, device), f"{args.ngram}-gram": sum(map(ngram.nats, val))}
+    likelihood = {k: {"bits_per_token": v / math.log(2) / n_tokens, "bits_per_note": v / math.log(2) / n_notes}
+                  for k, v in nats.items()}
+
+    samples = {c: draw(model, tok, args.num_samples, args.max_new_tokens, device, c, args.seed) for c in (True, False)}
+    clean = lambda t: validate(finish(t), tok.spec) is None and tokens_to_notes(finish(t), tok.spec)[1] == 0
+    grammar = {("constrained" if c else "unconstrained"): sum(map(clean, s)) / len(s) for c, s in samples.items()}
+    sampled = [finish(t) for t in samples[True]]
+    sample_notes = [tokens_to_notes(t, tok.spec)[0] for t in sampled]
+    hists = {name: (histogram(sample_notes, name), histogram(val_notes, name)) for name in STATS}
+    overlap = {name: overlapping_area(a, b) for name, (a, b) in hists.items()}
+
+    sample_ids = [np.asarray(tok.encode(t), dtype=np.int64) for t in sampled]
+    token_runs = longest_runs(sample_ids, train)
+    event_vocab = {}
+    events = lambda ids: np.asarray([event_vocab.setdefault(g, len(event_vocab)) for g in note_events(ids, tok.itos)],
+                                    dtype=np.int64)
+    note_runs = longest_runs([events(s) for s in sample_ids], events(train), k=4)
+    report = {
+        "checkpoint": str(ckpt), "val_pieces": len(val), "val_tokens": n_tokens, "val_notes": n_notes,
+        "likelihood": likelihood,
+        "bits_per_note_vs_ngram": likelihood["model"]["bits_per_note"] / likelihood[f"{args.ngram}-gram"]["bits_per_note"],
+        "grammar_valid_share": grammar, "overlapping_area": overlap,
+        "memorization": {"longest_token_run": token_runs, "longest_note_run": note_runs,
+                         "threshold_tokens": args.memorization_threshold,
+                         "share_at_or_above_threshold": float(np.mean([r >= args.memorization_threshold for r in token_runs]))},
+    }
+    write_json(run / "eval.json", report)
+    plot_histograms(hists, run / "eval_histograms.png")
+    lines = [f"# Evaluation of {run.name}", "", f"{len(val)} validation pieces, {n_tokens:,} tokens, {n_notes:,} notes; "
+             f"{args.num_samples} samples of up to {args.max_new_tokens} tokens.", "",
+             "| model | bits/token | bits/note |", "|---|---|---|"]
+    lines += [f"| {k} | {v['bits_per_token']:.3f} | {v['bits_per_note']:.3f} |" for k, v in likelihood.items()]
+    lines += ["", f"bits/note vs the n-gram: {report['bits_per_note_vs_ngram']:.2f}x", "",
+              "| grammar | valid share |", "|---|---|"] + [f"| {k} | {v:.0%} |" for k, v in grammar.items()]
+    lines += ["", "| statistic | overlapping area |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in overlap.items()]
+    lines += ["", f"Longest run shared with train.bin: max {max(token_runs)} tokens, {max(note_runs)} note events; "
+              f"{report['memorization']['share_at_or_above_threshold']:.0%} of samples at or above "
+              f"{args.memorization_threshold} tokens.", "", "![histograms](eval_histograms.png)", ""]
+    atomic_write(run / "eval.md", "\n".join(lines))
+    print("\n".join(lines))
+
+
+def plot_histograms(hists, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from plot import save
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    for ax, (name, (a, b)) in zip(axes.flat, hists.items()):
+        ax.bar(np.arange(len(b)), b, alpha=0.5, label="validation")
+        ax.bar(np.arange(len(a)), a, alpha=0.5, label="samples")
+        ax.set_title(f"{name} (overlap {overlapping_area(a, b):.2f})")
+        ax.legend(fontsize="small")
+    save(fig, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+import json
+
+import numpy as np
+
+from conftest import run
+from evaluate import KneserNey, histogram, longest_runs, overlapping_area
+
+
+def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
+    r = run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--num_samples", 4, "--max_new_tokens", 60)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((trained / "eval.json").read_text())
+    numbers = [v for d in report["likelihood"].values() for v in d.values()] + list(report["overlapping_area"].values())
+    assert all(np.isfinite(numbers)) and report["grammar_valid_share"]["constrained"] == 1.0
+    assert (trained / "eval.md").read_text().startswith("# Evaluation of tiny")
+    assert (trained / "eval_histograms.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ngram_beats_unigram_on_a_structured_corpus():
+    rng = np.random.default_rng(0)
+    pieces = [[0] + [5 + (k % 4 if rng.random() > 0.1 else rng.integers(4)) for k in range(200)] for _ in range(20)]
+    val = [[0] + [5 + (k % 4) for k in range(200)]]
+    five, one = KneserNey(5, 10).fit(pieces), KneserNey(1, 10).fit(pieces)
+    assert five.nats(val[0]) < 0.2 * one.nats(val[0])
+    assert abs(sum(five.prob([0, 5, 6, 7], t) for t in range(10)) - 1) < 1e-9  # a distribution
+
+
+def test_overlapping_area_of_a_histogram_with_itself_is_one():
+    notes = [(0, 60, 4, 80), (0, 64, 4, 80), (4, 67, 2, 80), (8, 72, 8, 80)]
+    for name in ("pitch_class", "pitch", "duration", "inter_onset_interval", "notes_per_bar", "polyphony"):
+        h = histogram([notes], name)
+        assert abs(overlapping_area(h, h) - 1) < 1e-12
+    assert overlapping_area(np.array([1.0, 0]), np.array([0, 1.0])) == 0
+
+
+def test_memorization_finds_a_planted_copy():
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 300, 5000)
+    planted = np.concatenate([rng.integers(300, 400, 50), train[1000:1080], rng.integers(300, 400, 50)])
+    fresh = rng.integers(300, 400, 200)
+    assert longest_runs([planted, fresh], train) == [80, 15]
