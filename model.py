@@ -213,8 +213,13 @@ class MoE(nn.Module):
     def routed(self, xs, offsets):
         """Each routed expert on its own rows of xs (grouped by expert; offsets = cumulative row counts)."""
         dtype = torch.get_autocast_dtype(xs.device.type) if torch.is_autocast_enabled(xs.device.type) else xs.dtype
-        h = F.gelu(torch._grouped_mm(xs.to(dtype), self.w1.to(dtype), offs=offsets), approximate="tanh")
-        return torch._grouped_mm(h, self.w2.to(dtype), offs=offsets)
+        xs, w1, w2 = xs.to(dtype), self.w1.to(dtype), self.w2.to(dtype)
+        if dtype != torch.bfloat16 and torch.compiler.is_compiling():
+            # torch.compile's shape rules for _grouped_mm accept bf16 only: slice per expert (one host sync)
+            sizes = torch.diff(offsets, prepend=offsets.new_zeros(1)).tolist()
+            return torch.cat([F.gelu(x @ w1[e], approximate="tanh") @ w2[e] for e, x in enumerate(xs.split(sizes))])
+        h = F.gelu(torch._grouped_mm(xs, w1, offs=offsets), approximate="tanh")
+        return torch._grouped_mm(h, w2, offs=offsets)
 
     @torch.no_grad()
     def update_bias(self):

@@ -190,3 +190,12 @@ def test_default_size_and_cache_ratio():
     assert 60e6 < model.num_params() < 70e6 and model.num_params(active=True) < model.num_params()
     assert model.estimate_mfu(1000, 1.0, device_name="NVIDIA H100 80GB HBM3") == pytest.approx(
         model.flops_per_token() * 1000 / 989e12)
+
+
+def test_float32_compile_fallback_matches_grouped_gemm(monkeypatch):
+    torch.manual_seed(0)
+    moe = GPT(tiny(), verbose=False).blocks[0].ffn
+    x = torch.randn(2, 9, 32)
+    expected, _ = moe(x)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the path torch.compile takes in float32
+    torch.testing.assert_close(moe(x)[0], expected, atol=1e-5, rtol=1e-5)
