@@ -196,7 +196,8 @@ class MoE(nn.Module):
         weights, indices, scores = self.gate(flat)
         expert = indices.flatten()                        # (N*k,): token n's j-th pick sits at n*k + j
         order = expert.argsort(stable=True)               # all picks grouped by expert, no host sync
-        counts = torch.bincount(expert, minlength=E)
+        counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, expert, torch.ones_like(expert))
+        # (not bincount: on CUDA it reads the largest index back to the host to size its output)
         y = self.routed(flat[order // k], counts.cumsum(0).to(torch.int32))
         y = y * weights.flatten()[order, None].to(y.dtype)
         out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, order // k, y).view(B, T, d)

@@ -199,3 +199,16 @@ def test_float32_compile_fallback_matches_grouped_gemm(monkeypatch):
     expected, _ = moe(x)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the path torch.compile takes in float32
     torch.testing.assert_close(moe(x)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_moe_forward_makes_no_host_sync_on_cuda():
+    moe = GPT(tiny(), verbose=False).blocks[0].ffn.cuda()
+    x = torch.randn(2, 16, 32, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        moe(x)  # warm-up: first calls may sync while they load kernels
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            moe(x)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
