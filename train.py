@@ -130,6 +130,9 @@ def main(argv=None):
     ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype)
     out_dir = Path(c.out_dir)
     splits, meta, tokenizer = read_data(c.data_dir)
+    for split, data in splits.items():
+        if len(data) <= c.block_size + 1:
+            die(f"{c.data_dir}/{split}.bin holds {len(data)} tokens, too few for block_size={c.block_size}")
 
     # --- the model: from scratch, resumed, or fine-tuned from another run
     resume = c.init_from == "resume"

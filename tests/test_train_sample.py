@@ -88,6 +88,7 @@ def test_two_process_ddp_equals_one_process(data, tmp_path):
     (["--init_from=resume"], "checkpoint.pt: no checkpoint here"),
     (["--n_layer=two"], "n_layer wants a int"),
     (["--learning_rat=1"], "unrecognized arguments: --learning_rat=1"),
+    (["--block_size=100000"], "too few for block_size=100000"),
 ])
 def test_train_errors(data, tmp_path, args, message):
     r = run("train.py", *train_args(data, tmp_path / "r"), *args)
