@@ -269,8 +269,9 @@ class GPT(nn.Module):
                 nn.init.normal_(p, std=0.02)
         self.last_loss_parts = None
         if verbose:
+            latent, mha = LatentCache.bytes_per_token(cfg)
             print(f"GPT: {self.num_params() / 1e6:.2f}M parameters, {self.num_params(active=True) / 1e6:.2f}M active "
-                  f"per token; latent cache {LatentCache.bytes_per_token(cfg)[0]} bytes/token (bf16)")
+                  f"per token; latent cache {latent} bytes/token in bf16, {mha / latent:.1f}x smaller than multi-head K/V")
 
     @staticmethod
     def _init_weights(m):

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from conftest import ENV, ROOT, run, train_args
 from encoding_decoding import END, Spec, midi_to_notes, validate
@@ -146,19 +147,22 @@ def test_sample_errors(tmp_path, args, message):
     assert r.returncode != 0 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_constrained_sampling_from_random_logits_is_always_valid():
-    gen = torch.Generator().manual_seed(0)
-    for trial in range(20):
-        B = 16
-        mask = GrammarMask(TOK, "cpu")
-        idx = torch.full((B, 1), TOK.stoi["START"])
-        for _ in range(150):
-            logits = torch.randn(B, TOK.vocab_size, generator=gen) * 5
-            logits[:, TOK.stoi[END]] += trial / 4  # some trials end early, others run out of tokens
-            logits = logits.masked_fill(~mask(idx), float("-inf"))
-            idx = torch.cat([idx, sample_logits(logits, 1.0, None, 0.9, gen)[:, None]], dim=1)
-        for row in idx.tolist():
-            assert validate(finish(TOK.decode(row)), TOK.spec) is None
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), end_bias=st.floats(-5, 8), temperature=st.floats(0.1, 3), steps=st.integers(1, 120),
+       min_len=st.integers(0, 60))
+def test_constrained_sampling_from_random_logits_is_always_valid(seed, end_bias, temperature, steps, min_len):
+    gen = torch.Generator().manual_seed(seed)
+    mask = GrammarMask(TOK, "cpu", min_len)
+    idx = torch.full((8, 1), TOK.stoi["START"])
+    for _ in range(steps):
+        logits = torch.randn(8, TOK.vocab_size, generator=gen) * 5
+        logits[:, TOK.stoi[END]] += end_bias  # some samples end early, others run out of tokens
+        logits = logits.masked_fill(~mask(idx), float("-inf"))
+        idx = torch.cat([idx, sample_logits(logits, temperature, None, 0.9, gen)[:, None]], dim=1)
+    for row in idx.tolist():
+        tokens = TOK.decode(row)
+        assert validate(finish(tokens), TOK.spec) is None
+        assert END not in tokens[:min_len]
 
 
 def test_plot_errors(tmp_path):
