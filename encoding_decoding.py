@@ -127,32 +127,31 @@ def validate(tokens, spec):
 
 
 def tokens_to_notes(tokens, spec):
-    """Any token list -> (canonical notes, number of malformed groups or stray tokens skipped). Never raises;
-    stops at END."""
-    vocab, notes, now, group, bad = set(spec.vocab()), [], 0, [], 0
+    """Any token list -> (canonical notes, number of broken groups and stray tokens skipped). Never raises; reads
+    the groups by GRAMMAR and stops at END."""
+    vocab, notes, now, group, state, bad = set(spec.vocab()), [], 0, [], "event", 0
     for i, tok in enumerate(tokens):
         k = kind(tok) if tok in vocab else None
-        if k == START and i == 0:
+        if i == 0 and k == START:
             continue
-        if k == END:
+        nxt = GRAMMAR[state].get(k)
+        if nxt is None and state != "event":  # a group broken off: drop it, read this token afresh
+            bad, group, state = bad + 1, [], "event"
+            nxt = GRAMMAR[state].get(k)
+        if nxt is None:  # a stray token: junk, a lone d or v, a START
+            bad += 1
+            continue
+        if nxt == "end":
             break
-        if k in ("n", SEP):
-            bad += bool(group)  # the previous group never finished
-            group = [tok]
-        elif group and k == ("d" if len(group) == 1 else "v" if group[0][0] == "n" else None):
-            group.append(tok)
-        else:
-            bad += 1  # a stray token, which also breaks any open group
+        group.append(tok)
+        state = nxt
+        if state == "event":  # a group is complete
+            if group[0] == SEP:
+                now += int(group[1][1:])
+            else:
+                notes.append((now, int(group[0][1:]), int(group[1][1:]), int(group[2][1:])))
             group = []
-            continue
-        if group[0] == SEP and len(group) == 2:
-            now += int(group[1][1:])
-            group = []
-        elif len(group) == 3:
-            notes.append((now, int(group[0][1:]), int(group[1][1:]), int(group[2][1:])))
-            group = []
-    bad += bool(group)
-    return canonical(notes, spec), bad
+    return canonical(notes, spec), bad + bool(group)
 
 
 def text_to_tokens(text):

@@ -11,9 +11,8 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
 - Memorization: the longest run of tokens (and of note events) each sample shares with train.bin.
 """
 import argparse
-import json
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +162,13 @@ def note_events(ids, itos):
     return groups + ([" ".join(cur)] if cur else [])
 
 
+def decodes_cleanly(tokens, spec):
+    """Whether a sample follows the grammar up to its END; one that ran out of tokens may end mid-group."""
+    upto = tokens[:tokens.index(END) + 1] if END in tokens else tokens
+    err = validate(upto, spec)
+    return err is None or (END not in tokens and err[0] == len(upto))
+
+
 def draw(model, tok, n, max_new, device, constrained, seed):
     gen = torch.Generator(device).manual_seed(seed)
     idx = torch.full((n, 1), tok.stoi[START], device=device)
@@ -202,8 +208,8 @@ def main(argv=None):
                   for k, v in nats.items()}
 
     samples = {c: draw(model, tok, args.num_samples, args.max_new_tokens, device, c, args.seed) for c in (True, False)}
-    clean = lambda t: validate(finish(t), tok.spec) is None and tokens_to_notes(finish(t), tok.spec)[1] == 0
-    grammar = {("constrained" if c else "unconstrained"): sum(map(clean, s)) / len(s) for c, s in samples.items()}
+    grammar = {("constrained" if c else "unconstrained"): float(np.mean([decodes_cleanly(t, tok.spec) for t in s]))
+               for c, s in samples.items()}
     sampled = [finish(t) for t in samples[True]]
     sample_notes = [tokens_to_notes(t, tok.spec)[0] for t in sampled]
     hists = {name: (histogram(sample_notes, name), histogram(val_notes, name)) for name in STATS}

@@ -16,8 +16,8 @@ import torch
 
 import config
 from batch import atomic_write, die
-from encoding_decoding import END, START, grammar_tables, midi_to_notes, notes_to_midi, notes_to_tokens, \
-    tokens_to_notes, tokens_to_text
+from encoding_decoding import (END, GRAMMAR, START, grammar_tables, kind, midi_to_notes, notes_to_midi,
+                               notes_to_tokens, tokens_to_notes, tokens_to_text)
 from first_silence_cleaner import strip_leading_silence
 from model import load_checkpoint
 from simple_tokenizer import Tokenizer
@@ -52,10 +52,15 @@ class GrammarMask:
 
 def finish(tokens):
     """Cut a sample at END, or, if it ran out of tokens first, after its last complete group, then close it."""
-    if END in tokens:
-        return tokens[:tokens.index(END) + 1]
-    complete = [i for i, t in enumerate(tokens) if t[0] == "v" or (i > 0 and tokens[i - 1] == "sepxx")]
-    return tokens[:complete[-1] + 1 if complete else 1] + [END]
+    state, cut = "begin", 0
+    for i, t in enumerate(tokens):
+        state = GRAMMAR[state].get(kind(t))
+        if state is None:  # a constrained sample never breaks the grammar; keep what came before
+            break
+        if state == "end":
+            return tokens[:i + 1]
+        cut = i + 1 if state == "event" else cut
+    return tokens[:cut] + [END]
 
 
 def prompt_tokens(path, spec, bars):

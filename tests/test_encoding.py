@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from conftest import midi_file, off, on, scale, track
 from encoding_decoding import (END, SEP, START, Spec, canonical, midi_to_notes, notes_to_midi, notes_to_tokens,
                                parse_score, score_to_notes, text_to_midi, tokens_to_notes, tokens_to_text,
-                               text_to_tokens, validate)
+                               validate)
 
 SPEC = Spec()
 
@@ -97,7 +97,7 @@ def test_validator_says_where_it_breaks():
 def test_lenient_decoder_skips_and_counts_bad_groups():
     notes, bad = tokens_to_notes("START n60 d4 junk n62 d2 v70 sepxx n64 d2 v3 sepxx d4 n65 END n70 d1 v1".split(), SPEC)
     assert notes == [(0, 64, 2, 3), (0, 62, 2, 70)]
-    assert bad == 3  # n60 d4 cut by junk (one), the bare sepxx, the truncated n65
+    assert bad == 4  # n60 d4 cut off, the junk itself, the bare sepxx, the n65 cut off by END
     data, bad = text_to_midi("complete garbage \x00 ~~", SPEC)
     assert data.startswith(b"MThd") and bad == 4  # four stray tokens
 

@@ -39,3 +39,13 @@ def test_memorization_finds_a_planted_copy():
     planted = np.concatenate([rng.integers(300, 400, 50), train[1000:1080], rng.integers(300, 400, 50)])
     fresh = rng.integers(300, 400, 200)
     assert longest_runs([planted, fresh], train) == [80, 15]
+
+
+def test_decodes_cleanly_judges_the_raw_sample():
+    from encoding_decoding import Spec
+    from evaluate import decodes_cleanly
+    spec = Spec()
+    assert decodes_cleanly("START n60 d4 v80 END n3".split(), spec)
+    assert decodes_cleanly("START n60 d4 v80 n62 d4".split(), spec)  # ran out of tokens mid-group
+    assert not decodes_cleanly("START n60 v80 n62 d4 v80 END".split(), spec)
+    assert not decodes_cleanly("START d4 END".split(), spec)

@@ -1,6 +1,5 @@
 """train.py, sample.py and plot.py end to end on a tiny dataset, on the CPU."""
 import json
-import os
 import signal
 import subprocess
 import sys
