@@ -185,3 +185,12 @@ def test_wav_without_fluidsynth_says_how_to_install(trained, tmp_path):
             "--wav")
     assert r.returncode == 0 and "apt-get install fluidsynth fluid-soundfont-gm" in r.stdout
     assert (tmp_path / "tiny_seed1337_0.mid").exists()
+
+
+def test_fine_tune_from_another_run(data, trained, tmp_path):
+    r = run("train.py", *train_args(data, tmp_path / "ft", f"--init_from={trained}", "--max_iters=4",
+                                    "--eval_interval=4"))
+    assert r.returncode == 0, r.stderr
+    evals = [row for row in step_losses(tmp_path / "ft") if row[4] is not None]
+    first_scratch = [row for row in step_losses(trained) if row[4] is not None][0][4]
+    assert evals[0][0] == 0 and evals[0][4] < first_scratch - 1.0  # starts from the trained weights
