@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -181,6 +182,8 @@ def main(argv=None):
                 if json.loads(line)["iter"] <= iter_num]  # all written before the checkpoint
         atomic_write(metrics, "".join(line + "\n" for line in kept))
         from torch.utils.tensorboard import SummaryWriter
+        if not resume:  # a fresh run in an old folder: its curves would overlay the old run's
+            shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
         writer = SummaryWriter(out_dir / "tensorboard", purge_step=iter_num if resume else None)
 
     def log(**row):
