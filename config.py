@@ -119,6 +119,12 @@ def _parse(name, default):
     return parse
 
 
+def pick(values, names):
+    """{name: value} for `names` from a dict or a namespace (a parsed config, a checkpoint's plain values)."""
+    get = values.get if isinstance(values, dict) else lambda k: getattr(values, k)
+    return {k: get(k) for k in names}
+
+
 def defaults():
     """All config values by name."""
     return {k: v for k, v in globals().items()

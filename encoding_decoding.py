@@ -43,9 +43,9 @@ class Spec:
 
     @classmethod
     def of(cls, values):
-        """Build from a dict or namespace that has (at least) these names; lists become tuples."""
-        get = values.get if isinstance(values, dict) else lambda k: getattr(values, k)
-        return cls(**{f.name: tuple(v) if isinstance(v := get(f.name), list) else v for f in fields(cls)})
+        """Build from a dict or namespace that has (at least) these names; lists (from JSON) become tuples."""
+        picked = config.pick(values, [f.name for f in fields(cls)])
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in picked.items()})
 
     def to_dict(self):
         return asdict(self)

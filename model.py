@@ -45,8 +45,7 @@ class GPTConfig:
     @classmethod
     def of(cls, values, **extra):
         """Build from any namespace or dict holding the field names (a parsed config, say)."""
-        get = values.get if isinstance(values, dict) else lambda k: getattr(values, k)
-        return cls(**{f.name: get(f.name) for f in fields(cls) if f.name not in extra}, **extra)
+        return cls(**config.pick(values, [f.name for f in fields(cls) if f.name not in extra]), **extra)
 
     def __post_init__(self):
         assert 1 <= self.top_k_experts <= self.n_routed_experts, "need 1 <= top_k_experts <= n_routed_experts"
