@@ -181,6 +181,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--ngram", type=int, default=5)
+    parser.add_argument("--ngram_max_tokens", type=int, default=3_000_000,
+                        help="fit the n-gram on at most this many training tokens (its counts live in Python dicts)")
     parser.add_argument("--memorization_threshold", type=int, default=64, help="tokens")
     args = config.cli(parser, ["out_dir", "data_dir", "max_new_tokens", "seed", "device"], argv)
     run = Path(args.out_dir)
@@ -202,7 +204,10 @@ def main(argv=None):
     n_notes = sum(map(len, val_notes))
     n_tokens = sum(len(p) - 1 for p in val)
 
-    ngram = KneserNey(args.ngram, tok.vocab_size).fit(split_pieces(train, start))
+    fit_on = split_pieces(train[:args.ngram_max_tokens], start)
+    if args.ngram_max_tokens < len(train) and len(fit_on) > 1:
+        fit_on = fit_on[:-1]  # the piece the cap cut through
+    ngram = KneserNey(args.ngram, tok.vocab_size).fit(fit_on)
     nats = {"model": model_nats(model, val, device), f"{args.ngram}-gram": sum(map(ngram.nats, val))}
     likelihood = {k: {"bits_per_token": v / math.log(2) / n_tokens, "bits_per_note": v / math.log(2) / n_notes}
                   for k, v in nats.items()}
@@ -223,6 +228,7 @@ def main(argv=None):
     note_runs = longest_runs([events(s) for s in sample_ids], events(train), k=4)
     report = {
         "checkpoint": str(ckpt), "val_pieces": len(val), "val_tokens": n_tokens, "val_notes": n_notes,
+        "ngram_fit_tokens": int(sum(map(len, fit_on))),
         "likelihood": likelihood,
         "bits_per_note_vs_ngram": likelihood["model"]["bits_per_note"] / likelihood[f"{args.ngram}-gram"]["bits_per_note"],
         "grammar_valid_share": grammar, "overlapping_area": overlap,
