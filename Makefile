@@ -13,7 +13,7 @@ test: .venv/installed
 
 .PHONY: venv test
 
-# The whole pipeline on the Bach chorales of music21's bundled corpus, on the CPU (about 10 minutes on 2 cores).
+# The whole pipeline on the Bach chorales of music21's bundled corpus, on the CPU (about 7 minutes on 2 cores).
 DEMO := data/demo
 demo: .venv/installed
 	$(PY) encode_all.py --corpus music21 --composers bach --text_dir $(DEMO)/text
