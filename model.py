@@ -340,7 +340,9 @@ class GPT(nn.Module):
         the loop. Past block_size the window slides: the last half block is prefilled afresh."""
         cfg, B = self.cfg, idx.size(0)
         window = cfg.block_size
-        cache = LatentCache(cfg, B, window, idx.device, self.tok_emb.weight.dtype)
+        kind = idx.device.type  # under autocast the cache takes the autocast dtype (bf16: half the bytes of fp32)
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.tok_emb.weight.dtype
+        cache = LatentCache(cfg, B, window, idx.device, dtype)
         context = idx[:, -window:]
         logits, _ = self(context, cache=cache, pos=0)
         pos = context.size(1)

@@ -138,6 +138,9 @@ def test_bf16_autocast_on_cpu_has_no_nan():
         _, loss = model(idx[:, :-1], idx[:, 1:])
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.eval().generate(idx[:, :4], 40, top_k=10)  # the latent cache in bf16, slid past block_size
+    assert out.shape == (2, 44) and (out < 50).all()
 
 
 def test_longer_than_block_size_and_generation():
