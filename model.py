@@ -176,6 +176,10 @@ class Gate(nn.Module):
 
 class MoE(nn.Module):
     """DeepSeekMoE: shared experts + routed experts with sparse dispatch (sort by expert, one grouped GEMM)."""
+    # How routed tokens reach their experts: "grouped" sorts them by expert and runs one grouped GEMM (no host
+    # sync); "loop" runs a matmul per expert's slice (one host sync); "dense" runs every expert on every token and
+    # zero-weights the picks it did not make (no sort, n_routed_experts times the FLOPs). bench_train.py compares.
+    dispatch = "grouped"
 
     def __init__(self, cfg):
         super().__init__()
@@ -194,12 +198,18 @@ class MoE(nn.Module):
         flat = x.reshape(B * T, d)
         weights, indices, scores = self.gate(flat)
         expert = indices.flatten()                        # (N*k,): token n's j-th pick sits at n*k + j
-        order = expert.argsort(stable=True)               # all picks grouped by expert, no host sync
         counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, expert, torch.ones_like(expert))
         # (not bincount: on CUDA it reads the largest index back to the host to size its output)
-        y = self.routed(flat[order // k], counts.cumsum(0).to(torch.int32))
-        y = y * weights.flatten()[order, None].to(y.dtype)
-        out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, order // k, y).view(B, T, d)
+        if self.dispatch == "dense":
+            xs, w1, w2 = self.compute_dtype(flat)
+            y = F.gelu(xs @ w1, approximate="tanh") @ w2                   # (E, N, d): every expert on every token
+            gate_w = torch.zeros_like(scores).scatter_(1, indices, weights)  # (N, E): zero where not picked
+            out = torch.einsum("end,ne->nd", y, gate_w.to(y.dtype)).view(B, T, d)
+        else:
+            order = expert.argsort(stable=True)           # all picks grouped by expert, no host sync
+            y = self.routed(flat[order // k], counts.cumsum(0).to(torch.int32))
+            y = y * weights.flatten()[order, None].to(y.dtype)
+            out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, order // k, y).view(B, T, d)
         if self.shared is not None:
             out = out + self.shared(x)
         if self.training:
@@ -210,12 +220,16 @@ class MoE(nn.Module):
         P = (scores / scores.sum(dim=-1, keepdim=True)).view(B, T, E).mean(dim=1)       # (B, E)
         return out, cfg.balance_factor * (f * P).sum(dim=-1).mean()
 
+    def compute_dtype(self, x):
+        """x and the stacked expert weights in the dtype to compute in (autocast's, when it is on)."""
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        return x.to(dtype), self.w1.to(dtype), self.w2.to(dtype)
+
     def routed(self, xs, offsets):
         """Each routed expert on its own rows of xs (grouped by expert; offsets = cumulative row counts)."""
-        dtype = torch.get_autocast_dtype(xs.device.type) if torch.is_autocast_enabled(xs.device.type) else xs.dtype
-        xs, w1, w2 = xs.to(dtype), self.w1.to(dtype), self.w2.to(dtype)
-        if dtype != torch.bfloat16 and torch.compiler.is_compiling():
-            # torch.compile's shape rules for _grouped_mm accept bf16 only: slice per expert (one host sync)
+        xs, w1, w2 = self.compute_dtype(xs)
+        if self.dispatch == "loop" or (xs.dtype != torch.bfloat16 and torch.compiler.is_compiling()):
+            # (torch.compile's shape rules for _grouped_mm accept bf16 only, so float32 under compile comes here)
             sizes = torch.diff(offsets, prepend=offsets.new_zeros(1)).tolist()
             return torch.cat([F.gelu(x @ w1[e], approximate="tanh") @ w2[e] for e, x in enumerate(xs.split(sizes))])
         h = F.gelu(torch._grouped_mm(xs, w1, offs=offsets), approximate="tanh")

@@ -2,8 +2,9 @@
 
 python bench/bench_train.py [--key=value ...]   (any model field of config.py, plus the options below)
 
-On CUDA: the default config, bf16 autocast, batch 32 x 512, eager vs torch.compile. On CPU: a tiny config
-(override anything) in float32, eager only unless --compile_too. MFU uses REFERENCE.md §4's FLOP count.
+On CUDA: the default config, bf16 autocast, batch 32 x 512; the MoE dispatch variants of model.MoE in eager mode,
+then the grouped one under torch.compile. On CPU: a tiny config (override anything) in float32, compile only with
+--compile_too. MFU uses REFERENCE.md §4's FLOP count.
 """
 import argparse
 import sys
@@ -14,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import config  # noqa: E402
-from model import GPT, MODEL_KEYS, GPTConfig  # noqa: E402
+from model import GPT, MODEL_KEYS, GPTConfig, MoE  # noqa: E402
 
 CPU_TINY = dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
                 v_head_dim=32, expert_hidden=512, block_size=128)
@@ -72,19 +73,23 @@ def main():
     parser.add_argument("--batch_size", type=int)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile_too", action="store_true", help="also time torch.compile on CPU")
+    parser.add_argument("--dispatch", default="grouped,loop,dense", help="MoE dispatch variants to time (eager)")
     opts, cfg, device, dtype, name = setup(parser)
     batch = opts.batch_size or (32 if device == "cuda" else 8)
     model = GPT(cfg).to(device)
+    variants = [(d, False) for d in opts.dispatch.split(",")]
+    variants += [("grouped", True)] if device == "cuda" or opts.compile_too else []
     rows = []
-    for compiled in [False] + ([True] if device == "cuda" or opts.compile_too else []):
-        rows.append(("compile" if compiled else "eager",
+    for dispatch, compiled in variants:
+        MoE.dispatch = dispatch
+        rows.append((f"{dispatch}{' + compile' if compiled else ''}",
                      *bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, compiled)))
     print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, batch {batch} x {cfg.block_size}, "
           f"{model.num_params() / 1e6:.1f}M params ({model.num_params(True) / 1e6:.1f}M active), "
           f"{model.flops_per_token() / 1e6:.1f} MFLOP/token")
-    print(f"{'variant':10} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}")
+    print(f"{'MoE dispatch':18} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}")
     for variant, ms, tps, mfu, mem in rows:
-        print(f"{variant:10} {ms:9.1f} {tps:11,.0f} {'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}")
+        print(f"{variant:18} {ms:9.1f} {tps:11,.0f} {'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}")
 
 
 if __name__ == "__main__":

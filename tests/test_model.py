@@ -66,10 +66,12 @@ def dense_moe(moe, x):
     return out.view_as(x)
 
 
+@pytest.mark.parametrize("dispatch", ["grouped", "loop", "dense"])
 @pytest.mark.parametrize("top_k", [1, 2, 3])
-def test_sparse_moe_matches_dense_reference(top_k):
+def test_sparse_moe_matches_dense_reference(top_k, dispatch):
     torch.manual_seed(0)
     moe = GPT(tiny(top_k_experts=top_k), verbose=False).blocks[0].ffn
+    moe.dispatch = dispatch
     x = torch.randn(3, 7, 32)
     out, bal = moe(x)
     torch.testing.assert_close(out, dense_moe(moe, x), atol=1e-5, rtol=1e-5)
