@@ -21,7 +21,7 @@ from encoding_decoding import (END, GRAMMAR, START, grammar_tables, kind, midi_t
 from first_silence_cleaner import strip_leading_silence
 from model import load_checkpoint
 from simple_tokenizer import Tokenizer
-from train import pick_device
+from train import autocast, pick_device
 
 SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
@@ -108,11 +108,10 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     prompt = prompt_tokens(args.prompt, tok.spec, args.prompt_bars) if args.prompt else [START]
     idx = torch.tensor([tok.encode(prompt)] * args.num_samples, device=device)
-    ctx = torch.autocast(device.split(":")[0], dtype=dtype) if dtype != torch.float32 else torch.autocast("cpu", enabled=False)
-    with ctx:
+    mask = GrammarMask(tok, device, min_len=idx.size(1) + args.min_new_tokens)
+    with autocast(device, dtype):
         out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k or None, args.top_p,
-                             allowed_fn=GrammarMask(tok, device, idx.size(1) + args.min_new_tokens), stop_id=tok.stoi[END],
-                             generator=torch.Generator(device).manual_seed(args.seed))
+                             allowed_fn=mask, stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed))
     out_dir = Path(args.output_dir)
     for i, row in enumerate(out.tolist()):
         tokens = finish(tok.decode(row))

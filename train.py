@@ -42,6 +42,11 @@ def pick_device(device, dtype):
     return device, getattr(torch, dtype)
 
 
+def autocast(device, dtype):
+    """Mixed precision on the device when dtype is below float32, else nothing."""
+    return nullcontext() if dtype == torch.float32 else torch.autocast(device.split(":")[0], dtype=dtype)
+
+
 def read_data(data_dir):
     """Memory-mapped train/val token arrays, checked against meta.json."""
     data_dir = Path(data_dir)
@@ -128,7 +133,7 @@ def main(argv=None):
         die(f"gradient_accumulation_steps={c.gradient_accumulation_steps} is not divisible by {world} processes")
     master = rank == 0
     device_type = device.split(":")[0]
-    ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype)
+    ctx = autocast(device, dtype)
     out_dir = Path(c.out_dir)
     splits, meta, tokenizer = read_data(c.data_dir)
     for split, data in splits.items():

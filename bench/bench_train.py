@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import config  # noqa: E402
 from model import GPT, MODEL_KEYS, GPTConfig, MoE  # noqa: E402
+from train import autocast  # noqa: E402
 
 CPU_TINY = dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
                 v_head_dim=32, expert_hidden=512, block_size=128)
@@ -41,10 +42,9 @@ def bench(model, batch, block, vocab, steps, device, dtype, compiled):
     step_model = torch.compile(model) if compiled else model
     opt = model.configure_optimizers(0.03, 3e-4, (0.9, 0.95), device)
     x = torch.randint(0, vocab, (batch, block + 1), device=device)
-    ctx = torch.autocast(device, dtype=dtype) if dtype != torch.float32 else torch.autocast(device, enabled=False)
 
     def step():
-        with ctx:
+        with autocast(device, dtype):
             _, loss = step_model(x[:, :-1], x[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
