@@ -22,9 +22,7 @@ import torch.nn.functional as F
 import config
 from batch import atomic_write, die, write_json
 from encoding_decoding import END, START, tokens_to_notes, validate
-from model import load_checkpoint
-from sample import GrammarMask, finish
-from simple_tokenizer import Tokenizer
+from sample import GrammarMask, finish, load_run
 from train import pick_device, read_data
 
 STATS = {  # name -> (number of bins, values of one piece's notes (start, pitch, dur, vel))
@@ -186,13 +184,8 @@ def main(argv=None):
     parser.add_argument("--memorization_threshold", type=int, default=64, help="tokens")
     args = config.cli(parser, ["out_dir", "data_dir", "max_new_tokens", "seed", "device"], argv)
     run = Path(args.out_dir)
-    ckpt = next((p for p in (run / "best.pt", run / "checkpoint.pt") if p.is_file()), None)
-    if ckpt is None:
-        die(f"{run}: no best.pt or checkpoint.pt")
     device, _ = pick_device(args.device, "float32")
-    model, _ = load_checkpoint(ckpt, device)
-    model.eval()
-    tok = Tokenizer.load(run / "tokenizer.json")
+    model, tok, ckpt = load_run(run, device)
     splits, meta, _ = read_data(args.data_dir)
     if meta["vocab_size"] != model.cfg.vocab_size:
         die(f"vocab mismatch: {ckpt} has {model.cfg.vocab_size} tokens, {args.data_dir}/meta.json {meta['vocab_size']}")

@@ -74,6 +74,7 @@ def main(argv=None):
         tok = Tokenizer.load(args.tokenizer_paths)
     except (OSError, ValueError) as e:
         die(e)
+    tok_bytes = Path(args.tokenizer_paths).read_bytes()
     if tok.vocab_size >= 2**16:
         die(f"vocab_size {tok.vocab_size} does not fit uint16 token ids")
     main_root = Path(args.main_data_path)
@@ -111,14 +112,14 @@ def main(argv=None):
     meta = {
         "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size,
         "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
-                      "sha256": hashlib.sha256(Path(args.tokenizer_paths).read_bytes()).hexdigest()},
+                      "sha256": hashlib.sha256(tok_bytes).hexdigest()},
         "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
         "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
                   "augmented_tokens": aug_tokens},
         "val": {"tokens": n_val[0], "pieces": n_val[1]},
         "val_pieces": val_ids, "rejected": rejected,
     }
-    atomic_write(out / "tokenizer.json", Path(args.tokenizer_paths).read_bytes())  # the data carries its tokenizer
+    atomic_write(out / "tokenizer.json", tok_bytes)  # the data carries its tokenizer
     write_json(out / "meta.json", meta)
     print(f"train.bin: {n_train[0]:,} tokens in {n_train[1]} pieces ({len(chosen)} augmented, "
           f"{aug_tokens / max(n_train[0], 1):.0%} of tokens); val.bin: {n_val[0]:,} tokens in {n_val[1]} pieces")

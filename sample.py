@@ -50,6 +50,23 @@ class GrammarMask:
         return allowed
 
 
+def load_run(run, device, checkpoint="best.pt"):
+    """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing."""
+    run = Path(run)
+    if not run.is_dir():
+        die(f"{run}: no such run folder")
+    ckpt = next((p for p in (run / checkpoint, run / "checkpoint.pt") if p.is_file()), None)
+    if ckpt is None:
+        die(f"{run}: no {checkpoint} or checkpoint.pt (train a model first)")
+    if not (run / "tokenizer.json").is_file():
+        die(f"{run}/tokenizer.json is missing: a run folder must hold the tokenizer it was trained with")
+    tok = Tokenizer.load(run / "tokenizer.json")
+    model, _ = load_checkpoint(ckpt, device)
+    if model.cfg.vocab_size != tok.vocab_size:
+        die(f"{ckpt} has {model.cfg.vocab_size} tokens but {run}/tokenizer.json has {tok.vocab_size}")
+    return model.eval(), tok, ckpt
+
+
 def finish(tokens):
     """Cut a sample at END, or, if it ran out of tokens first, after its last complete group, then close it."""
     state, cut = "begin", 0
@@ -92,19 +109,8 @@ def main(argv=None):
     args = config.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
                                "min_new_tokens", "seed", "bpm", "device", "dtype"], argv)
     run = Path(args.out_dir)
-    if not run.is_dir():
-        die(f"{run}: no such run folder")
-    ckpt = next((p for p in (run / args.checkpoint, run / "checkpoint.pt") if p.is_file()), None)
-    if ckpt is None:
-        die(f"{run}: no {args.checkpoint} or checkpoint.pt (train a model first)")
-    if not (run / "tokenizer.json").is_file():
-        die(f"{run}/tokenizer.json is missing: a run folder must hold the tokenizer it was trained with")
-    tok = Tokenizer.load(run / "tokenizer.json")
     device, dtype = pick_device(args.device, args.dtype)
-    model, _ = load_checkpoint(ckpt, device)
-    if model.cfg.vocab_size != tok.vocab_size:
-        die(f"{ckpt} has {model.cfg.vocab_size} tokens but {run}/tokenizer.json has {tok.vocab_size}")
-    model.eval()
+    model, tok, _ = load_run(run, device, args.checkpoint)
     torch.manual_seed(args.seed)
     prompt = prompt_tokens(args.prompt, tok.spec, args.prompt_bars) if args.prompt else [START]
     idx = torch.tensor([tok.encode(prompt)] * args.num_samples, device=device)

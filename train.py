@@ -168,10 +168,12 @@ def main(argv=None):
     if ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=None if device == "cpu" else [device])
 
+    run_config = config.pick(c, TRAIN_KEYS)
+
     def state():
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "model_args": model_args(cfg), "iter_num": iter_num, "best_val_loss": best_val,
-                "config": {k: getattr(c, k) for k in TRAIN_KEYS},
+                "config": run_config,
                 "rng": {"sampler": sampler.get_state(), "torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}
 
@@ -179,8 +181,7 @@ def main(argv=None):
     writer = None
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "config.json", {**{k: getattr(c, k) for k in TRAIN_KEYS}, "model_args": model_args(cfg),
-                                             "data_meta": meta})
+        write_json(out_dir / "config.json", {**run_config, "model_args": model_args(cfg), "data_meta": meta})
         atomic_write(out_dir / "tokenizer.json", tokenizer)
         metrics = out_dir / "metrics.jsonl"
         kept = [line for line in (metrics.read_text().splitlines() if resume and metrics.exists() else [])
