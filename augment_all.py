@@ -1,11 +1,13 @@
-"""Write pitch- and velocity-shifted copies of every encoding: {piece}__p+2_v-10.txt.
+"""Write pitch-, velocity- and tempo-shifted copies of every encoding: {piece}__p+2_v-10_t+1.txt.
 
 python augment_all.py --input_dirs data/text --output_dir data/aug --num_processes 8
 
-A pitch shift that would move any note out of pitch_range is skipped for that piece; velocities are clamped.
-Existing outputs are kept, so a killed run resumes where it stopped.
+A pitch shift that would move any note out of pitch_range is skipped for that piece; velocities are clamped; a
+tempo shift moves the header's tempo token by whole buckets (clamped to the range). Existing outputs are kept, so a
+killed run resumes where it stopped.
 """
 import argparse
+import itertools
 import re
 from collections import Counter
 from functools import partial
@@ -13,27 +15,30 @@ from pathlib import Path
 
 import config
 from batch import atomic_write, find_files, parallel_map
-from encoding_decoding import Spec, text_to_tokens, tokens_to_text
+from encoding_decoding import Spec, kind, text_to_tokens, tokens_to_text
 
-VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+$")  # prepare.py reads the piece id back with this
-
-
-def variant_name(pitch, velocity):
-    return f"__p{pitch:+d}_v{velocity:+d}"
+VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # prepare.py reads the piece id with this
 
 
-def shift(tokens, spec, pitch=0, velocity=0):
-    """Tokens with every note moved `pitch` semitones and `velocity` louder (clamped); None if a note would leave
-    the pitch range."""
+def variant_name(pitch, velocity, tempo=0):
+    return f"__p{pitch:+d}_v{velocity:+d}" + (f"_t{tempo:+d}" if tempo else "")
+
+
+def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
+    """Tokens with every note moved `pitch` semitones, `velocity` louder (clamped) and the tempo token `tempo`
+    buckets faster (clamped); None if a note would leave the pitch range."""
     (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
     out = []
     for t in tokens:
-        if t[0] == "n" and t[1:].isdigit():
+        k = kind(t)
+        if k == "n":
             if not p0 <= (p := int(t[1:]) + pitch) <= p1:
                 return None
             t = f"n{p}"
-        elif t[0] == "v" and t[1:].isdigit():
+        elif k == "v":
             t = f"v{min(max(int(t[1:]) + velocity, v0), v1)}"
+        elif k == "tempo" and tempo:
+            t = spec.tempo_token(float(t.partition(":")[2]), tempo)
         out.append(t)
     return out
 
@@ -42,20 +47,19 @@ def augment_one(opts, job):
     """Write the missing variants of one file; return a Counter of what happened."""
     src, out_stem = job
     spec, tokens, counts = Spec.of(opts), None, Counter()
-    for p in opts.aug_pitch_shifts:
-        for v in opts.aug_velocity_shifts:
-            if p == v == 0:
-                continue
-            dest = Path(f"{out_stem}{variant_name(p, v)}.txt")
-            if dest.exists():
-                counts["already there"] += 1
-                continue
-            tokens = tokens or text_to_tokens(Path(src).read_text())
-            if (shifted := shift(tokens, spec, p, v)) is None:
-                counts["pitch out of range"] += 1
-                continue
-            atomic_write(dest, tokens_to_text(shifted))
-            counts["written"] += 1
+    for p, v, t in itertools.product(opts.aug_pitch_shifts, opts.aug_velocity_shifts, opts.aug_tempo_shifts):
+        if p == v == t == 0:
+            continue
+        dest = Path(f"{out_stem}{variant_name(p, v, t)}.txt")
+        if dest.exists():
+            counts["already there"] += 1
+            continue
+        tokens = tokens or text_to_tokens(Path(src).read_text())
+        if (shifted := shift(tokens, spec, p, v, t)) is None:
+            counts["pitch out of range"] += 1
+            continue
+        atomic_write(dest, tokens_to_text(shifted))
+        counts["written"] += 1
     return counts
 
 
@@ -63,8 +67,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_dirs", nargs="+", required=True, help="folders of .txt encodings")
     parser.add_argument("--output_dir", default="data/aug")
-    opts = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "aug_pitch_shifts",
-                               "aug_velocity_shifts", "num_processes", "file_timeout"], argv)
+    opts = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
+                               "tempo_buckets", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
+                               "num_processes", "file_timeout"], argv)
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))
             for d, p in find_files(opts.input_dirs, {".txt"}) if not VARIANT.match(p.stem)]
     total, failed = Counter(), []

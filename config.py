@@ -15,6 +15,29 @@ keep_drums = False         # MIDI channel 10 is percussion: dropped unless this 
 min_notes = 8              # pieces with fewer notes are skipped
 max_piece_steps = 200_000  # longer pieces are refused (~7 h at 120 BPM: an absurd delta time, not music)
 
+# --- the piece header after START: style, tempo, meter (later tempo and meter changes are not encoded)
+default_bpm = 120.0        # the tempo of a piece that gives none (MIDI's own default)
+tempo_range = (30, 300)    # BPM; the tempo token is one of tempo_buckets log-spaced buckets over this range
+tempo_buckets = 24
+meters = ("2/4", "3/4", "4/4", "6/8", "2/2", "3/8", "12/8", "9/8", "3/2", "6/4", "5/4")  # others: meter:other
+# The style of a music21 corpus piece: its top folder, small folders merged; a folder not listed is "other".
+# Encodings of --midi_dirs take their folder's name (or encode_all.py --style NAME).
+corpus_styles = {
+    "bach": ("bach",),
+    "baroque": ("corelli", "cpebach", "handel"),
+    "classical": ("beethoven", "haydn", "mozart", "schubert"),
+    "fiddle": ("ryansMammoth", "oneills1850", "airdsAirs", "nottingham-dataset"),
+    "folk": ("essenFolksong", "miscFolk"),
+    "medieval": ("trecento", "ciconia"),
+    "modern": ("schoenberg", "webern"),
+    "monteverdi": ("monteverdi",),
+    "palestrina": ("palestrina",),
+    "renaissance": ("josquin", "luca", "lusitano"),
+    "romantic": ("beach", "chopin", "johnson_j_r", "joplin", "liliuokalani", "schumann_clara", "schumann_robert",
+                 "verdi", "weber"),
+    "other": (),
+}
+
 # --- batch work over files (encode_all.py, augment_all.py)
 num_processes = 0          # worker processes; 0 = one per CPU core
 file_timeout = 60.0        # seconds one file may take before its worker is killed and the file reported
@@ -22,6 +45,7 @@ file_timeout = 60.0        # seconds one file may take before its worker is kill
 # --- augmentation (augment_all.py)
 aug_pitch_shifts = (-5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6)  # semitones; a shift leaving pitch_range is skipped
 aug_velocity_shifts = (-10, 0, 10)                           # added to every velocity, clamped to velocity_range
+aug_tempo_shifts = (0,)    # tempo buckets; (-1, 0, 1) measured no better on the demo data (BENCHMARKS.md)
 
 # --- train/val split (prepare.py)
 val_fraction = 0.05         # share of pieces (originals) held out, chosen by a stable hash of the piece id
@@ -90,8 +114,7 @@ temperature = 0.9
 top_k = 100                # 0 = off
 top_p = 1.0                # nucleus sampling; 1.0 = off
 max_new_tokens = 1024
-min_new_tokens = 128       # END is held back until a sample has this many tokens
-bpm = 120
+min_new_tokens = 128       # END is held back until a sample has this many tokens (unless --bars/--seconds)
 
 PRESETS = {
     # Trains in a few minutes on 2 CPU cores and still learns the chorales' grammar and harmony.

@@ -1,7 +1,10 @@
 """Encode MIDI folders, or the corpus that ships inside music21, to text: one .txt per piece.
 
-python encode_all.py --midi_dirs A B --text_dir data/text --num_processes 8
+python encode_all.py --midi_dirs A B [--style NAME] --text_dir data/text --num_processes 8
 python encode_all.py --corpus music21 [--composers bach palestrina] --text_dir data/text [--shard 1/4]
+
+Each encoding starts with its header: the style (a corpus folder's style from config.corpus_styles; for
+--midi_dirs the folder's name, or --style), the first tempo and the first time signature.
 
 Resumable (a journal in the text dir records finished files), parallel with a per-file timeout, atomic writes.
 Every file ends up in encode_report.json with its status (encoded, skipped, failed, duplicate) and reason.
@@ -15,26 +18,40 @@ from functools import partial
 from pathlib import Path
 
 import config
+from dataclasses import replace
+
 from batch import Journal, atomic_write, die, find_files, parallel_map, write_json
-from encoding_decoding import Spec, midi_to_notes, notes_to_tokens, parse_score, score_to_notes, tokens_to_text
+from encoding_decoding import (STYLE_NAME, Spec, midi_to_notes, notes_to_tokens, parse_score, score_to_notes,
+                               tokens_to_text)
 
 MIDI_SUFFIXES = {".mid", ".midi"}
 SCORE_SUFFIXES = MIDI_SUFFIXES | {".mxl", ".xml", ".musicxml", ".krn", ".abc"}  # the corpus' .rntxt are analyses
 
 
-def midi_sources(dirs):
-    """(source path, output name without suffix) for every MIDI file; names keep the folder and relative path."""
+def folder_style(name):
+    """A folder name as a style token's name: runs of characters a token cannot hold become '_'."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "other"
+
+
+def midi_sources(dirs, style=None):
+    """(source path, output name without suffix, style) for every MIDI file; names keep the folder and relative
+    path; the style is `style` or the folder's name."""
     names = [Path(d).resolve().name for d in dirs]
     if len(set(names)) < len(names):
         die(f"two of the --midi_dirs share a folder name ({', '.join(names)}): their outputs would collide")
-    return [(str(p), f"{d.resolve().name}/{p.relative_to(d).with_suffix('').as_posix()}")
-            for d, p in find_files(dirs, MIDI_SUFFIXES)]
+    return [(str(p), f"{d.resolve().name}/{p.relative_to(d).with_suffix('').as_posix()}",
+             style or folder_style(d.resolve().name)) for d, p in find_files(dirs, MIDI_SUFFIXES)]
 
 
 def distinct(sources):
     """song.mid beside song.MIDI (or bwv277.krn beside bwv277.mxl): keep both, told apart by their suffix."""
-    taken = Counter(out for _, out in sources)
-    return [(src, out if taken[out] == 1 else f"{out}_{Path(src).suffix[1:]}") for src, out in sources]
+    taken = Counter(out for _, out, _ in sources)
+    return [(src, out if taken[out] == 1 else f"{out}_{Path(src).suffix[1:]}", style) for src, out, style in sources]
+
+
+def corpus_style(folder):
+    """The style of a music21 corpus folder, through config.corpus_styles."""
+    return next((style for style, folders in config.corpus_styles.items() if folder in folders), "other")
 
 
 def corpus_sources(composers):
@@ -44,28 +61,33 @@ def corpus_sources(composers):
     known = sorted({p.relative_to(root).parts[0] for p in paths})
     if unknown := set(composers or ()) - set(known):
         die(f"unknown composer(s) {', '.join(sorted(unknown))}; the music21 corpus has: {', '.join(known)}")
-    return [(str(p), "music21/" + p.relative_to(root).with_suffix("").as_posix()) for p in paths
+    return [(str(p), "music21/" + p.relative_to(root).with_suffix("").as_posix(), corpus_style(p.relative_to(root).parts[0]))
+            for p in paths
             if p.suffix.lower() in SCORE_SUFFIXES and (not composers or p.relative_to(root).parts[0] in composers)]
 
 
 def encode_one(opts, job):
     """Encode one source file; write each piece that passes; return one report entry per piece."""
     warnings.simplefilter("ignore")  # music21's notes on overfull measures and the like would bury the progress bar
-    src, out = job
+    src, out, style = job
     spec = Spec.of(opts)
     if Path(src).suffix.lower() in MIDI_SUFFIXES:
-        pieces = [("", *midi_to_notes(Path(src).read_bytes(), spec, opts.keep_drums, opts.max_piece_steps))]
+        pieces = [("", *midi_to_notes(Path(src).read_bytes(), spec, opts.keep_drums, opts.max_piece_steps,
+                                      opts.default_bpm))]
     else:
-        pieces = [(suffix, *score_to_notes(score, spec, opts.default_velocity)) for suffix, score in parse_score(src)]
+        pieces = [(suffix, *score_to_notes(score, spec, opts.default_velocity, opts.default_bpm))
+                  for suffix, score in parse_score(src)]
     entries = []
-    for suffix, notes, dropped in pieces:
-        entry = {"source": src, "output": f"{out}{suffix}.txt", "notes": len(notes), "dropped": dict(dropped)}
+    for suffix, notes, header, dropped in pieces:
+        header = replace(header, style=style)
+        entry = {"source": src, "output": f"{out}{suffix}.txt", "notes": len(notes), "dropped": dict(dropped),
+                 "style": style, "bpm": header.bpm, "meter": header.meter}
         if len(notes) < opts.min_notes:
             why = f"too few notes ({len(notes)} < min_notes={opts.min_notes})" if notes else "no notes"
             extra = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
             entries.append({**entry, "status": "skipped", "reason": f"{why}; dropped: {extra}" if extra else why})
             continue
-        text = tokens_to_text(notes_to_tokens(notes, spec))
+        text = tokens_to_text(notes_to_tokens(notes, spec, header))
         atomic_write(Path(opts.text_dir) / entry["output"], text)
         entries.append({**entry, "status": "encoded", "reason": "", "sha256": hashlib.sha256(text.encode()).hexdigest()})
     return entries
@@ -76,16 +98,20 @@ def main(argv=None):
     parser.add_argument("--midi_dirs", nargs="+", default=[], help="folders searched recursively for .mid/.midi")
     parser.add_argument("--corpus", choices=["music21"], help="encode the corpus bundled with music21")
     parser.add_argument("--composers", nargs="+", help="corpus folders to take (default: all)")
+    parser.add_argument("--style", help="the style of every --midi_dirs file (default: each folder's name)")
     parser.add_argument("--text_dir", default="data/text")
     parser.add_argument("--shard", default="1/1", help="K/N: encode only the K-th (1..N) of N slices of the files")
     opts = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "default_velocity",
-                               "keep_drums", "min_notes", "max_piece_steps", "num_processes", "file_timeout"], argv)
+                               "keep_drums", "min_notes", "max_piece_steps", "default_bpm", "num_processes", "file_timeout"],
+                      argv)
+    if opts.style is not None and not STYLE_NAME.fullmatch(opts.style):
+        die(f"--style wants a name of letters, digits and _.+- only, got {opts.style!r}")
     if not (m := re.fullmatch(r"(\d+)/(\d+)", opts.shard)) or not 1 <= int(m[1]) <= int(m[2]):
         die(f"--shard wants K/N with 1 <= K <= N, got {opts.shard!r}")
     k, n = int(m[1]), int(m[2])
     if not opts.midi_dirs and not opts.corpus:
         die("nothing to encode: give --midi_dirs and/or --corpus music21")
-    sources = midi_sources(opts.midi_dirs) + (corpus_sources(opts.composers) if opts.corpus else [])
+    sources = midi_sources(opts.midi_dirs, opts.style) + (corpus_sources(opts.composers) if opts.corpus else [])
     if not sources:
         die(f"no input files (.mid/.midi) in {', '.join(opts.midi_dirs)}")
     sources = sorted(distinct(sources), key=lambda s: s[1])[k - 1::n]
@@ -99,13 +125,13 @@ def main(argv=None):
     todo = [s for s in sources if not finished(s[1])]
     if len(todo) < len(sources):
         print(f"resuming: {len(sources) - len(todo)} of {len(sources)} files already done")
-    for (src, out), ok, result in parallel_map(partial(encode_one, opts), todo, opts.num_processes,
+    for (src, out, _), ok, result in parallel_map(partial(encode_one, opts), todo, opts.num_processes,
                                                opts.file_timeout, desc="encode"):
         journal.add(out, result if ok else [{"source": src, "output": None, "status": "failed", "reason": result}])
 
     # Exact duplicates are kept once: the first in sorted order wins, so the outcome never depends on timing.
     report, first = [], {}
-    for src, out in sources:
+    for src, out, _ in sources:
         entries = journal.done[out]
         for e in entries:
             if e["status"] == "encoded" and first.setdefault(e["sha256"], e["output"]) != e["output"]:

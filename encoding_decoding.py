@@ -1,60 +1,128 @@
 """The one token grammar of nano-GPT-v3: MIDI files and scores ⇄ note lists ⇄ text tokens.
 
-A piece is `START`, then for each onset step (earliest first) its notes as `n{pitch} d{steps} v{velocity}`
-(highest pitch first), with `sepxx d{steps}` advancing the clock between onsets, then `END`:
+A piece is `START`, a header of three tokens (its style, first tempo and first time signature), then for each
+onset step (earliest first) its notes as `n{pitch} d{steps} v{velocity}` (highest pitch first), with
+`sepxx d{steps}` advancing the clock between onsets, then `END`:
 
-    START n72 d4 v80 n64 d4 v70 sepxx d4 n74 d2 v82 ... END
+    START style:bach tempo:96 meter:3/4 n72 d4 v80 n64 d4 v70 sepxx d4 n74 d2 v82 ... END
 
-A note list is a sorted list of `(start, pitch, dur, vel)` tuples in grid steps. `canonical()` is the single
-normal form: encoding writes it, decoding reads it back, so decode → encode is the identity on encodings.
-music21 is imported only where MIDI or scores are read or written, so the grammar loads without it.
+A note list is a sorted list of `(start, pitch, dur, vel)` tuples in grid steps; a `Header` carries the rest.
+`canonical()` is the single normal form: encoding writes it, decoding reads it back, so decode → encode is the
+identity on encodings. music21 is imported only where MIDI or scores are read or written, so the grammar loads
+without it.
 """
+import math
+import re
 from collections import Counter, defaultdict, deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import config
 
 START, END, SEP = "START", "END", "sepxx"
+HEADER = ("style", "tempo", "meter")  # the header's token kinds, in order; a header token is `kind:value`
+OPENING = ("begin",) + HEADER          # the grammar states before the first event (each header state is named
+                                       # after the kind it waits for)
 
-# What may follow what: state -> {token kind -> next state}. The validator, the lenient decoder and the
-# sampler's mask all read this table; a token's kind is START, END, sepxx or its letter n/d/v.
+# What may follow what: state -> {token kind -> next state}. The validator, the lenient decoder, finish() and the
+# sampler's mask all read this table; a token's kind is START, END, sepxx, a header kind or the letter n/d/v.
 GRAMMAR = {
-    "begin": {START: "event"},
+    "begin": {START: "style"},
+    "style": {"style": "tempo"},
+    "tempo": {"tempo": "meter"},
+    "meter": {"meter": "event"},
     "event": {"n": "note_dur", SEP: "rest_dur", END: "end"},
     "note_dur": {"d": "note_vel"},
     "note_vel": {"v": "event"},
     "rest_dur": {"d": "event"},
     "end": {},
 }
+STYLE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")  # a style token must survive whitespace splitting and the ':'
 
 
 def kind(token):
-    """START, END, sepxx, or the letter of an n/d/v token."""
-    return token if token in (START, END, SEP) else token[0]
+    """START, END, sepxx, a header kind (the part before ':'), or the letter of an n/d/v token."""
+    if token in (START, END, SEP):
+        return token
+    head, colon, _ = token.partition(":")
+    return head if colon else token[0]
+
+
+def corpus_style_names():
+    """The styles of config.corpus_styles, sorted: the default styles of a vocabulary."""
+    return tuple(sorted(config.corpus_styles))
 
 
 @dataclass(frozen=True)
 class Spec:
-    """The ranges that fix the closed vocabulary; the tokenizer JSON stores them."""
+    """The ranges and lists that fix the closed vocabulary; the tokenizer JSON stores them."""
     sample_freq: int = config.sample_freq
     pitch_range: tuple = config.pitch_range
     velocity_range: tuple = config.velocity_range
     max_dur: int = config.max_dur
+    tempo_range: tuple = config.tempo_range
+    tempo_buckets: int = config.tempo_buckets
+    meters: tuple = config.meters
+    styles: tuple = corpus_style_names()
 
     @classmethod
     def of(cls, values):
-        """Build from a dict or namespace that has (at least) these names; lists (from JSON) become tuples."""
-        picked = config.pick(values, [f.name for f in fields(cls)])
+        """Build from a dict or namespace holding some of these names (the rest keep their defaults); lists (from
+        JSON) become tuples."""
+        has = values.__contains__ if isinstance(values, dict) else lambda k: hasattr(values, k)
+        picked = config.pick(values, [f.name for f in fields(cls) if has(f.name)])
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in picked.items()})
 
     def to_dict(self):
         return asdict(self)
 
+    def tempo_bpms(self):
+        """The BPM each tempo bucket stands for (its geometric centre, rounded): the tempo tokens' values."""
+        (lo, hi), n = self.tempo_range, self.tempo_buckets
+        return [round(lo * (hi / lo) ** ((k + 0.5) / n)) for k in range(n)]
+
+    def tempo_token(self, bpm, shift=0):
+        """The tempo token of the bucket that holds `bpm` (clamped to the range), moved `shift` buckets."""
+        (lo, hi), n = self.tempo_range, self.tempo_buckets
+        k = math.floor(n * math.log(max(bpm, 1e-9) / lo) / math.log(hi / lo))
+        return f"tempo:{self.tempo_bpms()[min(max(k + shift, 0), n - 1)]}"
+
+    def meter_token(self, meter):
+        return f"meter:{meter}" if meter in self.meters else "meter:other"
+
+    def header_tokens(self, header):
+        return [f"style:{header.style}", self.tempo_token(header.bpm), self.meter_token(header.meter)]
+
     def vocab(self):
-        """The closed vocabulary, in id order."""
+        """The closed vocabulary, in id order (the styles last, so that a new style only appends)."""
         (p0, p1), (v0, v1) = self.pitch_range, self.velocity_range
         return ([START, END, SEP] + [f"n{p}" for p in range(p0, p1 + 1)]
-                + [f"d{d}" for d in range(1, self.max_dur + 1)] + [f"v{v}" for v in range(v0, v1 + 1)])
+                + [f"d{d}" for d in range(1, self.max_dur + 1)] + [f"v{v}" for v in range(v0, v1 + 1)]
+                + [f"tempo:{b}" for b in self.tempo_bpms()] + [self.meter_token(m) for m in self.meters]
+                + ["meter:other"] + [f"style:{s}" for s in self.styles])
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a listener needs besides the notes: the style, the first tempo (quarter notes per minute) and the
+    first time signature as written ("3/4", or anything else, which the meter token calls `other`)."""
+    style: str = "other"
+    bpm: float = config.default_bpm
+    meter: str = "4/4"
+
+    @classmethod
+    def of_tokens(cls, tokens):
+        """The header that header tokens (in any order, any subset) describe; defaults for what is missing."""
+        got = {kind(t): t.partition(":")[2] for t in tokens if kind(t) in HEADER}
+        return cls(style=got.get("style", cls.style), bpm=float(got.get("tempo", cls.bpm)),
+                   meter=got.get("meter", cls.meter))
+
+
+def bar_steps(meter, sample_freq):
+    """Grid steps in one bar of `meter` ("6/8" -> 12 at 4 steps per quarter); 4/4 for `other` or a bad meter."""
+    m = re.fullmatch(r"(\d+)/(\d+)", meter)
+    if not m or not int(m[1]) or not int(m[2]):
+        return 4 * sample_freq
+    return max(1, round(int(m[1]) * 4 * sample_freq / int(m[2])))
 
 
 def canonical(notes, spec, dropped=None):
@@ -87,9 +155,9 @@ def canonical(notes, spec, dropped=None):
     return out
 
 
-def notes_to_tokens(notes, spec):
-    """Canonical notes -> tokens (START ... END)."""
-    tokens, now = [START], 0
+def notes_to_tokens(notes, spec, header=Header()):
+    """Canonical notes and their header -> tokens (START header ... END)."""
+    tokens, now = [START] + spec.header_tokens(header), 0
     for start, pitch, dur, vel in notes:
         gap = start - now
         while gap > 0:
@@ -112,6 +180,116 @@ def grammar_tables(itos):
     return states, allowed, next_state
 
 
+def token_values(itos, spec):
+    """Per token id, the numbers the sampler's mask reads, as lists: pitch (n tokens, else -1), steps (d, else 0),
+    the steps a token needs before a length target (a note 1, sepxx 2, d its steps; a rest's d one more, added by
+    the mask), the steps of one bar (meter tokens, else 0) and the BPM (tempo tokens, else 0)."""
+    values = {"pitch": [], "steps": [], "need": [], "bar": [], "bpm": []}
+    for t in itos:
+        k, value = kind(t), t.partition(":")[2]
+        values["pitch"].append(int(t[1:]) if k == "n" else -1)
+        values["steps"].append(int(t[1:]) if k == "d" else 0)
+        values["need"].append({"n": 1, SEP: 2, "d": values["steps"][-1]}.get(k, 0))
+        values["bar"].append(bar_steps(value, spec.sample_freq) if k == "meter" else 0)
+        values["bpm"].append(float(value) if k == "tempo" else 0.0)
+    return values
+
+
+KEY_MODES = {  # semitones above the tonic
+    "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10), "harmonic minor": (0, 2, 3, 5, 7, 8, 11),
+    "melodic minor": (0, 2, 3, 5, 7, 9, 11), "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10),
+    "lydian": (0, 2, 4, 6, 7, 9, 11), "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
+    "major pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10), "blues": (0, 3, 5, 6, 7, 10),
+}
+NOTE_NAMES = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+
+
+def pitch_class(name):
+    """'F#' / 'Bb' / 'c' / '7' -> 0..11; ValueError otherwise."""
+    if name.isdigit() and int(name) < 12:
+        return int(name)
+    m = re.fullmatch(r"([A-Ga-g])([#b]*)", name)
+    if not m:
+        raise ValueError(f"{name!r} is not a pitch class (C, F#, Bb, or 0..11)")
+    return (NOTE_NAMES[m[1].lower()] + m[2].count("#") - m[2].count("b")) % 12
+
+
+def key_pitch_classes(key):
+    """'D minor', 'F# major', 'Bb dorian', 'A' (major) -> the sorted pitch classes of that scale."""
+    tonic, _, mode = key.strip().partition(" ")
+    mode = " ".join(mode.lower().split()) or "major"
+    if mode not in KEY_MODES:
+        raise ValueError(f"unknown mode {mode!r} in key {key!r}; known: {', '.join(KEY_MODES)}")
+    return tuple(sorted((pitch_class(tonic) + k) % 12 for k in KEY_MODES[mode]))
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What samples must obey, all enforced by the sampler's mask: header values to force, a length (in bars of
+    the piece's meter, or in seconds at its tempo or at `bpm`), the pitch classes notes may take and a pitch range."""
+    style: str = None
+    tempo: float = None       # BPM: forces the tempo token of its bucket
+    meter: str = None
+    bars: int = None
+    seconds: float = None
+    scale: tuple = None       # pitch classes
+    pitch_range: tuple = None  # (lowest, highest) MIDI pitch, inclusive
+    bpm: float = None         # the tempo the MIDI is written at, instead of the header's
+
+    def errors(self, spec):
+        """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
+        out = []
+        if self.style is not None and self.style not in spec.styles:
+            out.append(f"unknown style {self.style!r}; this run knows: {', '.join(spec.styles)}")
+        if self.meter is not None and self.meter not in spec.meters + ("other",):
+            out.append(f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters + ('other',))}")
+        for name in ("tempo", "bars", "seconds", "bpm"):
+            if (v := getattr(self, name)) is not None and not (v > 0 and math.isfinite(v)):
+                out.append(f"--{name} wants a positive number, got {v!r}")
+        if self.bars is not None and self.seconds is not None:
+            out.append("give --bars or --seconds, not both")
+        if self.pitch_range is not None:
+            (lo, hi), (p0, p1) = self.pitch_range, spec.pitch_range
+            if len(self.pitch_range) != 2 or not p0 <= lo <= hi <= p1:
+                out.append(f"--pitch_range wants LOW,HIGH with {p0} <= LOW <= HIGH <= {p1}, got {self.pitch_range}")
+        if not any(self.allows_pitch(p) for p in range(spec.pitch_range[0], spec.pitch_range[1] + 1)):
+            out.append("no pitch is left that both --key/--scale and --pitch_range allow")
+        return out
+
+    def allows_pitch(self, pitch):
+        lo, hi = self.pitch_range or (0, 127)
+        return lo <= pitch <= hi and (self.scale is None or pitch % 12 in self.scale)
+
+    def length_steps(self, bar, bpm, sample_freq):
+        """The target length in grid steps for a piece whose bar has `bar` steps and whose header says `bpm`;
+        None without a length control."""
+        if self.bars is not None:
+            return self.bars * bar
+        if self.seconds is not None:
+            return max(1, round(self.seconds * (self.bpm or bpm) / 60 * sample_freq))
+        return None
+
+    def token_mask(self, itos, spec):
+        """Per token id, whether these controls let it appear at all (header values, pitches)."""
+        forced = {"style": self.style and f"style:{self.style}", "tempo": self.tempo and spec.tempo_token(self.tempo),
+                  "meter": self.meter and spec.meter_token(self.meter)}
+        return [(not forced.get(k := kind(t)) or t == forced[k]) and (k != "n" or self.allows_pitch(int(t[1:])))
+                for t in itos]
+
+
+def finish(tokens):
+    """Cut a sample at END, or, if it ran out of tokens first, after its last complete group, then close it."""
+    state, cut = "begin", 0
+    for i, t in enumerate(tokens):
+        state = GRAMMAR[state].get(kind(t))
+        if state is None:  # a constrained sample never breaks the grammar; keep what came before
+            break
+        if state == "end":
+            return tokens[:i + 1]
+        cut = i + 1 if state == "event" else cut
+    return tokens[:cut] + [END]
+
+
 def validate(tokens, spec):
     """None if `tokens` follow the grammar and the vocabulary, else (index, reason) of the first break."""
     vocab, state = set(spec.vocab()), "begin"
@@ -126,15 +304,28 @@ def validate(tokens, spec):
     return None if state == "end" else (len(tokens), f"sequence ends in state {state!r}, not after END")
 
 
-def tokens_to_notes(tokens, spec):
-    """Any token list -> (canonical notes, number of broken groups and stray tokens skipped). Never raises; reads
-    the groups by GRAMMAR and stops at END."""
-    vocab, notes, now, group, state, bad = set(spec.vocab()), [], 0, [], "event", 0
+def header_end(tokens):
+    """The index of the first event after START and a whole header; 0 if the tokens do not begin so."""
+    state = "begin"
     for i, tok in enumerate(tokens):
+        if state == "event":
+            return i
+        if (state := GRAMMAR[state].get(kind(tok))) is None:
+            return 0
+    return len(tokens) if state == "event" else 0
+
+
+def tokens_to_notes(tokens, spec):
+    """Any token list -> (canonical notes, Header, number of broken groups and stray tokens skipped). Never
+    raises; reads the header and the groups by GRAMMAR and stops at END. A missing START or header part is no
+    error (the header takes defaults): text from before the header decodes as it did."""
+    vocab, notes, now, group, state, bad, head = set(spec.vocab()), [], 0, [], "begin", 0, []
+    for tok in tokens:
         k = kind(tok) if tok in vocab else None
-        if i == 0 and k == START:
-            continue
         nxt = GRAMMAR[state].get(k)
+        if nxt is None and state in OPENING:  # no START or a header cut short: go on with the events
+            state = "event"
+            nxt = GRAMMAR[state].get(k)
         if nxt is None and state != "event":  # a group broken off: drop it, read this token afresh
             bad, group, state = bad + 1, [], "event"
             nxt = GRAMMAR[state].get(k)
@@ -143,6 +334,10 @@ def tokens_to_notes(tokens, spec):
             continue
         if nxt == "end":
             break
+        if state in OPENING:
+            head.append(tok)
+            state = nxt
+            continue
         group.append(tok)
         state = nxt
         if state == "event":  # a group is complete
@@ -151,7 +346,7 @@ def tokens_to_notes(tokens, spec):
             else:
                 notes.append((now, int(group[0][1:]), int(group[1][1:]), int(group[2][1:])))
             group = []
-    return canonical(notes, spec), bad + bool(group)
+    return canonical(notes, spec), Header.of_tokens(head), bad + bool(group)
 
 
 def text_to_tokens(text):
@@ -202,22 +397,30 @@ def check_midi_header(data):
         pos += 8 + length
 
 
-def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max_piece_steps):
-    """MIDI file bytes -> (canonical notes, Counter of what was dropped and why), through music21's low-level
-    reader. Note on/off pair per track, channel and pitch, first in first out; a note-on of velocity 0 is a
-    note-off. All tracks and channels merge into one part."""
+def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max_piece_steps,
+                  default_bpm=config.default_bpm):
+    """MIDI file bytes -> (canonical notes, Header, Counter of what was dropped and why), through music21's
+    low-level reader. Note on/off pair per track, channel and pitch, first in first out; a note-on of velocity 0
+    is a note-off. All tracks and channels merge into one part. The header takes the earliest set-tempo and
+    time-signature events (its style is left to the caller)."""
     from music21 import midi
     check_midi_header(data)
     mf = midi.MidiFile()
     mf.readstr(data)
     tpq, on_off = mf.ticksPerQuarterNote, (midi.ChannelVoiceMessages.NOTE_ON, midi.ChannelVoiceMessages.NOTE_OFF)
-    dropped, notes = Counter(), []
+    dropped, notes, first = Counter(), [], {}  # first: "tempo" | "meter" -> (tick, value)
     for t, track in enumerate(mf.tracks):
         tick, sounding = 0, defaultdict(deque)  # (channel, pitch) -> deque of (start tick, velocity)
         for ev in track.events:
             if ev.isDeltaTime():
                 tick += ev.time
                 continue
+            if ev.type == midi.MetaEvents.SET_TEMPO and len(ev.data) == 3 and int.from_bytes(ev.data, "big"):
+                value = 60_000_000 / int.from_bytes(ev.data, "big")
+                first["tempo"] = min(first.get("tempo", (tick, value)), (tick, value), key=lambda e: e[0])
+            elif ev.type == midi.MetaEvents.TIME_SIGNATURE and len(ev.data) >= 2 and ev.data[0] and ev.data[1] < 8:
+                value = f"{ev.data[0]}/{2 ** ev.data[1]}"
+                first["meter"] = min(first.get("meter", (tick, value)), (tick, value), key=lambda e: e[0])
             if ev.type not in on_off:
                 continue
             if ev.channel == 10 and not keep_drums:
@@ -238,17 +441,22 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
     if steps and (last := max(b for _, b, _, _ in steps)) > max_steps:
         raise ValueError(f"a note ends at step {last}, past max_piece_steps={max_steps} (absurd delta time?)")
     notes = canonical([(a, p, b - a, v) for a, b, p, v in steps], spec, dropped)
-    return notes, +dropped  # unary + keeps the positive counts only
+    header = Header(bpm=first.get("tempo", (0, default_bpm))[1], meter=first.get("meter", (0, "4/4"))[1])
+    return notes, header, +dropped  # unary + keeps the positive counts only
 
 
 # --- scores in
 
 
-def score_to_notes(score, spec, default_velocity=config.default_velocity):
-    """A music21 Score -> (canonical notes, Counter of what was dropped). Ties are merged; grace notes and chord
-    symbols are dropped."""
-    dropped, notes = Counter(), []
-    for el in score.stripTies(inPlace=False).flatten().getElementsByClass(["Note", "Chord"]):
+def score_to_notes(score, spec, default_velocity=config.default_velocity, default_bpm=config.default_bpm):
+    """A music21 Score -> (canonical notes, Header, Counter of what was dropped). Ties are merged; grace notes and
+    chord symbols are dropped. The header takes the first metronome mark and time signature."""
+    dropped, notes, flat = Counter(), [], score.stripTies(inPlace=False).flatten()
+    marks = [m.getQuarterBPM() for m in flat.getElementsByClass("MetronomeMark")]
+    meters = [ts.ratioString for ts in flat.getElementsByClass("TimeSignature")]
+    meters = [m for m in meters if not m.startswith("1/")] or meters  # 1/8 and the like mark a pickup bar in ABC
+    header = Header(bpm=next((b for b in marks if b), default_bpm), meter=meters[0] if meters else "4/4")
+    for el in flat.getElementsByClass(["Note", "Chord"]):
         if "Harmony" in el.classes:  # a chord symbol above the staff, not sounding notes
             dropped["chord_symbol"] += 1
             continue
@@ -259,7 +467,7 @@ def score_to_notes(score, spec, default_velocity=config.default_velocity):
         end = round(float(el.offset + el.duration.quarterLength) * spec.sample_freq)
         vel = el.volume.velocity if el.volume.velocity else default_velocity
         notes += [(start, p.midi, end - start, vel) for p in el.pitches]
-    return canonical(notes, spec, dropped), dropped
+    return canonical(notes, spec, dropped), header, dropped
 
 
 def parse_score(path):
@@ -274,14 +482,17 @@ def parse_score(path):
 # --- MIDI out
 
 
-def notes_to_midi(notes, spec, bpm=120):
-    """Canonical notes -> MIDI file bytes: one piano track at `bpm`, written with music21's MIDI objects."""
+def notes_to_midi(notes, spec, header=Header()):
+    """Canonical notes -> MIDI file bytes: one piano track at the header's tempo and time signature (none for a
+    meter that is not n/2^k), written with music21's MIDI objects."""
     from music21 import midi
     per_step = 480 // spec.sample_freq if 480 % spec.sample_freq == 0 else 120
     mf = midi.MidiFile()
     mf.format, mf.ticksPerQuarterNote = 0, per_step * spec.sample_freq
     track = midi.MidiTrack(0)
-    events = [(0, 0, "tempo", round(60_000_000 / bpm), 0), (0, 0, "program", 0, 0)]
+    events = [(0, 0, "tempo", round(60_000_000 / header.bpm), 0), (0, 0, "program", 0, 0)]
+    if (m := re.fullmatch(r"(\d+)/(\d+)", header.meter)) and 0 < int(m[1]) < 256 and int(m[2]) in (1, 2, 4, 8, 16, 32):
+        events.append((0, 0, "meter", int(m[1]), int(m[2]).bit_length() - 1))
     for start, pitch, dur, vel in notes:  # at one tick, note-offs go before note-ons
         events += [(start * per_step, 1, "on", pitch, vel), ((start + dur) * per_step, 0, "off", pitch, 0)]
     events.sort()
@@ -292,6 +503,9 @@ def notes_to_midi(notes, spec, bpm=120):
         if what == "tempo":
             ev = midi.MidiEvent(track, type=midi.MetaEvents.SET_TEMPO)
             ev.data = a.to_bytes(3, "big")
+        elif what == "meter":  # numerator, log2(denominator), MIDI clocks per click, 32nds per quarter
+            ev = midi.MidiEvent(track, type=midi.MetaEvents.TIME_SIGNATURE)
+            ev.data = bytes([a, b, 24, 8])
         elif what == "program":
             ev = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.PROGRAM_CHANGE)
             ev.data = 0
@@ -308,17 +522,18 @@ def notes_to_midi(notes, spec, bpm=120):
     return mf.writestr()
 
 
-def text_to_midi(text, spec, bpm=120):
-    """Any token text -> (MIDI bytes, number of malformed groups skipped)."""
-    notes, bad = tokens_to_notes(text_to_tokens(text), spec)
-    return notes_to_midi(notes, spec, bpm), bad
+def text_to_midi(text, spec, bpm=None):
+    """Any token text -> (MIDI bytes, number of malformed groups skipped); `bpm` overrides the header's tempo."""
+    notes, header, bad = tokens_to_notes(text_to_tokens(text), spec)
+    return notes_to_midi(notes, spec, header if bpm is None else replace(header, bpm=bpm)), bad
 
 
-def midi_file_to_text(path, spec):
-    """Read a MIDI file and return (token text, notes, dropped)."""
+def midi_file_to_text(path, spec, style="other"):
+    """Read a MIDI file and return (token text, notes, header, dropped)."""
     with open(path, "rb") as f:
-        notes, dropped = midi_to_notes(f.read(), spec)
-    return tokens_to_text(notes_to_tokens(notes, spec)), notes, dropped
+        notes, header, dropped = midi_to_notes(f.read(), spec)
+    header = replace(header, style=style)
+    return tokens_to_text(notes_to_tokens(notes, spec, header)), notes, header, dropped
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 import config
 from batch import atomic_write, die, write_json
-from encoding_decoding import END, START, tokens_to_notes, validate
-from sample import GrammarMask, finish, load_run
-from train import pick_device, read_data
+from encoding_decoding import END, START, finish, tokens_to_notes, validate
+from model import GrammarMask, load_run, pick_device
+from train import read_data
 
 STATS = {  # name -> (number of bins, values of one piece's notes (start, pitch, dur, vel))
     "pitch_class": (12, lambda notes: [p % 12 for _, p, _, _ in notes]),

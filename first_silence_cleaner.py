@@ -5,12 +5,12 @@ python first_silence_cleaner.py --dirs data/text [--dry-run]
 import argparse
 
 from batch import atomic_write, find_files
-from encoding_decoding import SEP, START, text_to_tokens, tokens_to_text
+from encoding_decoding import SEP, header_end, text_to_tokens, tokens_to_text
 
 
 def strip_leading_silence(tokens):
-    """START sepxx d8 sepxx d4 n60 ... -> START n60 ...; anything else is returned unchanged."""
-    i = 1 if tokens[:1] == [START] else 0
+    """START header sepxx d8 sepxx d4 n60 ... -> START header n60 ...; anything else is returned unchanged."""
+    i = header_end(tokens)
     j = i
     while j + 1 < len(tokens) and tokens[j] == SEP:
         j += 2

@@ -9,13 +9,16 @@ Equations and names follow DeepSeek-V2/V3 (see ../shared/REFERENCE.md §2-§4):
   (auxiliary-loss-free balancing), with a small sequence-wise balance loss on top.
 """
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import config
+from encoding_decoding import END, Controls, bar_steps, grammar_tables, token_values
 
 
 @dataclass
@@ -411,3 +414,115 @@ def load_checkpoint(path, device="cpu"):
 def model_args(cfg):
     """GPTConfig as the plain dict a checkpoint stores."""
     return asdict(cfg)
+
+
+# --- running a model: device and precision, run folders, the sampling mask
+
+
+def pick_device(device, dtype):
+    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
+    return device, getattr(torch, dtype)
+
+
+def autocast(device, dtype):
+    """Mixed precision on the device when dtype is below float32, else nothing."""
+    return nullcontext() if dtype == torch.float32 else torch.autocast(device.split(":")[0], dtype=dtype)
+
+
+def load_run(run, device, checkpoint="best.pt"):
+    """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing."""
+    from batch import die
+    from simple_tokenizer import Tokenizer
+    run = Path(run)
+    if not run.is_dir():
+        die(f"{run}: no such run folder")
+    ckpt = next((p for p in (run / checkpoint, run / "checkpoint.pt") if p.is_file()), None)
+    if ckpt is None:
+        die(f"{run}: no {checkpoint} or checkpoint.pt (train a model first)")
+    try:
+        tok = Tokenizer.load(run / "tokenizer.json")
+    except (OSError, ValueError) as e:
+        die(e)
+    model, _ = load_checkpoint(ckpt, device)
+    if model.cfg.vocab_size != tok.vocab_size:
+        die(f"{ckpt} has {model.cfg.vocab_size} tokens but {run}/tokenizer.json has {tok.vocab_size}")
+    return model.eval(), tok, ckpt
+
+
+class GrammarMask:
+    """allowed_fn for GPT.generate: the grammar and the sampling controls as one mask over the next token.
+
+    Each sequence carries its grammar state, its clock (the onset step), the end of its longest note, the lowest
+    pitch started at the current onset (notes that start together come highest first) and, once its header is
+    read, its bar length and tempo; every rule is a lookup or a comparison over (B, V) on the device, so rows of one
+    batch may be in different states. `forced` gives the token id to take at absolute positions (a prompt's
+    events, -1 where free). With a length control (Controls.bars / .seconds) no note may outlast the target, no
+    rest may reach it, and END comes only when a note ends exactly there; without one, END is held back until a
+    sequence has `min_len` tokens."""
+
+    def __init__(self, tok, device, min_len=0, controls=Controls(), forced=()):
+        tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
+        states, allowed, next_state = grammar_tables(tok.itos)
+        self.allowed = tensor(allowed) & tensor(controls.token_mask(tok.itos, tok.spec))  # (S, V) bool
+        self.next_state = tensor(next_state)                                               # (S, V) state index
+        values = token_values(tok.itos, tok.spec)
+        self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
+        self.bpm = tensor(values["bpm"])
+        self.begin, self.note_dur, self.rest_dur, self.finished = (states.index(s) for s in
+                                                                  ("begin", "note_dur", "rest_dur", "end"))
+        self.end, self.min_len, self.controls, self.spec = tok.stoi[END], min_len, controls, tok.spec
+        self.forced, self.seen = list(forced), 0
+        self.default_bar = bar_steps("4/4", tok.spec.sample_freq)
+
+    def reset(self, batch_size, device):
+        zeros = lambda: torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.state = torch.full((batch_size,), self.begin, device=device)
+        self.clock, self.last_end = zeros(), zeros()
+        self.floor = torch.full((batch_size,), 1 << 30, device=device)
+        self.bar_len = torch.full((batch_size,), self.default_bar, device=device)
+        self.tempo = torch.full((batch_size,), float(config.default_bpm), device=device)
+
+    def consume(self, tok):
+        """Advance every sequence by its token `tok` (B,)."""
+        steps, pitch = self.steps[tok], self.pitch[tok]
+        in_rest, in_note = self.state == self.rest_dur, self.state == self.note_dur
+        self.clock = self.clock + torch.where(in_rest, steps, 0)
+        self.last_end = torch.maximum(self.last_end, torch.where(in_note, self.clock + steps, 0))
+        self.floor = torch.where(in_rest, 1 << 30, torch.where(pitch >= 0, pitch, self.floor))
+        self.bar_len = torch.where(self.bar[tok] > 0, self.bar[tok], self.bar_len)
+        self.tempo = torch.where(self.bpm[tok] > 0, self.bpm[tok], self.tempo)
+        self.state = self.next_state[self.state, tok]
+
+    def target(self):
+        """(B,) the length each sequence must end at, in steps (from its own meter and tempo); None if free."""
+        c, sf = self.controls, self.spec.sample_freq
+        if c.bars is not None:
+            return c.bars * self.bar_len
+        if c.seconds is not None:
+            bpm = torch.full_like(self.tempo, c.bpm) if c.bpm else self.tempo
+            return (c.seconds * bpm / 60 * sf).round().long().clamp(min=1)
+        return None
+
+    def __call__(self, idx):
+        if self.seen == 0:
+            self.reset(idx.size(0), idx.device)
+        for t in range(self.seen, idx.size(1)):  # the tokens added since the last call (the prompt, then one)
+            self.consume(idx[:, t])
+        self.seen = idx.size(1)
+        allowed = self.allowed[self.state] & (self.pitch < self.floor[:, None])  # pitch -1: not a note, passes
+        target = self.target()
+        if target is None:
+            end_ok = torch.full_like(self.clock, idx.size(1) >= self.min_len, dtype=torch.bool)
+        else:  # the steps left before the target; a rest's duration must leave one for a note after it
+            room = target - self.clock - (self.state == self.rest_dur).long()
+            allowed = allowed & (self.need <= room[:, None])
+            end_ok = self.last_end >= target
+        allowed[:, self.end] &= end_ok | (self.state == self.finished)
+        if self.seen < len(self.forced) and self.forced[self.seen] >= 0:
+            allowed = torch.zeros_like(allowed)
+            allowed[:, self.forced[self.seen]] = True
+        return allowed

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from batch import atomic_open, die  # noqa: E402
-from encoding_decoding import Spec, midi_to_notes  # noqa: E402
+from encoding_decoding import Spec, bar_steps, midi_to_notes  # noqa: E402
 
 
 def save(fig, path):
@@ -53,7 +53,7 @@ def plot_run(run):
 
 
 def plot_piano_roll(mid, spec):
-    notes, _ = midi_to_notes(Path(mid).read_bytes(), spec)
+    notes, header, _ = midi_to_notes(Path(mid).read_bytes(), spec)
     if not notes:
         die(f"{mid}: no notes to draw")
     fig, ax = plt.subplots(figsize=(12, 4.5))
@@ -63,8 +63,11 @@ def plot_piano_roll(mid, spec):
                                    color=plt.cm.viridis(vel / 127), lw=0))
     end = max(s + d for s, _, d, _ in notes) / beats
     pitches = [p for _, p, _, _ in notes]
-    ax.set(xlim=(0, end), ylim=(min(pitches) - 2, max(pitches) + 2), xlabel="beats (quarter notes)",
-           ylabel="MIDI pitch", title=Path(mid).name)
+    bar = bar_steps(header.meter, spec.sample_freq) / beats
+    for k in range(1, int(end / bar) + 1):
+        ax.axvline(k * bar, color="0.85", lw=0.6, zorder=0)
+    ax.set(xlim=(0, end), ylim=(min(pitches) - 2, max(pitches) + 2), xlabel="beats (quarter notes); lines: bars",
+           ylabel="MIDI pitch", title=f"{Path(mid).name}: {header.bpm:g} BPM, {header.meter}")
     ax.grid(alpha=0.2)
     fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 127)), ax=ax, label="velocity")
     out = Path(mid).with_suffix(".png")

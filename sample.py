@@ -1,92 +1,53 @@
 """Sample new pieces from a trained run, always valid, and write them as MIDI (and token text).
 
 python sample.py --out_dir models/my_run --num_samples 5 --temperature 0.9 --top_k 100 [--top_p 0.95]
-    [--max_new_tokens 1024] [--min_new_tokens 128] [--seed 1] [--prompt song.mid --prompt_bars 4] [--bpm 120] [--output_dir midi-samples]
-    [--wav]
+    [--style bach] [--tempo 90] [--meter 3/4] [--bars 16 | --seconds 60] [--key "D minor" | --scale 0,2,4,5,7,9,11]
+    [--pitch_range 48,84] [--prompt song.mid --prompt_bars 4] [--bpm 120] [--max_new_tokens 1024]
+    [--min_new_tokens 128] [--seed 1] [--output_dir midi-samples] [--wav] [--list_styles]
 
-At every step only the tokens that the grammar allows can be drawn (encoding_decoding.GRAMMAR as a lookup table on
-the device), so every sample is a well-formed piece. Same seed, same files, byte for byte.
+At every step only the tokens that the grammar and the controls allow can be drawn (model.GrammarMask: lookup
+tables on the device), so every sample is a well-formed piece that obeys them. Same seed, same files, byte for byte.
 """
 import argparse
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 import config
 from batch import atomic_write, die
-from encoding_decoding import (END, GRAMMAR, START, grammar_tables, kind, midi_to_notes, notes_to_midi,
-                               notes_to_tokens, tokens_to_notes, tokens_to_text)
+from encoding_decoding import (END, HEADER, START, Controls, bar_steps, finish, header_end, key_pitch_classes,
+                               midi_to_notes, notes_to_midi, notes_to_tokens, pitch_class, tokens_to_notes,
+                               tokens_to_text)
 from first_silence_cleaner import strip_leading_silence
-from model import load_checkpoint
-from simple_tokenizer import Tokenizer
-from train import autocast, pick_device
+from model import GrammarMask, autocast, load_run, pick_device
 
 SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
 
 
-class GrammarMask:
-    """allowed_fn for GPT.generate: tracks each sequence's grammar state and masks what may not come next."""
-
-    def __init__(self, tok, device, min_len=0):
-        states, allowed, next_state = grammar_tables(tok.itos)
-        self.allowed = torch.tensor(allowed, device=device)        # (S, V) bool
-        self.next_state = torch.tensor(next_state, device=device)  # (S, V) state index
-        self.begin, self.event = states.index("begin"), states.index("event")
-        self.state, self.seen, self.min_len, self.end = None, 0, min_len, tok.stoi[END]
-
-    def __call__(self, idx):
-        if self.state is None:
-            self.state = torch.full((idx.size(0),), self.begin, device=idx.device)
-        for t in range(self.seen, idx.size(1)):  # the tokens added since the last call (the prompt, then one)
-            self.state = self.next_state[self.state, idx[:, t]]
-        self.seen = idx.size(1)
-        allowed = self.allowed[self.state]
-        if idx.size(1) < self.min_len:  # not yet: END is held back
-            allowed = allowed.clone()
-            allowed[:, self.end] = False
-        return allowed
-
-
-def load_run(run, device, checkpoint="best.pt"):
-    """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing."""
-    run = Path(run)
-    if not run.is_dir():
-        die(f"{run}: no such run folder")
-    ckpt = next((p for p in (run / checkpoint, run / "checkpoint.pt") if p.is_file()), None)
-    if ckpt is None:
-        die(f"{run}: no {checkpoint} or checkpoint.pt (train a model first)")
-    if not (run / "tokenizer.json").is_file():
-        die(f"{run}/tokenizer.json is missing: a run folder must hold the tokenizer it was trained with")
-    tok = Tokenizer.load(run / "tokenizer.json")
-    model, _ = load_checkpoint(ckpt, device)
-    if model.cfg.vocab_size != tok.vocab_size:
-        die(f"{ckpt} has {model.cfg.vocab_size} tokens but {run}/tokenizer.json has {tok.vocab_size}")
-    return model.eval(), tok, ckpt
-
-
-def finish(tokens):
-    """Cut a sample at END, or, if it ran out of tokens first, after its last complete group, then close it."""
-    state, cut = "begin", 0
-    for i, t in enumerate(tokens):
-        state = GRAMMAR[state].get(kind(t))
-        if state is None:  # a constrained sample never breaks the grammar; keep what came before
-            break
-        if state == "end":
-            return tokens[:i + 1]
-        cut = i + 1 if state == "event" else cut
-    return tokens[:cut] + [END]
-
-
-def prompt_tokens(path, spec, bars):
-    """START and the notes of the first `bars` bars (4/4 assumed) of a MIDI file, ready to be continued."""
-    notes, _ = midi_to_notes(Path(path).read_bytes(), spec)
-    notes = [n for n in notes if n[0] < bars * 4 * spec.sample_freq]
+def read_prompt(path, spec, bars):
+    """(events, Header) of the first `bars` bars (in the prompt's own meter) of a MIDI file: the events without
+    START, header and END, leading silence dropped, ready to be continued."""
+    try:
+        notes, header, _ = midi_to_notes(Path(path).read_bytes(), spec)
+    except (OSError, ValueError) as e:
+        die(f"--prompt {path}: {e}")
+    notes = [n for n in notes if n[0] < bars * bar_steps(header.meter, spec.sample_freq)]
     if not notes:
-        die(f"{path}: no notes in its first {bars} bars")
-    return strip_leading_silence(notes_to_tokens(notes, spec))[:-1]  # drop END: the model goes on
+        die(f"--prompt {path}: no notes in its first {bars} bars")
+    tokens = strip_leading_silence(notes_to_tokens(notes, spec, header))
+    return tokens[header_end(tokens):-1], header
+
+
+def worst_case_tokens(controls, spec):
+    """The most tokens a sample under a length control can take before the mask forces its END: every step of the
+    longest possible target filled with every pitch, highest first."""
+    longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
+    steps = controls.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
+    return 4 + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2)
 
 
 def render_wav(mid, wav):
@@ -99,33 +60,87 @@ def render_wav(mid, wav):
     return wav
 
 
+def parse_controls(args):
+    """Controls from sample.py's arguments, or one clear line on what is wrong with them."""
+    try:
+        scale = (key_pitch_classes(args.key) if args.key else
+                 tuple(sorted({pitch_class(p.strip()) for p in args.scale.split(",")})) if args.scale else None)
+        pitch_range = tuple(int(p) for p in args.pitch_range.split(",")) if args.pitch_range else None
+    except ValueError as e:
+        die(f"--key/--scale/--pitch_range: {e}" if "invalid literal" not in str(e) else
+            f"--pitch_range wants LOW,HIGH as MIDI numbers, got {args.pitch_range!r}")
+    return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
+                    scale=scale, pitch_range=pitch_range, bpm=args.bpm)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="best.pt", help="file in the run folder (falls back to checkpoint.pt)")
     parser.add_argument("--prompt", help="a MIDI file whose opening bars the samples continue")
-    parser.add_argument("--prompt_bars", type=int, default=4)
+    parser.add_argument("--prompt_bars", type=int, default=4, help="bars of the prompt, in its own meter")
     parser.add_argument("--output_dir", default="midi-samples")
     parser.add_argument("--wav", action="store_true", help="also render WAV audio with FluidSynth")
+    parser.add_argument("--list_styles", action="store_true", help="print the styles this run knows and exit")
+    control = parser.add_argument_group("controls (each enforced by the sampling mask)")
+    control.add_argument("--style", help="the style token to start with (default: the model picks)")
+    control.add_argument("--tempo", type=float, help="BPM: force the tempo token of its bucket")
+    control.add_argument("--meter", help="time signature, e.g. 3/4 (see --list_styles for the known ones)")
+    control.add_argument("--bars", type=int, help="end exactly after this many bars of the piece's meter")
+    control.add_argument("--seconds", type=float, help="end exactly after this many seconds at the piece's tempo")
+    control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')
+    control.add_argument("--scale", help="only these pitch classes, e.g. 0,2,4,7,9 or C,D,E,G,A")
+    control.add_argument("--pitch_range", help="LOW,HIGH: only MIDI pitches inside it, e.g. 48,84")
+    control.add_argument("--bpm", type=float, help="write the MIDI at this tempo instead of the header's")
     args = config.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                               "min_new_tokens", "seed", "bpm", "device", "dtype"], argv)
+                               "min_new_tokens", "seed", "device", "dtype"], argv)
+    if args.key and args.scale:
+        die("give --key or --scale, not both")
+    controls = parse_controls(args)
     run = Path(args.out_dir)
     device, dtype = pick_device(args.device, args.dtype)
     model, tok, _ = load_run(run, device, args.checkpoint)
+    spec = tok.spec
+    if args.list_styles:
+        print(f"styles: {' '.join(spec.styles)}\nmeters: {' '.join(spec.meters)} other\n"
+              f"tempos (BPM buckets): {' '.join(map(str, spec.tempo_bpms()))}")
+        return
+    if errors := controls.errors(spec):
+        die("; ".join(errors))
+
+    events = []
+    if args.prompt:  # its tempo and meter become the header's, unless forced otherwise
+        events, header = read_prompt(args.prompt, spec, args.prompt_bars)
+        controls = replace(controls, tempo=controls.tempo or header.bpm,
+                           meter=controls.meter or (header.meter if header.meter in spec.meters else "other"))
+        notes = tokens_to_notes([START] + events + [END], spec)[0]
+        if bad := [n for n in notes if not controls.allows_pitch(n[1])]:
+            die(f"--prompt {args.prompt}: note {bad[0][1]} at step {bad[0][0]} is outside --key/--scale/--pitch_range")
+        target = controls.length_steps(bar_steps(controls.meter, spec.sample_freq),
+                                       float(spec.tempo_token(controls.tempo).partition(":")[2]), spec.sample_freq)
+        if target is not None and max(s + d for s, _, d, _ in notes) > target:
+            die(f"--prompt {args.prompt}: its {args.prompt_bars} bars already last past the --bars/--seconds target "
+                f"({target} steps)")
+    forced = [-1] * (1 + len(HEADER)) + tok.encode(events)  # START and the header, then the prompt's events
+    has_target = controls.bars is not None or controls.seconds is not None
+    max_new = len(forced) - 1 + (worst_case_tokens(controls, spec) if has_target else args.max_new_tokens)
+
     torch.manual_seed(args.seed)
-    prompt = prompt_tokens(args.prompt, tok.spec, args.prompt_bars) if args.prompt else [START]
-    idx = torch.tensor([tok.encode(prompt)] * args.num_samples, device=device)
-    mask = GrammarMask(tok, device, min_len=idx.size(1) + args.min_new_tokens)
+    idx = torch.full((args.num_samples, 1), tok.stoi[START], device=device)
+    mask = GrammarMask(tok, device, min_len=len(forced) + args.min_new_tokens, controls=controls, forced=forced)
     with autocast(device, dtype):
-        out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k or None, args.top_p,
-                             allowed_fn=mask, stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed))
+        out = model.generate(idx, max_new, args.temperature, args.top_k or None, args.top_p, allowed_fn=mask,
+                             stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed))
     out_dir = Path(args.output_dir)
     for i, row in enumerate(out.tolist()):
         tokens = finish(tok.decode(row))
-        notes, bad = tokens_to_notes(tokens, tok.spec)
-        stem = out_dir / f"{run.name}_seed{args.seed}_{i}"
+        notes, header, bad = tokens_to_notes(tokens, spec)
+        header = replace(header, bpm=args.bpm or header.bpm)
+        stem = out_dir / (f"{run.name}_{args.style + '_' if args.style else ''}seed{args.seed}_{i}")
         atomic_write(stem.with_suffix(".txt"), tokens_to_text(tokens))
-        atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, tok.spec, args.bpm))
-        line = f"{stem}.mid: {len(notes)} notes, {len(tokens)} tokens" + (f", {bad} bad groups" if bad else "")
+        atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, spec, header))
+        line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, {len(notes)} notes, "
+                f"{max((s + d for s, _, d, _ in notes), default=0) / bar_steps(header.meter, spec.sample_freq):g} bars, "
+                f"{len(tokens)} tokens" + (f", {bad} bad groups" if bad else ""))
         if args.wav:
             wav = render_wav(stem.with_suffix(".mid"), stem.with_suffix(".wav"))
             line += f", {wav}" if wav else ""

@@ -2,8 +2,9 @@
 
 python simple_tokenizer.py --dirs data/text --output tokenizers/simple_tokenizer.json
 
-The vocabulary comes from the config ranges (encoding_decoding.Spec), never from the data; the folders given are
-only scanned, and any token outside the vocabulary fails the run with a list of (token, file).
+The vocabulary comes from the config ranges and lists (encoding_decoding.Spec), never from the data, except for
+the style tokens: their names are collected from the encodings' headers (without folders to scan: the styles of
+config.corpus_styles). Any other token outside the vocabulary fails the run with a list of (token, file).
 """
 import argparse
 import json
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import config
 from batch import find_files, write_json
-from encoding_decoding import Spec, text_to_tokens
+from encoding_decoding import STYLE_NAME, Spec, kind, text_to_tokens
 
-VERSION = 1
+VERSION = 2  # 2: the piece header (style, tempo, meter) after START
 
 
 class Tokenizer:
@@ -46,12 +47,21 @@ class Tokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such tokenizer file")
         d = json.loads(path.read_text())
+        if d.get("version") == 1:
+            raise ValueError(f"{path}: this tokenizer predates the piece header (style, tempo, meter) that samples "
+                             f"now start with; re-encode the data and retrain the run with this code")
         if d.get("version") != VERSION:
             raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads version {VERSION}")
         tok = cls(Spec.of(d["spec"]))
         if d["itos"] != tok.itos or d["vocab_size"] != tok.vocab_size or d["stoi"] != tok.stoi:
             raise ValueError(f"{path}: vocabulary does not match its spec {d['spec']} (edited by hand?)")
         return tok
+
+
+def styles_of(files):
+    """The style names that the encodings' headers use, sorted."""
+    return sorted({t.partition(":")[2] for p in files for t in text_to_tokens(p.read_text())[:4]
+                   if kind(t) == "style" and STYLE_NAME.fullmatch(t.partition(":")[2])})
 
 
 def unknown_tokens(files, vocab):
@@ -63,16 +73,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dirs", nargs="+", default=[], help="folders of .txt encodings to check against it")
     parser.add_argument("--output", default="tokenizers/simple_tokenizer.json")
-    args = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur"], argv)
-    tok = Tokenizer(Spec.of(args))
+    args = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
+                               "tempo_buckets", "meters"], argv)
     files = [p for _, p in find_files(args.dirs, {".txt"})]
+    spec = Spec.of(args)
+    if files:
+        spec = Spec.of({**spec.to_dict(), "styles": styles_of(files)})
+    tok = Tokenizer(spec)
     if bad := unknown_tokens(files, set(tok.itos)):
         print(f"error: {len(bad)} tokens outside the vocabulary (encoded with other ranges?):", file=sys.stderr)
         for t, f in bad[:50]:
             print(f"  {t}\t{f}", file=sys.stderr)
         sys.exit(1)
     write_json(args.output, tok.to_dict())
-    print(f"{args.output}: {tok.vocab_size} tokens; {len(files)} files checked, all in the vocabulary")
+    print(f"{args.output}: {tok.vocab_size} tokens, styles {', '.join(spec.styles)}; {len(files)} files checked, "
+          f"all in the vocabulary")
 
 
 if __name__ == "__main__":

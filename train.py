@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,26 +24,12 @@ from tqdm import tqdm
 
 import config
 from batch import atomic_open, atomic_write, die, write_json
-from model import GPT, MODEL_KEYS, GPTConfig, model_args
+from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args, pick_device
 
 TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
     "batch_size", "gradient_accumulation_steps", "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval",
     "eval_iters", "log_interval", "max_bad_steps", "device", "dtype", "compile", "seed"]
-
-
-def pick_device(device, dtype):
-    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
-    return device, getattr(torch, dtype)
-
-
-def autocast(device, dtype):
-    """Mixed precision on the device when dtype is below float32, else nothing."""
-    return nullcontext() if dtype == torch.float32 else torch.autocast(device.split(":")[0], dtype=dtype)
 
 
 def read_data(data_dir):

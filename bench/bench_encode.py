@@ -16,8 +16,8 @@ from encoding_decoding import Spec, midi_to_notes, notes_to_tokens  # noqa: E402
 
 
 def ours(path, spec):
-    notes, _ = midi_to_notes(path.read_bytes(), spec)
-    notes_to_tokens(notes, spec)
+    notes, header, _ = midi_to_notes(path.read_bytes(), spec)
+    notes_to_tokens(notes, spec, header)
     return len(notes)
 
 

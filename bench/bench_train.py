@@ -15,8 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import config  # noqa: E402
-from model import GPT, MODEL_KEYS, GPTConfig, MoE  # noqa: E402
-from train import autocast  # noqa: E402
+from model import GPT, MODEL_KEYS, GPTConfig, MoE, autocast  # noqa: E402
 
 CPU_TINY = dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
                 v_head_dim=32, expert_hidden=512, block_size=128)

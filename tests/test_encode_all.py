@@ -112,17 +112,17 @@ def test_clear_one_line_errors(tmp_path, args, message):
 
 def test_corpus_sources_pick_composers_and_skip_analyses():
     sources = encode_all.corpus_sources(["bach"])
-    assert len(sources) > 400 and all(out.startswith("music21/bach/") for _, out in sources)
-    assert not any(src.endswith(".rntxt") for src, _ in sources)
-    names = [out for _, out in encode_all.distinct(sources)]
+    assert len(sources) > 400 and all(out.startswith("music21/bach/") for _, out, _ in sources)
+    assert not any(src.endswith(".rntxt") for src, _, _ in sources) and {s for _, _, s in sources} == {"bach"}
+    names = [out for _, out, _ in encode_all.distinct(sources)]
     assert len(set(names)) == len(names)  # bwv277.krn beside bwv277.mxl
 
 
 def test_corpus_piece_encodes(tmp_path):
     opts = encode_all.config.cli(__import__("argparse").ArgumentParser(), ["sample_freq", "pitch_range",
                                  "velocity_range", "max_dur", "default_velocity", "keep_drums", "min_notes",
-                                 "max_piece_steps"], [])
+                                 "max_piece_steps", "default_bpm"], [])
     opts.text_dir = tmp_path
     src = next(s for s in encode_all.corpus_sources(["bach"]) if s[1].endswith("bwv66.6"))
     [entry] = encode_all.encode_one(opts, src)
-    assert entry["status"] == "encoded" and (tmp_path / "music21/bach/bwv66.6.txt").read_text().startswith("START n")
+    assert entry["status"] == "encoded" and (tmp_path / "music21/bach/bwv66.6.txt").read_text().startswith("START style:bach tempo:100 meter:4/4 n")  # ♩ = 100 in its score

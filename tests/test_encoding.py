@@ -1,10 +1,11 @@
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import midi_file, off, on, scale, track
-from encoding_decoding import (END, SEP, START, Spec, canonical, midi_to_notes, notes_to_midi, notes_to_tokens,
+from encoding_decoding import (END, SEP, START, Header, Spec, canonical, midi_to_notes, notes_to_midi, notes_to_tokens,
                                parse_score, score_to_notes, text_to_midi, tokens_to_notes, tokens_to_text,
                                validate)
 
@@ -14,22 +15,22 @@ SPEC = Spec()
 def roundtrip(notes):
     """notes -> tokens -> MIDI bytes -> notes -> tokens."""
     tokens = notes_to_tokens(canonical(notes, SPEC), SPEC)
-    back, dropped = midi_to_notes(notes_to_midi(canonical(notes, SPEC), SPEC), SPEC)
+    back, _, dropped = midi_to_notes(notes_to_midi(canonical(notes, SPEC), SPEC), SPEC)
     return tokens, notes_to_tokens(back, SPEC)
 
 
 def test_format_of_a_chord_then_a_rest():
     notes = [(0, 64, 4, 70), (0, 72, 4, 80), (0, 48, 8, 75), (4, 74, 2, 82)]
     assert " ".join(notes_to_tokens(canonical(notes, SPEC), SPEC)) == \
-        "START n72 d4 v80 n64 d4 v70 n48 d8 v75 sepxx d4 n74 d2 v82 END"
+        "START style:other tempo:121 meter:4/4 n72 d4 v80 n64 d4 v70 n48 d8 v75 sepxx d4 n74 d2 v82 END"
 
 
 def test_long_rest_is_split_and_long_note_clamped():
     dropped = Counter()
     notes = canonical([(0, 60, 500, 80), (300, 62, 4, 80)], SPEC, dropped)
     tokens = notes_to_tokens(notes, SPEC)
-    assert tokens[1:4] == ["n60", "d128", "v80"]
-    assert tokens[4:10] == [SEP, "d128", SEP, "d128", SEP, "d44"]
+    assert tokens[4:7] == ["n60", "d128", "v80"]
+    assert tokens[7:13] == [SEP, "d128", SEP, "d128", SEP, "d44"]
     assert dropped["duration_clamped"] == 1
 
 
@@ -46,11 +47,11 @@ def test_roundtrip_through_midi(notes):
 
 def test_several_tracks_merge_and_drums_are_dropped():
     data = midi_file(track(), scale(4, 60, ch=0), scale(4, 40, ch=3), scale(4, 36, ch=9))
-    notes, dropped = midi_to_notes(data, SPEC)
+    notes, _, dropped = midi_to_notes(data, SPEC)
     assert sorted({p for _, p, _, _ in notes}) == [40, 41, 42, 43, 60, 61, 62, 63]
     assert [n[:3] for n in notes[:2]] == [(0, 60, 2), (0, 40, 2)]  # 240 ticks = an eighth = 2 steps
     assert dropped["drums"] == 4
-    kept, _ = midi_to_notes(data, SPEC, keep_drums=True)
+    kept, _, _ = midi_to_notes(data, SPEC, keep_drums=True)
     assert len(kept) == 12
 
 
@@ -59,14 +60,14 @@ def test_note_on_velocity_zero_is_note_off_and_pairing_is_fifo():
     # then the first is cut where the second starts.
     data = midi_file(track(on(60, 100), on(60, 50, delta=240), off(60, delta=240, zero_velocity_on=True),
                            off(60, delta=480)))
-    notes, dropped = midi_to_notes(data, SPEC)
+    notes, _, dropped = midi_to_notes(data, SPEC)
     assert notes == [(0, 60, 2, 100), (2, 60, 6, 50)]
     assert dropped["overlap_shortened"] == 1
 
 
 def test_out_of_range_pitches_and_unmatched_offs_are_counted():
     data = midi_file(track(on(10), off(10, delta=480), on(60), off(60, delta=480), off(61), on(62)))
-    notes, dropped = midi_to_notes(data, SPEC)
+    notes, _, dropped = midi_to_notes(data, SPEC)
     assert [n[1] for n in notes] == [60, 62]
     assert dropped == Counter(pitch_out_of_range=1, note_off_without_on=1, closed_at_track_end=1)
 
@@ -86,16 +87,20 @@ def test_bad_midi_gives_a_clear_reason(data, reason):
 
 
 def test_validator_says_where_it_breaks():
-    assert validate("START n60 d4 v80 END".split(), SPEC) is None
-    assert validate("START n60 v80 END".split(), SPEC)[0] == 2
-    assert validate("START n60 d4 v80".split(), SPEC)[0] == 4
-    assert validate("START n60 d999 v80 END".split(), SPEC)[0] == 2
+    head = "START style:bach tempo:121 meter:3/4"
+    assert validate(f"{head} n60 d4 v80 END".split(), SPEC) is None
+    assert validate(f"{head} n60 v80 END".split(), SPEC)[0] == 5
+    assert validate(f"{head} n60 d4 v80".split(), SPEC)[0] == 7
+    assert validate(f"{head} n60 d999 v80 END".split(), SPEC)[0] == 5
     assert validate("n60 d4 v80 END".split(), SPEC)[0] == 0
-    assert validate("START END n60".split(), SPEC)[0] == 2
+    assert validate(f"{head} END n60".split(), SPEC)[0] == 5
+    assert validate("START n60 d4 v80 END".split(), SPEC) == (1, "'n60' cannot follow state 'style' (expected style)")
+    assert validate("START tempo:121 style:bach meter:3/4 END".split(), SPEC)[0] == 1  # header order is fixed
+    assert "'style:jazz' is not in the vocabulary" in validate(f"START style:jazz tempo:121 meter:3/4 END".split(), SPEC)[1]
 
 
 def test_lenient_decoder_skips_and_counts_bad_groups():
-    notes, bad = tokens_to_notes("START n60 d4 junk n62 d2 v70 sepxx n64 d2 v3 sepxx d4 n65 END n70 d1 v1".split(), SPEC)
+    notes, _, bad = tokens_to_notes("START n60 d4 junk n62 d2 v70 sepxx n64 d2 v3 sepxx d4 n65 END n70 d1 v1".split(), SPEC)
     assert notes == [(0, 64, 2, 3), (0, 62, 2, 70)]
     assert bad == 4  # n60 d4 cut off, the junk itself, the bare sepxx, the n65 cut off by END
     data, bad = text_to_midi("complete garbage \x00 ~~", SPEC)
@@ -112,18 +117,19 @@ def test_property_roundtrip_on_random_notes(notes):
     tokens, again = roundtrip(notes)
     assert again == tokens
     assert validate(tokens, SPEC) is None
-    assert tokens_to_notes(tokens, SPEC) == (canonical(notes, SPEC), 0)
+    assert tokens_to_notes(tokens, SPEC) == (canonical(notes, SPEC), Header(bpm=121.0), 0)  # the bucket's BPM
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(SPEC.vocab()[:60] + ["d1", "d300", "v5", "zz", "", "n", START, END, SEP]),
+@given(st.lists(st.sampled_from(SPEC.vocab()[:60] + SPEC.vocab()[-30:] +
+                                ["d1", "d300", "v5", "zz", "", "n", "style:", "meter:7/4", START, END, SEP]),
                 max_size=60))
 def test_property_decoder_accepts_anything_and_is_idempotent(tokens):
-    notes, _ = tokens_to_notes(tokens, SPEC)
-    text = tokens_to_text(notes_to_tokens(notes, SPEC))
-    back, dropped = midi_to_notes(text_to_midi(text, SPEC)[0], SPEC)
+    notes, header, _ = tokens_to_notes(tokens, SPEC)
+    text = tokens_to_text(notes_to_tokens(notes, SPEC, header))
+    back, header_back, dropped = midi_to_notes(text_to_midi(text, SPEC)[0], SPEC)
     assert dropped == Counter()  # canonical notes survive MIDI untouched
-    assert tokens_to_text(notes_to_tokens(back, SPEC)) == text
+    assert tokens_to_text(notes_to_tokens(back, SPEC, replace(header_back, style=header.style))) == text
 
 
 def test_music21_corpus_pieces_roundtrip():
@@ -131,12 +137,14 @@ def test_music21_corpus_pieces_roundtrip():
     for name in ["bach/bwv66.6", "palestrina/Agnus_01", "monteverdi/madrigal.3.1.mxl"]:
         path = corpus.getWork(name)
         pieces = parse_score(path)
-        notes, dropped = score_to_notes(pieces[0][1], SPEC)
+        notes, header, dropped = score_to_notes(pieces[0][1], SPEC)
         assert len(notes) > 20, name
-        tokens = notes_to_tokens(notes, SPEC)
+        tokens = notes_to_tokens(notes, SPEC, header)
         assert validate(tokens, SPEC) is None
-        back, _ = midi_to_notes(text_to_midi(tokens_to_text(tokens), SPEC)[0], SPEC)
-        assert notes_to_tokens(back, SPEC) == tokens
+        back, header_back, _ = midi_to_notes(text_to_midi(tokens_to_text(tokens), SPEC)[0], SPEC)
+        again = notes_to_tokens(back, SPEC, header_back)
+        assert again[4:] == tokens[4:] and again[:3] == tokens[:3]  # a meter:other is written as no time signature
+        assert tokens[3] in (again[3], "meter:other"), name
 
 
 def test_abc_with_many_tunes_gives_one_piece_per_tune(tmp_path):
@@ -147,3 +155,4 @@ def test_abc_with_many_tunes_gives_one_piece_per_tune(tmp_path):
     assert [s for s, _ in pieces] == ["_tune001", "_tune002"]
     counts = [len(score_to_notes(score, SPEC)[0]) for _, score in pieces]
     assert counts == [16, 7]
+    assert [score_to_notes(score, SPEC)[1].meter for _, score in pieces] == ["4/4", "3/4"]

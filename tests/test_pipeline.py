@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 from augment_all import shift
-from encoding_decoding import Spec, notes_to_tokens, text_to_tokens, tokens_to_text, validate
+from encoding_decoding import Header, Spec, notes_to_tokens, text_to_tokens, tokens_to_text, validate
 from first_silence_cleaner import strip_leading_silence
 from simple_tokenizer import Tokenizer
 
@@ -26,13 +26,14 @@ def write_corpus(root, n=30):
         notes = [(2 * k + 8 * (i % 3), 40 + (i + 3 * k) % 40, 2, 60 + k) for k in range(10 + i)]
         path = root / ("a" if i % 2 else "b") / f"piece{i}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(tokens_to_text(notes_to_tokens(notes, SPEC)))
+        path.write_text(tokens_to_text(notes_to_tokens(notes, SPEC, Header(style=("bach", "folk")[i % 2]))))
 
 
 def test_strip_leading_silence():
-    assert strip_leading_silence("START sepxx d128 sepxx d4 n60 d4 v80 sepxx d2 n62 d4 v80 END".split()) == \
-        "START n60 d4 v80 sepxx d2 n62 d4 v80 END".split()
-    clean = "START n60 d4 v80 END".split()
+    head = "START style:bach tempo:121 meter:3/4"
+    assert strip_leading_silence(f"{head} sepxx d128 sepxx d4 n60 d4 v80 sepxx d2 n62 d4 v80 END".split()) == \
+        f"{head} n60 d4 v80 sepxx d2 n62 d4 v80 END".split()
+    clean = f"{head} n60 d4 v80 END".split()
     assert strip_leading_silence(clean) == clean
 
 
@@ -41,7 +42,7 @@ def test_cleaner_script_is_idempotent_and_has_a_dry_run(tmp_path):
     assert run("first_silence_cleaner.py", "--dirs", tmp_path, "--dry-run").stdout.strip() == "6 of 9 files would change"
     assert run("first_silence_cleaner.py", "--dirs", tmp_path).stdout.strip() == "6 of 9 files changed"
     assert run("first_silence_cleaner.py", "--dirs", tmp_path).stdout.strip() == "0 of 9 files changed"
-    assert all(p.read_text().startswith("START n") for p in tmp_path.rglob("*.txt"))
+    assert all(p.read_text().split()[4][0] == "n" for p in tmp_path.rglob("*.txt"))
 
 
 def test_tokenizer_roundtrip_and_unknown_token():
@@ -60,12 +61,16 @@ def test_tokenizer_json_is_byte_identical_and_matches_the_committed_one(tmp_path
         r = run("simple_tokenizer.py", "--dirs", tmp_path / "text", "--output", tmp_path / name)
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
-    assert (tmp_path / "one.json").read_bytes() == (ROOT / "tokenizers/simple_tokenizer.json").read_bytes()
-    assert Tokenizer.load(tmp_path / "one.json").vocab_size == len(SPEC.vocab())
+    tok = Tokenizer.load(tmp_path / "one.json")
+    assert tok.spec.styles == ("bach", "folk")  # collected from the headers
+    assert tok.itos == Spec(styles=("bach", "folk")).vocab() and tok.itos[-2:] == ["style:bach", "style:folk"]
+    r = run("simple_tokenizer.py", "--output", tmp_path / "default.json")  # no encodings: the corpus styles
+    assert (tmp_path / "default.json").read_bytes() == (ROOT / "tokenizers/simple_tokenizer.json").read_bytes()
+    assert Tokenizer.load(tmp_path / "default.json").vocab_size == len(SPEC.vocab())
 
 
 def test_tokenizer_script_lists_tokens_outside_the_vocabulary(tmp_path):
-    (tmp_path / "x.txt").write_text("START n60 d400 v80 END\n")
+    (tmp_path / "x.txt").write_text("START style:bach tempo:121 meter:4/4 n60 d400 v80 END\n")
     r = run("simple_tokenizer.py", "--dirs", tmp_path, "--output", tmp_path / "tok.json")
     assert r.returncode == 1 and f"d400\t{tmp_path / 'x.txt'}" in r.stderr
     assert not (tmp_path / "tok.json").exists()
@@ -134,10 +139,10 @@ def test_prepare_splits_by_piece_without_leakage_and_counts_match(tmp_path):
 
 def test_prepare_rejects_broken_pieces_and_bad_arguments(tmp_path):
     write_corpus(tmp_path / "text", 20)
-    (tmp_path / "text/broken.txt").write_text("START n60 d4 END\n")
+    (tmp_path / "text/broken.txt").write_text("START style:bach tempo:121 meter:4/4 n60 d4 END\n")
     (tmp_path / "aug").mkdir()
     r = prepare(tmp_path, "--val_fraction", 0.3)
-    assert r.returncode == 0 and f"rejected {tmp_path / 'text/broken.txt'}: token 3:" in r.stdout, r.stderr
+    assert r.returncode == 0 and f"rejected {tmp_path / 'text/broken.txt'}: token 6:" in r.stdout, r.stderr
     assert "--val_fraction must be in (0, 1)" in prepare(tmp_path, "--val_fraction", 0).stderr
     r = prepare(tmp_path, "--tokenizer_paths", tmp_path / "missing.json")
     assert r.returncode != 0 and "missing.json: no such tokenizer file" in r.stderr

@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from conftest import ENV, ROOT, run, train_args
-from encoding_decoding import END, Spec, midi_to_notes, validate
+from encoding_decoding import END, Spec, finish, midi_to_notes, validate
 from model import sample_logits
-from sample import GrammarMask, finish
+from model import GrammarMask
 from simple_tokenizer import Tokenizer
 
 TOK = Tokenizer(Spec())
@@ -132,8 +132,10 @@ def test_sampling_from_a_prompt(trained, tmp_path):
     r = run("sample.py", "--out_dir", trained, "--num_samples", 1, "--max_new_tokens", 30, "--prompt", prompt,
             "--prompt_bars", 2, "--output_dir", tmp_path)
     assert r.returncode == 0, r.stderr
-    text = (tmp_path / "tiny_seed1337_0.txt").read_text()
-    assert text.startswith("START n60 d4 v80 sepxx d4 n61 d4 v80")  # leading rest dropped; 2 bars = 8 notes
+    tokens = (tmp_path / "tiny_seed1337_0.txt").read_text().split()
+    assert tokens[2:4] == ["tempo:121", "meter:4/4"]  # the prompt's own
+    # leading rest dropped; 2 bars of 4/4 hold the notes that start before step 32: 6 of them
+    assert tokens[4:4 + 28] == "n60 d4 v80".split() + [t for k in range(1, 6) for t in ("sepxx", "d4", f"n{60 + k}", "d4", "v80")]
     assert validate(text.split(), TOK.spec) is None
 
 
@@ -147,7 +149,7 @@ def test_sample_errors(tmp_path, args, message):
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31), end_bias=st.floats(-5, 8), temperature=st.floats(0.1, 3), steps=st.integers(1, 120),
+@given(seed=st.integers(0, 2**31), end_bias=st.floats(-5, 8), temperature=st.floats(0.1, 3), steps=st.integers(3, 120),
        min_len=st.integers(0, 60))
 def test_constrained_sampling_from_random_logits_is_always_valid(seed, end_bias, temperature, steps, min_len):
     gen = torch.Generator().manual_seed(seed)
@@ -171,9 +173,10 @@ def test_plot_errors(tmp_path):
 
 def test_end_is_held_back_until_min_len():
     mask = GrammarMask(TOK, "cpu", min_len=6)
-    idx = torch.tensor([TOK.encode("START n60 d4 v80".split())])
-    assert not mask(idx)[0, TOK.stoi[END]]  # 4 tokens < 6
-    idx = torch.tensor([TOK.encode("START n60 d4 v80 n59 d4 v80".split())])
+    mask = GrammarMask(TOK, "cpu", min_len=9)
+    idx = torch.tensor([TOK.encode("START style:bach tempo:121 meter:4/4 n60 d4 v80".split())])
+    assert not mask(idx)[0, TOK.stoi[END]]  # 7 tokens < 9
+    idx = torch.tensor([TOK.encode("START style:bach tempo:121 meter:4/4 n60 d4 v80 n59 d4 v80".split())])
     assert mask(idx)[0, TOK.stoi[END]]
 
 
