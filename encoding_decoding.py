@@ -269,6 +269,13 @@ class Controls:
             return max(1, round(self.seconds * (self.bpm or bpm) / 60 * sample_freq))
         return None
 
+    def token_budget(self, spec):
+        """With a length control: the most new tokens a sample can take before the mask forces its END (every
+        step of the longest possible target filled with every pitch, highest first), header included."""
+        longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
+        steps = self.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
+        return len(HEADER) + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2) + 1
+
     def token_mask(self, itos, spec):
         """Per token id, whether these controls let it appear at all (header values, pitches)."""
         forced = {"style": self.style and f"style:{self.style}", "tempo": self.tempo and spec.tempo_token(self.tempo),

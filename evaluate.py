@@ -9,6 +9,10 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
 - Statistics: histograms of pitch class, pitch, duration, inter-onset interval, notes per bar and polyphony for the
   samples and for the validation pieces, and the overlapping area of each pair (Yang & Lerch, 2018).
 - Memorization: the longest run of tokens (and of note events) each sample shares with train.bin.
+- Per style: likelihood and statistics again for each style's validation pieces, against samples asked for it.
+- Control adherence, on the samples' MIDI files read back: the share of samples asked for a style whose statistics
+  are closest to that style's, that end within one step of a --bars / --seconds target, and that keep every note
+  inside a --key and --pitch_range.
 """
 import argparse
 import math
@@ -21,7 +25,8 @@ import torch.nn.functional as F
 
 import config
 from batch import atomic_write, die, write_json
-from encoding_decoding import END, START, finish, tokens_to_notes, validate
+from encoding_decoding import (END, START, Controls, Header, bar_steps, finish, key_pitch_classes, midi_to_notes,
+                               notes_to_midi, tokens_to_notes, validate)
 from model import GrammarMask, load_run, pick_device
 from train import read_data
 
@@ -102,21 +107,21 @@ class KneserNey:
 
 @torch.no_grad()
 def model_nats(model, pieces, device, batch_size=32):
-    """Total negative log-likelihood of each piece's tokens after START, in windows of block_size (each window
-    starts afresh, so long pieces are scored with at most block_size tokens of context)."""
+    """Negative log-likelihood of each piece's tokens after START, in windows of block_size (each window starts
+    afresh, so long pieces are scored with at most block_size tokens of context)."""
     B = model.cfg.block_size
-    windows = [(p[i:i + B], p[i + 1:i + B + 1]) for p in pieces for i in range(0, len(p) - 1, B)]
-    total = 0.0
+    windows = [(k, p[i:i + B], p[i + 1:i + B + 1]) for k, p in enumerate(pieces) for i in range(0, len(p) - 1, B)]
+    total = np.zeros(len(pieces))
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
         x = torch.zeros(len(chunk), B, dtype=torch.long)
         y = torch.full((len(chunk), B), -1, dtype=torch.long)
-        for j, (a, b) in enumerate(chunk):
+        for j, (_, a, b) in enumerate(chunk):
             x[j, :len(a)] = torch.from_numpy(a.astype(np.int64))
             y[j, :len(b)] = torch.from_numpy(b.astype(np.int64))
         logits, _ = model(x.to(device))
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), ignore_index=-1,
-                                 reduction="sum").item()
+        nll = F.cross_entropy(logits.float().transpose(1, 2), y.to(device), ignore_index=-1, reduction="none")
+        np.add.at(total, [k for k, _, _ in chunk], nll.sum(1).cpu().numpy())
     return total
 
 
@@ -124,6 +129,8 @@ def longest_runs(samples, train, k=MEMO_K):
     """For each sample (int array), the longest run it shares with `train` (int array), or k-1 if none reaches k."""
     def hashes(a):
         h = np.zeros(max(len(a) - k + 1, 0), dtype=np.uint64)
+        if not len(h):  # shorter than k: no k-gram to share
+            return h
         for t in range(k):
             h = h * np.uint64(1_000_003) + a[t:len(a) - k + 1 + t].astype(np.uint64)
         return h
@@ -167,12 +174,69 @@ def decodes_cleanly(tokens, spec):
     return err is None or (END not in tokens and err[0] == len(upto))
 
 
-def draw(model, tok, n, max_new, device, constrained, seed):
+def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls()):
+    """n samples (token lists, cut at END) from START, with or without the grammar mask; a length control takes
+    the budget that lets every sample reach its target."""
     gen = torch.Generator(device).manual_seed(seed)
     idx = torch.full((n, 1), tok.stoi[START], device=device)
-    mask = GrammarMask(tok, device, min_len=0) if constrained else None
-    out = model.generate(idx, max_new, 1.0, None, None, allowed_fn=mask, stop_id=tok.stoi[END], generator=gen)
+    mask = GrammarMask(tok, device, controls=controls) if constrained else None
+    length = controls.bars is not None or controls.seconds is not None
+    out = model.generate(idx, controls.token_budget(tok.spec) if length else max_new, 1.0, None, None,
+                         allowed_fn=mask, stop_id=tok.stoi[END], generator=gen)
     return [tok.decode(row) for row in out.tolist()]
+
+
+def through_midi(tokens, spec):
+    """(notes, header) of a sample as a MIDI file reads back: what a listener gets."""
+    notes, header, _ = tokens_to_notes(finish(tokens), spec)
+    notes, back, _ = midi_to_notes(notes_to_midi(notes, spec, header), spec)
+    return notes, back
+
+
+def style_of(tokens):
+    return Header.of_tokens(tokens[:4]).style
+
+
+def profile(pieces):
+    """The normalised histograms of a set of pieces, one per statistic."""
+    return {name: histogram(pieces, name) for name in STATS}
+
+
+def closeness(a, b):
+    """Mean overlapping area of two profiles: 1 when every histogram is the same."""
+    return float(np.mean([overlapping_area(a[k], b[k]) for k in STATS]))
+
+
+def adherence(model, tok, device, args, styles, style_profiles):
+    """Control adherence on sampled MIDI read back: style (closest style profile), length (ends within one step
+    of --bars / --seconds) and pitch (no note outside --key and --pitch_range)."""
+    n, spec, out = args.control_samples, tok.spec, {}
+    if len(styles) > 1:
+        hits = {}
+        for k, s in enumerate(styles):
+            samples = draw(model, tok, n, args.max_new_tokens, device, True, args.seed + 10 + k, Controls(style=s))
+            scores = [max(styles, key=lambda t: closeness(profile([through_midi(x, spec)[0]]), style_profiles[t]))
+                      for x in samples]
+            hits[s] = float(np.mean([c == s for c in scores]))
+        out["style"] = {"share_closest_to_asked_style": float(np.mean(list(hits.values()))), "per_style": hits}
+    ends = []
+    for x in draw(model, tok, n, 0, device, True, args.seed + 1, Controls(bars=args.eval_bars)):
+        notes, header = through_midi(x, spec)
+        ends.append(abs(max((a + d for a, _, d, _ in notes), default=0)
+                        - args.eval_bars * bar_steps(header.meter, spec.sample_freq)) <= 1)
+    out["bars"] = {"target": args.eval_bars, "share_within_one_step": float(np.mean(ends))}
+    ends = []
+    for x in draw(model, tok, n, 0, device, True, args.seed + 2, Controls(seconds=args.eval_seconds)):
+        notes, header = through_midi(x, spec)
+        step = 60 / header.bpm / spec.sample_freq  # seconds
+        ends.append(abs(max((a + d for a, _, d, _ in notes), default=0) * step - args.eval_seconds) <= step + 1e-9)
+    out["seconds"] = {"target": args.eval_seconds, "share_within_one_step": float(np.mean(ends))}
+    key = Controls(scale=key_pitch_classes(args.eval_key), pitch_range=tuple(args.eval_pitch_range))
+    inside = [all(key.allows_pitch(p) for _, p, _, _ in through_midi(x, spec)[0])
+              for x in draw(model, tok, n, args.max_new_tokens, device, True, args.seed + 3, key)]
+    out["key_and_range"] = {"key": args.eval_key, "pitch_range": list(args.eval_pitch_range),
+                            "share_with_no_note_outside": float(np.mean(inside))}
+    return out
 
 
 def main(argv=None):
@@ -182,6 +246,11 @@ def main(argv=None):
     parser.add_argument("--ngram_max_tokens", type=int, default=3_000_000,
                         help="fit the n-gram on at most this many training tokens (its counts live in Python dicts)")
     parser.add_argument("--memorization_threshold", type=int, default=64, help="tokens")
+    parser.add_argument("--control_samples", type=int, default=16, help="samples per style and per control measured")
+    parser.add_argument("--eval_bars", type=int, default=8, help="the --bars target whose adherence is measured")
+    parser.add_argument("--eval_seconds", type=float, default=20.0, help="the --seconds target measured")
+    parser.add_argument("--eval_key", default="D minor", help="the --key measured")
+    parser.add_argument("--eval_pitch_range", type=int, nargs=2, default=[48, 84], help="the --pitch_range measured")
     args = config.cli(parser, ["out_dir", "data_dir", "max_new_tokens", "seed", "device"], argv)
     run = Path(args.out_dir)
     device, _ = pick_device(args.device, "float32")
@@ -192,18 +261,25 @@ def main(argv=None):
     start = tok.stoi[START]
     val = split_pieces(np.asarray(splits["val"], dtype=np.int64), start)
     train = np.asarray(splits["train"], dtype=np.int64)
-    notes_of = lambda ids: tokens_to_notes(tok.decode([int(i) for i in ids]), tok.spec)[0]
-    val_notes = [notes_of(p) for p in val]
-    n_notes = sum(map(len, val_notes))
-    n_tokens = sum(len(p) - 1 for p in val)
+    val_tokens = [tok.decode([int(i) for i in p]) for p in val]
+    val_notes = [tokens_to_notes(t, tok.spec)[0] for t in val_tokens]
+    val_styles = np.array([style_of(t) for t in val_tokens])
+    styles = sorted(set(val_styles))
 
     fit_on = split_pieces(train[:args.ngram_max_tokens], start)
     if args.ngram_max_tokens < len(train) and len(fit_on) > 1:
         fit_on = fit_on[:-1]  # the piece the cap cut through
     ngram = KneserNey(args.ngram, tok.vocab_size).fit(fit_on)
-    nats = {"model": model_nats(model, val, device), f"{args.ngram}-gram": sum(map(ngram.nats, val))}
-    likelihood = {k: {"bits_per_token": v / math.log(2) / n_tokens, "bits_per_note": v / math.log(2) / n_notes}
-                  for k, v in nats.items()}
+    ngram_name = f"{args.ngram}-gram"
+    nats = {"model": model_nats(model, val, device), ngram_name: np.array([ngram.nats(p) for p in val])}
+
+    def likelihood(which):
+        """Bits per token and per note of the validation pieces picked by the boolean array `which`."""
+        n_tokens = sum(len(p) - 1 for p, w in zip(val, which) if w)
+        n_notes = sum(len(n) for n, w in zip(val_notes, which) if w)
+        out = {k: {"bits_per_token": v[which].sum() / math.log(2) / n_tokens,
+                   "bits_per_note": v[which].sum() / math.log(2) / n_notes} for k, v in nats.items()}
+        return out, out["model"]["bits_per_note"] / out[ngram_name]["bits_per_note"]
 
     samples = {c: draw(model, tok, args.num_samples, args.max_new_tokens, device, c, args.seed) for c in (True, False)}
     grammar = {("constrained" if c else "unconstrained"): float(np.mean([decodes_cleanly(t, tok.spec) for t in s]))
@@ -212,6 +288,21 @@ def main(argv=None):
     sample_notes = [tokens_to_notes(t, tok.spec)[0] for t in sampled]
     hists = {name: (histogram(sample_notes, name), histogram(val_notes, name)) for name in STATS}
     overlap = {name: overlapping_area(a, b) for name, (a, b) in hists.items()}
+    pooled, ratio = likelihood(np.ones(len(val), dtype=bool))
+
+    style_profiles, per_style = {}, {}
+    for k, style in enumerate(styles):  # the same measures on each style's pieces, and on samples asked for it
+        which = val_styles == style
+        mine = [n for n, w in zip(val_notes, which) if w]
+        style_profiles[style] = profile(mine)
+        asked = [tokens_to_notes(finish(t), tok.spec)[0] for t in
+                 draw(model, tok, args.control_samples, args.max_new_tokens, device, True, args.seed + 100 + k,
+                      Controls(style=style))]
+        lik, r = likelihood(which)
+        per_style[style] = {"val_pieces": int(which.sum()), "likelihood": lik, "bits_per_note_vs_ngram": r,
+                            "overlapping_area": {name: overlapping_area(histogram(asked, name), histogram(mine, name))
+                                                 for name in STATS}}
+    control = adherence(model, tok, device, args, styles, style_profiles)
 
     sample_ids = [np.asarray(tok.encode(t), dtype=np.int64) for t in sampled]
     token_runs = longest_runs(sample_ids, train)
@@ -219,12 +310,13 @@ def main(argv=None):
     events = lambda ids: np.asarray([event_vocab.setdefault(g, len(event_vocab)) for g in note_events(ids, tok.itos)],
                                     dtype=np.int64)
     note_runs = longest_runs([events(s) for s in sample_ids], events(train), k=4)
+    n_tokens, n_notes = sum(len(p) - 1 for p in val), sum(map(len, val_notes))
     report = {
         "checkpoint": str(ckpt), "val_pieces": len(val), "val_tokens": n_tokens, "val_notes": n_notes,
         "ngram_fit_tokens": int(sum(map(len, fit_on))),
-        "likelihood": likelihood,
-        "bits_per_note_vs_ngram": likelihood["model"]["bits_per_note"] / likelihood[f"{args.ngram}-gram"]["bits_per_note"],
-        "grammar_valid_share": grammar, "overlapping_area": overlap,
+        "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
+        "grammar_valid_share": grammar, "overlapping_area": overlap, "per_style": per_style,
+        "control_adherence": control,
         "memorization": {"longest_token_run": token_runs, "longest_note_run": note_runs,
                          "threshold_tokens": args.memorization_threshold,
                          "share_at_or_above_threshold": float(np.mean([r >= args.memorization_threshold for r in token_runs]))},
@@ -234,10 +326,24 @@ def main(argv=None):
     lines = [f"# Evaluation of {run.name}", "", f"{len(val)} validation pieces, {n_tokens:,} tokens, {n_notes:,} notes; "
              f"{args.num_samples} samples of up to {args.max_new_tokens} tokens.", "",
              "| model | bits/token | bits/note |", "|---|---|---|"]
-    lines += [f"| {k} | {v['bits_per_token']:.3f} | {v['bits_per_note']:.3f} |" for k, v in likelihood.items()]
-    lines += ["", f"bits/note vs the n-gram: {report['bits_per_note_vs_ngram']:.2f}x", "",
+    lines += [f"| {k} | {v['bits_per_token']:.3f} | {v['bits_per_note']:.3f} |" for k, v in pooled.items()]
+    lines += ["", f"bits/note vs the n-gram: {ratio:.2f}x", "",
               "| grammar | valid share |", "|---|---|"] + [f"| {k} | {v:.0%} |" for k, v in grammar.items()]
     lines += ["", "| statistic | overlapping area |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in overlap.items()]
+    lines += ["", "Per style (samples asked for the style with --style, against that style's validation pieces):", "",
+              "| style | val pieces | model bits/note | vs n-gram | " + " | ".join(STATS) + " |",
+              "|---" * (4 + len(STATS)) + "|"]
+    lines += [f"| {s} | {d['val_pieces']} | {d['likelihood']['model']['bits_per_note']:.3f} | "
+              f"{d['bits_per_note_vs_ngram']:.2f}x | " + " | ".join(f"{d['overlapping_area'][k]:.2f}" for k in STATS)
+              + " |" for s, d in per_style.items()]
+    lines += ["", f"Control adherence ({args.control_samples} samples each, measured on the MIDI files):", "",
+              "| control | share |", "|---|---|"]
+    if "style" in control:
+        lines.append(f"| --style: closest to the asked style's statistics | {control['style']['share_closest_to_asked_style']:.0%} |")
+    lines += [f"| --bars {args.eval_bars}: ends within one step | {control['bars']['share_within_one_step']:.0%} |",
+              f"| --seconds {args.eval_seconds:g}: ends within one step | {control['seconds']['share_within_one_step']:.0%} |",
+              f"| --key \"{args.eval_key}\" --pitch_range {','.join(map(str, args.eval_pitch_range))}: no note outside | "
+              f"{control['key_and_range']['share_with_no_note_outside']:.0%} |"]
     lines += ["", f"Longest run shared with train.bin: max {max(token_runs)} tokens, {max(note_runs)} note events; "
               f"{report['memorization']['share_at_or_above_threshold']:.0%} of samples at or above "
               f"{args.memorization_threshold} tokens.", "", "![histograms](eval_histograms.png)", ""]

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import config
-from encoding_decoding import END, Controls, bar_steps, grammar_tables, token_values
+from encoding_decoding import END, SEP, Controls, bar_steps, grammar_tables, token_values
 
 
 @dataclass
@@ -456,13 +456,17 @@ def load_run(run, device, checkpoint="best.pt"):
 class GrammarMask:
     """allowed_fn for GPT.generate: the grammar and the sampling controls as one mask over the next token.
 
-    Each sequence carries its grammar state, its clock (the onset step), the end of its longest note, the lowest
-    pitch started at the current onset (notes that start together come highest first) and, once its header is
-    read, its bar length and tempo; every rule is a lookup or a comparison over (B, V) on the device, so rows of one
-    batch may be in different states. `forced` gives the token id to take at absolute positions (a prompt's
-    events, -1 where free). With a length control (Controls.bars / .seconds) no note may outlast the target, no
-    rest may reach it, and END comes only when a note ends exactly there; without one, END is held back until a
-    sequence has `min_len` tokens."""
+    Each sequence carries its grammar state, its clock (the onset step), the end of its longest note and, once its
+    header is read, its bar length and tempo; every rule is a lookup or a comparison over (B, V) on the device, so
+    rows of one batch may be in different states. `forced` gives the token id to take at absolute positions (a
+    prompt's events, -1 where free). With a length control (Controls.bars / .seconds) no note may outlast the
+    target, no rest may reach it, and END comes only when a note ends exactly there; without one, END is held back
+    until a sequence has `min_len` tokens.
+
+    On top, the mask keeps samples in the canonical form the training data has, so that decoding drops nothing:
+    notes that start together come highest first, a key is not struck again while it sounds, and a rest shorter
+    than max_dur is followed by a note. Where those leave a row nothing (a narrow --pitch_range), it falls back to
+    the grammar and the controls alone."""
 
     def __init__(self, tok, device, min_len=0, controls=Controls(), forced=()):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
@@ -474,7 +478,7 @@ class GrammarMask:
         self.bpm = tensor(values["bpm"])
         self.begin, self.note_dur, self.rest_dur, self.finished = (states.index(s) for s in
                                                                   ("begin", "note_dur", "rest_dur", "end"))
-        self.end, self.min_len, self.controls, self.spec = tok.stoi[END], min_len, controls, tok.spec
+        self.end, self.sep, self.min_len, self.controls, self.spec = tok.stoi[END], tok.stoi[SEP], min_len, controls, tok.spec
         self.forced, self.seen = list(forced), 0
         self.default_bar = bar_steps("4/4", tok.spec.sample_freq)
 
@@ -483,6 +487,8 @@ class GrammarMask:
         self.state = torch.full((batch_size,), self.begin, device=device)
         self.clock, self.last_end = zeros(), zeros()
         self.floor = torch.full((batch_size,), 1 << 30, device=device)
+        self.until = torch.zeros(batch_size, self.spec.pitch_range[1] + 1, dtype=torch.long, device=device)
+        self.rest = torch.zeros(batch_size, dtype=torch.long, device=device)  # after a rest: 1 short, 2 max_dur
         self.bar_len = torch.full((batch_size,), self.default_bar, device=device)
         self.tempo = torch.full((batch_size,), float(config.default_bpm), device=device)
 
@@ -492,7 +498,10 @@ class GrammarMask:
         in_rest, in_note = self.state == self.rest_dur, self.state == self.note_dur
         self.clock = self.clock + torch.where(in_rest, steps, 0)
         self.last_end = torch.maximum(self.last_end, torch.where(in_note, self.clock + steps, 0))
+        key = self.floor.clamp(max=self.until.size(1) - 1)[:, None]  # in a note, floor is its pitch
+        self.until.scatter_(1, key, torch.where(in_note, self.clock + steps, self.until.gather(1, key)[:, 0])[:, None])
         self.floor = torch.where(in_rest, 1 << 30, torch.where(pitch >= 0, pitch, self.floor))
+        self.rest = torch.where(in_rest, 1 + (steps == self.spec.max_dur).long(), torch.where(pitch >= 0, 0, self.rest))
         self.bar_len = torch.where(self.bar[tok] > 0, self.bar[tok], self.bar_len)
         self.tempo = torch.where(self.bpm[tok] > 0, self.bpm[tok], self.tempo)
         self.state = self.next_state[self.state, tok]
@@ -513,7 +522,7 @@ class GrammarMask:
         for t in range(self.seen, idx.size(1)):  # the tokens added since the last call (the prompt, then one)
             self.consume(idx[:, t])
         self.seen = idx.size(1)
-        allowed = self.allowed[self.state] & (self.pitch < self.floor[:, None])  # pitch -1: not a note, passes
+        allowed = self.allowed[self.state]
         target = self.target()
         if target is None:
             end_ok = torch.full_like(self.clock, idx.size(1) >= self.min_len, dtype=torch.bool)
@@ -522,6 +531,12 @@ class GrammarMask:
             allowed = allowed & (self.need <= room[:, None])
             end_ok = self.last_end >= target
         allowed[:, self.end] &= end_ok | (self.state == self.finished)
+        note = self.pitch >= 0
+        sounding = self.until.gather(1, self.pitch.clamp(min=0).expand(idx.size(0), -1)) > self.clock[:, None]
+        canonical = allowed & (self.pitch < self.floor[:, None]) & ~(sounding & note)  # pitch -1 passes the floor
+        canonical[:, self.sep] &= self.rest != 1
+        canonical[:, self.end] &= (self.rest == 0) | (self.state == self.finished)
+        allowed = torch.where(canonical.any(1, keepdim=True), canonical, allowed)
         if self.seen < len(self.forced) and self.forced[self.seen] >= 0:
             allowed = torch.zeros_like(allowed)
             allowed[:, self.forced[self.seen]] = True

@@ -42,14 +42,6 @@ def read_prompt(path, spec, bars):
     return tokens[header_end(tokens):-1], header
 
 
-def worst_case_tokens(controls, spec):
-    """The most tokens a sample under a length control can take before the mask forces its END: every step of the
-    longest possible target filled with every pitch, highest first."""
-    longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
-    steps = controls.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
-    return 4 + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2)
-
-
 def render_wav(mid, wav):
     """FluidSynth with a General MIDI soundfont; None when they are not installed."""
     font = next((f for f in SOUNDFONTS if Path(f).is_file()), None)
@@ -122,7 +114,7 @@ def main(argv=None):
                 f"({target} steps)")
     forced = [-1] * (1 + len(HEADER)) + tok.encode(events)  # START and the header, then the prompt's events
     has_target = controls.bars is not None or controls.seconds is not None
-    max_new = len(forced) - 1 + (worst_case_tokens(controls, spec) if has_target else args.max_new_tokens)
+    max_new = len(forced) - 1 + (controls.token_budget(spec) if has_target else args.max_new_tokens)
 
     torch.manual_seed(args.seed)
     idx = torch.full((args.num_samples, 1), tok.stoi[START], device=device)

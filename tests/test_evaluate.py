@@ -7,13 +7,25 @@ from evaluate import KneserNey, histogram, longest_runs, overlapping_area
 
 
 def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
-    r = run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--num_samples", 4, "--max_new_tokens", 60)
+    r = run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--num_samples", 4, "--max_new_tokens", 60,
+            "--control_samples", 4, "--eval_bars", 2, "--eval_seconds", 3)
     assert r.returncode == 0, r.stderr
     report = json.loads((trained / "eval.json").read_text())
     numbers = [v for d in report["likelihood"].values() for v in d.values()] + list(report["overlapping_area"].values())
     assert all(np.isfinite(numbers)) and report["grammar_valid_share"]["constrained"] == 1.0
     assert (trained / "eval.md").read_text().startswith("# Evaluation of tiny")
     assert (trained / "eval_histograms.png").read_bytes()[:4] == b"\x89PNG"
+    control = report["control_adherence"]  # the mask guarantees these, whatever the model
+    assert control["bars"]["share_within_one_step"] == 1.0 and control["seconds"]["share_within_one_step"] == 1.0
+    assert control["key_and_range"]["share_with_no_note_outside"] == 1.0
+    assert set(report["per_style"]) == {"other"} and report["per_style"]["other"]["val_pieces"] == report["val_pieces"]
+
+
+def test_evaluate_survives_samples_shorter_than_the_memorization_window(trained, data):
+    r = run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--num_samples", 3, "--max_new_tokens", 8,
+            "--control_samples", 2)
+    assert r.returncode == 0, r.stderr
+    assert longest_runs([np.arange(14)], np.arange(100)) == [15]  # fewer tokens than k: no shared k-gram
 
 
 def test_ngram_beats_unigram_on_a_structured_corpus():
@@ -45,7 +57,9 @@ def test_decodes_cleanly_judges_the_raw_sample():
     from encoding_decoding import Spec
     from evaluate import decodes_cleanly
     spec = Spec()
-    assert decodes_cleanly("START n60 d4 v80 END n3".split(), spec)
-    assert decodes_cleanly("START n60 d4 v80 n62 d4".split(), spec)  # ran out of tokens mid-group
-    assert not decodes_cleanly("START n60 v80 n62 d4 v80 END".split(), spec)
-    assert not decodes_cleanly("START d4 END".split(), spec)
+    head = "START style:bach tempo:121 meter:4/4"
+    assert decodes_cleanly(f"{head} n60 d4 v80 END n3".split(), spec)
+    assert decodes_cleanly(f"{head} n60 d4 v80 n62 d4".split(), spec)  # ran out of tokens mid-group
+    assert not decodes_cleanly(f"{head} n60 v80 n62 d4 v80 END".split(), spec)
+    assert not decodes_cleanly(f"{head} d4 END".split(), spec)
+    assert not decodes_cleanly("START n60 d4 v80 END".split(), spec)  # no header

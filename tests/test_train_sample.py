@@ -136,7 +136,7 @@ def test_sampling_from_a_prompt(trained, tmp_path):
     assert tokens[2:4] == ["tempo:121", "meter:4/4"]  # the prompt's own
     # leading rest dropped; 2 bars of 4/4 hold the notes that start before step 32: 6 of them
     assert tokens[4:4 + 28] == "n60 d4 v80".split() + [t for k in range(1, 6) for t in ("sepxx", "d4", f"n{60 + k}", "d4", "v80")]
-    assert validate(text.split(), TOK.spec) is None
+    assert validate(tokens, TOK.spec) is None
 
 
 @pytest.mark.parametrize("args, message", [
