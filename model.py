@@ -460,8 +460,8 @@ class GrammarMask:
     header is read, its bar length and tempo; every rule is a lookup or a comparison over (B, V) on the device, so
     rows of one batch may be in different states. `forced` gives the token id to take at absolute positions (a
     prompt's events, -1 where free). With a length control (Controls.bars / .seconds) no note may outlast the
-    target, no rest may reach it, and END comes only when a note ends exactly there; without one, END is held back
-    until a sequence has `min_len` tokens.
+    target, no rest may reach it, END comes only when a note ends exactly there, and on the last step that can hold
+    an onset it comes as soon as it may; without one, END is held back until a sequence has `min_len` tokens.
 
     On top, the mask keeps samples in the canonical form the training data has, so that decoding drops nothing:
     notes that start together come highest first, a key is not struck again while it sounds, and a rest shorter
@@ -476,10 +476,11 @@ class GrammarMask:
         values = token_values(tok.itos, tok.spec)
         self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
         self.bpm = tensor(values["bpm"])
-        self.begin, self.note_dur, self.rest_dur, self.finished = (states.index(s) for s in
-                                                                  ("begin", "note_dur", "rest_dur", "end"))
+        self.begin, self.event, self.note_dur, self.rest_dur, self.finished = (
+            states.index(s) for s in ("begin", "event", "note_dur", "rest_dur", "end"))
         self.end, self.sep, self.min_len, self.controls, self.spec = tok.stoi[END], tok.stoi[SEP], min_len, controls, tok.spec
         self.forced, self.seen = list(forced), 0
+        self.only_end = torch.arange(len(tok.itos), device=device) == self.end
         self.default_bar = bar_steps("4/4", tok.spec.sample_freq)
 
     def reset(self, batch_size, device):
@@ -530,6 +531,10 @@ class GrammarMask:
             room = target - self.clock - (self.state == self.rest_dur).long()
             allowed = allowed & (self.need <= room[:, None])
             end_ok = self.last_end >= target
+            # at the last step that can hold an onset, once a note reaches the target and one starts here, the piece
+            # ends: no pile of one-step notes on the final sixteenth
+            closing = end_ok & (room < 2) & (self.state == self.event) & (self.rest == 0)
+            allowed = torch.where(closing[:, None], self.only_end, allowed)
         allowed[:, self.end] &= end_ok | (self.state == self.finished)
         note = self.pitch >= 0
         sounding = self.until.gather(1, self.pitch.clamp(min=0).expand(idx.size(0), -1)) > self.clock[:, None]

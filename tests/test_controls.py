@@ -132,6 +132,12 @@ def test_rows_of_one_batch_keep_their_own_state():
     assert allowed[1, TOK.stoi["d10"]] and not allowed[1, TOK.stoi["d11"]]  # may last to the bar's end, not past
 
 
+def test_on_the_last_step_the_piece_ends_as_soon_as_it_may():
+    mask = GrammarMask(TOK, "cpu", controls=Controls(bars=1))
+    allowed = mask(torch.tensor([TOK.encode("START style:bach tempo:121 meter:4/4 sepxx d15 n60 d1 v80".split())]))[0]
+    assert allowed.nonzero().flatten().tolist() == [TOK.stoi[END]]
+
+
 def test_samples_come_out_in_canonical_form():
     """Notes that start together come highest first, and a key is not struck again while it sounds."""
     mask = GrammarMask(TOK, "cpu")
@@ -196,3 +202,16 @@ def test_a_run_whose_tokenizer_predates_the_header_says_to_retrain(trained, tmp_
     r = run("sample.py", "--out_dir", old, "--output_dir", tmp_path)
     assert r.returncode != 0 and "predates the piece header" in r.stderr and "retrain" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_prompt_bars_count_in_the_prompts_own_meter(trained, tmp_path):
+    prompt = tmp_path / "waltz.mid"
+    prompt.write_bytes(notes_to_midi([(4 * k, 60 + k % 12, 4, 80) for k in range(30)], SPEC, Header(bpm=90, meter="3/4")))
+    r = run("sample.py", "--out_dir", trained, "--num_samples", 1, "--max_new_tokens", 20, "--prompt", prompt,
+            "--prompt_bars", 2, "--output_dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    tokens = (tmp_path / "tiny_seed1337_0.txt").read_text().split()
+    assert tokens[2:4] == ["tempo:90", "meter:3/4"]
+    # 2 bars of 3/4 = 24 steps: the 6 notes that start before it, then the model's own
+    assert tokens[4:4 + 28] == "n60 d4 v80".split() + [t for k in range(1, 6) for t in ("sepxx", "d4", f"n{60 + k}", "d4", "v80")]
+    assert midi_to_notes((tmp_path / "tiny_seed1337_0.mid").read_bytes(), SPEC)[1].meter == "3/4"

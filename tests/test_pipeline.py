@@ -87,18 +87,18 @@ def test_shift():
 def test_augment_names_skips_and_resumes(tmp_path):
     write_corpus(tmp_path / "text", 3)
     args = ["--input_dirs", tmp_path / "text", "--output_dir", tmp_path / "aug", "--aug_pitch_shifts=-1,0,2",
-            "--aug_velocity_shifts=0,-10"]
+            "--aug_velocity_shifts=0,-10", "--aug_tempo_shifts=0,1"]
     r = run("augment_all.py", *args)
     assert r.returncode == 0, r.stderr
     names = sorted(p.relative_to(tmp_path / "aug").as_posix() for p in (tmp_path / "aug").rglob("*.txt"))
-    assert names[:5] == ["a/piece1__p+0_v-10.txt", "a/piece1__p+2_v+0.txt", "a/piece1__p+2_v-10.txt",
-                         "a/piece1__p-1_v+0.txt", "a/piece1__p-1_v-10.txt"]
-    assert len(names) == 15
-    assert "15 variants written" in r.stdout
-    text = (tmp_path / "aug/a/piece1__p+2_v-10.txt").read_text()
+    assert names[:5] == ["a/piece1__p+0_v+0_t+1.txt", "a/piece1__p+0_v-10.txt", "a/piece1__p+0_v-10_t+1.txt",
+                         "a/piece1__p+2_v+0.txt", "a/piece1__p+2_v+0_t+1.txt"]
+    assert len(names) == 33 and "33 variants written" in r.stdout  # 3 pitches x 2 velocities x 2 tempos - 1, 3 pieces
+    text = (tmp_path / "aug/a/piece1__p+2_v-10_t+1.txt").read_text()
     assert validate(text_to_tokens(text), SPEC) is None
+    assert text.split()[2] == SPEC.tempo_token(120, shift=1) != SPEC.tempo_token(120)  # one bucket faster
     again = run("augment_all.py", *args)
-    assert "0 variants written, 15 already there" in again.stdout
+    assert "0 variants written, 33 already there" in again.stdout
 
 
 def prepare(tmp_path, *extra):
