@@ -243,9 +243,6 @@ class Controls:
             out.append(f"unknown style {self.style!r}; this run knows: {', '.join(spec.styles)}")
         if self.meter is not None and self.meter not in spec.meters + ("other",):
             out.append(f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters + ('other',))}")
-        for name in ("tempo", "bars", "seconds", "bpm"):
-            if (v := getattr(self, name)) is not None and not (v > 0 and math.isfinite(v)):
-                out.append(f"--{name} wants a positive number, got {v!r}")
         if self.bars is not None and self.seconds is not None:
             out.append("give --bars or --seconds, not both")
         if self.pitch_range is not None:

@@ -241,16 +241,17 @@ def adherence(model, tok, device, args, styles, style_profiles):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_samples", type=int, default=64)
-    parser.add_argument("--ngram", type=int, default=5)
-    parser.add_argument("--ngram_max_tokens", type=int, default=3_000_000,
+    parser.add_argument("--num_samples", type=config.typed("num_samples", 64), default=64)
+    parser.add_argument("--ngram", type=config.typed("ngram", 5), default=5)
+    parser.add_argument("--ngram_max_tokens", type=config.typed("ngram_max_tokens", 1), default=3_000_000,
                         help="fit the n-gram on at most this many training tokens (its counts live in Python dicts)")
-    parser.add_argument("--memorization_threshold", type=int, default=64, help="tokens")
-    parser.add_argument("--control_samples", type=int, default=16, help="samples per style and per control measured")
-    parser.add_argument("--eval_bars", type=int, default=8, help="the --bars target whose adherence is measured")
-    parser.add_argument("--eval_seconds", type=float, default=20.0, help="the --seconds target measured")
+    parser.add_argument("--memorization_threshold", type=config.typed("memorization_threshold", 64), default=64, help="tokens")
+    parser.add_argument("--control_samples", type=config.typed("control_samples", 16), default=16, help="samples per style and per control measured")
+    parser.add_argument("--eval_bars", type=config.typed("eval_bars", 8), default=8, help="the --bars target whose adherence is measured")
+    parser.add_argument("--eval_seconds", type=config.typed("eval_seconds", 20.0), default=20.0, help="the --seconds target measured")
     parser.add_argument("--eval_key", default="D minor", help="the --key measured")
-    parser.add_argument("--eval_pitch_range", type=int, nargs=2, default=[48, 84], help="the --pitch_range measured")
+    parser.add_argument("--eval_pitch_range", type=config.typed("pitch_range", (48, 84)), default=(48, 84),
+                        help="the --pitch_range measured, LOW,HIGH")
     args = config.cli(parser, ["out_dir", "data_dir", "max_new_tokens", "seed", "device"], argv)
     run = Path(args.out_dir)
     device, _ = pick_device(args.device, "float32")

@@ -57,32 +57,30 @@ def parse_controls(args):
     try:
         scale = (key_pitch_classes(args.key) if args.key else
                  tuple(sorted({pitch_class(p.strip()) for p in args.scale.split(",")})) if args.scale else None)
-        pitch_range = tuple(int(p) for p in args.pitch_range.split(",")) if args.pitch_range else None
     except ValueError as e:
-        die(f"--key/--scale/--pitch_range: {e}" if "invalid literal" not in str(e) else
-            f"--pitch_range wants LOW,HIGH as MIDI numbers, got {args.pitch_range!r}")
+        die(f"--key/--scale: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
-                    scale=scale, pitch_range=pitch_range, bpm=args.bpm)
+                    scale=scale, pitch_range=args.pitch_range, bpm=args.bpm)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="best.pt", help="file in the run folder (falls back to checkpoint.pt)")
     parser.add_argument("--prompt", help="a MIDI file whose opening bars the samples continue")
-    parser.add_argument("--prompt_bars", type=int, default=4, help="bars of the prompt, in its own meter")
+    parser.add_argument("--prompt_bars", type=config.typed("prompt_bars", 4), default=4, help="bars of the prompt, in its own meter")
     parser.add_argument("--output_dir", default="midi-samples")
     parser.add_argument("--wav", action="store_true", help="also render WAV audio with FluidSynth")
     parser.add_argument("--list_styles", action="store_true", help="print the styles this run knows and exit")
     control = parser.add_argument_group("controls (each enforced by the sampling mask)")
     control.add_argument("--style", help="the style token to start with (default: the model picks)")
-    control.add_argument("--tempo", type=float, help="BPM: force the tempo token of its bucket")
+    control.add_argument("--tempo", type=config.typed("tempo", 90.0), help="BPM: force the tempo token of its bucket")
     control.add_argument("--meter", help="time signature, e.g. 3/4 (see --list_styles for the known ones)")
-    control.add_argument("--bars", type=int, help="end exactly after this many bars of the piece's meter")
-    control.add_argument("--seconds", type=float, help="end exactly after this many seconds at the piece's tempo")
+    control.add_argument("--bars", type=config.typed("bars", 16), help="end exactly after this many bars of the piece's meter")
+    control.add_argument("--seconds", type=config.typed("seconds", 60.0), help="end exactly after this many seconds at the piece's tempo")
     control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')
     control.add_argument("--scale", help="only these pitch classes, e.g. 0,2,4,7,9 or C,D,E,G,A")
-    control.add_argument("--pitch_range", help="LOW,HIGH: only MIDI pitches inside it, e.g. 48,84")
-    control.add_argument("--bpm", type=float, help="write the MIDI at this tempo instead of the header's")
+    control.add_argument("--pitch_range", type=config.typed("pitch_range", (48, 84)), help="LOW,HIGH: only MIDI pitches inside it, e.g. 48,84")
+    control.add_argument("--bpm", type=config.typed("bpm", 120.0), help="write the MIDI at this tempo instead of the header's")
     args = config.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
                                "min_new_tokens", "seed", "device", "dtype"], argv)
     if args.key and args.scale:

@@ -151,8 +151,10 @@ def test_samples_come_out_in_canonical_form():
     (["--style", "jazz"], "unknown style 'jazz'; this run knows: bach, baroque"),
     (["--meter", "7/4"], "unknown meter '7/4'; this run knows: 2/4, 3/4"),
     (["--key", "H minor"], "'H' is not a pitch class"),
-    (["--pitch_range", "90,40"], "--pitch_range wants LOW,HIGH with 21 <= LOW <= HIGH <= 108"),
-    (["--bars", "0"], "--bars wants a positive number"),
+    (["--pitch_range", "90,40"], "argument --pitch_range: wants two values LOW,HIGH with LOW <= HIGH"),
+    (["--pitch_range", "0,10"], "--pitch_range wants LOW,HIGH with 21 <= LOW <= HIGH <= 108"),
+    (["--bars", "0"], "argument --bars: wants a number >= 1, got '0'"),
+    (["--seconds", "nan"], "argument --seconds: wants a finite number"),
     (["--bars", "4", "--seconds", "10"], "give --bars or --seconds, not both"),
 ])
 def test_control_errors_are_one_clear_line(trained, tmp_path, args, message):
