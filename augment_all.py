@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import config
-from batch import atomic_write, find_files, parallel_map
+from batch import atomic_write, find_files, parallel_map, read_text
 from encoding_decoding import Spec, kind, text_to_tokens, tokens_to_text
 
 VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # prepare.py reads the piece id with this
@@ -54,7 +54,8 @@ def augment_one(opts, job):
         if dest.exists():
             counts["already there"] += 1
             continue
-        tokens = tokens or text_to_tokens(Path(src).read_text())
+        if tokens is None and not (tokens := text_to_tokens(read_text(src))):
+            raise ValueError("empty encoding: nothing to augment")
         if (shifted := shift(tokens, spec, p, v, t)) is None:
             counts["pitch out of range"] += 1
             continue

@@ -3,8 +3,11 @@ per-file timeout (a hung or crashed worker costs one file, not the batch), keep 
 import json
 import multiprocessing as mp
 import os
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from multiprocessing.connection import wait
@@ -22,14 +25,87 @@ def die(message):
     sys.exit(2)
 
 
-def find_files(dirs, suffixes):
-    """Sorted (dir, path) for every file under `dirs` whose suffix (any case) is in `suffixes`."""
-    found = []
+def find_files(dirs, suffixes, problems=None):
+    """Sorted (dir, path) for every file under `dirs` whose suffix (any case) is in `suffixes`. A folder that
+    cannot be listed and a link that leads nowhere are appended to `problems` as (path, reason), or, without a
+    list, reported on stderr."""
+    found, seen = [], []
     for d in map(Path, dirs):
         if not d.is_dir():
             die(f"{d}: no such folder")
-        found += [(d, p) for p in sorted(d.rglob("*")) if p.suffix.lower() in suffixes and p.is_file()]
-    return found
+        def unlisted(e):
+            seen.append((e.filename, f"cannot list this folder ({e.strerror})"))
+        for root, folders, files in os.walk(d, onerror=unlisted, followlinks=True):
+            folders.sort()
+            for name in files:
+                p = Path(root, name)
+                if p.suffix.lower() not in suffixes:
+                    continue
+                if p.is_file():
+                    found.append((d, p))
+                else:
+                    seen.append((str(p), "a link to a file that does not exist" if p.is_symlink() else "not a file"))
+    if problems is None:
+        for path, why in seen:
+            print(f"warning: {path}: {why}; skipped", file=sys.stderr)
+    else:
+        problems += seen
+    return sorted(found, key=lambda dp: (str(dp[0]), dp[1]))
+
+
+def read_text(path):
+    """A text file's contents, or ValueError naming why it cannot be read as UTF-8 text."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise ValueError(f"cannot read it ({e.strerror})") from None
+
+
+def writable_dir(path, what="output folder"):
+    """Make sure `path` is (or can become) a folder we can write into; else one clear line and exit."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        die(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        die(f"{what} {path} cannot be created ({e.strerror})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        die(f"{what} {path} is not writable")
+    return path
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(folder):
+    """Remove what a killed run left in `folder`: hidden temp files and folders (.name.PID.*.tmp) of processes that
+    no longer run. A dataset folder set aside for a swap (.name.PID.old) goes back in place if the swap never
+    finished; else it is removed. Returns the paths removed or restored."""
+    folder, done = Path(folder), []
+    if not folder.is_dir():
+        return done
+    for p in sorted(folder.glob(".*.tmp")) + sorted(folder.glob(".*.old")):
+        parts = p.name.split(".")
+        pid = next((int(x) for x in parts if x.isdigit()), None)
+        if pid is None or _pid_alive(pid):
+            continue
+        target = folder / parts[1]
+        if p.suffix == ".old" and not target.exists():
+            os.replace(p, target)
+        else:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        done.append(p)
+    return done
 
 
 @contextmanager
@@ -38,7 +114,7 @@ def atomic_open(path):
     so a reader, or a kill, never sees it half written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -58,7 +134,16 @@ def write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
+def _orphan_watch(parent):
+    """Exit as soon as the parent is gone (killed with -9, say): a worker must not outlive its batch."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _worker(fn, conn):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
     while (job := conn.recv()) is not None:
         i, item = job
         try:
@@ -101,37 +186,38 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
 
     for _ in range(n):
         spawn()
-    with tqdm(total=len(items), desc=desc, unit="file", disable=None) as bar:
-        while todo or busy:
-            while todo and idle:
-                give(*idle.pop())
-            now = time.monotonic()
-            deadline = min(start + timeout for _, _, start in busy.values())
-            ready = wait(list(busy) + [p.sentinel for p, _, _ in busy.values()], max(0.0, deadline - now))
-            for conn in [c for c in busy if c in ready]:
-                try:
-                    i, ok, result = conn.recv()
-                except EOFError:  # the worker died mid-item
-                    p = busy[conn][0]
-                    p.join()
-                    code = p.exitcode
-                    yield items[retire(conn)], False, f"worker crashed (exit code {code})"
-                else:
-                    p = busy.pop(conn)[0]
-                    idle.append((conn, p))
-                    yield items[i], ok, result
-                bar.update()
-            for conn, (p, i, start) in list(busy.items()):
-                if not p.is_alive() and conn not in ready:
-                    yield items[retire(conn)], False, f"worker crashed (exit code {p.exitcode})"
+    try:
+        with tqdm(total=len(items), desc=desc, unit="file", disable=None) as bar:
+            while todo or busy:
+                while todo and idle:
+                    give(*idle.pop())
+                now = time.monotonic()
+                deadline = min(start + timeout for _, _, start in busy.values())
+                ready = wait(list(busy) + [p.sentinel for p, _, _ in busy.values()], max(0.0, deadline - now))
+                for conn in [c for c in busy if c in ready]:
+                    try:
+                        i, ok, result = conn.recv()
+                    except EOFError:  # the worker died mid-item
+                        p = busy[conn][0]
+                        p.join()
+                        code = p.exitcode
+                        yield items[retire(conn)], False, f"worker crashed (exit code {code})"
+                    else:
+                        p = busy.pop(conn)[0]
+                        idle.append((conn, p))
+                        yield items[i], ok, result
                     bar.update()
-                elif time.monotonic() - start > timeout:
-                    yield items[retire(conn)], False, f"timed out after {timeout:g} s"
-                    bar.update()
-    for conn, p in idle:
-        conn.send(None)
-        p.join(timeout=5)
-        p.kill()
+                for conn, (p, i, start) in list(busy.items()):
+                    if not p.is_alive() and conn not in ready:
+                        yield items[retire(conn)], False, f"worker crashed (exit code {p.exitcode})"
+                        bar.update()
+                    elif time.monotonic() - start > timeout:
+                        yield items[retire(conn)], False, f"timed out after {timeout:g} s"
+                        bar.update()
+    finally:  # on the way out (done, Ctrl-C, an error in the caller) no worker is left behind
+        for p in [p for _, p in idle] + [p for p, _, _ in busy.values()]:
+            p.kill()
+            p.join()
 
 
 class Journal:

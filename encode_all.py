@@ -12,6 +12,7 @@ Every file ends up in encode_report.json with its status (encoded, skipped, fail
 import argparse
 import hashlib
 import re
+import sys
 import warnings
 from collections import Counter
 from functools import partial
@@ -20,7 +21,7 @@ from pathlib import Path
 import config
 from dataclasses import replace
 
-from batch import Journal, atomic_write, die, find_files, parallel_map, write_json
+from batch import Journal, atomic_write, clean_stale, die, find_files, parallel_map, writable_dir, write_json
 from encoding_decoding import (STYLE_NAME, Spec, midi_to_notes, notes_to_tokens, parse_score, score_to_notes,
                                tokens_to_text)
 
@@ -33,14 +34,14 @@ def folder_style(name):
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "other"
 
 
-def midi_sources(dirs, style=None):
+def midi_sources(dirs, style=None, problems=None):
     """(source path, output name without suffix, style) for every MIDI file; names keep the folder and relative
     path; the style is `style` or the folder's name."""
     names = [Path(d).resolve().name for d in dirs]
     if len(set(names)) < len(names):
         die(f"two of the --midi_dirs share a folder name ({', '.join(names)}): their outputs would collide")
     return [(str(p), f"{d.resolve().name}/{p.relative_to(d).with_suffix('').as_posix()}",
-             style or folder_style(d.resolve().name)) for d, p in find_files(dirs, MIDI_SUFFIXES)]
+             style or folder_style(d.resolve().name)) for d, p in find_files(dirs, MIDI_SUFFIXES, problems)]
 
 
 def distinct(sources):
@@ -80,8 +81,9 @@ def encode_one(opts, job):
     entries = []
     for suffix, notes, header, dropped in pieces:
         header = replace(header, style=style)
+        warned = {k.removeprefix("warning:"): v for k, v in dropped.items() if k.startswith("warning:")}
         entry = {"source": src, "output": f"{out}{suffix}.txt", "notes": len(notes), "dropped": dict(dropped),
-                 "style": style, "bpm": header.bpm, "meter": header.meter}
+                 "style": style, "bpm": header.bpm, "meter": header.meter, "warnings": warned}
         if len(notes) < opts.min_notes:
             why = f"too few notes ({len(notes)} < min_notes={opts.min_notes})" if notes else "no notes"
             extra = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
@@ -89,7 +91,9 @@ def encode_one(opts, job):
             continue
         text = tokens_to_text(notes_to_tokens(notes, spec, header))
         atomic_write(Path(opts.text_dir) / entry["output"], text)
-        entries.append({**entry, "status": "encoded", "reason": "", "sha256": hashlib.sha256(text.encode()).hexdigest()})
+        rescued = "read with repairs: " + ", ".join(f"{k} {v}" for k, v in sorted(warned.items())) if warned else ""
+        entries.append({**entry, "status": "encoded", "reason": rescued,
+                        "sha256": hashlib.sha256(text.encode()).hexdigest()})
     return entries
 
 
@@ -111,11 +115,13 @@ def main(argv=None):
     k, n = int(m[1]), int(m[2])
     if not opts.midi_dirs and not opts.corpus:
         die("nothing to encode: give --midi_dirs and/or --corpus music21")
-    sources = midi_sources(opts.midi_dirs, opts.style) + (corpus_sources(opts.composers) if opts.corpus else [])
+    problems = []  # (path, reason) of folders that cannot be listed and links that lead nowhere
+    sources = midi_sources(opts.midi_dirs, opts.style, problems) + (corpus_sources(opts.composers) if opts.corpus else [])
     if not sources:
         die(f"no input files (.mid/.midi) in {', '.join(opts.midi_dirs)}")
     sources = sorted(distinct(sources), key=lambda s: s[1])[k - 1::n]
-    text_dir, tag = Path(opts.text_dir), "" if n == 1 else f".shard{k}of{n}"
+    text_dir, tag = writable_dir(opts.text_dir, "--text_dir"), "" if n == 1 else f".shard{k}of{n}"
+    clean_stale(text_dir)
 
     journal = Journal(text_dir / f".encode_journal{tag}.jsonl")
     def finished(out):  # failed files are tried again: a rerun with a longer --file_timeout may get them
@@ -125,13 +131,20 @@ def main(argv=None):
     todo = [s for s in sources if not finished(s[1])]
     if len(todo) < len(sources):
         print(f"resuming: {len(sources) - len(todo)} of {len(sources)} files already done")
-    for (src, out, _), ok, result in parallel_map(partial(encode_one, opts), todo, opts.num_processes,
-                                               opts.file_timeout, desc="encode"):
-        journal.add(out, result if ok else [{"source": src, "output": None, "status": "failed", "reason": result}])
+    try:
+        for (src, out, _), ok, result in parallel_map(partial(encode_one, opts), todo, opts.num_processes,
+                                                   opts.file_timeout, desc="encode"):
+            journal.add(out, result if ok else [{"source": src, "output": None, "status": "failed", "reason": result}])
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(journal.done)} files are done in {text_dir}; run the same command again to "
+              f"resume where this one stopped", file=sys.stderr)
+        sys.exit(130)
 
-    # Exact duplicates are kept once: the first in sorted order wins, so the outcome never depends on timing.
-    report, first = [], {}
-    for src, out, _ in sources:
+    # The report covers every file that this folder's encodings came from, in this run or an earlier one (the
+    # journal keeps them all). Exact duplicates are kept once: the first in sorted order wins, so the outcome
+    # never depends on timing.
+    report, first = [{"source": path, "output": None, "status": "failed", "reason": why} for path, why in problems], {}
+    for out in sorted(journal.done):
         entries = journal.done[out]
         for e in entries:
             if e["status"] == "encoded" and first.setdefault(e["sha256"], e["output"]) != e["output"]:
@@ -141,7 +154,8 @@ def main(argv=None):
         report += entries
 
     summary = Counter(e["status"] for e in report)
-    reasons = Counter((e["status"], re.sub(r"\d+", "N", e["reason"])) for e in report if e["status"] in ("skipped", "failed"))
+    reasons = Counter((e["status"], re.sub(r"\d+", "N", e["reason"])) for e in report
+                      if e["reason"] and e["status"] != "duplicate")
     dropped = sum((Counter(e.get("dropped", {})) for e in report if e["status"] == "encoded"), Counter())
     write_json(text_dir / f"encode_report{tag}.json", {"summary": dict(summary), "dropped_notes": dict(dropped),
                                                        "settings": Spec.of(opts).to_dict(), "files": report})
@@ -151,6 +165,8 @@ def main(argv=None):
         print(f"  {status:8} {count:5}  {reason}")
     if dropped:
         print("  notes dropped or changed in encoded pieces: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    if not summary["encoded"] and not summary["duplicate"]:
+        die(f"no file could be encoded ({summary['failed']} failed, {summary['skipped']} skipped): see the reasons above")
 
 
 if __name__ == "__main__":

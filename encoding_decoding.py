@@ -370,7 +370,9 @@ def _to_step(tick, tpq, sample_freq):
 
 
 def check_midi_header(data):
-    """Raise ValueError naming what is wrong with the chunk structure of a standard MIDI file."""
+    """Raise ValueError naming what is wrong with the chunk structure of a standard MIDI file; return a Counter of
+    the event-level damage that the reader will repair or drop (see track_warnings)."""
+    warnings = Counter()
     if not data:
         raise ValueError("empty file (0 bytes)")
     if data[:4] != b"MThd":
@@ -398,7 +400,50 @@ def check_midi_header(data):
         if pos + 8 + length > len(data):
             raise ValueError(f"track {n} at byte {pos} claims {length} bytes but only {len(data) - pos - 8} remain "
                              f"(truncated file or bad chunk length)")
+        warnings.update(track_warnings(data[pos + 8:pos + 8 + length]))
         pos += 8 + length
+    return warnings
+
+
+def _vlq(data, i):
+    """(value, next index) of the variable-length quantity at data[i]; None for the value if it runs off the end."""
+    value = 0
+    for k in range(4):
+        if i + k >= len(data):
+            return None, len(data)
+        value = (value << 7) | (data[i + k] & 0x7F)
+        if not data[i + k] & 0x80:
+            return value, i + k + 1
+    return value, i + 4
+
+
+def track_warnings(track):
+    """What music21's reader will repair or drop in one track's event bytes, as a Counter: a meta or sysex event
+    whose length runs past the track (every later event is lost with it), running status with no status byte
+    before it (the reader invents a message), a track that ends inside an event."""
+    found, i, status = Counter(), 0, None
+    while i < len(track):
+        _, i = _vlq(track, i)  # delta time
+        if i >= len(track):
+            found["track_ends_inside_an_event"] += 1
+            break
+        byte = track[i]
+        if byte == 0xFF or byte in (0xF0, 0xF7):  # meta (type byte, length) or sysex (length), then the data
+            length, j = _vlq(track, i + 2 if byte == 0xFF else i + 1)
+            if length is None or j + length > len(track):
+                found["meta_or_sysex_event_runs_past_its_track"] += 1
+                break
+            i, status = j + length, None if byte != 0xFF else status
+            continue
+        if byte & 0x80:
+            status, i = byte, i + 1
+        elif status is None:
+            found["running_status_without_a_status_byte"] += 1
+            status = 0x90  # read it as the reader will: a note-on
+        i += 1 if status >> 4 in (0xC, 0xD) else 2
+        if i > len(track):
+            found["track_ends_inside_an_event"] += 1
+    return found
 
 
 def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max_piece_steps,
@@ -408,7 +453,7 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
     is a note-off. All tracks and channels merge into one part. The header takes the earliest set-tempo and
     time-signature events (its style is left to the caller)."""
     from music21 import midi
-    check_midi_header(data)
+    warnings = check_midi_header(data)
     mf = midi.MidiFile()
     mf.readstr(data)
     tpq, on_off = mf.ticksPerQuarterNote, (midi.ChannelVoiceMessages.NOTE_ON, midi.ChannelVoiceMessages.NOTE_OFF)
@@ -446,6 +491,7 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
         raise ValueError(f"a note ends at step {last}, past max_piece_steps={max_steps} (absurd delta time?)")
     notes = canonical([(a, p, b - a, v) for a, b, p, v in steps], spec, dropped)
     header = Header(bpm=first.get("tempo", (0, default_bpm))[1], meter=first.get("meter", (0, "4/4"))[1])
+    dropped.update({f"warning:{k}": v for k, v in warnings.items()})
     return notes, header, +dropped  # unary + keeps the positive counts only
 
 

@@ -4,7 +4,7 @@ python first_silence_cleaner.py --dirs data/text [--dry-run]
 """
 import argparse
 
-from batch import atomic_write, find_files
+from batch import atomic_write, find_files, read_text
 from encoding_decoding import SEP, header_end, text_to_tokens, tokens_to_text
 
 
@@ -23,14 +23,21 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="only count the files that would change")
     args = parser.parse_args(argv)
     files = find_files(args.dirs, {".txt"})
-    changed = 0
+    changed, unreadable = 0, []
     for _, path in files:
-        tokens = text_to_tokens(path.read_text())
+        try:
+            tokens = text_to_tokens(read_text(path))
+        except ValueError as e:
+            unreadable.append(f"{path}: {e}")
+            continue
         if (clean := strip_leading_silence(tokens)) != tokens:
             changed += 1
             if not args.dry_run:
                 atomic_write(path, tokens_to_text(clean))
-    print(f"{changed} of {len(files)} files {'would change' if args.dry_run else 'changed'}")
+    print(f"{changed} of {len(files)} files {'would change' if args.dry_run else 'changed'}"
+          + (f"; {len(unreadable)} could not be read and were left as they are:" if unreadable else ""))
+    for line in unreadable:
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ piece reaches train.bin; val.bin holds originals only. Pieces stream to disk one
 """
 import argparse
 import hashlib
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import psutil
 
 import config
 from augment_all import VARIANT
-from batch import atomic_open, atomic_write, die, find_files, write_json
+from batch import atomic_write, clean_stale, die, find_files, read_text, writable_dir, write_json
 from encoding_decoding import text_to_tokens, validate
 from simple_tokenizer import Tokenizer
 
@@ -46,9 +48,13 @@ def split(pids, seed, val_fraction):
 def write_split(path, files, tok, rejected, rss):
     """Stream pieces into `path` as uint16 ids; return (tokens, pieces) written. Broken pieces go to `rejected`."""
     n_tokens = n_pieces = 0
-    with atomic_open(path) as f:
+    with open(path, "wb") as f:  # inside the hidden folder that is swapped in whole
         for i, p in enumerate(files):
-            tokens = text_to_tokens(p.read_text())
+            try:
+                tokens = text_to_tokens(read_text(p))
+            except ValueError as e:
+                rejected.append({"file": str(p), "reason": str(e)})
+                continue
             if err := validate(tokens, tok.spec):
                 rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
                 continue
@@ -59,6 +65,17 @@ def write_split(path, files, tok, rejected, rss):
     return n_tokens, n_pieces
 
 
+def swap_in(new, out):
+    """Replace the folder `out` by the folder `new` as a whole: the old one is set aside, the new one renamed into
+    place, the old one removed. A kill between the two renames leaves the old one set aside, and the next run
+    (batch.clean_stale) puts it back."""
+    old = out.parent / f".{out.name}.{os.getpid()}.old"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--main_data_path", default="data/text", help="folder of original .txt encodings")
@@ -66,10 +83,6 @@ def main(argv=None):
     parser.add_argument("--output_base_dir", default="data/bin")
     parser.add_argument("--tokenizer_paths", default="tokenizers/simple_tokenizer.json", help="tokenizer JSON")
     args = config.cli(parser, ["val_fraction", "augmented_percentage", "seed"], argv)
-    if not 0 <= args.augmented_percentage < 100:
-        die(f"--augmented_percentage must be in [0, 100), got {args.augmented_percentage}")
-    if not 0 < args.val_fraction < 1:
-        die(f"--val_fraction must be in (0, 1), got {args.val_fraction}")
     try:
         tok = Tokenizer.load(args.tokenizer_paths)
     except (OSError, ValueError) as e:
@@ -77,6 +90,12 @@ def main(argv=None):
     tok_bytes = Path(args.tokenizer_paths).read_bytes()
     if tok.vocab_size >= 2**16:
         die(f"vocab_size {tok.vocab_size} does not fit uint16 token ids")
+    out = Path(args.output_base_dir)
+    if out.exists() and not out.is_dir():
+        die(f"--output_base_dir {out} is a file, not a folder")
+    writable_dir(out.parent, "the folder of --output_base_dir")
+    for p in clean_stale(out.parent):
+        print(f"  cleaned up after a killed run: {p}")
     main_root = Path(args.main_data_path)
     originals = {piece_id(p, main_root): p for _, p in find_files([main_root], {".txt"})}
     if len(originals) < 2:
@@ -87,7 +106,13 @@ def main(argv=None):
 
     # Augmented copies of training pieces, drawn in a seeded order until they make up the asked share of the
     # training tokens. A copy has exactly as many tokens as its original, so the originals' counts suffice.
-    sizes = {pid: len(text_to_tokens(originals[pid].read_text())) for pid in train_ids}
+    sizes, rejected = {}, []
+    for pid in train_ids:
+        try:
+            sizes[pid] = len(text_to_tokens(read_text(originals[pid])))
+        except ValueError as e:
+            rejected.append({"file": str(originals[pid]), "reason": str(e)})
+    sizes = {pid: n for pid, n in sizes.items() if n}  # an empty file is rejected when the split is written
     chosen, aug_tokens, orphans = [], 0, 0
     if args.augmented_data_path and args.augmented_percentage > 0:
         aug_root = Path(args.augmented_data_path)
@@ -102,27 +127,42 @@ def main(argv=None):
             chosen.append(p)
             aug_tokens += sizes[pid]
 
-    train_files = [originals[pid] for pid in train_ids] + chosen
+    train_files = [originals[pid] for pid in train_ids if pid in sizes] + chosen
     random.Random(args.seed + 1).shuffle(train_files)
-    out, rejected, rss = Path(args.output_base_dir), [], [0]
-    n_train = write_split(out / "train.bin", train_files, tok, rejected, rss)
-    n_val = write_split(out / "val.bin", [originals[pid] for pid in val_ids], tok, rejected, rss)
-    if not n_train[1] or not n_val[1]:
-        die(f"no valid pieces left for {'train' if not n_train[1] else 'val'} ({len(rejected)} rejected)")
-    meta = {
-        "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size,
-        "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
-                      "sha256": hashlib.sha256(tok_bytes).hexdigest()},
-        "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
-        "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
-                  "augmented_tokens": aug_tokens},
-        "val": {"tokens": n_val[0], "pieces": n_val[1]},
-        "val_pieces": val_ids, "rejected": rejected,
-    }
-    atomic_write(out / "tokenizer.json", tok_bytes)  # the data carries its tokenizer
-    write_json(out / "meta.json", meta)
+    # Everything is built in a hidden folder beside the output, then swapped in whole: a failed or killed run
+    # leaves the old dataset as it was, and a reader never sees train.bin of one dataset beside meta.json of another.
+    tmp, rss = out.parent / f".{out.name}.{os.getpid()}.tmp", [0]
+    try:
+        tmp.mkdir()
+        n_train = write_split(tmp / "train.bin", train_files, tok, rejected, rss)
+        n_val = write_split(tmp / "val.bin", [originals[pid] for pid in val_ids], tok, rejected, rss)
+        if not n_train[1] or not n_val[1]:
+            first = f": first {rejected[0]['file']}: {rejected[0]['reason']}" if rejected else ""
+            die(f"no valid pieces left for {'train' if not n_train[1] else 'val'} ({len(rejected)} rejected{first}); "
+                f"{out} is left as it was")
+        meta = {
+            "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size,
+            "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
+                          "sha256": hashlib.sha256(tok_bytes).hexdigest()},
+            "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
+            "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
+                      "augmented_tokens": aug_tokens},
+            "val": {"tokens": n_val[0], "pieces": n_val[1]},
+            "val_pieces": val_ids, "rejected": rejected,
+        }
+        atomic_write(tmp / "tokenizer.json", tok_bytes)  # the data carries its tokenizer
+        write_json(tmp / "meta.json", meta)
+        swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     print(f"train.bin: {n_train[0]:,} tokens in {n_train[1]} pieces ({len(chosen)} augmented, "
           f"{aug_tokens / max(n_train[0], 1):.0%} of tokens); val.bin: {n_val[0]:,} tokens in {n_val[1]} pieces")
+    share = aug_tokens / max(n_train[0], 1)
+    if args.augmented_data_path and abs(share * 100 - args.augmented_percentage) > 0.1 * args.augmented_percentage:
+        print(f"  note: {share:.0%} of the training tokens are augmented, not the {args.augmented_percentage:g} % "
+              f"asked for: " + ("there are too few augmented copies" if share * 100 < args.augmented_percentage else
+                               "copies come whole, and a few long pieces overshoot the share"))
     if orphans:
         print(f"  {orphans} augmented files have no original in {main_root} and were left out")
     for r in rejected:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import config
-from batch import find_files, write_json
+from batch import find_files, read_text, write_json
 from encoding_decoding import STYLE_NAME, Spec, kind, text_to_tokens
 
 VERSION = 2  # 2: the piece header (style, tempo, meter) after START
@@ -46,27 +46,46 @@ class Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such tokenizer file")
-        d = json.loads(path.read_text())
+        try:
+            d = json.loads(path.read_text())
+            d.get("version")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            raise ValueError(f"{path}: not a tokenizer JSON (truncated or corrupt file?)") from None
         if d.get("version") == 1:
             raise ValueError(f"{path}: this tokenizer predates the piece header (style, tempo, meter) that samples "
                              f"now start with; re-encode the data and retrain the run with this code")
         if d.get("version") != VERSION:
             raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads version {VERSION}")
-        tok = cls(Spec.of(d["spec"]))
-        if d["itos"] != tok.itos or d["vocab_size"] != tok.vocab_size or d["stoi"] != tok.stoi:
+        try:
+            tok = cls(Spec.of(d["spec"]))
+            whole = d["itos"] == tok.itos and d["vocab_size"] == tok.vocab_size and d["stoi"] == tok.stoi
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: tokenizer JSON lacks or garbles its spec or vocabulary (edited by hand?)") from None
+        if not whole:
             raise ValueError(f"{path}: vocabulary does not match its spec {d['spec']} (edited by hand?)")
         return tok
 
 
-def styles_of(files):
+def read_encodings(files):
+    """({file: tokens} of the readable files, [(problem, file)] for the ones that are not UTF-8 text)."""
+    tokens, bad = {}, []
+    for p in files:
+        try:
+            tokens[p] = text_to_tokens(read_text(p))
+        except ValueError as e:
+            bad.append((str(e), str(p)))
+    return tokens, bad
+
+
+def styles_of(encodings):
     """The style names that the encodings' headers use, sorted."""
-    return sorted({t.partition(":")[2] for p in files for t in text_to_tokens(p.read_text())[:4]
+    return sorted({t.partition(":")[2] for tokens in encodings.values() for t in tokens[:4]
                    if kind(t) == "style" and STYLE_NAME.fullmatch(t.partition(":")[2])})
 
 
-def unknown_tokens(files, vocab):
-    """(token, file) for every distinct token of each file that is not in `vocab`."""
-    return [(t, str(p)) for p in files for t in sorted(set(text_to_tokens(p.read_text())) - vocab)]
+def unknown_tokens(encodings, vocab):
+    """(token, file) for every distinct token of each encoding that is not in `vocab`."""
+    return [(t, str(p)) for p, tokens in encodings.items() for t in sorted(set(tokens) - vocab)]
 
 
 def main(argv=None):
@@ -76,12 +95,14 @@ def main(argv=None):
     args = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
                                "tempo_buckets", "meters"], argv)
     files = [p for _, p in find_files(args.dirs, {".txt"})]
+    encodings, unreadable = read_encodings(files)
     spec = Spec.of(args)
-    if files:
-        spec = Spec.of({**spec.to_dict(), "styles": styles_of(files)})
+    if encodings:
+        spec = Spec.of({**spec.to_dict(), "styles": styles_of(encodings)})
     tok = Tokenizer(spec)
-    if bad := unknown_tokens(files, set(tok.itos)):
-        print(f"error: {len(bad)} tokens outside the vocabulary (encoded with other ranges?):", file=sys.stderr)
+    if bad := unreadable + unknown_tokens(encodings, set(tok.itos)):
+        print(f"error: {len(bad)} tokens outside the vocabulary or unreadable files (encoded with other ranges?):",
+              file=sys.stderr)
         for t, f in bad[:50]:
             print(f"  {t}\t{f}", file=sys.stderr)
         sys.exit(1)

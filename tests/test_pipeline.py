@@ -143,7 +143,7 @@ def test_prepare_rejects_broken_pieces_and_bad_arguments(tmp_path):
     (tmp_path / "aug").mkdir()
     r = prepare(tmp_path, "--val_fraction", 0.3)
     assert r.returncode == 0 and f"rejected {tmp_path / 'text/broken.txt'}: token 6:" in r.stdout, r.stderr
-    assert "--val_fraction must be in (0, 1)" in prepare(tmp_path, "--val_fraction", 0).stderr
+    assert "argument --val_fraction: wants a number > 0 and < 1, got '0'" in prepare(tmp_path, "--val_fraction", 0).stderr
     r = prepare(tmp_path, "--tokenizer_paths", tmp_path / "missing.json")
     assert r.returncode != 0 and "missing.json: no such tokenizer file" in r.stderr
     assert "no such folder" in run("prepare.py", "--main_data_path", tmp_path / "nope").stderr
