@@ -233,6 +233,9 @@ def cli(parser, keys, argv=None):
                            help=f"default {values[k]!r}")
     args = parser.parse_args(argv)
     chosen = {k: values[k] for k in keys}
-    chosen.update({k: v for k, v in PRESETS.get(args.preset, {}).items() if k in chosen})
-    chosen.update({k: v for k, v in vars(args).items() if k in chosen})
-    return argparse.Namespace(**{**vars(args), **chosen})
+    preset = {k: v for k, v in PRESETS.get(args.preset, {}).items() if k in chosen}
+    given = {k: v for k, v in vars(args).items() if k in chosen}
+    chosen.update(preset)
+    chosen.update(given)
+    # `given`: the keys set on this command line, by name or through --preset (a resumed run keeps the rest)
+    return argparse.Namespace(**{**vars(args), **chosen, "given": set(preset) | set(given)})

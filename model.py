@@ -51,9 +51,14 @@ class GPTConfig:
         return cls(**config.pick(values, [f.name for f in fields(cls) if f.name not in extra]), **extra)
 
     def __post_init__(self):
-        assert 1 <= self.top_k_experts <= self.n_routed_experts, "need 1 <= top_k_experts <= n_routed_experts"
-        assert self.n_embd % 8 == 0 and self.expert_hidden % 8 == 0, "grouped GEMM wants widths divisible by 8"
-        assert self.qk_rope_head_dim % 2 == 0, "RoPE rotates pairs"
+        if not 1 <= self.top_k_experts <= self.n_routed_experts:
+            raise ValueError(f"need 1 <= top_k_experts <= n_routed_experts, got top_k_experts={self.top_k_experts} "
+                             f"and n_routed_experts={self.n_routed_experts}")
+        if self.n_embd % 8 or self.expert_hidden % 8:
+            raise ValueError(f"n_embd and expert_hidden must be multiples of 8 (for the grouped GEMM), got "
+                             f"{self.n_embd} and {self.expert_hidden}")
+        if self.qk_rope_head_dim % 2:
+            raise ValueError(f"qk_rope_head_dim must be even (RoPE rotates pairs), got {self.qk_rope_head_dim}")
 
 
 MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]  # the config.py names a model takes
@@ -402,12 +407,27 @@ def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=Non
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
 
 
+def read_checkpoint(path, device="cpu"):
+    """A checkpoint's dict of plain values (weights_only=True), or ValueError saying why it cannot be read."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
+            raise ValueError("it holds no model weights and model_args")
+    except Exception as e:  # a truncated zip, a pickle with objects, a foreign file: all say the same to a user
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+    return ckpt
+
+
 def load_checkpoint(path, device="cpu"):
-    """Rebuild a GPT from a checkpoint of plain values (loaded with weights_only=True); returns (model, checkpoint)."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = GPT(GPTConfig(**ckpt["model_args"]), verbose=False)
-    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
+    """Rebuild a GPT from a checkpoint of plain values (loaded with weights_only=True); returns (model, checkpoint).
+    ValueError if the file is not a whole checkpoint of this code's model."""
+    ckpt = read_checkpoint(path, device)
+    try:
+        model = GPT(GPTConfig(**ckpt["model_args"]), verbose=False)
+        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path}: its weights do not fit this code's model ({str(e).splitlines()[0][:200]})") from None
     return model.to(device), ckpt
 
 
@@ -421,8 +441,19 @@ def model_args(cfg):
 
 def pick_device(device, dtype):
     """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values."""
+    from batch import die
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        die(f"--device wants auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        die(f"--device={device} but this machine has no CUDA GPU (or this torch build has no CUDA): use --device=cpu")
+    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        die(f"--device={device} but this machine has {torch.cuda.device_count()} CUDA GPUs")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        die(f"--device={device} but MPS is not available here: use --device=cpu")
     if dtype == "auto":
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
     return device, getattr(torch, dtype)
@@ -433,21 +464,23 @@ def autocast(device, dtype):
     return nullcontext() if dtype == torch.float32 else torch.autocast(device.split(":")[0], dtype=dtype)
 
 
-def load_run(run, device, checkpoint="best.pt"):
-    """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing."""
+def load_run(run, device, checkpoint=None):
+    """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing.
+    `checkpoint` names the file; without it, best.pt, else checkpoint.pt."""
     from batch import die
     from simple_tokenizer import Tokenizer
     run = Path(run)
     if not run.is_dir():
         die(f"{run}: no such run folder")
-    ckpt = next((p for p in (run / checkpoint, run / "checkpoint.pt") if p.is_file()), None)
+    names = [checkpoint] if checkpoint else ["best.pt", "checkpoint.pt"]
+    ckpt = next((run / n for n in names if (run / n).is_file()), None)
     if ckpt is None:
-        die(f"{run}: no {checkpoint} or checkpoint.pt (train a model first)")
+        die(f"{run}: no {' or '.join(names)} here" + ("" if checkpoint else " (train a model first)"))
     try:
         tok = Tokenizer.load(run / "tokenizer.json")
+        model, _ = load_checkpoint(ckpt, device)
     except (OSError, ValueError) as e:
         die(e)
-    model, _ = load_checkpoint(ckpt, device)
     if model.cfg.vocab_size != tok.vocab_size:
         die(f"{ckpt} has {model.cfg.vocab_size} tokens but {run}/tokenizer.json has {tok.vocab_size}")
     return model.eval(), tok, ckpt

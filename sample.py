@@ -65,7 +65,7 @@ def parse_controls(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="best.pt", help="file in the run folder (falls back to checkpoint.pt)")
+    parser.add_argument("--checkpoint", help="file in the run folder (default: best.pt, else checkpoint.pt)")
     parser.add_argument("--prompt", help="a MIDI file whose opening bars the samples continue")
     parser.add_argument("--prompt_bars", type=config.typed("prompt_bars", 4), default=4, help="bars of the prompt, in its own meter")
     parser.add_argument("--output_dir", default="midi-samples")

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -23,8 +24,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import config
-from batch import atomic_open, atomic_write, die, write_json
-from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args, pick_device
+from batch import atomic_open, atomic_write, clean_stale, die, writable_dir, write_json
+from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args, pick_device, read_checkpoint
 
 TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
@@ -37,17 +38,39 @@ def read_data(data_dir):
     data_dir = Path(data_dir)
     if not (data_dir / "meta.json").is_file():
         die(f"{data_dir}: no meta.json here (run prepare.py first, or point --data_dir at its output)")
-    meta = json.loads((data_dir / "meta.json").read_text())
+    try:
+        meta = json.loads((data_dir / "meta.json").read_text())
+        sha, counts = meta["tokenizer"]["sha256"], {split: int(meta[split]["tokens"]) for split in ("train", "val")}
+        int(meta["vocab_size"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        die(f"{data_dir}/meta.json is not a whole meta file of prepare.py (truncated or corrupt? rerun prepare.py)")
     tokenizer = (data_dir / "tokenizer.json").read_bytes() if (data_dir / "tokenizer.json").is_file() else b""
-    if hashlib.sha256(tokenizer).hexdigest() != meta["tokenizer"]["sha256"]:
+    if hashlib.sha256(tokenizer).hexdigest() != sha:
         die(f"{data_dir}/tokenizer.json is missing or is not the one meta.json names (rerun prepare.py)")
     splits = {}
-    for split in ("train", "val"):
+    for split, n in counts.items():
         path = data_dir / f"{split}.bin"
-        if not path.is_file() or path.stat().st_size != 2 * meta[split]["tokens"]:
-            die(f"{path}: missing or not {meta[split]['tokens']} uint16 tokens as meta.json says")
+        if not path.is_file() or path.stat().st_size != 2 * n:
+            die(f"{path}: missing or not {n} uint16 tokens as meta.json says")
         splits[split] = np.memmap(path, dtype=np.uint16, mode="r")
     return splits, meta, tokenizer
+
+
+def read_metrics(path):
+    """The lines of metrics.jsonl as dicts; a last line cut short by a kill is dropped, any other bad line is an
+    error that names it."""
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            row["iter"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if i == len(lines) - 1:  # cut short while it was appended
+                break
+            die(f"{path}: line {i + 1} is not a metrics record (corrupt file?); fix or remove that line")
+        rows.append((row, line))
+    return rows
 
 
 def get_batch(data, block_size, starts, device):
@@ -99,13 +122,45 @@ def find_checkpoint(path):
 
 
 def save_checkpoint(path, state):
-    with atomic_open(path) as f:
-        torch.save(state, f)
+    try:
+        with atomic_open(path) as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as e:  # disk full, folder gone: torch reports some as RuntimeError
+        die(f"could not write {path} ({str(e).splitlines()[0][:200]}); the earlier {path.name}, if any, is intact")
+
+
+def holds_a_run(out_dir):
+    return any((out_dir / name).exists() for name in ("checkpoint.pt", "best.pt"))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start from scratch in an --out_dir that already holds a trained run, deleting it")
     c = config.cli(parser, TRAIN_KEYS, argv)
+    out_dir = Path(c.out_dir)
+
+    # --- the model's source, read before anything else: a resumed run continues with its own settings
+    resume = c.init_from == "resume"
+    ckpt = None
+    if c.init_from != "scratch":
+        try:
+            ckpt = read_checkpoint(find_checkpoint(out_dir if resume else c.init_from))
+        except ValueError as e:
+            die(e)
+    if resume:
+        saved = ckpt.get("config", {})
+        for k in TRAIN_KEYS:
+            if k not in c.given and k in saved and k not in ("out_dir", "init_from"):
+                setattr(c, k, saved[k])
+        for k in MODEL_KEYS:
+            if k in c.given and getattr(c, k) != ckpt["model_args"][k]:
+                die(f"--{k}={getattr(c, k)} differs from the checkpoint's {k}={ckpt['model_args'][k]}: a resumed run "
+                    f"keeps its model; train into a new --out_dir to change it")
+    elif holds_a_run(out_dir) and not c.overwrite:
+        die(f"{out_dir} holds a trained run: use --init_from=resume to continue, or --overwrite to start over")
+    if out_dir.exists() and not out_dir.is_dir():
+        die(f"--out_dir {out_dir} is a file, not a folder")
     ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
     device, dtype = pick_device(c.device, c.dtype)
@@ -119,24 +174,30 @@ def main(argv=None):
     master = rank == 0
     device_type = device.split(":")[0]
     ctx = autocast(device, dtype)
-    out_dir = Path(c.out_dir)
     splits, meta, tokenizer = read_data(c.data_dir)
     for split, data in splits.items():
         if len(data) <= c.block_size + 1:
             die(f"{c.data_dir}/{split}.bin holds {len(data)} tokens, too few for block_size={c.block_size}")
 
     # --- the model: from scratch, resumed, or fine-tuned from another run
-    resume = c.init_from == "resume"
-    ckpt = torch.load(find_checkpoint(out_dir if resume else c.init_from), map_location="cpu", weights_only=True) \
-        if c.init_from != "scratch" else None
     if ckpt is not None and ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
         die(f"vocab mismatch: the checkpoint has {ckpt['model_args']['vocab_size']} tokens, "
             f"{c.data_dir}/meta.json has {meta['vocab_size']}")
-    cfg = GPTConfig(**ckpt["model_args"]) if ckpt else GPTConfig.of(c, vocab_size=meta["vocab_size"])
+    run_tokenizer = out_dir / "tokenizer.json"
+    if resume and run_tokenizer.is_file() and run_tokenizer.read_bytes() != tokenizer:
+        die(f"{c.data_dir} was prepared with another tokenizer than the run's {run_tokenizer} (same size, other "
+            f"tokens): resume on data prepared with the run's tokenizer")
+    try:
+        cfg = GPTConfig(**ckpt["model_args"]) if ckpt else GPTConfig.of(c, vocab_size=meta["vocab_size"])
+    except ValueError as e:
+        die(e)
     torch.manual_seed(c.seed)  # a resumed run then takes its RNG states from the checkpoint
     model = GPT(cfg, verbose=master).to(device)
     if ckpt:
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+        except RuntimeError as e:
+            die(f"the checkpoint's weights do not fit its model_args ({str(e).splitlines()[0][:200]})")
     optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
     sampler = torch.Generator().manual_seed(c.seed)  # all ranks draw the same global batch, each takes its part
@@ -165,12 +226,16 @@ def main(argv=None):
     # --- the run folder: self-contained, and on resume the logs continue from the checkpoint's step
     writer = None
     if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        writable_dir(out_dir, "--out_dir")
+        clean_stale(out_dir)
+        if not resume:  # a fresh run (asked for with --overwrite where one was): none of the old one stays
+            for name in ("checkpoint.pt", "best.pt"):
+                (out_dir / name).unlink(missing_ok=True)
         write_json(out_dir / "config.json", {**run_config, "model_args": model_args(cfg), "data_meta": meta})
         atomic_write(out_dir / "tokenizer.json", tokenizer)
         metrics = out_dir / "metrics.jsonl"
-        kept = [line for line in (metrics.read_text().splitlines() if resume and metrics.exists() else [])
-                if json.loads(line)["iter"] <= iter_num]  # all written before the checkpoint
+        kept = [line for row, line in (read_metrics(metrics) if resume else [])
+                if row["iter"] <= iter_num]  # all written before the checkpoint
         atomic_write(metrics, "".join(line + "\n" for line in kept))
         from torch.utils.tensorboard import SummaryWriter
         if not resume:  # a fresh run in an old folder: its curves would overlay the old run's
@@ -273,6 +338,8 @@ def main(argv=None):
         writer.close()
     if ddp:
         dist.destroy_process_group()
+    if stop:  # stopped by a signal: the checkpoint is saved, but the run did not finish
+        sys.exit(128 + stop[0])
 
 
 if __name__ == "__main__":
