@@ -25,6 +25,12 @@ def die(message):
     sys.exit(2)
 
 
+def reason(e):
+    """An exception as one short line: its message's first line, or its type when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def find_files(dirs, suffixes, problems=None):
     """Sorted (dir, path) for every file under `dirs` whose suffix (any case) is in `suffixes`. A folder that
     cannot be listed and a link that leads nowhere are appended to `problems` as (path, reason), or, without a
@@ -220,19 +226,30 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
             p.join()
 
 
+def read_jsonl(path, key):
+    """(record, line) for each line of an append-only JSON-lines file whose records all hold `key`. A last line cut
+    short by a kill is dropped; any other bad line is one clear error that names it."""
+    path = Path(path)
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            row[key]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if i == len(lines) - 1:  # cut short while it was appended
+                break
+            die(f"{path}: line {i + 1} is not a record (corrupt file?); fix or remove that line")
+        rows.append((row, line))
+    return rows
+
+
 class Journal:
     """An append-only JSON-lines record of finished items, so a killed batch resumes where it stopped."""
 
     def __init__(self, path):
         self.path = Path(path)
-        self.done = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill: that item is simply redone
-                    continue
-                self.done[entry["key"]] = entry["value"]
+        self.done = {row["key"]: row["value"] for row, _ in read_jsonl(self.path, "key")}  # a cut item is redone
 
     def add(self, key, value):
         self.path.parent.mkdir(parents=True, exist_ok=True)

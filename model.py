@@ -18,7 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import config
+from batch import die, reason
 from encoding_decoding import END, SEP, Controls, bar_steps, grammar_tables, token_values
+from simple_tokenizer import Tokenizer
 
 
 @dataclass
@@ -414,8 +416,7 @@ def read_checkpoint(path, device="cpu"):
         if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
             raise ValueError("it holds no model weights and model_args")
     except Exception as e:  # a truncated zip, a pickle with objects, a foreign file: all say the same to a user
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+        raise ValueError(f"{path}: not a readable checkpoint ({reason(e)})") from None
     return ckpt
 
 
@@ -427,7 +428,7 @@ def load_checkpoint(path, device="cpu"):
         model = GPT(GPTConfig(**ckpt["model_args"]), verbose=False)
         model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{path}: its weights do not fit this code's model ({str(e).splitlines()[0][:200]})") from None
+        raise ValueError(f"{path}: its weights do not fit this code's model ({reason(e)})") from None
     return model.to(device), ckpt
 
 
@@ -441,7 +442,6 @@ def model_args(cfg):
 
 def pick_device(device, dtype):
     """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values."""
-    from batch import die
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -467,8 +467,6 @@ def autocast(device, dtype):
 def load_run(run, device, checkpoint=None):
     """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing.
     `checkpoint` names the file; without it, best.pt, else checkpoint.pt."""
-    from batch import die
-    from simple_tokenizer import Tokenizer
     run = Path(run)
     if not run.is_dir():
         die(f"{run}: no such run folder")

@@ -4,7 +4,6 @@ python plot.py --out_dir models/my_run          -> loss.png (train/val loss) and
 python plot.py --midi midi-samples/x.mid [...]  -> x.png beside each file: a piano roll, velocity as shade
 """
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from batch import atomic_open, die  # noqa: E402
+from batch import atomic_open, die, read_jsonl, reason  # noqa: E402
 from encoding_decoding import Spec, bar_steps, midi_to_notes  # noqa: E402
 
 
@@ -26,7 +25,7 @@ def plot_run(run):
     path = run / "metrics.jsonl"
     if not path.is_file():
         die(f"{path}: no such file (is {run} a run folder?)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [row for row, _ in read_jsonl(path, "iter")]
     steps = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -53,7 +52,10 @@ def plot_run(run):
 
 
 def plot_piano_roll(mid, spec):
-    notes, header, _ = midi_to_notes(Path(mid).read_bytes(), spec)
+    try:
+        notes, header, _ = midi_to_notes(Path(mid).read_bytes(), spec)
+    except Exception as e:  # music21's reader raises its own kinds on a damaged file
+        die(f"{mid}: cannot be read as MIDI ({reason(e)})")
     if not notes:
         die(f"{mid}: no notes to draw")
     fig, ax = plt.subplots(figsize=(12, 4.5))

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import config
-from batch import atomic_write, die
+from batch import atomic_write, die, reason, writable_dir
 from encoding_decoding import (END, HEADER, START, Controls, bar_steps, finish, header_end, key_pitch_classes,
                                midi_to_notes, notes_to_midi, notes_to_tokens, pitch_class, tokens_to_notes,
                                tokens_to_text)
@@ -33,8 +33,10 @@ def read_prompt(path, spec, bars):
     START, header and END, leading silence dropped, ready to be continued."""
     try:
         notes, header, _ = midi_to_notes(Path(path).read_bytes(), spec)
-    except (OSError, ValueError) as e:
-        die(f"--prompt {path}: {e}")
+    except OSError as e:
+        die(f"--prompt {path}: cannot read it ({e.strerror})")
+    except Exception as e:  # music21's reader raises its own kinds on a damaged file
+        die(f"--prompt {path}: not a readable MIDI file ({reason(e)})")
     notes = [n for n in notes if n[0] < bars * bar_steps(header.meter, spec.sample_freq)]
     if not notes:
         die(f"--prompt {path}: no notes in its first {bars} bars")
@@ -86,6 +88,7 @@ def main(argv=None):
     if args.key and args.scale:
         die("give --key or --scale, not both")
     controls = parse_controls(args)
+    out_dir = writable_dir(args.output_dir, "--output_dir")  # before any work is spent
     run = Path(args.out_dir)
     device, dtype = pick_device(args.device, args.dtype)
     model, tok, _ = load_run(run, device, args.checkpoint)
@@ -120,7 +123,6 @@ def main(argv=None):
     with autocast(device, dtype):
         out = model.generate(idx, max_new, args.temperature, args.top_k or None, args.top_p, allowed_fn=mask,
                              stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed))
-    out_dir = Path(args.output_dir)
     for i, row in enumerate(out.tolist()):
         tokens = finish(tok.decode(row))
         notes, header, bad = tokens_to_notes(tokens, spec)

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import config
-from batch import atomic_open, atomic_write, clean_stale, die, writable_dir, write_json
+from batch import atomic_open, atomic_write, clean_stale, die, read_jsonl, reason, writable_dir, write_json
 from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args, pick_device, read_checkpoint
 
 TRAIN_KEYS = MODEL_KEYS + [
@@ -54,23 +54,6 @@ def read_data(data_dir):
             die(f"{path}: missing or not {n} uint16 tokens as meta.json says")
         splits[split] = np.memmap(path, dtype=np.uint16, mode="r")
     return splits, meta, tokenizer
-
-
-def read_metrics(path):
-    """The lines of metrics.jsonl as dicts; a last line cut short by a kill is dropped, any other bad line is an
-    error that names it."""
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            row = json.loads(line)
-            row["iter"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            if i == len(lines) - 1:  # cut short while it was appended
-                break
-            die(f"{path}: line {i + 1} is not a metrics record (corrupt file?); fix or remove that line")
-        rows.append((row, line))
-    return rows
 
 
 def get_batch(data, block_size, starts, device):
@@ -126,7 +109,7 @@ def save_checkpoint(path, state):
         with atomic_open(path) as f:
             torch.save(state, f)
     except (OSError, RuntimeError) as e:  # disk full, folder gone: torch reports some as RuntimeError
-        die(f"could not write {path} ({str(e).splitlines()[0][:200]}); the earlier {path.name}, if any, is intact")
+        die(f"could not write {path} ({reason(e)}); the earlier {path.name}, if any, is intact")
 
 
 def holds_a_run(out_dir):
@@ -197,7 +180,7 @@ def main(argv=None):
         try:
             model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
         except RuntimeError as e:
-            die(f"the checkpoint's weights do not fit its model_args ({str(e).splitlines()[0][:200]})")
+            die(f"the checkpoint's weights do not fit its model_args ({reason(e)})")
     optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
     sampler = torch.Generator().manual_seed(c.seed)  # all ranks draw the same global batch, each takes its part
@@ -234,7 +217,7 @@ def main(argv=None):
         write_json(out_dir / "config.json", {**run_config, "model_args": model_args(cfg), "data_meta": meta})
         atomic_write(out_dir / "tokenizer.json", tokenizer)
         metrics = out_dir / "metrics.jsonl"
-        kept = [line for row, line in (read_metrics(metrics) if resume else [])
+        kept = [line for row, line in (read_jsonl(metrics, "iter") if resume else [])
                 if row["iter"] <= iter_num]  # all written before the checkpoint
         atomic_write(metrics, "".join(line + "\n" for line in kept))
         from torch.utils.tensorboard import SummaryWriter
