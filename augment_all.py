@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import config
-from batch import atomic_write, find_files, parallel_map, read_text
+from batch import atomic_write, find_files, parallel_map, read_text, writable_dir
 from encoding_decoding import Spec, kind, text_to_tokens, tokens_to_text
 
 VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # prepare.py reads the piece id with this
@@ -71,6 +71,7 @@ def main(argv=None):
     opts = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
                                "tempo_buckets", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
                                "num_processes", "file_timeout"], argv)
+    writable_dir(opts.output_dir, "--output_dir")
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))
             for d, p in find_files(opts.input_dirs, {".txt"}) if not VARIANT.match(p.stem)]
     total, failed = Counter(), []

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import config
-from batch import atomic_write, die, write_json
+from batch import atomic_write, die, writable_dir, write_json
 from encoding_decoding import (END, START, Controls, Header, bar_steps, finish, key_pitch_classes, midi_to_notes,
                                notes_to_midi, tokens_to_notes, validate)
 from model import GrammarMask, load_run, pick_device
@@ -256,6 +256,7 @@ def main(argv=None):
     run = Path(args.out_dir)
     device, _ = pick_device(args.device, "float32")
     model, tok, ckpt = load_run(run, device)
+    writable_dir(run, "the run folder (eval.json goes there)")
     splits, meta, _ = read_data(args.data_dir)
     if meta["vocab_size"] != model.cfg.vocab_size:
         die(f"vocab mismatch: {ckpt} has {model.cfg.vocab_size} tokens, {args.data_dir}/meta.json {meta['vocab_size']}")
