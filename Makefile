@@ -14,7 +14,8 @@ test: .venv/installed
 .PHONY: venv test
 
 # The whole pipeline on two collections of music21's bundled corpus (the Bach chorales and the fiddle tunes of
-# ryansMammoth, so that style control shows), on the CPU: about 8 minutes on 2 cores.
+# ryansMammoth, so that style control shows), on the CPU: about 4 minutes on 2 cores. A rerun resumes the encode
+# and the augmentation and trains models/demo afresh.
 DEMO := data/demo
 demo: .venv/installed
 	$(PY) encode_all.py --corpus music21 --composers bach ryansMammoth --text_dir $(DEMO)/text
@@ -23,7 +24,7 @@ demo: .venv/installed
 	$(PY) augment_all.py --input_dirs $(DEMO)/text --output_dir $(DEMO)/aug
 	$(PY) prepare.py --main_data_path $(DEMO)/text --augmented_data_path $(DEMO)/aug --output_base_dir $(DEMO)/bin \
 		--tokenizer_paths $(DEMO)/tokenizer.json --augmented_percentage 30
-	$(PY) train.py --preset=cpu_demo --data_dir=$(DEMO)/bin --out_dir=models/demo
+	$(PY) train.py --preset=cpu_demo --data_dir=$(DEMO)/bin --out_dir=models/demo --overwrite  # the demo's own run
 	$(PY) sample.py --out_dir models/demo --num_samples 2 --style bach --bars 12 --output_dir midi-samples
 	$(PY) sample.py --out_dir models/demo --num_samples 2 --style fiddle --bars 16 --output_dir midi-samples
 	$(PY) plot.py --out_dir models/demo --midi midi-samples/demo_bach_seed1337_0.mid midi-samples/demo_bach_seed1337_1.mid \
