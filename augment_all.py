@@ -15,7 +15,7 @@ from pathlib import Path
 
 import config
 from batch import atomic_write, find_files, parallel_map, read_text, writable_dir
-from encoding_decoding import Spec, kind, text_to_tokens, tokens_to_text
+from encoding_decoding import Spec, kind, text_to_tokens, tokens_to_text, value
 
 VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # prepare.py reads the piece id with this
 
@@ -38,7 +38,7 @@ def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
         elif k == "v":
             t = f"v{min(max(int(t[1:]) + velocity, v0), v1)}"
         elif k == "tempo" and tempo:
-            t = spec.tempo_token(float(t.partition(":")[2]), tempo)
+            t = spec.tempo_token(float(value(t)), tempo)
         out.append(t)
     return out
 

@@ -47,6 +47,11 @@ def kind(token):
     return head if colon else token[0]
 
 
+def value(token):
+    """What a header token says: 'bach' of style:bach, '3/4' of meter:3/4."""
+    return token.partition(":")[2]
+
+
 def corpus_style_names():
     """The styles of config.corpus_styles, sorted: the default styles of a vocabulary."""
     return tuple(sorted(config.corpus_styles))
@@ -80,11 +85,14 @@ class Spec:
         (lo, hi), n = self.tempo_range, self.tempo_buckets
         return [round(lo * (hi / lo) ** ((k + 0.5) / n)) for k in range(n)]
 
-    def tempo_token(self, bpm, shift=0):
-        """The tempo token of the bucket that holds `bpm` (clamped to the range), moved `shift` buckets."""
+    def bucket_bpm(self, bpm, shift=0):
+        """The BPM of the bucket that holds `bpm` (clamped to the range), moved `shift` buckets."""
         (lo, hi), n = self.tempo_range, self.tempo_buckets
         k = math.floor(n * math.log(max(bpm, 1e-9) / lo) / math.log(hi / lo))
-        return f"tempo:{self.tempo_bpms()[min(max(k + shift, 0), n - 1)]}"
+        return self.tempo_bpms()[min(max(k + shift, 0), n - 1)]
+
+    def tempo_token(self, bpm, shift=0):
+        return f"tempo:{self.bucket_bpm(bpm, shift)}"
 
     def meter_token(self, meter):
         return f"meter:{meter}" if meter in self.meters else "meter:other"
@@ -112,7 +120,7 @@ class Header:
     @classmethod
     def of_tokens(cls, tokens):
         """The header that header tokens (in any order, any subset) describe; defaults for what is missing."""
-        got = {kind(t): t.partition(":")[2] for t in tokens if kind(t) in HEADER}
+        got = {kind(t): value(t) for t in tokens if kind(t) in HEADER}
         return cls(style=got.get("style", cls.style), bpm=float(got.get("tempo", cls.bpm)),
                    meter=got.get("meter", cls.meter))
 
@@ -186,12 +194,12 @@ def token_values(itos, spec):
     the mask), the steps of one bar (meter tokens, else 0) and the BPM (tempo tokens, else 0)."""
     values = {"pitch": [], "steps": [], "need": [], "bar": [], "bpm": []}
     for t in itos:
-        k, value = kind(t), t.partition(":")[2]
+        k, v = kind(t), value(t)
         values["pitch"].append(int(t[1:]) if k == "n" else -1)
         values["steps"].append(int(t[1:]) if k == "d" else 0)
         values["need"].append({"n": 1, SEP: 2, "d": values["steps"][-1]}.get(k, 0))
-        values["bar"].append(bar_steps(value, spec.sample_freq) if k == "meter" else 0)
-        values["bpm"].append(float(value) if k == "tempo" else 0.0)
+        values["bar"].append(bar_steps(v, spec.sample_freq) if k == "meter" else 0)
+        values["bpm"].append(float(v) if k == "tempo" else 0.0)
     return values
 
 
@@ -245,10 +253,10 @@ class Controls:
             out.append(f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters + ('other',))}")
         if self.bars is not None and self.seconds is not None:
             out.append("give --bars or --seconds, not both")
-        if self.pitch_range is not None:
-            (lo, hi), (p0, p1) = self.pitch_range, spec.pitch_range
-            if len(self.pitch_range) != 2 or not p0 <= lo <= hi <= p1:
-                out.append(f"--pitch_range wants LOW,HIGH with {p0} <= LOW <= HIGH <= {p1}, got {self.pitch_range}")
+        (p0, p1) = spec.pitch_range
+        if self.pitch_range is not None and not (len(self.pitch_range) == 2 and p0 <= self.pitch_range[0]
+                                                 <= self.pitch_range[1] <= p1):
+            out.append(f"--pitch_range wants LOW,HIGH with {p0} <= LOW <= HIGH <= {p1}, got {self.pitch_range}")
         if not any(self.allows_pitch(p) for p in range(spec.pitch_range[0], spec.pitch_range[1] + 1)):
             out.append("no pitch is left that both --key/--scale and --pitch_range allow")
         return out
@@ -266,9 +274,16 @@ class Controls:
             return max(1, round(self.seconds * (self.bpm or bpm) / 60 * sample_freq))
         return None
 
-    def token_budget(self, spec):
+    @property
+    def has_length(self):
+        return self.bars is not None or self.seconds is not None
+
+    def token_budget(self, spec, otherwise):
         """With a length control: the most new tokens a sample can take before the mask forces its END (every
-        step of the longest possible target filled with every pitch, highest first), header included."""
+        step of the longest possible target filled with every pitch, highest first), header included; without
+        one, `otherwise`."""
+        if not self.has_length:
+            return otherwise
         longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
         steps = self.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
         return len(HEADER) + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2) + 1

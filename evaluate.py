@@ -180,8 +180,7 @@ def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls())
     gen = torch.Generator(device).manual_seed(seed)
     idx = torch.full((n, 1), tok.stoi[START], device=device)
     mask = GrammarMask(tok, device, controls=controls) if constrained else None
-    length = controls.bars is not None or controls.seconds is not None
-    out = model.generate(idx, controls.token_budget(tok.spec) if length else max_new, 1.0, None, None,
+    out = model.generate(idx, controls.token_budget(tok.spec, otherwise=max_new), 1.0, None, None,
                          allowed_fn=mask, stop_id=tok.stoi[END], generator=gen)
     return [tok.decode(row) for row in out.tolist()]
 

@@ -509,7 +509,8 @@ class GrammarMask:
         self.bpm = tensor(values["bpm"])
         self.begin, self.event, self.note_dur, self.rest_dur, self.finished = (
             states.index(s) for s in ("begin", "event", "note_dur", "rest_dur", "end"))
-        self.end, self.sep, self.min_len, self.controls, self.spec = tok.stoi[END], tok.stoi[SEP], min_len, controls, tok.spec
+        self.end, self.sep, self.min_len = tok.stoi[END], tok.stoi[SEP], min_len
+        self.controls, self.spec = controls, tok.spec
         self.forced, self.seen = list(forced), 0
         self.only_end = torch.arange(len(tok.itos), device=device) == self.end
         self.default_bar = bar_steps("4/4", tok.spec.sample_freq)

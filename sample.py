@@ -69,7 +69,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="file in the run folder (default: best.pt, else checkpoint.pt)")
     parser.add_argument("--prompt", help="a MIDI file whose opening bars the samples continue")
-    parser.add_argument("--prompt_bars", type=config.typed("prompt_bars", 4), default=4, help="bars of the prompt, in its own meter")
+    parser.add_argument("--prompt_bars", type=config.typed("prompt_bars", 4), default=4,
+                        help="bars of the prompt, in its own meter")
     parser.add_argument("--output_dir", default="midi-samples")
     parser.add_argument("--wav", action="store_true", help="also render WAV audio with FluidSynth")
     parser.add_argument("--list_styles", action="store_true", help="print the styles this run knows and exit")
@@ -77,12 +78,16 @@ def main(argv=None):
     control.add_argument("--style", help="the style token to start with (default: the model picks)")
     control.add_argument("--tempo", type=config.typed("tempo", 90.0), help="BPM: force the tempo token of its bucket")
     control.add_argument("--meter", help="time signature, e.g. 3/4 (see --list_styles for the known ones)")
-    control.add_argument("--bars", type=config.typed("bars", 16), help="end exactly after this many bars of the piece's meter")
-    control.add_argument("--seconds", type=config.typed("seconds", 60.0), help="end exactly after this many seconds at the piece's tempo")
+    control.add_argument("--bars", type=config.typed("bars", 16),
+                         help="end exactly after this many bars of the piece's meter")
+    control.add_argument("--seconds", type=config.typed("seconds", 60.0),
+                         help="end exactly after this many seconds at the piece's tempo")
     control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')
     control.add_argument("--scale", help="only these pitch classes, e.g. 0,2,4,7,9 or C,D,E,G,A")
-    control.add_argument("--pitch_range", type=config.typed("pitch_range", (48, 84)), help="LOW,HIGH: only MIDI pitches inside it, e.g. 48,84")
-    control.add_argument("--bpm", type=config.typed("bpm", 120.0), help="write the MIDI at this tempo instead of the header's")
+    control.add_argument("--pitch_range", type=config.typed("pitch_range", (48, 84)),
+                         help="LOW,HIGH: only MIDI pitches inside it, e.g. 48,84")
+    control.add_argument("--bpm", type=config.typed("bpm", 120.0),
+                         help="write the MIDI at this tempo instead of the header's")
     args = config.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
                                "min_new_tokens", "seed", "device", "dtype"], argv)
     if args.key and args.scale:
@@ -108,14 +113,13 @@ def main(argv=None):
         notes = tokens_to_notes([START] + events + [END], spec)[0]
         if bad := [n for n in notes if not controls.allows_pitch(n[1])]:
             die(f"--prompt {args.prompt}: note {bad[0][1]} at step {bad[0][0]} is outside --key/--scale/--pitch_range")
-        target = controls.length_steps(bar_steps(controls.meter, spec.sample_freq),
-                                       float(spec.tempo_token(controls.tempo).partition(":")[2]), spec.sample_freq)
+        target = controls.length_steps(bar_steps(controls.meter, spec.sample_freq), spec.bucket_bpm(controls.tempo),
+                                       spec.sample_freq)
         if target is not None and max(s + d for s, _, d, _ in notes) > target:
             die(f"--prompt {args.prompt}: its {args.prompt_bars} bars already last past the --bars/--seconds target "
                 f"({target} steps)")
     forced = [-1] * (1 + len(HEADER)) + tok.encode(events)  # START and the header, then the prompt's events
-    has_target = controls.bars is not None or controls.seconds is not None
-    max_new = len(forced) - 1 + (controls.token_budget(spec) if has_target else args.max_new_tokens)
+    max_new = len(forced) - 1 + controls.token_budget(spec, otherwise=args.max_new_tokens)
 
     torch.manual_seed(args.seed)
     idx = torch.full((args.num_samples, 1), tok.stoi[START], device=device)

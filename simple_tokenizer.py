@@ -13,7 +13,7 @@ from pathlib import Path
 
 import config
 from batch import find_files, read_text, write_json
-from encoding_decoding import STYLE_NAME, Spec, kind, text_to_tokens
+from encoding_decoding import STYLE_NAME, Spec, kind, text_to_tokens, value
 
 VERSION = 2  # 2: the piece header (style, tempo, meter) after START
 
@@ -79,8 +79,8 @@ def read_encodings(files):
 
 def styles_of(encodings):
     """The style names that the encodings' headers use, sorted."""
-    return sorted({t.partition(":")[2] for tokens in encodings.values() for t in tokens[:4]
-                   if kind(t) == "style" and STYLE_NAME.fullmatch(t.partition(":")[2])})
+    return sorted({value(t) for tokens in encodings.values() for t in tokens[:4]
+                   if kind(t) == "style" and STYLE_NAME.fullmatch(value(t))})
 
 
 def unknown_tokens(encodings, vocab):
