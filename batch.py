@@ -161,7 +161,8 @@ def _worker(fn, conn):
 def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
     """Yield (item, ok, result or reason) for every item, in completion order.
 
-    Each worker holds one item at a time, so a worker that hangs past `timeout` seconds is killed and a worker
+    Each worker holds one item at a time, so a worker that hangs past `timeout` seconds (a number, or a function
+    of the item) is killed and a worker
     that dies (segfault, out of memory) is noticed; either way its item is reported and a fresh worker goes on.
     """
     items = list(items)
@@ -177,10 +178,12 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
         theirs.close()
         idle.append((mine, p))
 
+    limit = timeout if callable(timeout) else lambda item: timeout
+
     def give(conn, p):
         i, item = todo.pop()
         conn.send((i, item))
-        busy[conn] = (p, i, time.monotonic())
+        busy[conn] = (p, i, time.monotonic() + limit(item))  # its deadline
 
     def retire(conn):
         p, i, _ = busy.pop(conn)
@@ -198,7 +201,7 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
                 while todo and idle:
                     give(*idle.pop())
                 now = time.monotonic()
-                deadline = min(start + timeout for _, _, start in busy.values())
+                deadline = min(end for _, _, end in busy.values())
                 ready = wait(list(busy) + [p.sentinel for p, _, _ in busy.values()], max(0.0, deadline - now))
                 for conn in [c for c in busy if c in ready]:
                     try:
@@ -213,12 +216,12 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
                         idle.append((conn, p))
                         yield items[i], ok, result
                     bar.update()
-                for conn, (p, i, start) in list(busy.items()):
+                for conn, (p, i, end) in list(busy.items()):
                     if not p.is_alive() and conn not in ready:
                         yield items[retire(conn)], False, f"worker crashed (exit code {p.exitcode})"
                         bar.update()
-                    elif time.monotonic() - start > timeout:
-                        yield items[retire(conn)], False, f"timed out after {timeout:g} s"
+                    elif time.monotonic() > end:
+                        yield items[retire(conn)], False, f"timed out after {limit(items[i]):g} s"
                         bar.update()
     finally:  # on the way out (done, Ctrl-C, an error in the caller) no worker is left behind
         for p in [p for _, p in idle] + [p for p, _, _ in busy.values()]:

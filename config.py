@@ -42,7 +42,9 @@ corpus_styles = {
 
 # --- batch work over files (encode_all.py, augment_all.py)
 num_processes = 0          # worker processes; 0 = one per CPU core
-file_timeout = 60.0        # seconds one file may take before its worker is killed and the file reported
+file_timeout = 60.0        # seconds a file may take before its worker is killed and the file reported; encode_all
+                           # gives a file over timeout_bytes proportionally more (a 250 kB score 5x at 50 kB)
+timeout_bytes = 50_000
 
 # --- augmentation (augment_all.py)
 aug_pitch_shifts = (-5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6)  # semitones; a shift leaving pitch_range is skipped
@@ -135,6 +137,7 @@ LIMITS = {
     "sample_freq": (1, 480), "pitch_range": (0, 127), "velocity_range": (1, 127), "max_dur": (1, 10_000),
     "default_velocity": (1, 127), "min_notes": (0, None), "max_piece_steps": (1, None), "default_bpm": ([0], None),
     "tempo_range": ([0], None), "tempo_buckets": (1, 1000), "num_processes": (0, None), "file_timeout": ([0], None),
+    "timeout_bytes": (1, None),
     "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "seed": (0, 2**63 - 1),
     "block_size": (2, None), "n_layer": (1, None), "n_head": (1, None), "n_embd": (8, None), "dropout": (0, [1]),
     "q_lora_rank": (0, None), "kv_lora_rank": (1, None), "qk_nope_head_dim": (0, None), "qk_rope_head_dim": (2, None),

@@ -106,7 +106,8 @@ def main(argv=None):
     parser.add_argument("--text_dir", default="data/text")
     parser.add_argument("--shard", default="1/1", help="K/N: encode only the K-th (1..N) of N slices of the files")
     opts = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "default_velocity",
-                               "keep_drums", "min_notes", "max_piece_steps", "default_bpm", "num_processes", "file_timeout"],
+                               "keep_drums", "min_notes", "max_piece_steps", "default_bpm", "num_processes", "file_timeout",
+                               "timeout_bytes"],
                       argv)
     if opts.style is not None and not STYLE_NAME.fullmatch(opts.style):
         die(f"--style wants a name of letters, digits and _.+- only, got {opts.style!r}")
@@ -132,8 +133,9 @@ def main(argv=None):
     if len(todo) < len(sources):
         print(f"resuming: {len(sources) - len(todo)} of {len(sources)} files already done")
     try:
-        for (src, out, _), ok, result in parallel_map(partial(encode_one, opts), todo, opts.num_processes,
-                                                   opts.file_timeout, desc="encode"):
+        timeout = lambda job: opts.file_timeout * max(1.0, Path(job[0]).stat().st_size / opts.timeout_bytes)
+        for (src, out, _), ok, result in parallel_map(partial(encode_one, opts), todo, opts.num_processes, timeout,
+                                                   desc="encode"):
             journal.add(out, result if ok else [{"source": src, "output": None, "status": "failed", "reason": result}])
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(journal.done)} files are done in {text_dir}; run the same command again to "

@@ -23,6 +23,17 @@ def test_parallel_map_survives_hangs_crashes_and_errors():
     assert results["raise"] == (False, "ValueError: bad item")
 
 
+def nap(x):
+    time.sleep(x)
+    return x
+
+
+def test_a_timeout_can_depend_on_the_item():
+    """encode_all gives a big file more time: 1.5 s of work passes with a 3 s limit and times out with a 0.5 s one."""
+    results = {item: ok for item, ok, _ in parallel_map(nap, [1.5, 1.6], 2, timeout=lambda x: 3 if x == 1.5 else 0.5)}
+    assert results == {1.5: True, 1.6: False}
+
+
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write(tmp_path / "a" / "x.txt", "hello")
     assert (tmp_path / "a" / "x.txt").read_text() == "hello"
