@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from conftest import run
 from evaluate import KneserNey, histogram, longest_runs, overlapping_area
@@ -35,6 +36,49 @@ def test_ngram_beats_unigram_on_a_structured_corpus():
     five, one = KneserNey(5, 10).fit(pieces), KneserNey(1, 10).fit(pieces)
     assert five.nats(val[0]) < 0.2 * one.nats(val[0])
     assert abs(sum(five.prob([0, 5, 6, 7], t) for t in range(10)) - 1) < 1e-9  # a distribution
+
+
+class DictKneserNey:
+    """The textbook form with Python dicts, to check the numpy one against."""
+
+    def __init__(self, n, V, D=0.75):
+        from collections import Counter
+        self.n, self.V, self.D = n, V, D
+        self.counts, self.ctx = [Counter() for _ in range(n + 1)], [{} for _ in range(n + 1)]
+
+    def fit(self, pieces):
+        for piece in pieces:
+            seq = (-1,) * (self.n - 1) + tuple(piece)
+            self.counts[self.n].update(seq[i:i + self.n] for i in range(len(seq) - self.n + 1))
+        for k in range(self.n - 1, 0, -1):
+            self.counts[k].update(g[1:] for g in self.counts[k + 1])
+        for k in range(1, self.n + 1):
+            for g, c in self.counts[k].items():
+                t, d = self.ctx[k].get(g[:-1], (0, 0))
+                self.ctx[k][g[:-1]] = (t + c, d + 1)
+        return self
+
+    def nats(self, piece):
+        import math
+        seq, total = [-1] * (self.n - 1) + list(piece), 0.0
+        for i in range(self.n, len(seq)):
+            p = 1 / self.V
+            for k in range(1, self.n + 1):
+                h = tuple(seq[i - k + 1:i]) if k > 1 else ()
+                t, d = self.ctx[k].get(h, (0, 0))
+                if t:
+                    p = (max(self.counts[k].get(h + (seq[i],), 0) - self.D, 0) + self.D * d * p) / t
+            total -= math.log(p)
+        return total
+
+
+def test_numpy_kneser_ney_equals_the_dict_one():
+    rng = np.random.default_rng(3)
+    pieces = [[0] + list(rng.integers(1, 12, rng.integers(5, 60))) for _ in range(30)]
+    held_out = [[0] + list(rng.integers(1, 12, 40)) for _ in range(3)] + [pieces[0]]
+    for n in (1, 3, 5):
+        fast, slow = KneserNey(n, 12).fit(pieces), DictKneserNey(n, 12).fit(pieces)
+        assert [fast.nats(p) for p in held_out] == pytest.approx([slow.nats(p) for p in held_out], rel=1e-9)
 
 
 def test_overlapping_area_of_a_histogram_with_itself_is_one():
