@@ -38,6 +38,12 @@ STATS = {  # name -> (number of bins, values of one piece's notes (start, pitch,
     "notes_per_bar": (41, lambda notes: [min(c, 40) for c in Counter(s // 16 for s, _, _, _ in notes).values()]),
     "polyphony": (11, lambda notes: [min(c, 10) for c in polyphony(notes)]),
 }
+PIECE_STATS = {  # one value per piece (its mean or its span), so that whole pieces are compared, per style too
+    "piece_notes_per_bar": (41, lambda notes: [min(round(np.mean(STATS["notes_per_bar"][1](notes))), 40)]),
+    "piece_polyphony_x2": (21, lambda notes: [min(round(2 * np.mean(polyphony(notes))), 20)]),
+    "piece_pitch_range": (89, lambda notes: [np.ptp(STATS["pitch"][1](notes))]),
+    "piece_mean_pitch": (128, lambda notes: [round(np.mean(STATS["pitch"][1](notes)))]),
+}
 MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 16"
 
 
@@ -48,7 +54,7 @@ def polyphony(notes):
 
 
 def histogram(pieces, name):
-    bins, values = STATS[name]
+    bins, values = {**STATS, **PIECE_STATS}[name]
     counts = np.zeros(bins)
     for notes in pieces:
         if notes:
@@ -316,7 +322,7 @@ def main(argv=None):
                for c, s in samples.items()}
     sampled = [finish(t) for t in samples[True]]
     sample_notes = [tokens_to_notes(t, tok.spec)[0] for t in sampled]
-    hists = {name: (histogram(sample_notes, name), histogram(val_notes, name)) for name in STATS}
+    hists = {name: (histogram(sample_notes, name), histogram(val_notes, name)) for name in {**STATS, **PIECE_STATS}}
     overlap = {name: overlapping_area(a, b) for name, (a, b) in hists.items()}
     pooled, ratio = likelihood(np.ones(len(val), dtype=bool))
 
@@ -331,7 +337,7 @@ def main(argv=None):
         lik, r = likelihood(which)
         per_style[style] = {"val_pieces": int(which.sum()), "likelihood": lik, "bits_per_note_vs_ngram": r,
                             "overlapping_area": {name: overlapping_area(histogram(asked, name), histogram(mine, name))
-                                                 for name in STATS}}
+                                                 for name in {**STATS, **PIECE_STATS}}}
     control = adherence(model, tok, device, args, styles, style_profiles)
 
     sample_ids = [np.asarray(tok.encode(t), dtype=np.int64) for t in sampled]
@@ -361,11 +367,12 @@ def main(argv=None):
               "| grammar | valid share |", "|---|---|"] + [f"| {k} | {v:.0%} |" for k, v in grammar.items()]
     lines += ["", "| statistic | overlapping area |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in overlap.items()]
     lines += ["", "Per style (samples asked for the style with --style, against that style's validation pieces):", "",
-              "| style | val pieces | model bits/note | vs n-gram | " + " | ".join(STATS) + " |",
-              "|---" * (4 + len(STATS)) + "|"]
+              "| style | val pieces | model bits/note | vs n-gram | " + " | ".join(STATS) + " | "
+              + " | ".join(PIECE_STATS) + " |", "|---" * (4 + len(STATS) + len(PIECE_STATS)) + "|"]
     lines += [f"| {s} | {d['val_pieces']} | {d['likelihood']['model']['bits_per_note']:.3f} | "
-              f"{d['bits_per_note_vs_ngram']:.2f}x | " + " | ".join(f"{d['overlapping_area'][k]:.2f}" for k in STATS)
-              + " |" for s, d in per_style.items()]
+              f"{d['bits_per_note_vs_ngram']:.2f}x | "
+              + " | ".join(f"{d['overlapping_area'][k]:.2f}" for k in {**STATS, **PIECE_STATS}) + " |"
+              for s, d in per_style.items()]
     lines += ["", f"Control adherence ({args.control_samples} samples each, measured on the MIDI files):", "",
               "| control | share |", "|---|---|"]
     if "style" in control:
@@ -386,7 +393,7 @@ def plot_histograms(hists, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from plot import save
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    fig, axes = plt.subplots(2, math.ceil(len(hists) / 2), figsize=(4.7 * math.ceil(len(hists) / 2), 7))
     for ax, (name, (a, b)) in zip(axes.flat, hists.items()):
         ax.bar(np.arange(len(b)), b, alpha=0.5, label="validation")
         ax.bar(np.arange(len(a)), a, alpha=0.5, label="samples")
