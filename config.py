@@ -21,7 +21,7 @@ max_piece_steps = 200_000  # longer pieces are refused (~7 h at 120 BPM: an absu
 default_bpm = 120.0        # the tempo of a piece that gives none (MIDI's own default)
 tempo_range = (30, 300)    # BPM; the tempo token is one of tempo_buckets log-spaced buckets over this range
 tempo_buckets = 24
-meters = ("2/4", "3/4", "4/4", "6/8", "2/2", "3/8", "12/8", "9/8", "3/2", "6/4", "5/4")  # others: meter:other
+meters = ("2/4", "3/4", "4/4", "6/8", "2/2", "3/8", "12/8", "9/8", "3/2", "6/4", "5/4", "4/2")  # else meter:other
 # The style of a music21 corpus piece: its top folder, small folders merged; a folder not listed is "other".
 # Encodings of --midi_dirs take their folder's name (or encode_all.py --style NAME).
 corpus_styles = {
