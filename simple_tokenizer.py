@@ -9,10 +9,11 @@ config.corpus_styles). Any other token outside the vocabulary fails the run with
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import config
-from batch import find_files, read_text, write_json
+from batch import die, find_files, read_text, write_json
 from encoding_decoding import STYLE_NAME, Spec, kind, text_to_tokens, value
 
 VERSION = 2  # 2: the piece header (style, tempo, meter) after START
@@ -92,12 +93,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dirs", nargs="+", default=[], help="folders of .txt encodings to check against it")
     parser.add_argument("--output", default="tokenizers/simple_tokenizer.json")
+    parser.add_argument("--base", help="a run folder (or tokenizer JSON) to extend: its vocabulary stays as it is and "
+                                       "the new styles are appended, so train.py --init_from can fine-tune that run")
     args = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
                                "tempo_buckets", "meters"], argv)
     files = [p for _, p in find_files(args.dirs, {".txt"})]
     encodings, unreadable = read_encodings(files)
     spec = Spec.of(args)
-    if encodings:
+    if args.base:
+        path = Path(args.base) / "tokenizer.json" if Path(args.base).is_dir() else Path(args.base)
+        try:
+            spec = Tokenizer.load(path).spec
+        except (OSError, ValueError) as e:
+            die(f"--base: {e}")
+        spec = replace(spec, styles=spec.styles + tuple(s for s in styles_of(encodings) if s not in spec.styles))
+    elif encodings:
         spec = Spec.of({**spec.to_dict(), "styles": styles_of(encodings)})
     tok = Tokenizer(spec)
     if bad := unreadable + unknown_tokens(encodings, set(tok.itos)):

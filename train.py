@@ -25,7 +25,9 @@ from tqdm import tqdm
 
 import config
 from batch import atomic_open, atomic_write, clean_stale, die, read_jsonl, reason, writable_dir, write_json
+from encoding_decoding import kind
 from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args, pick_device, read_checkpoint
+from simple_tokenizer import Tokenizer
 
 TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
@@ -47,6 +49,9 @@ def read_data(data_dir):
     tokenizer = (data_dir / "tokenizer.json").read_bytes() if (data_dir / "tokenizer.json").is_file() else b""
     if hashlib.sha256(tokenizer).hexdigest() != sha:
         die(f"{data_dir}/tokenizer.json is missing or is not the one meta.json names (rerun prepare.py)")
+    if (n := len(json.loads(tokenizer)["itos"])) != meta["vocab_size"]:
+        die(f"vocab mismatch: {data_dir}/meta.json says {meta['vocab_size']} tokens, its tokenizer.json has {n} "
+            f"(rerun prepare.py)")
     splits = {}
     for split, n in counts.items():
         path = data_dir / f"{split}.bin"
@@ -112,6 +117,16 @@ def save_checkpoint(path, state):
         die(f"could not write {path} ({reason(e)}); the earlier {path.name}, if any, is intact")
 
 
+def extend_vocab(ckpt, old, new):
+    """Give a checkpoint's tied embedding rows for the tokens that `new` appends to `old` (new styles), each
+    starting as the mean of the old style rows, so a new style begins as "some style" rather than noise."""
+    styles = [i for i, t in enumerate(old) if kind(t) == "style"]
+    for key, w in ckpt["model"].items():
+        if key.endswith(("tok_emb.weight", "lm_head.weight")):
+            ckpt["model"][key] = torch.cat([w, w[styles].mean(0, keepdim=True).expand(len(new) - len(old), -1)])
+    ckpt["model_args"]["vocab_size"] = len(new)
+
+
 def holds_a_run(out_dir):
     return any((out_dir / name).exists() for name in ("checkpoint.pt", "best.pt"))
 
@@ -164,8 +179,19 @@ def main(argv=None):
 
     # --- the model: from scratch, resumed, or fine-tuned from another run
     if ckpt is not None and ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
-        die(f"vocab mismatch: the checkpoint has {ckpt['model_args']['vocab_size']} tokens, "
-            f"{c.data_dir}/meta.json has {meta['vocab_size']}")
+        source = find_checkpoint(out_dir if resume else c.init_from).parent / "tokenizer.json"
+        try:
+            old = Tokenizer.load(source).itos if source.is_file() and not resume else None
+        except ValueError as e:
+            die(e)
+        new = json.loads(tokenizer)["itos"]
+        if old is None or len(new) <= len(old) or new[:len(old)] != old:
+            die(f"vocab mismatch: the checkpoint has {ckpt['model_args']['vocab_size']} tokens, "
+                f"{c.data_dir}/meta.json has {meta['vocab_size']} (to fine-tune on new styles, build the data's "
+                f"tokenizer with simple_tokenizer.py --base {c.init_from})")
+        extend_vocab(ckpt, old, new)
+        if master:
+            print(f"fine-tuning with {len(new) - len(old)} new tokens: {', '.join(new[len(old):])}")
     run_tokenizer = out_dir / "tokenizer.json"
     if resume and run_tokenizer.is_file() and run_tokenizer.read_bytes() != tokenizer:
         die(f"{c.data_dir} was prepared with another tokenizer than the run's {run_tokenizer} (same size, other "

@@ -44,9 +44,10 @@ def scale(n=12, start=60, ch=0, step=240):
     return track(*[on(start + i, 80, ch) + off(start + i, ch, delta=step) for i in range(n)])
 
 
-def make_bin(root, n=24):
-    """A tiny prepared dataset (text encodings -> train.bin/val.bin/meta.json/tokenizer.json) under root/bin."""
-    from encoding_decoding import Spec, notes_to_tokens, tokens_to_text
+def make_bin(root, n=24, header=None, tokenizer=ROOT / "tokenizers/simple_tokenizer.json"):
+    """A tiny prepared dataset (text encodings -> train.bin/val.bin/meta.json/tokenizer.json) under root/bin;
+    with tokenizer=None only the encodings are written (under root/text)."""
+    from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
     import prepare
     spec = Spec()
     for i in range(n):  # little chorale-like pieces: a rising line over a held bass, each in its own key
@@ -54,9 +55,12 @@ def make_bin(root, n=24):
         notes += [(4 * k, 60 + (i + 2 * k) % 12, 4, 80 + k % 3) for k in range(24)]
         path = root / "text" / f"piece{i}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(tokens_to_text(notes_to_tokens(sorted(notes, key=lambda n: (n[0], -n[1])), spec)))
+        path.write_text(tokens_to_text(notes_to_tokens(sorted(notes, key=lambda n: (n[0], -n[1])), spec,
+                                                       header or Header())))
+    if tokenizer is None:
+        return None
     prepare.main(["--main_data_path", str(root / "text"), "--output_base_dir", str(root / "bin"),
-                  "--tokenizer_paths", str(ROOT / "tokenizers/simple_tokenizer.json"), "--val_fraction", "0.2"])
+                  "--tokenizer_paths", str(tokenizer), "--val_fraction", "0.2"])
     return root / "bin"
 
 

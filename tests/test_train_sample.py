@@ -197,3 +197,26 @@ def test_fine_tune_from_another_run(data, trained, tmp_path):
     evals = [row for row in step_losses(tmp_path / "ft") if row[4] is not None]
     first_scratch = [row for row in step_losses(trained) if row[4] is not None][0][4]
     assert evals[0][0] == 0 and evals[0][4] < first_scratch - 1.0  # starts from the trained weights
+
+
+def test_fine_tuning_on_a_new_style_extends_the_vocabulary(trained, tmp_path):
+    from conftest import make_bin
+    from encoding_decoding import Header
+    mine = Header(style="mybandsongs")
+    make_bin(tmp_path, n=12, header=mine, tokenizer=None)
+    for name, base in (("plain.json", []), ("tok.json", ["--base", trained])):
+        r = run("simple_tokenizer.py", "--dirs", tmp_path / "text", "--output", tmp_path / name, *base)
+        assert r.returncode == 0, r.stderr
+    plain = make_bin(tmp_path / "plain", n=12, header=mine, tokenizer=tmp_path / "plain.json")
+    r = run("train.py", *train_args(plain, tmp_path / "no", f"--init_from={trained}", "--max_iters=2"))
+    assert r.returncode != 0 and "vocab mismatch" in r.stderr and "simple_tokenizer.py --base" in r.stderr
+    tok = Tokenizer.load(tmp_path / "tok.json")
+    assert tok.itos[:TOK.vocab_size] == TOK.itos and tok.itos[TOK.vocab_size:] == ["style:mybandsongs"]
+    data = make_bin(tmp_path / "ext", n=12, header=mine, tokenizer=tmp_path / "tok.json")
+    r = run("train.py", *train_args(data, tmp_path / "ft", f"--init_from={trained}", "--max_iters=4",
+                                    "--eval_interval=4"))
+    assert r.returncode == 0 and "fine-tuning with 1 new tokens: style:mybandsongs" in r.stdout, r.stderr
+    r = run("sample.py", "--out_dir", tmp_path / "ft", "--style", "mybandsongs", "--num_samples", 1,
+            "--max_new_tokens", 20, "--output_dir", tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s/ft_mybandsongs_seed1337_0.txt").read_text().split()[1] == "style:mybandsongs"
