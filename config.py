@@ -74,7 +74,7 @@ rope_theta = 10000.0
 
 # --- DeepSeekMoE
 n_shared_experts = 2       # always on; fused into one MLP
-n_routed_experts = 2
+n_routed_experts = 2       # 0: no routing, the shared experts alone (a dense feed-forward, the control for MoE)
 top_k_experts = 1          # routed experts per token
 expert_hidden = 3072       # hidden width of one expert (4 * n_embd)
 route_scale = 1.0          # multiplies the routed weights
@@ -141,7 +141,7 @@ LIMITS = {
     "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "seed": (0, 2**63 - 1),
     "block_size": (2, None), "n_layer": (1, None), "n_head": (1, None), "n_embd": (8, None), "dropout": (0, [1]),
     "q_lora_rank": (0, None), "kv_lora_rank": (1, None), "qk_nope_head_dim": (0, None), "qk_rope_head_dim": (2, None),
-    "v_head_dim": (1, None), "rope_theta": ([0], None), "n_shared_experts": (0, None), "n_routed_experts": (1, None),
+    "v_head_dim": (1, None), "rope_theta": ([0], None), "n_shared_experts": (0, None), "n_routed_experts": (0, None),
     "top_k_experts": (1, None), "expert_hidden": (8, None), "route_scale": ([0], None), "bias_update_speed": (0, None),
     "balance_factor": (0, None), "learning_rate": ([0], None), "min_lr": (0, None), "weight_decay": (0, None),
     "beta1": (0, [1]), "beta2": (0, [1]), "grad_clip": (0, None), "batch_size": (1, None),

@@ -53,9 +53,11 @@ class GPTConfig:
         return cls(**config.pick(values, [f.name for f in fields(cls) if f.name not in extra]), **extra)
 
     def __post_init__(self):
-        if not 1 <= self.top_k_experts <= self.n_routed_experts:
+        if self.n_routed_experts and not 1 <= self.top_k_experts <= self.n_routed_experts:
             raise ValueError(f"need 1 <= top_k_experts <= n_routed_experts, got top_k_experts={self.top_k_experts} "
                              f"and n_routed_experts={self.n_routed_experts}")
+        if not self.n_routed_experts and not self.n_shared_experts:
+            raise ValueError("n_routed_experts=0 (a dense feed-forward) needs n_shared_experts >= 1")
         if self.n_embd % 8 or self.expert_hidden % 8:
             raise ValueError(f"n_embd and expert_hidden must be multiples of 8 (for the grouped GEMM), got "
                              f"{self.n_embd} and {self.expert_hidden}")
@@ -205,6 +207,8 @@ class MoE(nn.Module):
         """x (B, T, d) -> (output (B, T, d), sequence-wise balance loss)."""
         cfg, (B, T, d) = self.cfg, x.shape
         E, k = cfg.n_routed_experts, cfg.top_k_experts
+        if not E:  # no routed experts: a dense feed-forward of the shared experts (the control for MoE)
+            return self.shared(x), x.new_zeros(())
         flat = x.reshape(B * T, d)
         weights, indices, scores = self.gate(flat)
         expert = indices.flatten()                        # (N*k,): token n's j-th pick sits at n*k + j
@@ -308,7 +312,7 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         if active:
             cfg = self.cfg
-            n -= cfg.n_layer * (cfg.n_routed_experts - cfg.top_k_experts) * 2 * cfg.n_embd * cfg.expert_hidden
+            n -= cfg.n_layer * max(cfg.n_routed_experts - cfg.top_k_experts, 0) * 2 * cfg.n_embd * cfg.expert_hidden
         return n
 
     def forward(self, idx, targets=None, cache=None, pos=0):

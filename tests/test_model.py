@@ -217,3 +217,20 @@ def test_moe_forward_makes_no_host_sync_on_cuda():
             moe(x)
         finally:
             torch.cuda.set_sync_debug_mode(0)
+
+
+def test_no_routed_experts_is_a_dense_feed_forward():
+    from model import GPT, GPTConfig
+    cfg = GPTConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=32, kv_lora_rank=16, qk_nope_head_dim=8,
+                    qk_rope_head_dim=8, v_head_dim=16, expert_hidden=64, block_size=16, n_shared_experts=2,
+                    n_routed_experts=0, dropout=0.0)
+    model = GPT(cfg, verbose=False)
+    assert model.num_params() == model.num_params(active=True)
+    x = torch.randint(0, 50, (2, 16))
+    _, loss = model(x, x)
+    loss.backward()
+    assert torch.isfinite(loss) and model.last_loss_parts[1] == 0
+    assert model.update_moe_biases().shape == (1, 0)
+    import pytest
+    with pytest.raises(ValueError, match="needs n_shared_experts >= 1"):
+        GPTConfig(n_routed_experts=0, n_shared_experts=0)
