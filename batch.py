@@ -3,6 +3,7 @@ per-file timeout (a hung or crashed worker costs one file, not the batch), keep 
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import sys
@@ -36,27 +37,25 @@ def find_files(dirs, suffixes, problems=None):
     cannot be listed and a link that leads nowhere are appended to `problems` as (path, reason), or, without a
     list, reported on stderr."""
     found, seen = [], []
+    def unlisted(e):
+        seen.append((e.filename, f"cannot list this folder ({e.strerror})"))
     for d in map(Path, dirs):
         if not d.is_dir():
             die(f"{d}: no such folder")
-        def unlisted(e):
-            seen.append((e.filename, f"cannot list this folder ({e.strerror})"))
-        for root, folders, files in os.walk(d, onerror=unlisted, followlinks=True):
-            folders.sort()
-            for name in files:
-                p = Path(root, name)
-                if p.suffix.lower() not in suffixes:
-                    continue
+        here = []
+        for root, _, files in os.walk(d, onerror=unlisted, followlinks=True):
+            for p in (Path(root, name) for name in files if Path(name).suffix.lower() in suffixes):
                 if p.is_file():
-                    found.append((d, p))
+                    here.append((d, p))
                 else:
                     seen.append((str(p), "a link to a file that does not exist" if p.is_symlink() else "not a file"))
+        found += sorted(here)
     if problems is None:
         for path, why in seen:
             print(f"warning: {path}: {why}; skipped", file=sys.stderr)
     else:
         problems += seen
-    return sorted(found, key=lambda dp: (str(dp[0]), dp[1]))
+    return found
 
 
 def read_text(path):
@@ -88,25 +87,31 @@ def _pid_alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, someone else's
+        pass
     return True
 
 
+def temp_name(name, suffix):
+    """The hidden name of a temp file or folder for `name`, owned by this process: .name.pidN[.suffix]."""
+    return f".{name}.pid{os.getpid()}.{suffix}"
+
+
+STALE = re.compile(r"\.(?P<name>.+)\.pid(?P<pid>\d+)\.(?:[^.]*\.)?(?P<kind>tmp|old)")
+
+
 def clean_stale(folder):
-    """Remove what a killed run left in `folder`: hidden temp files and folders (.name.PID.*.tmp) of processes that
-    no longer run. A dataset folder set aside for a swap (.name.PID.old) goes back in place if the swap never
+    """Remove what a killed run left in `folder`: hidden temp files and folders (.name.pidN.*tmp) of processes
+    that no longer run. A dataset folder set aside for a swap (.name.pidN.old) goes back in place if the swap never
     finished; else it is removed. Returns the paths removed or restored."""
     folder, done = Path(folder), []
     if not folder.is_dir():
         return done
-    for p in sorted(folder.glob(".*.tmp")) + sorted(folder.glob(".*.old")):
-        parts = p.name.split(".")
-        pid = next((int(x) for x in parts if x.isdigit()), None)
-        if pid is None or _pid_alive(pid):
+    for p in sorted(folder.glob(".*")):
+        if not (m := STALE.fullmatch(p.name)) or _pid_alive(int(m["pid"])):
             continue
-        target = folder / parts[1]
-        if p.suffix == ".old" and not target.exists():
+        target = folder / m["name"]
+        if m["kind"] == "old" and not target.exists():
             os.replace(p, target)
         else:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
@@ -120,7 +125,7 @@ def atomic_open(path):
     so a reader, or a kill, never sees it half written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_name(path.name, ""), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

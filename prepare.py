@@ -18,7 +18,7 @@ import psutil
 
 import config
 from augment_all import VARIANT
-from batch import atomic_write, clean_stale, die, find_files, read_text, writable_dir, write_json
+from batch import atomic_write, clean_stale, die, find_files, read_text, temp_name, writable_dir, write_json
 from encoding_decoding import text_to_tokens, validate
 from simple_tokenizer import Tokenizer
 
@@ -69,7 +69,7 @@ def swap_in(new, out):
     """Replace the folder `out` by the folder `new` as a whole: the old one is set aside, the new one renamed into
     place, the old one removed. A kill between the two renames leaves the old one set aside, and the next run
     (batch.clean_stale) puts it back."""
-    old = out.parent / f".{out.name}.{os.getpid()}.old"
+    old = out.parent / temp_name(out.name, "old")
     if out.exists():
         os.replace(out, old)
     os.replace(new, out)
@@ -131,7 +131,7 @@ def main(argv=None):
     random.Random(args.seed + 1).shuffle(train_files)
     # Everything is built in a hidden folder beside the output, then swapped in whole: a failed or killed run
     # leaves the old dataset as it was, and a reader never sees train.bin of one dataset beside meta.json of another.
-    tmp, rss = out.parent / f".{out.name}.{os.getpid()}.tmp", [0]
+    tmp, rss = out.parent / temp_name(out.name, "tmp"), [0]
     try:
         tmp.mkdir()
         n_train = write_split(tmp / "train.bin", train_files, tok, rejected, rss)

@@ -125,7 +125,7 @@ def test_resume_keeps_the_runs_settings_and_refuses_another_shape(data, trained,
     assert r.returncode != 0 and "--n_embd=64 differs from the checkpoint's n_embd=32" in r.stderr
     # no shape, data or schedule given: all of it comes from the run; a new max_iters is taken
     (run_dir / "metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text() + '{"iter": 31, "lo')  # cut short
-    (run_dir / ".checkpoint.pt.99999999.x.tmp").write_bytes(b"\0" * 1000)  # left by a killed save
+    (run_dir / ".checkpoint.pt.pid99999999.x2y_z.tmp").write_bytes(b"\0" * 1000)  # left by a killed save
     r = run("train.py", f"--out_dir={run_dir}", "--init_from=resume", "--max_iters=34", "--eval_interval=2")
     assert r.returncode == 0, r.stderr
     assert evals(run_dir) == [0, 10, 20, 30, 32, 34]
@@ -185,13 +185,14 @@ def test_a_killed_prepare_is_undone_by_the_next_run(data, tmp_path):
     assert prepare(tmp_path).returncode == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "bin").iterdir()}
     # killed between setting the old folder aside and renaming the new one in: the old one is put back
-    os.replace(tmp_path / "bin", tmp_path / ".bin.99999999.old")
-    (tmp_path / ".bin.99999998.tmp").mkdir()
-    (tmp_path / ".bin.99999998.tmp" / "train.bin").write_bytes(b"")
+    os.replace(tmp_path / "bin", tmp_path / ".bin.pid99999999.old")
+    (tmp_path / ".bin.pid99999998.tmp").mkdir()
+    (tmp_path / ".bin.pid99999998.tmp" / "train.bin").write_bytes(b"")
+    (tmp_path / f".bin.pid{os.getpid()}.tmp").mkdir()  # a live run's: left alone
     from batch import clean_stale
     assert len(clean_stale(tmp_path)) == 2
     assert {p.name: p.read_bytes() for p in (tmp_path / "bin").iterdir()} == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [f".bin.pid{os.getpid()}.tmp"]
 
 
 def test_prepare_says_when_the_augmented_share_cannot_be_met(data, tmp_path):
