@@ -96,7 +96,7 @@ def test_validator_says_where_it_breaks():
     assert validate(f"{head} END n60".split(), SPEC)[0] == 5
     assert validate("START n60 d4 v80 END".split(), SPEC) == (1, "'n60' cannot follow state 'style' (expected style)")
     assert validate("START tempo:121 style:bach meter:3/4 END".split(), SPEC)[0] == 1  # header order is fixed
-    assert "'style:jazz' is not in the vocabulary" in validate(f"START style:jazz tempo:121 meter:3/4 END".split(), SPEC)[1]
+    assert "'style:jazz' is not in the vocabulary" in validate("START style:jazz tempo:121 meter:3/4 END".split(), SPEC)[1]
 
 
 def test_lenient_decoder_skips_and_counts_bad_groups():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ENV, ROOT, midi_file, off, on, run, scale, track, train_args, vlq
-from encoding_decoding import Spec, midi_to_notes
+from encoding_decoding import Spec
 from simple_tokenizer import Tokenizer
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0  # permissions do not stop root
@@ -158,7 +158,8 @@ def test_a_full_disk_keeps_the_earlier_checkpoint(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(SystemExit):
         train.save_checkpoint(path, {})
-    assert "No space left on device" in capsys.readouterr().err and "the earlier checkpoint.pt, if any, is intact"
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "the earlier checkpoint.pt, if any, is intact" in err
     assert path.read_bytes() == b"the earlier checkpoint" and not list(tmp_path.glob(".*.tmp"))
 
 
@@ -257,7 +258,7 @@ def test_an_unlistable_folder_is_reported(tmp_path):
     (src / "song.mid").write_bytes(midi_file(scale(10)))
     os.chmod(src / "locked", 0)
     try:
-        r = encode(tmp_path, "--midi_dirs", src)
+        encode(tmp_path, "--midi_dirs", src)
     finally:
         os.chmod(src / "locked", 0o755)
     assert "cannot list this folder" in (tmp_path / "text/encode_report.json").read_text()
