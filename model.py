@@ -430,10 +430,19 @@ def load_checkpoint(path, device="cpu"):
     ckpt = read_checkpoint(path, device)
     try:
         model = GPT(GPTConfig(**ckpt["model_args"]), verbose=False)
-        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{path}: its weights do not fit this code's model ({reason(e)})") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its model_args do not fit this code's model ({reason(e)})") from None
+    load_weights(model, ckpt, path)
     return model.to(device), ckpt
+
+
+def load_weights(model, ckpt, path):
+    """Put a checkpoint's weights into `model` (a compiled model's names are read too); ValueError if they do not
+    fit it."""
+    try:
+        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its weights do not fit this code's model ({reason(e)})") from None
 
 
 def model_args(cfg):

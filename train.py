@@ -26,7 +26,7 @@ from tqdm import tqdm
 import config
 from batch import atomic_open, atomic_write, clean_stale, die, read_jsonl, reason, writable_dir, write_json
 from encoding_decoding import kind
-from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args, pick_device, read_checkpoint
+from model import GPT, MODEL_KEYS, GPTConfig, autocast, load_weights, model_args, pick_device, read_checkpoint
 from simple_tokenizer import Tokenizer
 
 TRAIN_KEYS = MODEL_KEYS + [
@@ -140,10 +140,11 @@ def main(argv=None):
 
     # --- the model's source, read before anything else: a resumed run continues with its own settings
     resume = c.init_from == "resume"
-    ckpt = None
+    ckpt = ckpt_path = None
     if c.init_from != "scratch":
+        ckpt_path = find_checkpoint(out_dir if resume else c.init_from)
         try:
-            ckpt = read_checkpoint(find_checkpoint(out_dir if resume else c.init_from))
+            ckpt = read_checkpoint(ckpt_path)
         except ValueError as e:
             die(e)
     if resume:
@@ -179,7 +180,7 @@ def main(argv=None):
 
     # --- the model: from scratch, resumed, or fine-tuned from another run
     if ckpt is not None and ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
-        source = find_checkpoint(out_dir if resume else c.init_from).parent / "tokenizer.json"
+        source = ckpt_path.parent / "tokenizer.json"
         try:
             old = Tokenizer.load(source).itos if source.is_file() and not resume else None
         except ValueError as e:
@@ -204,9 +205,9 @@ def main(argv=None):
     model = GPT(cfg, verbose=master).to(device)
     if ckpt:
         try:
-            model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
-        except RuntimeError as e:
-            die(f"the checkpoint's weights do not fit its model_args ({reason(e)})")
+            load_weights(model, ckpt, ckpt_path)
+        except ValueError as e:
+            die(e)
     optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
     sampler = torch.Generator().manual_seed(c.seed)  # all ranks draw the same global batch, each takes its part
