@@ -3,11 +3,14 @@
 python augment_all.py --input_dirs data/text --output_dir data/aug --num_processes 8
 
 A pitch shift that would move any note out of pitch_range is skipped for that piece; velocities are clamped; a
-tempo shift moves the header's tempo token by whole buckets (clamped to the range). Existing outputs are kept, so a
-killed run resumes where it stopped.
+tempo shift moves the header's tempo token by whole buckets (clamped to the range). --aug_variants N writes N of the
+combinations per piece, a choice fixed by the piece's name (skipped ones are replaced by the next in its order).
+Existing outputs are kept, so a killed run resumes where it stopped.
 """
 import argparse
+import hashlib
 import itertools
+import random
 import re
 from collections import Counter
 from functools import partial
@@ -43,16 +46,26 @@ def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
     return out
 
 
+def variants(opts, name):
+    """The (pitch, velocity, tempo) shifts to try for the piece `name`: every combination but the identity, or with
+    aug_variants set, all of them in an order seeded by the name (the caller stops after aug_variants written)."""
+    combos = [c for c in itertools.product(opts.aug_pitch_shifts, opts.aug_velocity_shifts, opts.aug_tempo_shifts)
+              if any(c)]
+    if opts.aug_variants:
+        random.Random(hashlib.sha256(name.encode()).digest()).shuffle(combos)
+    return combos
+
+
 def augment_one(opts, job):
     """Write the missing variants of one file; return a Counter of what happened."""
     src, out_stem = job
-    spec, tokens, counts = Spec.of(opts), None, Counter()
-    for p, v, t in itertools.product(opts.aug_pitch_shifts, opts.aug_velocity_shifts, opts.aug_tempo_shifts):
-        if p == v == t == 0:
-            continue
+    spec, tokens, counts, kept = Spec.of(opts), None, Counter(), 0
+    for p, v, t in variants(opts, Path(out_stem).name):
+        if opts.aug_variants and kept == opts.aug_variants:
+            break
         dest = Path(f"{out_stem}{variant_name(p, v, t)}.txt")
         if dest.exists():
-            counts["already there"] += 1
+            counts["already there"], kept = counts["already there"] + 1, kept + 1
             continue
         if tokens is None and not (tokens := text_to_tokens(read_text(src))):
             raise ValueError("empty encoding: nothing to augment")
@@ -60,7 +73,7 @@ def augment_one(opts, job):
             counts["pitch out of range"] += 1
             continue
         atomic_write(dest, tokens_to_text(shifted))
-        counts["written"] += 1
+        counts["written"], kept = counts["written"] + 1, kept + 1
     return counts
 
 
@@ -70,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="data/aug")
     opts = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
                                "tempo_buckets", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
-                               "num_processes", "file_timeout"], argv)
+                               "aug_variants", "num_processes", "file_timeout"], argv)
     writable_dir(opts.output_dir, "--output_dir")
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))
             for d, p in find_files(opts.input_dirs, {".txt"}) if not VARIANT.match(p.stem)]

@@ -50,6 +50,8 @@ timeout_bytes = 50_000
 aug_pitch_shifts = (-5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6)  # semitones; a shift leaving pitch_range is skipped
 aug_velocity_shifts = (-10, 0, 10)                           # added to every velocity, clamped to velocity_range
 aug_tempo_shifts = (-1, 0, 1)  # tempo buckets; on the demo data val loss 0.695 vs 0.715 without (BENCHMARKS.md)
+aug_variants = 0  # variants written per piece: 0 = every combination above (107), N = N of them, chosen per piece by
+                  # a stable hash (the whole corpus at 107 per piece would be 1.5M files)
 
 # --- train/val split (prepare.py)
 val_fraction = 0.05         # share of pieces (originals) held out, chosen by a stable hash of the piece id
@@ -137,7 +139,7 @@ LIMITS = {
     "sample_freq": (1, 480), "pitch_range": (0, 127), "velocity_range": (1, 127), "max_dur": (1, 10_000),
     "default_velocity": (1, 127), "min_notes": (0, None), "max_piece_steps": (1, None), "default_bpm": ([0], None),
     "tempo_range": ([0], None), "tempo_buckets": (1, 1000), "num_processes": (0, None), "file_timeout": ([0], None),
-    "timeout_bytes": (1, None),
+    "timeout_bytes": (1, None), "aug_variants": (0, None),
     "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "seed": (0, 2**63 - 1),
     "block_size": (2, None), "n_layer": (1, None), "n_head": (1, None), "n_embd": (8, None), "dropout": (0, [1]),
     "q_lora_rank": (0, None), "kv_lora_rank": (1, None), "qk_nope_head_dim": (0, None), "qk_rope_head_dim": (2, None),

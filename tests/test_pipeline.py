@@ -1,5 +1,6 @@
 """first_silence_cleaner, simple_tokenizer, augment_all and prepare on small hand-made encodings."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -99,6 +100,22 @@ def test_augment_names_skips_and_resumes(tmp_path):
     assert text.split()[2] == SPEC.tempo_token(120, shift=1) != SPEC.tempo_token(120)  # one bucket faster
     again = run("augment_all.py", *args)
     assert "0 variants written, 33 already there" in again.stdout
+
+
+def test_augment_variants_writes_a_fixed_choice_per_piece(tmp_path):
+    write_corpus(tmp_path / "text", 4)
+    args = ["--input_dirs", tmp_path / "text", "--output_dir", tmp_path / "aug", "--aug_variants", 3]
+    r = run("augment_all.py", *args)
+    assert r.returncode == 0, r.stderr
+    names = {}
+    for p in (tmp_path / "aug").rglob("*.txt"):
+        names.setdefault(p.name.split("__")[0], set()).add(p.name)
+    assert len(names) == 4 and all(len(v) == 3 for v in names.values()) and "12 variants written" in r.stdout
+    assert len({frozenset(n.split("__")[1] for n in v) for v in names.values()}) > 1  # not the same three for all
+    shutil.rmtree(tmp_path / "aug")
+    again = run("augment_all.py", *args)  # the choice is fixed by the names: the same files again
+    assert {p.name for p in (tmp_path / "aug").rglob("*.txt")} == set().union(*names.values())
+    assert "0 variants written, 12 already there" in run("augment_all.py", *args).stdout and again.returncode == 0
 
 
 def prepare(tmp_path, *extra):
