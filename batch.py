@@ -119,6 +119,17 @@ def clean_stale(folder):
     return done
 
 
+def swap_in(new, out):
+    """Replace the folder `out` by the folder `new` as a whole: the old one is set aside, the new one renamed into
+    place, the old one removed. A kill between the two renames leaves the old one set aside, and the next run
+    (batch.clean_stale) puts it back."""
+    old = out.parent / temp_name(out.name, "old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_open(path):
     """A binary file that appears at `path` only when the block ends without error (temp file + os.replace),

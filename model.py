@@ -479,11 +479,11 @@ def autocast(device, dtype):
 
 def load_run(run, device, checkpoint=None):
     """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing.
-    `checkpoint` names the file; without it, best.pt, else checkpoint.pt."""
+    `checkpoint` names the file; without it, best.pt, else checkpoint.pt, else model.pt (an exported model)."""
     run = Path(run)
     if not run.is_dir():
         die(f"{run}: no such run folder")
-    names = [checkpoint] if checkpoint else ["best.pt", "checkpoint.pt"]
+    names = [checkpoint] if checkpoint else ["best.pt", "checkpoint.pt", "model.pt"]
     ckpt = next((run / n for n in names if (run / n).is_file()), None)
     if ckpt is None:
         die(f"{run}: no {' or '.join(names)} here" + ("" if checkpoint else " (train a model first)"))

@@ -8,7 +8,6 @@ piece reaches train.bin; val.bin holds originals only. Pieces stream to disk one
 """
 import argparse
 import hashlib
-import os
 import random
 import shutil
 from pathlib import Path
@@ -18,7 +17,7 @@ import psutil
 
 import config
 from augment_all import VARIANT
-from batch import atomic_write, clean_stale, die, find_files, read_text, temp_name, writable_dir, write_json
+from batch import atomic_write, clean_stale, die, find_files, read_text, swap_in, temp_name, writable_dir, write_json
 from encoding_decoding import text_to_tokens, validate
 from simple_tokenizer import Tokenizer
 
@@ -63,17 +62,6 @@ def write_split(path, files, tok, rejected, rss):
             if i % 256 == 0:
                 rss[0] = max(rss[0], psutil.Process().memory_info().rss)
     return n_tokens, n_pieces
-
-
-def swap_in(new, out):
-    """Replace the folder `out` by the folder `new` as a whole: the old one is set aside, the new one renamed into
-    place, the old one removed. A kill between the two renames leaves the old one set aside, and the next run
-    (batch.clean_stale) puts it back."""
-    old = out.parent / temp_name(out.name, "old")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(new, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv=None):

@@ -2,6 +2,7 @@
 
 python train.py --data_dir=data/bin --out_dir=models/my_run [--preset=cpu_demo] [--init_from=resume]
 torchrun --standalone --nproc_per_node=8 train.py --data_dir=data/bin --out_dir=models/my_run
+python train.py --out_dir=models/my_run --export=models/mine    # a weights-only bf16 copy to share (model.pt)
 
 The run folder gets checkpoint.pt (latest) and best.pt (best val loss), both written atomically and loadable with
 weights_only=True, plus config.json, tokenizer.json, metrics.jsonl and tensorboard/. A resumed run continues exactly
@@ -24,7 +25,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import config
-from batch import atomic_open, atomic_write, clean_stale, die, read_jsonl, reason, writable_dir, write_json
+from batch import (atomic_open, atomic_write, clean_stale, die, read_jsonl, reason, swap_in, temp_name, writable_dir,
+                   write_json)
 from encoding_decoding import kind
 from model import GPT, MODEL_KEYS, GPTConfig, autocast, load_weights, model_args, pick_device, read_checkpoint
 from simple_tokenizer import Tokenizer
@@ -101,9 +103,10 @@ def evaluate(model, splits, c, device, ctx):
 
 
 def find_checkpoint(path):
-    """A checkpoint file, or the checkpoint.pt in a run folder."""
+    """A checkpoint file, or a run folder's checkpoint.pt (model.pt in an exported one, weights only)."""
     path = Path(path)
-    path = path if path.suffix == ".pt" else path / "checkpoint.pt"
+    if path.suffix != ".pt":
+        path = next((path / n for n in ("checkpoint.pt", "model.pt") if (path / n).is_file()), path / "checkpoint.pt")
     if not path.is_file():
         die(f"{path}: no checkpoint here")
     return path
@@ -128,15 +131,58 @@ def extend_vocab(ckpt, old, new):
 
 
 def holds_a_run(out_dir):
-    return any((out_dir / name).exists() for name in ("checkpoint.pt", "best.pt"))
+    return any((out_dir / name).exists() for name in ("checkpoint.pt", "best.pt", "model.pt"))
+
+
+def export(run, dest, overwrite):
+    """Write `dest`, a weights-only copy of the run for sharing: best.pt (else checkpoint.pt) as model.pt with its
+    matrices in bfloat16 (vectors, norms and routing biases stay float32), beside the run's config.json,
+    tokenizer.json and metrics.jsonl. Other files already in `dest` (MODEL.md, ...) are kept; the folder is built
+    hidden and swapped in whole."""
+    src = next((run / n for n in ("best.pt", "checkpoint.pt") if (run / n).is_file()), None)
+    if src is None:
+        die(f"{run}: no best.pt or checkpoint.pt to export")
+    if holds_a_run(dest) and not overwrite:
+        die(f"{dest} already holds a model: add --overwrite to replace it")
+    if dest.exists() and not dest.is_dir():
+        die(f"--export {dest} is a file, not a folder")
+    try:
+        ckpt = read_checkpoint(src)
+    except ValueError as e:
+        die(e)
+    weights = {k: v.to(torch.bfloat16) if v.is_floating_point() and v.dim() >= 2 else v
+               for k, v in ckpt["model"].items()}
+    shipped = {"model": weights, "model_args": ckpt["model_args"], "iter_num": ckpt["iter_num"],
+               "best_val_loss": ckpt["best_val_loss"], "config": ckpt["config"], "exported_from": src.name}
+    writable_dir(dest.parent, "the folder of --export")
+    clean_stale(dest.parent)
+    tmp = dest.parent / temp_name(dest.name, "tmp")
+    try:
+        shutil.copytree(dest, tmp, ignore=shutil.ignore_patterns(".*")) if dest.is_dir() else tmp.mkdir()
+        save_checkpoint(tmp / "model.pt", shipped)
+        for name in ("config.json", "tokenizer.json", "metrics.jsonl"):
+            atomic_write(tmp / name, (run / name).read_bytes())
+        swap_in(tmp, dest)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        die(f"could not write {dest} ({reason(e)}); it is left as it was")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = (dest / "model.pt").stat().st_size
+    print(f"{dest}/model.pt: {src} at step {ckpt['iter_num']} (val loss {ckpt['best_val_loss']:.4f}), "
+          f"{size / 2**20:.1f} MiB; with config.json, tokenizer.json, metrics.jsonl")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--overwrite", action="store_true",
                         help="start from scratch in an --out_dir that already holds a trained run, deleting it")
+    parser.add_argument("--export", metavar="DEST", help="write a weights-only bf16 copy of --out_dir to DEST and exit")
     c = config.cli(parser, TRAIN_KEYS, argv)
     out_dir = Path(c.out_dir)
+    if c.export:
+        return export(out_dir, Path(c.export), c.overwrite)
 
     # --- the model's source, read before anything else: a resumed run continues with its own settings
     resume = c.init_from == "resume"
@@ -147,6 +193,9 @@ def main(argv=None):
             ckpt = read_checkpoint(ckpt_path)
         except ValueError as e:
             die(e)
+    if resume and "optimizer" not in ckpt:
+        die(f"{ckpt_path} holds weights only (an exported model): fine-tune it with --init_from={out_dir} "
+            f"into another --out_dir")
     if resume:
         saved = ckpt.get("config", {})
         for k in TRAIN_KEYS:

@@ -220,3 +220,29 @@ def test_fine_tuning_on_a_new_style_extends_the_vocabulary(trained, tmp_path):
             "--max_new_tokens", 20, "--output_dir", tmp_path / "s")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "s/ft_mybandsongs_seed1337_0.txt").read_text().split()[1] == "style:mybandsongs"
+
+
+def test_export_writes_a_weights_only_bf16_model_that_samples_and_fine_tunes(data, trained, tmp_path):
+    dest = tmp_path / "shipped"
+    dest.mkdir()
+    (dest / "MODEL.md").write_text("notes")
+    r = run("train.py", f"--out_dir={trained}", f"--export={dest}")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["MODEL.md", "config.json", "metrics.jsonl", "model.pt",
+                                                      "tokenizer.json"]
+    shipped, best = (torch.load(p, weights_only=True) for p in (dest / "model.pt", trained / "best.pt"))
+    assert "optimizer" not in shipped and shipped["iter_num"] == best["iter_num"]
+    for k, v in best["model"].items():
+        assert shipped["model"][k].dtype == (torch.bfloat16 if v.dim() >= 2 else v.dtype), k
+        assert torch.allclose(shipped["model"][k].float(), v.float(), rtol=1e-2, atol=1e-3), k
+    assert (dest / "model.pt").stat().st_size < 0.6 * (trained / "best.pt").stat().st_size / 2  # no optimizer, bf16
+    again = run("train.py", f"--out_dir={trained}", f"--export={dest}")
+    assert again.returncode != 0 and again.stderr.strip().endswith("add --overwrite to replace it")
+    assert run("train.py", f"--out_dir={trained}", f"--export={dest}", "--overwrite").returncode == 0
+    assert (dest / "MODEL.md").read_text() == "notes"
+    r = run("sample.py", "--out_dir", dest, "--num_samples", 1, "--max_new_tokens", 40, "--output_dir", tmp_path / "s")
+    assert r.returncode == 0 and (tmp_path / "s/shipped_seed1337_0.mid").is_file(), r.stderr
+    r = run("train.py", *train_args(data, dest, "--init_from=resume"))
+    assert r.returncode != 0 and "holds weights only" in r.stderr and "Traceback" not in r.stderr
+    r = run("train.py", *train_args(data, tmp_path / "ft", f"--init_from={dest}", "--max_iters=2", "--eval_interval=2"))
+    assert r.returncode == 0, r.stderr
