@@ -31,3 +31,36 @@ demo: .venv/installed
 		midi-samples/demo_fiddle_seed1337_0.mid midi-samples/demo_fiddle_seed1337_1.mid
 
 .PHONY: demo
+
+# The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus, about two hours on 2 CPU cores.
+# The data and the full run (with its optimizer state, so that a killed training resumes) stay in CORPUS, outside
+# the work tree; every step resumes or skips what is done, so a rerun after a kill goes on where it stopped.
+CORPUS := $(HOME)/.cache/nano-gpt-v3/corpus
+model: .venv/installed
+	$(PY) encode_all.py --corpus music21 --text_dir $(CORPUS)/text
+	$(PY) first_silence_cleaner.py --dirs $(CORPUS)/text
+	$(PY) simple_tokenizer.py --dirs $(CORPUS)/text --output $(CORPUS)/tokenizer.json
+	$(PY) augment_all.py --input_dirs $(CORPUS)/text --output_dir $(CORPUS)/aug --aug_variants 2
+	$(PY) prepare.py --main_data_path $(CORPUS)/text --augmented_data_path $(CORPUS)/aug --output_base_dir $(CORPUS)/bin \
+		--tokenizer_paths $(CORPUS)/tokenizer.json --augmented_percentage 50
+	$(PY) train.py --preset=corpus --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run \
+		$$(test -f $(CORPUS)/run/checkpoint.pt && echo --init_from=resume)
+	$(PY) train.py --out_dir=$(CORPUS)/run --export=models/corpus --overwrite
+	$(PY) plot.py --out_dir models/corpus
+	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin
+	$(MAKE) samples
+
+# midi-samples/shipped: eight samples of the shipped model, one or two per main style, from this fixed list of
+# styles, lengths and seeds (not picked by ear), each with its piano roll. Reruns give the same files.
+SAMPLES := midi-samples/shipped
+samples: .venv/installed
+	$(PY) sample.py --style bach --bars 16 --num_samples 2 --seed 1 --output_dir $(SAMPLES)
+	$(PY) sample.py --style palestrina --bars 16 --num_samples 1 --seed 2 --output_dir $(SAMPLES)
+	$(PY) sample.py --style fiddle --bars 16 --num_samples 1 --seed 3 --output_dir $(SAMPLES)
+	$(PY) sample.py --style folk --bars 16 --num_samples 1 --seed 4 --output_dir $(SAMPLES)
+	$(PY) sample.py --style classical --bars 16 --num_samples 1 --seed 5 --output_dir $(SAMPLES)
+	$(PY) sample.py --style romantic --bars 16 --num_samples 1 --seed 6 --output_dir $(SAMPLES)
+	$(PY) sample.py --style baroque --bars 16 --num_samples 1 --seed 7 --output_dir $(SAMPLES)
+	$(PY) plot.py --midi $(SAMPLES)/*.mid
+
+.PHONY: model samples

@@ -154,7 +154,7 @@ LIMITS = {
     # scripts' own arguments
     "prompt_bars": (1, None), "bars": (1, None), "seconds": ([0], None), "tempo": ([0], None), "bpm": ([0], None),
     "ngram": (1, 10), "ngram_max_tokens": (1, None), "memorization_threshold": (1, None), "control_samples": (1, None),
-    "eval_bars": (1, None), "eval_seconds": ([0], None),
+    "main_style_pieces": (1, None), "eval_bars": (1, None), "eval_seconds": ([0], None),
 }
 CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16")}
 
@@ -226,9 +226,10 @@ def _one_line_error(message):
     sys.exit(2)
 
 
-def cli(parser, keys, argv=None):
-    """Parse a script's own arguments plus `--preset` and `--key=value` overrides of the config `keys`."""
-    values = defaults()
+def cli(parser, keys, argv=None, own=None):
+    """Parse a script's own arguments plus `--preset` and `--key=value` overrides of the config `keys`; `own` holds
+    the script's own defaults for some of them."""
+    values = {**defaults(), **(own or {})}
     parser.allow_abbrev = False  # --learning_rat=1 must be an error, not learning_rate
     parser.error = _one_line_error
     group = parser.add_argument_group("config overrides (see config.py)")

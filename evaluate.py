@@ -10,9 +10,11 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   samples and for the validation pieces, and the overlapping area of each pair (Yang & Lerch, 2018).
 - Memorization: the longest run of tokens (and of note events) each sample shares with train.bin.
 - Per style: likelihood and statistics again for each style's validation pieces, against samples asked for it.
-- Control adherence, on the samples' MIDI files read back: the share of samples asked for a style whose statistics
-  are closest to that style's, that end within one step of a --bars / --seconds target, and that keep every note
-  inside a --key and --pitch_range.
+  The main styles are those with at least --main_style_pieces validation pieces (a profile of one or two pieces
+  says little).
+- Control adherence, on the samples' MIDI files read back: the share of samples asked for a main style whose
+  statistics are closest to that style's (among the main styles), that end within one step of a --bars / --seconds
+  target, and that keep every note inside a --key and --pitch_range.
 """
 import argparse
 import math
@@ -283,6 +285,8 @@ def main(argv=None):
     parser.add_argument("--control_samples", type=config.typed("control_samples", 16), default=16, help="samples per style and per control measured")
     parser.add_argument("--eval_bars", type=config.typed("eval_bars", 8), default=8, help="the --bars target whose adherence is measured")
     parser.add_argument("--eval_seconds", type=config.typed("eval_seconds", 20.0), default=20.0, help="the --seconds target measured")
+    parser.add_argument("--main_style_pieces", type=config.typed("main_style_pieces", 10), default=10,
+                        help="validation pieces that make a style a main one")
     parser.add_argument("--eval_key", default="D minor", help="the --key measured")
     parser.add_argument("--eval_pitch_range", type=config.typed("pitch_range", (48, 84)), default=(48, 84),
                         help="the --pitch_range measured, LOW,HIGH")
@@ -338,7 +342,9 @@ def main(argv=None):
         per_style[style] = {"val_pieces": int(which.sum()), "likelihood": lik, "bits_per_note_vs_ngram": r,
                             "overlapping_area": {name: overlapping_area(histogram(asked, name), histogram(mine, name))
                                                  for name in {**STATS, **PIECE_STATS}}}
-    control = adherence(model, tok, device, args, styles, style_profiles)
+        per_style[style]["main"] = bool(which.sum() >= args.main_style_pieces)
+    main_styles = [s for s in styles if per_style[s]["main"]]
+    control = adherence(model, tok, device, args, main_styles, style_profiles)
 
     sample_ids = [np.asarray(tok.encode(t), dtype=np.int64) for t in sampled]
     token_runs = longest_runs(sample_ids, train)
@@ -351,7 +357,7 @@ def main(argv=None):
         "checkpoint": str(ckpt), "val_pieces": len(val), "val_tokens": n_tokens, "val_notes": n_notes,
         "ngram_fit_tokens": int(sum(map(len, fit_on))),
         "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
-        "grammar_valid_share": grammar, "overlapping_area": overlap, "per_style": per_style,
+        "grammar_valid_share": grammar, "overlapping_area": overlap, "per_style": per_style, "main_styles": main_styles,
         "control_adherence": control,
         "memorization": {"longest_token_run": token_runs, "longest_note_run": note_runs,
                          "threshold_tokens": args.memorization_threshold,
@@ -366,17 +372,20 @@ def main(argv=None):
     lines += ["", f"bits/note vs the n-gram: {ratio:.2f}x", "",
               "| grammar | valid share |", "|---|---|"] + [f"| {k} | {v:.0%} |" for k, v in grammar.items()]
     lines += ["", "| statistic | overlapping area |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in overlap.items()]
-    lines += ["", "Per style (samples asked for the style with --style, against that style's validation pieces):", "",
+    lines += ["", "Per style (samples asked for the style with --style, against that style's validation pieces; main "
+              f"styles, with at least {args.main_style_pieces} validation pieces, in bold):", "",
               "| style | val pieces | model bits/note | vs n-gram | " + " | ".join(STATS) + " | "
               + " | ".join(PIECE_STATS) + " |", "|---" * (4 + len(STATS) + len(PIECE_STATS)) + "|"]
-    lines += [f"| {s} | {d['val_pieces']} | {d['likelihood']['model']['bits_per_note']:.3f} | "
+    lines += [f"| {f'**{s}**' if d['main'] else s} | {d['val_pieces']} | "
+              f"{d['likelihood']['model']['bits_per_note']:.3f} | "
               f"{d['bits_per_note_vs_ngram']:.2f}x | "
               + " | ".join(f"{d['overlapping_area'][k]:.2f}" for k in {**STATS, **PIECE_STATS}) + " |"
               for s, d in per_style.items()]
     lines += ["", f"Control adherence ({args.control_samples} samples each, measured on the MIDI files):", "",
               "| control | share |", "|---|---|"]
     if "style" in control:
-        lines.append(f"| --style: closest to the asked style's statistics | {control['style']['share_closest_to_asked_style']:.0%} |")
+        lines.append(f"| --style: closest to the asked style's statistics, among the {len(main_styles)} main styles | "
+                     f"{control['style']['share_closest_to_asked_style']:.0%} |")
     lines += [f"| --bars {args.eval_bars}: ends within one step | {control['bars']['share_within_one_step']:.0%} |",
               f"| --seconds {args.eval_seconds:g}: ends within one step | {control['seconds']['share_within_one_step']:.0%} |",
               f"| --key \"{args.eval_key}\" --pitch_range {','.join(map(str, args.eval_pitch_range))}: no note outside | "

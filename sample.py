@@ -1,10 +1,11 @@
 """Sample new pieces from a trained run, always valid, and write them as MIDI (and token text).
 
-python sample.py --out_dir models/my_run --num_samples 5 --temperature 0.9 --top_k 100 [--top_p 0.95]
+python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --top_k 100 [--top_p 0.95]
     [--style bach] [--tempo 90] [--meter 3/4] [--bars 16 | --seconds 60] [--key "D minor" | --scale 0,2,4,5,7,9,11]
     [--pitch_range 48,84] [--prompt song.mid --prompt_bars 4] [--bpm 120] [--max_new_tokens 1024]
     [--min_new_tokens 128] [--seed 1] [--output_dir midi-samples] [--wav] [--list_styles]
 
+Without --out_dir it samples from models/corpus, the model that ships in the repo (models/corpus/MODEL.md).
 At every step only the tokens that the grammar and the controls allow can be drawn (model.GrammarMask: lookup
 tables on the device), so every sample is a well-formed piece that obeys them. Same seed, same files, byte for byte.
 """
@@ -24,6 +25,7 @@ from encoding_decoding import (END, HEADER, START, Controls, bar_steps, finish, 
 from first_silence_cleaner import strip_leading_silence
 from model import GrammarMask, autocast, load_run, pick_device
 
+SHIPPED = "models/corpus"  # the model in the repo: what sample.py plays without --out_dir
 SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
 
@@ -89,7 +91,7 @@ def main(argv=None):
     control.add_argument("--bpm", type=config.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
     args = config.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                               "min_new_tokens", "seed", "device", "dtype"], argv)
+                               "min_new_tokens", "seed", "device", "dtype"], argv, own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")
     controls = parse_controls(args)

@@ -20,6 +20,7 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     assert control["bars"]["share_within_one_step"] == 1.0 and control["seconds"]["share_within_one_step"] == 1.0
     assert control["key_and_range"]["share_with_no_note_outside"] == 1.0
     assert set(report["per_style"]) == {"other"} and report["per_style"]["other"]["val_pieces"] == report["val_pieces"]
+    assert report["main_styles"] == (["other"] if report["val_pieces"] >= 10 else [])  # --main_style_pieces 10
 
 
 def test_evaluate_survives_samples_shorter_than_the_memorization_window(trained, data):

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from conftest import ENV, ROOT, run, train_args
-from encoding_decoding import END, Spec, finish, midi_to_notes, validate
+from encoding_decoding import END, Spec, bar_steps, finish, midi_to_notes, validate
 from model import sample_logits
 from model import GrammarMask
 from simple_tokenizer import Tokenizer
@@ -246,3 +246,20 @@ def test_export_writes_a_weights_only_bf16_model_that_samples_and_fine_tunes(dat
     assert r.returncode != 0 and "holds weights only" in r.stderr and "Traceback" not in r.stderr
     r = run("train.py", *train_args(data, tmp_path / "ft", f"--init_from={dest}", "--max_iters=2", "--eval_interval=2"))
     assert r.returncode == 0, r.stderr
+
+
+def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
+    shipped = ROOT / "models/corpus"
+    for name in ("model.pt", "config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "expert_load.png",
+                 "eval.json", "eval.md", "eval_histograms.png", "MODEL.md"):
+        assert (shipped / name).is_file(), name
+    assert (shipped / "model.pt").stat().st_size <= 16 * 2**20
+    ckpt = torch.load(shipped / "model.pt", weights_only=True)
+    assert {v.dtype for v in ckpt["model"].values() if v.dim() >= 2} == {torch.bfloat16}
+    r = run("sample.py", "--style", "bach", "--bars", 2, "--num_samples", 1, "--output_dir", tmp_path)  # no --out_dir
+    assert r.returncode == 0, r.stderr
+    tokens = (tmp_path / "corpus_bach_seed1337_0.txt").read_text().split()
+    spec = Tokenizer.load(shipped / "tokenizer.json").spec
+    assert tokens[1] == "style:bach" and validate(tokens, spec) is None
+    notes, header, _ = midi_to_notes((tmp_path / "corpus_bach_seed1337_0.mid").read_bytes(), spec)
+    assert notes and max(s + d for s, _, d, _ in notes) == 2 * bar_steps(header.meter, spec.sample_freq)  # --bars 2
