@@ -32,5 +32,5 @@ done
 wait
 for run in "${RUNS[@]}"; do
   read -r name _ <<< "$run"
-  [ -f "$OUT/$name.log" ] && echo "$name: $(grep -h "step $STEPS:" "$OUT/$name.log")"
+  if [ -f "$OUT/$name.log" ]; then echo "$name: $(grep -h "step $STEPS:" "$OUT/$name.log")"; fi
 done
