@@ -469,6 +469,10 @@ def pick_device(device, dtype):
         die(f"--device={device} but MPS is not available here: use --device=cpu")
     if dtype == "auto":
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
+    if kind == "cpu":
+        # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs; as a run trains, enough of them turn up in
+        # the activations and gradients to cost a third of the step time (BENCHMARKS.md). Flush them to zero.
+        torch.set_flush_denormal(True)
     return device, getattr(torch, dtype)
 
 

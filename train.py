@@ -328,7 +328,7 @@ def main(argv=None):
     micro = c.gradient_accumulation_steps // world
     tokens_per_iter = c.gradient_accumulation_steps * c.batch_size * c.block_size
     bar = tqdm(total=c.max_iters, initial=iter_num, desc="train", unit="step", disable=not master or None)
-    t_last = time.perf_counter()
+    t_last, it_last = time.perf_counter(), iter_num
     resumed_at = iter_num if resume else None
     while True:
         if (iter_num % c.eval_interval == 0 or iter_num == c.max_iters) and iter_num != resumed_at:
@@ -376,7 +376,7 @@ def main(argv=None):
         bar.update()
         if master and iter_num % c.log_interval == 0:
             now = time.perf_counter()
-            dt, t_last = (now - t_last) / c.log_interval, now
+            dt, t_last, it_last = (now - t_last) / (iter_num - it_last), now, iter_num  # fewer steps after a resume
             lm, balance = (v.item() for v in model.last_loss_parts)
             row = dict(iter=iter_num, loss=loss_sum.item(), lm_loss=lm, balance_loss=balance, lr=lr,
                        grad_norm=grad_norm.item(), tokens_per_s=tokens_per_iter / dt)
