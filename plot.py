@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 from batch import atomic_open, die, read_jsonl, reason  # noqa: E402
 from encoding_decoding import Spec, bar_steps, midi_to_notes  # noqa: E402
@@ -32,7 +33,9 @@ def plot_run(run):
     ax.plot([r["iter"] for r in steps], [r["lm_loss"] for r in steps], lw=0.8, alpha=0.6, label="train (batch)")
     ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
     ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val")
-    ax.set(xlabel="iteration", ylabel="cross-entropy (nats/token)", title=f"{run.name}: loss")
+    ax.set(xlabel="iteration", ylabel="cross-entropy (nats/token)", title=f"{run.name}: loss", yscale="log")
+    for axis_set in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_set(matplotlib.ticker.FormatStrFormatter("%g"))  # 0.6, 1, 2 rather than 6x10^-1
     ax.grid(alpha=0.3)
     ax.legend()
     save(fig, run / "loss.png")
