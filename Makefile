@@ -47,7 +47,7 @@ model: .venv/installed
 		$$(test -f $(CORPUS)/run/checkpoint.pt && echo --init_from=resume)
 	$(PY) train.py --out_dir=$(CORPUS)/run --export=models/corpus --overwrite
 	$(PY) plot.py --out_dir models/corpus
-	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin
+	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --control_samples 32
 	$(MAKE) samples
 
 # midi-samples/shipped: eight samples of the shipped model, one or two per main style, from this fixed list of
