@@ -293,7 +293,10 @@ def many_midi_files(root, n=400):
 def start_encode(tmp_path):
     p = subprocess.Popen([sys.executable, str(ROOT / "encode_all.py"), "--midi_dirs", many_midi_files(tmp_path / "in"),
                           "--text_dir", tmp_path / "text", "--num_processes", "2"], cwd=ROOT, env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # a shell ignores Ctrl-C in what it starts in the background (`make test &`): undo that,
+                         # so that SIGINT reaches the script as it does at a terminal
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and not (tmp_path / "text/.encode_journal.jsonl").exists():
         time.sleep(0.05)
