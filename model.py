@@ -471,7 +471,8 @@ def pick_device(device, dtype):
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
     if kind == "cpu":
         # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs. Flushed to zero they cost nothing; the
-        # shipped model's run slowed by a third until it was restarted with this (BENCHMARKS.md).
+        # shipped model's run slowed by a third until it was restarted with this (BENCHMARKS.md: the cause is not
+        # pinned down, the flush is a cheap guard).
         torch.set_flush_denormal(True)
     return device, getattr(torch, dtype)
 
