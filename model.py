@@ -482,13 +482,17 @@ def autocast(device, dtype):
     return nullcontext() if dtype == torch.float32 else torch.autocast(device.split(":")[0], dtype=dtype)
 
 
+# A run folder's weights, in the order sampling prefers them; model.pt is an exported run's (weights only).
+WEIGHT_FILES = ("best.pt", "checkpoint.pt", "model.pt")
+
+
 def load_run(run, device, checkpoint=None):
     """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing.
     `checkpoint` names the file; without it, best.pt, else checkpoint.pt, else model.pt (an exported model)."""
     run = Path(run)
     if not run.is_dir():
         die(f"{run}: no such run folder")
-    names = [checkpoint] if checkpoint else ["best.pt", "checkpoint.pt", "model.pt"]
+    names = [checkpoint] if checkpoint else list(WEIGHT_FILES)
     ckpt = next((run / n for n in names if (run / n).is_file()), None)
     if ckpt is None:
         die(f"{run}: no {' or '.join(names)} here" + ("" if checkpoint else " (train a model first)"))

@@ -28,7 +28,8 @@ import config
 from batch import (atomic_open, atomic_write, clean_stale, die, read_jsonl, reason, swap_in, temp_name, writable_dir,
                    write_json)
 from encoding_decoding import kind
-from model import GPT, MODEL_KEYS, GPTConfig, autocast, load_weights, model_args, pick_device, read_checkpoint
+from model import (GPT, MODEL_KEYS, WEIGHT_FILES, GPTConfig, autocast, load_weights, model_args, pick_device,
+                   read_checkpoint)
 from simple_tokenizer import Tokenizer
 
 TRAIN_KEYS = MODEL_KEYS + [
@@ -131,17 +132,17 @@ def extend_vocab(ckpt, old, new):
 
 
 def holds_a_run(out_dir):
-    return any((out_dir / name).exists() for name in ("checkpoint.pt", "best.pt", "model.pt"))
+    return any((out_dir / name).exists() for name in WEIGHT_FILES)
 
 
 def export(run, dest, overwrite):
-    """Write `dest`, a weights-only copy of the run for sharing: best.pt (else checkpoint.pt) as model.pt with its
+    """Write `dest`, a weights-only copy of the run for sharing: its first of WEIGHT_FILES as model.pt with its
     matrices in bfloat16 (vectors, norms and routing biases stay float32), beside the run's config.json,
     tokenizer.json and metrics.jsonl. Other files already in `dest` (MODEL.md, ...) are kept; the folder is built
     hidden and swapped in whole."""
-    src = next((run / n for n in ("best.pt", "checkpoint.pt") if (run / n).is_file()), None)
+    src = next((run / n for n in WEIGHT_FILES if (run / n).is_file()), None)
     if src is None:
-        die(f"{run}: no best.pt or checkpoint.pt to export")
+        die(f"{run}: no {' or '.join(WEIGHT_FILES)} to export")
     if holds_a_run(dest) and not overwrite:
         die(f"{dest} already holds a model: add --overwrite to replace it")
     if dest.exists() and not dest.is_dir():
@@ -158,7 +159,10 @@ def export(run, dest, overwrite):
     clean_stale(dest.parent)
     tmp = dest.parent / temp_name(dest.name, "tmp")
     try:
-        shutil.copytree(dest, tmp, ignore=shutil.ignore_patterns(".*")) if dest.is_dir() else tmp.mkdir()
+        if dest.is_dir():
+            shutil.copytree(dest, tmp, ignore=shutil.ignore_patterns(".*"))
+        else:
+            tmp.mkdir()
         save_checkpoint(tmp / "model.pt", shipped)
         for name in ("config.json", "tokenizer.json", "metrics.jsonl"):
             atomic_write(tmp / name, (run / name).read_bytes())
@@ -288,7 +292,7 @@ def main(argv=None):
         writable_dir(out_dir, "--out_dir")
         clean_stale(out_dir)
         if not resume:  # a fresh run (asked for with --overwrite where one was): none of the old one stays
-            for name in ("checkpoint.pt", "best.pt"):
+            for name in WEIGHT_FILES:
                 (out_dir / name).unlink(missing_ok=True)
         write_json(out_dir / "config.json", {**run_config, "model_args": model_args(cfg), "data_meta": meta})
         atomic_write(out_dir / "tokenizer.json", tokenizer)
