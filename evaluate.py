@@ -7,13 +7,18 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   model and for an interpolated Kneser-Ney n-gram model fitted on train.bin.
 - Grammar: the share of samples that decode cleanly, drawn with and without the sampler's grammar constraint.
 - Statistics: histograms of pitch class, pitch, duration, inter-onset interval, notes per bar and polyphony for the
-  samples and for the validation pieces, and the overlapping area of each pair (Yang & Lerch, 2018).
+  samples and for the validation pieces, and the overlapping area of each pair (Yang & Lerch, 2018). Samples are
+  drawn as sample.py draws them (--temperature, --top_k, --top_p) and hold at most --max_new_tokens tokens, so each
+  validation piece is cut to its first --max_new_tokens tokens too (a few long pieces would otherwise outweigh the
+  rest). The reference: the same measures for as many real pieces from train.bin, cut the same way, in place of the
+  samples: what a model that plays its training data perfectly would score, sampling noise included.
 - Memorization: the longest run of tokens (and of note events) each sample shares with train.bin.
 - Per style: likelihood and statistics again for each style's validation pieces, against samples asked for it.
   The main styles are those with at least --main_style_pieces validation pieces (a profile of one or two pieces
   says little).
 - Control adherence, on the samples' MIDI files read back: the share of samples asked for a main style whose
-  statistics are closest to that style's (among the main styles), that end within one step of a --bars / --seconds
+  statistics are closest to that style's (among the main styles; the reference: the share of real training pieces
+  of the style that this test puts in their own style), that end within one step of a --bars / --seconds
   target, and that keep every note inside a --key and --pitch_range.
 """
 import argparse
@@ -211,13 +216,14 @@ def decodes_cleanly(tokens, spec):
     return err is None or (END not in tokens and err[0] == len(upto))
 
 
-def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls()):
+def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls(), temperature=1.0, top_k=None,
+         top_p=None):
     """n samples (token lists, cut at END) from START, with or without the grammar mask; a length control takes
     the budget that lets every sample reach its target."""
     gen = torch.Generator(device).manual_seed(seed)
     idx = torch.full((n, 1), tok.stoi[START], device=device)
     mask = GrammarMask(tok, device, controls=controls) if constrained else None
-    out = model.generate(idx, controls.token_budget(tok.spec, otherwise=max_new), 1.0, None, None,
+    out = model.generate(idx, controls.token_budget(tok.spec, otherwise=max_new), temperature, top_k, top_p,
                          allowed_fn=mask, stop_id=tok.stoi[END], generator=gen)
     return [tok.decode(row) for row in out.tolist()]
 
@@ -243,33 +249,42 @@ def closeness(a, b):
     return float(np.mean([overlapping_area(a[k], b[k]) for k in STATS]))
 
 
-def adherence(model, tok, device, args, styles, style_profiles):
-    """Control adherence on sampled MIDI read back: style (closest style profile), length (ends within one step
-    of --bars / --seconds) and pitch (no note outside --key and --pitch_range)."""
-    n, spec, out = args.control_samples, tok.spec, {}
+def closest_style(notes, styles, style_profiles):
+    """The style whose profile is closest to one piece's statistics."""
+    mine = profile([notes])
+    return max(styles, key=lambda t: closeness(mine, style_profiles[t]))
+
+
+def adherence(sample, spec, args, styles, style_profiles, real):
+    """Control adherence on sampled MIDI read back: style (closest style profile; for reference, the same test on
+    `real` pieces of each style), length (ends within one step of --bars / --seconds) and pitch (no note outside
+    --key and --pitch_range). sample(n, max_new, seed, controls) -> token lists."""
+    n, out = args.control_samples, {}
     if len(styles) > 1:
-        hits = {}
+        hits, ref = {}, {}
         for k, s in enumerate(styles):
-            samples = draw(model, tok, n, args.max_new_tokens, device, True, args.seed + 10 + k, Controls(style=s))
-            scores = [max(styles, key=lambda t: closeness(profile([through_midi(x, spec)[0]]), style_profiles[t]))
-                      for x in samples]
-            hits[s] = float(np.mean([c == s for c in scores]))
-        out["style"] = {"share_closest_to_asked_style": float(np.mean(list(hits.values()))), "per_style": hits}
+            samples = sample(n, args.max_new_tokens, args.seed + 10 + k, Controls(style=s))
+            hits[s] = float(np.mean([closest_style(through_midi(x, spec)[0], styles, style_profiles) == s
+                                     for x in samples]))
+            ref[s] = float(np.mean([closest_style(through_midi(x, spec)[0], styles, style_profiles) == s
+                                    for x in real[s]]))
+        out["style"] = {"share_closest_to_asked_style": float(np.mean(list(hits.values()))), "per_style": hits,
+                        "reference": float(np.mean(list(ref.values()))), "reference_per_style": ref}
     ends = []
-    for x in draw(model, tok, n, 0, device, True, args.seed + 1, Controls(bars=args.eval_bars)):
+    for x in sample(n, 0, args.seed + 1, Controls(bars=args.eval_bars)):
         notes, header = through_midi(x, spec)
         ends.append(abs(max((a + d for a, _, d, _ in notes), default=0)
                         - args.eval_bars * bar_steps(header.meter, spec.sample_freq)) <= 1)
     out["bars"] = {"target": args.eval_bars, "share_within_one_step": float(np.mean(ends))}
     ends = []
-    for x in draw(model, tok, n, 0, device, True, args.seed + 2, Controls(seconds=args.eval_seconds)):
+    for x in sample(n, 0, args.seed + 2, Controls(seconds=args.eval_seconds)):
         notes, header = through_midi(x, spec)
         step = 60 / header.bpm / spec.sample_freq  # seconds
         ends.append(abs(max((a + d for a, _, d, _ in notes), default=0) * step - args.eval_seconds) <= step + 1e-9)
     out["seconds"] = {"target": args.eval_seconds, "share_within_one_step": float(np.mean(ends))}
     key = Controls(scale=key_pitch_classes(args.eval_key), pitch_range=tuple(args.eval_pitch_range))
     inside = [all(key.allows_pitch(p) for _, p, _, _ in through_midi(x, spec)[0])
-              for x in draw(model, tok, n, args.max_new_tokens, device, True, args.seed + 3, key)]
+              for x in sample(n, args.max_new_tokens, args.seed + 3, key)]
     out["key_and_range"] = {"key": args.eval_key, "pitch_range": list(args.eval_pitch_range),
                             "share_with_no_note_outside": float(np.mean(inside))}
     return out
@@ -290,7 +305,8 @@ def main(argv=None):
     parser.add_argument("--eval_key", default="D minor", help="the --key measured")
     parser.add_argument("--eval_pitch_range", type=config.typed("pitch_range", (48, 84)), default=(48, 84),
                         help="the --pitch_range measured, LOW,HIGH")
-    args = config.cli(parser, ["out_dir", "data_dir", "max_new_tokens", "seed", "device"], argv)
+    args = config.cli(parser, ["out_dir", "data_dir", "max_new_tokens", "temperature", "top_k", "top_p", "seed",
+                               "device"], argv)
     run = Path(args.out_dir)
     device, _ = pick_device(args.device, "float32")
     model, tok, ckpt = load_run(run, device)
@@ -298,13 +314,21 @@ def main(argv=None):
     splits, meta, _ = read_data(args.data_dir)
     if meta["vocab_size"] != model.cfg.vocab_size:
         die(f"vocab mismatch: {ckpt} has {model.cfg.vocab_size} tokens, {args.data_dir}/meta.json {meta['vocab_size']}")
-    start = tok.stoi[START]
+    start, spec = tok.stoi[START], tok.spec
     val = split_pieces(np.asarray(splits["val"], dtype=np.int64), start)
     train = np.asarray(splits["train"], dtype=np.int64)
+    train_pieces = split_pieces(train, start)
     val_tokens = [tok.decode([int(i) for i in p]) for p in val]
-    val_notes = [tokens_to_notes(t, tok.spec)[0] for t in val_tokens]
+    val_notes = [tokens_to_notes(t, spec)[0] for t in val_tokens]
     val_styles = np.array([style_of(t) for t in val_tokens])
     styles = sorted(set(val_styles))
+    cut = lambda ids: finish(tok.decode([int(i) for i in ids[:args.max_new_tokens + 1]]))  # as long as a sample
+    notes_of = lambda pieces: [tokens_to_notes(t, spec)[0] for t in pieces]
+    val_cut = notes_of(cut(p) for p in val)
+    rng = np.random.default_rng(args.seed)
+    train_styles = np.array([style_of(tok.decode([int(i) for i in p[:4]])) for p in train_pieces])
+    real = lambda n, style=None: [cut(train_pieces[i]) for i in rng.permutation(  # n real pieces, for reference
+        np.flatnonzero(train_styles == style) if style else len(train_pieces))[:n]]
 
     fit_on = split_pieces(train[:args.ngram_max_tokens], start)
     if args.ngram_max_tokens < len(train) and len(fit_on) > 1:
@@ -321,30 +345,35 @@ def main(argv=None):
                    "bits_per_note": v[which].sum() / math.log(2) / n_notes} for k, v in nats.items()}
         return out, out["model"]["bits_per_note"] / out[ngram_name]["bits_per_note"]
 
-    samples = {c: draw(model, tok, args.num_samples, args.max_new_tokens, device, c, args.seed) for c in (True, False)}
-    grammar = {("constrained" if c else "unconstrained"): float(np.mean([decodes_cleanly(t, tok.spec) for t in s]))
+    knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
+    sample = lambda n, max_new, seed, controls=Controls(), constrained=True: draw(
+        model, tok, n, max_new, device, constrained, seed, controls, **knobs)
+    samples = {c: sample(args.num_samples, args.max_new_tokens, args.seed, constrained=c) for c in (True, False)}
+    grammar = {("constrained" if c else "unconstrained"): float(np.mean([decodes_cleanly(t, spec) for t in s]))
                for c, s in samples.items()}
     sampled = [finish(t) for t in samples[True]]
-    sample_notes = [tokens_to_notes(t, tok.spec)[0] for t in sampled]
-    hists = {name: (histogram(sample_notes, name), histogram(val_notes, name)) for name in {**STATS, **PIECE_STATS}}
+    sample_notes, real_notes = notes_of(sampled), notes_of(real(args.num_samples))
+    hists = {name: (histogram(sample_notes, name), histogram(val_cut, name)) for name in {**STATS, **PIECE_STATS}}
     overlap = {name: overlapping_area(a, b) for name, (a, b) in hists.items()}
+    reference = {name: overlapping_area(histogram(real_notes, name), b) for name, (_, b) in hists.items()}
     pooled, ratio = likelihood(np.ones(len(val), dtype=bool))
 
-    style_profiles, per_style = {}, {}
+    style_profiles, per_style, style_real = {}, {}, {}
     for k, style in enumerate(styles):  # the same measures on each style's pieces, and on samples asked for it
         which = val_styles == style
-        mine = [n for n, w in zip(val_notes, which) if w]
+        mine = [n for n, w in zip(val_cut, which) if w]
         style_profiles[style] = profile(mine)
-        asked = [tokens_to_notes(finish(t), tok.spec)[0] for t in
-                 draw(model, tok, args.control_samples, args.max_new_tokens, device, True, args.seed + 100 + k,
-                      Controls(style=style))]
+        asked = notes_of(finish(t) for t in sample(args.control_samples, args.max_new_tokens, args.seed + 100 + k,
+                                                   Controls(style=style)))
+        style_real[style] = real(args.control_samples, style)
         lik, r = likelihood(which)
+        area = lambda pieces: {name: overlapping_area(histogram(pieces, name), histogram(mine, name))
+                               for name in {**STATS, **PIECE_STATS}}
         per_style[style] = {"val_pieces": int(which.sum()), "likelihood": lik, "bits_per_note_vs_ngram": r,
-                            "overlapping_area": {name: overlapping_area(histogram(asked, name), histogram(mine, name))
-                                                 for name in {**STATS, **PIECE_STATS}}}
-        per_style[style]["main"] = bool(which.sum() >= args.main_style_pieces)
+                            "overlapping_area": area(asked), "reference_overlapping_area": area(notes_of(style_real[style])),
+                            "main": bool(which.sum() >= args.main_style_pieces)}
     main_styles = [s for s in styles if per_style[s]["main"]]
-    control = adherence(model, tok, device, args, main_styles, style_profiles)
+    control = adherence(sample, spec, args, main_styles, style_profiles, style_real)
 
     sample_ids = [np.asarray(tok.encode(t), dtype=np.int64) for t in sampled]
     token_runs = longest_runs(sample_ids, train)
@@ -355,36 +384,43 @@ def main(argv=None):
     n_tokens, n_notes = sum(len(p) - 1 for p in val), sum(map(len, val_notes))
     report = {
         "checkpoint": str(ckpt), "val_pieces": len(val), "val_tokens": n_tokens, "val_notes": n_notes,
-        "ngram_fit_tokens": int(sum(map(len, fit_on))),
+        "ngram_fit_tokens": int(sum(map(len, fit_on))), "sampling": knobs, "compared_tokens": args.max_new_tokens,
         "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
-        "grammar_valid_share": grammar, "overlapping_area": overlap, "per_style": per_style, "main_styles": main_styles,
-        "control_adherence": control,
+        "grammar_valid_share": grammar, "overlapping_area": overlap, "reference_overlapping_area": reference,
+        "per_style": per_style, "main_styles": main_styles, "control_adherence": control,
         "memorization": {"longest_token_run": token_runs, "longest_note_run": note_runs,
                          "threshold_tokens": args.memorization_threshold,
                          "share_at_or_above_threshold": float(np.mean([r >= args.memorization_threshold for r in token_runs]))},
     }
     write_json(run / "eval.json", report)
     plot_histograms(hists, run / "eval_histograms.png")
+    knob_text = f"temperature {args.temperature:g}, top_k {args.top_k or 'off'}, top_p {args.top_p:g}"
     lines = [f"# Evaluation of {run.name}", "", f"{len(val)} validation pieces, {n_tokens:,} tokens, {n_notes:,} notes; "
-             f"{args.num_samples} samples of up to {args.max_new_tokens} tokens.", "",
+             f"{args.num_samples} samples of up to {args.max_new_tokens} tokens ({knob_text}).", "",
              "| model | bits/token | bits/note |", "|---|---|---|"]
     lines += [f"| {k} | {v['bits_per_token']:.3f} | {v['bits_per_note']:.3f} |" for k, v in pooled.items()]
     lines += ["", f"bits/note vs the n-gram: {ratio:.2f}x", "",
               "| grammar | valid share |", "|---|---|"] + [f"| {k} | {v:.0%} |" for k, v in grammar.items()]
-    lines += ["", "| statistic | overlapping area |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in overlap.items()]
-    lines += ["", "Per style (samples asked for the style with --style, against that style's validation pieces; main "
-              f"styles, with at least {args.main_style_pieces} validation pieces, in bold):", "",
+    lines += ["", f"Statistics of the samples and of the validation pieces cut to their first {args.max_new_tokens} "
+              f"tokens; the reference puts {args.num_samples} real pieces from train.bin, cut the same way, in place "
+              "of the samples:", "", "| statistic | overlapping area | reference |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.3f} | {reference[k]:.3f} |" for k, v in overlap.items()]
+    lines += ["", "Per style (samples asked for the style with --style, against that style's validation pieces, and in "
+              f"brackets {args.control_samples} real pieces of the style from train.bin in their place; main styles, "
+              f"with at least {args.main_style_pieces} validation pieces, in bold):", "",
               "| style | val pieces | model bits/note | vs n-gram | " + " | ".join(STATS) + " | "
               + " | ".join(PIECE_STATS) + " |", "|---" * (4 + len(STATS) + len(PIECE_STATS)) + "|"]
     lines += [f"| {f'**{s}**' if d['main'] else s} | {d['val_pieces']} | "
               f"{d['likelihood']['model']['bits_per_note']:.3f} | "
               f"{d['bits_per_note_vs_ngram']:.2f}x | "
-              + " | ".join(f"{d['overlapping_area'][k]:.2f}" for k in {**STATS, **PIECE_STATS}) + " |"
+              + " | ".join(f"{d['overlapping_area'][k]:.2f} ({d['reference_overlapping_area'][k]:.2f})"
+                           for k in {**STATS, **PIECE_STATS}) + " |"
               for s, d in per_style.items()]
     lines += ["", f"Control adherence ({args.control_samples} samples each, measured on the MIDI files):", "",
               "| control | share |", "|---|---|"]
     if "style" in control:
-        lines.append(f"| --style: closest to the asked style's statistics, among the {len(main_styles)} main styles | "
+        lines.append(f"| --style: closest to the asked style's statistics, among the {len(main_styles)} main styles "
+                     f"(real pieces: {control['style']['reference']:.0%}) | "
                      f"{control['style']['share_closest_to_asked_style']:.0%} |")
     lines += [f"| --bars {args.eval_bars}: ends within one step | {control['bars']['share_within_one_step']:.0%} |",
               f"| --seconds {args.eval_seconds:g}: ends within one step | {control['seconds']['share_within_one_step']:.0%} |",
