@@ -45,7 +45,9 @@ model: .venv/installed
 		--tokenizer_paths $(CORPUS)/tokenizer.json --augmented_percentage 50
 	$(PY) train.py --preset=corpus --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run \
 		$$(test -f $(CORPUS)/run/checkpoint.pt && echo --init_from=resume)
-	$(PY) train.py --out_dir=$(CORPUS)/run --export=models/corpus --overwrite
+	$(PY) train.py --preset=corpus_stage2 --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run2 \
+		--init_from=$$(test -f $(CORPUS)/run2/checkpoint.pt && echo resume || echo $(CORPUS)/run)
+	$(PY) train.py --out_dir=$(CORPUS)/run2 --export=models/corpus --overwrite
 	$(PY) plot.py --out_dir models/corpus
 	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --control_samples 32
 	$(MAKE) samples

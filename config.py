@@ -136,6 +136,10 @@ PRESETS = {
                    warmup_iters=200, lr_decay_iters=10000, learning_rate=2e-3, min_lr=2e-4, eval_interval=500,
                    eval_iters=40, log_interval=50, bias_update_speed=0.001),
 }
+# Its second stage: 8,000 more steps from the corpus run (--init_from), a new cosine from 1e-3 to 1e-4 over other
+# batches (another seed); about 80 minutes.
+PRESETS["corpus_stage2"] = dict(PRESETS["corpus"], max_iters=8000, lr_decay_iters=8000, warmup_iters=100,
+                                learning_rate=1e-3, min_lr=1e-4, seed=2)
 
 
 # What each value may be, checked where overrides are parsed (the one place): name -> (lowest, highest), None for
