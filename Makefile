@@ -49,7 +49,10 @@ model: .venv/installed
 		--init_from=$$(test -f $(CORPUS)/run2/checkpoint.pt && echo resume || echo $(CORPUS)/run)
 	$(PY) train.py --out_dir=$(CORPUS)/run2 --export=models/corpus --overwrite
 	$(PY) plot.py --out_dir models/corpus
-	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --control_samples 32
+	$(PY) plot.py --out_dir $(CORPUS)/run
+	for f in metrics.jsonl loss.png; do cp $(CORPUS)/run/$$f models/corpus/.$$f.tmp && \
+		mv models/corpus/.$$f.tmp models/corpus/stage1_$$f; done
+	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32
 	$(MAKE) samples
 
 # midi-samples/shipped: eight samples of the shipped model, one or two per main style, from this fixed list of

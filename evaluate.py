@@ -228,6 +228,11 @@ def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls(),
     return [tok.decode(row) for row in out.tolist()]
 
 
+def first_tokens(ids, max_new, tok):
+    """A piece's first max_new tokens after START, closed after its last whole group: the most a sample holds."""
+    return finish(tok.decode([int(i) for i in ids[:max_new + 1]]))
+
+
 def through_midi(tokens, spec):
     """(notes, header) of a sample as a MIDI file reads back: what a listener gets."""
     notes, header, _ = tokens_to_notes(finish(tokens), spec)
@@ -322,7 +327,7 @@ def main(argv=None):
     val_notes = [tokens_to_notes(t, spec)[0] for t in val_tokens]
     val_styles = np.array([style_of(t) for t in val_tokens])
     styles = sorted(set(val_styles))
-    cut = lambda ids: finish(tok.decode([int(i) for i in ids[:args.max_new_tokens + 1]]))  # as long as a sample
+    cut = lambda ids: first_tokens(ids, args.max_new_tokens, tok)
     notes_of = lambda pieces: [tokens_to_notes(t, spec)[0] for t in pieces]
     val_cut = notes_of(cut(p) for p in val)
     rng = np.random.default_rng(args.seed)

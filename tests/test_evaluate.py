@@ -113,3 +113,20 @@ def test_decodes_cleanly_judges_the_raw_sample():
     assert not decodes_cleanly(f"{head} n60 v80 n62 d4 v80 END".split(), spec)
     assert not decodes_cleanly(f"{head} d4 END".split(), spec)
     assert not decodes_cleanly("START n60 d4 v80 END".split(), spec)  # no header
+
+
+def test_validation_pieces_are_cut_like_samples(data):
+    """A piece compared with samples of max_new tokens keeps at most its first max_new tokens after START, in whole
+    groups, closed with END; a shorter piece stays whole."""
+    from encoding_decoding import END, START, validate
+    from evaluate import first_tokens, split_pieces
+    from model import Tokenizer
+    tok = Tokenizer.load(data / "tokenizer.json")
+    piece = split_pieces(np.fromfile(data / "val.bin", dtype=np.uint16).astype(np.int64), tok.stoi[START])[0]
+    whole = tok.decode([int(i) for i in piece])
+    for max_new in (10, 11, 12, 40, len(piece)):
+        cut = first_tokens(piece, max_new, tok)
+        assert cut[-1] == END and validate(cut, tok.spec) is None
+        assert len(cut) - 1 <= max_new + 1 and cut[:-1] == whole[:len(cut) - 1]  # + END, which closes a cut
+        assert len(cut) > max_new - 3  # only a partial group (n, d, v: under 3 tokens) is dropped
+    assert first_tokens(piece, len(piece), tok) == whole
