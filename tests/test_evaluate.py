@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+import config
 from conftest import run
 from evaluate import KneserNey, histogram, longest_runs, overlapping_area
 
@@ -21,7 +22,7 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     assert control["key_and_range"]["share_with_no_note_outside"] == 1.0
     assert set(report["per_style"]) == {"other"} and report["per_style"]["other"]["val_pieces"] == report["val_pieces"]
     assert report["main_styles"] == (["other"] if report["val_pieces"] >= 10 else [])  # --main_style_pieces 10
-    import config  # samples are drawn as sample.py draws them, and compared with pieces of their length
+    # samples are drawn as sample.py draws them, and compared with pieces of their length
     assert report["sampling"] == {"temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p}
     assert report["compared_tokens"] == 60
     for areas in (report["reference_overlapping_area"], report["per_style"]["other"]["reference_overlapping_area"]):
