@@ -267,12 +267,11 @@ def adherence(sample, spec, args, styles, style_profiles, real):
     n, out = args.control_samples, {}
     if len(styles) > 1:
         hits, ref = {}, {}
+        share = lambda pieces, s: float(np.mean([closest_style(through_midi(x, spec)[0], styles, style_profiles) == s
+                                                 for x in pieces]))
         for k, s in enumerate(styles):
-            samples = sample(n, args.max_new_tokens, args.seed + 10 + k, Controls(style=s))
-            hits[s] = float(np.mean([closest_style(through_midi(x, spec)[0], styles, style_profiles) == s
-                                     for x in samples]))
-            ref[s] = float(np.mean([closest_style(through_midi(x, spec)[0], styles, style_profiles) == s
-                                    for x in real[s]]))
+            hits[s] = share(sample(n, args.max_new_tokens, args.seed + 10 + k, Controls(style=s)), s)
+            ref[s] = share(real[s], s)
         out["style"] = {"share_closest_to_asked_style": float(np.mean(list(hits.values()))), "per_style": hits,
                         "reference": float(np.mean(list(ref.values()))), "reference_per_style": ref}
     ends = []
@@ -375,7 +374,8 @@ def main(argv=None):
         area = lambda pieces: {name: overlapping_area(histogram(pieces, name), histogram(mine, name))
                                for name in {**STATS, **PIECE_STATS}}
         per_style[style] = {"val_pieces": int(which.sum()), "likelihood": lik, "bits_per_note_vs_ngram": r,
-                            "overlapping_area": area(asked), "reference_overlapping_area": area(notes_of(style_real[style])),
+                            "overlapping_area": area(asked),
+                            "reference_overlapping_area": area(notes_of(style_real[style])),
                             "main": bool(which.sum() >= args.main_style_pieces)}
     main_styles = [s for s in styles if per_style[s]["main"]]
     control = adherence(sample, spec, args, main_styles, style_profiles, style_real)
