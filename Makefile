@@ -47,11 +47,13 @@ model: .venv/installed
 		$$(test -f $(CORPUS)/run/checkpoint.pt && echo --init_from=resume)
 	$(PY) train.py --preset=corpus_stage2 --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run2 \
 		--init_from=$$(test -f $(CORPUS)/run2/checkpoint.pt && echo resume || echo $(CORPUS)/run)
-	$(PY) train.py --out_dir=$(CORPUS)/run2 --export=models/corpus --overwrite
+	$(PY) train.py --preset=corpus_stage3 --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run3 \
+		--init_from=$$(test -f $(CORPUS)/run3/checkpoint.pt && echo resume || echo $(CORPUS)/run2)
+	$(PY) train.py --out_dir=$(CORPUS)/run3 --export=models/corpus --overwrite
 	$(PY) plot.py --out_dir models/corpus
-	$(PY) plot.py --out_dir $(CORPUS)/run
-	for f in metrics.jsonl loss.png; do cp $(CORPUS)/run/$$f models/corpus/.$$f.tmp && \
-		mv models/corpus/.$$f.tmp models/corpus/stage1_$$f; done
+	for n in 1 2; do run=$(CORPUS)/run$$(test $$n = 1 || echo $$n); $(PY) plot.py --out_dir $$run && \
+		for f in metrics.jsonl loss.png; do cp $$run/$$f models/corpus/.$$f.tmp && \
+			mv models/corpus/.$$f.tmp models/corpus/stage$${n}_$$f; done; done
 	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32
 	$(MAKE) samples
 

@@ -102,6 +102,10 @@ gradient_accumulation_steps = 8  # micro-batches per optimizer step, over all ra
 max_iters = 150_000        # optimizer steps
 warmup_iters = 1000        # linear warm-up, then cosine decay to min_lr
 lr_decay_iters = 150_000
+anchor_header = True       # a window that starts mid-piece begins with its piece's START and header (no loss on
+                           # them), as sampling keeps a sample's header when its window slides
+piece_start_share = 0.0625  # with anchor_header, the share of windows that begin at a piece's START (pieces drawn
+                           # uniformly): the header after START is learnt as often as sampling draws it
 
 # --- evaluation and logging
 eval_interval = 1000       # steps between evaluations (and checkpoints)
@@ -134,12 +138,16 @@ PRESETS = {
                    v_head_dim=64, n_shared_experts=1, n_routed_experts=4, top_k_experts=1, expert_hidden=512,
                    block_size=512, dropout=0.0, batch_size=8, gradient_accumulation_steps=1, max_iters=10000,
                    warmup_iters=200, lr_decay_iters=10000, learning_rate=2e-3, min_lr=2e-4, eval_interval=500,
-                   eval_iters=40, log_interval=50, bias_update_speed=0.001),
+                   eval_iters=40, log_interval=50, bias_update_speed=0.001, anchor_header=False,
+                   piece_start_share=0.0),
 }
 # Its second stage: 8,000 more steps from the corpus run (--init_from), a new cosine from 1e-3 to 1e-4 over other
 # batches (another seed); about 80 minutes.
 PRESETS["corpus_stage2"] = dict(PRESETS["corpus"], max_iters=8000, lr_decay_iters=8000, warmup_iters=100,
                                 learning_rate=1e-3, min_lr=1e-4, seed=2)
+# Its third: 3,000 steps from the second with windows anchored to their piece's header, 5e-4 to 5e-5, about 35 minutes.
+PRESETS["corpus_stage3"] = dict(PRESETS["corpus"], max_iters=3000, lr_decay_iters=3000, warmup_iters=100,
+                                learning_rate=5e-4, min_lr=5e-5, seed=3, anchor_header=True, piece_start_share=0.0625)
 
 
 # What each value may be, checked where overrides are parsed (the one place): name -> (lowest, highest), None for
@@ -159,8 +167,8 @@ LIMITS = {
     "beta1": (0, [1]), "beta2": (0, [1]), "grad_clip": (0, None), "batch_size": (1, None),
     "gradient_accumulation_steps": (1, None), "max_iters": (0, None), "warmup_iters": (0, None),
     "lr_decay_iters": (0, None), "eval_interval": (1, None), "eval_iters": (1, None), "log_interval": (1, None),
-    "max_bad_steps": (1, None), "num_samples": (1, None), "temperature": (0, None), "top_k": (0, None),
-    "top_p": ([0], 1), "max_new_tokens": (1, None), "min_new_tokens": (0, None),
+    "max_bad_steps": (1, None), "piece_start_share": (0, 1), "num_samples": (1, None), "temperature": (0, None),
+    "top_k": (0, None), "top_p": ([0], 1), "max_new_tokens": (1, None), "min_new_tokens": (0, None),
     # scripts' own arguments
     "prompt_bars": (1, None), "bars": (1, None), "seconds": ([0], None), "tempo": ([0], None), "bpm": ([0], None),
     "ngram": (1, 10), "ngram_max_tokens": (1, None), "memorization_threshold": (1, None), "control_samples": (1, None),

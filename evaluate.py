@@ -11,7 +11,10 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   drawn as sample.py draws them (--temperature, --top_k, --top_p) and hold at most --max_new_tokens tokens, so each
   validation piece is cut to its first --max_new_tokens tokens too (a few long pieces would otherwise outweigh the
   rest). The reference: the same measures for as many real pieces from train.bin, cut the same way, in place of the
-  samples: what a model that plays its training data perfectly would score, sampling noise included.
+  samples: what a model that plays its training data perfectly would score, sampling noise included. The per-piece
+  statistics (a piece's mean notes per bar, polyphony, pitch range and mean pitch: one value per piece) are
+  compared as kernel density estimates (Silverman's width, for the smaller side's number of pieces), as a few
+  dozen single values per side leave a histogram of 1-semitone bins mostly empty.
 - Memorization: the longest run of tokens (and of note events) each sample shares with train.bin.
 - Per style: likelihood and statistics again for each style's validation pieces, against samples asked for it.
   The main styles are those with at least --main_style_pieces validation pieces (a profile of one or two pieces
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 
 import config
 from batch import atomic_write, die, writable_dir, write_json
-from encoding_decoding import (END, START, Controls, Header, bar_steps, finish, key_pitch_classes, midi_to_notes,
+from encoding_decoding import (END, HEADER, START, Controls, Header, bar_steps, finish, key_pitch_classes, midi_to_notes,
                                notes_to_midi, tokens_to_notes, validate)
 from model import GrammarMask, load_run, pick_device
 from train import read_data
@@ -60,13 +63,29 @@ def polyphony(notes):
     return [sum(s <= t < s + d for s, _, d, _ in notes) for t in onsets]
 
 
-def histogram(pieces, name):
+def histogram(pieces, name, width=0.0):
+    """The normalised histogram of a statistic over pieces; width > 0 smooths it with a Gaussian kernel of that many
+    bins (a kernel density estimate on the bins)."""
     bins, values = {**STATS, **PIECE_STATS}[name]
     counts = np.zeros(bins)
     for notes in pieces:
         if notes:
             counts += np.bincount(np.asarray(values(notes), dtype=np.int64), minlength=bins)[:bins]
+    if width > 0:
+        grid = np.arange(bins)
+        counts = np.exp(-0.5 * ((grid[:, None] - grid[None, :]) / width) ** 2) @ counts
     return counts / max(counts.sum(), 1)
+
+
+def kernel_width(pieces, name, n):
+    """The kernel width (Silverman's rule of thumb) for a per-piece statistic, from its spread over `pieces`, in a
+    comparison whose smaller side has n pieces: a few dozen single values per side would leave most of 128 bins
+    empty, so that even two sets of real pieces would share little area. 0 for the note-level statistics."""
+    values = [x for notes in pieces if notes for x in PIECE_STATS[name][1](notes)] if name in PIECE_STATS else []
+    if len(values) < 2:
+        return 0.0
+    sd, iqr = np.std(values, ddof=1), np.subtract(*np.percentile(values, [75, 25])) / 1.34
+    return float(0.9 * min(sd, iqr or sd) * min(len(values), n) ** -0.2)
 
 
 def overlapping_area(p, q):
@@ -148,11 +167,19 @@ class KneserNey:
 
 
 @torch.no_grad()
-def model_nats(model, pieces, device, batch_size=32):
-    """Negative log-likelihood of each piece's tokens after START, in windows of block_size (each window starts
-    afresh, so long pieces are scored with at most block_size tokens of context)."""
+def model_nats(model, pieces, device, batch_size=32, keep=1 + len(HEADER)):
+    """Negative log-likelihood of each piece's tokens after START, in windows of block_size: each window after a
+    piece's first starts afresh with the piece's first `keep` tokens (START and header, as sampling keeps them) in
+    front, so long pieces are scored with at most block_size tokens of context."""
     B = model.cfg.block_size
-    windows = [(k, p[i:i + B], p[i + 1:i + B + 1]) for k, p in enumerate(pieces) for i in range(0, len(p) - 1, B)]
+    windows = []
+    for k, p in enumerate(pieces):
+        i = 0
+        while i < len(p) - 1:
+            head = p[:keep] if i else p[:0]
+            x = np.concatenate([head, p[i:i + B - len(head)]])
+            windows.append((k, x, np.concatenate([np.full(len(head), -1), p[i + 1:i + B - len(head) + 1]])))
+            i += B - len(head)
     total = np.zeros(len(pieces))
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
@@ -224,7 +251,7 @@ def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls(),
     idx = torch.full((n, 1), tok.stoi[START], device=device)
     mask = GrammarMask(tok, device, controls=controls) if constrained else None
     out = model.generate(idx, controls.token_budget(tok.spec, otherwise=max_new), temperature, top_k, top_p,
-                         allowed_fn=mask, stop_id=tok.stoi[END], generator=gen)
+                         allowed_fn=mask, stop_id=tok.stoi[END], generator=gen, keep=1 + len(HEADER))
     return [tok.decode(row) for row in out.tolist()]
 
 
@@ -357,9 +384,10 @@ def main(argv=None):
                for c, s in samples.items()}
     sampled = [finish(t) for t in samples[True]]
     sample_notes, real_notes = notes_of(sampled), notes_of(real(args.num_samples))
-    hists = {name: (histogram(sample_notes, name), histogram(val_cut, name)) for name in {**STATS, **PIECE_STATS}}
+    widths = {name: kernel_width(val_cut, name, args.num_samples) for name in {**STATS, **PIECE_STATS}}
+    hists = {name: (histogram(sample_notes, name, w), histogram(val_cut, name, w)) for name, w in widths.items()}
     overlap = {name: overlapping_area(a, b) for name, (a, b) in hists.items()}
-    reference = {name: overlapping_area(histogram(real_notes, name), b) for name, (_, b) in hists.items()}
+    reference = {name: overlapping_area(histogram(real_notes, name, widths[name]), b) for name, (_, b) in hists.items()}
     pooled, ratio = likelihood(np.ones(len(val), dtype=bool))
 
     style_profiles, per_style, style_real = {}, {}, {}
@@ -371,11 +399,13 @@ def main(argv=None):
                                                    Controls(style=style)))
         style_real[style] = real(args.control_samples, style)
         lik, r = likelihood(which)
-        area = lambda pieces: {name: overlapping_area(histogram(pieces, name), histogram(mine, name))
-                               for name in {**STATS, **PIECE_STATS}}
+        w = {name: kernel_width(mine, name, args.control_samples) for name in {**STATS, **PIECE_STATS}}
+        area = lambda pieces: {name: overlapping_area(histogram(pieces, name, w[name]), histogram(mine, name, w[name]))
+                               for name in w}
         per_style[style] = {"val_pieces": int(which.sum()), "likelihood": lik, "bits_per_note_vs_ngram": r,
                             "overlapping_area": area(asked),
                             "reference_overlapping_area": area(notes_of(style_real[style])),
+                            "kernel_widths": {name: v for name, v in w.items() if v},
                             "main": bool(which.sum() >= args.main_style_pieces)}
     main_styles = [s for s in styles if per_style[s]["main"]]
     control = adherence(sample, spec, args, main_styles, style_profiles, style_real)
@@ -392,6 +422,7 @@ def main(argv=None):
         "ngram_fit_tokens": int(sum(map(len, fit_on))), "sampling": knobs, "compared_tokens": args.max_new_tokens,
         "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
         "grammar_valid_share": grammar, "overlapping_area": overlap, "reference_overlapping_area": reference,
+        "kernel_widths": {name: v for name, v in widths.items() if v},
         "per_style": per_style, "main_styles": main_styles, "control_adherence": control,
         "memorization": {"longest_token_run": token_runs, "longest_note_run": note_runs,
                          "threshold_tokens": args.memorization_threshold,
@@ -408,8 +439,10 @@ def main(argv=None):
               "| grammar | valid share |", "|---|---|"] + [f"| {k} | {v:.0%} |" for k, v in grammar.items()]
     lines += ["", f"Statistics of the samples and of the validation pieces cut to their first {args.max_new_tokens} "
               f"tokens; the reference puts {args.num_samples} real pieces from train.bin, cut the same way, in place "
-              "of the samples:", "", "| statistic | overlapping area | reference |", "|---|---|---|"]
-    lines += [f"| {k} | {v:.3f} | {reference[k]:.3f} |" for k, v in overlap.items()]
+              "of the samples (per-piece statistics smoothed with a Gaussian kernel of the width in brackets, in "
+              "bins):", "", "| statistic | overlapping area | reference |", "|---|---|---|"]
+    lines += [f"| {k}{f' ({widths[k]:.2f})' if widths[k] else ''} | {v:.3f} | {reference[k]:.3f} |"
+              for k, v in overlap.items()]
     lines += ["", "Per style (samples asked for the style with --style, against that style's validation pieces, and in "
               f"brackets {args.control_samples} real pieces of the style from train.bin in their place; main styles, "
               f"with at least {args.main_style_pieces} validation pieces, in bold):", "",

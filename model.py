@@ -362,17 +362,18 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, allowed_fn=None, stop_id=None,
-                 generator=None):
+                 generator=None, keep=0):
         """Continue idx (B, T) by max_new_tokens using the latent cache. allowed_fn(idx) -> (B, V) bool mask of the
         tokens each sequence may take next. Sequences that emit stop_id are padded with it; once all have
-        stopped the loop ends (checked every 16 steps). Past block_size the window slides: the last half block
-        is prefilled afresh."""
+        stopped the loop ends (checked every 16 steps). Past block_size the window slides: the first `keep` tokens
+        (START and the header) and the last half block minus them are prefilled afresh."""
         cfg, B = self.cfg, idx.size(0)
         window = cfg.block_size
         kind = idx.device.type  # under autocast the cache takes the autocast dtype (bf16: half the bytes of fp32)
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.tok_emb.weight.dtype
         cache = LatentCache(cfg, B, window, idx.device, dtype)
-        context = idx[:, -window:]
+        last = lambda n: idx if idx.size(1) <= n else torch.cat([idx[:, :keep], idx[:, keep - n:]], dim=1)
+        context = last(window)  # the first `keep` tokens and the latest ones, n in all
         logits, _ = self(context, cache=cache, pos=0)
         pos = context.size(1)
         done = torch.zeros(B, dtype=torch.bool, device=idx.device)
@@ -388,7 +389,7 @@ class GPT(nn.Module):
             if stop_id is not None and step % 16 == 15 and bool(done.all()):  # a host sync: not every step
                 break
             if pos == window:  # the cache is full: slide
-                context = idx[:, -(window // 2):]
+                context = last(window // 2)
                 logits, _ = self(context, cache=cache, pos=0)
                 pos = context.size(1)
             else:

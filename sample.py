@@ -128,7 +128,8 @@ def main(argv=None):
     mask = GrammarMask(tok, device, min_len=len(forced) + args.min_new_tokens, controls=controls, forced=forced)
     with autocast(device, dtype):
         out = model.generate(idx, max_new, args.temperature, args.top_k or None, args.top_p, allowed_fn=mask,
-                             stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed))
+                             stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed),
+                             keep=1 + len(HEADER))  # START and the header stay when the window slides
     for i, row in enumerate(out.tolist()):
         tokens = finish(tok.decode(row))
         notes, header, bad = tokens_to_notes(tokens, spec)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 import config
 from batch import (atomic_open, atomic_write, clean_stale, die, read_jsonl, reason, swap_in, temp_name, writable_dir,
                    write_json)
-from encoding_decoding import kind
+from encoding_decoding import HEADER, START, kind
 from model import (GPT, MODEL_KEYS, WEIGHT_FILES, GPTConfig, autocast, load_weights, model_args, pick_device,
                    read_checkpoint)
 from simple_tokenizer import Tokenizer
@@ -35,7 +35,8 @@ from simple_tokenizer import Tokenizer
 TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
     "batch_size", "gradient_accumulation_steps", "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval",
-    "eval_iters", "log_interval", "max_bad_steps", "device", "dtype", "compile", "seed"]
+    "eval_iters", "log_interval", "max_bad_steps", "anchor_header", "piece_start_share", "device", "dtype", "compile",
+    "seed"]
 
 
 def read_data(data_dir):
@@ -64,15 +65,47 @@ def read_data(data_dir):
     return splits, meta, tokenizer
 
 
-def get_batch(data, block_size, starts, device):
-    """Input and target windows (len(starts), block_size) starting at the given token offsets."""
-    x = torch.from_numpy(np.stack([data[s:s + block_size] for s in starts]).astype(np.int64))
-    y = torch.from_numpy(np.stack([data[s + 1:s + 1 + block_size] for s in starts]).astype(np.int64))
+def piece_heads(data, itos):
+    """(offsets, lengths) of every piece's START and the header after it (length 1 where a piece has none)."""
+    heads = np.flatnonzero(np.asarray(data) == itos.index(START))
+    is_header = np.array([kind(t) in HEADER for t in itos])
+    length = np.ones(len(heads), dtype=np.int64)
+    for j in range(1, len(HEADER) + 1):
+        at = np.minimum(heads + j, len(data) - 1)
+        length += (length == j) & (heads + j < len(data)) & is_header[np.asarray(data[at], dtype=np.int64)]
+    return heads, length
+
+
+def get_batch(data, block_size, starts, device, heads=None):
+    """Input and target windows (len(starts), block_size) starting at the given token offsets. With `heads` (from
+    piece_heads), a window that starts past its piece's header begins with that START and header instead, and takes
+    no loss on them (target -1): every window then knows its piece's style, tempo and meter, as a sample keeps its
+    own through GPT.generate's window slide."""
+    rows, skips = [], []
+    for s in starts:
+        k = np.searchsorted(heads[0], s, side="right") - 1 if heads is not None else -1
+        h, n = (int(heads[0][k]), int(heads[1][k])) if k >= 0 else (s, 0)
+        if s < h + n:  # a window from the piece's start or inside its header: as it is
+            h, n = s, 0
+        rows.append(np.concatenate([data[h:h + n], data[s:s + block_size + 1 - n]]).astype(np.int64))
+        skips.append(n if s > h + n else 0)  # right after the header the window is the piece as it is
+    xy = torch.from_numpy(np.stack(rows))
+    x, y = xy[:, :-1], xy[:, 1:].clone()
+    for row, n in enumerate(skips):
+        y[row, :n] = -1
     return x.to(device), y.to(device)
 
 
-def draw_starts(n_tokens, block_size, count, generator):
-    return torch.randint(n_tokens - block_size - 1, (count,), generator=generator).tolist()
+def draw_starts(n_tokens, block_size, count, generator, heads=None, share=0.0):
+    """count window offsets, uniform over the tokens; with `heads` (from piece_heads), each is with probability
+    `share` the START of a piece drawn uniformly instead: the pieces' style, tempo and meter are then learnt from
+    START alone as often as the pieces hold them, as sampling draws them."""
+    starts = torch.randint(n_tokens - block_size - 1, (count,), generator=generator)
+    if heads is not None and share > 0:
+        first = torch.from_numpy(heads[0][heads[0] < n_tokens - block_size - 1])
+        pick = first[torch.randint(len(first), (count,), generator=generator)]
+        starts = torch.where(torch.rand(count, generator=generator) < share, pick, starts)
+    return starts.tolist()
 
 
 def lr_at(it, c):
@@ -86,7 +119,7 @@ def lr_at(it, c):
 
 
 @torch.no_grad()
-def evaluate(model, splits, c, device, ctx):
+def evaluate(model, splits, c, device, ctx, heads):
     """Mean loss per split over eval_iters batches, the same batches every time (a seeded generator of its own)."""
     model.eval()
     out = {}
@@ -94,7 +127,8 @@ def evaluate(model, splits, c, device, ctx):
         g = torch.Generator().manual_seed(c.seed + (split == "val"))
         losses = []
         for _ in range(c.eval_iters):
-            x, y = get_batch(data, c.block_size, draw_starts(len(data), c.block_size, c.batch_size, g), device)
+            x, y = get_batch(data, c.block_size, draw_starts(len(data), c.block_size, c.batch_size, g), device,
+                             heads[split])
             with ctx:
                 model(x, y)
             losses.append(model.last_loss_parts[0].item())
@@ -231,6 +265,9 @@ def main(argv=None):
         if len(data) <= c.block_size + 1:
             die(f"{c.data_dir}/{split}.bin holds {len(data)} tokens, too few for block_size={c.block_size}")
 
+    itos = json.loads(tokenizer)["itos"]
+    heads = {split: piece_heads(data, itos) if c.anchor_header else None for split, data in splits.items()}
+
     # --- the model: from scratch, resumed, or fine-tuned from another run
     if ckpt is not None and ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
         source = ckpt_path.parent / "tokenizer.json"
@@ -318,7 +355,7 @@ def main(argv=None):
 
     def eval_and_save():
         nonlocal best_val
-        losses = evaluate(model, splits, c, device, ctx)
+        losses = evaluate(model, splits, c, device, ctx, heads)
         if master:
             log(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"],
                 val_bits_per_token=losses["val"] / math.log(2))
@@ -342,11 +379,12 @@ def main(argv=None):
         lr = lr_at(iter_num, c)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        starts = draw_starts(len(splits["train"]), c.block_size, c.gradient_accumulation_steps * c.batch_size, sampler)
+        starts = draw_starts(len(splits["train"]), c.block_size, c.gradient_accumulation_steps * c.batch_size, sampler,
+                             heads["train"], c.piece_start_share)
         loss_sum = torch.zeros((), device=device)
         for m in range(micro):
             first = (rank * micro + m) * c.batch_size
-            x, y = get_batch(splits["train"], c.block_size, starts[first:first + c.batch_size], device)
+            x, y = get_batch(splits["train"], c.block_size, starts[first:first + c.batch_size], device, heads["train"])
             if ddp:
                 train_model.require_backward_grad_sync = m == micro - 1
             with ctx:

@@ -131,3 +131,34 @@ def test_validation_pieces_are_cut_like_samples(data):
         assert len(cut) - 1 <= max_new + 1 and cut[:-1] == whole[:len(cut) - 1]  # + END, which closes a cut
         assert len(cut) > max_new - 3  # only a partial group (n, d, v: under 3 tokens) is dropped
     assert first_tokens(piece, len(piece), tok) == whole
+
+
+@pytest.mark.parametrize("keep", [0, 4])
+def test_model_nats_scores_every_token_once(keep):
+    """With uniform logits each token after START costs ln(vocab), whatever the windows and the header kept."""
+    import torch
+    from evaluate import model_nats
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16, kv_lora_rank=8,
+                          qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=8, expert_hidden=16), verbose=False)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    pieces = [np.arange(n) % 20 for n in (5, 16, 17, 55)]
+    assert np.allclose(model_nats(model.eval(), pieces, "cpu", batch_size=3, keep=keep),
+                       [(n - 1) * np.log(20) for n in (5, 16, 17, 55)])
+
+
+def test_kernel_smoothing_lets_few_pieces_of_one_distribution_share_area():
+    """Two sets of 30 pieces whose mean pitch is drawn from one distribution: 1-semitone bins share little area,
+    the kernel density estimate much more, and two different distributions stay apart."""
+    from evaluate import kernel_width
+    rng = np.random.default_rng(0)
+    pieces = lambda centre: [[(0, int(p), 4, 80)] for p in rng.normal(centre, 4, 30).round()]
+    a, b, far = pieces(60), pieces(60), pieces(75)
+    w = kernel_width(a, "piece_mean_pitch", 30)
+    assert 1 < w < 4 and kernel_width(a, "pitch", 30) == 0
+    raw = overlapping_area(histogram(a, "piece_mean_pitch"), histogram(b, "piece_mean_pitch"))
+    smooth = overlapping_area(histogram(a, "piece_mean_pitch", w), histogram(b, "piece_mean_pitch", w))
+    assert raw < 0.7 < smooth
+    assert overlapping_area(histogram(a, "piece_mean_pitch", w), histogram(far, "piece_mean_pitch", w)) < 0.3
+    assert histogram(a, "piece_mean_pitch", w).sum() == pytest.approx(1)

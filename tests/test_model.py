@@ -158,6 +158,22 @@ def test_longer_than_block_size_and_generation():
     assert torch.equal(a, model.generate(torch.zeros(2, 1, dtype=torch.long), 20, top_p=0.9, generator=g()))
 
 
+def test_window_slide_keeps_the_first_tokens():
+    torch.manual_seed(0)
+    model = GPT(tiny(), verbose=False).eval()
+    prefills = []  # every call that feeds more than one token: the first prefill and each slide's
+    model.register_forward_pre_hook(lambda m, args: prefills.append(args[0]) if args[0].size(1) > 1 else None)
+    idx = torch.tensor([[1, 2, 3, 4, 9]] * 2)
+    out = model.generate(idx, 80, keep=4)
+    # the cache (32) is full when the sequence has 33 tokens, then every 17 more: half a block is prefilled afresh
+    assert [p.size(1) for p in prefills] == [5, 16, 16, 16, 16]
+    for p, n in zip(prefills[1:], (33, 50, 67, 84)):
+        assert torch.equal(p, torch.cat([out[:, :4], out[:, n - 12:n]], dim=1))
+    prefills.clear()
+    out = model.generate(idx, 40)  # without keep: the latest half block only
+    assert torch.equal(prefills[1], out[:, 17:33])
+
+
 def test_generation_stops_at_stop_id():
     torch.manual_seed(0)
     model = GPT(tiny(), verbose=False).eval()

@@ -23,6 +23,37 @@ def step_losses(run_dir):
     return [(r["iter"], r.get("loss"), r.get("grad_norm"), r.get("lr"), r.get("val_loss")) for r in rows]
 
 
+def test_a_window_past_its_piece_header_begins_with_it():
+    import numpy as np
+    from train import get_batch, piece_heads
+    itos = ["START", "END", "style:bach", "tempo:120", "meter:4/4", "n60", "d4", "v80", "sepxx"]
+    piece = [0, 2, 3, 4] + [5, 6, 7, 8, 6] * 4 + [1]
+    data = np.array(piece + piece[:1] + [5, 6, 7, 1] + piece, dtype=np.uint16)  # the middle piece has no header
+    heads = piece_heads(data, itos)
+    assert heads[0].tolist() == [0, 25, 30] and heads[1].tolist() == [4, 1, 4]
+    x, y = get_batch(data, 8, [0, 2, 4, 9, 26, 36], "cpu", heads)  # 4 and 26: right after the header, as they are
+    as_is = lambda s: data[s:s + 8].tolist()
+    assert [x[0].tolist(), x[1].tolist(), x[2].tolist(), x[4].tolist()] == [as_is(0), as_is(2), as_is(0), as_is(25)]
+    assert x[3].tolist() == piece[:4] + data[9:13].tolist() and x[5].tolist() == piece[:4] + data[36:40].tolist()
+    assert y[3].tolist() == [-1] * 4 + data[10:14].tolist()  # no loss on the header in front, nor on the jump after
+    assert (y[[0, 1, 2, 4]] >= 0).all() and y[0].tolist() == data[1:9].tolist()
+    x0, y0 = get_batch(data, 8, [9], "cpu")
+    assert x0[0].tolist() == as_is(9) and y0[0].tolist() == data[10:18].tolist()
+
+
+def test_piece_start_windows_draw_pieces_uniformly():
+    import numpy as np
+    from train import draw_starts
+    g = lambda: torch.Generator().manual_seed(0)
+    heads = (np.array([0, 10, 1090]), np.array([4, 4, 4]))  # a short piece, a long one, one too near the end
+    plain = draw_starts(1100, 16, 3000, g())
+    assert draw_starts(1100, 16, 3000, g(), heads, 0.0) == plain
+    starts = np.array(draw_starts(1100, 16, 3000, g(), heads, 0.5))
+    at = np.isin(starts, [0, 10])
+    assert 0.45 < at.mean() < 0.55 and 0.4 < (starts[at] == 0).mean() < 0.6  # each piece as often, whatever its size
+    assert (starts <= 1100 - 16 - 2).all() and set(draw_starts(1100, 16, 50, g(), heads, 1.0)) == {0, 10}
+
+
 def test_training_learns_and_fills_the_run_folder(trained):
     for name in ("checkpoint.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl", "tensorboard"):
         assert (trained / name).exists(), name
