@@ -102,10 +102,10 @@ gradient_accumulation_steps = 8  # micro-batches per optimizer step, over all ra
 max_iters = 150_000        # optimizer steps
 warmup_iters = 1000        # linear warm-up, then cosine decay to min_lr
 lr_decay_iters = 150_000
-anchor_header = True       # a window that starts mid-piece begins with its piece's START and header (no loss on
-                           # them), as sampling keeps a sample's header when its window slides
+anchor_header = True       # a window that starts mid-piece begins with its piece's START and header, as sampling
+                           # keeps a sample's header when its window slides (train.get_batch)
 piece_start_share = 0.0625  # with anchor_header, the share of windows that begin at a piece's START (pieces drawn
-                           # uniformly): the header after START is learnt as often as sampling draws it
+                           # uniformly): the style after START is learnt as often as each style opens a piece
 
 # --- evaluation and logging
 eval_interval = 1000       # steps between evaluations (and checkpoints)

@@ -35,7 +35,7 @@ def test_a_window_past_its_piece_header_begins_with_it():
     as_is = lambda s: data[s:s + 8].tolist()
     assert [x[0].tolist(), x[1].tolist(), x[2].tolist(), x[4].tolist()] == [as_is(0), as_is(2), as_is(0), as_is(25)]
     assert x[3].tolist() == piece[:4] + data[9:13].tolist() and x[5].tolist() == piece[:4] + data[36:40].tolist()
-    assert y[3].tolist() == [-1] * 4 + data[10:14].tolist()  # no loss on the header in front, nor on the jump after
+    assert y[3].tolist() == [-1, 3, 4, -1] + data[10:14].tolist()  # no loss on the style nor on the jump after
     assert (y[[0, 1, 2, 4]] >= 0).all() and y[0].tolist() == data[1:9].tolist()
     x0, y0 = get_batch(data, 8, [9], "cpu")
     assert x0[0].tolist() == as_is(9) and y0[0].tolist() == data[10:18].tolist()
