@@ -32,7 +32,7 @@ demo: .venv/installed
 
 .PHONY: demo
 
-# The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus, about two hours on 2 CPU cores.
+# The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus, about four hours on 2 CPU cores.
 # The data and the full run (with its optimizer state, so that a killed training resumes) stay in CORPUS, outside
 # the work tree; every step resumes or skips what is done, so a rerun after a kill goes on where it stopped.
 CORPUS := $(HOME)/.cache/nano-gpt-v3/corpus
