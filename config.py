@@ -145,9 +145,10 @@ PRESETS = {
 # batches (another seed); about 80 minutes.
 PRESETS["corpus_stage2"] = dict(PRESETS["corpus"], max_iters=8000, lr_decay_iters=8000, warmup_iters=100,
                                 learning_rate=1e-3, min_lr=1e-4, seed=2)
-# Its third: 3,000 steps from the second with windows anchored to their piece's header, 5e-4 to 5e-5, about 35 minutes.
+# Its third: 3,000 steps from the second with windows anchored to their piece's header, 5e-4 to 5e-5; 30 minutes.
 PRESETS["corpus_stage3"] = dict(PRESETS["corpus"], max_iters=3000, lr_decay_iters=3000, warmup_iters=100,
-                                learning_rate=5e-4, min_lr=5e-5, seed=3, anchor_header=True, piece_start_share=0.0625)
+                                learning_rate=5e-4, min_lr=5e-5, seed=3, anchor_header=True,
+                                piece_start_share=0.0625)
 
 
 # What each value may be, checked where overrides are parsed (the one place): name -> (lowest, highest), None for

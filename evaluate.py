@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 import config
 from batch import atomic_write, die, writable_dir, write_json
-from encoding_decoding import (END, HEADER, START, Controls, Header, bar_steps, finish, key_pitch_classes, midi_to_notes,
-                               notes_to_midi, tokens_to_notes, validate)
+from encoding_decoding import (END, HEADER, START, Controls, Header, bar_steps, finish, key_pitch_classes,
+                               midi_to_notes, notes_to_midi, tokens_to_notes, validate)
 from model import GrammarMask, load_run, pick_device
 from train import read_data
 

@@ -101,8 +101,8 @@ def get_batch(data, block_size, starts, device, heads=None):
 
 def draw_starts(n_tokens, block_size, count, generator, heads=None, share=0.0):
     """count window offsets, uniform over the tokens; with `heads` (from piece_heads), each is with probability
-    `share` the START of a piece drawn uniformly instead: the pieces' style, tempo and meter are then learnt from
-    START alone as often as the pieces hold them, as sampling draws them."""
+    `share` the START of a piece drawn uniformly instead, from which the style after START is learnt as often as
+    each style opens a piece (get_batch takes no loss on the style in front of other windows)."""
     starts = torch.randint(n_tokens - block_size - 1, (count,), generator=generator)
     if heads is not None and share > 0:
         first = torch.from_numpy(heads[0][heads[0] < n_tokens - block_size - 1])
