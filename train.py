@@ -238,7 +238,7 @@ def main(argv=None):
         die(f"{ckpt_path} holds weights only (an exported model): fine-tune it with --init_from={out_dir} "
             f"into another --out_dir")
     if resume:
-        saved = ckpt.get("config", {})
+        saved = {"anchor_header": False, **ckpt.get("config", {})}  # a run saved before anchored windows had none
         for k in TRAIN_KEYS:
             if k not in c.given and k in saved and k not in ("out_dir", "init_from"):
                 setattr(c, k, saved[k])

@@ -84,6 +84,17 @@ def test_resume_after_sigkill_gives_the_same_losses(data, tmp_path):
     assert step_losses(killed) == step_losses(tmp_path / "whole")  # bitwise: every loss, norm and lr
 
 
+def test_a_run_from_before_anchored_windows_resumes_without_them(data, trained, tmp_path):
+    import shutil
+    run_dir = tmp_path / "old"
+    shutil.copytree(trained, run_dir)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    del ckpt["config"]["anchor_header"]
+    torch.save(ckpt, run_dir / "checkpoint.pt")
+    assert run("train.py", *train_args(data, run_dir, "--init_from=resume", "--max_iters=32")).returncode == 0
+    assert json.loads((run_dir / "config.json").read_text())["anchor_header"] is False
+
+
 def test_sigterm_saves_a_checkpoint(data, tmp_path):
     p = subprocess.Popen([sys.executable, str(ROOT / "train.py"),
                           *train_args(data, tmp_path / "r", "--max_iters=100000", "--eval_interval=100000")],
