@@ -15,7 +15,9 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   statistics (a piece's mean notes per bar, polyphony, pitch range and mean pitch: one value per piece) are
   compared as kernel density estimates (Silverman's width, for the smaller side's number of pieces), as a few
   dozen single values per side leave a histogram of 1-semitone bins mostly empty.
-- Memorization: the longest run of tokens (and of note events) each sample shares with train.bin.
+- Memorization: the longest run of tokens (and of note events) each sample shares with train.bin; the reference:
+  the same for as many validation pieces, cut the same way, which the model never saw (what music shares with
+  the training data by itself: scales, cadences, tunes found in two collections).
 - Per style: likelihood and statistics again for each style's validation pieces, against samples asked for it.
   The main styles are those with at least --main_style_pieces validation pieces (a profile of one or two pieces
   says little).
@@ -416,6 +418,10 @@ def main(argv=None):
     events = lambda ids: np.asarray([event_vocab.setdefault(g, len(event_vocab)) for g in note_events(ids, tok.itos)],
                                     dtype=np.int64)
     note_runs = longest_runs([events(s) for s in sample_ids], events(train), k=4)
+    at_or_above = lambda runs: float(np.mean([r >= args.memorization_threshold for r in runs]))
+    unseen = [np.asarray(tok.encode(cut(val[i])), dtype=np.int64)  # the reference: as many pieces never trained on
+              for i in np.random.default_rng(args.seed).permutation(len(val))[:args.num_samples]]
+    unseen_runs = longest_runs(unseen, train)
     n_tokens, n_notes = sum(len(p) - 1 for p in val), sum(map(len, val_notes))
     report = {
         "checkpoint": str(ckpt), "val_pieces": len(val), "val_tokens": n_tokens, "val_notes": n_notes,
@@ -426,7 +432,9 @@ def main(argv=None):
         "per_style": per_style, "main_styles": main_styles, "control_adherence": control,
         "memorization": {"longest_token_run": token_runs, "longest_note_run": note_runs,
                          "threshold_tokens": args.memorization_threshold,
-                         "share_at_or_above_threshold": float(np.mean([r >= args.memorization_threshold for r in token_runs]))},
+                         "share_at_or_above_threshold": at_or_above(token_runs),
+                         "reference_longest_token_run": unseen_runs,
+                         "reference_share_at_or_above_threshold": at_or_above(unseen_runs)},
     }
     write_json(run / "eval.json", report)
     plot_histograms(hists, run / "eval_histograms.png")
@@ -466,7 +474,9 @@ def main(argv=None):
               f"{control['key_and_range']['share_with_no_note_outside']:.0%} |"]
     lines += ["", f"Longest run shared with train.bin: max {max(token_runs)} tokens, {max(note_runs)} note events; "
               f"{report['memorization']['share_at_or_above_threshold']:.0%} of samples at or above "
-              f"{args.memorization_threshold} tokens.", "", "![histograms](eval_histograms.png)", ""]
+              f"{args.memorization_threshold} tokens. The reference, {len(unseen)} validation pieces cut the same way "
+              f"(music never trained on): max {max(unseen_runs)} tokens; {at_or_above(unseen_runs):.0%} at or above.",
+              "", "![histograms](eval_histograms.png)", ""]
     atomic_write(run / "eval.md", "\n".join(lines))
     print("\n".join(lines))
 

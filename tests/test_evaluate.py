@@ -27,6 +27,9 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     assert report["compared_tokens"] == 60
     for areas in (report["reference_overlapping_area"], report["per_style"]["other"]["reference_overlapping_area"]):
         assert set(areas) == set(report["overlapping_area"]) and all(0 <= v <= 1 for v in areas.values())
+    memo = report["memorization"]  # beside the samples' runs, those of as many validation pieces, each 15 or more
+    assert len(memo["reference_longest_token_run"]) == min(4, report["val_pieces"])
+    assert min(memo["reference_longest_token_run"]) >= 15 and 0 <= memo["reference_share_at_or_above_threshold"] <= 1
 
 
 def test_evaluate_survives_samples_shorter_than_the_memorization_window(trained, data):
