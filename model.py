@@ -530,6 +530,11 @@ class GrammarMask:
         values = token_values(tok.itos, tok.spec)
         self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
         self.bpm = tensor(values["bpm"])
+        # with --seconds: per tempo token (and for a piece without one), the target in steps as Controls reckons it,
+        # in Python floats, so that the mask and the reckoning round a half step alike
+        steps_at = lambda bpm: controls.length_steps(0, bpm, tok.spec.sample_freq) if controls.seconds else 0
+        self.seconds_at = tensor([steps_at(b or config.default_bpm) for b in values["bpm"]])
+        self.seconds_default = steps_at(config.default_bpm)
         self.begin, self.event, self.note_dur, self.rest_dur, self.finished = (
             states.index(s) for s in ("begin", "event", "note_dur", "rest_dur", "end"))
         self.end, self.sep, self.min_len = tok.stoi[END], tok.stoi[SEP], min_len
@@ -546,7 +551,7 @@ class GrammarMask:
         self.until = torch.zeros(batch_size, self.spec.pitch_range[1] + 1, dtype=torch.long, device=device)
         self.rest = torch.zeros(batch_size, dtype=torch.long, device=device)  # after a rest: 1 short, 2 max_dur
         self.bar_len = torch.full((batch_size,), self.default_bar, device=device)
-        self.tempo = torch.full((batch_size,), float(config.default_bpm), device=device)
+        self.seconds_target = torch.full((batch_size,), self.seconds_default, device=device)
 
     def consume(self, tok):
         """Advance every sequence by its token `tok` (B,)."""
@@ -559,18 +564,14 @@ class GrammarMask:
         self.floor = torch.where(in_rest, 1 << 30, torch.where(pitch >= 0, pitch, self.floor))
         self.rest = torch.where(in_rest, 1 + (steps == self.spec.max_dur).long(), torch.where(pitch >= 0, 0, self.rest))
         self.bar_len = torch.where(self.bar[tok] > 0, self.bar[tok], self.bar_len)
-        self.tempo = torch.where(self.bpm[tok] > 0, self.bpm[tok], self.tempo)
+        self.seconds_target = torch.where(self.bpm[tok] > 0, self.seconds_at[tok], self.seconds_target)
         self.state = self.next_state[self.state, tok]
 
     def target(self):
         """(B,) the length each sequence must end at, in steps (from its own meter and tempo); None if free."""
-        c, sf = self.controls, self.spec.sample_freq
-        if c.bars is not None:
-            return c.bars * self.bar_len
-        if c.seconds is not None:
-            bpm = torch.full_like(self.tempo, c.bpm) if c.bpm else self.tempo
-            return (c.seconds * bpm / 60 * sf).round().long().clamp(min=1)
-        return None
+        if self.controls.bars is not None:
+            return self.controls.bars * self.bar_len
+        return self.seconds_target if self.controls.seconds is not None else None
 
     def __call__(self, idx):
         if self.seen == 0:
