@@ -532,7 +532,7 @@ class GrammarMask:
         self.bpm = tensor(values["bpm"])
         # with --seconds: per tempo token (and for a piece without one), the target in steps as Controls reckons it,
         # in Python floats, so that the mask and the reckoning round a half step alike
-        steps_at = lambda bpm: controls.length_steps(0, bpm, tok.spec.sample_freq) if controls.seconds else 0
+        steps_at = lambda bpm: controls.length_steps(0, bpm, tok.spec.sample_freq) or 0  # 0: no --seconds
         self.seconds_at = tensor([steps_at(b or config.default_bpm) for b in values["bpm"]])
         self.seconds_default = steps_at(config.default_bpm)
         self.begin, self.event, self.note_dur, self.rest_dur, self.finished = (
