@@ -16,8 +16,9 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+import batch
 import config
-from batch import atomic_write, find_files, parallel_map, read_text, writable_dir
+from batch import atomic_write, die, find_files, parallel_map, read_text, writable_dir
 from encoding_decoding import Spec, kind, text_to_tokens, tokens_to_text, value
 
 VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # prepare.py reads the piece id with this
@@ -98,7 +99,11 @@ def main(argv=None):
           f"{total['pitch out of range']} skipped (pitch out of range), {len(failed)} pieces failed")
     for src, reason in failed:
         print(f"  failed {src}: {reason}")
+    if not jobs:
+        die(f"no encodings (.txt) in {', '.join(opts.input_dirs)}: nothing to augment")
+    if len(failed) == len(jobs):
+        die(f"every one of the {len(jobs)} pieces failed: see the reasons above")
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

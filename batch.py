@@ -1,5 +1,7 @@
 """Per-file batch work, written once: find inputs, write outputs atomically, map over files in parallel with a
 per-file timeout (a hung or crashed worker costs one file, not the batch), keep a resumable journal."""
+import errno
+import glob
 import json
 import multiprocessing as mp
 import os
@@ -16,6 +18,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -26,29 +34,76 @@ def die(message):
     sys.exit(2)
 
 
+TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colours and the like, which some libraries put in messages
+
+
 def reason(e):
     """An exception as one short line: its message's first line, or its type when it has none."""
-    text = str(e).strip()
+    text = TERMINAL_CODES.sub("", str(e)).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
+class DiskFull(OSError):
+    """No room left to write a file: the script stops with one line (batch.main) instead of a traceback."""
+
+
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def no_room(e, path, kept="nothing older was replaced"):
+    """`e` as a DiskFull naming what was being written, if it says the disk (or quota) is full; else `e`."""
+    if isinstance(e, OSError) and e.errno in NO_ROOM:
+        return DiskFull(e.errno, f"the disk is full ({e.strerror}) while writing {path}; {kept}")
+    return e
+
+
+def main(script_main):
+    """Run a script's main(): a full disk ends it with one line, wherever the write was."""
+    try:
+        script_main()
+    except DiskFull as e:
+        die(e.strerror)
+
+
 def find_files(dirs, suffixes, problems=None):
-    """Sorted (dir, path) for every file under `dirs` whose suffix (any case) is in `suffixes`. A folder that
-    cannot be listed and a link that leads nowhere are appended to `problems` as (path, reason), or, without a
-    list, reported on stderr."""
-    found, seen = [], []
+    """Sorted (dir, path) for every file under `dirs` whose suffix (any case) is in `suffixes`. Links are followed,
+    but each real folder and file is taken once: a link back up to a folder being walked (a loop) or to one already
+    walked, and a second link to a file already found, are skipped and reported. A folder that cannot be listed and
+    a link that leads nowhere are reported too: appended to `problems` as (path, reason), or, without a list, on
+    stderr."""
+    found, seen, walked, files_seen = [], [], set(), {}
     def unlisted(e):
         seen.append((e.filename, f"cannot list this folder ({e.strerror})"))
     for d in map(Path, dirs):
         if not d.is_dir():
             die(f"{d}: no such folder")
+        if (real := os.path.realpath(d)) in walked:
+            seen.append((str(d), "a folder already walked (given twice, or inside another one given)"))
+            continue
+        walked.add(real)
         here = []
-        for root, _, files in os.walk(d, onerror=unlisted, followlinks=True):
-            for p in (Path(root, name) for name in files if Path(name).suffix.lower() in suffixes):
-                if p.is_file():
-                    here.append((d, p))
+        for root, subdirs, files in os.walk(d, onerror=unlisted, followlinks=True):
+            real_root = os.path.realpath(root)
+            subdirs.sort()  # a fixed order, so that the same link is the one taken on every run
+            for name in list(subdirs):
+                real = os.path.realpath(Path(root, name))
+                if real == real_root or real_root.startswith(real.rstrip(os.sep) + os.sep):
+                    why = f"a link back up to {real} (a loop)"
+                elif real in walked:
+                    why = f"a link to {real}, which is walked already"
                 else:
+                    walked.add(real)
+                    continue
+                subdirs.remove(name)
+                seen.append((str(Path(root, name)), f"{why}, not followed"))
+            for p in (Path(root, name) for name in sorted(files) if Path(name).suffix.lower() in suffixes):
+                if not p.is_file():
                     seen.append((str(p), "a link to a file that does not exist" if p.is_symlink() else "not a file"))
+                elif (real := os.path.realpath(p)) in files_seen:
+                    seen.append((str(p), f"the same file as {files_seen[real]} (a link)"))
+                else:
+                    files_seen[real] = p
+                    here.append((d, p))
         found += sorted(here)
     if problems is None:
         for path, why in seen:
@@ -119,6 +174,48 @@ def clean_stale(folder):
     return done
 
 
+def recover(folder):
+    """Put `folder` back if a run that was swapping it (swap_in) was killed between its two renames: readers call
+    this, so the folder is never missing for them longer than that run lived."""
+    folder = Path(folder)
+    if not folder.exists() and folder.parent.is_dir():
+        for p in sorted(folder.parent.glob(f".{glob.escape(folder.name)}.pid*.old")):
+            if (m := STALE.fullmatch(p.name)) and m["name"] == folder.name and not _pid_alive(int(m["pid"])):
+                os.replace(p, folder)
+                print(f"note: {folder} was put back from {p.name}, left by a killed run", file=sys.stderr)
+                break
+    return folder
+
+
+_LOCKS = []  # the lock files this process holds, open until it exits
+
+
+def lock(folder, what):
+    """Hold `folder` for this process until it exits, through a hidden .NAME.lock beside it that holds our PID. If
+    another live process holds it, one clear line naming that process; the lock goes with its holder, even after
+    kill -9."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        os.lseek(fd, 0, os.SEEK_SET)
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        die(f"{folder} is in use by another {what} (PID {holder}): wait for it to finish, or stop it first")
+    try:  # the PID is for the message of a second process; a full disk may leave it out
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass
+    _LOCKS.append(fd)
+    return folder
+
+
 def swap_in(new, out):
     """Replace the folder `out` by the folder `new` as a whole: the old one is set aside, the new one renamed into
     place, the old one removed. A kill between the two renames leaves the old one set aside, and the next run
@@ -133,17 +230,21 @@ def swap_in(new, out):
 @contextmanager
 def atomic_open(path):
     """A binary file that appears at `path` only when the block ends without error (temp file + os.replace),
-    so a reader, or a kill, never sees it half written."""
+    so a reader, or a kill, never sees it half written. A full disk raises DiskFull, naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_name(path.name, ""), suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_name(path.name, ""), suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             yield f
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it the permissions open() would
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(full := no_room(e, path), DiskFull):
+            raise full from None
         raise
 
 
@@ -170,6 +271,8 @@ def _worker(fn, conn):
         i, item = job
         try:
             conn.send((i, True, fn(item)))
+        except DiskFull as e:  # not this file's fault: parallel_map stops the batch
+            conn.send((i, None, e.strerror))
         except Exception as e:  # reported per file by parallel_map
             conn.send((i, False, f"{type(e).__name__}: {e}"))
 
@@ -230,6 +333,8 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
                     else:
                         p = busy.pop(conn)[0]
                         idle.append((conn, p))
+                        if ok is None:
+                            raise DiskFull(errno.ENOSPC, result)
                         yield items[i], ok, result
                     bar.update()
                 for conn, (p, i, end) in list(busy.items()):
@@ -271,7 +376,10 @@ class Journal:
         self.done = {row["key"]: row["value"] for row, _ in read_jsonl(self.path, "key")}  # a cut item is redone
 
     def add(self, key, value):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"key": key, "value": value}) + "\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"key": key, "value": value}) + "\n")
+        except OSError as e:
+            raise no_room(e, self.path, "what is done is kept, and a rerun resumes") from None
         self.done[key] = value

@@ -154,26 +154,29 @@ PRESETS["corpus_stage3"] = dict(PRESETS["corpus"], max_iters=3000, lr_decay_iter
 # What each value may be, checked where overrides are parsed (the one place): name -> (lowest, highest), None for
 # no bound, a bound in brackets excluded ([0] means "above 0"). For a tuple every element is checked, and the
 # *_range tuples are (low, high) with low <= high. Floats must also be finite.
+BPM = (4, 1000)  # a MIDI file holds a tempo as microseconds per quarter in 3 bytes: 3.58 BPM and up
 LIMITS = {
     "sample_freq": (1, 480), "pitch_range": (0, 127), "velocity_range": (1, 127), "max_dur": (1, 10_000),
-    "default_velocity": (1, 127), "min_notes": (0, None), "max_piece_steps": (1, None), "default_bpm": ([0], None),
-    "tempo_range": ([0], None), "tempo_buckets": (1, 1000), "num_processes": (0, None), "file_timeout": ([0], None),
+    "default_velocity": (1, 127), "min_notes": (0, None), "max_piece_steps": (1, None), "default_bpm": BPM,
+    "tempo_range": BPM, "tempo_buckets": (1, 1000), "num_processes": (0, None), "file_timeout": ([0], None),
     "timeout_bytes": (1, None), "aug_variants": (0, None),
     "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "seed": (0, 2**63 - 1),
-    "block_size": (2, None), "n_layer": (1, None), "n_head": (1, None), "n_embd": (8, None), "dropout": (0, [1]),
-    "q_lora_rank": (0, None), "kv_lora_rank": (1, None), "qk_nope_head_dim": (0, None), "qk_rope_head_dim": (2, None),
-    "v_head_dim": (1, None), "rope_theta": ([0], None), "n_shared_experts": (0, None), "n_routed_experts": (0, None),
-    "top_k_experts": (1, None), "expert_hidden": (8, None), "route_scale": ([0], None), "bias_update_speed": (0, None),
+    # model shapes: also checked when a checkpoint is read, before anything is allocated
+    "vocab_size": (1, 2**16), "block_size": (2, 2**20), "n_layer": (1, 256), "n_head": (1, 1024),
+    "n_embd": (8, 2**16), "dropout": (0, [1]), "q_lora_rank": (0, 2**16), "kv_lora_rank": (1, 2**16),
+    "qk_nope_head_dim": (0, 4096), "qk_rope_head_dim": (2, 4096), "v_head_dim": (1, 4096), "rope_theta": ([0], None),
+    "n_shared_experts": (0, 256), "n_routed_experts": (0, 1024), "top_k_experts": (1, 1024),
+    "expert_hidden": (8, 2**18), "route_scale": ([0], None), "bias_update_speed": (0, None),
     "balance_factor": (0, None), "learning_rate": ([0], None), "min_lr": (0, None), "weight_decay": (0, None),
     "beta1": (0, [1]), "beta2": (0, [1]), "grad_clip": (0, None), "batch_size": (1, None),
     "gradient_accumulation_steps": (1, None), "max_iters": (0, None), "warmup_iters": (0, None),
     "lr_decay_iters": (0, None), "eval_interval": (1, None), "eval_iters": (1, None), "log_interval": (1, None),
-    "max_bad_steps": (1, None), "piece_start_share": (0, 1), "num_samples": (1, None), "temperature": (0, None),
-    "top_k": (0, None), "top_p": ([0], 1), "max_new_tokens": (1, None), "min_new_tokens": (0, None),
-    # scripts' own arguments
-    "prompt_bars": (1, None), "bars": (1, None), "seconds": ([0], None), "tempo": ([0], None), "bpm": ([0], None),
+    "max_bad_steps": (1, None), "piece_start_share": (0, 1), "num_samples": (1, 1024), "temperature": (0, None),
+    "top_k": (0, None), "top_p": ([0], 1), "max_new_tokens": (1, 10**6), "min_new_tokens": (0, 10**6),
+    # scripts' own arguments; a length control is bounded so that a typo cannot start a days-long run
+    "prompt_bars": (1, None), "bars": (1, 1000), "seconds": ([0], 3600), "tempo": BPM, "bpm": BPM,
     "ngram": (1, 10), "ngram_max_tokens": (1, None), "memorization_threshold": (1, None), "control_samples": (1, None),
-    "main_style_pieces": (1, None), "eval_bars": (1, None), "eval_seconds": ([0], None),
+    "main_style_pieces": (1, None), "eval_bars": (1, 1000), "eval_seconds": ([0], 3600),
 }
 CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16")}
 

@@ -18,10 +18,11 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
-import config
 from dataclasses import replace
 
-from batch import Journal, atomic_write, clean_stale, die, find_files, parallel_map, writable_dir, write_json
+import batch
+import config
+from batch import Journal, atomic_write, clean_stale, die, find_files, lock, parallel_map, writable_dir, write_json
 from encoding_decoding import (STYLE_NAME, Spec, midi_to_notes, notes_to_tokens, parse_score, score_to_notes,
                                tokens_to_text)
 
@@ -122,6 +123,8 @@ def main(argv=None):
         die(f"no input files (.mid/.midi) in {', '.join(opts.midi_dirs)}")
     sources = sorted(distinct(sources), key=lambda s: s[1])[k - 1::n]
     text_dir, tag = writable_dir(opts.text_dir, "--text_dir"), "" if n == 1 else f".shard{k}of{n}"
+    if n == 1:  # the shards of one encode share a folder, each with a journal of its own
+        lock(text_dir, "encode_all.py")
     clean_stale(text_dir)
 
     journal = Journal(text_dir / f".encode_journal{tag}.jsonl")
@@ -172,4 +175,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

@@ -37,6 +37,7 @@ GRAMMAR = {
     "end": {},
 }
 STYLE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")  # a style token must survive whitespace splitting and the ':'
+METER = re.compile(r"[1-9][0-9]{0,2}/[1-9][0-9]{0,2}")
 
 
 def kind(token):
@@ -68,6 +69,26 @@ class Spec:
     tempo_buckets: int = config.tempo_buckets
     meters: tuple = config.meters
     styles: tuple = corpus_style_names()
+
+    def __post_init__(self):
+        """A spec is read from tokenizer files too: every value is checked (against config.LIMITS for the numbers)
+        before it can divide by zero or build a vocabulary of another shape; ValueError names the first bad one."""
+        number = lambda v, kinds=(int,): isinstance(v, kinds) and not isinstance(v, bool)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("meters", "styles"):
+                pattern = METER if f.name == "meters" else STYLE_NAME
+                ok = isinstance(v, tuple) and len(set(v)) == len(v) and all(
+                    isinstance(x, str) and pattern.fullmatch(x) for x in v)
+                why = "distinct names like " + ("3/4" if f.name == "meters" else "bach") if not ok else None
+            elif isinstance(f.default, tuple):
+                kinds = (int, float) if f.name == "tempo_range" else (int,)
+                why = ("two numbers" if not (isinstance(v, tuple) and len(v) == 2 and all(number(x, kinds) for x in v))
+                       else config.check(f.name, v))
+            else:
+                why = "a whole number" if not number(v) else config.check(f.name, v)
+            if why:
+                raise ValueError(f"{f.name}={v!r}: wants {why}")
 
     @classmethod
     def of(cls, values):
@@ -188,17 +209,19 @@ def grammar_tables(itos):
     return states, allowed, next_state
 
 
-def token_values(itos, spec):
+def token_values(itos, spec, other_meter=None):
     """Per token id, the numbers the sampler's mask reads, as lists: pitch (n tokens, else -1), steps (d, else 0),
     the steps a token needs before a length target (a note 1, sepxx 2, d its steps; a rest's d one more, added by
-    the mask), the steps of one bar (meter tokens, else 0) and the BPM (tempo tokens, else 0)."""
+    the mask), the steps of one bar (meter tokens, else 0; meter:other's is `other_meter`'s, else 4/4's) and the BPM
+    (tempo tokens, else 0)."""
     values = {"pitch": [], "steps": [], "need": [], "bar": [], "bpm": []}
     for t in itos:
         k, v = kind(t), value(t)
         values["pitch"].append(int(t[1:]) if k == "n" else -1)
         values["steps"].append(int(t[1:]) if k == "d" else 0)
         values["need"].append({"n": 1, SEP: 2, "d": values["steps"][-1]}.get(k, 0))
-        values["bar"].append(bar_steps(v, spec.sample_freq) if k == "meter" else 0)
+        values["bar"].append(bar_steps(other_meter if v == "other" and other_meter else v, spec.sample_freq)
+                             if k == "meter" else 0)
         values["bpm"].append(float(v) if k == "tempo" else 0.0)
     return values
 
@@ -243,6 +266,8 @@ class Controls:
     scale: tuple = None       # pitch classes
     pitch_range: tuple = None  # (lowest, highest) MIDI pitch, inclusive
     bpm: float = None         # the tempo the MIDI is written at, instead of the header's
+    other_meter: str = None   # the time signature meter:other stands for (a 7/8 prompt's): bars are counted in it
+                              # and the MIDI is written in it
 
     def errors(self, spec):
         """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
@@ -265,6 +290,10 @@ class Controls:
         lo, hi = self.pitch_range or (0, 127)
         return lo <= pitch <= hi and (self.scale is None or pitch % 12 in self.scale)
 
+    def bar_steps(self, meter, sample_freq):
+        """Grid steps in one bar of a header's `meter`, `other` read as other_meter."""
+        return bar_steps(self.other_meter if meter == "other" and self.other_meter else meter, sample_freq)
+
     def length_steps(self, bar, bpm, sample_freq):
         """The target length in grid steps for a piece whose bar has `bar` steps and whose header says `bpm`;
         None without a length control."""
@@ -284,7 +313,7 @@ class Controls:
         one, `otherwise`."""
         if not self.has_length:
             return otherwise
-        longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
+        longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + (self.other_meter or "other",))
         steps = self.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
         return len(HEADER) + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2) + 1
 
@@ -555,7 +584,8 @@ def notes_to_midi(notes, spec, header=Header()):
     mf = midi.MidiFile()
     mf.format, mf.ticksPerQuarterNote = 0, per_step * spec.sample_freq
     track = midi.MidiTrack(0)
-    events = [(0, 0, "tempo", round(60_000_000 / header.bpm), 0), (0, 0, "program", 0, 0)]
+    tempo = min(max(round(60_000_000 / header.bpm), 1), 0xFFFFFF)  # microseconds per quarter, in 3 bytes
+    events = [(0, 0, "tempo", tempo, 0), (0, 0, "program", 0, 0)]
     if (m := re.fullmatch(r"(\d+)/(\d+)", header.meter)) and 0 < int(m[1]) < 256 and int(m[2]) in (1, 2, 4, 8, 16, 32):
         events.append((0, 0, "meter", int(m[1]), int(m[2]).bit_length() - 1))
     for start, pitch, dur, vel in notes:  # at one tick, note-offs go before note-ons

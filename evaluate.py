@@ -27,6 +27,7 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   target, and that keep every note inside a --key and --pitch_range.
 """
 import argparse
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import batch
 import config
 from batch import atomic_write, die, writable_dir, write_json
 from encoding_decoding import (END, HEADER, START, Controls, Header, bar_steps, finish, key_pitch_classes,
@@ -289,6 +291,17 @@ def closest_style(notes, styles, style_profiles):
     return max(styles, key=lambda t: closeness(mine, style_profiles[t]))
 
 
+def eval_key_controls(args, spec):
+    """The --eval_key and --eval_pitch_range measured, as Controls; one clear line if they cannot be."""
+    try:
+        key = Controls(scale=key_pitch_classes(args.eval_key), pitch_range=tuple(args.eval_pitch_range))
+    except ValueError as e:
+        die(f"--eval_key: {e}")
+    if errors := key.errors(spec):
+        die("--eval_key/--eval_pitch_range: " + "; ".join(errors))
+    return key
+
+
 def adherence(sample, spec, args, styles, style_profiles, real):
     """Control adherence on sampled MIDI read back: style (closest style profile; for reference, the same test on
     `real` pieces of each style), length (ends within one step of --bars / --seconds) and pitch (no note outside
@@ -315,7 +328,7 @@ def adherence(sample, spec, args, styles, style_profiles, real):
         step = 60 / header.bpm / spec.sample_freq  # seconds
         ends.append(abs(max((a + d for a, _, d, _ in notes), default=0) * step - args.eval_seconds) <= step + 1e-9)
     out["seconds"] = {"target": args.eval_seconds, "share_within_one_step": float(np.mean(ends))}
-    key = Controls(scale=key_pitch_classes(args.eval_key), pitch_range=tuple(args.eval_pitch_range))
+    key = eval_key_controls(args, spec)
     inside = [all(key.allows_pitch(p) for _, p, _, _ in through_midi(x, spec)[0])
               for x in sample(n, args.max_new_tokens, args.seed + 3, key)]
     out["key_and_range"] = {"key": args.eval_key, "pitch_range": list(args.eval_pitch_range),
@@ -344,9 +357,11 @@ def main(argv=None):
     device, _ = pick_device(args.device, "float32")
     model, tok, ckpt = load_run(run, device)
     writable_dir(run, "the run folder (eval.json goes there)")
-    splits, meta, _ = read_data(args.data_dir)
-    if meta["vocab_size"] != model.cfg.vocab_size:
-        die(f"vocab mismatch: {ckpt} has {model.cfg.vocab_size} tokens, {args.data_dir}/meta.json {meta['vocab_size']}")
+    eval_key_controls(args, tok.spec)  # checked before any work
+    splits, meta, data_tokenizer = read_data(args.data_dir)
+    if json.loads(data_tokenizer) != json.loads((run / "tokenizer.json").read_bytes()):
+        die(f"{args.data_dir} was prepared with another tokenizer than {run}/tokenizer.json: evaluate on data prepared "
+            f"with the run's tokenizer")
     start, spec = tok.stoi[START], tok.spec
     val = split_pieces(np.asarray(splits["val"], dtype=np.int64), start)
     train = np.asarray(splits["train"], dtype=np.int64)
@@ -496,4 +511,4 @@ def plot_histograms(hists, path):
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

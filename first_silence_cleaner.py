@@ -4,6 +4,7 @@ python first_silence_cleaner.py --dirs data/text [--dry-run]
 """
 import argparse
 
+import batch
 from batch import atomic_write, find_files, read_text
 from encoding_decoding import SEP, header_end, text_to_tokens, tokens_to_text
 
@@ -41,4 +42,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

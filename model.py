@@ -8,7 +8,9 @@ Equations and names follow DeepSeek-V2/V3 (see ../shared/REFERENCE.md §2-§4):
   affinity; the pick uses a per-expert bias that is nudged towards balanced load once per optimizer step
   (auxiliary-loss-free balancing), with a small sequence-wise balance loss on top.
 """
+import hashlib
 import math
+import pickle
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -53,6 +55,12 @@ class GPTConfig:
         return cls(**config.pick(values, [f.name for f in fields(cls) if f.name not in extra]), **extra)
 
     def __post_init__(self):
+        for f in fields(self):  # a checkpoint's model_args are read from a file: check them before any allocation
+            value = getattr(self, f.name)
+            if type(value) is not f.type and not (f.type is float and type(value) is int):
+                raise ValueError(f"{f.name}={value!r} is not a {f.type.__name__}")
+            if why := config.check(f.name, value):
+                raise ValueError(f"{f.name}={value!r}: wants {why}")
         if self.n_routed_experts and not 1 <= self.top_k_experts <= self.n_routed_experts:
             raise ValueError(f"need 1 <= top_k_experts <= n_routed_experts, got top_k_experts={self.top_k_experts} "
                              f"and n_routed_experts={self.n_routed_experts}")
@@ -362,13 +370,15 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, allowed_fn=None, stop_id=None,
-                 generator=None, keep=0):
+                 generator=None, keep=0, forced=()):
         """Continue idx (B, T) by max_new_tokens using the latent cache. allowed_fn(idx) -> (B, V) bool mask of the
-        tokens each sequence may take next. Sequences that emit stop_id are padded with it; once all have
-        stopped the loop ends (checked every 16 steps). Past block_size the window slides: the first `keep` tokens
-        (START and the header) and the last half block minus them are prefilled afresh."""
+        tokens each sequence may take next. `forced` gives the token id to take at each absolute position (-1 where
+        it is sampled), the same for every row: a run of them (a prompt) is appended at once and read in one forward
+        pass. Sequences that emit stop_id are padded with it; once all have stopped the loop ends (checked every 16
+        steps). Past block_size the window slides: the first `keep` tokens (START and the header) and the last half
+        block minus them are prefilled afresh."""
         cfg, B = self.cfg, idx.size(0)
-        window = cfg.block_size
+        window, total, forced = cfg.block_size, idx.size(1) + max_new_tokens, list(forced)
         kind = idx.device.type  # under autocast the cache takes the autocast dtype (bf16: half the bytes of fp32)
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.tok_emb.weight.dtype
         cache = LatentCache(cfg, B, window, idx.device, dtype)
@@ -377,24 +387,33 @@ class GPT(nn.Module):
         logits, _ = self(context, cache=cache, pos=0)
         pos = context.size(1)
         done = torch.zeros(B, dtype=torch.bool, device=idx.device)
-        for step in range(max_new_tokens):
-            logits = logits[:, -1].float()
-            if allowed_fn is not None:
-                logits = logits.masked_fill(~allowed_fn(idx), float("-inf"))
-            nxt = sample_logits(logits, temperature, top_k, top_p, generator)
+        step = 0
+        while idx.size(1) < total:
+            at = idx.size(1)
+            run = 0
+            while at + run < min(len(forced), total) and forced[at + run] >= 0:
+                run += 1
+            if run:  # given tokens: all of them at once
+                new = torch.tensor(forced[at:at + run], device=idx.device).expand(B, -1)
+            else:
+                logits = logits[:, -1].float()
+                if allowed_fn is not None:
+                    logits = logits.masked_fill(~allowed_fn(idx), float("-inf"))
+                new = sample_logits(logits, temperature, top_k, top_p, generator)[:, None]
             if stop_id is not None:
-                nxt = torch.where(done, torch.full_like(nxt, stop_id), nxt)
-                done |= nxt == stop_id
-            idx = torch.cat([idx, nxt[:, None]], dim=1)
-            if stop_id is not None and step % 16 == 15 and bool(done.all()):  # a host sync: not every step
+                new = torch.where(done[:, None], stop_id, new)
+                done |= (new == stop_id).any(1)
+            idx = torch.cat([idx, new], dim=1)
+            step += 1
+            if stop_id is not None and step % 16 == 0 and bool(done.all()):  # a host sync: not every step
                 break
-            if pos == window:  # the cache is full: slide
+            if pos + new.size(1) > window:  # the cache is full: slide
                 context = last(window // 2)
                 logits, _ = self(context, cache=cache, pos=0)
                 pos = context.size(1)
             else:
-                logits, _ = self(nxt[:, None], cache=cache, pos=pos)
-                pos += 1
+                logits, _ = self(new, cache=cache, pos=pos)
+                pos += new.size(1)
         return idx
 
 
@@ -414,25 +433,56 @@ def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=Non
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
 
 
+def weights_sha256(state):
+    """The sha256 of a state dict's names, dtypes, shapes and bytes: what a checkpoint records of its weights."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
 def read_checkpoint(path, device="cpu"):
-    """A checkpoint's dict of plain values (weights_only=True), or ValueError saying why it cannot be read."""
+    """A checkpoint's dict of plain values (weights_only=True), or ValueError saying why it cannot be read. Where the
+    checkpoint records the sha256 of its weights (sha256.model), they must match it."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
-            raise ValueError("it holds no model weights and model_args")
-    except Exception as e:  # a truncated zip, a pickle with objects, a foreign file: all say the same to a user
+    except pickle.UnpicklingError:  # torch's own message would suggest the unsafe load
+        raise ValueError(f"{path}: not a readable checkpoint (it holds pickled Python objects, not only tensors and "
+                         f"plain values; this code does not load those)") from None
+    except Exception as e:  # a truncated zip, a foreign file: all say the same to a user
         raise ValueError(f"{path}: not a readable checkpoint ({reason(e)})") from None
+    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt) or not isinstance(ckpt["model"], dict) \
+            or not isinstance(ckpt["model_args"], dict) or not isinstance(ckpt.get("sha256", {}), dict):
+        raise ValueError(f"{path}: not a readable checkpoint (it holds no model weights and model_args)")
+    if (want := ckpt.get("sha256", {}).get("model")) and weights_sha256(ckpt["model"]) != want:
+        raise ValueError(f"{path}: its weights do not match the checksum recorded when it was saved (a damaged file: "
+                         f"restore it from a copy, or retrain)")
     return ckpt
+
+
+def model_config(ckpt, path):
+    """The GPTConfig of a checkpoint, checked against config's limits and against the shapes of its weights before
+    anything is allocated (the model is built on the meta device); ValueError if they do not fit this code."""
+    try:
+        cfg = GPTConfig(**ckpt["model_args"])
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in GPT(cfg, verbose=False).state_dict().items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its model_args do not fit this code's model ({reason(e)})") from None
+    got = {k.removeprefix("_orig_mod."): tuple(v.shape) for k, v in ckpt["model"].items()}
+    if bad := next((k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)), None):
+        raise ValueError(f"{path}: its weights do not fit its model_args ({bad}: {got.get(bad, 'missing')} in the "
+                         f"file, {want.get(bad, 'none')} for the model)")
+    return cfg
 
 
 def load_checkpoint(path, device="cpu"):
     """Rebuild a GPT from a checkpoint of plain values (loaded with weights_only=True); returns (model, checkpoint).
     ValueError if the file is not a whole checkpoint of this code's model."""
     ckpt = read_checkpoint(path, device)
-    try:
-        model = GPT(GPTConfig(**ckpt["model_args"]), verbose=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: its model_args do not fit this code's model ({reason(e)})") from None
+    model = GPT(model_config(ckpt, path), verbose=False)
     load_weights(model, ckpt, path)
     return model.to(device), ckpt
 
@@ -444,6 +494,13 @@ def load_weights(model, ckpt, path):
         model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
     except RuntimeError as e:
         raise ValueError(f"{path}: its weights do not fit this code's model ({reason(e)})") from None
+
+
+def check_tokenizer(ckpt, tokenizer, path, tokenizer_path):
+    """ValueError unless `tokenizer` (bytes) is the tokenizer the checkpoint was saved with, where it records one."""
+    if (want := ckpt.get("sha256", {}).get("tokenizer")) and hashlib.sha256(tokenizer).hexdigest() != want:
+        raise ValueError(f"{tokenizer_path} is not the tokenizer {path} was trained with (its checksum differs: "
+                         f"edited or replaced?); put the run's own tokenizer.json back")
 
 
 def model_args(cfg):
@@ -499,7 +556,8 @@ def load_run(run, device, checkpoint=None):
         die(f"{run}: no {' or '.join(names)} here" + ("" if checkpoint else " (train a model first)"))
     try:
         tok = Tokenizer.load(run / "tokenizer.json")
-        model, _ = load_checkpoint(ckpt, device)
+        model, saved = load_checkpoint(ckpt, device)
+        check_tokenizer(saved, (run / "tokenizer.json").read_bytes(), ckpt, run / "tokenizer.json")
     except (OSError, ValueError) as e:
         die(e)
     if model.cfg.vocab_size != tok.vocab_size:
@@ -512,8 +570,8 @@ class GrammarMask:
 
     Each sequence carries its grammar state, its clock (the onset step), the end of its longest note and, once its
     header is read, its bar length and tempo; every rule is a lookup or a comparison over (B, V) on the device, so
-    rows of one batch may be in different states. `forced` gives the token id to take at absolute positions (a
-    prompt's events, -1 where free). With a length control (Controls.bars / .seconds) no note may outlast the
+    rows of one batch may be in different states. Given tokens (a prompt, which GPT.generate takes as `forced`) are
+    read like sampled ones. With a length control (Controls.bars / .seconds) no note may outlast the
     target, no rest may reach it, END comes only when a note ends exactly there, and on the last step that can hold
     an onset it comes as soon as it may; without one, END is held back until a sequence has `min_len` tokens.
 
@@ -522,12 +580,12 @@ class GrammarMask:
     than max_dur is followed by a note. Where those leave a row nothing (a narrow --pitch_range), it falls back to
     the grammar and the controls alone."""
 
-    def __init__(self, tok, device, min_len=0, controls=Controls(), forced=()):
+    def __init__(self, tok, device, min_len=0, controls=Controls()):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
         states, allowed, next_state = grammar_tables(tok.itos)
         self.allowed = tensor(allowed) & tensor(controls.token_mask(tok.itos, tok.spec))  # (S, V) bool
         self.next_state = tensor(next_state)                                               # (S, V) state index
-        values = token_values(tok.itos, tok.spec)
+        values = token_values(tok.itos, tok.spec, controls.other_meter)
         self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
         self.bpm = tensor(values["bpm"])
         # with --seconds: per tempo token (and for a piece without one), the target in steps as Controls reckons it,
@@ -539,7 +597,7 @@ class GrammarMask:
             states.index(s) for s in ("begin", "event", "note_dur", "rest_dur", "end"))
         self.end, self.sep, self.min_len = tok.stoi[END], tok.stoi[SEP], min_len
         self.controls, self.spec = controls, tok.spec
-        self.forced, self.seen = list(forced), 0
+        self.seen = 0
         self.only_end = torch.arange(len(tok.itos), device=device) == self.end
         self.default_bar = bar_steps("4/4", tok.spec.sample_freq)
 
@@ -554,18 +612,37 @@ class GrammarMask:
         self.seconds_target = torch.full((batch_size,), self.seconds_default, device=device)
 
     def consume(self, tok):
-        """Advance every sequence by its token `tok` (B,)."""
+        """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
+        grammar state is stepped token by token; the clock and the note ends are running sums and maxima, and what
+        the latest token of a kind sets (floor, rest, bar, tempo) is read at its position."""
+        n, positions = tok.size(1), torch.arange(tok.size(1), device=tok.device)
+        if n == 0:
+            return
+        before, state = [], self.state  # the grammar state before each token
+        for t in range(n):
+            before.append(state)
+            state = self.next_state[state, tok[:, t]]
+        before = torch.stack(before, 1)
         steps, pitch = self.steps[tok], self.pitch[tok]
-        in_rest, in_note = self.state == self.rest_dur, self.state == self.note_dur
-        self.clock = self.clock + torch.where(in_rest, steps, 0)
-        self.last_end = torch.maximum(self.last_end, torch.where(in_note, self.clock + steps, 0))
-        key = self.floor.clamp(max=self.until.size(1) - 1)[:, None]  # in a note, floor is its pitch
-        self.until.scatter_(1, key, torch.where(in_note, self.clock + steps, self.until.gather(1, key)[:, 0])[:, None])
-        self.floor = torch.where(in_rest, 1 << 30, torch.where(pitch >= 0, pitch, self.floor))
-        self.rest = torch.where(in_rest, 1 + (steps == self.spec.max_dur).long(), torch.where(pitch >= 0, 0, self.rest))
-        self.bar_len = torch.where(self.bar[tok] > 0, self.bar[tok], self.bar_len)
-        self.seconds_target = torch.where(self.bpm[tok] > 0, self.seconds_at[tok], self.seconds_target)
-        self.state = self.next_state[self.state, tok]
+        in_rest, in_note = before == self.rest_dur, before == self.note_dur  # a rest's or a note's duration token
+
+        def latest(where, value, old):  # (B, n): after each token, `value` at the latest position `where` holds
+            at = torch.where(where, positions, -1).cummax(1).values
+            return torch.where(at >= 0, value.gather(1, at.clamp(min=0)), old[:, None])
+
+        clock = self.clock[:, None] + torch.where(in_rest, steps, 0).cumsum(1)  # the onset step after each token
+        ends = clock + steps                                                     # at a note's duration: its end
+        self.last_end = torch.maximum(self.last_end, torch.where(in_note, ends, 0).amax(1))
+        floor = latest(in_rest | (pitch >= 0), torch.where(in_rest, 1 << 30, pitch), self.floor)
+        floor_before = torch.cat([self.floor[:, None], floor[:, :-1]], 1)  # at a note's duration: its pitch
+        key = floor_before.clamp(max=self.until.size(1) - 1)
+        last = torch.full_like(self.until, -1).scatter_reduce(1, key, torch.where(in_note, positions, -1), "amax")
+        self.until = torch.where(last >= 0, ends.gather(1, last.clamp(min=0)), self.until)
+        self.rest = latest(in_rest | (pitch >= 0), torch.where(in_rest, 1 + (steps == self.spec.max_dur).long(), 0),
+                           self.rest)[:, -1]
+        self.floor, self.clock, self.state = floor[:, -1], clock[:, -1], state
+        self.bar_len = latest(self.bar[tok] > 0, self.bar[tok], self.bar_len)[:, -1]
+        self.seconds_target = latest(self.bpm[tok] > 0, self.seconds_at[tok], self.seconds_target)[:, -1]
 
     def target(self):
         """(B,) the length each sequence must end at, in steps (from its own meter and tempo); None if free."""
@@ -576,8 +653,7 @@ class GrammarMask:
     def __call__(self, idx):
         if self.seen == 0:
             self.reset(idx.size(0), idx.device)
-        for t in range(self.seen, idx.size(1)):  # the tokens added since the last call (the prompt, then one)
-            self.consume(idx[:, t])
+        self.consume(idx[:, self.seen:])  # the tokens added since the last call (the prompt, then one at a time)
         self.seen = idx.size(1)
         allowed = self.allowed[self.state]
         target = self.target()
@@ -597,8 +673,4 @@ class GrammarMask:
         canonical = allowed & (self.pitch < self.floor[:, None]) & ~(sounding & note)  # pitch -1 passes the floor
         canonical[:, self.sep] &= self.rest != 1
         canonical[:, self.end] &= (self.rest == 0) | (self.state == self.finished)
-        allowed = torch.where(canonical.any(1, keepdim=True), canonical, allowed)
-        if self.seen < len(self.forced) and self.forced[self.seen] >= 0:
-            allowed = torch.zeros_like(allowed)
-            allowed[:, self.forced[self.seen]] = True
-        return allowed
+        return torch.where(canonical.any(1, keepdim=True), canonical, allowed)

@@ -4,6 +4,7 @@ python plot.py --out_dir models/my_run          -> loss.png (train/val loss) and
 python plot.py --midi midi-samples/x.mid [...]  -> x.png beside each file: a piano roll, velocity as shade
 """
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +13,8 @@ matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-from batch import atomic_open, die, read_jsonl, reason  # noqa: E402
+import batch  # noqa: E402
+from batch import atomic_open, clean_stale, die, read_jsonl, reason  # noqa: E402
 from encoding_decoding import Spec, bar_steps, midi_to_notes  # noqa: E402
 
 
@@ -27,8 +29,12 @@ def plot_run(run):
     if not path.is_file():
         die(f"{path}: no such file (is {run} a run folder?)")
     rows = [row for row, _ in read_jsonl(path, "iter")]
-    steps = [r for r in rows if "loss" in r]
-    evals = [r for r in rows if "val_loss" in r]
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    steps = [r for r in rows if number(r.get("lm_loss"))]  # rows of another version or hand-made ones may lack it
+    evals = [r for r in rows if number(r.get("val_loss")) and number(r.get("train_loss"))]
+    if not steps and not evals:
+        die(f"{path}: no training or validation losses in it yet ({len(rows)} rows): nothing to plot")
+    clean_stale(run)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([r["iter"] for r in steps], [r["lm_loss"] for r in steps], lw=0.8, alpha=0.6, label="train (batch)")
     ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
@@ -44,7 +50,7 @@ def plot_run(run):
     fig, axes = plt.subplots(len(layers) or 1, 1, figsize=(8, 2.2 * max(1, len(layers))), sharex=True, squeeze=False)
     for ax, layer in zip(axes[:, 0], layers):
         for k in (k for k in keys if k.split("/")[1] == layer):
-            ax.plot([r["iter"] for r in steps], [r[k] for r in steps], label=k.split("/")[2])
+            ax.plot([r["iter"] for r in steps if k in r], [r[k] for r in steps if k in r], label=k.split("/")[2])
         ax.set(ylabel=f"{layer}\nshare of tokens", ylim=(0, 1))
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize="small")
@@ -55,12 +61,15 @@ def plot_run(run):
 
 
 def plot_piano_roll(mid, spec):
+    """Draw a MIDI file's piano roll beside it; ValueError saying why it cannot be drawn."""
+    if not Path(mid).is_file():
+        raise ValueError(f"{mid}: no such file")
     try:
         notes, header, _ = midi_to_notes(Path(mid).read_bytes(), spec)
     except Exception as e:  # music21's reader raises its own kinds on a damaged file
-        die(f"{mid}: cannot be read as MIDI ({reason(e)})")
+        raise ValueError(f"{mid}: cannot be read as MIDI ({reason(e)})") from None
     if not notes:
-        die(f"{mid}: no notes to draw")
+        raise ValueError(f"{mid}: no notes to draw")
     fig, ax = plt.subplots(figsize=(12, 4.5))
     beats = spec.sample_freq
     for start, pitch, dur, vel in notes:
@@ -87,13 +96,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.out_dir and not args.midi:
         die("give --out_dir RUN and/or --midi FILE ...")
-    written = plot_run(Path(args.out_dir)) if args.out_dir else []
-    for mid in args.midi:
-        if not Path(mid).is_file():
-            die(f"{mid}: no such file")
-        written.append(plot_piano_roll(mid, Spec()))
-    print("wrote " + ", ".join(map(str, written)))
+    written, failed = plot_run(Path(args.out_dir)) if args.out_dir else [], []
+    for mid in args.midi:  # one bad file is reported, the others are drawn
+        try:
+            written.append(plot_piano_roll(mid, Spec()))
+        except ValueError as e:
+            failed.append(str(e))
+    if written:
+        print("wrote " + ", ".join(map(str, written)))
+    for line in failed:
+        print(f"error: {line}", file=sys.stderr)
+    if failed:
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

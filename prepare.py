@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+import batch
 import config
 from augment_all import VARIANT
-from batch import atomic_write, clean_stale, die, find_files, read_text, swap_in, temp_name, writable_dir, write_json
+from batch import (atomic_write, clean_stale, die, find_files, lock, no_room, read_text, swap_in, temp_name,
+                   writable_dir, write_json)
 from encoding_decoding import text_to_tokens, validate
 from simple_tokenizer import Tokenizer
 
@@ -47,7 +49,11 @@ def split(pids, seed, val_fraction):
 def write_split(path, files, tok, rejected, rss):
     """Stream pieces into `path` as uint16 ids; return (tokens, pieces) written. Broken pieces go to `rejected`."""
     n_tokens = n_pieces = 0
-    with open(path, "wb") as f:  # inside the hidden folder that is swapped in whole
+    try:
+        f = open(path, "wb")  # inside the hidden folder that is swapped in whole
+    except OSError as e:
+        raise no_room(e, path) from None
+    with f:
         for i, p in enumerate(files):
             try:
                 tokens = text_to_tokens(read_text(p))
@@ -57,7 +63,10 @@ def write_split(path, files, tok, rejected, rss):
             if err := validate(tokens, tok.spec):
                 rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
                 continue
-            np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
+            try:
+                np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
+            except OSError as e:
+                raise no_room(e, path) from None
             n_tokens, n_pieces = n_tokens + len(tokens), n_pieces + 1
             if i % 256 == 0:
                 rss[0] = max(rss[0], psutil.Process().memory_info().rss)
@@ -76,12 +85,11 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         die(e)
     tok_bytes = Path(args.tokenizer_paths).read_bytes()
-    if tok.vocab_size >= 2**16:
-        die(f"vocab_size {tok.vocab_size} does not fit uint16 token ids")
     out = Path(args.output_base_dir)
     if out.exists() and not out.is_dir():
         die(f"--output_base_dir {out} is a file, not a folder")
     writable_dir(out.parent, "the folder of --output_base_dir")
+    lock(out, "prepare.py")
     for p in clean_stale(out.parent):
         print(f"  cleaned up after a killed run: {p}")
     main_root = Path(args.main_data_path)
@@ -100,7 +108,8 @@ def main(argv=None):
             sizes[pid] = len(text_to_tokens(read_text(originals[pid])))
         except ValueError as e:
             rejected.append({"file": str(originals[pid]), "reason": str(e)})
-    sizes = {pid: n for pid, n in sizes.items() if n}  # an empty file is rejected when the split is written
+    rejected += [{"file": str(originals[pid]), "reason": "empty file (no tokens)"} for pid, n in sizes.items() if not n]
+    sizes = {pid: n for pid, n in sizes.items() if n}
     chosen, aug_tokens, orphans = [], 0, 0
     if args.augmented_data_path and args.augmented_percentage > 0:
         aug_root = Path(args.augmented_data_path)
@@ -159,4 +168,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

@@ -5,7 +5,8 @@ python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --t
     [--pitch_range 48,84] [--prompt song.mid --prompt_bars 4] [--bpm 120] [--max_new_tokens 1024]
     [--min_new_tokens 128] [--seed 1] [--output_dir midi-samples] [--wav] [--list_styles]
 
-Without --out_dir it samples from models/corpus, the model that ships in the repo (models/corpus/MODEL.md).
+Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
+(models/corpus/MODEL.md), from whatever folder it is run.
 At every step only the tokens that the grammar and the controls allow can be drawn (model.GrammarMask: lookup
 tables on the device), so every sample is a well-formed piece that obeys them. Same seed, same files, byte for byte.
 """
@@ -17,15 +18,16 @@ from pathlib import Path
 
 import torch
 
+import batch
 import config
-from batch import atomic_write, die, reason, writable_dir
+from batch import atomic_write, clean_stale, die, reason, writable_dir
 from encoding_decoding import (END, HEADER, START, Controls, bar_steps, finish, header_end, key_pitch_classes,
                                midi_to_notes, notes_to_midi, notes_to_tokens, pitch_class, tokens_to_notes,
                                tokens_to_text)
 from first_silence_cleaner import strip_leading_silence
 from model import GrammarMask, autocast, load_run, pick_device
 
-SHIPPED = "models/corpus"  # the model in the repo: what sample.py plays without --out_dir
+SHIPPED = str(Path(__file__).resolve().parent / "models" / "corpus")  # the model in the repo: played without --out_dir
 SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
 
@@ -44,6 +46,33 @@ def read_prompt(path, spec, bars):
         die(f"--prompt {path}: no notes in its first {bars} bars")
     tokens = strip_leading_silence(notes_to_tokens(notes, spec, header))
     return tokens[header_end(tokens):-1], header
+
+
+def prompt_controls(args, spec, controls):
+    """(the prompt's events, controls with its tempo and meter) for --prompt: the header takes them unless --tempo or
+    --meter force others, the MIDI is written at the prompt's own tempo (unless --tempo or --bpm), and a meter the
+    run has no token for is meter:other, counted and written as the prompt's. What changes is said in a note."""
+    events, header = read_prompt(args.prompt, spec, args.prompt_bars)
+    own_meter = header.meter in spec.meters
+    controls = replace(controls, tempo=controls.tempo or header.bpm, meter=controls.meter or (
+                           header.meter if own_meter else "other"),
+                       bpm=controls.bpm or (header.bpm if controls.tempo is None else None),
+                       other_meter=header.meter if not controls.meter and not own_meter else None)
+    if controls.other_meter:
+        print(f"note: --prompt {args.prompt} is in {header.meter}, which this run has no token for: its header says "
+              f"meter:other, and --bars counts and the MIDI keeps bars of {header.meter}")
+    if controls.bpm == header.bpm and spec.bucket_bpm(header.bpm) != round(header.bpm):
+        print(f"note: --prompt {args.prompt} is at {header.bpm:g} BPM: the header's tempo token is the nearest this "
+              f"run knows ({spec.bucket_bpm(header.bpm)}), and the MIDI keeps {header.bpm:g} BPM")
+    notes = tokens_to_notes([START] + events + [END], spec)[0]
+    if bad := [n for n in notes if not controls.allows_pitch(n[1])]:
+        die(f"--prompt {args.prompt}: note {bad[0][1]} at step {bad[0][0]} is outside --key/--scale/--pitch_range")
+    target = controls.length_steps(controls.bar_steps(controls.meter, spec.sample_freq),
+                                   spec.bucket_bpm(controls.tempo), spec.sample_freq)
+    if target is not None and max(s + d for s, _, d, _ in notes) > target:
+        die(f"--prompt {args.prompt}: its {args.prompt_bars} bars already last past the --bars/--seconds target "
+            f"({target} steps)")
+    return events, controls
 
 
 def render_wav(mid, wav):
@@ -96,6 +125,7 @@ def main(argv=None):
         die("give --key or --scale, not both")
     controls = parse_controls(args)
     out_dir = writable_dir(args.output_dir, "--output_dir")  # before any work is spent
+    clean_stale(out_dir)  # what a killed run left half written
     run = Path(args.out_dir)
     device, dtype = pick_device(args.device, args.dtype)
     model, tok, _ = load_run(run, device, args.checkpoint)
@@ -108,32 +138,23 @@ def main(argv=None):
         die("; ".join(errors))
 
     events = []
-    if args.prompt:  # its tempo and meter become the header's, unless forced otherwise
-        events, header = read_prompt(args.prompt, spec, args.prompt_bars)
-        controls = replace(controls, tempo=controls.tempo or header.bpm,
-                           meter=controls.meter or (header.meter if header.meter in spec.meters else "other"))
-        notes = tokens_to_notes([START] + events + [END], spec)[0]
-        if bad := [n for n in notes if not controls.allows_pitch(n[1])]:
-            die(f"--prompt {args.prompt}: note {bad[0][1]} at step {bad[0][0]} is outside --key/--scale/--pitch_range")
-        target = controls.length_steps(bar_steps(controls.meter, spec.sample_freq), spec.bucket_bpm(controls.tempo),
-                                       spec.sample_freq)
-        if target is not None and max(s + d for s, _, d, _ in notes) > target:
-            die(f"--prompt {args.prompt}: its {args.prompt_bars} bars already last past the --bars/--seconds target "
-                f"({target} steps)")
+    if args.prompt:
+        events, controls = prompt_controls(args, spec, controls)
     forced = [-1] * (1 + len(HEADER)) + tok.encode(events)  # START and the header, then the prompt's events
     max_new = len(forced) - 1 + controls.token_budget(spec, otherwise=args.max_new_tokens)
 
     torch.manual_seed(args.seed)
     idx = torch.full((args.num_samples, 1), tok.stoi[START], device=device)
-    mask = GrammarMask(tok, device, min_len=len(forced) + args.min_new_tokens, controls=controls, forced=forced)
+    mask = GrammarMask(tok, device, min_len=len(forced) + args.min_new_tokens, controls=controls)
     with autocast(device, dtype):
         out = model.generate(idx, max_new, args.temperature, args.top_k or None, args.top_p, allowed_fn=mask,
                              stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed),
-                             keep=1 + len(HEADER))  # START and the header stay when the window slides
+                             keep=1 + len(HEADER), forced=forced)  # START and the header stay when the window slides
     for i, row in enumerate(out.tolist()):
         tokens = finish(tok.decode(row))
         notes, header, bad = tokens_to_notes(tokens, spec)
-        header = replace(header, bpm=args.bpm or header.bpm)
+        header = replace(header, bpm=controls.bpm or header.bpm,
+                         meter=controls.other_meter if header.meter == "other" and controls.other_meter else header.meter)
         stem = out_dir / (f"{run.name}_{args.style + '_' if args.style else ''}seed{args.seed}_{i}")
         atomic_write(stem.with_suffix(".txt"), tokens_to_text(tokens))
         atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, spec, header))
@@ -152,4 +173,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

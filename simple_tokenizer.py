@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import batch
 import config
 from batch import die, find_files, read_text, write_json
 from encoding_decoding import STYLE_NAME, Spec, kind, text_to_tokens, value
@@ -58,10 +59,18 @@ class Tokenizer:
         if d.get("version") != VERSION:
             raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads version {VERSION}")
         try:
-            tok = cls(Spec.of(d["spec"]))
+            spec = Spec.of(d["spec"])
+        except ValueError as e:
+            raise ValueError(f"{path}: its spec is not one this code can use: {e}") from None
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError(f"{path}: tokenizer JSON lacks or garbles its spec (edited by hand?)") from None
+        tok = cls(spec)
+        if tok.vocab_size > 2**16:
+            raise ValueError(f"{path}: its spec makes {tok.vocab_size} tokens, more than uint16 token ids can hold")
+        try:
             whole = d["itos"] == tok.itos and d["vocab_size"] == tok.vocab_size and d["stoi"] == tok.stoi
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: tokenizer JSON lacks or garbles its spec or vocabulary (edited by hand?)") from None
+        except KeyError:
+            raise ValueError(f"{path}: tokenizer JSON lacks its vocabulary (edited by hand?)") from None
         if not whole:
             raise ValueError(f"{path}: vocabulary does not match its spec {d['spec']} (edited by hand?)")
         return tok
@@ -122,4 +131,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

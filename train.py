@@ -10,6 +10,7 @@ weights_only=True, plus config.json, tokenizer.json, metrics.jsonl and tensorboa
 """
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
@@ -25,11 +26,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import config
-from batch import (atomic_open, atomic_write, clean_stale, die, read_jsonl, reason, swap_in, temp_name, writable_dir,
-                   write_json)
-from encoding_decoding import HEADER, START, kind
-from model import (GPT, MODEL_KEYS, WEIGHT_FILES, GPTConfig, autocast, load_weights, model_args, pick_device,
-                   read_checkpoint)
+import batch
+from batch import DiskFull, atomic_write, clean_stale, die, lock, read_jsonl, reason, recover, writable_dir, write_json
+from encoding_decoding import HEADER, START, Spec, kind
+from model import (GPT, MODEL_KEYS, WEIGHT_FILES, GPTConfig, autocast, check_tokenizer, load_weights, model_args,
+                   model_config, pick_device, read_checkpoint, weights_sha256)
 from simple_tokenizer import Tokenizer
 
 TRAIN_KEYS = MODEL_KEYS + [
@@ -41,7 +42,7 @@ TRAIN_KEYS = MODEL_KEYS + [
 
 def read_data(data_dir):
     """Memory-mapped train/val token arrays, checked against meta.json."""
-    data_dir = Path(data_dir)
+    data_dir = recover(data_dir)
     if not (data_dir / "meta.json").is_file():
         die(f"{data_dir}: no meta.json here (run prepare.py first, or point --data_dir at its output)")
     try:
@@ -151,11 +152,20 @@ def find_checkpoint(path):
 
 
 def save_checkpoint(path, state):
+    """Write a checkpoint atomically; on a full disk (or a folder gone) one line, and the earlier file stays."""
+    buffer = io.BytesIO()  # serialized first: a write error then reads as itself, not as torch's "unexpected pos"
+    torch.save(state, buffer)
     try:
-        with atomic_open(path) as f:
-            torch.save(state, f)
-    except (OSError, RuntimeError) as e:  # disk full, folder gone: torch reports some as RuntimeError
-        die(f"could not write {path} ({reason(e)}); the earlier {path.name}, if any, is intact")
+        atomic_write(path, buffer.getbuffer())
+    except OSError as e:
+        die(f"could not write {path} ({'the disk is full' if isinstance(e, DiskFull) else reason(e)}); "
+            f"the earlier {path.name}, if any, is intact")
+
+
+def with_checksums(state, tokenizer):
+    """A checkpoint's state with the sha256 of its weights and of its tokenizer's bytes, checked when it is read."""
+    return {**state, "sha256": {"model": weights_sha256(state["model"]),
+                                "tokenizer": hashlib.sha256(tokenizer).hexdigest()}}
 
 
 def extend_vocab(ckpt, old, new):
@@ -172,47 +182,98 @@ def holds_a_run(out_dir):
     return any((out_dir / name).exists() for name in WEIGHT_FILES)
 
 
+EXPORTED = ("config.json", "tokenizer.json", "metrics.jsonl", "model.pt")  # the weights, what readers look for, last
+
+
 def export(run, dest, overwrite):
-    """Write `dest`, a weights-only copy of the run for sharing: its first of WEIGHT_FILES as model.pt with its
+    """Write a weights-only copy of the run for sharing into `dest`: its first of WEIGHT_FILES as model.pt with its
     matrices in bfloat16 (vectors, norms and routing biases stay float32), beside the run's config.json,
-    tokenizer.json and metrics.jsonl. Other files already in `dest` (MODEL.md, ...) are kept; the folder is built
-    hidden and swapped in whole."""
+    tokenizer.json and metrics.jsonl. Each file is written whole beside its place, then all are moved in with
+    os.replace, so `dest` is never missing; nothing else in `dest` (MODEL.md, .git, ...) is touched."""
     src = next((run / n for n in WEIGHT_FILES if (run / n).is_file()), None)
     if src is None:
         die(f"{run}: no {' or '.join(WEIGHT_FILES)} to export")
-    if holds_a_run(dest) and not overwrite:
-        die(f"{dest} already holds a model: add --overwrite to replace it")
     if dest.exists() and not dest.is_dir():
         die(f"--export {dest} is a file, not a folder")
+    if dest.resolve() == run.resolve():
+        die(f"--export {dest} is the run folder itself: export into another folder")
+    if training := [n for n in WEIGHT_FILES if n != "model.pt" and (dest / n).exists()]:
+        die(f"--export {dest} holds a training run ({', '.join(training)}): export into another folder")
+    if (dest / "model.pt").exists() and not overwrite:
+        die(f"{dest} already holds a model: add --overwrite to replace it")
+    lock(dest, "export")
     try:
         ckpt = read_checkpoint(src)
-    except ValueError as e:
+        tokenizer = (run / "tokenizer.json").read_bytes()
+        check_tokenizer(ckpt, tokenizer, src, run / "tokenizer.json")
+        model_config(ckpt, src)
+    except (OSError, ValueError) as e:
         die(e)
     weights = {k: v.to(torch.bfloat16) if v.is_floating_point() and v.dim() >= 2 else v
                for k, v in ckpt["model"].items()}
-    shipped = {"model": weights, "model_args": ckpt["model_args"], "iter_num": ckpt["iter_num"],
-               "best_val_loss": ckpt["best_val_loss"], "config": ckpt["config"], "exported_from": src.name}
-    writable_dir(dest.parent, "the folder of --export")
-    clean_stale(dest.parent)
-    tmp = dest.parent / temp_name(dest.name, "tmp")
-    try:
-        if dest.is_dir():
-            shutil.copytree(dest, tmp, ignore=shutil.ignore_patterns(".*"))
-        else:
-            tmp.mkdir()
-        save_checkpoint(tmp / "model.pt", shipped)
-        for name in ("config.json", "tokenizer.json", "metrics.jsonl"):
-            atomic_write(tmp / name, (run / name).read_bytes())
-        swap_in(tmp, dest)
+    shipped = with_checksums({"model": weights, "model_args": ckpt["model_args"], "iter_num": ckpt["iter_num"],
+                              "best_val_loss": ckpt["best_val_loss"], "config": ckpt["config"],
+                              "exported_from": src.name}, tokenizer)
+    buffer = io.BytesIO()
+    torch.save(shipped, buffer)
+    files = {"model.pt": buffer.getvalue(), "tokenizer.json": tokenizer,
+             **{n: (run / n).read_bytes() for n in ("config.json", "metrics.jsonl")}}
+    writable_dir(dest, "--export")
+    clean_stale(dest)
+    try:  # write every file first; the renames that follow take no room and cannot half-fail
+        staged = []
+        for name in EXPORTED:
+            staged.append((dest / batch.temp_name(name, "tmp"), dest / name))
+            staged[-1][0].write_bytes(files[name])
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        die(f"could not write {dest} ({reason(e)}); it is left as it was")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        full = isinstance(batch.no_room(e, dest), DiskFull)
+        die(f"could not write {dest} ({'the disk is full' if full else reason(e)}); it is left as it was")
+    for tmp, path in staged:
+        os.replace(tmp, path)
     size = (dest / "model.pt").stat().st_size
     print(f"{dest}/model.pt: {src} at step {ckpt['iter_num']} (val loss {ckpt['best_val_loss']:.4f}), "
           f"{size / 2**20:.1f} MiB; with config.json, tokenizer.json, metrics.jsonl")
+
+
+def check_vocabulary(ckpt, ckpt_path, resumed_run, tokenizer, c, master):
+    """The data's tokenizer against the checkpoint's, token by token: the same, or (fine-tuning) the checkpoint's
+    with new styles appended, whose embedding rows extend_vocab adds; else one line on the first token that differs.
+    A resumed run compares with its own tokenizer.json, which must be the one its checkpoint was saved with."""
+    source = (resumed_run or ckpt_path.parent) / "tokenizer.json"
+    if not source.is_file():
+        die(f"{ckpt_path}: no tokenizer.json beside it, so its vocabulary cannot be compared with the data's")
+    try:
+        check_tokenizer(ckpt, source.read_bytes(), ckpt_path, source)
+        old_spec = Tokenizer.load(source).spec.to_dict()
+    except (OSError, ValueError) as e:
+        die(e)
+    new_spec = json.loads(tokenizer)["spec"]
+    if differ := [k for k in old_spec if k != "styles" and json.dumps(old_spec[k]) != json.dumps(new_spec.get(k))]:
+        die(f"{c.data_dir}/tokenizer.json was built with other settings than {source} ({differ[0]}: "
+            f"{new_spec.get(differ[0])} vs {old_spec[differ[0]]}): the same tokens would mean other things; "
+            f"re-encode with the run's settings" + ("" if resumed_run else f" (simple_tokenizer.py --base {c.init_from})"))
+    old, new = Tokenizer(Spec.of(old_spec)).itos, json.loads(tokenizer)["itos"]
+    if len(old) != ckpt["model_args"]["vocab_size"]:
+        die(f"{source} has {len(old)} tokens but {ckpt_path} has {ckpt['model_args']['vocab_size']}")
+    if new == old:
+        return
+    if resumed_run:
+        die(f"{c.data_dir} was prepared with another tokenizer than the run's {source} (first difference at token "
+            f"id {first_difference(old, new)}): resume on data prepared with the run's tokenizer")
+    if len(new) <= len(old) or new[:len(old)] != old:
+        k = first_difference(old, new)
+        die(f"vocab mismatch: token id {k} is {old[k] if k < len(old) else 'absent'!r} in {source} but "
+            f"{new[k] if k < len(new) else 'absent'!r} in {c.data_dir}/tokenizer.json (to fine-tune on new styles, "
+            f"build the data's tokenizer with simple_tokenizer.py --base {c.init_from})")
+    extend_vocab(ckpt, old, new)
+    if master:
+        print(f"fine-tuning with {len(new) - len(old)} new tokens: {', '.join(new[len(old):])}")
+
+
+def first_difference(a, b):
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def main(argv=None):
@@ -225,13 +286,18 @@ def main(argv=None):
     if c.export:
         return export(out_dir, Path(c.export), c.overwrite)
 
-    # --- the model's source, read before anything else: a resumed run continues with its own settings
+    # --- the run folder is this process's until it exits; then the model's source, read before anything else: a
+    # resumed run continues with its own settings
+    ddp = "RANK" in os.environ
+    if int(os.environ.get("RANK", 0)) == 0:
+        lock(out_dir, "training run")
     resume = c.init_from == "resume"
     ckpt = ckpt_path = None
     if c.init_from != "scratch":
         ckpt_path = find_checkpoint(out_dir if resume else c.init_from)
         try:
             ckpt = read_checkpoint(ckpt_path)
+            model_config(ckpt, ckpt_path)  # its shapes are sound before any of them is used
         except ValueError as e:
             die(e)
     if resume and "optimizer" not in ckpt:
@@ -250,7 +316,6 @@ def main(argv=None):
         die(f"{out_dir} holds a trained run: use --init_from=resume to continue, or --overwrite to start over")
     if out_dir.exists() and not out_dir.is_dir():
         die(f"--out_dir {out_dir} is a file, not a folder")
-    ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
     device, dtype = pick_device(c.device, c.dtype)
     if ddp:
@@ -272,26 +337,10 @@ def main(argv=None):
     heads = {split: piece_heads(data, itos) if c.anchor_header else None for split, data in splits.items()}
 
     # --- the model: from scratch, resumed, or fine-tuned from another run
-    if ckpt is not None and ckpt["model_args"]["vocab_size"] != meta["vocab_size"]:
-        source = ckpt_path.parent / "tokenizer.json"
-        try:
-            old = Tokenizer.load(source).itos if source.is_file() and not resume else None
-        except ValueError as e:
-            die(e)
-        new = json.loads(tokenizer)["itos"]
-        if old is None or len(new) <= len(old) or new[:len(old)] != old:
-            die(f"vocab mismatch: the checkpoint has {ckpt['model_args']['vocab_size']} tokens, "
-                f"{c.data_dir}/meta.json has {meta['vocab_size']} (to fine-tune on new styles, build the data's "
-                f"tokenizer with simple_tokenizer.py --base {c.init_from})")
-        extend_vocab(ckpt, old, new)
-        if master:
-            print(f"fine-tuning with {len(new) - len(old)} new tokens: {', '.join(new[len(old):])}")
-    run_tokenizer = out_dir / "tokenizer.json"
-    if resume and run_tokenizer.is_file() and run_tokenizer.read_bytes() != tokenizer:
-        die(f"{c.data_dir} was prepared with another tokenizer than the run's {run_tokenizer} (same size, other "
-            f"tokens): resume on data prepared with the run's tokenizer")
+    if ckpt is not None:
+        check_vocabulary(ckpt, ckpt_path, out_dir if resume else None, tokenizer, c, master)
     try:
-        cfg = GPTConfig(**ckpt["model_args"]) if ckpt else GPTConfig.of(c, vocab_size=meta["vocab_size"])
+        cfg = model_config(ckpt, ckpt_path) if ckpt else GPTConfig.of(c, vocab_size=meta["vocab_size"])
     except ValueError as e:
         die(e)
     torch.manual_seed(c.seed)  # a resumed run then takes its RNG states from the checkpoint
@@ -320,11 +369,11 @@ def main(argv=None):
     run_config = config.pick(c, TRAIN_KEYS)
 
     def state():
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "model_args": model_args(cfg), "iter_num": iter_num, "best_val_loss": best_val,
-                "config": run_config,
-                "rng": {"sampler": sampler.get_state(), "torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}
+        return with_checksums({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "model_args": model_args(cfg), "iter_num": iter_num, "best_val_loss": best_val, "config": run_config,
+            "rng": {"sampler": sampler.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}, tokenizer)
 
     # --- the run folder: self-contained, and on resume the logs continue from the checkpoint's step
     writer = None
@@ -346,8 +395,13 @@ def main(argv=None):
         writer = SummaryWriter(out_dir / "tensorboard", purge_step=iter_num if resume else None)
 
     def log(**row):
-        with open(out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            full = isinstance(batch.no_room(e, out_dir), DiskFull)
+            die(f"could not append to {out_dir}/metrics.jsonl ({'the disk is full' if full else reason(e)}); the run "
+                f"stops at step {iter_num}: {out_dir}/checkpoint.pt holds its last evaluated step")
         for k, v in row.items():
             if k != "iter" and isinstance(v, (int, float)):
                 writer.add_scalar(k, v, row["iter"])

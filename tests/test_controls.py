@@ -154,7 +154,7 @@ def test_samples_come_out_in_canonical_form():
     (["--key", "H minor"], "'H' is not a pitch class"),
     (["--pitch_range", "90,40"], "argument --pitch_range: wants two values LOW,HIGH with LOW <= HIGH"),
     (["--pitch_range", "0,10"], "--pitch_range wants LOW,HIGH with 21 <= LOW <= HIGH <= 108"),
-    (["--bars", "0"], "argument --bars: wants a number >= 1, got '0'"),
+    (["--bars", "0"], "argument --bars: wants a number >= 1 and <= 1000, got '0'"),
     (["--seconds", "nan"], "argument --seconds: wants a finite number"),
     (["--bars", "4", "--seconds", "10"], "give --bars or --seconds, not both"),
 ])
