@@ -18,7 +18,7 @@ import psutil
 import batch
 import config
 from augment_all import VARIANT
-from batch import (atomic_write, clean_stale, die, find_files, lock, no_room, read_text, swap_in, temp_name,
+from batch import (DiskFull, atomic_write, clean_stale, die, find_files, lock, no_room, read_text, swap_in, temp_name,
                    writable_dir, write_json)
 from encoding_decoding import text_to_tokens, validate
 from simple_tokenizer import Tokenizer
@@ -150,8 +150,10 @@ def main(argv=None):
         atomic_write(tmp / "tokenizer.json", tok_bytes)  # the data carries its tokenizer
         write_json(tmp / "meta.json", meta)
         swap_in(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(full := no_room(e, tmp, f"{out} is left as it was"), DiskFull):
+            raise full from None
         raise
     print(f"train.bin: {n_train[0]:,} tokens in {n_train[1]} pieces ({len(chosen)} augmented, "
           f"{aug_tokens / max(n_train[0], 1):.0%} of tokens); val.bin: {n_val[0]:,} tokens in {n_val[1]} pieces")
