@@ -84,13 +84,15 @@ def find_files(dirs, suffixes, problems=None):
         here = []
         for root, subdirs, files in os.walk(d, onerror=unlisted, followlinks=True):
             real_root = os.path.realpath(root)
-            subdirs.sort()  # a fixed order, so that the same link is the one taken on every run
+            # a fixed order, real folders before links: the same path is the one taken on every run
+            subdirs.sort(key=lambda name: (os.path.islink(Path(root, name)), name))
             for name in list(subdirs):
                 real = os.path.realpath(Path(root, name))
                 if real == real_root or real_root.startswith(real.rstrip(os.sep) + os.sep):
                     why = f"a link back up to {real} (a loop)"
                 elif real in walked:
-                    why = f"a link to {real}, which is walked already"
+                    why = (f"a link to {real}, which is walked already" if os.path.islink(Path(root, name)) else
+                           "walked already, through a link to it")
                 else:
                     walked.add(real)
                     continue
