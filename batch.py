@@ -57,6 +57,11 @@ def no_room(e, path, kept="nothing older was replaced"):
     return e
 
 
+def why_not_written(e):
+    """Why a write failed, in a few words: the full disk said plainly, else the error's own line."""
+    return "the disk is full" if isinstance(e, DiskFull) or getattr(e, "errno", None) in NO_ROOM else reason(e)
+
+
 def main(script_main):
     """Run a script's main(): a full disk ends it with one line, wherever the write was."""
     try:

@@ -627,7 +627,7 @@ class GrammarMask:
         in_rest, in_note = before == self.rest_dur, before == self.note_dur  # a rest's or a note's duration token
 
         def latest(where, value, old):  # (B, n): after each token, `value` at the latest position `where` holds
-            if n == 1:  # a sampled token: no running maximum to take (a quarter of a decode step's mask time)
+            if n == 1:  # a sampled token: no running maximum to take
                 return torch.where(where, value, old[:, None])
             at = torch.where(where, positions, -1).cummax(1).values
             return torch.where(at >= 0, value.gather(1, at.clamp(min=0)), old[:, None])

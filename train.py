@@ -26,8 +26,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import config
-import batch
-from batch import DiskFull, atomic_write, clean_stale, die, lock, read_jsonl, reason, recover, writable_dir, write_json
+from batch import (atomic_write, clean_stale, die, lock, read_jsonl, recover, temp_name, why_not_written, writable_dir,
+                   write_json)
 from encoding_decoding import HEADER, START, Spec, kind
 from model import (GPT, MODEL_KEYS, WEIGHT_FILES, GPTConfig, autocast, check_tokenizer, load_weights, model_args,
                    model_config, pick_device, read_checkpoint, weights_sha256)
@@ -158,8 +158,7 @@ def save_checkpoint(path, state):
     try:
         atomic_write(path, buffer.getbuffer())
     except OSError as e:
-        die(f"could not write {path} ({'the disk is full' if isinstance(e, DiskFull) else reason(e)}); "
-            f"the earlier {path.name}, if any, is intact")
+        die(f"could not write {path} ({why_not_written(e)}); the earlier {path.name}, if any, is intact")
 
 
 def with_checksums(state, tokenizer):
@@ -220,16 +219,15 @@ def export(run, dest, overwrite):
              **{n: (run / n).read_bytes() for n in ("config.json", "metrics.jsonl")}}
     writable_dir(dest, "--export")
     clean_stale(dest)
-    try:  # write every file first; the renames that follow take no room and cannot half-fail
-        staged = []
+    staged = []
+    try:  # write every file first; the renames that follow take no room
         for name in EXPORTED:
-            staged.append((dest / batch.temp_name(name, "tmp"), dest / name))
+            staged.append((dest / temp_name(name, "tmp"), dest / name))
             staged[-1][0].write_bytes(files[name])
     except OSError as e:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-        full = isinstance(batch.no_room(e, dest), DiskFull)
-        die(f"could not write {dest} ({'the disk is full' if full else reason(e)}); it is left as it was")
+        die(f"could not write {dest} ({why_not_written(e)}); it is left as it was")
     for tmp, path in staged:
         os.replace(tmp, path)
     size = (dest / "model.pt").stat().st_size
@@ -399,9 +397,8 @@ def main(argv=None):
             with open(out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
         except OSError as e:
-            full = isinstance(batch.no_room(e, out_dir), DiskFull)
-            die(f"could not append to {out_dir}/metrics.jsonl ({'the disk is full' if full else reason(e)}); the run "
-                f"stops at step {iter_num}: {out_dir}/checkpoint.pt holds its last evaluated step")
+            die(f"could not append to {out_dir}/metrics.jsonl ({why_not_written(e)}); the run stops at step "
+                f"{iter_num}: {out_dir}/checkpoint.pt holds its last evaluated step")
         for k, v in row.items():
             if k != "iter" and isinstance(v, (int, float)):
                 writer.add_scalar(k, v, row["iter"])

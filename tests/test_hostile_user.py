@@ -474,3 +474,19 @@ def test_a_dataset_set_aside_by_a_killed_prepare_is_put_back_by_its_reader(data,
     splits, meta, _ = read_data(tmp_path / "bin")
     assert len(splits["train"]) == meta["train"]["tokens"] and (tmp_path / "bin/meta.json").is_file()
     assert "was put back from .bin.pid99999999.old" in capsys.readouterr().err
+
+
+def test_the_mask_reads_a_prompt_at_once_as_it_reads_it_token_by_token(trained):
+    from model import GrammarMask, load_run
+    model, tok, _ = load_run(trained, "cpu")
+    idx = torch.full((6, 1), tok.stoi["START"])
+    pieces = model.generate(idx, 300, temperature=1.5, allowed_fn=GrammarMask(tok, "cpu", min_len=301),
+                            generator=torch.Generator().manual_seed(3))  # chords, rests, held notes
+    at_once, one_by_one = GrammarMask(tok, "cpu"), GrammarMask(tok, "cpu")
+    for cut in (1, 5, 37, 120, 301):
+        a = at_once(pieces[:, :cut])
+        for k in range(one_by_one.seen + 1, cut + 1):
+            b = one_by_one(pieces[:, :k])
+        assert torch.equal(a, b)
+        for name in ("state", "clock", "last_end", "floor", "until", "rest", "bar_len", "seconds_target"):
+            assert torch.equal(getattr(at_once, name), getattr(one_by_one, name)), (cut, name)
