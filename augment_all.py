@@ -11,21 +11,15 @@ import argparse
 import hashlib
 import itertools
 import random
-import re
 from collections import Counter
 from functools import partial
 from pathlib import Path
 
 import batch
-import config
+import configurator
 from batch import atomic_write, die, find_files, parallel_map, read_text, writable_dir
+from dataset import VARIANT, variant_name
 from encoding_decoding import Spec, kind, text_to_tokens, tokens_to_text, value
-
-VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # prepare.py reads the piece id with this
-
-
-def variant_name(pitch, velocity, tempo=0):
-    return f"__p{pitch:+d}_v{velocity:+d}" + (f"_t{tempo:+d}" if tempo else "")
 
 
 def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
@@ -81,8 +75,8 @@ def augment_one(opts, job):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_dirs", nargs="+", required=True, help="folders of .txt encodings")
-    parser.add_argument("--output_dir", default="data/aug")
-    opts = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
+    configurator.option(parser, "output_dir", "the folder of the variants", key="aug_dir")
+    opts = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
                                "tempo_buckets", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
                                "aug_variants", "num_processes", "file_timeout"], argv)
     writable_dir(opts.output_dir, "--output_dir")

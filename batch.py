@@ -260,6 +260,14 @@ def atomic_write(path, data):
         f.write(data.encode() if isinstance(data, str) else data)
 
 
+def save_figure(fig, path):
+    """A matplotlib figure as a PNG file, written atomically, and closed."""
+    import matplotlib.pyplot as plt
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 

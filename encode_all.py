@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import batch
 import config
+import configurator
 from batch import Journal, atomic_write, clean_stale, die, find_files, lock, parallel_map, writable_dir, write_json
 from encoding_decoding import (STYLE_NAME, Spec, midi_to_notes, notes_to_tokens, parse_score, score_to_notes,
                                tokens_to_text)
@@ -104,9 +105,9 @@ def main(argv=None):
     parser.add_argument("--corpus", choices=["music21"], help="encode the corpus bundled with music21")
     parser.add_argument("--composers", nargs="+", help="corpus folders to take (default: all)")
     parser.add_argument("--style", help="the style of every --midi_dirs file (default: each folder's name)")
-    parser.add_argument("--text_dir", default="data/text")
-    parser.add_argument("--shard", default="1/1", help="K/N: encode only the K-th (1..N) of N slices of the files")
-    opts = config.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "default_velocity",
+    configurator.option(parser, "text_dir", "the folder of the encodings")
+    configurator.option(parser, "shard", "K/N: encode only the K-th (1..N) of N slices of the files")
+    opts = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "default_velocity",
                                "keep_drums", "min_notes", "max_piece_steps", "default_bpm", "num_processes", "file_timeout",
                                "timeout_bytes"],
                       argv)

@@ -6,17 +6,21 @@ onset step (earliest first) its notes as `n{pitch} d{steps} v{velocity}` (highes
 
     START style:bach tempo:96 meter:3/4 n72 d4 v80 n64 d4 v70 sepxx d4 n74 d2 v82 ... END
 
-A note list is a sorted list of `(start, pitch, dur, vel)` tuples in grid steps; a `Header` carries the rest.
+A note list is a sorted list of `Note(start, pitch, dur, vel)` in grid steps; a `Header` carries the rest.
 `canonical()` is the single normal form: encoding writes it, decoding reads it back, so decode → encode is the
 identity on encodings. music21 is imported only where MIDI or scores are read or written, so the grammar loads
 without it.
 """
+import json
 import math
 import re
 from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import NamedTuple
 
 import config
+import configurator
 
 START, END, SEP = "START", "END", "sepxx"
 HEADER = ("style", "tempo", "meter")  # the header's token kinds, in order; a header token is `kind:value`
@@ -84,9 +88,9 @@ class Spec:
             elif isinstance(f.default, tuple):
                 kinds = (int, float) if f.name == "tempo_range" else (int,)
                 why = ("two numbers" if not (isinstance(v, tuple) and len(v) == 2 and all(number(x, kinds) for x in v))
-                       else config.check(f.name, v))
+                       else configurator.check(f.name, v))
             else:
-                why = "a whole number" if not number(v) else config.check(f.name, v)
+                why = "a whole number" if not number(v) else configurator.check(f.name, v)
             if why:
                 raise ValueError(f"{f.name}={v!r}: wants {why}")
 
@@ -95,7 +99,7 @@ class Spec:
         """Build from a dict or namespace holding some of these names (the rest keep their defaults); lists (from
         JSON) become tuples."""
         has = values.__contains__ if isinstance(values, dict) else lambda k: hasattr(values, k)
-        picked = config.pick(values, [f.name for f in fields(cls) if has(f.name)])
+        picked = configurator.pick(values, [f.name for f in fields(cls) if has(f.name)])
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in picked.items()})
 
     def to_dict(self):
@@ -130,6 +134,18 @@ class Spec:
                 + ["meter:other"] + [f"style:{s}" for s in self.styles])
 
 
+class Note(NamedTuple):
+    """One note on the grid: its onset and duration in steps, its MIDI pitch and velocity."""
+    start: int
+    pitch: int
+    dur: int
+    vel: int
+
+    @property
+    def end(self):
+        return self.start + self.dur
+
+
 @dataclass(frozen=True)
 class Header:
     """What a listener needs besides the notes: the style, the first tempo (quarter notes per minute) and the
@@ -161,25 +177,24 @@ def canonical(notes, spec, dropped=None):
     dropped = Counter() if dropped is None else dropped
     (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
     kept = []
-    for start, pitch, dur, vel in notes:
-        if not p0 <= pitch <= p1:
+    for n in map(Note._make, notes):
+        if not p0 <= n.pitch <= p1:
             dropped["pitch_out_of_range"] += 1
             continue
-        if dur > spec.max_dur:
+        if n.dur > spec.max_dur:
             dropped["duration_clamped"] += 1
-        kept.append((start, pitch, min(max(dur, 1), spec.max_dur), min(max(vel, v0), v1)))
-    kept.sort(key=lambda n: (n[0], -n[1], -n[2], -n[3]))
+        kept.append(n._replace(dur=min(max(n.dur, 1), spec.max_dur), vel=min(max(n.vel, v0), v1)))
+    kept.sort(key=lambda n: (n.start, -n.pitch, -n.dur, -n.vel))
     out, last = [], {}  # last: pitch -> index in out of its latest note
     for note in kept:
-        start, pitch = note[0], note[1]
-        j = last.get(pitch)
-        if j is not None and out[j][0] == start:
+        j = last.get(note.pitch)
+        if j is not None and out[j].start == note.start:
             dropped["duplicate_note"] += 1
             continue
-        if j is not None and out[j][0] + out[j][2] > start:
-            out[j] = (out[j][0], pitch, start - out[j][0], out[j][3])
+        if j is not None and out[j].end > note.start:
+            out[j] = out[j]._replace(dur=note.start - out[j].start)
             dropped["overlap_shortened"] += 1
-        last[pitch] = len(out)
+        last[note.pitch] = len(out)
         out.append(note)
     return out
 
@@ -187,142 +202,15 @@ def canonical(notes, spec, dropped=None):
 def notes_to_tokens(notes, spec, header=Header()):
     """Canonical notes and their header -> tokens (START header ... END)."""
     tokens, now = [START] + spec.header_tokens(header), 0
-    for start, pitch, dur, vel in notes:
-        gap = start - now
+    for n in map(Note._make, notes):  # plain (start, pitch, dur, vel) tuples are read as Notes
+        gap = n.start - now
         while gap > 0:
             step = min(gap, spec.max_dur)
             tokens += [SEP, f"d{step}"]
             gap -= step
-        now = start
-        tokens += [f"n{pitch}", f"d{dur}", f"v{vel}"]
+        now = n.start
+        tokens += [f"n{n.pitch}", f"d{n.dur}", f"v{n.vel}"]
     return tokens + [END]
-
-
-def grammar_tables(itos):
-    """The grammar as lookup tables over token ids, for the sampler's mask: (states, allowed, next_state) where
-    allowed[s][i] says whether token id i may come in state s and next_state[s][i] is where it leads. After END
-    only END is allowed, so a finished sequence can be padded with it."""
-    states = list(GRAMMAR)
-    kinds = [kind(t) for t in itos]
-    allowed = [[k in GRAMMAR[s] or (s == "end" and k == END) for k in kinds] for s in states]
-    next_state = [[states.index(GRAMMAR[s].get(k, "end")) for k in kinds] for s in states]
-    return states, allowed, next_state
-
-
-def token_values(itos, spec, other_meter=None):
-    """Per token id, the numbers the sampler's mask reads, as lists: pitch (n tokens, else -1), steps (d, else 0),
-    the steps a token needs before a length target (a note 1, sepxx 2, d its steps; a rest's d one more, added by
-    the mask), the steps of one bar (meter tokens, else 0; meter:other's is `other_meter`'s, else 4/4's) and the BPM
-    (tempo tokens, else 0)."""
-    values = {"pitch": [], "steps": [], "need": [], "bar": [], "bpm": []}
-    for t in itos:
-        k, v = kind(t), value(t)
-        values["pitch"].append(int(t[1:]) if k == "n" else -1)
-        values["steps"].append(int(t[1:]) if k == "d" else 0)
-        values["need"].append({"n": 1, SEP: 2, "d": values["steps"][-1]}.get(k, 0))
-        values["bar"].append(bar_steps(other_meter if v == "other" and other_meter else v, spec.sample_freq)
-                             if k == "meter" else 0)
-        values["bpm"].append(float(v) if k == "tempo" else 0.0)
-    return values
-
-
-KEY_MODES = {  # semitones above the tonic
-    "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10), "harmonic minor": (0, 2, 3, 5, 7, 8, 11),
-    "melodic minor": (0, 2, 3, 5, 7, 9, 11), "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10),
-    "lydian": (0, 2, 4, 6, 7, 9, 11), "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
-    "major pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10), "blues": (0, 3, 5, 6, 7, 10),
-}
-NOTE_NAMES = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
-
-
-def pitch_class(name):
-    """'F#' / 'Bb' / 'c' / '7' -> 0..11; ValueError otherwise."""
-    if name.isdigit() and int(name) < 12:
-        return int(name)
-    m = re.fullmatch(r"([A-Ga-g])([#b]*)", name)
-    if not m:
-        raise ValueError(f"{name!r} is not a pitch class (C, F#, Bb, or 0..11)")
-    return (NOTE_NAMES[m[1].lower()] + m[2].count("#") - m[2].count("b")) % 12
-
-
-def key_pitch_classes(key):
-    """'D minor', 'F# major', 'Bb dorian', 'A' (major) -> the sorted pitch classes of that scale."""
-    tonic, _, mode = key.strip().partition(" ")
-    mode = " ".join(mode.lower().split()) or "major"
-    if mode not in KEY_MODES:
-        raise ValueError(f"unknown mode {mode!r} in key {key!r}; known: {', '.join(KEY_MODES)}")
-    return tuple(sorted((pitch_class(tonic) + k) % 12 for k in KEY_MODES[mode]))
-
-
-@dataclass(frozen=True)
-class Controls:
-    """What samples must obey, all enforced by the sampler's mask: header values to force, a length (in bars of
-    the piece's meter, or in seconds at its tempo or at `bpm`), the pitch classes notes may take and a pitch range."""
-    style: str = None
-    tempo: float = None       # BPM: forces the tempo token of its bucket
-    meter: str = None
-    bars: int = None
-    seconds: float = None
-    scale: tuple = None       # pitch classes
-    pitch_range: tuple = None  # (lowest, highest) MIDI pitch, inclusive
-    bpm: float = None         # the tempo the MIDI is written at, instead of the header's
-    other_meter: str = None   # the time signature meter:other stands for (a 7/8 prompt's): bars are counted in it
-                              # and the MIDI is written in it
-
-    def errors(self, spec):
-        """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
-        out = []
-        if self.style is not None and self.style not in spec.styles:
-            out.append(f"unknown style {self.style!r}; this run knows: {', '.join(spec.styles)}")
-        if self.meter is not None and self.meter not in spec.meters + ("other",):
-            out.append(f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters + ('other',))}")
-        if self.bars is not None and self.seconds is not None:
-            out.append("give --bars or --seconds, not both")
-        (p0, p1) = spec.pitch_range
-        if self.pitch_range is not None and not (len(self.pitch_range) == 2 and p0 <= self.pitch_range[0]
-                                                 <= self.pitch_range[1] <= p1):
-            out.append(f"--pitch_range wants LOW,HIGH with {p0} <= LOW <= HIGH <= {p1}, got {self.pitch_range}")
-        if not any(self.allows_pitch(p) for p in range(spec.pitch_range[0], spec.pitch_range[1] + 1)):
-            out.append("no pitch is left that both --key/--scale and --pitch_range allow")
-        return out
-
-    def allows_pitch(self, pitch):
-        lo, hi = self.pitch_range or (0, 127)
-        return lo <= pitch <= hi and (self.scale is None or pitch % 12 in self.scale)
-
-    def bar_steps(self, meter, sample_freq):
-        """Grid steps in one bar of a header's `meter`, `other` read as other_meter."""
-        return bar_steps(self.other_meter if meter == "other" and self.other_meter else meter, sample_freq)
-
-    def length_steps(self, bar, bpm, sample_freq):
-        """The target length in grid steps for a piece whose bar has `bar` steps and whose header says `bpm`;
-        None without a length control."""
-        if self.bars is not None:
-            return self.bars * bar
-        if self.seconds is not None:
-            return max(1, round(self.seconds * (self.bpm or bpm) / 60 * sample_freq))
-        return None
-
-    @property
-    def has_length(self):
-        return self.bars is not None or self.seconds is not None
-
-    def token_budget(self, spec, otherwise):
-        """With a length control: the most new tokens a sample can take before the mask forces its END (every
-        step of the longest possible target filled with every pitch, highest first), header included; without
-        one, `otherwise`."""
-        if not self.has_length:
-            return otherwise
-        longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + (self.other_meter or "other",))
-        steps = self.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
-        return len(HEADER) + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2) + 1
-
-    def token_mask(self, itos, spec):
-        """Per token id, whether these controls let it appear at all (header values, pitches)."""
-        forced = {"style": self.style and f"style:{self.style}", "tempo": self.tempo and spec.tempo_token(self.tempo),
-                  "meter": self.meter and spec.meter_token(self.meter)}
-        return [(not forced.get(k := kind(t)) or t == forced[k]) and (k != "n" or self.allows_pitch(int(t[1:])))
-                for t in itos]
 
 
 def finish(tokens):
@@ -363,6 +251,15 @@ def header_end(tokens):
     return len(tokens) if state == "event" else 0
 
 
+def strip_leading_silence(tokens):
+    """START header sepxx d8 sepxx d4 n60 ... -> START header n60 ...; anything else is returned unchanged."""
+    i = header_end(tokens)
+    j = i
+    while j + 1 < len(tokens) and tokens[j] == SEP:
+        j += 2
+    return tokens[:i] + tokens[j:]
+
+
 def tokens_to_notes(tokens, spec):
     """Any token list -> (canonical notes, Header, number of broken groups and stray tokens skipped). Never
     raises; reads the header and the groups by GRAMMAR and stops at END. A missing START or header part is no
@@ -392,9 +289,70 @@ def tokens_to_notes(tokens, spec):
             if group[0] == SEP:
                 now += int(group[1][1:])
             else:
-                notes.append((now, int(group[0][1:]), int(group[1][1:]), int(group[2][1:])))
+                notes.append(Note(now, int(group[0][1:]), int(group[1][1:]), int(group[2][1:])))
             group = []
     return canonical(notes, spec), Header.of_tokens(head), bad + bool(group)
+
+
+TOKENIZER_VERSION = 2  # 2: the piece header (style, tempo, meter) after START
+
+
+class Tokenizer:
+    """The closed vocabulary of a Spec as ids (styles last, so that new styles only append), and its JSON file."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.itos = spec.vocab()
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        self.vocab_size = len(self.itos)
+
+    def encode(self, tokens):
+        try:
+            return [self.stoi[t] for t in tokens]
+        except KeyError as e:
+            raise ValueError(f"unknown token {e.args[0]!r} (not in the {self.vocab_size}-token vocabulary)") from None
+
+    def decode(self, ids):
+        if bad := [i for i in ids if not 0 <= i < self.vocab_size]:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary (size {self.vocab_size})")
+        return [self.itos[i] for i in ids]
+
+    def to_dict(self):
+        return {"version": TOKENIZER_VERSION, "vocab_size": self.vocab_size, "spec": self.spec.to_dict(),
+                "itos": self.itos, "stoi": self.stoi}
+
+    @classmethod
+    def load(cls, path):
+        """Read a tokenizer JSON and check that it is whole and matches the grammar of this code."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such tokenizer file")
+        try:
+            d = json.loads(path.read_text())
+            d.get("version")
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            raise ValueError(f"{path}: not a tokenizer JSON (truncated or corrupt file?)") from None
+        if d.get("version") == 1:
+            raise ValueError(f"{path}: this tokenizer predates the piece header (style, tempo, meter) that samples "
+                             f"now start with; re-encode the data and retrain the run with this code")
+        if d.get("version") != TOKENIZER_VERSION:
+            raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads version {TOKENIZER_VERSION}")
+        try:
+            spec = Spec.of(d["spec"])
+        except ValueError as e:
+            raise ValueError(f"{path}: its spec is not one this code can use: {e}") from None
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError(f"{path}: tokenizer JSON lacks or garbles its spec (edited by hand?)") from None
+        tok = cls(spec)
+        if tok.vocab_size > 2**16:
+            raise ValueError(f"{path}: its spec makes {tok.vocab_size} tokens, more than uint16 token ids can hold")
+        try:
+            whole = d["itos"] == tok.itos and d["vocab_size"] == tok.vocab_size and d["stoi"] == tok.stoi
+        except KeyError:
+            raise ValueError(f"{path}: tokenizer JSON lacks its vocabulary (edited by hand?)") from None
+        if not whole:
+            raise ValueError(f"{path}: vocabulary does not match its spec {d['spec']} (edited by hand?)")
+        return tok
 
 
 def text_to_tokens(text):
@@ -533,7 +491,7 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
     steps = [(_to_step(a, tpq, spec.sample_freq), _to_step(b, tpq, spec.sample_freq), p, v) for a, b, p, v in notes]
     if steps and (last := max(b for _, b, _, _ in steps)) > max_steps:
         raise ValueError(f"a note ends at step {last}, past max_piece_steps={max_steps} (absurd delta time?)")
-    notes = canonical([(a, p, b - a, v) for a, b, p, v in steps], spec, dropped)
+    notes = canonical([Note(a, p, b - a, v) for a, b, p, v in steps], spec, dropped)
     header = Header(bpm=first.get("tempo", (0, default_bpm))[1], meter=first.get("meter", (0, "4/4"))[1])
     dropped.update({f"warning:{k}": v for k, v in warnings.items()})
     return notes, header, +dropped  # unary + keeps the positive counts only
@@ -560,7 +518,7 @@ def score_to_notes(score, spec, default_velocity=config.default_velocity, defaul
         start = round(float(el.offset) * spec.sample_freq)
         end = round(float(el.offset + el.duration.quarterLength) * spec.sample_freq)
         vel = el.volume.velocity if el.volume.velocity else default_velocity
-        notes += [(start, p.midi, end - start, vel) for p in el.pitches]
+        notes += [Note(start, p.midi, end - start, vel) for p in el.pitches]
     return canonical(notes, spec, dropped), header, dropped
 
 
@@ -588,8 +546,8 @@ def notes_to_midi(notes, spec, header=Header()):
     events = [(0, 0, "tempo", tempo, 0), (0, 0, "program", 0, 0)]
     if (m := re.fullmatch(r"(\d+)/(\d+)", header.meter)) and 0 < int(m[1]) < 256 and int(m[2]) in (1, 2, 4, 8, 16, 32):
         events.append((0, 0, "meter", int(m[1]), int(m[2]).bit_length() - 1))
-    for start, pitch, dur, vel in notes:  # at one tick, note-offs go before note-ons
-        events += [(start * per_step, 1, "on", pitch, vel), ((start + dur) * per_step, 0, "off", pitch, 0)]
+    for n in map(Note._make, notes):  # at one tick, note-offs go before note-ons
+        events += [(n.start * per_step, 1, "on", n.pitch, n.vel), (n.end * per_step, 0, "off", n.pitch, 0)]
     events.sort()
     tick = 0
     for t, _, what, a, b in events:
@@ -634,7 +592,6 @@ def midi_file_to_text(path, spec, style="other"):
 if __name__ == "__main__":
     # python encoding_decoding.py file.mid | file.txt [out.mid]: show an encoding, or decode one to MIDI
     import sys
-    from pathlib import Path
     src = Path(sys.argv[1])
     if src.suffix.lower() in (".mid", ".midi"):
         print(midi_file_to_text(src, Spec())[0], end="")

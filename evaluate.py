@@ -30,6 +30,7 @@ import argparse
 import json
 import math
 from collections import Counter
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -38,18 +39,20 @@ import torch.nn.functional as F
 
 import batch
 import config
+import configurator
 from batch import atomic_write, die, writable_dir, write_json
-from encoding_decoding import (END, HEADER, START, Controls, Header, bar_steps, finish, key_pitch_classes,
-                               midi_to_notes, notes_to_midi, tokens_to_notes, validate)
-from model import GrammarMask, load_run, pick_device
-from train import read_data
+from controls import Controls, GrammarMask, key_pitch_classes
+from dataset import read_data
+from encoding_decoding import (END, HEADER, START, Header, Note, bar_steps, finish, midi_to_notes, notes_to_midi,
+                               tokens_to_notes, validate)
+from runs import load_run, pick_device
 
-STATS = {  # name -> (number of bins, values of one piece's notes (start, pitch, dur, vel))
-    "pitch_class": (12, lambda notes: [p % 12 for _, p, _, _ in notes]),
-    "pitch": (128, lambda notes: [p for _, p, _, _ in notes]),
-    "duration": (33, lambda notes: [min(d, 32) for _, _, d, _ in notes]),
-    "inter_onset_interval": (33, lambda notes: np.minimum(np.diff(sorted({s for s, _, _, _ in notes})), 32)),
-    "notes_per_bar": (41, lambda notes: [min(c, 40) for c in Counter(s // 16 for s, _, _, _ in notes).values()]),
+STATS = {  # name -> (number of bins, values of one piece's notes)
+    "pitch_class": (12, lambda notes: [n.pitch % 12 for n in notes]),
+    "pitch": (128, lambda notes: [n.pitch for n in notes]),
+    "duration": (33, lambda notes: [min(n.dur, 32) for n in notes]),
+    "inter_onset_interval": (33, lambda notes: np.minimum(np.diff(sorted({n.start for n in notes})), 32)),
+    "notes_per_bar": (41, lambda notes: [min(c, 40) for c in Counter(n.start // 16 for n in notes).values()]),
     "polyphony": (11, lambda notes: [min(c, 10) for c in polyphony(notes)]),
 }
 PIECE_STATS = {  # one value per piece (its mean or its span), so that whole pieces are compared, per style too
@@ -63,8 +66,8 @@ MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 
 
 def polyphony(notes):
     """The number of notes sounding at each onset."""
-    onsets = sorted({s for s, _, _, _ in notes})
-    return [sum(s <= t < s + d for s, _, d, _ in notes) for t in onsets]
+    onsets = sorted({n.start for n in notes})
+    return [sum(n.start <= t < n.end for n in notes) for t in onsets]
 
 
 def histogram(pieces, name, width=0.0):
@@ -74,6 +77,7 @@ def histogram(pieces, name, width=0.0):
     counts = np.zeros(bins)
     for notes in pieces:
         if notes:
+            notes = list(map(Note._make, notes))  # plain (start, pitch, dur, vel) tuples are read as Notes
             counts += np.bincount(np.asarray(values(notes), dtype=np.int64), minlength=bins)[:bins]
     if width > 0:
         grid = np.arange(bins)
@@ -85,7 +89,8 @@ def kernel_width(pieces, name, n):
     """The kernel width (Silverman's rule of thumb) for a per-piece statistic, from its spread over `pieces`, in a
     comparison whose smaller side has n pieces: a few dozen single values per side would leave most of 128 bins
     empty, so that even two sets of real pieces would share little area. 0 for the note-level statistics."""
-    values = [x for notes in pieces if notes for x in PIECE_STATS[name][1](notes)] if name in PIECE_STATS else []
+    values = ([x for notes in pieces if notes for x in PIECE_STATS[name][1](list(map(Note._make, notes)))]
+              if name in PIECE_STATS else [])
     if len(values) < 2:
         return 0.0
     sd, iqr = np.std(values, ddof=1), np.subtract(*np.percentile(values, [75, 25])) / 1.34
@@ -319,153 +324,158 @@ def adherence(sample, spec, args, styles, style_profiles, real):
     ends = []
     for x in sample(n, 0, args.seed + 1, Controls(bars=args.eval_bars)):
         notes, header = through_midi(x, spec)
-        ends.append(abs(max((a + d for a, _, d, _ in notes), default=0)
+        ends.append(abs(max((n.end for n in notes), default=0)
                         - args.eval_bars * bar_steps(header.meter, spec.sample_freq)) <= 1)
     out["bars"] = {"target": args.eval_bars, "share_within_one_step": float(np.mean(ends))}
     ends = []
     for x in sample(n, 0, args.seed + 2, Controls(seconds=args.eval_seconds)):
         notes, header = through_midi(x, spec)
         step = 60 / header.bpm / spec.sample_freq  # seconds
-        ends.append(abs(max((a + d for a, _, d, _ in notes), default=0) * step - args.eval_seconds) <= step + 1e-9)
+        ends.append(abs(max((n.end for n in notes), default=0) * step - args.eval_seconds) <= step + 1e-9)
     out["seconds"] = {"target": args.eval_seconds, "share_within_one_step": float(np.mean(ends))}
     key = eval_key_controls(args, spec)
-    inside = [all(key.allows_pitch(p) for _, p, _, _ in through_midi(x, spec)[0])
+    inside = [all(key.allows_pitch(n.pitch) for n in through_midi(x, spec)[0])
               for x in sample(n, args.max_new_tokens, args.seed + 3, key)]
     out["key_and_range"] = {"key": args.eval_key, "pitch_range": list(args.eval_pitch_range),
                             "share_with_no_note_outside": float(np.mean(inside))}
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_samples", type=config.typed("num_samples", 64), default=64)
-    parser.add_argument("--ngram", type=config.typed("ngram", 5), default=5)
-    parser.add_argument("--ngram_max_tokens", type=config.typed("ngram_max_tokens", 1), default=10**12,
-                        help="fit the n-gram on at most this many training tokens (default: all of train.bin)")
-    parser.add_argument("--memorization_threshold", type=config.typed("memorization_threshold", 64), default=64, help="tokens")
-    parser.add_argument("--control_samples", type=config.typed("control_samples", 16), default=16, help="samples per style and per control measured")
-    parser.add_argument("--eval_bars", type=config.typed("eval_bars", 8), default=8, help="the --bars target whose adherence is measured")
-    parser.add_argument("--eval_seconds", type=config.typed("eval_seconds", 20.0), default=20.0, help="the --seconds target measured")
-    parser.add_argument("--main_style_pieces", type=config.typed("main_style_pieces", 10), default=10,
-                        help="validation pieces that make a style a main one")
-    parser.add_argument("--eval_key", default="D minor", help="the --key measured")
-    parser.add_argument("--eval_pitch_range", type=config.typed("pitch_range", (48, 84)), default=(48, 84),
-                        help="the --pitch_range measured, LOW,HIGH")
-    args = config.cli(parser, ["out_dir", "data_dir", "max_new_tokens", "temperature", "top_k", "top_p", "seed",
-                               "device"], argv)
-    run = Path(args.out_dir)
-    device, _ = pick_device(args.device, "float32")
-    model, tok, ckpt = load_run(run, device)
-    writable_dir(run, "the run folder (eval.json goes there)")
-    eval_key_controls(args, tok.spec)  # checked before any work
-    splits, meta, data_tokenizer = read_data(args.data_dir)
-    if json.loads(data_tokenizer) != json.loads((run / "tokenizer.json").read_bytes()):
-        die(f"{args.data_dir} was prepared with another tokenizer than {run}/tokenizer.json: evaluate on data prepared "
-            f"with the run's tokenizer")
+def read_pieces(args, tok, splits):
+    """The validation and training pieces, decoded, cut like samples, and by style; `real(n, style)` draws n training
+    pieces (of a style) as the reference, from one seeded generator."""
     start, spec = tok.stoi[START], tok.spec
     val = split_pieces(np.asarray(splits["val"], dtype=np.int64), start)
     train = np.asarray(splits["train"], dtype=np.int64)
     train_pieces = split_pieces(train, start)
     val_tokens = [tok.decode([int(i) for i in p]) for p in val]
-    val_notes = [tokens_to_notes(t, spec)[0] for t in val_tokens]
     val_styles = np.array([style_of(t) for t in val_tokens])
-    styles = sorted(set(val_styles))
     cut = lambda ids: first_tokens(ids, args.max_new_tokens, tok)
     notes_of = lambda pieces: [tokens_to_notes(t, spec)[0] for t in pieces]
-    val_cut = notes_of(cut(p) for p in val)
     rng = np.random.default_rng(args.seed)
     train_styles = np.array([style_of(tok.decode([int(i) for i in p[:4]])) for p in train_pieces])
-    real = lambda n, style=None: [cut(train_pieces[i]) for i in rng.permutation(  # n real pieces, for reference
+    real = lambda n, style=None: [cut(train_pieces[i]) for i in rng.permutation(
         np.flatnonzero(train_styles == style) if style else len(train_pieces))[:n]]
+    return SimpleNamespace(val=val, train=train, val_notes=notes_of(val_tokens), val_styles=val_styles,
+                           styles=sorted(set(val_styles)), cut=cut, notes_of=notes_of,
+                           val_cut=notes_of(cut(p) for p in val), real=real)
 
-    fit_on = split_pieces(train[:args.ngram_max_tokens], start)
-    if args.ngram_max_tokens < len(train) and len(fit_on) > 1:
+
+def likelihoods(args, model, tok, pieces, device):
+    """(likelihood(which) -> (bits per token and note of the model and the n-gram, the model's bits/note over the
+    n-gram's) for the validation pieces picked by a boolean array, the n-gram's fit tokens)."""
+    start = tok.stoi[START]
+    fit_on = split_pieces(pieces.train[:args.ngram_max_tokens], start)
+    if args.ngram_max_tokens < len(pieces.train) and len(fit_on) > 1:
         fit_on = fit_on[:-1]  # the piece the cap cut through
     ngram = KneserNey(args.ngram, tok.vocab_size).fit(fit_on)
     ngram_name = f"{args.ngram}-gram"
-    nats = {"model": model_nats(model, val, device), ngram_name: np.array([ngram.nats(p) for p in val])}
+    nats = {"model": model_nats(model, pieces.val, device), ngram_name: np.array([ngram.nats(p) for p in pieces.val])}
 
     def likelihood(which):
-        """Bits per token and per note of the validation pieces picked by the boolean array `which`."""
-        n_tokens = sum(len(p) - 1 for p, w in zip(val, which) if w)
-        n_notes = sum(len(n) for n, w in zip(val_notes, which) if w)
+        n_tokens = sum(len(p) - 1 for p, w in zip(pieces.val, which) if w)
+        n_notes = sum(len(n) for n, w in zip(pieces.val_notes, which) if w)
         out = {k: {"bits_per_token": v[which].sum() / math.log(2) / n_tokens,
                    "bits_per_note": v[which].sum() / math.log(2) / n_notes} for k, v in nats.items()}
         return out, out["model"]["bits_per_note"] / out[ngram_name]["bits_per_note"]
+    return likelihood, int(sum(map(len, fit_on)))
 
-    knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
-    sample = lambda n, max_new, seed, controls=Controls(), constrained=True: draw(
-        model, tok, n, max_new, device, constrained, seed, controls, **knobs)
+
+def sample_statistics(args, spec, pieces, sample):
+    """Grammar validity with and without the mask, and the statistics of samples against the validation pieces, with
+    real training pieces in their place as the reference; also the samples and the histograms."""
     samples = {c: sample(args.num_samples, args.max_new_tokens, args.seed, constrained=c) for c in (True, False)}
     grammar = {("constrained" if c else "unconstrained"): float(np.mean([decodes_cleanly(t, spec) for t in s]))
                for c, s in samples.items()}
     sampled = [finish(t) for t in samples[True]]
-    sample_notes, real_notes = notes_of(sampled), notes_of(real(args.num_samples))
-    widths = {name: kernel_width(val_cut, name, args.num_samples) for name in {**STATS, **PIECE_STATS}}
-    hists = {name: (histogram(sample_notes, name, w), histogram(val_cut, name, w)) for name, w in widths.items()}
-    overlap = {name: overlapping_area(a, b) for name, (a, b) in hists.items()}
-    reference = {name: overlapping_area(histogram(real_notes, name, widths[name]), b) for name, (_, b) in hists.items()}
-    pooled, ratio = likelihood(np.ones(len(val), dtype=bool))
+    sample_notes, real_notes = pieces.notes_of(sampled), pieces.notes_of(pieces.real(args.num_samples))
+    widths = {name: kernel_width(pieces.val_cut, name, args.num_samples) for name in {**STATS, **PIECE_STATS}}
+    hists = {name: (histogram(sample_notes, name, w), histogram(pieces.val_cut, name, w)) for name, w in widths.items()}
+    return sampled, hists, {
+        "grammar_valid_share": grammar, "overlapping_area": {name: overlapping_area(a, b) for name, (a, b) in hists.items()},
+        "reference_overlapping_area": {name: overlapping_area(histogram(real_notes, name, widths[name]), b)
+                                       for name, (_, b) in hists.items()},
+        "kernel_widths": {name: v for name, v in widths.items() if v}}
 
-    style_profiles, per_style, style_real = {}, {}, {}
-    for k, style in enumerate(styles):  # the same measures on each style's pieces, and on samples asked for it
-        which = val_styles == style
-        mine = [n for n, w in zip(val_cut, which) if w]
-        style_profiles[style] = profile(mine)
-        asked = notes_of(finish(t) for t in sample(args.control_samples, args.max_new_tokens, args.seed + 100 + k,
-                                                   Controls(style=style)))
-        style_real[style] = real(args.control_samples, style)
+
+def style_statistics(args, pieces, sample, likelihood):
+    """Per style: the likelihood of its validation pieces and the statistics of samples asked for it (and of real
+    pieces of it) against them; also each style's profile and its real pieces, for the adherence test."""
+    profiles, per_style, real = {}, {}, {}
+    for k, style in enumerate(pieces.styles):
+        which = pieces.val_styles == style
+        mine = [n for n, w in zip(pieces.val_cut, which) if w]
+        profiles[style] = profile(mine)
+        asked = pieces.notes_of(finish(t) for t in sample(args.control_samples, args.max_new_tokens,
+                                                          args.seed + 100 + k, Controls(style=style)))
+        real[style] = pieces.real(args.control_samples, style)
         lik, r = likelihood(which)
         w = {name: kernel_width(mine, name, args.control_samples) for name in {**STATS, **PIECE_STATS}}
-        area = lambda pieces: {name: overlapping_area(histogram(pieces, name, w[name]), histogram(mine, name, w[name]))
-                               for name in w}
+        area = lambda notes: {name: overlapping_area(histogram(notes, name, w[name]), histogram(mine, name, w[name]))
+                              for name in w}
         per_style[style] = {"val_pieces": int(which.sum()), "likelihood": lik, "bits_per_note_vs_ngram": r,
                             "overlapping_area": area(asked),
-                            "reference_overlapping_area": area(notes_of(style_real[style])),
+                            "reference_overlapping_area": area(pieces.notes_of(real[style])),
                             "kernel_widths": {name: v for name, v in w.items() if v},
                             "main": bool(which.sum() >= args.main_style_pieces)}
-    main_styles = [s for s in styles if per_style[s]["main"]]
-    control = adherence(sample, spec, args, main_styles, style_profiles, style_real)
+    return per_style, profiles, real
 
+
+def memorization(args, tok, pieces, sampled):
+    """The longest run each sample shares with train.bin, in tokens and in note events, against as many validation
+    pieces (never trained on) cut the same way."""
     sample_ids = [np.asarray(tok.encode(t), dtype=np.int64) for t in sampled]
-    token_runs = longest_runs(sample_ids, train)
+    token_runs = longest_runs(sample_ids, pieces.train)
     event_vocab = {}
     events = lambda ids: np.asarray([event_vocab.setdefault(g, len(event_vocab)) for g in note_events(ids, tok.itos)],
                                     dtype=np.int64)
-    note_runs = longest_runs([events(s) for s in sample_ids], events(train), k=4)
+    note_runs = longest_runs([events(s) for s in sample_ids], events(pieces.train), k=4)
     at_or_above = lambda runs: float(np.mean([r >= args.memorization_threshold for r in runs]))
-    unseen = [np.asarray(tok.encode(cut(val[i])), dtype=np.int64)  # the reference: as many pieces never trained on
-              for i in np.random.default_rng(args.seed).permutation(len(val))[:args.num_samples]]
-    unseen_runs = longest_runs(unseen, train)
-    n_tokens, n_notes = sum(len(p) - 1 for p in val), sum(map(len, val_notes))
-    report = {
-        "checkpoint": str(ckpt), "val_pieces": len(val), "val_tokens": n_tokens, "val_notes": n_notes,
-        "ngram_fit_tokens": int(sum(map(len, fit_on))), "sampling": knobs, "compared_tokens": args.max_new_tokens,
-        "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
-        "grammar_valid_share": grammar, "overlapping_area": overlap, "reference_overlapping_area": reference,
-        "kernel_widths": {name: v for name, v in widths.items() if v},
-        "per_style": per_style, "main_styles": main_styles, "control_adherence": control,
-        "memorization": {"longest_token_run": token_runs, "longest_note_run": note_runs,
-                         "threshold_tokens": args.memorization_threshold,
-                         "share_at_or_above_threshold": at_or_above(token_runs),
-                         "reference_longest_token_run": unseen_runs,
-                         "reference_share_at_or_above_threshold": at_or_above(unseen_runs)},
-    }
-    write_json(run / "eval.json", report)
-    plot_histograms(hists, run / "eval_histograms.png")
+    unseen = [np.asarray(tok.encode(pieces.cut(pieces.val[i])), dtype=np.int64)
+              for i in np.random.default_rng(args.seed).permutation(len(pieces.val))[:args.num_samples]]
+    unseen_runs = longest_runs(unseen, pieces.train)
+    return {"longest_token_run": token_runs, "longest_note_run": note_runs,
+            "threshold_tokens": args.memorization_threshold, "share_at_or_above_threshold": at_or_above(token_runs),
+            "reference_longest_token_run": unseen_runs, "reference_share_at_or_above_threshold": at_or_above(unseen_runs)}
+
+
+def measure(args, model, tok, splits, device):
+    """Every measure, as one report of plain values (what eval.json holds), and the histograms to draw."""
+    pieces = read_pieces(args, tok, splits)
+    likelihood, fit_tokens = likelihoods(args, model, tok, pieces, device)
+    knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
+    sample = lambda n, max_new, seed, controls=Controls(), constrained=True: draw(
+        model, tok, n, max_new, device, constrained, seed, controls, **knobs)
+    sampled, hists, statistics = sample_statistics(args, tok.spec, pieces, sample)
+    pooled, ratio = likelihood(np.ones(len(pieces.val), dtype=bool))
+    per_style, profiles, real = style_statistics(args, pieces, sample, likelihood)
+    main_styles = [s for s in pieces.styles if per_style[s]["main"]]
+    control = adherence(sample, tok.spec, args, main_styles, profiles, real)
+    return {"val_pieces": len(pieces.val), "val_tokens": sum(len(p) - 1 for p in pieces.val),
+            "val_notes": sum(map(len, pieces.val_notes)), "ngram_fit_tokens": fit_tokens, "sampling": knobs,
+            "compared_tokens": args.max_new_tokens, "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
+            **statistics, "per_style": per_style, "main_styles": main_styles, "control_adherence": control,
+            "memorization": memorization(args, tok, pieces, sampled)}, hists
+
+
+def markdown(report, args, name):
+    """eval.md: the report as tables."""
+    r, memo, control = report, report["memorization"], report["control_adherence"]
+    widths = report["kernel_widths"]
     knob_text = f"temperature {args.temperature:g}, top_k {args.top_k or 'off'}, top_p {args.top_p:g}"
-    lines = [f"# Evaluation of {run.name}", "", f"{len(val)} validation pieces, {n_tokens:,} tokens, {n_notes:,} notes; "
-             f"{args.num_samples} samples of up to {args.max_new_tokens} tokens ({knob_text}).", "",
-             "| model | bits/token | bits/note |", "|---|---|---|"]
-    lines += [f"| {k} | {v['bits_per_token']:.3f} | {v['bits_per_note']:.3f} |" for k, v in pooled.items()]
-    lines += ["", f"bits/note vs the n-gram: {ratio:.2f}x", "",
-              "| grammar | valid share |", "|---|---|"] + [f"| {k} | {v:.0%} |" for k, v in grammar.items()]
+    lines = [f"# Evaluation of {name}", "", f"{r['val_pieces']} validation pieces, {r['val_tokens']:,} tokens, "
+             f"{r['val_notes']:,} notes; {args.num_samples} samples of up to {args.max_new_tokens} tokens "
+             f"({knob_text}).", "", "| model | bits/token | bits/note |", "|---|---|---|"]
+    lines += [f"| {k} | {v['bits_per_token']:.3f} | {v['bits_per_note']:.3f} |" for k, v in r["likelihood"].items()]
+    lines += ["", f"bits/note vs the n-gram: {r['bits_per_note_vs_ngram']:.2f}x", "",
+              "| grammar | valid share |", "|---|---|"] + [f"| {k} | {v:.0%} |"
+                                                        for k, v in r["grammar_valid_share"].items()]
     lines += ["", f"Statistics of the samples and of the validation pieces cut to their first {args.max_new_tokens} "
               f"tokens; the reference puts {args.num_samples} real pieces from train.bin, cut the same way, in place "
               "of the samples (per-piece statistics smoothed with a Gaussian kernel of the width in brackets, in "
               "bins):", "", "| statistic | overlapping area | reference |", "|---|---|---|"]
-    lines += [f"| {k}{f' ({widths[k]:.2f})' if widths[k] else ''} | {v:.3f} | {reference[k]:.3f} |"
-              for k, v in overlap.items()]
+    lines += [f"| {k}{f' ({widths[k]:.2f})' if widths.get(k) else ''} | {v:.3f} | "
+              f"{r['reference_overlapping_area'][k]:.3f} |" for k, v in r["overlapping_area"].items()]
     lines += ["", "Per style (samples asked for the style with --style, against that style's validation pieces, and in "
               f"brackets {args.control_samples} real pieces of the style from train.bin in their place; main styles, "
               f"with at least {args.main_style_pieces} validation pieces, in bold):", "",
@@ -476,38 +486,70 @@ def main(argv=None):
               f"{d['bits_per_note_vs_ngram']:.2f}x | "
               + " | ".join(f"{d['overlapping_area'][k]:.2f} ({d['reference_overlapping_area'][k]:.2f})"
                            for k in {**STATS, **PIECE_STATS}) + " |"
-              for s, d in per_style.items()]
+              for s, d in r["per_style"].items()]
     lines += ["", f"Control adherence ({args.control_samples} samples each, measured on the MIDI files):", "",
               "| control | share |", "|---|---|"]
     if "style" in control:
-        lines.append(f"| --style: closest to the asked style's statistics, among the {len(main_styles)} main styles "
-                     f"(real pieces: {control['style']['reference']:.0%}) | "
+        lines.append(f"| --style: closest to the asked style's statistics, among the {len(r['main_styles'])} main "
+                     f"styles (real pieces: {control['style']['reference']:.0%}) | "
                      f"{control['style']['share_closest_to_asked_style']:.0%} |")
     lines += [f"| --bars {args.eval_bars}: ends within one step | {control['bars']['share_within_one_step']:.0%} |",
               f"| --seconds {args.eval_seconds:g}: ends within one step | {control['seconds']['share_within_one_step']:.0%} |",
               f"| --key \"{args.eval_key}\" --pitch_range {','.join(map(str, args.eval_pitch_range))}: no note outside | "
               f"{control['key_and_range']['share_with_no_note_outside']:.0%} |"]
-    lines += ["", f"Longest run shared with train.bin: max {max(token_runs)} tokens, {max(note_runs)} note events; "
-              f"{report['memorization']['share_at_or_above_threshold']:.0%} of samples at or above "
-              f"{args.memorization_threshold} tokens. The reference, {len(unseen)} validation pieces cut the same way "
-              f"(music never trained on): max {max(unseen_runs)} tokens; {at_or_above(unseen_runs):.0%} at or above.",
+    lines += ["", f"Longest run shared with train.bin: max {max(memo['longest_token_run'])} tokens, "
+              f"{max(memo['longest_note_run'])} note events; {memo['share_at_or_above_threshold']:.0%} of samples at or "
+              f"above {args.memorization_threshold} tokens. The reference, {len(memo['reference_longest_token_run'])} "
+              f"validation pieces cut the same way (music never trained on): "
+              f"max {max(memo['reference_longest_token_run'])} tokens; "
+              f"{memo['reference_share_at_or_above_threshold']:.0%} at or above.",
               "", "![histograms](eval_histograms.png)", ""]
-    atomic_write(run / "eval.md", "\n".join(lines))
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, help in [("ngram", "the order of the n-gram baseline"),
+                       ("ngram_max_tokens", "fit the n-gram on at most this many training tokens"),
+                       ("memorization_threshold", "tokens"),
+                       ("control_samples", "samples per style and per control measured"),
+                       ("eval_bars", "the --bars target whose adherence is measured"),
+                       ("eval_seconds", "the --seconds target measured"),
+                       ("main_style_pieces", "validation pieces that make a style a main one"),
+                       ("eval_key", "the --key measured"), ("eval_pitch_range", "the --pitch_range measured, LOW,HIGH")]:
+        configurator.option(parser, name, help)
+    args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
+                                     "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
+    run = Path(args.out_dir)
+    device, _ = pick_device(args.device, "float32")
+    model, tok, ckpt = load_run(run, device)
+    writable_dir(run, "the run folder (eval.json goes there)")
+    eval_key_controls(args, tok.spec)  # checked before any work
+    splits, _, data_tokenizer = read_data(args.data_dir)
+    if json.loads(data_tokenizer) != json.loads((run / "tokenizer.json").read_bytes()):
+        die(f"{args.data_dir} was prepared with another tokenizer than {run}/tokenizer.json: evaluate on data prepared "
+            f"with the run's tokenizer")
+    report, hists = measure(args, model, tok, splits, device)
+    report = {"checkpoint": str(ckpt), **report}
+    write_json(run / "eval.json", report)
+    plot_histograms(hists, run / "eval_histograms.png")
+    text = markdown(report, args, run.name)
+    atomic_write(run / "eval.md", text)
+    print(text)
 
 
 def plot_histograms(hists, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from plot import save
+    from batch import save_figure
     fig, axes = plt.subplots(2, math.ceil(len(hists) / 2), figsize=(4.7 * math.ceil(len(hists) / 2), 7))
     for ax, (name, (a, b)) in zip(axes.flat, hists.items()):
         ax.bar(np.arange(len(b)), b, alpha=0.5, label="validation")
         ax.bar(np.arange(len(a)), a, alpha=0.5, label="samples")
         ax.set_title(f"{name} (overlap {overlapping_area(a, b):.2f})")
         ax.legend(fontsize="small")
-    save(fig, path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,7 @@ import argparse
 
 import batch
 from batch import atomic_write, find_files, read_text
-from encoding_decoding import SEP, header_end, text_to_tokens, tokens_to_text
-
-
-def strip_leading_silence(tokens):
-    """START header sepxx d8 sepxx d4 n60 ... -> START header n60 ...; anything else is returned unchanged."""
-    i = header_end(tokens)
-    j = i
-    while j + 1 < len(tokens) and tokens[j] == SEP:
-        j += 2
-    return tokens[:i] + tokens[j:]
+from encoding_decoding import strip_leading_silence, text_to_tokens, tokens_to_text
 
 
 def main(argv=None):

@@ -1,34 +1,31 @@
-"""A small GPT with DeepSeek-V3's Multi-head Latent Attention (MLA) and DeepSeekMoE.
+"""A small GPT with DeepSeek-V3's Multi-head Latent Attention (MLA) and DeepSeekMoE: the network alone.
 
-Equations and names follow DeepSeek-V2/V3 (see ../shared/REFERENCE.md §2-§4):
+Equations and names follow DeepSeek-V2 (arXiv:2405.04434, §2.1 MLA, §2.2 DeepSeekMoE) and DeepSeek-V3
+(arXiv:2412.19437, §2.1 auxiliary-loss-free balancing and the sequence-wise balance loss):
 - MLA compresses keys and values into one latent `c_kv` (kv_lora_rank numbers) plus one RoPE key shared by all
   heads. Training runs the plain path (up-project, flash attention); decoding caches only the latent and the RoPE
   key and absorbs the up-projections into the query and the output ("absorbed" attention).
 - DeepSeekMoE: shared experts that every token passes through, plus routed experts picked per token by sigmoid
   affinity; the pick uses a per-expert bias that is nudged towards balanced load once per optimizer step
   (auxiliary-loss-free balancing), with a small sequence-wise balance loss on top.
+It imports torch and config only: the token format is controls.py's and encoding_decoding.py's, run folders
+runs.py's.
 """
-import hashlib
 import math
-import pickle
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import config
-from batch import die, reason
-from encoding_decoding import END, SEP, Controls, bar_steps, grammar_tables, token_values
-from simple_tokenizer import Tokenizer
 
 
 @dataclass
 class GPTConfig:
     """The only model schema; defaults come from config.py, where each field is explained."""
-    vocab_size: int = 346
+    vocab_size: int = 395  # the default vocabulary's (tokenizers/simple_tokenizer.json); a run's is its data's
     block_size: int = config.block_size
     n_layer: int = config.n_layer
     n_head: int = config.n_head
@@ -52,15 +49,10 @@ class GPTConfig:
     @classmethod
     def of(cls, values, **extra):
         """Build from any namespace or dict holding the field names (a parsed config, say)."""
-        return cls(**config.pick(values, [f.name for f in fields(cls) if f.name not in extra]), **extra)
+        get = values.get if isinstance(values, dict) else lambda name: getattr(values, name)
+        return cls(**{f.name: get(f.name) for f in fields(cls) if f.name not in extra}, **extra)
 
     def __post_init__(self):
-        for f in fields(self):  # a checkpoint's model_args are read from a file: check them before any allocation
-            value = getattr(self, f.name)
-            if type(value) is not f.type and not (f.type is float and type(value) is int):
-                raise ValueError(f"{f.name}={value!r} is not a {f.type.__name__}")
-            if why := config.check(f.name, value):
-                raise ValueError(f"{f.name}={value!r}: wants {why}")
         if self.n_routed_experts and not 1 <= self.top_k_experts <= self.n_routed_experts:
             raise ValueError(f"need 1 <= top_k_experts <= n_routed_experts, got top_k_experts={self.top_k_experts} "
                              f"and n_routed_experts={self.n_routed_experts}")
@@ -344,6 +336,16 @@ class GPT(nn.Module):
     def moe_layers(self):
         return [b.ffn for b in self.blocks]
 
+    def sync_moe_load(self):
+        """Sum each MoE layer's routed-token counts across ranks, so that every rank's bias update sees them all."""
+        for moe in self.moe_layers():
+            torch.distributed.all_reduce(moe.load)
+
+    def discard_moe_load(self):
+        """Forget the counts of a skipped step (a NaN loss): they must not steer the routing biases."""
+        for moe in self.moe_layers():
+            moe.load.zero_()
+
     def update_moe_biases(self):
         """The once-per-optimizer-step bias update of every MoE layer; returns (n_layer, E) load fractions."""
         return torch.stack([m.update_bias() for m in self.moe_layers()])
@@ -355,7 +357,8 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
 
     def flops_per_token(self, seq_len=None):
-        """Training FLOPs per token: 6 * active parameters + 6 * L * H * (d_qk + d_v) * T (REFERENCE.md §4)."""
+        """Training FLOPs per token: 6 * active parameters (only top_k of the routed experts, the tied embedding once)
+        + 6 * L * H * (d_qk + d_v) * T for attention (the count of PaLM's appendix B, as nanoGPT's estimate_mfu)."""
         cfg = self.cfg
         T = seq_len or cfg.block_size
         attn = 6 * cfg.n_layer * cfg.n_head * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim) * T
@@ -433,106 +436,12 @@ def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=Non
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
 
 
-def weights_sha256(state):
-    """The sha256 of a state dict's names, dtypes, shapes and bytes: what a checkpoint records of its weights."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
-        h.update(f"{k} {t.dtype} {tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()
-
-
-def read_checkpoint(path, device="cpu"):
-    """A checkpoint's dict of plain values (weights_only=True), or ValueError saying why it cannot be read. Where the
-    checkpoint records the sha256 of its weights (sha256.model), they must match it."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:  # torch's own message would suggest the unsafe load
-        raise ValueError(f"{path}: not a readable checkpoint (it holds pickled Python objects, not only tensors and "
-                         f"plain values; this code does not load those)") from None
-    except Exception as e:  # a truncated zip, a foreign file: all say the same to a user
-        raise ValueError(f"{path}: not a readable checkpoint ({reason(e)})") from None
-    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt) or not isinstance(ckpt["model"], dict) \
-            or not isinstance(ckpt["model_args"], dict) or not isinstance(ckpt.get("sha256", {}), dict):
-        raise ValueError(f"{path}: not a readable checkpoint (it holds no model weights and model_args)")
-    if (want := ckpt.get("sha256", {}).get("model")) and weights_sha256(ckpt["model"]) != want:
-        raise ValueError(f"{path}: its weights do not match the checksum recorded when it was saved (a damaged file: "
-                         f"restore it from a copy, or retrain)")
-    return ckpt
-
-
-def model_config(ckpt, path):
-    """The GPTConfig of a checkpoint, checked against config's limits and against the shapes of its weights before
-    anything is allocated (the model is built on the meta device); ValueError if they do not fit this code."""
-    try:
-        cfg = GPTConfig(**ckpt["model_args"])
-        with torch.device("meta"):
-            want = {k: tuple(v.shape) for k, v in GPT(cfg, verbose=False).state_dict().items()}
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: its model_args do not fit this code's model ({reason(e)})") from None
-    got = {k.removeprefix("_orig_mod."): tuple(v.shape) for k, v in ckpt["model"].items()}
-    if bad := next((k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)), None):
-        raise ValueError(f"{path}: its weights do not fit its model_args ({bad}: {got.get(bad, 'missing')} in the "
-                         f"file, {want.get(bad, 'none')} for the model)")
-    return cfg
-
-
-def load_checkpoint(path, device="cpu"):
-    """Rebuild a GPT from a checkpoint of plain values (loaded with weights_only=True); returns (model, checkpoint).
-    ValueError if the file is not a whole checkpoint of this code's model."""
-    ckpt = read_checkpoint(path, device)
-    model = GPT(model_config(ckpt, path), verbose=False)
-    load_weights(model, ckpt, path)
-    return model.to(device), ckpt
-
-
-def load_weights(model, ckpt, path):
-    """Put a checkpoint's weights into `model` (a compiled model's names are read too); ValueError if they do not
-    fit it."""
-    try:
-        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
-    except RuntimeError as e:
-        raise ValueError(f"{path}: its weights do not fit this code's model ({reason(e)})") from None
-
-
-def check_tokenizer(ckpt, tokenizer, path, tokenizer_path):
-    """ValueError unless `tokenizer` (bytes) is the tokenizer the checkpoint was saved with, where it records one."""
-    if (want := ckpt.get("sha256", {}).get("tokenizer")) and hashlib.sha256(tokenizer).hexdigest() != want:
-        raise ValueError(f"{tokenizer_path} is not the tokenizer {path} was trained with (its checksum differs: "
-                         f"edited or replaced?); put the run's own tokenizer.json back")
-
-
 def model_args(cfg):
     """GPTConfig as the plain dict a checkpoint stores."""
     return asdict(cfg)
 
 
-# --- running a model: device and precision, run folders, the sampling mask
-
-
-def pick_device(device, dtype):
-    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        die(f"--device wants auto, cpu, cuda, cuda:N or mps, got {device!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        die(f"--device={device} but this machine has no CUDA GPU (or this torch build has no CUDA): use --device=cpu")
-    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
-        die(f"--device={device} but this machine has {torch.cuda.device_count()} CUDA GPUs")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        die(f"--device={device} but MPS is not available here: use --device=cpu")
-    if dtype == "auto":
-        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
-    if kind == "cpu":
-        # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs. Flushed to zero they cost nothing; the
-        # shipped model's run slowed by a third until it was restarted with this (BENCHMARKS.md: the cause is not
-        # pinned down, the flush is a cheap guard).
-        torch.set_flush_denormal(True)
-    return device, getattr(torch, dtype)
+# --- checkpoints and precision
 
 
 def autocast(device, dtype):
@@ -540,139 +449,3 @@ def autocast(device, dtype):
     return nullcontext() if dtype == torch.float32 else torch.autocast(device.split(":")[0], dtype=dtype)
 
 
-# A run folder's weights, in the order sampling prefers them; model.pt is an exported run's (weights only).
-WEIGHT_FILES = ("best.pt", "checkpoint.pt", "model.pt")
-
-
-def load_run(run, device, checkpoint=None):
-    """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing.
-    `checkpoint` names the file; without it, best.pt, else checkpoint.pt, else model.pt (an exported model)."""
-    run = Path(run)
-    if not run.is_dir():
-        die(f"{run}: no such run folder")
-    names = [checkpoint] if checkpoint else list(WEIGHT_FILES)
-    ckpt = next((run / n for n in names if (run / n).is_file()), None)
-    if ckpt is None:
-        die(f"{run}: no {' or '.join(names)} here" + ("" if checkpoint else " (train a model first)"))
-    try:
-        tok = Tokenizer.load(run / "tokenizer.json")
-        model, saved = load_checkpoint(ckpt, device)
-        check_tokenizer(saved, (run / "tokenizer.json").read_bytes(), ckpt, run / "tokenizer.json")
-    except (OSError, ValueError) as e:
-        die(e)
-    if model.cfg.vocab_size != tok.vocab_size:
-        die(f"{ckpt} has {model.cfg.vocab_size} tokens but {run}/tokenizer.json has {tok.vocab_size}")
-    return model.eval(), tok, ckpt
-
-
-class GrammarMask:
-    """allowed_fn for GPT.generate: the grammar and the sampling controls as one mask over the next token.
-
-    Each sequence carries its grammar state, its clock (the onset step), the end of its longest note and, once its
-    header is read, its bar length and tempo; every rule is a lookup or a comparison over (B, V) on the device, so
-    rows of one batch may be in different states. Given tokens (a prompt, which GPT.generate takes as `forced`) are
-    read like sampled ones. With a length control (Controls.bars / .seconds) no note may outlast the
-    target, no rest may reach it, END comes only when a note ends exactly there, and on the last step that can hold
-    an onset it comes as soon as it may; without one, END is held back until a sequence has `min_len` tokens.
-
-    On top, the mask keeps samples in the canonical form the training data has, so that decoding drops nothing:
-    notes that start together come highest first, a key is not struck again while it sounds, and a rest shorter
-    than max_dur is followed by a note. Where those leave a row nothing (a narrow --pitch_range), it falls back to
-    the grammar and the controls alone."""
-
-    def __init__(self, tok, device, min_len=0, controls=Controls()):
-        tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
-        states, allowed, next_state = grammar_tables(tok.itos)
-        self.allowed = tensor(allowed) & tensor(controls.token_mask(tok.itos, tok.spec))  # (S, V) bool
-        self.next_state = tensor(next_state)                                               # (S, V) state index
-        values = token_values(tok.itos, tok.spec, controls.other_meter)
-        self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
-        self.bpm = tensor(values["bpm"])
-        # with --seconds: per tempo token (and for a piece without one), the target in steps as Controls reckons it,
-        # in Python floats, so that the mask and the reckoning round a half step alike
-        steps_at = lambda bpm: controls.length_steps(0, bpm, tok.spec.sample_freq) or 0  # 0: no --seconds
-        self.seconds_at = tensor([steps_at(b or config.default_bpm) for b in values["bpm"]])
-        self.seconds_default = steps_at(config.default_bpm)
-        self.begin, self.event, self.note_dur, self.rest_dur, self.finished = (
-            states.index(s) for s in ("begin", "event", "note_dur", "rest_dur", "end"))
-        self.end, self.sep, self.min_len = tok.stoi[END], tok.stoi[SEP], min_len
-        self.controls, self.spec = controls, tok.spec
-        self.seen = 0
-        self.only_end = torch.arange(len(tok.itos), device=device) == self.end
-        self.default_bar = bar_steps("4/4", tok.spec.sample_freq)
-
-    def reset(self, batch_size, device):
-        zeros = lambda: torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.state = torch.full((batch_size,), self.begin, device=device)
-        self.clock, self.last_end = zeros(), zeros()
-        self.floor = torch.full((batch_size,), 1 << 30, device=device)
-        self.until = torch.zeros(batch_size, self.spec.pitch_range[1] + 1, dtype=torch.long, device=device)
-        self.rest = torch.zeros(batch_size, dtype=torch.long, device=device)  # after a rest: 1 short, 2 max_dur
-        self.bar_len = torch.full((batch_size,), self.default_bar, device=device)
-        self.seconds_target = torch.full((batch_size,), self.seconds_default, device=device)
-
-    def consume(self, tok):
-        """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
-        grammar state is stepped token by token; the clock and the note ends are running sums and maxima, and what
-        the latest token of a kind sets (floor, rest, bar, tempo) is read at its position."""
-        n, positions = tok.size(1), torch.arange(tok.size(1), device=tok.device)
-        if n == 0:
-            return
-        before, state = [], self.state  # the grammar state before each token
-        for t in range(n):
-            before.append(state)
-            state = self.next_state[state, tok[:, t]]
-        before = torch.stack(before, 1)
-        steps, pitch = self.steps[tok], self.pitch[tok]
-        in_rest, in_note = before == self.rest_dur, before == self.note_dur  # a rest's or a note's duration token
-
-        def latest(where, value, old):  # (B, n): after each token, `value` at the latest position `where` holds
-            if n == 1:  # a sampled token: no running maximum to take
-                return torch.where(where, value, old[:, None])
-            at = torch.where(where, positions, -1).cummax(1).values
-            return torch.where(at >= 0, value.gather(1, at.clamp(min=0)), old[:, None])
-
-        clock = self.clock[:, None] + torch.where(in_rest, steps, 0).cumsum(1)  # the onset step after each token
-        ends = clock + steps                                                     # at a note's duration: its end
-        self.last_end = torch.maximum(self.last_end, torch.where(in_note, ends, 0).amax(1))
-        floor = latest(in_rest | (pitch >= 0), torch.where(in_rest, 1 << 30, pitch), self.floor)
-        floor_before = torch.cat([self.floor[:, None], floor[:, :-1]], 1)  # at a note's duration: its pitch
-        key = floor_before.clamp(max=self.until.size(1) - 1)
-        last = torch.full_like(self.until, -1).scatter_reduce(1, key, torch.where(in_note, positions, -1), "amax")
-        self.until = torch.where(last >= 0, ends.gather(1, last.clamp(min=0)), self.until)
-        self.rest = latest(in_rest | (pitch >= 0), torch.where(in_rest, 1 + (steps == self.spec.max_dur).long(), 0),
-                           self.rest)[:, -1]
-        self.floor, self.clock, self.state = floor[:, -1], clock[:, -1], state
-        self.bar_len = latest(self.bar[tok] > 0, self.bar[tok], self.bar_len)[:, -1]
-        self.seconds_target = latest(self.bpm[tok] > 0, self.seconds_at[tok], self.seconds_target)[:, -1]
-
-    def target(self):
-        """(B,) the length each sequence must end at, in steps (from its own meter and tempo); None if free."""
-        if self.controls.bars is not None:
-            return self.controls.bars * self.bar_len
-        return self.seconds_target if self.controls.seconds is not None else None
-
-    def __call__(self, idx):
-        if self.seen == 0:
-            self.reset(idx.size(0), idx.device)
-        self.consume(idx[:, self.seen:])  # the tokens added since the last call (the prompt, then one at a time)
-        self.seen = idx.size(1)
-        allowed = self.allowed[self.state]
-        target = self.target()
-        if target is None:
-            end_ok = torch.full_like(self.clock, idx.size(1) >= self.min_len, dtype=torch.bool)
-        else:  # the steps left before the target; a rest's duration must leave one for a note after it
-            room = target - self.clock - (self.state == self.rest_dur).long()
-            allowed = allowed & (self.need <= room[:, None])
-            end_ok = self.last_end >= target
-            # at the last step that can hold an onset, once a note reaches the target and one starts here, the piece
-            # ends: no pile of one-step notes on the final sixteenth
-            closing = end_ok & (room < 2) & (self.state == self.event) & (self.rest == 0)
-            allowed = torch.where(closing[:, None], self.only_end, allowed)
-        allowed[:, self.end] &= end_ok | (self.state == self.finished)
-        note = self.pitch >= 0
-        sounding = self.until.gather(1, self.pitch.clamp(min=0).expand(idx.size(0), -1)) > self.clock[:, None]
-        canonical = allowed & (self.pitch < self.floor[:, None]) & ~(sounding & note)  # pitch -1 passes the floor
-        canonical[:, self.sep] &= self.rest != 1
-        canonical[:, self.end] &= (self.rest == 0) | (self.state == self.finished)
-        return torch.where(canonical.any(1, keepdim=True), canonical, allowed)

@@ -14,14 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 import batch  # noqa: E402
-from batch import atomic_open, clean_stale, die, read_jsonl, reason  # noqa: E402
+from batch import clean_stale, die, read_jsonl, reason, save_figure  # noqa: E402
 from encoding_decoding import Spec, bar_steps, midi_to_notes  # noqa: E402
-
-
-def save(fig, path):
-    with atomic_open(path) as f:
-        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_run(run):
@@ -44,7 +38,7 @@ def plot_run(run):
         axis_set(matplotlib.ticker.FormatStrFormatter("%g"))  # 0.6, 1, 2 rather than 6x10^-1
     ax.grid(alpha=0.3)
     ax.legend()
-    save(fig, run / "loss.png")
+    save_figure(fig, run / "loss.png")
     keys = sorted({k for r in steps for k in r if k.startswith("expert_load/")})
     layers = sorted({k.split("/")[1] for k in keys})
     fig, axes = plt.subplots(len(layers) or 1, 1, figsize=(8, 2.2 * max(1, len(layers))), sharex=True, squeeze=False)
@@ -56,7 +50,7 @@ def plot_run(run):
         ax.legend(loc="upper right", fontsize="small")
     axes[-1, 0].set_xlabel("iteration")
     axes[0, 0].set_title(f"{run.name}: routed expert load per layer")
-    save(fig, run / "expert_load.png")
+    save_figure(fig, run / "expert_load.png")
     return [run / "loss.png", run / "expert_load.png"]
 
 
@@ -72,11 +66,11 @@ def plot_piano_roll(mid, spec):
         raise ValueError(f"{mid}: no notes to draw")
     fig, ax = plt.subplots(figsize=(12, 4.5))
     beats = spec.sample_freq
-    for start, pitch, dur, vel in notes:
-        ax.add_patch(plt.Rectangle((start / beats, pitch - 0.4), dur / beats, 0.8,
-                                   color=plt.cm.viridis(vel / 127), lw=0))
-    end = max(s + d for s, _, d, _ in notes) / beats
-    pitches = [p for _, p, _, _ in notes]
+    for n in notes:
+        ax.add_patch(plt.Rectangle((n.start / beats, n.pitch - 0.4), n.dur / beats, 0.8,
+                                   color=plt.cm.viridis(n.vel / 127), lw=0))
+    end = max(n.end for n in notes) / beats
+    pitches = [n.pitch for n in notes]
     bar = bar_steps(header.meter, spec.sample_freq) / beats
     for k in range(1, int(end / bar) + 1):
         ax.axvline(k * bar, color="0.85", lw=0.6, zorder=0)
@@ -85,7 +79,7 @@ def plot_piano_roll(mid, spec):
     ax.grid(alpha=0.2)
     fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 127)), ax=ax, label="velocity")
     out = Path(mid).with_suffix(".png")
-    save(fig, out)
+    save_figure(fig, out)
     return out
 
 

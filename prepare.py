@@ -12,74 +12,21 @@ import random
 import shutil
 from pathlib import Path
 
-import numpy as np
-import psutil
-
 import batch
-import config
-from augment_all import VARIANT
+import configurator
 from batch import (DiskFull, atomic_write, clean_stale, die, find_files, lock, no_room, read_text, swap_in, temp_name,
                    writable_dir, write_json)
-from encoding_decoding import text_to_tokens, validate
-from simple_tokenizer import Tokenizer
-
-META_VERSION = 1
-
-
-def piece_id(path, root):
-    """data/text/music21/bach/bwv66.6.txt -> music21/bach/bwv66.6; an augmented copy maps to its original."""
-    stem = path.relative_to(root).with_suffix("").as_posix()
-    return m["piece"] if (m := VARIANT.match(stem)) else stem
-
-
-def in_val(pid, seed, val_fraction):
-    """A stable coin flip per piece: the same piece lands on the same side on every machine and every run."""
-    h = int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8], "big")
-    return h / 2**64 < val_fraction
-
-
-def split(pids, seed, val_fraction):
-    """Sorted validation ids: the hashed share, and at least one piece so that validation is never empty."""
-    val = sorted(p for p in pids if in_val(p, seed, val_fraction))
-    if not val:
-        val = [min(pids, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).digest())]
-    return val
-
-
-def write_split(path, files, tok, rejected, rss):
-    """Stream pieces into `path` as uint16 ids; return (tokens, pieces) written. Broken pieces go to `rejected`."""
-    n_tokens = n_pieces = 0
-    try:
-        f = open(path, "wb")  # inside the hidden folder that is swapped in whole
-    except OSError as e:
-        raise no_room(e, path) from None
-    with f:
-        for i, p in enumerate(files):
-            try:
-                tokens = text_to_tokens(read_text(p))
-            except ValueError as e:
-                rejected.append({"file": str(p), "reason": str(e)})
-                continue
-            if err := validate(tokens, tok.spec):
-                rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
-                continue
-            try:
-                np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
-            except OSError as e:
-                raise no_room(e, path) from None
-            n_tokens, n_pieces = n_tokens + len(tokens), n_pieces + 1
-            if i % 256 == 0:
-                rss[0] = max(rss[0], psutil.Process().memory_info().rss)
-    return n_tokens, n_pieces
+from dataset import META_VERSION, piece_id, split, write_split
+from encoding_decoding import Tokenizer, text_to_tokens
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--main_data_path", default="data/text", help="folder of original .txt encodings")
+    configurator.option(parser, "main_data_path", "folder of original .txt encodings", key="text_dir")
     parser.add_argument("--augmented_data_path", help="folder written by augment_all.py (optional)")
-    parser.add_argument("--output_base_dir", default="data/bin")
-    parser.add_argument("--tokenizer_paths", default="tokenizers/simple_tokenizer.json", help="tokenizer JSON")
-    args = config.cli(parser, ["val_fraction", "augmented_percentage", "seed"], argv)
+    configurator.option(parser, "output_base_dir", "the dataset folder it writes", key="data_dir")
+    configurator.option(parser, "tokenizer_paths", "tokenizer JSON", key="tokenizer_path")
+    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "seed"], argv)
     try:
         tok = Tokenizer.load(args.tokenizer_paths)
     except (OSError, ValueError) as e:

@@ -20,14 +20,15 @@ import torch
 
 import batch
 import config
+import configurator
 from batch import atomic_write, clean_stale, die, reason, writable_dir
-from encoding_decoding import (END, HEADER, START, Controls, bar_steps, finish, header_end, key_pitch_classes,
-                               midi_to_notes, notes_to_midi, notes_to_tokens, pitch_class, tokens_to_notes,
-                               tokens_to_text)
-from first_silence_cleaner import strip_leading_silence
-from model import GrammarMask, autocast, load_run, pick_device
+from controls import Controls, GrammarMask, key_pitch_classes, pitch_class
+from encoding_decoding import (END, HEADER, START, bar_steps, finish, header_end, midi_to_notes, notes_to_midi,
+                               notes_to_tokens, strip_leading_silence, tokens_to_notes, tokens_to_text)
+from model import autocast
+from runs import load_run, pick_device
 
-SHIPPED = str(Path(__file__).resolve().parent / "models" / "corpus")  # the model in the repo: played without --out_dir
+SHIPPED = str(Path(__file__).resolve().parent / config.shipped_run)  # found from whatever folder sample.py runs in
 SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
 
@@ -41,7 +42,7 @@ def read_prompt(path, spec, bars):
         die(f"--prompt {path}: cannot read it ({e.strerror})")
     except Exception as e:  # music21's reader raises its own kinds on a damaged file
         die(f"--prompt {path}: not a readable MIDI file ({reason(e)})")
-    notes = [n for n in notes if n[0] < bars * bar_steps(header.meter, spec.sample_freq)]
+    notes = [n for n in notes if n.start < bars * bar_steps(header.meter, spec.sample_freq)]
     if not notes:
         die(f"--prompt {path}: no notes in its first {bars} bars")
     tokens = strip_leading_silence(notes_to_tokens(notes, spec, header))
@@ -65,11 +66,11 @@ def prompt_controls(args, spec, controls):
         print(f"note: --prompt {args.prompt} is at {header.bpm:g} BPM: the header's tempo token is the nearest this "
               f"run knows ({spec.bucket_bpm(header.bpm)}), and the MIDI keeps {header.bpm:g} BPM")
     notes = tokens_to_notes([START] + events + [END], spec)[0]
-    if bad := [n for n in notes if not controls.allows_pitch(n[1])]:
-        die(f"--prompt {args.prompt}: note {bad[0][1]} at step {bad[0][0]} is outside --key/--scale/--pitch_range")
+    if bad := [n for n in notes if not controls.allows_pitch(n.pitch)]:
+        die(f"--prompt {args.prompt}: note {bad[0].pitch} at step {bad[0].start} is outside --key/--scale/--pitch_range")
     target = controls.length_steps(controls.bar_steps(controls.meter, spec.sample_freq),
                                    spec.bucket_bpm(controls.tempo), spec.sample_freq)
-    if target is not None and max(s + d for s, _, d, _ in notes) > target:
+    if target is not None and max(n.end for n in notes) > target:
         die(f"--prompt {args.prompt}: its {args.prompt_bars} bars already last past the --bars/--seconds target "
             f"({target} steps)")
     return events, controls
@@ -100,26 +101,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="file in the run folder (default: best.pt, else checkpoint.pt)")
     parser.add_argument("--prompt", help="a MIDI file whose opening bars the samples continue")
-    parser.add_argument("--prompt_bars", type=config.typed("prompt_bars", 4), default=4,
-                        help="bars of the prompt, in its own meter")
-    parser.add_argument("--output_dir", default="midi-samples")
+    configurator.option(parser, "prompt_bars", "bars of the prompt, in its own meter")
+    configurator.option(parser, "output_dir", "where the samples go", key="samples_dir")
     parser.add_argument("--wav", action="store_true", help="also render WAV audio with FluidSynth")
     parser.add_argument("--list_styles", action="store_true", help="print the styles this run knows and exit")
     control = parser.add_argument_group("controls (each enforced by the sampling mask)")
     control.add_argument("--style", help="the style token to start with (default: the model picks)")
-    control.add_argument("--tempo", type=config.typed("tempo", 90.0), help="BPM: force the tempo token of its bucket")
+    control.add_argument("--tempo", type=configurator.typed("tempo", 90.0), help="BPM: force the tempo token of its bucket")
     control.add_argument("--meter", help="time signature, e.g. 3/4 (see --list_styles for the known ones)")
-    control.add_argument("--bars", type=config.typed("bars", 16),
+    control.add_argument("--bars", type=configurator.typed("bars", 16),
                          help="end exactly after this many bars of the piece's meter")
-    control.add_argument("--seconds", type=config.typed("seconds", 60.0),
+    control.add_argument("--seconds", type=configurator.typed("seconds", 60.0),
                          help="end exactly after this many seconds at the piece's tempo")
     control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')
     control.add_argument("--scale", help="only these pitch classes, e.g. 0,2,4,7,9 or C,D,E,G,A")
-    control.add_argument("--pitch_range", type=config.typed("pitch_range", (48, 84)),
+    control.add_argument("--pitch_range", type=configurator.typed("pitch_range", (48, 84)),
                          help="LOW,HIGH: only MIDI pitches inside it, e.g. 48,84")
-    control.add_argument("--bpm", type=config.typed("bpm", 120.0),
+    control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
-    args = config.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
+    args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
                                "min_new_tokens", "seed", "device", "dtype"], argv, own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")
@@ -159,7 +159,7 @@ def main(argv=None):
         atomic_write(stem.with_suffix(".txt"), tokens_to_text(tokens))
         atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, spec, header))
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, {len(notes)} notes, "
-                f"{max((s + d for s, _, d, _ in notes), default=0) / bar_steps(header.meter, spec.sample_freq):g} bars, "
+                f"{max((n.end for n in notes), default=0) / bar_steps(header.meter, spec.sample_freq):g} bars, "
                 f"{len(tokens)} tokens" + (f", {bad} bad groups" if bad else ""))
         if args.wav:
             wav = render_wav(stem.with_suffix(".mid"), stem.with_suffix(".wav"))

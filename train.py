@@ -9,7 +9,6 @@ weights_only=True, plus config.json, tokenizer.json, metrics.jsonl and tensorboa
 (same per-step losses as a run that never stopped); SIGINT/SIGTERM save a checkpoint before exiting.
 """
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -25,91 +24,20 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import config
-from batch import (atomic_write, clean_stale, die, lock, read_jsonl, recover, temp_name, why_not_written, writable_dir,
-                   write_json)
-from encoding_decoding import HEADER, START, Spec, kind
-from model import (GPT, MODEL_KEYS, WEIGHT_FILES, GPTConfig, autocast, check_tokenizer, load_weights, model_args,
-                   model_config, pick_device, read_checkpoint, weights_sha256)
-from simple_tokenizer import Tokenizer
+import batch
+import configurator
+from batch import atomic_write, clean_stale, die, lock, read_jsonl, temp_name, why_not_written, writable_dir, write_json
+from dataset import draw_starts, get_batch, piece_heads, read_data
+from encoding_decoding import Spec, Tokenizer, kind
+from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args
+from runs import (WEIGHT_FILES, check_tokenizer, find_checkpoint, holds_a_run, load_weights, model_config, pick_device,
+                  read_checkpoint, save_checkpoint, with_checksums)
 
 TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
     "batch_size", "gradient_accumulation_steps", "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval",
     "eval_iters", "log_interval", "max_bad_steps", "anchor_header", "piece_start_share", "device", "dtype", "compile",
     "seed"]
-
-
-def read_data(data_dir):
-    """Memory-mapped train/val token arrays, checked against meta.json."""
-    data_dir = recover(data_dir)
-    if not (data_dir / "meta.json").is_file():
-        die(f"{data_dir}: no meta.json here (run prepare.py first, or point --data_dir at its output)")
-    try:
-        meta = json.loads((data_dir / "meta.json").read_text())
-        sha, counts = meta["tokenizer"]["sha256"], {split: int(meta[split]["tokens"]) for split in ("train", "val")}
-        int(meta["vocab_size"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-        die(f"{data_dir}/meta.json is not a whole meta file of prepare.py (truncated or corrupt? rerun prepare.py)")
-    tokenizer = (data_dir / "tokenizer.json").read_bytes() if (data_dir / "tokenizer.json").is_file() else b""
-    if hashlib.sha256(tokenizer).hexdigest() != sha:
-        die(f"{data_dir}/tokenizer.json is missing or is not the one meta.json names (rerun prepare.py)")
-    if (n := len(json.loads(tokenizer)["itos"])) != meta["vocab_size"]:
-        die(f"vocab mismatch: {data_dir}/meta.json says {meta['vocab_size']} tokens, its tokenizer.json has {n} "
-            f"(rerun prepare.py)")
-    splits = {}
-    for split, n in counts.items():
-        path = data_dir / f"{split}.bin"
-        if not path.is_file() or path.stat().st_size != 2 * n:
-            die(f"{path}: missing or not {n} uint16 tokens as meta.json says")
-        splits[split] = np.memmap(path, dtype=np.uint16, mode="r")
-    return splits, meta, tokenizer
-
-
-def piece_heads(data, itos):
-    """(offsets, lengths) of every piece's START and the header after it (length 1 where a piece has none)."""
-    heads = np.flatnonzero(np.asarray(data) == itos.index(START))
-    is_header = np.array([kind(t) in HEADER for t in itos])
-    length = np.ones(len(heads), dtype=np.int64)
-    for j in range(1, len(HEADER) + 1):
-        at = np.minimum(heads + j, len(data) - 1)
-        length += (length == j) & (heads + j < len(data)) & is_header[np.asarray(data[at], dtype=np.int64)]
-    return heads, length
-
-
-def get_batch(data, block_size, starts, device, heads=None):
-    """Input and target windows (len(starts), block_size) starting at the given token offsets. With `heads` (from
-    piece_heads), a window that starts past its piece's header begins with that START and header instead: every
-    window then knows its piece's style, tempo and meter, as a sample keeps its own through GPT.generate's window
-    slide. Two of its targets take no loss (-1): the jump from the header into the middle of the piece, and the
-    style after START, which long pieces would otherwise teach more often than short ones (draw_starts' piece
-    starts teach it); tempo and meter after the style are learnt from every such window."""
-    rows, skips = [], []
-    for s in starts:
-        k = np.searchsorted(heads[0], s, side="right") - 1 if heads is not None else -1
-        h, n = (int(heads[0][k]), int(heads[1][k])) if k >= 0 else (s, 0)
-        if s < h + n:  # a window from the piece's start or inside its header: as it is
-            h, n = s, 0
-        rows.append(np.concatenate([data[h:h + n], data[s:s + block_size + 1 - n]]).astype(np.int64))
-        skips.append(n if s > h + n else 0)  # right after the header the window is the piece as it is
-    xy = torch.from_numpy(np.stack(rows))
-    x, y = xy[:, :-1], xy[:, 1:].clone()
-    for row, n in enumerate(skips):
-        if n:
-            y[row, [0, n - 1]] = -1
-    return x.to(device), y.to(device)
-
-
-def draw_starts(n_tokens, block_size, count, generator, heads=None, share=0.0):
-    """count window offsets, uniform over the tokens; with `heads` (from piece_heads), each is with probability
-    `share` the START of a piece drawn uniformly instead, from which the style after START is learnt as often as
-    each style opens a piece (get_batch takes no loss on the style in front of other windows)."""
-    starts = torch.randint(n_tokens - block_size - 1, (count,), generator=generator)
-    if heads is not None and share > 0:
-        first = torch.from_numpy(heads[0][heads[0] < n_tokens - block_size - 1])
-        pick = first[torch.randint(len(first), (count,), generator=generator)]
-        starts = torch.where(torch.rand(count, generator=generator) < share, pick, starts)
-    return starts.tolist()
 
 
 def lr_at(it, c):
@@ -141,32 +69,6 @@ def evaluate(model, splits, c, device, ctx, heads):
     return out
 
 
-def find_checkpoint(path):
-    """A checkpoint file, or a run folder's checkpoint.pt (model.pt in an exported one, weights only)."""
-    path = Path(path)
-    if path.suffix != ".pt":
-        path = next((path / n for n in ("checkpoint.pt", "model.pt") if (path / n).is_file()), path / "checkpoint.pt")
-    if not path.is_file():
-        die(f"{path}: no checkpoint here")
-    return path
-
-
-def save_checkpoint(path, state):
-    """Write a checkpoint atomically; on a full disk (or a folder gone) one line, and the earlier file stays."""
-    buffer = io.BytesIO()  # serialized first: a write error then reads as itself, not as torch's "unexpected pos"
-    torch.save(state, buffer)
-    try:
-        atomic_write(path, buffer.getbuffer())
-    except OSError as e:
-        die(f"could not write {path} ({why_not_written(e)}); the earlier {path.name}, if any, is intact")
-
-
-def with_checksums(state, tokenizer):
-    """A checkpoint's state with the sha256 of its weights and of its tokenizer's bytes, checked when it is read."""
-    return {**state, "sha256": {"model": weights_sha256(state["model"]),
-                                "tokenizer": hashlib.sha256(tokenizer).hexdigest()}}
-
-
 def extend_vocab(ckpt, old, new):
     """Give a checkpoint's tied embedding rows for the tokens that `new` appends to `old` (new styles), each
     starting as the mean of the old style rows, so a new style begins as "some style" rather than noise."""
@@ -175,10 +77,6 @@ def extend_vocab(ckpt, old, new):
         if key.endswith(("tok_emb.weight", "lm_head.weight")):
             ckpt["model"][key] = torch.cat([w, w[styles].mean(0, keepdim=True).expand(len(new) - len(old), -1)])
     ckpt["model_args"]["vocab_size"] = len(new)
-
-
-def holds_a_run(out_dir):
-    return any((out_dir / name).exists() for name in WEIGHT_FILES)
 
 
 EXPORTED = ("config.json", "tokenizer.json", "metrics.jsonl", "model.pt")  # the weights, what readers look for, last
@@ -274,23 +172,13 @@ def first_difference(a, b):
     return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start from scratch in an --out_dir that already holds a trained run, deleting it")
-    parser.add_argument("--export", metavar="DEST", help="write a weights-only bf16 copy of --out_dir to DEST and exit")
-    c = config.cli(parser, TRAIN_KEYS, argv)
-    out_dir = Path(c.out_dir)
-    if c.export:
-        return export(out_dir, Path(c.export), c.overwrite)
-
-    # --- the run folder is this process's until it exits; then the model's source, read before anything else: a
-    # resumed run continues with its own settings
-    ddp = "RANK" in os.environ
+def resolve_source(c, out_dir):
+    """(checkpoint, its path, resume?) of the model's source, read before anything else; the run folder is held by
+    this process from here on. A resumed run takes its own saved settings, except those given on this command line,
+    and keeps its model's shape; a scratch run never overwrites a trained one without --overwrite."""
     if int(os.environ.get("RANK", 0)) == 0:
         lock(out_dir, "training run")
-    resume = c.init_from == "resume"
-    ckpt = ckpt_path = None
+    resume, ckpt, ckpt_path = c.init_from == "resume", None, None
     if c.init_from != "scratch":
         ckpt_path = find_checkpoint(out_dir if resume else c.init_from)
         try:
@@ -314,6 +202,12 @@ def main(argv=None):
         die(f"{out_dir} holds a trained run: use --init_from=resume to continue, or --overwrite to start over")
     if out_dir.exists() and not out_dir.is_dir():
         die(f"--out_dir {out_dir} is a file, not a folder")
+    return ckpt, ckpt_path, resume
+
+
+def setup_device(c):
+    """Where this process trains: device, dtype and autocast context, and its rank among world processes (torchrun)."""
+    ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
     device, dtype = pick_device(c.device, c.dtype)
     if ddp:
@@ -323,33 +217,96 @@ def main(argv=None):
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if c.gradient_accumulation_steps % world:
         die(f"gradient_accumulation_steps={c.gradient_accumulation_steps} is not divisible by {world} processes")
-    master = rank == 0
-    device_type = device.split(":")[0]
-    ctx = autocast(device, dtype)
+    return argparse.Namespace(ddp=ddp, rank=rank, world=world, master=rank == 0, device=device,
+                              device_type=device.split(":")[0], dtype=dtype, ctx=autocast(device, dtype))
+
+
+def load_data(c):
+    """(train/val tokens, meta, tokenizer bytes, the piece heads of each split where windows are anchored)."""
     splits, meta, tokenizer = read_data(c.data_dir)
     for split, data in splits.items():
         if len(data) <= c.block_size + 1:
             die(f"{c.data_dir}/{split}.bin holds {len(data)} tokens, too few for block_size={c.block_size}")
-
     itos = json.loads(tokenizer)["itos"]
     heads = {split: piece_heads(data, itos) if c.anchor_header else None for split, data in splits.items()}
+    return splits, meta, tokenizer, heads
 
-    # --- the model: from scratch, resumed, or fine-tuned from another run
+
+def build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env):
+    """The model from scratch, resumed, or fine-tuned from another run (its vocabulary checked against the data's)."""
     if ckpt is not None:
-        check_vocabulary(ckpt, ckpt_path, out_dir if resume else None, tokenizer, c, master)
+        check_vocabulary(ckpt, ckpt_path, Path(c.out_dir) if resume else None, tokenizer, c, env.master)
     try:
         cfg = model_config(ckpt, ckpt_path) if ckpt else GPTConfig.of(c, vocab_size=meta["vocab_size"])
     except ValueError as e:
         die(e)
     torch.manual_seed(c.seed)  # a resumed run then takes its RNG states from the checkpoint
-    model = GPT(cfg, verbose=master).to(device)
+    model = GPT(cfg, verbose=env.master).to(env.device)
     if ckpt:
         try:
             load_weights(model, ckpt, ckpt_path)
         except ValueError as e:
             die(e)
-    optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+    return model
+
+
+class RunFolder:
+    """The run folder, opened by the master process: self-contained (config, tokenizer, metrics, TensorBoard,
+    checkpoints), and on resume its logs go on from the checkpoint's step. A fresh run (asked for with --overwrite
+    where one was) keeps none of the old run's weights or curves."""
+
+    def __init__(self, out_dir, resume, iter_num, run_config, meta, tokenizer):
+        self.out_dir, self.tokenizer = out_dir, tokenizer
+        writable_dir(out_dir, "--out_dir")
+        clean_stale(out_dir)
+        if not resume:
+            for name in WEIGHT_FILES:
+                (out_dir / name).unlink(missing_ok=True)
+        write_json(out_dir / "config.json", {**run_config, "data_meta": meta})
+        atomic_write(out_dir / "tokenizer.json", tokenizer)
+        metrics = out_dir / "metrics.jsonl"
+        kept = [line for row, line in (read_jsonl(metrics, "iter") if resume else [])
+                if row["iter"] <= iter_num]  # all written before the checkpoint
+        atomic_write(metrics, "".join(line + "\n" for line in kept))
+        from torch.utils.tensorboard import SummaryWriter
+        if not resume:
+            shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        self.writer = SummaryWriter(out_dir / "tensorboard", purge_step=iter_num if resume else None)
+
+    def log(self, **row):
+        """A row of metrics.jsonl, its numbers also to TensorBoard."""
+        try:
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            die(f"could not append to {self.out_dir}/metrics.jsonl ({why_not_written(e)}); the run stops at step "
+                f"{row['iter']}: {self.out_dir}/checkpoint.pt holds its last evaluated step")
+        for k, v in row.items():
+            if k != "iter" and isinstance(v, (int, float)):
+                self.writer.add_scalar(k, v, row["iter"])
+
+    def save(self, name, state):
+        save_checkpoint(self.out_dir / name, with_checksums(state, self.tokenizer))
+
+    def close(self):
+        self.writer.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start from scratch in an --out_dir that already holds a trained run, deleting it")
+    parser.add_argument("--export", metavar="DEST", help="write a weights-only bf16 copy of --out_dir to DEST and exit")
+    c = configurator.cli(parser, TRAIN_KEYS, argv)
+    out_dir = Path(c.out_dir)
+    if c.export:
+        return export(out_dir, Path(c.export), c.overwrite)
+    ckpt, ckpt_path, resume = resolve_source(c, out_dir)
+    env = setup_device(c)
+    splits, meta, tokenizer, heads = load_data(c)
+    model = build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env)
+    optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), env.device_type)
+    scaler = torch.amp.GradScaler(env.device_type, enabled=env.dtype == torch.float16)
     sampler = torch.Generator().manual_seed(c.seed)  # all ranks draw the same global batch, each takes its part
     iter_num, best_val, bad_steps = 0, float("inf"), 0
     if resume:
@@ -358,76 +315,43 @@ def main(argv=None):
         iter_num, best_val = ckpt["iter_num"], ckpt["best_val_loss"]
         sampler.set_state(ckpt["rng"]["sampler"])
         torch.set_rng_state(ckpt["rng"]["torch"])
-        if device_type == "cuda" and ckpt["rng"].get("cuda") is not None:
+        if env.device_type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
     train_model = torch.compile(model) if c.compile else model
-    if ddp:
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model, device_ids=None if device == "cpu" else [device])
-
-    run_config = config.pick(c, TRAIN_KEYS)
+    if env.ddp:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=None if env.device == "cpu" else [env.device])
+    run_config = configurator.pick(c, TRAIN_KEYS)
+    run = RunFolder(out_dir, resume, iter_num, {**run_config, "model_args": model_args(model.cfg)}, meta,
+                    tokenizer) if env.master else None
 
     def state():
-        return with_checksums({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "model_args": model_args(cfg), "iter_num": iter_num, "best_val_loss": best_val, "config": run_config,
-            "rng": {"sampler": sampler.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}, tokenizer)
-
-    # --- the run folder: self-contained, and on resume the logs continue from the checkpoint's step
-    writer = None
-    if master:
-        writable_dir(out_dir, "--out_dir")
-        clean_stale(out_dir)
-        if not resume:  # a fresh run (asked for with --overwrite where one was): none of the old one stays
-            for name in WEIGHT_FILES:
-                (out_dir / name).unlink(missing_ok=True)
-        write_json(out_dir / "config.json", {**run_config, "model_args": model_args(cfg), "data_meta": meta})
-        atomic_write(out_dir / "tokenizer.json", tokenizer)
-        metrics = out_dir / "metrics.jsonl"
-        kept = [line for row, line in (read_jsonl(metrics, "iter") if resume else [])
-                if row["iter"] <= iter_num]  # all written before the checkpoint
-        atomic_write(metrics, "".join(line + "\n" for line in kept))
-        from torch.utils.tensorboard import SummaryWriter
-        if not resume:  # a fresh run in an old folder: its curves would overlay the old run's
-            shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
-        writer = SummaryWriter(out_dir / "tensorboard", purge_step=iter_num if resume else None)
-
-    def log(**row):
-        try:
-            with open(out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-        except OSError as e:
-            die(f"could not append to {out_dir}/metrics.jsonl ({why_not_written(e)}); the run stops at step "
-                f"{iter_num}: {out_dir}/checkpoint.pt holds its last evaluated step")
-        for k, v in row.items():
-            if k != "iter" and isinstance(v, (int, float)):
-                writer.add_scalar(k, v, row["iter"])
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "model_args": model_args(model.cfg), "iter_num": iter_num, "best_val_loss": best_val,
+                "config": run_config, "rng": {"sampler": sampler.get_state(), "torch": torch.get_rng_state(),
+                                              "cuda": torch.cuda.get_rng_state() if env.device_type == "cuda" else None}}
 
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.append(signum))
-
-    def eval_and_save():
-        nonlocal best_val
-        losses = evaluate(model, splits, c, device, ctx, heads)
-        if master:
-            log(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"],
-                val_bits_per_token=losses["val"] / math.log(2))
-            best_val = min(best_val, losses["val"])
-            save_checkpoint(out_dir / "checkpoint.pt", state())
-            if best_val == losses["val"]:
-                save_checkpoint(out_dir / "best.pt", state())
-            bar.write(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
-                      f"(untrained: ln(vocab) = {math.log(cfg.vocab_size):.2f})")
-
-    micro = c.gradient_accumulation_steps // world
+    micro = c.gradient_accumulation_steps // env.world
     tokens_per_iter = c.gradient_accumulation_steps * c.batch_size * c.block_size
-    bar = tqdm(total=c.max_iters, initial=iter_num, desc="train", unit="step", disable=not master or None)
+    bar = tqdm(total=c.max_iters, initial=iter_num, desc="train", unit="step", disable=not env.master or None)
     t_last, it_last = time.perf_counter(), iter_num
     resumed_at = iter_num if resume else None
     while True:
+        # a resumed run already has its step's evaluation and checkpoint
         if (iter_num % c.eval_interval == 0 or iter_num == c.max_iters) and iter_num != resumed_at:
-            eval_and_save()  # a resumed run already has this step's evaluation and checkpoint
+            losses = evaluate(model, splits, c, env.device, env.ctx, heads)
+            if env.master:
+                run.log(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"],
+                        val_bits_per_token=losses["val"] / math.log(2))
+                best_val = min(best_val, losses["val"])
+                run.save("checkpoint.pt", state())
+                if best_val == losses["val"]:
+                    run.save("best.pt", state())
+                bar.write(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
+                          f"(untrained: ln(vocab) = {math.log(model.cfg.vocab_size):.2f})")
         if iter_num >= c.max_iters:
             break
         lr = lr_at(iter_num, c)
@@ -435,30 +359,29 @@ def main(argv=None):
             group["lr"] = lr
         starts = draw_starts(len(splits["train"]), c.block_size, c.gradient_accumulation_steps * c.batch_size, sampler,
                              heads["train"], c.piece_start_share)
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros((), device=env.device)
         for m in range(micro):
-            first = (rank * micro + m) * c.batch_size
-            x, y = get_batch(splits["train"], c.block_size, starts[first:first + c.batch_size], device, heads["train"])
-            if ddp:
+            first = (env.rank * micro + m) * c.batch_size
+            x, y = get_batch(splits["train"], c.block_size, starts[first:first + c.batch_size], env.device,
+                             heads["train"])
+            if env.ddp:
                 train_model.require_backward_grad_sync = m == micro - 1
-            with ctx:
+            with env.ctx:
                 _, loss = train_model(x, y)
             loss_sum += loss.detach() / micro
             scaler.scale(loss / micro).backward()
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
-        if ddp:
+        if env.ddp:
             dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-            for moe in model.moe_layers():
-                dist.all_reduce(moe.load)  # the bias update sees the load of every rank
+            model.sync_moe_load()
         iter_num += 1
         if not (torch.isfinite(loss_sum) and torch.isfinite(grad_norm)):
             bad_steps += 1
             optimizer.zero_grad(set_to_none=True)
             scaler.update()
-            for moe in model.moe_layers():
-                moe.load.zero_()
-            if master:
+            model.discard_moe_load()
+            if env.master:
                 bar.write(f"step {iter_num}: loss {loss_sum.item()}, grad norm {grad_norm.item()}: step skipped")
             if bad_steps >= c.max_bad_steps:
                 die(f"{bad_steps} NaN/inf losses in a row at step {iter_num}: stopping; "
@@ -470,7 +393,7 @@ def main(argv=None):
         optimizer.zero_grad(set_to_none=True)
         load = model.update_moe_biases()
         bar.update()
-        if master and iter_num % c.log_interval == 0:
+        if env.master and iter_num % c.log_interval == 0:
             now = time.perf_counter()
             dt, t_last, it_last = (now - t_last) / (iter_num - it_last), now, iter_num  # fewer steps after a resume
             lm, balance = (v.item() for v in model.last_loss_parts)
@@ -480,22 +403,22 @@ def main(argv=None):
                 row["mfu"] = mfu
             row.update({f"expert_load/layer{i}/expert{e}": float(v) for i, layer in enumerate(load)
                         for e, v in enumerate(layer)})
-            log(**row)
+            run.log(**row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
         if stop:
-            if master:
-                save_checkpoint(out_dir / "checkpoint.pt", state())
+            if env.master:
+                run.save("checkpoint.pt", state())
                 bar.write(f"signal {stop[0]}: saved {out_dir}/checkpoint.pt at step {iter_num}; "
                           f"resume with --init_from=resume")
             break
     bar.close()
-    if writer:
-        writer.close()
-    if ddp:
+    if run:
+        run.close()
+    if env.ddp:
         dist.destroy_process_group()
     if stop:  # stopped by a signal: the checkpoint is saved, but the run did not finish
         sys.exit(128 + stop[0])
 
 
 if __name__ == "__main__":
-    main()
+    batch.main(main)

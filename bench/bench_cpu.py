@@ -5,7 +5,7 @@ python bench/bench_cpu.py --data_dir=data/demo/bin [--steps 200] [--key=value mo
 Every setting trains the same model from the same initial weights on the same token budget per step, drawn with the
 same seed, so the loss at the last step compares precision and compilation honestly (shapes change what a step sees;
 their losses are comparable only in tokens seen). Prints tokens/s (after a warm-up) and the mean loss of the last
-10 steps. The model defaults to the ~6M-parameter MoE that the embedded corpus supports (REFERENCE.md §7).
+10 steps. The model defaults to the ~6M-parameter MoE that the embedded corpus supports (models/corpus/MODEL.md).
 """
 import argparse
 import sys
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import config  # noqa: E402
+import configurator  # noqa: E402
 from model import GPT, MODEL_KEYS, GPTConfig, autocast  # noqa: E402
-from train import get_batch, read_data  # noqa: E402
+from dataset import get_batch, read_data  # noqa: E402
 
 CORPUS_SIZE = dict(n_layer=4, n_head=4, n_embd=256, kv_lora_rank=128, qk_nope_head_dim=32, qk_rope_head_dim=32,
                    v_head_dim=64, n_shared_experts=1, n_routed_experts=4, top_k_experts=1, expert_hidden=512,
@@ -67,7 +67,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--only", help="comma-separated setting numbers to run (1-based), default all")
-    opts = config.cli(parser, MODEL_KEYS + ["data_dir", "learning_rate"])
+    opts = configurator.cli(parser, MODEL_KEYS + ["data_dir", "learning_rate"])
     given = {k: getattr(opts, k) for k in opts.given if k in MODEL_KEYS}
     splits, meta, _ = read_data(opts.data_dir)
     cfg = GPTConfig(vocab_size=meta["vocab_size"], **{**{k: getattr(opts, k) for k in MODEL_KEYS}, **CORPUS_SIZE,

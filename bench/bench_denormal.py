@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import load_checkpoint  # noqa: E402
-from train import get_batch, read_data  # noqa: E402
+from dataset import get_batch, read_data  # noqa: E402
+from runs import load_checkpoint  # noqa: E402
 
 
 def main():

@@ -16,7 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from encoding_decoding import HEADER, START, Spec, header_end, midi_to_notes, notes_to_midi, notes_to_tokens  # noqa
-from model import GrammarMask, load_run  # noqa: E402
+from controls import GrammarMask  # noqa: E402
+from runs import load_run  # noqa: E402
 
 
 def prompt_file(path, n_notes, spec):

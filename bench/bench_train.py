@@ -4,7 +4,7 @@ python bench/bench_train.py [--key=value ...]   (any model field of config.py, p
 
 On CUDA: the default config, bf16 autocast, batch 32 x 512; the MoE dispatch variants of model.MoE in eager mode,
 then the grouped one under torch.compile. On CPU: a tiny config (override anything) in float32, compile only with
---compile_too. MFU uses REFERENCE.md §4's FLOP count.
+--compile_too. MFU uses GPT.flops_per_token's count.
 """
 import argparse
 import sys
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import config  # noqa: E402
+import configurator  # noqa: E402
 from model import GPT, MODEL_KEYS, GPTConfig, MoE, autocast  # noqa: E402
 
 CPU_TINY = dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
@@ -24,8 +24,8 @@ CPU_TINY = dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_d
 def setup(parser):
     """Parse --key=value model overrides: the default config in bf16 on CUDA, CPU_TINY in float32 on the CPU.
     Returns (options, GPTConfig, device, dtype, device name)."""
-    parser.add_argument("--vocab_size", type=int, default=346)
-    opts = config.cli(parser, MODEL_KEYS)
+    parser.add_argument("--vocab_size", type=int, default=395)
+    opts = configurator.cli(parser, MODEL_KEYS)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     values = {k: getattr(opts, k) for k in MODEL_KEYS}
     if device == "cpu":

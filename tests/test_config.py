@@ -3,10 +3,11 @@ import argparse
 import pytest
 
 import config
+import configurator
 
 
 def parse(*argv, keys=("n_layer", "learning_rate", "pitch_range", "keep_drums", "device")):
-    return config.cli(argparse.ArgumentParser(), list(keys), list(argv))
+    return configurator.cli(argparse.ArgumentParser(), list(keys), list(argv))
 
 
 def test_defaults_presets_and_overrides_in_that_order():

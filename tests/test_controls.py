@@ -6,11 +6,11 @@ import torch
 from hypothesis import example, given, settings, strategies as st
 
 from conftest import midi_file, on, off, run, track, vlq
-from encoding_decoding import (END, START, Controls, Header, Spec, bar_steps, finish, key_pitch_classes,
-                               midi_to_notes, notes_to_midi, notes_to_tokens, parse_score, score_to_notes,
-                               text_to_midi, tokens_to_notes, tokens_to_text, validate)
-from model import GrammarMask, sample_logits
-from simple_tokenizer import Tokenizer
+from controls import Controls, GrammarMask, key_pitch_classes
+from encoding_decoding import (END, START, Header, Spec, Tokenizer, bar_steps, finish, midi_to_notes, notes_to_midi,
+                               notes_to_tokens, parse_score, score_to_notes, text_to_midi, tokens_to_notes,
+                               tokens_to_text, validate)
+from model import sample_logits
 
 TOK = Tokenizer(Spec())
 SPEC = TOK.spec

@@ -1,3 +1,4 @@
+import argparse
 import json
 import shutil
 import subprocess
@@ -6,6 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT, midi_file, off, on, scale, track
+import configurator
 import encode_all
 
 
@@ -119,7 +121,7 @@ def test_corpus_sources_pick_composers_and_skip_analyses():
 
 
 def test_corpus_piece_encodes(tmp_path):
-    opts = encode_all.config.cli(__import__("argparse").ArgumentParser(), ["sample_freq", "pitch_range",
+    opts = configurator.cli(argparse.ArgumentParser(), ["sample_freq", "pitch_range",
                                  "velocity_range", "max_dur", "default_velocity", "keep_drums", "min_notes",
                                  "max_piece_steps", "default_bpm"], [])
     opts.text_dir = tmp_path

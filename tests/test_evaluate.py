@@ -124,7 +124,7 @@ def test_validation_pieces_are_cut_like_samples(data):
     groups, closed with END; a shorter piece stays whole."""
     from encoding_decoding import END, START, validate
     from evaluate import first_tokens, split_pieces
-    from model import Tokenizer
+    from encoding_decoding import Tokenizer
     tok = Tokenizer.load(data / "tokenizer.json")
     piece = split_pieces(np.fromfile(data / "val.bin", dtype=np.uint16).astype(np.int64), tok.stoi[START])[0]
     whole = tok.decode([int(i) for i in piece])

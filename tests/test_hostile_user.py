@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from conftest import ENV, ROOT, make_bin, midi_file, off, on, run, scale, track, train_args, vlq
-from encoding_decoding import Spec, midi_to_notes
-from simple_tokenizer import Tokenizer
+from encoding_decoding import Spec, Tokenizer, midi_to_notes
 
 
 def one_line(r, message):
@@ -336,7 +335,8 @@ def test_sample_finds_the_shipped_model_from_any_folder(tmp_path):
 
 
 def test_a_long_prompt_is_read_in_one_forward_pass(trained):
-    from model import GrammarMask, load_run
+    from controls import GrammarMask
+    from runs import load_run
     model, tok, _ = load_run(trained, "cpu")
     prompt = tok.encode(["n60", "d2", "v80", "sepxx", "d2"] * 400)  # 2,000 given tokens, 60 windows of the model
     forced = [-1] * 4 + prompt
@@ -368,9 +368,9 @@ def test_augment_where_every_piece_fails_exits_nonzero(tmp_path):
 
 
 def test_an_empty_encoding_in_the_training_split_is_reported(tmp_path):
-    import prepare
+    import dataset
     make_bin(tmp_path, n=8, tokenizer=None)
-    name = next(f"empty{k}" for k in range(100) if not prepare.in_val(f"empty{k}", 1337, 0.2))
+    name = next(f"empty{k}" for k in range(100) if not dataset.in_val(f"empty{k}", 1337, 0.2))
     (tmp_path / "text" / f"{name}.txt").write_text("")
     r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "bin",
             "--val_fraction", 0.2, "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json")
@@ -468,7 +468,7 @@ def test_a_full_disk_at_a_checkpoint_says_so(data, tmp_path):
 
 
 def test_a_dataset_set_aside_by_a_killed_prepare_is_put_back_by_its_reader(data, tmp_path, capsys):
-    from train import read_data
+    from dataset import read_data
     shutil.copytree(data, tmp_path / "bin")
     os.replace(tmp_path / "bin", tmp_path / ".bin.pid99999999.old")  # killed between its two renames
     splits, meta, _ = read_data(tmp_path / "bin")
@@ -477,7 +477,8 @@ def test_a_dataset_set_aside_by_a_killed_prepare_is_put_back_by_its_reader(data,
 
 
 def test_the_mask_reads_a_prompt_at_once_as_it_reads_it_token_by_token(trained):
-    from model import GrammarMask, load_run
+    from controls import GrammarMask
+    from runs import load_run
     model, tok, _ = load_run(trained, "cpu")
     idx = torch.full((6, 1), tok.stoi["START"])
     pieces = model.generate(idx, 300, temperature=1.5, allowed_fn=GrammarMask(tok, "cpu", min_len=301),

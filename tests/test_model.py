@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, LatentCache, MoE, apply_rope, load_checkpoint, model_args, rope_angles, sample_logits
+from model import GPT, GPTConfig, LatentCache, MoE, apply_rope, model_args, rope_angles, sample_logits
+from runs import load_checkpoint
 
 
 def tiny(**kw):

@@ -9,9 +9,8 @@ import pytest
 
 from conftest import ROOT
 from augment_all import shift
-from encoding_decoding import Header, Spec, notes_to_tokens, text_to_tokens, tokens_to_text, validate
-from first_silence_cleaner import strip_leading_silence
-from simple_tokenizer import Tokenizer
+from encoding_decoding import (Header, Spec, Tokenizer, notes_to_tokens, strip_leading_silence, text_to_tokens,
+                               tokens_to_text, validate)
 
 SPEC = Spec()
 

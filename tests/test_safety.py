@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from conftest import ENV, ROOT, midi_file, off, on, run, scale, track, train_args, vlq
-from encoding_decoding import Spec
-from simple_tokenizer import Tokenizer
+from encoding_decoding import Spec, Tokenizer
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0  # permissions do not stop root
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import ENV, ROOT, run, train_args
 from encoding_decoding import END, Spec, bar_steps, finish, midi_to_notes, validate
+from controls import GrammarMask
+from encoding_decoding import Tokenizer
 from model import sample_logits
-from model import GrammarMask
-from simple_tokenizer import Tokenizer
 
 TOK = Tokenizer(Spec())
 
@@ -25,7 +25,7 @@ def step_losses(run_dir):
 
 def test_a_window_past_its_piece_header_begins_with_it():
     import numpy as np
-    from train import get_batch, piece_heads
+    from dataset import get_batch, piece_heads
     itos = ["START", "END", "style:bach", "tempo:120", "meter:4/4", "n60", "d4", "v80", "sepxx"]
     piece = [0, 2, 3, 4] + [5, 6, 7, 8, 6] * 4 + [1]
     data = np.array(piece + piece[:1] + [5, 6, 7, 1] + piece, dtype=np.uint16)  # the middle piece has no header
@@ -43,7 +43,7 @@ def test_a_window_past_its_piece_header_begins_with_it():
 
 def test_piece_start_windows_draw_pieces_uniformly():
     import numpy as np
-    from train import draw_starts
+    from dataset import draw_starts
     g = lambda: torch.Generator().manual_seed(0)
     heads = (np.array([0, 10, 1090]), np.array([4, 4, 4]))  # a short piece, a long one, one too near the end
     plain = draw_starts(1100, 16, 3000, g())
@@ -288,6 +288,16 @@ def test_export_writes_a_weights_only_bf16_model_that_samples_and_fine_tunes(dat
     assert r.returncode != 0 and "holds weights only" in r.stderr and "Traceback" not in r.stderr
     r = run("train.py", *train_args(data, tmp_path / "ft", f"--init_from={dest}", "--max_iters=2", "--eval_interval=2"))
     assert r.returncode == 0, r.stderr
+
+
+def test_the_shipped_models_samples_are_the_same_bytes(tmp_path):
+    """midi-samples/shipped came from `make samples`: the same command gives the same files, whatever the code's
+    layout (a move of code must not change what a seed plays)."""
+    r = run("sample.py", "--style", "palestrina", "--bars", 16, "--num_samples", 1, "--seed", 2, "--output_dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    for suffix in (".txt", ".mid"):
+        name = f"corpus_palestrina_seed2_0{suffix}"
+        assert (tmp_path / name).read_bytes() == (ROOT / "midi-samples/shipped" / name).read_bytes(), name
 
 
 def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):

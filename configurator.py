@@ -1,0 +1,138 @@
+"""The machinery under config.py, in the spirit of nanoGPT's configurator.py: what each value may be (LIMITS,
+CHOICES), `check` and `typed` to read a value from text, and `cli` to give a script `--key=value` overrides and
+`--preset`. config.py stays the plain file a user edits."""
+import argparse
+import math
+import sys
+
+import config
+
+# What each value may be, checked where overrides are parsed (the one place): name -> (lowest, highest), None for
+# no bound, a bound in brackets excluded ([0] means "above 0"). For a tuple every element is checked, and the
+# *_range tuples are (low, high) with low <= high. Floats must also be finite.
+BPM = (4, 1000)  # a MIDI file holds a tempo as microseconds per quarter in 3 bytes: 3.58 BPM and up
+
+
+LIMITS = {
+    "sample_freq": (1, 480), "pitch_range": (0, 127), "velocity_range": (1, 127), "max_dur": (1, 10_000),
+    "default_velocity": (1, 127), "min_notes": (0, None), "max_piece_steps": (1, None), "default_bpm": BPM,
+    "tempo_range": BPM, "tempo_buckets": (1, 1000), "num_processes": (0, None), "file_timeout": ([0], None),
+    "timeout_bytes": (1, None), "aug_variants": (0, None),
+    "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "seed": (0, 2**63 - 1),
+    # model shapes: also checked when a checkpoint is read, before anything is allocated
+    "vocab_size": (1, 2**16), "block_size": (2, 2**20), "n_layer": (1, 256), "n_head": (1, 1024),
+    "n_embd": (8, 2**16), "dropout": (0, [1]), "q_lora_rank": (0, 2**16), "kv_lora_rank": (1, 2**16),
+    "qk_nope_head_dim": (0, 4096), "qk_rope_head_dim": (2, 4096), "v_head_dim": (1, 4096), "rope_theta": ([0], None),
+    "n_shared_experts": (0, 256), "n_routed_experts": (0, 1024), "top_k_experts": (1, 1024),
+    "expert_hidden": (8, 2**18), "route_scale": ([0], None), "bias_update_speed": (0, None),
+    "balance_factor": (0, None), "learning_rate": ([0], None), "min_lr": (0, None), "weight_decay": (0, None),
+    "beta1": (0, [1]), "beta2": (0, [1]), "grad_clip": (0, None), "batch_size": (1, None),
+    "gradient_accumulation_steps": (1, None), "max_iters": (0, None), "warmup_iters": (0, None),
+    "lr_decay_iters": (0, None), "eval_interval": (1, None), "eval_iters": (1, None), "log_interval": (1, None),
+    "max_bad_steps": (1, None), "piece_start_share": (0, 1), "num_samples": (1, 1024), "temperature": (0, None),
+    "top_k": (0, None), "top_p": ([0], 1), "max_new_tokens": (1, 10**6), "min_new_tokens": (0, 10**6),
+    # scripts' own arguments; a length control is bounded so that a typo cannot start a days-long run
+    "prompt_bars": (1, None), "bars": (1, 1000), "seconds": ([0], 3600), "tempo": BPM, "bpm": BPM,
+    "ngram": (1, 10), "ngram_max_tokens": (1, None), "memorization_threshold": (1, None), "control_samples": (1, None),
+    "main_style_pieces": (1, None), "eval_bars": (1, 1000), "eval_seconds": ([0], 3600), "eval_pitch_range": (0, 127),
+    "eval_num_samples": (1, 1024),
+}
+
+
+CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16")}
+
+
+def _bound_text(lo, hi):
+    parts = [f"{'>' if isinstance(lo, list) else '>='} {lo[0] if isinstance(lo, list) else lo}"] if lo is not None else []
+    parts += [f"{'<' if isinstance(hi, list) else '<='} {hi[0] if isinstance(hi, list) else hi}"] if hi is not None else []
+    return " and ".join(parts)
+
+
+def check(name, value):
+    """None if `value` is allowed for config key `name`, else what is wanted, in words."""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"one of {', '.join(CHOICES[name])}"
+    if isinstance(value, tuple):
+        if name.endswith("_range") and (len(value) != 2 or value[0] > value[1]):
+            return "two values LOW,HIGH with LOW <= HIGH"
+        return next((why for v in value if (why := check(name, v))), None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a finite number"
+    lo, hi = LIMITS.get(name, (None, None))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            lo is not None and (value <= lo[0] if isinstance(lo, list) else value < lo)
+            or hi is not None and (value >= hi[0] if isinstance(hi, list) else value > hi)):
+        return f"a number {_bound_text(lo, hi)}"
+    return None
+
+
+def typed(name, default):
+    """An argparse `type` that reads a value of the same type as `default` (tuples are comma-separated) and
+    checks it against LIMITS and CHOICES under `name`; scripts use it for their own numeric arguments too."""
+    def parse(text):
+        try:
+            if isinstance(default, tuple):
+                value = tuple(_parse_one(default[0] if default else 0, t) for t in text.split(",") if t)
+            else:
+                value = _parse_one(default, text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"wants a {type(default).__name__} like {default!r}, got {text!r}")
+        if why := check(name, value):
+            raise argparse.ArgumentTypeError(f"wants {why}, got {text!r}")
+        return value
+    return parse
+
+
+def option(group, flag, help, key=None):
+    """Add a script's own `--flag` (to a parser or an argument group), typed, checked and defaulted by the config
+    value `key` (the flag's name by default): the one place its default is written is config.py."""
+    key = key or flag
+    default = getattr(config, key)
+    group.add_argument(f"--{flag}", type=typed(key, default), default=default, help=help)
+
+
+def _parse_one(default, text):
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError
+        return text.lower() in ("true", "1")
+    return type(default)(text)  # int rejects "1.5"; float accepts "3"
+
+
+def pick(values, names):
+    """{name: value} for `names` from a dict or a namespace (a parsed config, a checkpoint's plain values)."""
+    get = values.get if isinstance(values, dict) else lambda k: getattr(values, k)
+    return {k: get(k) for k in names}
+
+
+def defaults():
+    """All config values by name."""
+    return {k: v for k, v in vars(config).items()
+            if not k.startswith("_") and k.islower() and isinstance(v, (bool, int, float, str, tuple))}
+
+
+def _one_line_error(message):
+    """argparse's errors as one line on stderr (no usage block), exit status 2."""
+    print(f"error: {message} (see --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def cli(parser, keys, argv=None, own=None):
+    """Parse a script's own arguments plus `--preset` and `--key=value` overrides of the config `keys`; `own` holds
+    the script's own defaults for some of them."""
+    values = {**defaults(), **(own or {})}
+    parser.allow_abbrev = False  # --learning_rat=1 must be an error, not learning_rate
+    parser.error = _one_line_error
+    group = parser.add_argument_group("config overrides (see config.py)")
+    group.add_argument("--preset", choices=sorted(config.PRESETS), help="overlay a preset from config.PRESETS")
+    for k in keys:
+        group.add_argument(f"--{k}", type=typed(k, values[k]), default=argparse.SUPPRESS, metavar="V",
+                           help=f"default {values[k]!r}")
+    args = parser.parse_args(argv)
+    chosen = {k: values[k] for k in keys}
+    preset = {k: v for k, v in config.PRESETS.get(args.preset, {}).items() if k in chosen}
+    given = {k: v for k, v in vars(args).items() if k in chosen}
+    chosen.update(preset)
+    chosen.update(given)
+    # `given`: the keys set on this command line, by name or through --preset (a resumed run keeps the rest)
+    return argparse.Namespace(**{**vars(args), **chosen, "given": set(preset) | set(given)})

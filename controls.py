@@ -1,0 +1,256 @@
+"""The sampling controls: what a sample must obey (style, tempo, meter, length, key, pitch range, given tokens),
+as states and masks of the one grammar table, composed on the device.
+
+`Controls` holds what the user asked for and checks it against a vocabulary; `grammar_tables` and `token_values`
+turn the grammar and the vocabulary into lookup tables; `GrammarMask` is the allowed_fn that GPT.generate calls
+before each sampled token. A new control is a field of Controls and a rule in GrammarMask.__call__.
+"""
+import re
+from dataclasses import dataclass
+
+import torch
+
+import config
+from encoding_decoding import END, GRAMMAR, HEADER, SEP, bar_steps, kind, value
+
+
+def grammar_tables(itos):
+    """The grammar as lookup tables over token ids, for the sampler's mask: (states, allowed, next_state) where
+    allowed[s][i] says whether token id i may come in state s and next_state[s][i] is where it leads. After END
+    only END is allowed, so a finished sequence can be padded with it."""
+    states = list(GRAMMAR)
+    kinds = [kind(t) for t in itos]
+    allowed = [[k in GRAMMAR[s] or (s == "end" and k == END) for k in kinds] for s in states]
+    next_state = [[states.index(GRAMMAR[s].get(k, "end")) for k in kinds] for s in states]
+    return states, allowed, next_state
+
+
+def token_values(itos, spec, other_meter=None):
+    """Per token id, the numbers the sampler's mask reads, as lists: pitch (n tokens, else -1), steps (d, else 0),
+    the steps a token needs before a length target (a note 1, sepxx 2, d its steps; a rest's d one more, added by
+    the mask), the steps of one bar (meter tokens, else 0; meter:other's is `other_meter`'s, else 4/4's) and the BPM
+    (tempo tokens, else 0)."""
+    values = {"pitch": [], "steps": [], "need": [], "bar": [], "bpm": []}
+    for t in itos:
+        k, v = kind(t), value(t)
+        values["pitch"].append(int(t[1:]) if k == "n" else -1)
+        values["steps"].append(int(t[1:]) if k == "d" else 0)
+        values["need"].append({"n": 1, SEP: 2, "d": values["steps"][-1]}.get(k, 0))
+        values["bar"].append(bar_steps(other_meter if v == "other" and other_meter else v, spec.sample_freq)
+                             if k == "meter" else 0)
+        values["bpm"].append(float(v) if k == "tempo" else 0.0)
+    return values
+
+
+KEY_MODES = {  # semitones above the tonic
+    "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10), "harmonic minor": (0, 2, 3, 5, 7, 8, 11),
+    "melodic minor": (0, 2, 3, 5, 7, 9, 11), "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10),
+    "lydian": (0, 2, 4, 6, 7, 9, 11), "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
+    "major pentatonic": (0, 2, 4, 7, 9), "minor pentatonic": (0, 3, 5, 7, 10), "blues": (0, 3, 5, 6, 7, 10),
+}
+
+
+NOTE_NAMES = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+
+
+def pitch_class(name):
+    """'F#' / 'Bb' / 'c' / '7' -> 0..11; ValueError otherwise."""
+    if name.isdigit() and int(name) < 12:
+        return int(name)
+    m = re.fullmatch(r"([A-Ga-g])([#b]*)", name)
+    if not m:
+        raise ValueError(f"{name!r} is not a pitch class (C, F#, Bb, or 0..11)")
+    return (NOTE_NAMES[m[1].lower()] + m[2].count("#") - m[2].count("b")) % 12
+
+
+def key_pitch_classes(key):
+    """'D minor', 'F# major', 'Bb dorian', 'A' (major) -> the sorted pitch classes of that scale."""
+    tonic, _, mode = key.strip().partition(" ")
+    mode = " ".join(mode.lower().split()) or "major"
+    if mode not in KEY_MODES:
+        raise ValueError(f"unknown mode {mode!r} in key {key!r}; known: {', '.join(KEY_MODES)}")
+    return tuple(sorted((pitch_class(tonic) + k) % 12 for k in KEY_MODES[mode]))
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What samples must obey, all enforced by the sampler's mask: header values to force, a length (in bars of
+    the piece's meter, or in seconds at its tempo or at `bpm`), the pitch classes notes may take and a pitch range."""
+    style: str = None
+    tempo: float = None       # BPM: forces the tempo token of its bucket
+    meter: str = None
+    bars: int = None
+    seconds: float = None
+    scale: tuple = None       # pitch classes
+    pitch_range: tuple = None  # (lowest, highest) MIDI pitch, inclusive
+    bpm: float = None         # the tempo the MIDI is written at, instead of the header's
+    other_meter: str = None   # the time signature meter:other stands for (a 7/8 prompt's): bars are counted in it
+                              # and the MIDI is written in it
+
+    def errors(self, spec):
+        """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
+        out = []
+        if self.style is not None and self.style not in spec.styles:
+            out.append(f"unknown style {self.style!r}; this run knows: {', '.join(spec.styles)}")
+        if self.meter is not None and self.meter not in spec.meters + ("other",):
+            out.append(f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters + ('other',))}")
+        if self.bars is not None and self.seconds is not None:
+            out.append("give --bars or --seconds, not both")
+        (p0, p1) = spec.pitch_range
+        if self.pitch_range is not None and not (len(self.pitch_range) == 2 and p0 <= self.pitch_range[0]
+                                                 <= self.pitch_range[1] <= p1):
+            out.append(f"--pitch_range wants LOW,HIGH with {p0} <= LOW <= HIGH <= {p1}, got {self.pitch_range}")
+        if not any(self.allows_pitch(p) for p in range(spec.pitch_range[0], spec.pitch_range[1] + 1)):
+            out.append("no pitch is left that both --key/--scale and --pitch_range allow")
+        return out
+
+    def allows_pitch(self, pitch):
+        lo, hi = self.pitch_range or (0, 127)
+        return lo <= pitch <= hi and (self.scale is None or pitch % 12 in self.scale)
+
+    def bar_steps(self, meter, sample_freq):
+        """Grid steps in one bar of a header's `meter`, `other` read as other_meter."""
+        return bar_steps(self.other_meter if meter == "other" and self.other_meter else meter, sample_freq)
+
+    def length_steps(self, bar, bpm, sample_freq):
+        """The target length in grid steps for a piece whose bar has `bar` steps and whose header says `bpm`;
+        None without a length control."""
+        if self.bars is not None:
+            return self.bars * bar
+        if self.seconds is not None:
+            return max(1, round(self.seconds * (self.bpm or bpm) / 60 * sample_freq))
+        return None
+
+    @property
+    def has_length(self):
+        return self.bars is not None or self.seconds is not None
+
+    def token_budget(self, spec, otherwise):
+        """With a length control: the most new tokens a sample can take before the mask forces its END (every
+        step of the longest possible target filled with every pitch, highest first), header included; without
+        one, `otherwise`."""
+        if not self.has_length:
+            return otherwise
+        longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + (self.other_meter or "other",))
+        steps = self.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
+        return len(HEADER) + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2) + 1
+
+    def token_mask(self, itos, spec):
+        """Per token id, whether these controls let it appear at all (header values, pitches)."""
+        forced = {"style": self.style and f"style:{self.style}", "tempo": self.tempo and spec.tempo_token(self.tempo),
+                  "meter": self.meter and spec.meter_token(self.meter)}
+        return [(not forced.get(k := kind(t)) or t == forced[k]) and (k != "n" or self.allows_pitch(int(t[1:])))
+                for t in itos]
+
+
+class GrammarMask:
+    """allowed_fn for GPT.generate: the grammar and the sampling controls as one mask over the next token.
+
+    Each sequence carries its grammar state, its clock (the onset step), the end of its longest note and, once its
+    header is read, its bar length and tempo; every rule is a lookup or a comparison over (B, V) on the device, so
+    rows of one batch may be in different states. Given tokens (a prompt, which GPT.generate takes as `forced`) are
+    read like sampled ones. With a length control (Controls.bars / .seconds) no note may outlast the
+    target, no rest may reach it, END comes only when a note ends exactly there, and on the last step that can hold
+    an onset it comes as soon as it may; without one, END is held back until a sequence has `min_len` tokens.
+
+    On top, the mask keeps samples in the canonical form the training data has, so that decoding drops nothing:
+    notes that start together come highest first, a key is not struck again while it sounds, and a rest shorter
+    than max_dur is followed by a note. Where those leave a row nothing (a narrow --pitch_range), it falls back to
+    the grammar and the controls alone."""
+
+    def __init__(self, tok, device, min_len=0, controls=Controls()):
+        tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
+        states, allowed, next_state = grammar_tables(tok.itos)
+        self.allowed = tensor(allowed) & tensor(controls.token_mask(tok.itos, tok.spec))  # (S, V) bool
+        self.next_state = tensor(next_state)                                               # (S, V) state index
+        values = token_values(tok.itos, tok.spec, controls.other_meter)
+        self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
+        self.bpm = tensor(values["bpm"])
+        # with --seconds: per tempo token (and for a piece without one), the target in steps as Controls reckons it,
+        # in Python floats, so that the mask and the reckoning round a half step alike
+        steps_at = lambda bpm: controls.length_steps(0, bpm, tok.spec.sample_freq) or 0  # 0: no --seconds
+        self.seconds_at = tensor([steps_at(b or config.default_bpm) for b in values["bpm"]])
+        self.seconds_default = steps_at(config.default_bpm)
+        self.begin, self.event, self.note_dur, self.rest_dur, self.finished = (
+            states.index(s) for s in ("begin", "event", "note_dur", "rest_dur", "end"))
+        self.end, self.sep, self.min_len = tok.stoi[END], tok.stoi[SEP], min_len
+        self.controls, self.spec = controls, tok.spec
+        self.seen = 0
+        self.only_end = torch.arange(len(tok.itos), device=device) == self.end
+        self.default_bar = bar_steps("4/4", tok.spec.sample_freq)
+
+    def reset(self, batch_size, device):
+        zeros = lambda: torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.state = torch.full((batch_size,), self.begin, device=device)
+        self.clock, self.last_end = zeros(), zeros()
+        self.floor = torch.full((batch_size,), 1 << 30, device=device)
+        self.until = torch.zeros(batch_size, self.spec.pitch_range[1] + 1, dtype=torch.long, device=device)
+        self.rest = torch.zeros(batch_size, dtype=torch.long, device=device)  # after a rest: 1 short, 2 max_dur
+        self.bar_len = torch.full((batch_size,), self.default_bar, device=device)
+        self.seconds_target = torch.full((batch_size,), self.seconds_default, device=device)
+
+    def consume(self, tok):
+        """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
+        grammar state is stepped token by token; the clock and the note ends are running sums and maxima, and what
+        the latest token of a kind sets (floor, rest, bar, tempo) is read at its position."""
+        n, positions = tok.size(1), torch.arange(tok.size(1), device=tok.device)
+        if n == 0:
+            return
+        before, state = [], self.state  # the grammar state before each token
+        for t in range(n):
+            before.append(state)
+            state = self.next_state[state, tok[:, t]]
+        before = torch.stack(before, 1)
+        steps, pitch = self.steps[tok], self.pitch[tok]
+        in_rest, in_note = before == self.rest_dur, before == self.note_dur  # a rest's or a note's duration token
+
+        def latest(where, value, old):  # (B, n): after each token, `value` at the latest position `where` holds
+            if n == 1:  # a sampled token: no running maximum to take
+                return torch.where(where, value, old[:, None])
+            at = torch.where(where, positions, -1).cummax(1).values
+            return torch.where(at >= 0, value.gather(1, at.clamp(min=0)), old[:, None])
+
+        clock = self.clock[:, None] + torch.where(in_rest, steps, 0).cumsum(1)  # the onset step after each token
+        ends = clock + steps                                                     # at a note's duration: its end
+        self.last_end = torch.maximum(self.last_end, torch.where(in_note, ends, 0).amax(1))
+        floor = latest(in_rest | (pitch >= 0), torch.where(in_rest, 1 << 30, pitch), self.floor)
+        floor_before = torch.cat([self.floor[:, None], floor[:, :-1]], 1)  # at a note's duration: its pitch
+        key = floor_before.clamp(max=self.until.size(1) - 1)
+        last = torch.full_like(self.until, -1).scatter_reduce(1, key, torch.where(in_note, positions, -1), "amax")
+        self.until = torch.where(last >= 0, ends.gather(1, last.clamp(min=0)), self.until)
+        self.rest = latest(in_rest | (pitch >= 0), torch.where(in_rest, 1 + (steps == self.spec.max_dur).long(), 0),
+                           self.rest)[:, -1]
+        self.floor, self.clock, self.state = floor[:, -1], clock[:, -1], state
+        self.bar_len = latest(self.bar[tok] > 0, self.bar[tok], self.bar_len)[:, -1]
+        self.seconds_target = latest(self.bpm[tok] > 0, self.seconds_at[tok], self.seconds_target)[:, -1]
+
+    def target(self):
+        """(B,) the length each sequence must end at, in steps (from its own meter and tempo); None if free."""
+        if self.controls.bars is not None:
+            return self.controls.bars * self.bar_len
+        return self.seconds_target if self.controls.seconds is not None else None
+
+    def __call__(self, idx):
+        if self.seen == 0:
+            self.reset(idx.size(0), idx.device)
+        self.consume(idx[:, self.seen:])  # the tokens added since the last call (the prompt, then one at a time)
+        self.seen = idx.size(1)
+        allowed = self.allowed[self.state]
+        target = self.target()
+        if target is None:
+            end_ok = torch.full_like(self.clock, idx.size(1) >= self.min_len, dtype=torch.bool)
+        else:  # the steps left before the target; a rest's duration must leave one for a note after it
+            room = target - self.clock - (self.state == self.rest_dur).long()
+            allowed = allowed & (self.need <= room[:, None])
+            end_ok = self.last_end >= target
+            # at the last step that can hold an onset, once a note reaches the target and one starts here, the piece
+            # ends: no pile of one-step notes on the final sixteenth
+            closing = end_ok & (room < 2) & (self.state == self.event) & (self.rest == 0)
+            allowed = torch.where(closing[:, None], self.only_end, allowed)
+        allowed[:, self.end] &= end_ok | (self.state == self.finished)
+        note = self.pitch >= 0
+        sounding = self.until.gather(1, self.pitch.clamp(min=0).expand(idx.size(0), -1)) > self.clock[:, None]
+        canonical = allowed & (self.pitch < self.floor[:, None]) & ~(sounding & note)  # pitch -1 passes the floor
+        canonical[:, self.sep] &= self.rest != 1
+        canonical[:, self.end] &= (self.rest == 0) | (self.state == self.finished)
+        return torch.where(canonical.any(1, keepdim=True), canonical, allowed)

@@ -1,0 +1,141 @@
+"""The prepared dataset, written and read: train.bin / val.bin (uint16 token ids, pieces back to back) and meta.json,
+the split by piece (and the names of augmented copies, which map to their piece), and training windows drawn from
+the memory-mapped tokens. prepare.py writes it, train.py, evaluate.py and the benchmarks read it."""
+import hashlib
+import json
+import re
+
+import numpy as np
+import psutil
+import torch
+
+from batch import die, no_room, read_text, recover
+from encoding_decoding import HEADER, START, kind, text_to_tokens, validate
+
+VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # piece_id reads the piece with this
+
+
+def variant_name(pitch, velocity, tempo=0):
+    return f"__p{pitch:+d}_v{velocity:+d}" + (f"_t{tempo:+d}" if tempo else "")
+
+
+META_VERSION = 1
+
+
+def piece_id(path, root):
+    """data/text/music21/bach/bwv66.6.txt -> music21/bach/bwv66.6; an augmented copy maps to its original."""
+    stem = path.relative_to(root).with_suffix("").as_posix()
+    return m["piece"] if (m := VARIANT.match(stem)) else stem
+
+
+def in_val(pid, seed, val_fraction):
+    """A stable coin flip per piece: the same piece lands on the same side on every machine and every run."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8], "big")
+    return h / 2**64 < val_fraction
+
+
+def split(pids, seed, val_fraction):
+    """Sorted validation ids: the hashed share, and at least one piece so that validation is never empty."""
+    val = sorted(p for p in pids if in_val(p, seed, val_fraction))
+    if not val:
+        val = [min(pids, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).digest())]
+    return val
+
+
+def write_split(path, files, tok, rejected, rss):
+    """Stream pieces into `path` as uint16 ids; return (tokens, pieces) written. Broken pieces go to `rejected`."""
+    n_tokens = n_pieces = 0
+    try:
+        f = open(path, "wb")  # inside the hidden folder that is swapped in whole
+    except OSError as e:
+        raise no_room(e, path) from None
+    with f:
+        for i, p in enumerate(files):
+            try:
+                tokens = text_to_tokens(read_text(p))
+            except ValueError as e:
+                rejected.append({"file": str(p), "reason": str(e)})
+                continue
+            if err := validate(tokens, tok.spec):
+                rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
+                continue
+            try:
+                np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
+            except OSError as e:
+                raise no_room(e, path) from None
+            n_tokens, n_pieces = n_tokens + len(tokens), n_pieces + 1
+            if i % 256 == 0:
+                rss[0] = max(rss[0], psutil.Process().memory_info().rss)
+    return n_tokens, n_pieces
+
+
+def read_data(data_dir):
+    """Memory-mapped train/val token arrays, checked against meta.json."""
+    data_dir = recover(data_dir)
+    if not (data_dir / "meta.json").is_file():
+        die(f"{data_dir}: no meta.json here (run prepare.py first, or point --data_dir at its output)")
+    try:
+        meta = json.loads((data_dir / "meta.json").read_text())
+        sha, counts = meta["tokenizer"]["sha256"], {split: int(meta[split]["tokens"]) for split in ("train", "val")}
+        int(meta["vocab_size"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        die(f"{data_dir}/meta.json is not a whole meta file of prepare.py (truncated or corrupt? rerun prepare.py)")
+    tokenizer = (data_dir / "tokenizer.json").read_bytes() if (data_dir / "tokenizer.json").is_file() else b""
+    if hashlib.sha256(tokenizer).hexdigest() != sha:
+        die(f"{data_dir}/tokenizer.json is missing or is not the one meta.json names (rerun prepare.py)")
+    if (n := len(json.loads(tokenizer)["itos"])) != meta["vocab_size"]:
+        die(f"vocab mismatch: {data_dir}/meta.json says {meta['vocab_size']} tokens, its tokenizer.json has {n} "
+            f"(rerun prepare.py)")
+    splits = {}
+    for split, n in counts.items():
+        path = data_dir / f"{split}.bin"
+        if not path.is_file() or path.stat().st_size != 2 * n:
+            die(f"{path}: missing or not {n} uint16 tokens as meta.json says")
+        splits[split] = np.memmap(path, dtype=np.uint16, mode="r")
+    return splits, meta, tokenizer
+
+
+def piece_heads(data, itos):
+    """(offsets, lengths) of every piece's START and the header after it (length 1 where a piece has none)."""
+    heads = np.flatnonzero(np.asarray(data) == itos.index(START))
+    is_header = np.array([kind(t) in HEADER for t in itos])
+    length = np.ones(len(heads), dtype=np.int64)
+    for j in range(1, len(HEADER) + 1):
+        at = np.minimum(heads + j, len(data) - 1)
+        length += (length == j) & (heads + j < len(data)) & is_header[np.asarray(data[at], dtype=np.int64)]
+    return heads, length
+
+
+def get_batch(data, block_size, starts, device, heads=None):
+    """Input and target windows (len(starts), block_size) starting at the given token offsets. With `heads` (from
+    piece_heads), a window that starts past its piece's header begins with that START and header instead: every
+    window then knows its piece's style, tempo and meter, as a sample keeps its own through GPT.generate's window
+    slide. Two of its targets take no loss (-1): the jump from the header into the middle of the piece, and the
+    style after START, which long pieces would otherwise teach more often than short ones (draw_starts' piece
+    starts teach it); tempo and meter after the style are learnt from every such window."""
+    rows, skips = [], []
+    for s in starts:
+        k = np.searchsorted(heads[0], s, side="right") - 1 if heads is not None else -1
+        h, n = (int(heads[0][k]), int(heads[1][k])) if k >= 0 else (s, 0)
+        if s < h + n:  # a window from the piece's start or inside its header: as it is
+            h, n = s, 0
+        rows.append(np.concatenate([data[h:h + n], data[s:s + block_size + 1 - n]]).astype(np.int64))
+        skips.append(n if s > h + n else 0)  # right after the header the window is the piece as it is
+    xy = torch.from_numpy(np.stack(rows))
+    x, y = xy[:, :-1], xy[:, 1:].clone()
+    for row, n in enumerate(skips):
+        if n:
+            y[row, [0, n - 1]] = -1
+    return x.to(device), y.to(device)
+
+
+def draw_starts(n_tokens, block_size, count, generator, heads=None, share=0.0):
+    """count window offsets, uniform over the tokens; with `heads` (from piece_heads), each is with probability
+    `share` the START of a piece drawn uniformly instead, from which the style after START is learnt as often as
+    each style opens a piece (get_batch takes no loss on the style in front of other windows)."""
+    starts = torch.randint(n_tokens - block_size - 1, (count,), generator=generator)
+    if heads is not None and share > 0:
+        first = torch.from_numpy(heads[0][heads[0] < n_tokens - block_size - 1])
+        pick = first[torch.randint(len(first), (count,), generator=generator)]
+        starts = torch.where(torch.rand(count, generator=generator) < share, pick, starts)
+    return starts.tolist()

@@ -1,0 +1,170 @@
+"""Run folders and checkpoints: the device a run uses, checkpoints written and read back (weights_only, checked
+against the sha256 of their weights and tokenizer, their model shapes checked before anything is allocated), and a
+run folder loaded as a model with its tokenizer. Scripts import this; model.py stays the network alone."""
+import hashlib
+import io
+import pickle
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+import configurator
+from batch import atomic_write, die, reason, why_not_written
+from encoding_decoding import Tokenizer
+from model import GPT, GPTConfig
+
+
+def weights_sha256(state):
+    """The sha256 of a state dict's names, dtypes, shapes and bytes: what a checkpoint records of its weights."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def read_checkpoint(path, device="cpu"):
+    """A checkpoint's dict of plain values (weights_only=True), or ValueError saying why it cannot be read. Where the
+    checkpoint records the sha256 of its weights (sha256.model), they must match it."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # torch's own message would suggest the unsafe load
+        raise ValueError(f"{path}: not a readable checkpoint (it holds pickled Python objects, not only tensors and "
+                         f"plain values; this code does not load those)") from None
+    except Exception as e:  # a truncated zip, a foreign file: all say the same to a user
+        raise ValueError(f"{path}: not a readable checkpoint ({reason(e)})") from None
+    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt) or not isinstance(ckpt["model"], dict) \
+            or not isinstance(ckpt["model_args"], dict) or not isinstance(ckpt.get("sha256", {}), dict):
+        raise ValueError(f"{path}: not a readable checkpoint (it holds no model weights and model_args)")
+    if (want := ckpt.get("sha256", {}).get("model")) and weights_sha256(ckpt["model"]) != want:
+        raise ValueError(f"{path}: its weights do not match the checksum recorded when it was saved (a damaged file: "
+                         f"restore it from a copy, or retrain)")
+    return ckpt
+
+
+def model_config(ckpt, path):
+    """The GPTConfig of a checkpoint, checked against config's limits and against the shapes of its weights before
+    anything is allocated (the model is built on the meta device); ValueError if they do not fit this code."""
+    try:
+        for f in fields(GPTConfig):  # read from a file: each value checked before anything is built from it
+            value = ckpt["model_args"].get(f.name, f.default)
+            if type(value) is not f.type and not (f.type is float and type(value) is int):
+                raise ValueError(f"{f.name}={value!r} is not a {f.type.__name__}")
+            if why := configurator.check(f.name, value):
+                raise ValueError(f"{f.name}={value!r}: wants {why}")
+        cfg = GPTConfig(**ckpt["model_args"])
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in GPT(cfg, verbose=False).state_dict().items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its model_args do not fit this code's model ({reason(e)})") from None
+    got = {k.removeprefix("_orig_mod."): tuple(v.shape) for k, v in ckpt["model"].items()}
+    if bad := next((k for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)), None):
+        raise ValueError(f"{path}: its weights do not fit its model_args ({bad}: {got.get(bad, 'missing')} in the "
+                         f"file, {want.get(bad, 'none')} for the model)")
+    return cfg
+
+
+def load_checkpoint(path, device="cpu"):
+    """Rebuild a GPT from a checkpoint of plain values (loaded with weights_only=True); returns (model, checkpoint).
+    ValueError if the file is not a whole checkpoint of this code's model."""
+    ckpt = read_checkpoint(path, device)
+    model = GPT(model_config(ckpt, path), verbose=False)
+    load_weights(model, ckpt, path)
+    return model.to(device), ckpt
+
+
+def load_weights(model, ckpt, path):
+    """Put a checkpoint's weights into `model` (a compiled model's names are read too); ValueError if they do not
+    fit it."""
+    try:
+        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its weights do not fit this code's model ({reason(e)})") from None
+
+
+def check_tokenizer(ckpt, tokenizer, path, tokenizer_path):
+    """ValueError unless `tokenizer` (bytes) is the tokenizer the checkpoint was saved with, where it records one."""
+    if (want := ckpt.get("sha256", {}).get("tokenizer")) and hashlib.sha256(tokenizer).hexdigest() != want:
+        raise ValueError(f"{tokenizer_path} is not the tokenizer {path} was trained with (its checksum differs: "
+                         f"edited or replaced?); put the run's own tokenizer.json back")
+
+
+def pick_device(device, dtype):
+    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        die(f"--device wants auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        die(f"--device={device} but this machine has no CUDA GPU (or this torch build has no CUDA): use --device=cpu")
+    if kind == "cuda" and torch.device(device).index is not None and torch.device(device).index >= torch.cuda.device_count():
+        die(f"--device={device} but this machine has {torch.cuda.device_count()} CUDA GPUs")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        die(f"--device={device} but MPS is not available here: use --device=cpu")
+    if dtype == "auto":
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
+    if kind == "cpu":
+        # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs. Flushed to zero they cost nothing; the
+        # shipped model's run slowed by a third until it was restarted with this (BENCHMARKS.md: the cause is not
+        # pinned down, the flush is a cheap guard).
+        torch.set_flush_denormal(True)
+    return device, getattr(torch, dtype)
+
+
+# A run folder's weights, in the order sampling prefers them; model.pt is an exported run's (weights only).
+WEIGHT_FILES = ("best.pt", "checkpoint.pt", "model.pt")
+
+
+def load_run(run, device, checkpoint=None):
+    """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing.
+    `checkpoint` names the file; without it, best.pt, else checkpoint.pt, else model.pt (an exported model)."""
+    run = Path(run)
+    if not run.is_dir():
+        die(f"{run}: no such run folder")
+    names = [checkpoint] if checkpoint else list(WEIGHT_FILES)
+    ckpt = next((run / n for n in names if (run / n).is_file()), None)
+    if ckpt is None:
+        die(f"{run}: no {' or '.join(names)} here" + ("" if checkpoint else " (train a model first)"))
+    try:
+        tok = Tokenizer.load(run / "tokenizer.json")
+        model, saved = load_checkpoint(ckpt, device)
+        check_tokenizer(saved, (run / "tokenizer.json").read_bytes(), ckpt, run / "tokenizer.json")
+    except (OSError, ValueError) as e:
+        die(e)
+    if model.cfg.vocab_size != tok.vocab_size:
+        die(f"{ckpt} has {model.cfg.vocab_size} tokens but {run}/tokenizer.json has {tok.vocab_size}")
+    return model.eval(), tok, ckpt
+
+
+def find_checkpoint(path):
+    """A checkpoint file, or a run folder's checkpoint.pt (model.pt in an exported one, weights only)."""
+    path = Path(path)
+    if path.suffix != ".pt":
+        path = next((path / n for n in ("checkpoint.pt", "model.pt") if (path / n).is_file()), path / "checkpoint.pt")
+    if not path.is_file():
+        die(f"{path}: no checkpoint here")
+    return path
+
+
+def save_checkpoint(path, state):
+    """Write a checkpoint atomically; on a full disk (or a folder gone) one line, and the earlier file stays."""
+    buffer = io.BytesIO()  # serialized first: a write error then reads as itself, not as torch's "unexpected pos"
+    torch.save(state, buffer)
+    try:
+        atomic_write(path, buffer.getbuffer())
+    except OSError as e:
+        die(f"could not write {path} ({why_not_written(e)}); the earlier {path.name}, if any, is intact")
+
+
+def with_checksums(state, tokenizer):
+    """A checkpoint's state with the sha256 of its weights and of its tokenizer's bytes, checked when it is read."""
+    return {**state, "sha256": {"model": weights_sha256(state["model"]),
+                                "tokenizer": hashlib.sha256(tokenizer).hexdigest()}}
+
+
+def holds_a_run(out_dir):
+    return any((out_dir / name).exists() for name in WEIGHT_FILES)
