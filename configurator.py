@@ -43,8 +43,8 @@ CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16")}
 
 
 def _bound_text(lo, hi):
-    parts = [f"{'>' if isinstance(lo, list) else '>='} {lo[0] if isinstance(lo, list) else lo}"] if lo is not None else []
-    parts += [f"{'<' if isinstance(hi, list) else '<='} {hi[0] if isinstance(hi, list) else hi}"] if hi is not None else []
+    bound = lambda b, sign: f"{sign} {b[0]}" if isinstance(b, list) else f"{sign}= {b}"  # [b]: b itself excluded
+    parts = ([bound(lo, ">")] if lo is not None else []) + ([bound(hi, "<")] if hi is not None else [])
     return " and ".join(parts)
 
 

@@ -75,7 +75,7 @@ class Spec:
     styles: tuple = corpus_style_names()
 
     def __post_init__(self):
-        """A spec is read from tokenizer files too: every value is checked (against config.LIMITS for the numbers)
+        """A spec is read from tokenizer files too: every value is checked (the numbers against configurator.LIMITS)
         before it can divide by zero or build a vocabulary of another shape; ValueError names the first bad one."""
         number = lambda v, kinds=(int,): isinstance(v, kinds) and not isinstance(v, bool)
         for f in fields(self):
@@ -336,7 +336,8 @@ class Tokenizer:
             raise ValueError(f"{path}: this tokenizer predates the piece header (style, tempo, meter) that samples "
                              f"now start with; re-encode the data and retrain the run with this code")
         if d.get("version") != TOKENIZER_VERSION:
-            raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads version {TOKENIZER_VERSION}")
+            raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads version "
+                             f"{TOKENIZER_VERSION}")
         try:
             spec = Spec.of(d["spec"])
         except ValueError as e:

@@ -7,7 +7,7 @@ python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --t
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run.
-At every step only the tokens that the grammar and the controls allow can be drawn (model.GrammarMask: lookup
+At every step only the tokens that the grammar and the controls allow can be drawn (controls.GrammarMask: lookup
 tables on the device), so every sample is a well-formed piece that obeys them. Same seed, same files, byte for byte.
 """
 import argparse
@@ -67,7 +67,8 @@ def prompt_controls(args, spec, controls):
               f"run knows ({spec.bucket_bpm(header.bpm)}), and the MIDI keeps {header.bpm:g} BPM")
     notes = tokens_to_notes([START] + events + [END], spec)[0]
     if bad := [n for n in notes if not controls.allows_pitch(n.pitch)]:
-        die(f"--prompt {args.prompt}: note {bad[0].pitch} at step {bad[0].start} is outside --key/--scale/--pitch_range")
+        die(f"--prompt {args.prompt}: note {bad[0].pitch} at step {bad[0].start} is outside "
+            f"--key/--scale/--pitch_range")
     target = controls.length_steps(controls.bar_steps(controls.meter, spec.sample_freq),
                                    spec.bucket_bpm(controls.tempo), spec.sample_freq)
     if target is not None and max(n.end for n in notes) > target:
@@ -153,8 +154,8 @@ def main(argv=None):
     for i, row in enumerate(out.tolist()):
         tokens = finish(tok.decode(row))
         notes, header, bad = tokens_to_notes(tokens, spec)
-        header = replace(header, bpm=controls.bpm or header.bpm,
-                         meter=controls.other_meter if header.meter == "other" and controls.other_meter else header.meter)
+        header = replace(header, bpm=controls.bpm or header.bpm, meter=(  # meter:other written as the prompt's
+            controls.other_meter if header.meter == "other" and controls.other_meter else header.meter))
         stem = out_dir / (f"{run.name}_{args.style + '_' if args.style else ''}seed{args.seed}_{i}")
         atomic_write(stem.with_suffix(".txt"), tokens_to_text(tokens))
         atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, spec, header))

@@ -149,7 +149,8 @@ def check_vocabulary(ckpt, ckpt_path, resumed_run, tokenizer, c, master):
     if differ := [k for k in old_spec if k != "styles" and json.dumps(old_spec[k]) != json.dumps(new_spec.get(k))]:
         die(f"{c.data_dir}/tokenizer.json was built with other settings than {source} ({differ[0]}: "
             f"{new_spec.get(differ[0])} vs {old_spec[differ[0]]}): the same tokens would mean other things; "
-            f"re-encode with the run's settings" + ("" if resumed_run else f" (simple_tokenizer.py --base {c.init_from})"))
+            f"re-encode with the run's settings"
+            + ("" if resumed_run else f" (simple_tokenizer.py --base {c.init_from})"))
     old, new = Tokenizer(Spec.of(old_spec)).itos, json.loads(tokenizer)["itos"]
     if len(old) != ckpt["model_args"]["vocab_size"]:
         die(f"{source} has {len(old)} tokens but {ckpt_path} has {ckpt['model_args']['vocab_size']}")
@@ -326,10 +327,11 @@ def main(argv=None):
                     tokenizer) if env.master else None
 
     def state():
+        cuda_rng = torch.cuda.get_rng_state() if env.device_type == "cuda" else None
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "model_args": model_args(model.cfg), "iter_num": iter_num, "best_val_loss": best_val,
                 "config": run_config, "rng": {"sampler": sampler.get_state(), "torch": torch.get_rng_state(),
-                                              "cuda": torch.cuda.get_rng_state() if env.device_type == "cuda" else None}}
+                                              "cuda": cuda_rng}}
 
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,8 +4,8 @@ prefill, as sample.py does) against one decode step per given token (how it was 
 python bench/bench_prompt.py [--notes 6700 100000] [--step_notes 6700] [--out_dir models/corpus]
 
 The prompt is a MIDI file of `notes` notes built here (four-note chords on eighths), read with the reader
-sample.py --prompt uses; "read" is the MIDI reading and tokenizing, "generate" the model with the grammar mask. The step-by-step
-row is measured only for prompts of at most --step_notes notes (it takes minutes beyond).
+sample.py --prompt uses; "read" is the MIDI reading and tokenizing, "generate" the model with the grammar mask.
+The step-by-step row is measured only for prompts of at most --step_notes notes (it takes minutes beyond).
 """
 import argparse
 import sys

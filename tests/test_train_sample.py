@@ -293,7 +293,8 @@ def test_export_writes_a_weights_only_bf16_model_that_samples_and_fine_tunes(dat
 def test_the_shipped_models_samples_are_the_same_bytes(tmp_path):
     """midi-samples/shipped came from `make samples`: the same command gives the same files, whatever the code's
     layout (a move of code must not change what a seed plays)."""
-    r = run("sample.py", "--style", "palestrina", "--bars", 16, "--num_samples", 1, "--seed", 2, "--output_dir", tmp_path)
+    r = run("sample.py", "--style", "palestrina", "--bars", 16, "--num_samples", 1, "--seed", 2,
+            "--output_dir", tmp_path)
     assert r.returncode == 0, r.stderr
     for suffix in (".txt", ".mid"):
         name = f"corpus_palestrina_seed2_0{suffix}"
