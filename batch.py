@@ -201,9 +201,9 @@ def lock(folder, what):
     """Hold `folder` for this process until it exits, through a hidden .NAME.lock beside it that holds our PID. If
     another live process holds it, one clear line naming that process; the lock goes with its holder, even after
     kill -9."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    folder, real = Path(folder), Path(folder).resolve()  # resolved: "." and "runs/x/.." name their folder too
+    real.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(real.parent / f".{real.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
         if fcntl:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
