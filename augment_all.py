@@ -77,8 +77,8 @@ def main(argv=None):
     parser.add_argument("--input_dirs", nargs="+", required=True, help="folders of .txt encodings")
     configurator.option(parser, "output_dir", "the folder of the variants", key="aug_dir")
     opts = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
-                               "tempo_buckets", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
-                               "aug_variants", "num_processes", "file_timeout"], argv)
+                                     "tempo_buckets", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
+                                     "aug_variants", "num_processes", "file_timeout"], argv)
     writable_dir(opts.output_dir, "--output_dir")
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))
             for d, p in find_files(opts.input_dirs, {".txt"}) if not VARIANT.match(p.stem)]

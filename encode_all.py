@@ -108,9 +108,8 @@ def main(argv=None):
     configurator.option(parser, "text_dir", "the folder of the encodings")
     configurator.option(parser, "shard", "K/N: encode only the K-th (1..N) of N slices of the files")
     opts = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "default_velocity",
-                               "keep_drums", "min_notes", "max_piece_steps", "default_bpm", "num_processes", "file_timeout",
-                               "timeout_bytes"],
-                      argv)
+                                     "keep_drums", "min_notes", "max_piece_steps", "default_bpm", "num_processes",
+                                     "file_timeout", "timeout_bytes"], argv)
     if opts.style is not None and not STYLE_NAME.fullmatch(opts.style):
         die(f"--style wants a name of letters, digits and _.+- only, got {opts.style!r}")
     if not (m := re.fullmatch(r"(\d+)/(\d+)", opts.shard)) or not 1 <= int(m[1]) <= int(m[2]):

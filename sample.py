@@ -108,7 +108,8 @@ def main(argv=None):
     parser.add_argument("--list_styles", action="store_true", help="print the styles this run knows and exit")
     control = parser.add_argument_group("controls (each enforced by the sampling mask)")
     control.add_argument("--style", help="the style token to start with (default: the model picks)")
-    control.add_argument("--tempo", type=configurator.typed("tempo", 90.0), help="BPM: force the tempo token of its bucket")
+    control.add_argument("--tempo", type=configurator.typed("tempo", 90.0),
+                         help="BPM: force the tempo token of its bucket")
     control.add_argument("--meter", help="time signature, e.g. 3/4 (see --list_styles for the known ones)")
     control.add_argument("--bars", type=configurator.typed("bars", 16),
                          help="end exactly after this many bars of the piece's meter")
@@ -121,7 +122,7 @@ def main(argv=None):
     control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                               "min_new_tokens", "seed", "device", "dtype"], argv, own={"out_dir": SHIPPED})
+                                     "min_new_tokens", "seed", "device", "dtype"], argv, own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")
     controls = parse_controls(args)

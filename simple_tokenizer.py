@@ -46,7 +46,7 @@ def main(argv=None):
     parser.add_argument("--base", help="a run folder (or tokenizer JSON) to extend: its vocabulary stays as it is and "
                                        "the new styles are appended, so train.py --init_from can fine-tune that run")
     args = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
-                               "tempo_buckets", "meters"], argv)
+                                     "tempo_buckets", "meters"], argv)
     files = [p for _, p in find_files(args.dirs, {".txt"})]
     encodings, unreadable = read_encodings(files)
     spec = Spec.of(args)
