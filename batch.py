@@ -1,7 +1,6 @@
 """Per-file batch work, written once: find inputs, write outputs atomically, map over files in parallel with a
 per-file timeout (a hung or crashed worker costs one file, not the batch), keep a resumable journal."""
 import errno
-import glob
 import json
 import multiprocessing as mp
 import os
@@ -162,15 +161,15 @@ def temp_name(name, suffix):
 STALE = re.compile(r"\.(?P<name>.+)\.pid(?P<pid>\d+)\.(?:[^.]*\.)?(?P<kind>tmp|old)")
 
 
-def clean_stale(folder):
-    """Remove what a killed run left in `folder`: hidden temp files and folders (.name.pidN.*tmp) of processes
-    that no longer run. A dataset folder set aside for a swap (.name.pidN.old) goes back in place if the swap never
-    finished; else it is removed. Returns the paths removed or restored."""
+def clean_stale(folder, name=None):
+    """Remove what a killed run left in `folder` (of `name` only, if given): hidden temp files and folders
+    (.name.pidN.*tmp) of processes that no longer run. A dataset folder set aside for a swap (.name.pidN.old) goes
+    back in place if the swap never finished; else it is removed. Returns the paths removed or restored."""
     folder, done = Path(folder), []
     if not folder.is_dir():
         return done
     for p in sorted(folder.glob(".*")):
-        if not (m := STALE.fullmatch(p.name)) or _pid_alive(int(m["pid"])):
+        if not (m := STALE.fullmatch(p.name)) or name not in (None, m["name"]) or _pid_alive(int(m["pid"])):
             continue
         target = folder / m["name"]
         if m["kind"] == "old" and not target.exists():
@@ -185,12 +184,8 @@ def recover(folder):
     """Put `folder` back if a run that was swapping it (swap_in) was killed between its two renames: readers call
     this, so the folder is never missing for them longer than that run lived."""
     folder = Path(folder)
-    if not folder.exists() and folder.parent.is_dir():
-        for p in sorted(folder.parent.glob(f".{glob.escape(folder.name)}.pid*.old")):
-            if (m := STALE.fullmatch(p.name)) and m["name"] == folder.name and not _pid_alive(int(m["pid"])):
-                os.replace(p, folder)
-                print(f"note: {folder} was put back from {p.name}, left by a killed run", file=sys.stderr)
-                break
+    if not folder.exists() and (old := [p for p in clean_stale(folder.parent, folder.name) if p.name.endswith(".old")]):
+        print(f"note: {folder} was put back from {old[0].name}, left by a killed run", file=sys.stderr)
     return folder
 
 

@@ -25,19 +25,18 @@ def grammar_tables(itos):
     return states, allowed, next_state
 
 
-def token_values(itos, spec, other_meter=None):
+def token_values(itos, spec, controls):
     """Per token id, the numbers the sampler's mask reads, as lists: pitch (n tokens, else -1), steps (d, else 0),
     the steps a token needs before a length target (a note 1, sepxx 2, d its steps; a rest's d one more, added by
-    the mask), the steps of one bar (meter tokens, else 0; meter:other's is `other_meter`'s, else 4/4's) and the BPM
-    (tempo tokens, else 0)."""
+    the mask), the steps of one bar (meter tokens, else 0; as `controls` reads the meter) and the BPM (tempo tokens,
+    else 0)."""
     values = {"pitch": [], "steps": [], "need": [], "bar": [], "bpm": []}
     for t in itos:
         k, v = kind(t), value(t)
         values["pitch"].append(int(t[1:]) if k == "n" else -1)
         values["steps"].append(int(t[1:]) if k == "d" else 0)
         values["need"].append({"n": 1, SEP: 2, "d": values["steps"][-1]}.get(k, 0))
-        values["bar"].append(bar_steps(other_meter if v == "other" and other_meter else v, spec.sample_freq)
-                             if k == "meter" else 0)
+        values["bar"].append(controls.bar_steps(v, spec.sample_freq) if k == "meter" else 0)
         values["bpm"].append(float(v) if k == "tempo" else 0.0)
     return values
 
@@ -108,9 +107,13 @@ class Controls:
         lo, hi = self.pitch_range or (0, 127)
         return lo <= pitch <= hi and (self.scale is None or pitch % 12 in self.scale)
 
+    def time_signature(self, meter):
+        """The time signature a header's `meter` stands for: `other` is other_meter where there is one."""
+        return self.other_meter if meter == "other" and self.other_meter else meter
+
     def bar_steps(self, meter, sample_freq):
-        """Grid steps in one bar of a header's `meter`, `other` read as other_meter."""
-        return bar_steps(self.other_meter if meter == "other" and self.other_meter else meter, sample_freq)
+        """Grid steps in one bar of a header's `meter`."""
+        return bar_steps(self.time_signature(meter), sample_freq)
 
     def length_steps(self, bar, bpm, sample_freq):
         """The target length in grid steps for a piece whose bar has `bar` steps and whose header says `bpm`;
@@ -131,7 +134,7 @@ class Controls:
         one, `otherwise`."""
         if not self.has_length:
             return otherwise
-        longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + (self.other_meter or "other",))
+        longest_bar = max(self.bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
         steps = self.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
         return len(HEADER) + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2) + 1
 
@@ -163,7 +166,7 @@ class GrammarMask:
         states, allowed, next_state = grammar_tables(tok.itos)
         self.allowed = tensor(allowed) & tensor(controls.token_mask(tok.itos, tok.spec))  # (S, V) bool
         self.next_state = tensor(next_state)                                               # (S, V) state index
-        values = token_values(tok.itos, tok.spec, controls.other_meter)
+        values = token_values(tok.itos, tok.spec, controls)
         self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
         self.bpm = tensor(values["bpm"])
         # with --seconds: per tempo token (and for a piece without one), the target in steps as Controls reckons it,

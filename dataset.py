@@ -9,7 +9,7 @@ import numpy as np
 import psutil
 import torch
 
-from batch import die, no_room, read_text, recover
+from batch import die, read_text, recover
 from encoding_decoding import HEADER, START, kind, text_to_tokens, validate
 
 VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # piece_id reads the piece with this
@@ -45,11 +45,7 @@ def split(pids, seed, val_fraction):
 def write_split(path, files, tok, rejected, rss):
     """Stream pieces into `path` as uint16 ids; return (tokens, pieces) written. Broken pieces go to `rejected`."""
     n_tokens = n_pieces = 0
-    try:
-        f = open(path, "wb")  # inside the hidden folder that is swapped in whole
-    except OSError as e:
-        raise no_room(e, path) from None
-    with f:
+    with open(path, "wb") as f:  # inside the hidden folder that is swapped in whole (a full disk: prepare says so)
         for i, p in enumerate(files):
             try:
                 tokens = text_to_tokens(read_text(p))
@@ -59,10 +55,7 @@ def write_split(path, files, tok, rejected, rss):
             if err := validate(tokens, tok.spec):
                 rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
                 continue
-            try:
-                np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
-            except OSError as e:
-                raise no_room(e, path) from None
+            np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
             n_tokens, n_pieces = n_tokens + len(tokens), n_pieces + 1
             if i % 256 == 0:
                 rss[0] = max(rss[0], psutil.Process().memory_info().rss)

@@ -3,7 +3,7 @@ against the sha256 of their weights and tokenizer, their model shapes checked be
 run folder loaded as a model with its tokenizer. Scripts import this; model.py stays the network alone."""
 import hashlib
 import io
-import pickle
+import pickle  # for its exception class only: torch raises it for a file that holds objects; nothing is unpickled
 from dataclasses import fields
 from pathlib import Path
 

@@ -155,8 +155,7 @@ def main(argv=None):
     for i, row in enumerate(out.tolist()):
         tokens = finish(tok.decode(row))
         notes, header, bad = tokens_to_notes(tokens, spec)
-        header = replace(header, bpm=controls.bpm or header.bpm, meter=(  # meter:other written as the prompt's
-            controls.other_meter if header.meter == "other" and controls.other_meter else header.meter))
+        header = replace(header, bpm=controls.bpm or header.bpm, meter=controls.time_signature(header.meter))
         stem = out_dir / (f"{run.name}_{args.style + '_' if args.style else ''}seed{args.seed}_{i}")
         atomic_write(stem.with_suffix(".txt"), tokens_to_text(tokens))
         atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, spec, header))
