@@ -11,15 +11,21 @@ pitch_range = (21, 108)    # inclusive piano range A0..C8; notes outside are dro
 velocity_range = (1, 127)  # inclusive; velocities outside are clamped into it
 max_dur = 128              # longest note or rest in steps (8 bars of 4/4); longer rests are split
 default_velocity = 80      # for score notes that carry no velocity
-keep_drums = False         # MIDI channel 10 is percussion: dropped unless this is set
+keep_drums = True          # MIDI channel 10 is percussion: a drum part of its own (False drops it)
 min_notes = 8              # pieces with fewer notes are skipped
 max_piece_steps = 200_000  # longer pieces are refused (~7 h at 120 BPM: an absurd delta time, not music)
 
-# --- the piece header after START: style, tempo, meter (later tempo and meter changes are not encoded)
+# --- the piece header after START: style, tempo, meter, one instrument per part (later tempo changes are not
+# encoded; later meter changes are, at the bar line they fall on)
 default_bpm = 120.0        # the tempo of a piece that gives none (MIDI's own default)
 tempo_range = (30, 300)    # BPM; the tempo token is one of tempo_buckets log-spaced buckets over this range
 tempo_buckets = 24
-meters = ("2/4", "3/4", "4/4", "6/8", "2/2", "3/8", "12/8", "9/8", "3/2", "6/4", "5/4", "4/2")  # else meter:other
+# The meter tokens: the common ones first (a bar cut short takes the first of its length), then every n/d whose bar
+# is at most 16 quarters; a meter outside the list is laid out in 4/4 bars (the notes keep their time).
+meters = tuple(dict.fromkeys(("4/4", "3/4", "2/4", "2/2", "6/8", "3/8", "9/8", "12/8", "3/2", "4/2", "6/4", "5/4")
+                             + tuple(f"{n}/{d}" for d in (4, 8, 16, 2, 1) for n in range(1, 17) if n * 4 <= 16 * d)))
+max_parts = 16             # parts (voices, instruments, drums) per piece; a file with more merges them by family
+max_countdown = 64         # bar lines count the bars left up to this many; further from the end they say bar:more
 # The style of a music21 corpus piece: its top folder, small folders merged; a folder not listed is "other".
 # Encodings of --midi_dirs take their folder's name (or encode_all.py --style NAME).
 corpus_styles = {
@@ -129,7 +135,8 @@ temperature = 0.9
 top_k = 100                # 0 = off
 top_p = 1.0                # nucleus sampling; 1.0 = off
 max_new_tokens = 1024
-min_new_tokens = 128       # END is held back until a sample has this many tokens (unless --bars/--seconds)
+min_new_tokens = 128       # first-edition runs only: END is held back until a sample has this many tokens (unless
+                           # --bars/--seconds); a second-edition sample chooses its length in bars at its start
 prompt_bars = 4            # bars of a --prompt, counted in its own meter
 shipped_run = "models/corpus"  # what sample.py plays without --out_dir (the model in the repo, found beside it)
 

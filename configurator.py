@@ -16,7 +16,7 @@ BPM = (4, 1000)  # a MIDI file holds a tempo as microseconds per quarter in 3 by
 LIMITS = {
     "sample_freq": (1, 480), "pitch_range": (0, 127), "velocity_range": (1, 127), "max_dur": (1, 10_000),
     "default_velocity": (1, 127), "min_notes": (0, None), "max_piece_steps": (1, None), "default_bpm": BPM,
-    "tempo_range": BPM, "tempo_buckets": (1, 1000), "num_processes": (0, None), "file_timeout": ([0], None),
+    "tempo_range": BPM, "tempo_buckets": (1, 1000), "max_parts": (1, 16), "max_countdown": (1, 1000), "num_processes": (0, None), "file_timeout": ([0], None),
     "timeout_bytes": (1, None), "aug_variants": (0, None),
     "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "seed": (0, 2**63 - 1),
     # model shapes: also checked when a checkpoint is read, before anything is allocated
@@ -32,7 +32,7 @@ LIMITS = {
     "max_bad_steps": (1, None), "piece_start_share": (0, 1), "num_samples": (1, 1024), "temperature": (0, None),
     "top_k": (0, None), "top_p": ([0], 1), "max_new_tokens": (1, 10**6), "min_new_tokens": (0, 10**6),
     # scripts' own arguments; a length control is bounded so that a typo cannot start a days-long run
-    "prompt_bars": (1, None), "bars": (1, 1000), "seconds": ([0], 3600), "tempo": BPM, "bpm": BPM,
+    "prompt_bars": (1, None), "parts": (1, 16), "bars": (1, 1000), "seconds": ([0], 3600), "tempo": BPM, "bpm": BPM,
     "ngram": (1, 10), "ngram_max_tokens": (1, None), "memorization_threshold": (1, None), "control_samples": (1, None),
     "main_style_pieces": (1, None), "eval_bars": (1, 1000), "eval_seconds": ([0], 3600), "eval_pitch_range": (0, 127),
     "eval_num_samples": (1, 1024),

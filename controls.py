@@ -1,5 +1,5 @@
-"""The sampling controls: what a sample must obey (style, tempo, meter, length, key, pitch range, given tokens),
-as states and masks of the one grammar table, composed on the device.
+"""The sampling controls: what a sample must obey (style, tempo, meter, parts and instruments, length, key, pitch
+range, given tokens), as states and masks of the one grammar table, composed on the device.
 
 `Controls` holds what the user asked for and checks it against a vocabulary; `grammar_tables` and `token_values`
 turn the grammar and the vocabulary into lookup tables; `GrammarMask` is the allowed_fn that GPT.generate calls
@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-import config
-from encoding_decoding import END, GRAMMAR, HEADER, SEP, bar_steps, kind, value
+from encoding_decoding import DRUMS, END, GRAMMAR, HEADER, MORE, bar_steps, kind, value
 
 
 def grammar_tables(itos):
@@ -25,20 +24,22 @@ def grammar_tables(itos):
     return states, allowed, next_state
 
 
-def token_values(itos, spec, controls):
-    """Per token id, the numbers the sampler's mask reads, as lists: pitch (n tokens, else -1), steps (d, else 0),
-    the steps a token needs before a length target (a note 1, sepxx 2, d its steps; a rest's d one more, added by
-    the mask), the steps of one bar (meter tokens, else 0; as `controls` reads the meter) and the BPM (tempo tokens,
-    else 0)."""
-    values = {"pitch": [], "steps": [], "need": [], "bar": [], "bpm": []}
+VALUED = ("n", "d", "p", "pos", "bar", "meter", "tempo", "inst")  # the token kinds whose value the mask reads
+
+
+def token_values(itos, spec):
+    """Per token id, as lists: its kind's index in VALUED (-1 for others) and its number: the pitch of n, the steps
+    of d, the part of p, the step of pos, the bars left of bar (max_countdown + 1 for bar:more), the bar's steps of
+    meter, the BPM of tempo, the program of inst (DRUMS for drums)."""
+    kinds, numbers = [], []
     for t in itos:
         k, v = kind(t), value(t)
-        values["pitch"].append(int(t[1:]) if k == "n" else -1)
-        values["steps"].append(int(t[1:]) if k == "d" else 0)
-        values["need"].append({"n": 1, SEP: 2, "d": values["steps"][-1]}.get(k, 0))
-        values["bar"].append(controls.bar_steps(v, spec.sample_freq) if k == "meter" else 0)
-        values["bpm"].append(float(v) if k == "tempo" else 0.0)
-    return values
+        kinds.append(VALUED.index(k) if k in VALUED else -1)
+        numbers.append(int(t[1:]) if k in "ndp" else int(v) if k == "pos" else
+                       (spec.max_countdown + 1 if v == MORE else int(v)) if k == "bar" else
+                       bar_steps(v, spec.sample_freq) if k == "meter" else float(v) if k == "tempo" else
+                       (DRUMS if v == "drums" else int(v)) if k == "inst" else 0)
+    return kinds, numbers
 
 
 KEY_MODES = {  # semitones above the tonic
@@ -73,26 +74,27 @@ def key_pitch_classes(key):
 
 @dataclass(frozen=True)
 class Controls:
-    """What samples must obey, all enforced by the sampler's mask: header values to force, a length (in bars of
-    the piece's meter, or in seconds at its tempo or at `bpm`), the pitch classes notes may take and a pitch range."""
+    """What samples must obey, all enforced by the sampler's mask: header values to force (style, tempo, meter,
+    the number of parts or each part's instrument), a length (in bars of the piece's meter, or in seconds at its
+    tempo or at `bpm`), and the pitch classes and range that the notes of pitched parts may take."""
     style: str = None
-    tempo: float = None       # BPM: forces the tempo token of its bucket
+    tempo: float = None        # BPM: forces the tempo token of its bucket
     meter: str = None
     bars: int = None
     seconds: float = None
-    scale: tuple = None       # pitch classes
+    scale: tuple = None        # pitch classes
     pitch_range: tuple = None  # (lowest, highest) MIDI pitch, inclusive
-    bpm: float = None         # the tempo the MIDI is written at, instead of the header's
-    other_meter: str = None   # the time signature meter:other stands for (a 7/8 prompt's): bars are counted in it
-                              # and the MIDI is written in it
+    bpm: float = None          # the tempo the MIDI is written at, instead of the header's
+    parts: int = None          # how many parts
+    instruments: tuple = None  # each part's instrument (GM program or DRUMS), in order
 
     def errors(self, spec):
         """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
         out = []
         if self.style is not None and self.style not in spec.styles:
             out.append(f"unknown style {self.style!r}; this run knows: {', '.join(spec.styles)}")
-        if self.meter is not None and self.meter not in spec.meters + ("other",):
-            out.append(f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters + ('other',))}")
+        if self.meter is not None and self.meter not in spec.meters:
+            out.append(f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters)}")
         if self.bars is not None and self.seconds is not None:
             out.append("give --bars or --seconds, not both")
         (p0, p1) = spec.pitch_range
@@ -101,159 +103,186 @@ class Controls:
             out.append(f"--pitch_range wants LOW,HIGH with {p0} <= LOW <= HIGH <= {p1}, got {self.pitch_range}")
         if not any(self.allows_pitch(p) for p in range(spec.pitch_range[0], spec.pitch_range[1] + 1)):
             out.append("no pitch is left that both --key/--scale and --pitch_range allow")
+        n = self.part_count()
+        if n is not None and not 1 <= n <= getattr(spec, "max_parts", 1):
+            out.append(f"--parts/--instruments: {n} parts, this run writes 1 to {getattr(spec, 'max_parts', 1)}")
+        if self.parts is not None and self.instruments is not None and self.parts != len(self.instruments):
+            out.append(f"--parts {self.parts} but --instruments names {len(self.instruments)}")
         return out
+
+    def part_count(self):
+        return len(self.instruments) if self.instruments is not None else self.parts
 
     def allows_pitch(self, pitch):
         lo, hi = self.pitch_range or (0, 127)
         return lo <= pitch <= hi and (self.scale is None or pitch % 12 in self.scale)
 
-    def time_signature(self, meter):
-        """The time signature a header's `meter` stands for: `other` is other_meter where there is one."""
-        return self.other_meter if meter == "other" and self.other_meter else meter
-
-    def bar_steps(self, meter, sample_freq):
-        """Grid steps in one bar of a header's `meter`."""
-        return bar_steps(self.time_signature(meter), sample_freq)
-
-    def length_steps(self, bar, bpm, sample_freq):
-        """The target length in grid steps for a piece whose bar has `bar` steps and whose header says `bpm`;
-        None without a length control."""
-        if self.bars is not None:
-            return self.bars * bar
-        if self.seconds is not None:
-            return max(1, round(self.seconds * (self.bpm or bpm) / 60 * sample_freq))
-        return None
-
     @property
     def has_length(self):
         return self.bars is not None or self.seconds is not None
 
+    def bars_at(self, bpm, bar, sample_freq):
+        """The bars a sample must have when its header says `bpm` and its bar has `bar` steps; None if free."""
+        if self.bars is not None:
+            return self.bars
+        if self.seconds is not None:
+            return max(1, round(self.seconds * (self.bpm or bpm) / 60 * sample_freq / bar))
+        return None
+
     def token_budget(self, spec, otherwise):
         """With a length control: the most new tokens a sample can take before the mask forces its END (every
-        step of the longest possible target filled with every pitch, highest first), header included; without
-        one, `otherwise`."""
+        step of every bar of the longest plan filled with every pitch of every part), header included; without one,
+        `otherwise`."""
         if not self.has_length:
             return otherwise
-        longest_bar = max(self.bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
-        steps = self.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
-        return len(HEADER) + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2) + 1
+        bars = self.bars_at(spec.tempo_range[1], 1, spec.sample_freq)
+        pitches = spec.pitch_range[1] - spec.pitch_range[0] + 1
+        per_bar = 2 + spec.max_bar_steps() * (1 + spec.max_parts * (1 + 3 * pitches))
+        return len(HEADER) + spec.max_parts + bars * per_bar + 1
 
     def token_mask(self, itos, spec):
-        """Per token id, whether these controls let it appear at all (header values, pitches)."""
+        """Per token id, whether these controls let it appear at all (the forced header values)."""
         forced = {"style": self.style and f"style:{self.style}", "tempo": self.tempo and spec.tempo_token(self.tempo),
-                  "meter": self.meter and spec.meter_token(self.meter)}
-        return [(not forced.get(k := kind(t)) or t == forced[k]) and (k != "n" or self.allows_pitch(int(t[1:])))
-                for t in itos]
+                  "meter": self.meter and f"meter:{self.meter}"}
+        return [not forced.get(kind(t)) or t == forced[kind(t)] for t in itos]
 
 
 class GrammarMask:
     """allowed_fn for GPT.generate: the grammar and the sampling controls as one mask over the next token.
 
-    Each sequence carries its grammar state, its clock (the onset step), the end of its longest note and, once its
-    header is read, its bar length and tempo; every rule is a lookup or a comparison over (B, V) on the device, so
-    rows of one batch may be in different states. Given tokens (a prompt, which GPT.generate takes as `forced`) are
-    read like sampled ones. With a length control (Controls.bars / .seconds) no note may outlast the
-    target, no rest may reach it, END comes only when a note ends exactly there, and on the last step that can hold
-    an onset it comes as soon as it may; without one, END is held back until a sequence has `min_len` tokens.
+    Each sequence carries its grammar state, its parts (how many, which are drums), its meter and tempo, its bar
+    count and countdown, the step of its bar and onset, the current part and pitch floor, and per part and pitch the
+    step its latest note ends; every rule is a lookup or a comparison over (B, V) on the device, so rows of one batch
+    may be in different states. Given tokens (a prompt, which GPT.generate takes as `forced`) are read like sampled
+    ones.
 
-    On top, the mask keeps samples in the canonical form the training data has, so that decoding drops nothing:
-    notes that start together come highest first, a key is not struck again while it sounds, and a rest shorter
-    than max_dur is followed by a note. Where those leave a row nothing (a narrow --pitch_range), it falls back to
-    the grammar and the controls alone."""
+    The countdown is kept: after bar:k comes bar:k-1, after bar:1 only the END (once something sounds in that bar),
+    and no note outlasts the last bar. A length control (Controls.bars / .seconds, reckoned from the header's tempo
+    and meter) sets the first bar line's count and holds the meter. On top, the mask keeps samples in the canonical
+    form the training data has, so that decoding drops nothing: onsets rise within a bar, parts rise within an onset,
+    pitches fall within a part, and a key is not struck again in its part while it sounds. Where those leave a row
+    nothing, it falls back to the grammar and the controls alone."""
 
-    def __init__(self, tok, device, min_len=0, controls=Controls()):
+    def __init__(self, tok, device, controls=Controls()):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
-        states, allowed, next_state = grammar_tables(tok.itos)
-        self.allowed = tensor(allowed) & tensor(controls.token_mask(tok.itos, tok.spec))  # (S, V) bool
-        self.next_state = tensor(next_state)                                               # (S, V) state index
-        values = token_values(tok.itos, tok.spec, controls)
-        self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
-        self.bpm = tensor(values["bpm"])
-        # with --seconds: per tempo token (and for a piece without one), the target in steps as Controls reckons it,
-        # in Python floats, so that the mask and the reckoning round a half step alike
-        steps_at = lambda bpm: controls.length_steps(0, bpm, tok.spec.sample_freq) or 0  # 0: no --seconds
-        self.seconds_at = tensor([steps_at(b or config.default_bpm) for b in values["bpm"]])
-        self.seconds_default = steps_at(config.default_bpm)
-        self.begin, self.event, self.note_dur, self.rest_dur, self.finished = (
-            states.index(s) for s in ("begin", "event", "note_dur", "rest_dur", "end"))
-        self.end, self.sep, self.min_len = tok.stoi[END], tok.stoi[SEP], min_len
-        self.controls, self.spec = controls, tok.spec
-        self.seen = 0
-        self.only_end = torch.arange(len(tok.itos), device=device) == self.end
-        self.default_bar = bar_steps("4/4", tok.spec.sample_freq)
+        spec, itos = tok.spec, tok.itos
+        states, allowed, next_state = grammar_tables(itos)
+        self.allowed = tensor(allowed) & tensor(controls.token_mask(itos, spec))  # (S, V) bool
+        self.next_state = tensor(next_state)                                      # (S, V) state index
+        kinds, numbers = token_values(itos, spec)
+        self.kind, self.number = tensor(kinds), tensor(numbers, dtype=torch.float64)
+        self.value = self.number.long()
+        is_ = lambda k: self.kind == VALUED.index(k)
+        self.is_n, self.is_d, self.is_p, self.is_pos, self.is_bar, self.is_meter, self.is_tempo, self.is_inst = (
+            is_(k) for k in VALUED)
+        self.pitch_ok = tensor([kind(t) != "n" or controls.allows_pitch(int(t[1:])) for t in itos])
+        forced = [tok.stoi[f"inst:{'drums' if i == DRUMS else i}"] for i in controls.instruments or ()]
+        n_parts = controls.part_count()
+        self.want_parts = n_parts or 1                              # the fewest parts a header may name
+        self.most_parts = n_parts or spec.max_parts                 # the most
+        self.forced_inst = tensor(forced + [-1] * (spec.max_parts + 1 - len(forced)))
+        self.state_id = {s: i for i, s in enumerate(states)}
+        self.end = tok.stoi[END]
+        self.controls, self.spec, self.seen = controls, spec, 0
+        self.more = spec.max_countdown + 1
+        self.only_end = torch.arange(len(itos), device=device) == self.end
 
     def reset(self, batch_size, device):
-        zeros = lambda: torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.state = torch.full((batch_size,), self.begin, device=device)
-        self.clock, self.last_end = zeros(), zeros()
-        self.floor = torch.full((batch_size,), 1 << 30, device=device)
-        self.until = torch.zeros(batch_size, self.spec.pitch_range[1] + 1, dtype=torch.long, device=device)
-        self.rest = torch.zeros(batch_size, dtype=torch.long, device=device)  # after a rest: 1 short, 2 max_dur
-        self.bar_len = torch.full((batch_size,), self.default_bar, device=device)
-        self.seconds_target = torch.full((batch_size,), self.seconds_default, device=device)
+        full = lambda v, *shape: torch.full((batch_size,) + shape, v, dtype=torch.long, device=device)
+        self.state = full(self.state_id["begin"])
+        self.n_parts, self.part, self.pitch = full(0), full(0), full(0)
+        self.drum = torch.zeros(batch_size, self.spec.max_parts, dtype=torch.bool, device=device)
+        self.meter, self.bar_len, self.header_bar = full(-1), full(bar_steps("4/4", self.spec.sample_freq)), full(0)
+        self.bpm = torch.full((batch_size,), 120.0, dtype=torch.float64, device=device)
+        self.bars, self.count, self.bar_start, self.pos, self.clock = full(0), full(0), full(0), full(-1), full(0)
+        self.floor, self.last_end = full(1 << 30), full(0)
+        self.until = full(0, self.spec.max_parts, self.spec.pitch_range[1] + 1)
 
     def consume(self, tok):
-        """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
-        grammar state is stepped token by token; the clock and the note ends are running sums and maxima, and what
-        the latest token of a kind sets (floor, rest, bar, tempo) is read at its position."""
-        n, positions = tok.size(1), torch.arange(tok.size(1), device=tok.device)
-        if n == 0:
-            return
-        before, state = [], self.state  # the grammar state before each token
-        for t in range(n):
-            before.append(state)
-            state = self.next_state[state, tok[:, t]]
-        before = torch.stack(before, 1)
-        steps, pitch = self.steps[tok], self.pitch[tok]
-        in_rest, in_note = before == self.rest_dur, before == self.note_dur  # a rest's or a note's duration token
+        """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt, token by token."""
+        for t in tok.unbind(1):
+            v, was = self.value[t], self.state
+            self.state = self.next_state[was, t]
+            inst = self.is_inst[t]
+            slot = self.n_parts.clamp(max=self.spec.max_parts - 1)
+            self.drum[torch.arange(t.size(0)), slot] |= inst & (v == DRUMS)
+            self.n_parts = self.n_parts + inst.long()
+            meter, bar = self.is_meter[t], self.is_bar[t]
+            self.meter = torch.where(meter, t, self.meter)
+            self.header_bar = torch.where(meter & (self.bars == 0), v, self.header_bar)
+            self.bpm = torch.where(self.is_tempo[t], self.number[t], self.bpm)
+            self.bar_start = torch.where(bar & (self.bars > 0), self.bar_start + self.bar_len, self.bar_start)
+            self.bar_len = torch.where(meter, v, self.bar_len)  # after the bar line it opens: this bar's length
+            self.bars, self.count = self.bars + bar.long(), torch.where(bar, v, self.count)
+            onset, part, note = self.is_pos[t], self.is_p[t], self.is_n[t]
+            self.pos = torch.where(bar, -1, torch.where(onset, v, self.pos))
+            self.clock = torch.where(bar, self.bar_start, torch.where(onset, self.bar_start + v, self.clock))
+            self.part = torch.where(part, v, self.part)
+            self.floor = torch.where(bar | onset | part, 1 << 30, torch.where(note, v, self.floor))
+            self.pitch = torch.where(note, v, self.pitch)
+            dur = self.is_d[t]
+            end = self.clock + v
+            rows = dur.nonzero().flatten()
+            self.until[rows, self.part[rows].clamp(max=self.spec.max_parts - 1), self.pitch[rows]] = end[rows]
+            self.last_end = torch.where(dur, torch.maximum(self.last_end, end), self.last_end)
 
-        def latest(where, value, old):  # (B, n): after each token, `value` at the latest position `where` holds
-            if n == 1:  # a sampled token: no running maximum to take
-                return torch.where(where, value, old[:, None])
-            at = torch.where(where, positions, -1).cummax(1).values
-            return torch.where(at >= 0, value.gather(1, at.clamp(min=0)), old[:, None])
-
-        clock = self.clock[:, None] + torch.where(in_rest, steps, 0).cumsum(1)  # the onset step after each token
-        ends = clock + steps                                                     # at a note's duration: its end
-        self.last_end = torch.maximum(self.last_end, torch.where(in_note, ends, 0).amax(1))
-        floor = latest(in_rest | (pitch >= 0), torch.where(in_rest, 1 << 30, pitch), self.floor)
-        floor_before = torch.cat([self.floor[:, None], floor[:, :-1]], 1)  # at a note's duration: its pitch
-        key = floor_before.clamp(max=self.until.size(1) - 1)
-        last = torch.full_like(self.until, -1).scatter_reduce(1, key, torch.where(in_note, positions, -1), "amax")
-        self.until = torch.where(last >= 0, ends.gather(1, last.clamp(min=0)), self.until)
-        self.rest = latest(in_rest | (pitch >= 0), torch.where(in_rest, 1 + (steps == self.spec.max_dur).long(), 0),
-                           self.rest)[:, -1]
-        self.floor, self.clock, self.state = floor[:, -1], clock[:, -1], state
-        self.bar_len = latest(self.bar[tok] > 0, self.bar[tok], self.bar_len)[:, -1]
-        self.seconds_target = latest(self.bpm[tok] > 0, self.seconds_at[tok], self.seconds_target)[:, -1]
-
-    def target(self):
-        """(B,) the length each sequence must end at, in steps (from its own meter and tempo); None if free."""
-        if self.controls.bars is not None:
-            return self.controls.bars * self.bar_len
-        return self.seconds_target if self.controls.seconds is not None else None
+    def plan(self):
+        """(B,) the bars each sequence must have, from the length control and its header's tempo and meter (as
+        Controls.bars_at reckons it, in float64 so that halves round alike)."""
+        c = self.controls
+        if c.bars is not None:
+            return torch.full_like(self.bars, c.bars)
+        bpm = torch.full_like(self.bpm, c.bpm) if c.bpm else self.bpm
+        return (c.seconds * bpm / 60 * self.spec.sample_freq / self.header_bar.clamp(min=1)).round().clamp(min=1).long()
 
     def __call__(self, idx):
         if self.seen == 0:
             self.reset(idx.size(0), idx.device)
         self.consume(idx[:, self.seen:])  # the tokens added since the last call (the prompt, then one at a time)
         self.seen = idx.size(1)
-        allowed = self.allowed[self.state]
-        target = self.target()
-        if target is None:
-            end_ok = torch.full_like(self.clock, idx.size(1) >= self.min_len, dtype=torch.bool)
-        else:  # the steps left before the target; a rest's duration must leave one for a note after it
-            room = target - self.clock - (self.state == self.rest_dur).long()
-            allowed = allowed & (self.need <= room[:, None])
-            end_ok = self.last_end >= target
-            # at the last step that can hold an onset, once a note reaches the target and one starts here, the piece
-            # ends: no pile of one-step notes on the final sixteenth
-            closing = end_ok & (room < 2) & (self.state == self.event) & (self.rest == 0)
-            allowed = torch.where(closing[:, None], self.only_end, allowed)
-        allowed[:, self.end] &= end_ok | (self.state == self.finished)
-        note = self.pitch >= 0
-        sounding = self.until.gather(1, self.pitch.clamp(min=0).expand(idx.size(0), -1)) > self.clock[:, None]
-        canonical = allowed & (self.pitch < self.floor[:, None]) & ~(sounding & note)  # pitch -1 passes the floor
-        canonical[:, self.sep] &= self.rest != 1
-        canonical[:, self.end] &= (self.rest == 0) | (self.state == self.finished)
+        allowed = self.allowed[self.state]                                    # (B, V)
+        v = self.value[None, :]
+        in_header = self.state == self.state_id["parts"]
+        # parts: up to the control's count, each the forced instrument where one is; the first bar line once enough
+        forced = self.forced_inst[self.n_parts.clamp(max=self.forced_inst.size(0) - 1)]
+        inst_ok = (self.n_parts < self.most_parts)[:, None] & ((forced < 0)[:, None] | (
+            torch.arange(v.size(1), device=v.device)[None, :] == forced[:, None]))
+        allowed = allowed & (~self.is_inst | inst_ok)
+        # the countdown: planned, or kept from the first bar line on
+        plan = self.plan() if self.controls.has_length else None
+        if plan is not None:
+            left = plan - self.bars                                           # the count the next bar line says
+            bar_ok = (left >= 1)[:, None] & (v == left.clamp(max=self.more)[:, None])
+            last = self.bars == plan
+        else:
+            c = self.count[:, None]
+            bar_ok = ((self.bars == 0)[:, None] | ((c <= self.more - 1) & (v == c - 1))
+                      | ((c == self.more) & (v >= self.more - 1)))
+            last = (self.bars > 0) & (self.count == 1)
+        bar_ok = bar_ok & ~(in_header & (self.n_parts < self.want_parts))[:, None]
+        allowed = allowed & (~self.is_bar | bar_ok)
+        end_ok = last & (self.last_end > self.bar_start) | (self.state == self.state_id["end"])
+        allowed[:, self.end] &= end_ok
+        # meters change at a bar line, to another meter, and not under a length control
+        meter_ok = (self.state != self.state_id["bar"])[:, None] | (
+            (torch.arange(v.size(1), device=v.device)[None, :] != self.meter[:, None]) & (plan is None))
+        allowed = allowed & (~self.is_meter | meter_ok)
+        # onsets inside the bar; no note past the last bar (where the countdown says where it is)
+        allowed = allowed & (~self.is_pos | (v < self.bar_len[:, None]))
+        ends_at = torch.where((self.count < self.more) & (self.count > 0), self.bar_start + self.count * self.bar_len,
+                              1 << 40)
+        allowed = allowed & (~self.is_d | (self.clock[:, None] + v <= ends_at[:, None]))
+        # a part the header names; pitches of the --key and --pitch_range in pitched parts
+        allowed = allowed & (~self.is_p | (v < self.n_parts[:, None]))
+        drum = self.drum.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
+        allowed = allowed & (~self.is_n | self.pitch_ok | drum)
+        # the canonical form
+        note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])
+        sounding = self.until.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None, None].expand(
+            -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends
+        key_free = sounding.gather(1, self.value.clamp(0, sounding.size(1) - 1).expand(idx.size(0), -1)) <= \
+            self.clock[:, None]
+        canonical = (allowed & (~self.is_pos | (v > self.pos[:, None]))
+                     & (~self.is_p | torch.where(note_state[:, None], v > self.part[:, None], v != self.part[:, None]))
+                     & (~self.is_n | ((v < self.floor[:, None]) & key_free)))
         return torch.where(canonical.any(1, keepdim=True), canonical, allowed)

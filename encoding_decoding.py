@@ -1,65 +1,146 @@
-"""The one token grammar of nano-GPT-v3: MIDI files and scores ⇄ note lists ⇄ text tokens.
+"""The one token grammar of nano-GPT-v3 (second edition): MIDI files and scores ⇄ note lists ⇄ text tokens.
 
-A piece is `START`, a header of three tokens (its style, first tempo and first time signature), then for each
-onset step (earliest first) its notes as `n{pitch} d{steps} v{velocity}` (highest pitch first), with
-`sepxx d{steps}` advancing the clock between onsets, then `END`:
+A piece is `START`, a header, then its bars, then `END`:
 
-    START style:bach tempo:96 meter:3/4 n72 d4 v80 n64 d4 v70 sepxx d4 n74 d2 v82 ... END
+    START style:bach tempo:96 meter:3/4 inst:52 inst:52 inst:52 inst:52
+    bar:16 pos:8 n67 d4 v80 p1 n62 d4 p2 n59 d4 p3 n43 d4 bar:15 pos:0 p0 n69 d4 p1 n64 d2 ... bar:1 ... END
 
-A note list is a sorted list of `Note(start, pitch, dur, vel)` in grid steps; a `Header` carries the rest.
-`canonical()` is the single normal form: encoding writes it, decoding reads it back, so decode → encode is the
-identity on encodings. music21 is imported only where MIDI or scores are read or written, so the grammar loads
-without it.
+- The header: the style, the first tempo (one of log-spaced BPM buckets), the first meter, and one `inst:` token
+  per part, in part order (a General MIDI program, or `inst:drums`).
+- `bar:k` opens a bar and counts down: k is the number of bars left, this one included, so the first bar line says
+  how long the piece is and every later one how far the end is. Beyond `max_countdown` bars a bar line says
+  `bar:more`. A `meter:` token right after a bar line changes the meter from that bar on (a pickup or a bar cut
+  short is a bar of its own length).
+- `pos:k` is an onset k grid steps into the bar; its notes follow, part by part, highest pitch first within a
+  part: `n{pitch} d{steps}` and `v{velocity}` only where the velocity differs from the part's previous note.
+  `p{k}` switches the part and is written only where the part changes, so a one-part piece never has one.
+
+Why this design. Parts give every voice its own line, so a resting voice and a forgotten one differ and voice
+leading is learnt per voice. Bar lines with positions (REMI's idea) give phrases a frame, and their countdown
+lets `--bars N` be a plan the model can cadence to, not a cut. The cost is paid back where it falls: a position is
+one token where a rest was two (`sepxx d4`), a velocity is written only where it changes (scores hold one
+velocity throughout), and a part token only where the part changes. Time is exact: encoding and decoding lay bar
+lines by the same meters, so every onset keeps its step.
+
+A note list is a sorted list of `Note(start, pitch, dur, vel, part)` in grid steps; a `Header` carries the rest.
+`canonical()` and `notes_to_tokens()` write the single normal form, so decode → encode is the identity on
+encodings. music21 is imported only where MIDI or scores are read or written, so the grammar loads without it.
 """
 import json
 import math
 import re
+from bisect import bisect_right
 from collections import Counter, defaultdict, deque
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import config
 import configurator
 
-START, END, SEP = "START", "END", "sepxx"
-HEADER = ("style", "tempo", "meter")  # the header's token kinds, in order; a header token is `kind:value`
-OPENING = ("begin",) + HEADER          # the grammar states before the first event (each header state is named
-                                       # after the kind it waits for)
+START, END = "START", "END"
+HEADER = ("style", "tempo", "meter")  # the header's fixed tokens, in order; one `inst` per part follows them
+OPENING = ("begin",) + HEADER + ("inst", "parts")  # the grammar states before the first bar line
+MORE = "more"                          # bar:more, a bar line further than max_countdown bars from the end
+DRUMS = 128                            # the instrument number of a drum part (inst:drums, MIDI channel 10)
 
 # What may follow what: state -> {token kind -> next state}. The validator, the lenient decoder, finish() and the
-# sampler's mask all read this table; a token's kind is START, END, sepxx, a header kind or the letter n/d/v.
+# sampler's mask all read this table. A token's kind is START, END, the part before ':' (style, tempo, meter,
+# inst, bar, pos), or the letter of an n/d/v/p token.
+AFTER_NOTE = {"p": "part", "n": "pitch", "pos": "onset", "bar": "bar", END: "end"}
 GRAMMAR = {
     "begin": {START: "style"},
     "style": {"style": "tempo"},
     "tempo": {"tempo": "meter"},
-    "meter": {"meter": "event"},
-    "event": {"n": "note_dur", SEP: "rest_dur", END: "end"},
-    "note_dur": {"d": "note_vel"},
-    "note_vel": {"v": "event"},
-    "rest_dur": {"d": "event"},
+    "meter": {"meter": "inst"},
+    "inst": {"inst": "parts"},
+    "parts": {"inst": "parts", "bar": "bar"},
+    "bar": {"meter": "bar_meter", "pos": "onset", "bar": "bar", END: "end"},
+    "bar_meter": {"pos": "onset", "bar": "bar", END: "end"},
+    "onset": {"p": "part", "n": "pitch"},
+    "part": {"n": "pitch"},
+    "pitch": {"d": "note"},
+    "note": {"v": "loud", **AFTER_NOTE},
+    "loud": AFTER_NOTE,
     "end": {},
 }
+WHOLE = ("parts", "bar", "bar_meter", "note", "loud")  # states where a piece may be cut and closed with END
 STYLE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")  # a style token must survive whitespace splitting and the ':'
 METER = re.compile(r"[1-9][0-9]{0,2}/[1-9][0-9]{0,2}")
 
+# The General MIDI program names (program 0 is the Acoustic Grand Piano), for part names and --instruments.
+GM_NAMES = (
+    "piano", "bright piano", "electric grand", "honky-tonk", "electric piano 1", "electric piano 2", "harpsichord",
+    "clavinet", "celesta", "glockenspiel", "music box", "vibraphone", "marimba", "xylophone", "tubular bells",
+    "dulcimer", "drawbar organ", "percussive organ", "rock organ", "church organ", "reed organ", "accordion",
+    "harmonica", "bandoneon", "nylon guitar", "steel guitar", "jazz guitar", "clean guitar", "muted guitar",
+    "overdriven guitar", "distortion guitar", "guitar harmonics", "acoustic bass", "finger bass", "pick bass",
+    "fretless bass", "slap bass 1", "slap bass 2", "synth bass 1", "synth bass 2", "violin", "viola", "cello",
+    "contrabass", "tremolo strings", "pizzicato strings", "harp", "timpani", "strings", "slow strings",
+    "synth strings 1", "synth strings 2", "choir", "voice", "synth voice", "orchestra hit", "trumpet", "trombone",
+    "tuba", "muted trumpet", "horn", "brass", "synth brass 1", "synth brass 2", "soprano sax", "alto sax",
+    "tenor sax", "baritone sax", "oboe", "english horn", "bassoon", "clarinet", "piccolo", "flute", "recorder",
+    "pan flute", "bottle", "shakuhachi", "whistle", "ocarina", "square lead", "saw lead", "calliope lead",
+    "chiff lead", "charang lead", "voice lead", "fifths lead", "bass lead", "new age pad", "warm pad",
+    "polysynth pad", "choir pad", "bowed pad", "metallic pad", "halo pad", "sweep pad", "rain", "soundtrack",
+    "crystal", "atmosphere", "brightness", "goblins", "echoes", "sci-fi", "sitar", "banjo", "shamisen", "koto",
+    "kalimba", "bagpipe", "fiddle", "shanai", "tinkle bell", "agogo", "steel drums", "woodblock", "taiko drum",
+    "melodic tom", "synth drum", "reverse cymbal", "guitar fret noise", "breath noise", "seashore", "bird tweet",
+    "telephone", "helicopter", "applause", "gunshot")
+VOICE_WORDS = ("soprano", "alto", "tenor", "bass", "cantus", "altus", "bassus", "quintus", "sextus", "voice",
+               "superius", "contratenor", "discantus", "vox")  # score parts without a program: sung, so a choir
+
+
+def instrument_name(inst):
+    return "drums" if inst == DRUMS else GM_NAMES[inst]
+
+
+def instrument_number(name):
+    """'violin' / '40' / 'drums' -> 40 / 40 / DRUMS; ValueError naming the known names otherwise."""
+    name = name.strip().lower()
+    if name.isdigit() and int(name) < 128:
+        return int(name)
+    if name in ("drums", "drum", "percussion"):
+        return DRUMS
+    if name in GM_NAMES:
+        return GM_NAMES.index(name)
+    raise ValueError(f"unknown instrument {name!r}: a General MIDI program 0..127, 'drums', or a name such as "
+                     f"{', '.join(GM_NAMES[k] for k in (0, 40, 41, 42, 52, 56, 68, 73))}")
+
+
+def family(inst):
+    """The General MIDI family (eight programs each; drums their own): parts beyond max_parts merge by it."""
+    return 16 if inst == DRUMS else inst // 8
+
 
 def kind(token):
-    """START, END, sepxx, a header kind (the part before ':'), or the letter of an n/d/v token."""
-    if token in (START, END, SEP):
+    """START, END, the part before ':' of a header, bar or position token, or the letter of an n/d/v/p token."""
+    if token in (START, END):
         return token
     head, colon, _ = token.partition(":")
     return head if colon else token[0]
 
 
 def value(token):
-    """What a header token says: 'bach' of style:bach, '3/4' of meter:3/4."""
+    """What a `kind:value` token says: 'bach' of style:bach, '3/4' of meter:3/4, '12' of bar:12."""
     return token.partition(":")[2]
 
 
 def corpus_style_names():
     """The styles of config.corpus_styles, sorted: the default styles of a vocabulary."""
     return tuple(sorted(config.corpus_styles))
+
+
+def meter_fraction(meter):
+    """(numerator, denominator) of 'n/d', or None for anything else."""
+    m = re.fullmatch(r"(\d+)/(\d+)", meter)
+    return (int(m[1]), int(m[2])) if m and int(m[1]) and int(m[2]) else None
+
+
+def bar_steps(meter, sample_freq):
+    """Grid steps in one bar of `meter` ("6/8" -> 12 at 4 steps per quarter); 4/4 for a bad meter."""
+    n, d = meter_fraction(meter) or (4, 4)
+    return max(1, round(n * 4 * sample_freq / d))
 
 
 @dataclass(frozen=True)
@@ -73,6 +154,8 @@ class Spec:
     tempo_buckets: int = config.tempo_buckets
     meters: tuple = config.meters
     styles: tuple = corpus_style_names()
+    max_parts: int = config.max_parts
+    max_countdown: int = config.max_countdown
 
     def __post_init__(self):
         """A spec is read from tokenizer files too: every value is checked (the numbers against configurator.LIMITS)
@@ -82,8 +165,9 @@ class Spec:
             v = getattr(self, f.name)
             if f.name in ("meters", "styles"):
                 pattern = METER if f.name == "meters" else STYLE_NAME
-                ok = isinstance(v, tuple) and len(set(v)) == len(v) and all(
-                    isinstance(x, str) and pattern.fullmatch(x) for x in v)
+                ok = isinstance(v, tuple) and len(v) > 0 and len(set(v)) == len(v) and all(
+                    isinstance(x, str) and pattern.fullmatch(x) and (f.name == "styles" or meter_fraction(x))
+                    for x in v)
                 why = "distinct names like " + ("3/4" if f.name == "meters" else "bach") if not ok else None
             elif isinstance(f.default, tuple):
                 kinds = (int, float) if f.name == "tempo_range" else (int,)
@@ -119,27 +203,39 @@ class Spec:
     def tempo_token(self, bpm, shift=0):
         return f"tempo:{self.bucket_bpm(bpm, shift)}"
 
-    def meter_token(self, meter):
-        return f"meter:{meter}" if meter in self.meters else "meter:other"
+    def max_bar_steps(self):
+        return max(bar_steps(m, self.sample_freq) for m in self.meters)
+
+    def meter_of(self, steps):
+        """The first meter of this vocabulary whose bar has `steps` grid steps (config.meters lists the common
+        ones first), or None."""
+        return next((m for m in self.meters if bar_steps(m, self.sample_freq) == steps), None)
+
+    def countdown_token(self, left):
+        return f"bar:{left}" if left <= self.max_countdown else f"bar:{MORE}"
 
     def header_tokens(self, header):
-        return [f"style:{header.style}", self.tempo_token(header.bpm), self.meter_token(header.meter)]
+        return ([f"style:{header.style}", self.tempo_token(header.bpm), f"meter:{header.meter}"]
+                + [f"inst:{'drums' if i == DRUMS else i}" for i in header.parts])
 
     def vocab(self):
         """The closed vocabulary, in id order (the styles last, so that a new style only appends)."""
         (p0, p1), (v0, v1) = self.pitch_range, self.velocity_range
-        return ([START, END, SEP] + [f"n{p}" for p in range(p0, p1 + 1)]
+        return ([START, END] + [f"n{p}" for p in range(p0, p1 + 1)]
                 + [f"d{d}" for d in range(1, self.max_dur + 1)] + [f"v{v}" for v in range(v0, v1 + 1)]
-                + [f"tempo:{b}" for b in self.tempo_bpms()] + [self.meter_token(m) for m in self.meters]
-                + ["meter:other"] + [f"style:{s}" for s in self.styles])
+                + [f"p{k}" for k in range(self.max_parts)] + [f"pos:{k}" for k in range(self.max_bar_steps())]
+                + [f"bar:{k}" for k in range(1, self.max_countdown + 1)] + [f"bar:{MORE}"]
+                + [f"tempo:{b}" for b in self.tempo_bpms()] + [f"meter:{m}" for m in self.meters]
+                + [f"inst:{k}" for k in range(128)] + ["inst:drums"] + [f"style:{s}" for s in self.styles])
 
 
 class Note(NamedTuple):
-    """One note on the grid: its onset and duration in steps, its MIDI pitch and velocity."""
+    """One note on the grid: its onset and duration in steps, its MIDI pitch and velocity, and its part."""
     start: int
     pitch: int
     dur: int
     vel: int
+    part: int = 0
 
     @property
     def end(self):
@@ -148,32 +244,95 @@ class Note(NamedTuple):
 
 @dataclass(frozen=True)
 class Header:
-    """What a listener needs besides the notes: the style, the first tempo (quarter notes per minute) and the
-    first time signature as written ("3/4", or anything else, which the meter token calls `other`)."""
+    """What a listener needs besides the notes: the style, the first tempo (quarter notes per minute), the meter
+    of the first bar as written and of later bars where it changes ((bar index, meter) pairs), each part's
+    instrument (a General MIDI program or DRUMS), and the length in bars (0: as many as the notes need)."""
     style: str = "other"
     bpm: float = config.default_bpm
     meter: str = "4/4"
+    parts: tuple = (0,)
+    bars: int = 0
+    changes: tuple = ()
 
     @classmethod
     def of_tokens(cls, tokens):
-        """The header that header tokens (in any order, any subset) describe; defaults for what is missing."""
+        """The header that header tokens (any subset) describe; defaults for what is missing."""
         got = {kind(t): value(t) for t in tokens if kind(t) in HEADER}
+        parts = tuple(DRUMS if value(t) == "drums" else int(value(t)) for t in tokens if kind(t) == "inst")
         return cls(style=got.get("style", cls.style), bpm=float(got.get("tempo", cls.bpm)),
-                   meter=got.get("meter", cls.meter))
+                   meter=got.get("meter", cls.meter), parts=parts or cls.parts)
+
+    def meter_at(self, bar):
+        """The meter of bar `bar` (0-based)."""
+        meter = self.meter
+        for b, m in self.changes:
+            if b > bar:
+                break
+            meter = m
+        return meter
+
+    def bar_lines(self, sample_freq, n_bars):
+        """The step each of the first n_bars + 1 bar lines falls on (the last closes bar n_bars - 1)."""
+        lines = [0]
+        for b in range(n_bars):
+            lines.append(lines[-1] + bar_steps(self.meter_at(b), sample_freq))
+        return lines
+
+    def bars_needed(self, notes, sample_freq):
+        """How many bars hold every note to its end (at least one)."""
+        last = max((n.end for n in notes), default=1) - 1  # the last step that sounds
+        bars, start = 0, 0
+        while start <= last:
+            start += bar_steps(self.meter_at(bars), sample_freq)
+            bars += 1
+        return max(bars, 1)
 
 
-def bar_steps(meter, sample_freq):
-    """Grid steps in one bar of `meter` ("6/8" -> 12 at 4 steps per quarter); 4/4 for `other` or a bad meter."""
-    m = re.fullmatch(r"(\d+)/(\d+)", meter)
-    if not m or not int(m[1]) or not int(m[2]):
-        return 4 * sample_freq
-    return max(1, round(int(m[1]) * 4 * sample_freq / int(m[2])))
+def meters_by_bar(changes, sample_freq, max_bars=100_000):
+    """(first meter, ((bar index, meter), ...)) from meter changes at grid steps [(step, meter), ...] sorted by step:
+    a change inside a bar takes effect at the next bar line."""
+    if not changes:
+        return "4/4", ()
+    meter, out, bar, start, i = changes[0][1], [], 0, 0, 1
+    while i < len(changes) and bar < max_bars:
+        start += bar_steps(meter, sample_freq)
+        bar += 1
+        new = None
+        while i < len(changes) and changes[i][0] <= start:
+            new, i = changes[i][1], i + 1
+        if new is not None and new != meter:
+            out.append((bar, new))
+            meter = new
+    return changes[0][1], tuple(out)
+
+
+def fit_meters(header, spec, dropped):
+    """The header with every meter one of the vocabulary's: another meter of the same bar length where there is
+    one, else 4/4 (its bars are then laid in 4/4; the notes keep their steps). Counted in `dropped`."""
+    def fit(m):
+        if m in spec.meters:
+            return m
+        dropped["meter_replaced"] += 1
+        return spec.meter_of(bar_steps(m, spec.sample_freq)) or "4/4"
+    return replace(header, meter=fit(header.meter), changes=tuple((b, fit(m)) for b, m in header.changes))
+
+
+def merge_parts(notes, parts, max_parts, dropped):
+    """(notes, instruments) with at most max_parts parts: parts of one General MIDI family merge into the first
+    of them (drums with drums), and what still does not fit folds into the last part; counted in `dropped`."""
+    if len(parts) <= max_parts:
+        return notes, tuple(parts)
+    families = list(dict.fromkeys(family(i) for i in parts))
+    into = [min(families.index(family(i)), max_parts - 1) for i in parts]
+    merged = tuple(next(i for i, f in zip(parts, into) if f == k) for k in range(min(len(families), max_parts)))
+    dropped["parts_merged"] += len(parts) - len(merged)
+    return [n._replace(part=into[n.part]) for n in notes], merged
 
 
 def canonical(notes, spec, dropped=None):
-    """Notes in normal form: pitches in range, velocities clamped, 1 <= dur <= max_dur, sorted by
-    (start, -pitch), one note per (start, pitch), and a note cut short where the same pitch starts again
-    (a MIDI file cannot hold two sounding copies of one key). Counts what it drops or changes in `dropped`."""
+    """Notes in normal form: pitches in range, velocities clamped, 1 <= dur <= max_dur, sorted by (start, part,
+    -pitch), one note per (start, part, pitch), and a note cut short where the same pitch starts again in its part
+    (a MIDI channel cannot hold two sounding copies of one key). Counts what it drops or changes in `dropped`."""
     dropped = Counter() if dropped is None else dropped
     (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
     kept = []
@@ -184,37 +343,53 @@ def canonical(notes, spec, dropped=None):
         if n.dur > spec.max_dur:
             dropped["duration_clamped"] += 1
         kept.append(n._replace(dur=min(max(n.dur, 1), spec.max_dur), vel=min(max(n.vel, v0), v1)))
-    kept.sort(key=lambda n: (n.start, -n.pitch, -n.dur, -n.vel))
-    out, last = [], {}  # last: pitch -> index in out of its latest note
+    kept.sort(key=lambda n: (n.start, n.part, -n.pitch, -n.dur, -n.vel))
+    out, last = [], {}  # last: (part, pitch) -> index in out of its latest note
     for note in kept:
-        j = last.get(note.pitch)
+        j = last.get((note.part, note.pitch))
         if j is not None and out[j].start == note.start:
             dropped["duplicate_note"] += 1
             continue
         if j is not None and out[j].end > note.start:
             out[j] = out[j]._replace(dur=note.start - out[j].start)
             dropped["overlap_shortened"] += 1
-        last[note.pitch] = len(out)
+        last[(note.part, note.pitch)] = len(out)
         out.append(note)
     return out
 
 
 def notes_to_tokens(notes, spec, header=Header()):
-    """Canonical notes and their header -> tokens (START header ... END)."""
-    tokens, now = [START] + spec.header_tokens(header), 0
-    for n in map(Note._make, notes):  # plain (start, pitch, dur, vel) tuples are read as Notes
-        gap = n.start - now
-        while gap > 0:
-            step = min(gap, spec.max_dur)
-            tokens += [SEP, f"d{step}"]
-            gap -= step
-        now = n.start
-        tokens += [f"n{n.pitch}", f"d{n.dur}", f"v{n.vel}"]
+    """Canonical notes and their header -> tokens (START header bars END). The header's parts must name every
+    part the notes use; its meters must be the vocabulary's."""
+    notes = list(map(Note._make, notes))  # plain tuples are read as Notes
+    n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
+    lines = header.bar_lines(spec.sample_freq, n_bars)
+    tokens, bar, at, part, vel = [START] + spec.header_tokens(header), -1, None, 0, {}
+    changes = dict(header.changes)
+    for n in notes:
+        while n.start >= lines[bar + 1] or bar < 0:  # open the bars up to the one that holds this onset
+            bar += 1
+            tokens.append(spec.countdown_token(n_bars - bar))
+            tokens += [f"meter:{changes[bar]}"] if bar in changes else []
+        if n.start != at:
+            tokens.append(f"pos:{n.start - lines[bar]}")
+            at = n.start
+        if n.part != part:
+            tokens.append(f"p{n.part}")
+            part = n.part
+        tokens += [f"n{n.pitch}", f"d{n.dur}"]
+        if vel.get(part) != n.vel:
+            tokens.append(f"v{n.vel}")
+            vel[part] = n.vel
+    for bar in range(bar + 1, n_bars):  # bars that only ring or rest
+        tokens.append(spec.countdown_token(n_bars - bar))
+        tokens += [f"meter:{changes[bar]}"] if bar in changes else []
     return tokens + [END]
 
 
 def finish(tokens):
-    """Cut a sample at END, or, if it ran out of tokens first, after its last complete group, then close it."""
+    """Cut a sample at END, or, if it ran out of tokens first, after its last whole note or bar line, then close
+    it."""
     state, cut = "begin", 0
     for i, t in enumerate(tokens):
         state = GRAMMAR[state].get(kind(t))
@@ -222,7 +397,7 @@ def finish(tokens):
             break
         if state == "end":
             return tokens[:i + 1]
-        cut = i + 1 if state == "event" else cut
+        cut = i + 1 if state in WHOLE else cut
     return tokens[:cut] + [END]
 
 
@@ -241,64 +416,90 @@ def validate(tokens, spec):
 
 
 def header_end(tokens):
-    """The index of the first event after START and a whole header; 0 if the tokens do not begin so."""
+    """The index of the first bar line after START and a whole header; 0 if the tokens do not begin so."""
     state = "begin"
     for i, tok in enumerate(tokens):
-        if state == "event":
-            return i
         if (state := GRAMMAR[state].get(kind(tok))) is None:
             return 0
-    return len(tokens) if state == "event" else 0
+        if state == "bar":
+            return i
+    return 0
 
 
 def strip_leading_silence(tokens):
-    """START header sepxx d8 sepxx d4 n60 ... -> START header n60 ...; anything else is returned unchanged."""
+    """START header bar:9 bar:8 pos:0 n60 ... -> START header bar:8 pos:0 n60 ...: the bars before the first note
+    are dropped, and the meter they or the first kept bar set becomes the header's; anything else unchanged."""
     i = header_end(tokens)
-    j = i
-    while j + 1 < len(tokens) and tokens[j] == SEP:
-        j += 2
-    return tokens[:i] + tokens[j:]
+    if not i:
+        return tokens
+    meter_at = lambda j: tokens[j + 1] if j + 1 < len(tokens) and kind(tokens[j + 1]) == "meter" else None
+    j, meter = i, None
+    while (nxt := j + 1 + bool(meter_at(j))) < len(tokens) and kind(tokens[nxt]) == "bar":
+        meter, j = meter_at(j) or meter, nxt  # tokens[j] is an empty bar: skip it
+    if j == i:
+        return tokens
+    meter = meter_at(j) or meter
+    head = [meter if meter and kind(t) == "meter" else t for t in tokens[:i]]
+    return head + [tokens[j]] + tokens[j + 1 + bool(meter_at(j)):]
 
 
 def tokens_to_notes(tokens, spec):
-    """Any token list -> (canonical notes, Header, number of broken groups and stray tokens skipped). Never
-    raises; reads the header and the groups by GRAMMAR and stops at END. A missing START or header part is no
-    error (the header takes defaults): text from before the header decodes as it did."""
-    vocab, notes, now, group, state, bad, head = set(spec.vocab()), [], 0, [], "begin", 0, []
+    """Any token list -> (canonical notes, Header, number of broken notes and stray tokens skipped). Never raises;
+    reads the header and the bars by GRAMMAR and stops at END. A missing START or header part is no error (the
+    header takes defaults); notes before the first bar line fall in the first bar."""
+    vocab, state, bad, head, notes, changes, vel = set(spec.vocab()), "begin", 0, [], [], [], {}
+    meter, bars, bar_start, at, part, note = Header.meter, 0, 0, 0, 0, None  # note: [pitch, dur, vel] being read
     for tok in tokens:
         k = kind(tok) if tok in vocab else None
         nxt = GRAMMAR[state].get(k)
-        if nxt is None and state in OPENING:  # no START or a header cut short: go on with the events
-            state = "event"
+        if nxt is None and state in OPENING:  # no START, or a header cut short: go on with the bars
+            state, nxt = "bar", GRAMMAR["bar"].get(k)
+        if nxt is None and state in ("onset", "part", "pitch"):  # a note broken off: drop it, read this afresh
+            bad, state, note = bad + 1, "loud", None
             nxt = GRAMMAR[state].get(k)
-        if nxt is None and state != "event":  # a group broken off: drop it, read this token afresh
-            bad, group, state = bad + 1, [], "event"
-            nxt = GRAMMAR[state].get(k)
-        if nxt is None:  # a stray token: junk, a lone d or v, a START
+        if nxt is None:  # a stray token
             bad += 1
             continue
-        if nxt == "end":
-            break
-        if state in OPENING:
+        state, was = nxt, state
+        if was in OPENING and k != "bar":
             head.append(tok)
-            state = nxt
+            meter = value(tok) if k == "meter" else meter
             continue
-        group.append(tok)
-        state = nxt
-        if state == "event":  # a group is complete
-            if group[0] == SEP:
-                now += int(group[1][1:])
-            else:
-                notes.append(Note(now, int(group[0][1:]), int(group[1][1:]), int(group[2][1:])))
-            group = []
-    return canonical(notes, spec), Header.of_tokens(head), bad + bool(group)
+        if note and k not in ("d", "v"):  # the note before this token is whole
+            vel[part] = note[2] if note[2] is not None else vel.get(part, config.default_velocity)
+            notes.append(Note(at, note[0], note[1], vel[part], part))
+            note = None
+        if k == END:
+            break
+        if k == "bar":
+            bar_start += bar_steps(meter, spec.sample_freq) if bars else 0
+            bars, at = bars + 1, bar_start
+        elif k == "meter":
+            meter = value(tok)
+            changes.append((max(bars - 1, 0), meter))
+        elif k == "pos":
+            bars, at = bars or 1, bar_start + int(value(tok))
+        elif k == "p":
+            part = int(tok[1:])
+        elif k == "n":
+            note = [int(tok[1:]), None, None]
+        else:
+            note[1 if k == "d" else 2] = int(tok[1:])
+    if note and note[1] is not None:
+        notes.append(Note(at, note[0], note[1], note[2] or vel.get(part, config.default_velocity), part))
+    header = replace(Header.of_tokens(head), bars=bars, changes=tuple(changes))
+    stray = [n for n in notes if n.part >= len(header.parts)]  # a part the header does not name
+    notes = [n for n in notes if n.part < len(header.parts)] if stray else notes
+    return canonical(notes, spec), header, bad + len(stray) + bool(note and note[1] is None)
 
 
-TOKENIZER_VERSION = 2  # 2: the piece header (style, tempo, meter) after START
+TOKENIZER_VERSION = 3  # 2: the piece header (style, tempo, meter) after START; 3: parts, bar lines, a countdown
 
 
 class Tokenizer:
     """The closed vocabulary of a Spec as ids (styles last, so that new styles only append), and its JSON file."""
+
+    version = TOKENIZER_VERSION
 
     def __init__(self, spec):
         self.spec = spec
@@ -318,12 +519,13 @@ class Tokenizer:
         return [self.itos[i] for i in ids]
 
     def to_dict(self):
-        return {"version": TOKENIZER_VERSION, "vocab_size": self.vocab_size, "spec": self.spec.to_dict(),
+        return {"version": self.version, "vocab_size": self.vocab_size, "spec": self.spec.to_dict(),
                 "itos": self.itos, "stoi": self.stoi}
 
     @classmethod
-    def load(cls, path):
-        """Read a tokenizer JSON and check that it is whole and matches the grammar of this code."""
+    def load(cls, path, first_edition=False):
+        """Read a tokenizer JSON and check that it is whole and matches the grammar of this code; with
+        `first_edition`, a version-2 tokenizer (a run trained before the second edition) loads as legacy's."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such tokenizer file")
@@ -335,6 +537,12 @@ class Tokenizer:
         if d.get("version") == 1:
             raise ValueError(f"{path}: this tokenizer predates the piece header (style, tempo, meter) that samples "
                              f"now start with; re-encode the data and retrain the run with this code")
+        if d.get("version") == 2 and first_edition:  # a run trained before parts and bar lines: it still samples
+            import legacy
+            return legacy.load_tokenizer(path, d)
+        if d.get("version") == 2:
+            raise ValueError(f"{path}: this is the first edition of the token grammar (no parts, no bar lines); "
+                             f"re-encode the data with this code (encode_all.py) and build the tokenizer again")
         if d.get("version") != TOKENIZER_VERSION:
             raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads version "
                              f"{TOKENIZER_VERSION}")
@@ -449,78 +657,128 @@ def track_warnings(track):
     return found
 
 
+
+
+def tidy_parts(notes, parts, spec, dropped):
+    """(notes, instruments) without the parts that hold no note (the rest renumbered in order) and with at most
+    spec.max_parts parts (merge_parts)."""
+    used = sorted({n.part for n in notes})
+    if len(used) < len(parts):
+        number = {p: k for k, p in enumerate(used)}
+        notes, parts = [n._replace(part=number[n.part]) for n in notes], tuple(parts[p] for p in used)
+    return merge_parts(notes, parts or (0,), spec.max_parts, dropped)
+
+
 def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max_piece_steps,
                   default_bpm=config.default_bpm):
     """MIDI file bytes -> (canonical notes, Header, Counter of what was dropped and why), through music21's
-    low-level reader. Note on/off pair per track, channel and pitch, first in first out; a note-on of velocity 0
-    is a note-off. All tracks and channels merge into one part. The header takes the earliest set-tempo and
-    time-signature events (its style is left to the caller)."""
+    low-level reader. A part is a (track, channel, program) that has notes, in order of track, channel and first
+    note; channel 10 is one drum part per track. Note on/off pair per track, channel and pitch, first in first
+    out; a note-on of velocity 0 is a note-off. The header takes the earliest set-tempo event and every time
+    signature (its style is left to the caller)."""
     from music21 import midi
     warnings = check_midi_header(data)
     mf = midi.MidiFile()
     mf.readstr(data)
     tpq, on_off = mf.ticksPerQuarterNote, (midi.ChannelVoiceMessages.NOTE_ON, midi.ChannelVoiceMessages.NOTE_OFF)
-    dropped, notes, first = Counter(), [], {}  # first: "tempo" | "meter" -> (tick, value)
+    dropped, found, tempo, meters = Counter(), [], None, []  # found: (part key, start tick, end tick, pitch, vel)
     for t, track in enumerate(mf.tracks):
-        tick, sounding = 0, defaultdict(deque)  # (channel, pitch) -> deque of (start tick, velocity)
+        tick, sounding, program = 0, defaultdict(deque), {}  # sounding: (channel, pitch) -> (start, vel, part key)
         for ev in track.events:
             if ev.isDeltaTime():
                 tick += ev.time
                 continue
             if ev.type == midi.MetaEvents.SET_TEMPO and len(ev.data) == 3 and int.from_bytes(ev.data, "big"):
-                value = 60_000_000 / int.from_bytes(ev.data, "big")
-                first["tempo"] = min(first.get("tempo", (tick, value)), (tick, value), key=lambda e: e[0])
+                tempo = min(tempo or (tick, 0), (tick, 60_000_000 / int.from_bytes(ev.data, "big")),
+                            key=lambda e: e[0]) if tempo else (tick, 60_000_000 / int.from_bytes(ev.data, "big"))
             elif ev.type == midi.MetaEvents.TIME_SIGNATURE and len(ev.data) >= 2 and ev.data[0] and ev.data[1] < 8:
-                value = f"{ev.data[0]}/{2 ** ev.data[1]}"
-                first["meter"] = min(first.get("meter", (tick, value)), (tick, value), key=lambda e: e[0])
+                meters.append((tick, f"{ev.data[0]}/{2 ** ev.data[1]}"))
+            elif ev.type == midi.ChannelVoiceMessages.PROGRAM_CHANGE and isinstance(ev.data, int):
+                program[ev.channel] = ev.data & 0x7F
             if ev.type not in on_off:
                 continue
-            if ev.channel == 10 and not keep_drums:
+            drum = ev.channel == 10
+            if drum and not keep_drums:
                 dropped["drums"] += ev.type == on_off[0] and ev.velocity > 0
                 continue
             key = (ev.channel, ev.pitch)
             if ev.type == on_off[0] and ev.velocity > 0:
-                sounding[key].append((tick, ev.velocity))
+                sounding[key].append((tick, ev.velocity, (t, ev.channel, DRUMS if drum else program.get(ev.channel, 0))))
             elif sounding[key]:
-                start, vel = sounding[key].popleft()
-                notes.append((start, tick, ev.pitch, vel))
+                start, vel, part = sounding[key].popleft()
+                found.append((part, start, tick, ev.pitch, vel))
             else:
                 dropped["note_off_without_on"] += 1
         for (channel, pitch), q in sounding.items():  # never released: end them with the track
             dropped["closed_at_track_end"] += len(q)
-            notes += [(start, tick, pitch, vel) for start, vel in q]
-    steps = [(_to_step(a, tpq, spec.sample_freq), _to_step(b, tpq, spec.sample_freq), p, v) for a, b, p, v in notes]
-    if steps and (last := max(b for _, b, _, _ in steps)) > max_steps:
+            found += [(part, start, tick, pitch, vel) for start, vel, part in q]
+    step = lambda tick: _to_step(tick, tpq, spec.sample_freq)
+    if found and (last := step(max(b for _, _, b, _, _ in found))) > max_steps:
         raise ValueError(f"a note ends at step {last}, past max_piece_steps={max_steps} (absurd delta time?)")
-    notes = canonical([Note(a, p, b - a, v) for a, b, p, v in steps], spec, dropped)
-    header = Header(bpm=first.get("tempo", (0, default_bpm))[1], meter=first.get("meter", (0, "4/4"))[1])
+    first = {}
+    for part, a, *_ in found:
+        first[part] = min(first.get(part, a), a)
+    keys = sorted(first, key=lambda k: (k[0], k[1], first[k]))
+    number = {k: i for i, k in enumerate(keys)}
+    notes = [Note(step(a), p, step(b) - step(a), v, number[k]) for k, a, b, p, v in found]
+    notes, parts = tidy_parts(notes, tuple(k[2] for k in keys), spec, dropped)
+    meters = sorted({step(tick): m for tick, m in sorted(meters)}.items())  # the last of one step wins
+    meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], spec.sample_freq)
+    header = Header(bpm=tempo[1] if tempo else default_bpm, meter=meter, parts=parts, changes=changes)
+    header = fit_meters(header, spec, dropped)
     dropped.update({f"warning:{k}": v for k, v in warnings.items()})
-    return notes, header, +dropped  # unary + keeps the positive counts only
+    return canonical(notes, spec, dropped), header, +dropped  # unary + keeps the positive counts only
 
 
 # --- scores in
 
 
+def part_program(part):
+    """The General MIDI program of a score part: its instrument's, else a choir for a sung part, else a piano."""
+    inst = part.getInstrument(returnDefault=False)
+    if inst is not None and inst.midiProgram is not None:
+        return inst.midiProgram
+    if inst is not None and "UnpitchedPercussion" in inst.classes:
+        return DRUMS
+    names = " ".join(str(x or "") for x in (part.partName, inst and inst.instrumentName)).lower()
+    return 52 if any(w in names for w in VOICE_WORDS) else 0
+
+
 def score_to_notes(score, spec, default_velocity=config.default_velocity, default_bpm=config.default_bpm):
-    """A music21 Score -> (canonical notes, Header, Counter of what was dropped). Ties are merged; grace notes and
-    chord symbols are dropped. The header takes the first metronome mark and time signature."""
-    dropped, notes, flat = Counter(), [], score.stripTies(inPlace=False).flatten()
-    marks = [m.getQuarterBPM() for m in flat.getElementsByClass("MetronomeMark")]
-    meters = [ts.ratioString for ts in flat.getElementsByClass("TimeSignature")]
-    meters = [m for m in meters if not m.startswith("1/")] or meters  # 1/8 and the like mark a pickup bar in ABC
-    header = Header(bpm=next((b for b in marks if b), default_bpm), meter=meters[0] if meters else "4/4")
-    for el in flat.getElementsByClass(["Note", "Chord"]):
-        if "Harmony" in el.classes:  # a chord symbol above the staff, not sounding notes
-            dropped["chord_symbol"] += 1
-            continue
-        if el.duration.isGrace:
-            dropped["grace_note"] += 1
-            continue
-        start = round(float(el.offset) * spec.sample_freq)
-        end = round(float(el.offset + el.duration.quarterLength) * spec.sample_freq)
-        vel = el.volume.velocity if el.volume.velocity else default_velocity
-        notes += [Note(start, p.midi, end - start, vel) for p in el.pitches]
-    return canonical(notes, spec, dropped), header, dropped
+    """A music21 Score -> (canonical notes, Header, Counter of what was dropped). Read as it is played: repeats and
+    first and second endings expanded. One part per score part. A pickup bar is laid at the end of a whole first
+    bar, so that bar lines fall where the score has them. Ties are merged; grace notes and chord symbols are
+    dropped. The header takes the first metronome mark and the time signatures of the first part."""
+    dropped, notes = Counter(), []
+    try:
+        score = score.expandRepeats()
+    except Exception:  # music21 raises several kinds on repeats it cannot resolve: read the score as written
+        dropped["repeats_not_expanded"] += 1
+    parts = list(getattr(score, "parts", ())) or [score]
+    measures = list(parts[0].getElementsByClass("Measure"))
+    pickup = float(measures[0].paddingLeft) if measures else 0.0  # quarters missing from an incomplete first bar
+    shift = round(pickup * spec.sample_freq)
+    first = parts[0].flatten()
+    marks = [m.getQuarterBPM() for m in score.flatten().getElementsByClass("MetronomeMark")]
+    meters = [(round(float(ts.offset) * spec.sample_freq) + shift, ts.ratioString)
+              for ts in first.getElementsByClass("TimeSignature")]
+    meters = [m for m in meters if not m[1].startswith("1/")] or meters  # 1/8 and the like mark a pickup in ABC
+    for k, part in enumerate(parts):
+        for el in part.stripTies(inPlace=False).flatten().getElementsByClass(["Note", "Chord"]):
+            if "Harmony" in el.classes:  # a chord symbol above the staff, not sounding notes
+                dropped["chord_symbol"] += 1
+                continue
+            if el.duration.isGrace:
+                dropped["grace_note"] += 1
+                continue
+            start = round(float(el.offset) * spec.sample_freq)
+            end = round(float(el.offset + el.duration.quarterLength) * spec.sample_freq)
+            vel = el.volume.velocity if el.volume.velocity else default_velocity
+            notes += [Note(start + shift, p.midi, end - start, vel, k) for p in el.pitches]
+    notes, programs = tidy_parts(notes, tuple(part_program(p) for p in parts), spec, dropped)
+    meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], spec.sample_freq)
+    header = Header(bpm=next((b for b in marks if b), default_bpm), meter=meter, parts=programs, changes=changes)
+    return canonical(notes, spec, dropped), fit_meters(header, spec, dropped), dropped
 
 
 def parse_score(path):
@@ -532,26 +790,69 @@ def parse_score(path):
     return [("", parsed)]
 
 
-# --- MIDI out
+# --- MIDI and scores out
+
+
+def part_names(parts):
+    """A name per part: its instrument's, numbered where several share one; four choir parts are S, A, T, B."""
+    if tuple(parts) == (52,) * 4:
+        return ["Soprano", "Alto", "Tenor", "Bass"]
+    count, seen, names = Counter(parts), Counter(), []
+    for inst in parts:
+        seen[inst] += 1
+        name = instrument_name(inst).capitalize()
+        names.append(f"{name} {seen[inst]}" if count[inst] > 1 else name)
+    return names
+
+
+def midi_channels(parts):
+    """A MIDI channel (1-based) per part: drums on 10, the others on 1-9 and 11-16 in turn."""
+    melodic = [c for c in range(1, 17) if c != 10]
+    out, k = [], 0
+    for inst in parts:
+        if inst == DRUMS:
+            out.append(10)
+        else:
+            out.append(melodic[k % len(melodic)])
+            k += 1
+    return out
 
 
 def notes_to_midi(notes, spec, header=Header()):
-    """Canonical notes -> MIDI file bytes: one piano track at the header's tempo and time signature (none for a
-    meter that is not n/2^k), written with music21's MIDI objects."""
+    """Canonical notes -> MIDI file bytes (type 1): a first track with the tempo and the time signatures (none for
+    a meter that is not n/2^k), then one named track per part with its program on its channel (drums on 10),
+    written with music21's MIDI objects."""
     from music21 import midi
+    notes = list(map(Note._make, notes))
     per_step = 480 // spec.sample_freq if 480 % spec.sample_freq == 0 else 120
     mf = midi.MidiFile()
-    mf.format, mf.ticksPerQuarterNote = 0, per_step * spec.sample_freq
-    track = midi.MidiTrack(0)
+    mf.format, mf.ticksPerQuarterNote = 1, per_step * spec.sample_freq
+    n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
+    lines = header.bar_lines(spec.sample_freq, n_bars)
     tempo = min(max(round(60_000_000 / header.bpm), 1), 0xFFFFFF)  # microseconds per quarter, in 3 bytes
-    events = [(0, 0, "tempo", tempo, 0), (0, 0, "program", 0, 0)]
-    if (m := re.fullmatch(r"(\d+)/(\d+)", header.meter)) and 0 < int(m[1]) < 256 and int(m[2]) in (1, 2, 4, 8, 16, 32):
-        events.append((0, 0, "meter", int(m[1]), int(m[2]).bit_length() - 1))
-    for n in map(Note._make, notes):  # at one tick, note-offs go before note-ons
-        events += [(n.start * per_step, 1, "on", n.pitch, n.vel), (n.end * per_step, 0, "off", n.pitch, 0)]
-    events.sort()
-    tick = 0
-    for t, _, what, a, b in events:
+    conductor = [(0, 0, "tempo", tempo, 0)]
+    for bar, meter in ((0, header.meter),) + tuple(header.changes):
+        n, d = meter_fraction(meter) or (0, 0)
+        if 0 < n < 256 and d in (1, 2, 4, 8, 16, 32) and bar < len(lines):
+            conductor.append((lines[bar] * per_step, 0, "meter", n, d.bit_length() - 1))
+    tracks = [conductor]
+    for k, (name, channel) in enumerate(zip(part_names(header.parts), midi_channels(header.parts))):
+        events = [(0, 0, "name", name, 0), (0, 0, "program", 0 if header.parts[k] == DRUMS else header.parts[k],
+                                             channel)]
+        for n in notes:
+            if n.part == k:  # at one tick, note-offs go before note-ons
+                events += [(n.start * per_step, 1, "on", n.pitch, n.vel, channel),
+                           (n.end * per_step, 0, "off", n.pitch, 0, channel)]
+        tracks.append(events)
+    for i, events in enumerate(tracks):
+        mf.tracks.append(_midi_track(midi, i, sorted(events, key=lambda e: e[:2])))
+    return mf.writestr()
+
+
+def _midi_track(midi, index, events):
+    """A music21 MidiTrack of (tick, order, what, a, b[, channel]) events in time order, closed by END_OF_TRACK."""
+    track, tick = midi.MidiTrack(index), 0
+    for t, _, what, a, b, *channel in events:
         track.events.append(midi.DeltaTime(track, time=t - tick))
         tick = t
         if what == "tempo":
@@ -560,25 +861,61 @@ def notes_to_midi(notes, spec, header=Header()):
         elif what == "meter":  # numerator, log2(denominator), MIDI clocks per click, 32nds per quarter
             ev = midi.MidiEvent(track, type=midi.MetaEvents.TIME_SIGNATURE)
             ev.data = bytes([a, b, 24, 8])
+        elif what == "name":
+            ev = midi.MidiEvent(track, type=midi.MetaEvents.SEQUENCE_TRACK_NAME)
+            ev.data = a.encode()
         elif what == "program":
-            ev = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.PROGRAM_CHANGE)
-            ev.data = 0
+            ev = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.PROGRAM_CHANGE, channel=b)
+            ev.data = a
         else:
             ev = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.NOTE_ON if what == "on"
-                                else midi.ChannelVoiceMessages.NOTE_OFF)
+                                else midi.ChannelVoiceMessages.NOTE_OFF, channel=channel[0])
             ev.pitch, ev.velocity = a, b
         track.events.append(ev)
     track.events.append(midi.DeltaTime(track, time=0))
     end = midi.MidiEvent(track, type=midi.MetaEvents.END_OF_TRACK)
     end.data = b""
     track.events.append(end)
-    mf.tracks.append(track)
-    return mf.writestr()
+    return track
+
+
+def notes_to_score(notes, spec, header=Header()):
+    """Canonical notes -> a music21 Score: one part per part, named, with its instrument, the time signatures and
+    the tempo, and the clef that fits its range; notes of one part that start and end together are one chord."""
+    from music21 import chord, clef, instrument, meter, note, percussion, stream, tempo
+    notes = list(map(Note._make, notes))
+    n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
+    lines = header.bar_lines(spec.sample_freq, n_bars)
+    score, q = stream.Score(), lambda steps: steps / spec.sample_freq
+    for k, name in enumerate(part_names(header.parts)):
+        part = stream.Part()
+        part.partName = name
+        inst = header.parts[k]
+        part.insert(0, instrument.UnpitchedPercussion() if inst == DRUMS else instrument.instrumentFromMidiProgram(inst))
+        for bar, m in ((0, header.meter),) + tuple(header.changes):
+            part.insert(q(lines[bar]), meter.TimeSignature(m))
+        if k == 0:
+            part.insert(0, tempo.MetronomeMark(number=round(header.bpm, 2)))
+        groups = defaultdict(list)
+        for n in notes:
+            if n.part == k:
+                groups[(n.start, n.dur)].append(n)
+        for (start, dur), group in sorted(groups.items()):
+            el = note.Note(group[0].pitch) if len(group) == 1 else chord.Chord([n.pitch for n in group])
+            el.quarterLength, el.volume.velocity = q(dur), group[0].vel
+            part.insert(q(start), el)
+        part.insert(0, clef.bestClef(part, recurse=True) if groups else clef.TrebleClef())
+        score.insert(0, part)
+    return score
 
 
 def text_to_midi(text, spec, bpm=None):
-    """Any token text -> (MIDI bytes, number of malformed groups skipped); `bpm` overrides the header's tempo."""
-    notes, header, bad = tokens_to_notes(text_to_tokens(text), spec)
+    """Any token text -> (MIDI bytes, number of malformed groups skipped); `bpm` overrides the header's tempo.
+    A style the spec does not list is read as one (a user's folder name), so the header is kept."""
+    tokens = text_to_tokens(text)
+    styles = tuple(dict.fromkeys(value(t) for t in tokens if kind(t) == "style" and STYLE_NAME.fullmatch(value(t))))
+    spec = replace(spec, styles=tuple(dict.fromkeys(spec.styles + styles)))
+    notes, header, bad = tokens_to_notes(tokens, spec)
     return notes_to_midi(notes, spec, header if bpm is None else replace(header, bpm=bpm)), bad
 
 
@@ -595,7 +932,8 @@ if __name__ == "__main__":
     import sys
     src = Path(sys.argv[1])
     if src.suffix.lower() in (".mid", ".midi"):
-        print(midi_file_to_text(src, Spec())[0], end="")
+        style = src.parent.name if STYLE_NAME.fullmatch(src.parent.name or "") else "other"
+        print(midi_file_to_text(src, Spec(), style)[0], end="")
     else:
         data, bad = text_to_midi(src.read_text(), Spec())
         Path(sys.argv[2] if len(sys.argv) > 2 else src.with_suffix(".mid")).write_bytes(data)

@@ -119,9 +119,10 @@ def pick_device(device, dtype):
 WEIGHT_FILES = ("best.pt", "checkpoint.pt", "model.pt")
 
 
-def load_run(run, device, checkpoint=None):
+def load_run(run, device, checkpoint=None, first_edition=False):
     """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing.
-    `checkpoint` names the file; without it, best.pt, else checkpoint.pt, else model.pt (an exported model)."""
+    `checkpoint` names the file; without it, best.pt, else checkpoint.pt, else model.pt (an exported model). A run
+    of the grammar's first edition loads only with `first_edition` (sample.py), else it is one line."""
     run = Path(run)
     if not run.is_dir():
         die(f"{run}: no such run folder")
@@ -130,7 +131,7 @@ def load_run(run, device, checkpoint=None):
     if ckpt is None:
         die(f"{run}: no {' or '.join(names)} here" + ("" if checkpoint else " (train a model first)"))
     try:
-        tok = Tokenizer.load(run / "tokenizer.json")
+        tok = Tokenizer.load(run / "tokenizer.json", first_edition)
         model, saved = load_checkpoint(ckpt, device)
         check_tokenizer(saved, (run / "tokenizer.json").read_bytes(), ckpt, run / "tokenizer.json")
     except (OSError, ValueError) as e:
