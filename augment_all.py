@@ -2,8 +2,9 @@
 
 python augment_all.py --input_dirs data/text --output_dir data/aug --num_processes 8
 
-A pitch shift that would move any note out of pitch_range is skipped for that piece; velocities are clamped; a
-tempo shift moves the header's tempo token by whole buckets (clamped to the range). --aug_variants N writes N of the
+A pitch shift that would move any note out of pitch_range is skipped for that piece (drum parts are never shifted:
+their pitches name drums); velocities are clamped; a tempo shift moves the header's tempo token by whole buckets
+(clamped to the range). --aug_variants N writes N of the
 combinations per piece, a choice fixed by the piece's name (skipped ones are replaced by the next in its order).
 Existing outputs are kept, so a killed run resumes where it stopped.
 """
@@ -12,6 +13,7 @@ import hashlib
 import itertools
 import random
 from collections import Counter
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -19,26 +21,20 @@ import batch
 import configurator
 from batch import atomic_write, die, find_files, parallel_map, read_text, writable_dir
 from dataset import VARIANT, variant_name
-from encoding_decoding import Spec, kind, text_to_tokens, tokens_to_text, value
+from encoding_decoding import DRUMS, Spec, check_edition, notes_to_tokens, text_to_tokens, tokens_to_notes, tokens_to_text
 
 
 def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
-    """Tokens with every note moved `pitch` semitones, `velocity` louder (clamped) and the tempo token `tempo`
-    buckets faster (clamped); None if a note would leave the pitch range."""
+    """Tokens with every note of a pitched part moved `pitch` semitones, every note `velocity` louder (clamped) and
+    the tempo `tempo` buckets faster (clamped), re-encoded in normal form; None if a note would leave the pitch
+    range."""
+    notes, header, _ = tokens_to_notes(tokens, spec)
     (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
-    out = []
-    for t in tokens:
-        k = kind(t)
-        if k == "n":
-            if not p0 <= (p := int(t[1:]) + pitch) <= p1:
-                return None
-            t = f"n{p}"
-        elif k == "v":
-            t = f"v{min(max(int(t[1:]) + velocity, v0), v1)}"
-        elif k == "tempo" and tempo:
-            t = spec.tempo_token(float(value(t)), tempo)
-        out.append(t)
-    return out
+    moved = [n._replace(pitch=n.pitch + (pitch if header.parts[n.part] != DRUMS else 0),
+                        vel=min(max(n.vel + velocity, v0), v1)) for n in notes]
+    if any(not p0 <= n.pitch <= p1 for n in moved):
+        return None
+    return notes_to_tokens(moved, spec, replace(header, bpm=spec.bucket_bpm(header.bpm, tempo)))
 
 
 def variants(opts, name):
@@ -64,6 +60,7 @@ def augment_one(opts, job):
             continue
         if tokens is None and not (tokens := text_to_tokens(read_text(src))):
             raise ValueError("empty encoding: nothing to augment")
+        check_edition(tokens, src)
         if (shifted := shift(tokens, spec, p, v, t)) is None:
             counts["pitch out of range"] += 1
             continue
@@ -77,7 +74,7 @@ def main(argv=None):
     parser.add_argument("--input_dirs", nargs="+", required=True, help="folders of .txt encodings")
     configurator.option(parser, "output_dir", "the folder of the variants", key="aug_dir")
     opts = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
-                                     "tempo_buckets", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
+                                     "tempo_buckets", "meters", "max_parts", "max_countdown", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
                                      "aug_variants", "num_processes", "file_timeout"], argv)
     writable_dir(opts.output_dir, "--output_dir")
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))

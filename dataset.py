@@ -10,7 +10,7 @@ import psutil
 import torch
 
 from batch import die, read_text, recover
-from encoding_decoding import HEADER, START, kind, text_to_tokens, validate
+from encoding_decoding import HEADER, START, check_edition, kind, text_to_tokens, validate
 
 VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # piece_id reads the piece with this
 
@@ -19,7 +19,7 @@ def variant_name(pitch, velocity, tempo=0):
     return f"__p{pitch:+d}_v{velocity:+d}" + (f"_t{tempo:+d}" if tempo else "")
 
 
-META_VERSION = 1
+META_VERSION = 2  # 2: the grammar's second edition (parts, bar lines)
 
 
 def piece_id(path, root):
@@ -52,6 +52,10 @@ def write_split(path, files, tok, rejected, rss):
             except ValueError as e:
                 rejected.append({"file": str(p), "reason": str(e)})
                 continue
+            try:
+                check_edition(tokens, p)
+            except ValueError as e:  # a folder of the first edition: one line, not a rejected file per piece
+                die(e)
             if err := validate(tokens, tok.spec):
                 rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
                 continue
@@ -71,8 +75,12 @@ def read_data(data_dir):
         meta = json.loads((data_dir / "meta.json").read_text())
         sha, counts = meta["tokenizer"]["sha256"], {split: int(meta[split]["tokens"]) for split in ("train", "val")}
         int(meta["vocab_size"])
+        version = meta.get("version")
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         die(f"{data_dir}/meta.json is not a whole meta file of prepare.py (truncated or corrupt? rerun prepare.py)")
+    if version != META_VERSION:
+        die(f"{data_dir}: prepared by an earlier version of this code (meta.json version {version!r}, the grammar's "
+            f"first edition): re-encode the music (encode_all.py) and rerun the pipeline up to prepare.py")
     tokenizer = (data_dir / "tokenizer.json").read_bytes() if (data_dir / "tokenizer.json").is_file() else b""
     if hashlib.sha256(tokenizer).hexdigest() != sha:
         die(f"{data_dir}/tokenizer.json is missing or is not the one meta.json names (rerun prepare.py)")
@@ -89,11 +97,12 @@ def read_data(data_dir):
 
 
 def piece_heads(data, itos):
-    """(offsets, lengths) of every piece's START and the header after it (length 1 where a piece has none)."""
+    """(offsets, lengths) of every piece's START and the header after it, its parts included (length 1 where a
+    piece has none)."""
     heads = np.flatnonzero(np.asarray(data) == itos.index(START))
-    is_header = np.array([kind(t) in HEADER for t in itos])
+    is_header = np.array([kind(t) in HEADER + ("inst",) for t in itos])
     length = np.ones(len(heads), dtype=np.int64)
-    for j in range(1, len(HEADER) + 1):
+    for j in range(1, len(HEADER) + sum(kind(t) == "inst" for t in itos) + 1):
         at = np.minimum(heads + j, len(data) - 1)
         length += (length == j) & (heads + j < len(data)) & is_header[np.asarray(data[at], dtype=np.int64)]
     return heads, length
@@ -105,7 +114,7 @@ def get_batch(data, block_size, starts, device, heads=None):
     window then knows its piece's style, tempo and meter, as a sample keeps its own through GPT.generate's window
     slide. Two of its targets take no loss (-1): the jump from the header into the middle of the piece, and the
     style after START, which long pieces would otherwise teach more often than short ones (draw_starts' piece
-    starts teach it); tempo and meter after the style are learnt from every such window."""
+    starts teach it); tempo, meter and parts after the style are learnt from every such window."""
     rows, skips = [], []
     for s in starts:
         k = np.searchsorted(heads[0], s, side="right") - 1 if heads is not None else -1

@@ -24,8 +24,8 @@ import batch
 import config
 import configurator
 from batch import Journal, atomic_write, clean_stale, die, find_files, lock, parallel_map, writable_dir, write_json
-from encoding_decoding import (STYLE_NAME, Spec, midi_to_notes, notes_to_tokens, parse_score, score_to_notes,
-                               tokens_to_text)
+from encoding_decoding import (STYLE_NAME, TOKENIZER_VERSION, Spec, midi_to_notes, notes_to_tokens, parse_score,
+                               score_to_notes, tokens_to_text)
 
 MIDI_SUFFIXES = {".mid", ".midi"}
 SCORE_SUFFIXES = MIDI_SUFFIXES | {".mxl", ".xml", ".musicxml", ".krn", ".abc"}  # the corpus' .rntxt are analyses
@@ -85,7 +85,8 @@ def encode_one(opts, job):
         header = replace(header, style=style)
         warned = {k.removeprefix("warning:"): v for k, v in dropped.items() if k.startswith("warning:")}
         entry = {"source": src, "output": f"{out}{suffix}.txt", "notes": len(notes), "dropped": dict(dropped),
-                 "style": style, "bpm": header.bpm, "meter": header.meter, "warnings": warned}
+                 "style": style, "bpm": header.bpm, "meter": header.meter, "parts": list(header.parts),
+                 "warnings": warned, "edition": TOKENIZER_VERSION}
         if len(notes) < opts.min_notes:
             why = f"too few notes ({len(notes)} < min_notes={opts.min_notes})" if notes else "no notes"
             extra = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
@@ -93,7 +94,9 @@ def encode_one(opts, job):
             continue
         text = tokens_to_text(notes_to_tokens(notes, spec, header))
         atomic_write(Path(opts.text_dir) / entry["output"], text)
-        rescued = "read with repairs: " + ", ".join(f"{k} {v}" for k, v in sorted(warned.items())) if warned else ""
+        rescued = "; ".join((["read with repairs: " + ", ".join(f"{k} {v}" for k, v in sorted(warned.items()))]
+                             if warned else []) + ([f"{dropped['parts_merged']} parts merged by instrument family "
+                                                    f"(max_parts={spec.max_parts})"] if dropped["parts_merged"] else []))
         entries.append({**entry, "status": "encoded", "reason": rescued,
                         "sha256": hashlib.sha256(text.encode()).hexdigest()})
     return entries
@@ -108,7 +111,8 @@ def main(argv=None):
     configurator.option(parser, "text_dir", "the folder of the encodings")
     configurator.option(parser, "shard", "K/N: encode only the K-th (1..N) of N slices of the files")
     opts = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "default_velocity",
-                                     "keep_drums", "min_notes", "max_piece_steps", "default_bpm", "num_processes",
+                                     "keep_drums", "min_notes", "max_piece_steps", "default_bpm", "meters",
+                                     "max_parts", "max_countdown", "num_processes",
                                      "file_timeout", "timeout_bytes"], argv)
     if opts.style is not None and not STYLE_NAME.fullmatch(opts.style):
         die(f"--style wants a name of letters, digits and _.+- only, got {opts.style!r}")
@@ -128,10 +132,11 @@ def main(argv=None):
     clean_stale(text_dir)
 
     journal = Journal(text_dir / f".encode_journal{tag}.jsonl")
-    def finished(out):  # failed files are tried again: a rerun with a longer --file_timeout may get them
+    def finished(out):  # failed files are tried again: a rerun with a longer --file_timeout may get them; an
+        # encoding of an earlier edition of the grammar is encoded anew
         entries = journal.done.get(out)
-        return entries is not None and all(e["status"] != "failed" and (e["status"] != "encoded"
-                                           or (text_dir / e["output"]).exists()) for e in entries)
+        return entries is not None and all(e["status"] != "failed" and (e["status"] != "encoded" or (
+            (text_dir / e["output"]).exists() and e.get("edition") == TOKENIZER_VERSION)) for e in entries)
     todo = [s for s in sources if not finished(s[1])]
     if len(todo) < len(sources):
         print(f"resuming: {len(sources) - len(todo)} of {len(sources)} files already done")

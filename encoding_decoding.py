@@ -29,9 +29,8 @@ encodings. music21 is imported only where MIDI or scores are read or written, so
 import json
 import math
 import re
-from bisect import bisect_right
 from collections import Counter, defaultdict, deque
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -568,6 +567,14 @@ def text_to_tokens(text):
     return text.split()
 
 
+def check_edition(tokens, path):
+    """ValueError if `tokens` (of the file `path`) are an encoding of the grammar's first edition: its header has
+    no parts, a note or a `sepxx` rest follows the meter."""
+    if len(tokens) > 4 and tokens[0] == START and (tokens[4] == "sepxx" or kind(tokens[4]) == "n"):
+        raise ValueError(f"{path}: an encoding of the grammar's first edition (one part, sepxx rests, no bar "
+                         f"lines); re-encode its folder with this code (encode_all.py)")
+
+
 def tokens_to_text(tokens):
     return " ".join(tokens) + "\n"
 
@@ -764,17 +771,27 @@ def score_to_notes(score, spec, default_velocity=config.default_velocity, defaul
               for ts in first.getElementsByClass("TimeSignature")]
     meters = [m for m in meters if not m[1].startswith("1/")] or meters  # 1/8 and the like mark a pickup in ABC
     for k, part in enumerate(parts):
-        for el in part.stripTies(inPlace=False).flatten().getElementsByClass(["Note", "Chord"]):
+        tied = {}  # pitch -> index in notes of this part's note whose tie goes on
+        for el in part.flatten().getElementsByClass(["Note", "Chord"]):
             if "Harmony" in el.classes:  # a chord symbol above the staff, not sounding notes
                 dropped["chord_symbol"] += 1
                 continue
             if el.duration.isGrace:
                 dropped["grace_note"] += 1
                 continue
-            start = round(float(el.offset) * spec.sample_freq)
-            end = round(float(el.offset + el.duration.quarterLength) * spec.sample_freq)
+            start = round(float(el.offset) * spec.sample_freq) + shift
+            end = round(float(el.offset + el.duration.quarterLength) * spec.sample_freq) + shift
             vel = el.volume.velocity if el.volume.velocity else default_velocity
-            notes += [Note(start + shift, p.midi, end - start, vel, k) for p in el.pitches]
+            for n in getattr(el, "notes", None) or [el]:  # a chord's notes carry their own ties
+                tie = (n.tie or el.tie).type if (n.tie or el.tie) else None
+                j = tied.pop(n.pitch.midi, None)
+                if j is not None and tie in ("continue", "stop") and notes[j].end == start:
+                    notes[j] = notes[j]._replace(dur=end - notes[j].start)  # music21's stripTies loses chords'
+                else:                                                        # ties across voices: merged here
+                    j = len(notes)
+                    notes.append(Note(start, n.pitch.midi, end - start, vel, k))
+                if tie in ("start", "continue"):
+                    tied[n.pitch.midi] = j
     notes, programs = tidy_parts(notes, tuple(part_program(p) for p in parts), spec, dropped)
     meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], spec.sample_freq)
     header = Header(bpm=next((b for b in marks if b), default_bpm), meter=meter, parts=programs, changes=changes)
@@ -882,7 +899,7 @@ def _midi_track(midi, index, events):
 def notes_to_score(notes, spec, header=Header()):
     """Canonical notes -> a music21 Score: one part per part, named, with its instrument, the time signatures and
     the tempo, and the clef that fits its range; notes of one part that start and end together are one chord."""
-    from music21 import chord, clef, instrument, meter, note, percussion, stream, tempo
+    from music21 import chord, clef, instrument, meter, note, stream, tempo
     notes = list(map(Note._make, notes))
     n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, n_bars)
@@ -900,10 +917,21 @@ def notes_to_score(notes, spec, header=Header()):
         for n in notes:
             if n.part == k:
                 groups[(n.start, n.dur)].append(n)
+        voices, ends = [], []  # notes that overlap without starting and ending together go to voices of their own
         for (start, dur), group in sorted(groups.items()):
+            v = next((i for i, e in enumerate(ends) if e <= start), None)
+            if v is None:
+                voices.append(stream.Voice())
+                ends.append(0)
+                v = len(voices) - 1
             el = note.Note(group[0].pitch) if len(group) == 1 else chord.Chord([n.pitch for n in group])
             el.quarterLength, el.volume.velocity = q(dur), group[0].vel
-            part.insert(q(start), el)
+            voices[v].insert(q(start), el)
+            ends[v] = start + dur
+        for voice in voices if len(voices) > 1 else ():
+            part.insert(0, voice)
+        for el in voices[0].elements if len(voices) == 1 else ():
+            part.insert(el.offset, el)
         part.insert(0, clef.bestClef(part, recurse=True) if groups else clef.TrebleClef())
         score.insert(0, part)
     return score

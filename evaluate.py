@@ -25,11 +25,16 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   statistics are closest to that style's (among the main styles; the reference: the share of real training pieces
   of the style that this test puts in their own style), that end within one step of a --bars / --seconds
   target, and that keep every note inside a --key and --pitch_range.
+- What a listener hears, per main style, for samples asked for the style and --eval_bars bars and for the style's
+  whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's pieces
+  have parts, parallel perfect fifths and octaves per 100 beat-to-beat moves, the share that end on the tonic triad
+  of their key, and the share of bars that repeat an earlier bar.
 """
 import argparse
 import json
 import math
-from collections import Counter
+from bisect import bisect_right
+from collections import Counter, defaultdict
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -43,7 +48,7 @@ import configurator
 from batch import atomic_write, die, writable_dir, write_json
 from controls import Controls, GrammarMask, key_pitch_classes
 from dataset import read_data
-from encoding_decoding import (END, HEADER, START, Header, Note, bar_steps, finish, midi_to_notes, notes_to_midi,
+from encoding_decoding import (END, HEADER, START, Header, Note, finish, header_end, kind, midi_to_notes, notes_to_midi,
                                tokens_to_notes, validate)
 from runs import load_run, pick_device
 
@@ -62,6 +67,90 @@ PIECE_STATS = {  # one value per piece (its mean or its span), so that whole pie
     "piece_mean_pitch": (128, lambda notes: [round(np.mean(STATS["pitch"][1](notes)))]),
 }
 MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 16"
+
+
+# --- what a listener hears: voices, parallels, the final chord, repeated bars (the same code for samples and real
+# pieces; the voices of a beat are its sounding notes, highest first, so one-part MIDI files are measured alike)
+
+
+def beat_chords(notes, sample_freq):
+    """Per beat (quarter note) from the first onset to the last end: the pitches sounding on it, highest first."""
+    if not notes:
+        return []
+    first, last = min(n.start for n in notes), max(n.end for n in notes)
+    beats = range(first - first % sample_freq, last, sample_freq)
+    return [sorted((n.pitch for n in notes if n.start <= b < n.end), reverse=True) for b in beats]
+
+
+def full_beats(chords, voices):
+    """The share of beats with `voices` notes sounding."""
+    return float(np.mean([len(c) == voices for c in chords])) if chords else 0.0
+
+
+def parallels(chords, voices):
+    """(parallel perfect fifths and octaves, beat-to-beat moves): between two beats that both sound `voices` notes,
+    a pair of voices that both move the same way and stand a perfect fifth or octave (or unison) apart, the same
+    before and after, is one parallel; a move is one such pair of beats."""
+    count = moves = 0
+    for a, b in zip(chords, chords[1:]):
+        if len(a) != voices or len(b) != voices:
+            continue
+        moves += 1
+        for i in range(voices):
+            for j in range(i + 1, voices):
+                up, down = b[i] - a[i], b[j] - a[j]
+                same = (a[i] - a[j]) % 12 == (b[i] - b[j]) % 12 and (a[i] - a[j]) % 12 in (0, 7)
+                count += same and up != 0 and (up > 0) == (down > 0)
+    return count, moves
+
+
+def ends_on_tonic(notes):
+    """Whether the last onset's chord is the tonic triad of the piece's key (music21's Krumhansl-Schmuckler
+    analysis): its pitch classes hold the tonic and lie in the triad (a major third allowed in minor: Picardy)."""
+    from music21 import note, stream
+    if not notes:
+        return False
+    s = stream.Stream()
+    for n in notes:
+        el = note.Note(n.pitch)
+        el.quarterLength = max(n.dur, 1) / 4
+        s.insert(n.start / 4, el)
+    key = s.analyze("key")
+    tonic = key.tonic.pitchClass
+    triad = {tonic, (tonic + 7) % 12, (tonic + (4 if key.mode == "major" else 3)) % 12}
+    triad |= {(tonic + 4) % 12} if key.mode == "minor" else set()
+    last = max(n.start for n in notes)
+    final = {n.pitch % 12 for n in notes if n.start <= last < n.end}
+    return tonic in final and final <= triad
+
+
+def repeated_bars(notes, header, sample_freq):
+    """The share of a piece's bars (those with an onset) that repeat an earlier bar note for note (onsets in the
+    bar, pitches, durations, parts)."""
+    n_bars = header.bars_needed(notes, sample_freq)
+    lines = header.bar_lines(sample_freq, n_bars)
+    bars = defaultdict(list)
+    for n in notes:
+        k = bisect_right(lines, n.start) - 1
+        bars[k].append((n.start - lines[k], n.pitch, n.dur, n.part))
+    seen, repeats = set(), 0
+    for k in sorted(bars):
+        content = tuple(sorted(bars[k]))
+        repeats += content in seen
+        seen.add(content)
+    return repeats / len(bars) if bars else 0.0
+
+
+def listen(pieces, voices, sample_freq):
+    """The four measures over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
+    parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars."""
+    chords = [beat_chords(n, sample_freq) for n, _ in pieces]
+    par = [parallels(c, voices) for c in chords]
+    moves = sum(m for _, m in par)
+    return {"voices": voices, "full_beats": float(np.mean([full_beats(c, voices) for c in chords])),
+            "parallels_per_100_moves": 100 * sum(p for p, _ in par) / moves if moves else None,
+            "ends_on_tonic": float(np.mean([ends_on_tonic(n) for n, _ in pieces])),
+            "repeated_bars": float(np.mean([repeated_bars(n, h, sample_freq) for n, h in pieces]))}
 
 
 def polyphony(notes):
@@ -176,16 +265,16 @@ class KneserNey:
 
 
 @torch.no_grad()
-def model_nats(model, pieces, device, batch_size=32, keep=1 + len(HEADER)):
+def model_nats(model, pieces, keeps, device, batch_size=32):
     """Negative log-likelihood of each piece's tokens after START, in windows of block_size: each window after a
-    piece's first starts afresh with the piece's first `keep` tokens (START and header, as sampling keeps them) in
-    front, so long pieces are scored with at most block_size tokens of context."""
+    piece's first starts afresh with the piece's first keeps[k] tokens (START and its header, as sampling keeps
+    them) in front, so long pieces are scored with at most block_size tokens of context."""
     B = model.cfg.block_size
     windows = []
     for k, p in enumerate(pieces):
         i = 0
         while i < len(p) - 1:
-            head = p[:keep] if i else p[:0]
+            head = p[:keeps[k]] if i else p[:0]
             x = np.concatenate([head, p[i:i + B - len(head)]])
             windows.append((k, x, np.concatenate([np.full(len(head), -1), p[i + 1:i + B - len(head) + 1]])))
             i += B - len(head)
@@ -231,13 +320,13 @@ def longest_runs(samples, train, k=MEMO_K):
 
 
 def note_events(ids, itos):
-    """Token ids -> one id per note or rest group, so runs can be counted in notes rather than tokens."""
+    """Token ids -> one id per note, onset or bar line, so runs can be counted in notes rather than tokens."""
     tokens = [itos[i] for i in ids]
     groups, cur = [], []
     for t in tokens:
         if t in (START, END):
             continue
-        if t[0] == "n" or t == "sepxx":
+        if kind(t) in ("p", "pos", "bar") or (kind(t) == "n" and not (cur and kind(cur[-1]) == "p")):
             if cur:
                 groups.append(" ".join(cur))
             cur = []
@@ -260,7 +349,8 @@ def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls(),
     idx = torch.full((n, 1), tok.stoi[START], device=device)
     mask = GrammarMask(tok, device, controls=controls) if constrained else None
     out = model.generate(idx, controls.token_budget(tok.spec, otherwise=max_new), temperature, top_k, top_p,
-                         allowed_fn=mask, stop_id=tok.stoi[END], generator=gen, keep=1 + len(HEADER))
+                         allowed_fn=mask, stop_id=tok.stoi[END], generator=gen,
+                         keep=1 + len(HEADER) + tok.spec.max_parts)
     return [tok.decode(row) for row in out.tolist()]
 
 
@@ -277,7 +367,7 @@ def through_midi(tokens, spec):
 
 
 def style_of(tokens):
-    return Header.of_tokens(tokens[:4]).style
+    return Header.of_tokens(tokens[:2]).style
 
 
 def profile(pieces):
@@ -324,15 +414,16 @@ def adherence(sample, spec, args, styles, style_profiles, real):
     ends = []
     for x in sample(n, 0, args.seed + 1, Controls(bars=args.eval_bars)):
         notes, header = through_midi(x, spec)
-        ends.append(abs(max((n.end for n in notes), default=0)
-                        - args.eval_bars * bar_steps(header.meter, spec.sample_freq)) <= 1)
-    out["bars"] = {"target": args.eval_bars, "share_within_one_step": float(np.mean(ends))}
+        lines = header.bar_lines(spec.sample_freq, args.eval_bars)
+        ends.append(lines[-2] < max((n.end for n in notes), default=0) <= lines[-1])
+    out["bars"] = {"target": args.eval_bars, "share_ending_in_the_last_bar": float(np.mean(ends))}
     ends = []
     for x in sample(n, 0, args.seed + 2, Controls(seconds=args.eval_seconds)):
         notes, header = through_midi(x, spec)
-        step = 60 / header.bpm / spec.sample_freq  # seconds
-        ends.append(abs(max((n.end for n in notes), default=0) * step - args.eval_seconds) <= step + 1e-9)
-    out["seconds"] = {"target": args.eval_seconds, "share_within_one_step": float(np.mean(ends))}
+        bar = header.bar_lines(spec.sample_freq, 1)[1] * 60 / header.bpm / spec.sample_freq  # seconds
+        ends.append(abs(max((n.end for n in notes), default=0) * 60 / header.bpm / spec.sample_freq
+                        - args.eval_seconds) <= bar)
+    out["seconds"] = {"target": args.eval_seconds, "share_within_one_bar": float(np.mean(ends))}
     key = eval_key_controls(args, spec)
     inside = [all(key.allows_pitch(n.pitch) for n in through_midi(x, spec)[0])
               for x in sample(n, args.max_new_tokens, args.seed + 3, key)]
@@ -350,6 +441,7 @@ def read_pieces(args, tok, splits):
     train_pieces = split_pieces(train, start)
     val_tokens = [tok.decode([int(i) for i in p]) for p in val]
     val_styles = np.array([style_of(t) for t in val_tokens])
+    val_keeps = [header_end(t) or 1 for t in val_tokens]
     cut = lambda ids: first_tokens(ids, args.max_new_tokens, tok)
     notes_of = lambda pieces: [tokens_to_notes(t, spec)[0] for t in pieces]
     rng = np.random.default_rng(args.seed)
@@ -357,6 +449,7 @@ def read_pieces(args, tok, splits):
     real = lambda n, style=None: [cut(train_pieces[i]) for i in rng.permutation(
         np.flatnonzero(train_styles == style) if style else len(train_pieces))[:n]]
     return SimpleNamespace(val=val, train=train, val_notes=notes_of(val_tokens), val_styles=val_styles,
+                           val_decoded=[tokens_to_notes(t, spec)[:2] for t in val_tokens], val_keeps=val_keeps,
                            styles=sorted(set(val_styles)), cut=cut, notes_of=notes_of,
                            val_cut=notes_of(cut(p) for p in val), real=real)
 
@@ -370,7 +463,7 @@ def likelihoods(args, model, tok, pieces, device):
         fit_on = fit_on[:-1]  # the piece the cap cut through
     ngram = KneserNey(args.ngram, tok.vocab_size).fit(fit_on)
     ngram_name = f"{args.ngram}-gram"
-    nats = {"model": model_nats(model, pieces.val, device), ngram_name: np.array([ngram.nats(p) for p in pieces.val])}
+    nats = {"model": model_nats(model, pieces.val, pieces.val_keeps, device), ngram_name: np.array([ngram.nats(p) for p in pieces.val])}
 
     def likelihood(which):
         n_tokens = sum(len(p) - 1 for p, w in zip(pieces.val, which) if w)
@@ -421,6 +514,20 @@ def style_statistics(args, pieces, sample, likelihood):
     return per_style, profiles, real
 
 
+def listening(args, spec, pieces, sample, styles):
+    """Per style, listen() to samples asked for it and --eval_bars bars and to its whole validation pieces, with as
+    many voices as most of those pieces have parts."""
+    out = {}
+    for k, style in enumerate(styles):
+        real = [d for d, s in zip(pieces.val_decoded, pieces.val_styles) if s == style]
+        voices = Counter(len(h.parts) for _, h in real).most_common(1)[0][0]
+        drawn = [tokens_to_notes(finish(t), spec)[:2] for t in sample(
+            args.control_samples, 0, args.seed + 200 + k, Controls(style=style, bars=args.eval_bars))]
+        out[style] = {"samples": listen(drawn, voices, spec.sample_freq),
+                      "real": listen(real, voices, spec.sample_freq)}
+    return out
+
+
 def memorization(args, tok, pieces, sampled):
     """The longest run each sample shares with train.bin, in tokens and in note events, against as many validation
     pieces (never trained on) cut the same way."""
@@ -451,10 +558,12 @@ def measure(args, model, tok, splits, device):
     per_style, profiles, real = style_statistics(args, pieces, sample, likelihood)
     main_styles = [s for s in pieces.styles if per_style[s]["main"]]
     control = adherence(sample, tok.spec, args, main_styles, profiles, real)
+    heard = listening(args, tok.spec, pieces, sample, main_styles)
     return {"val_pieces": len(pieces.val), "val_tokens": sum(len(p) - 1 for p in pieces.val),
             "val_notes": sum(map(len, pieces.val_notes)), "ngram_fit_tokens": fit_tokens, "sampling": knobs,
             "compared_tokens": args.max_new_tokens, "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
             **statistics, "per_style": per_style, "main_styles": main_styles, "control_adherence": control,
+            "listening": heard,
             "memorization": memorization(args, tok, pieces, sampled)}, hists
 
 
@@ -493,10 +602,25 @@ def markdown(report, args, name):
         lines.append(f"| --style: closest to the asked style's statistics, among the {len(r['main_styles'])} main "
                      f"styles (real pieces: {control['style']['reference']:.0%}) | "
                      f"{control['style']['share_closest_to_asked_style']:.0%} |")
-    lines += [f"| --bars {args.eval_bars}: ends within one step | {control['bars']['share_within_one_step']:.0%} |",
-              f"| --seconds {args.eval_seconds:g}: ends within one step | {control['seconds']['share_within_one_step']:.0%} |",
+    lines += [f"| --bars {args.eval_bars}: ends in its last bar | {control['bars']['share_ending_in_the_last_bar']:.0%} |",
+              f"| --seconds {args.eval_seconds:g}: ends within one bar of it | "
+              f"{control['seconds']['share_within_one_bar']:.0%} |",
               f"| --key \"{args.eval_key}\" --pitch_range {','.join(map(str, args.eval_pitch_range))}: no note outside | "
               f"{control['key_and_range']['share_with_no_note_outside']:.0%} |"]
+    if r["listening"]:
+        lines += ["", f"What a listener hears, per main style: {args.control_samples} samples of --bars {args.eval_bars} "
+                  "against the style's whole validation pieces, by the same code (voices: the parts most of the "
+                  "style's pieces have; parallels: perfect fifths and octaves per 100 beat-to-beat moves of all "
+                  "voices):", "", "| style | voices | beats with all voices sounding | parallels per 100 moves | "
+                  "ends on the tonic triad | bars repeating an earlier bar |", "|---|---|---|---|---|---|"]
+        show = lambda v, f: "–" if v is None else format(v, f)
+        for s, d in r["listening"].items():
+            a, b = d["samples"], d["real"]
+            lines.append(f"| {s} | {a['voices']} | {a['full_beats']:.0%} ({b['full_beats']:.0%}) | "
+                         f"{show(a['parallels_per_100_moves'], '.1f')} ({show(b['parallels_per_100_moves'], '.1f')}) | "
+                         f"{a['ends_on_tonic']:.0%} ({b['ends_on_tonic']:.0%}) | "
+                         f"{a['repeated_bars']:.0%} ({b['repeated_bars']:.0%}) |")
+        lines.append("(samples, and in brackets the real pieces)")
     lines += ["", f"Longest run shared with train.bin: max {max(memo['longest_token_run'])} tokens, "
               f"{max(memo['longest_note_run'])} note events; {memo['share_at_or_above_threshold']:.0%} of samples at or "
               f"above {args.memorization_threshold} tokens. The reference, {len(memo['reference_longest_token_run'])} "

@@ -1,4 +1,4 @@
-"""Remove the rests before the first note of every encoding, in place.
+"""Remove the empty bars before the first note of every encoding, in place.
 
 python first_silence_cleaner.py --dirs data/text [--dry-run]
 """
@@ -6,7 +6,8 @@ import argparse
 
 import batch
 from batch import atomic_write, find_files, read_text
-from encoding_decoding import strip_leading_silence, text_to_tokens, tokens_to_text
+from batch import die
+from encoding_decoding import check_edition, strip_leading_silence, text_to_tokens, tokens_to_text
 
 
 def main(argv=None):
@@ -22,6 +23,10 @@ def main(argv=None):
         except ValueError as e:
             unreadable.append(f"{path}: {e}")
             continue
+        try:
+            check_edition(tokens, path)
+        except ValueError as e:
+            die(e)
         if (clean := strip_leading_silence(tokens)) != tokens:
             changed += 1
             if not args.dry_run:

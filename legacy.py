@@ -5,9 +5,8 @@ edition. Sampling alone (no prompts, no training, no evaluation); remove this fi
     START style:bach tempo:96 meter:3/4 n72 d4 v80 n64 d4 v70 sepxx d4 n74 d2 v82 ... END
 """
 import math
-import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import torch
 

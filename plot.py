@@ -1,7 +1,7 @@
 """Pictures of a run and of its music.
 
 python plot.py --out_dir models/my_run          -> loss.png (train/val loss) and expert_load.png in the run folder
-python plot.py --midi midi-samples/x.mid [...]  -> x.png beside each file: a piano roll, velocity as shade
+python plot.py --midi midi-samples/x.mid [...]  -> x.png beside each file: a piano roll, a colour per part
 """
 import argparse
 import sys
@@ -15,7 +15,7 @@ import matplotlib.ticker  # noqa: E402
 
 import batch  # noqa: E402
 from batch import clean_stale, die, read_jsonl, reason, save_figure  # noqa: E402
-from encoding_decoding import Spec, bar_steps, midi_to_notes  # noqa: E402
+from encoding_decoding import Spec, midi_to_notes, part_names  # noqa: E402
 
 
 def plot_run(run):
@@ -65,19 +65,21 @@ def plot_piano_roll(mid, spec):
     if not notes:
         raise ValueError(f"{mid}: no notes to draw")
     fig, ax = plt.subplots(figsize=(12, 4.5))
-    beats = spec.sample_freq
-    for n in notes:
-        ax.add_patch(plt.Rectangle((n.start / beats, n.pitch - 0.4), n.dur / beats, 0.8,
-                                   color=plt.cm.viridis(n.vel / 127), lw=0))
+    beats, colours = spec.sample_freq, plt.get_cmap("tab10" if len(header.parts) <= 10 else "tab20")
+    for n in notes:  # louder notes are drawn more opaque
+        ax.add_patch(plt.Rectangle((n.start / beats, n.pitch - 0.4), n.dur / beats, 0.8, lw=0,
+                                   color=colours(n.part % colours.N), alpha=0.35 + 0.65 * n.vel / 127))
     end = max(n.end for n in notes) / beats
     pitches = [n.pitch for n in notes]
-    bar = bar_steps(header.meter, spec.sample_freq) / beats
-    for k in range(1, int(end / bar) + 1):
-        ax.axvline(k * bar, color="0.85", lw=0.6, zorder=0)
+    lines = header.bar_lines(spec.sample_freq, header.bars_needed(notes, spec.sample_freq))
+    for line in lines[1:]:
+        ax.axvline(line / beats, color="0.85", lw=0.6, zorder=0)
     ax.set(xlim=(0, end), ylim=(min(pitches) - 2, max(pitches) + 2), xlabel="beats (quarter notes); lines: bars",
            ylabel="MIDI pitch", title=f"{Path(mid).name}: {header.bpm:g} BPM, {header.meter}")
     ax.grid(alpha=0.2)
-    fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 127)), ax=ax, label="velocity")
+    for k, name in enumerate(part_names(header.parts)):
+        ax.plot([], [], lw=6, color=colours(k % colours.N), label=name)
+    ax.legend(loc="upper right", fontsize="small", ncol=min(len(header.parts), 4))
     out = Path(mid).with_suffix(".png")
     save_figure(fig, out)
     return out

@@ -29,9 +29,9 @@ import configurator
 import legacy
 from batch import atomic_open, atomic_write, clean_stale, die, reason, temp_name, writable_dir
 from controls import Controls, GrammarMask, key_pitch_classes, pitch_class
-from encoding_decoding import (DRUMS, END, HEADER, START, finish, header_end, instrument_name, instrument_number,
-                               kind, midi_to_notes, notes_to_midi, notes_to_score, notes_to_tokens,
-                               strip_leading_silence, tokens_to_notes, tokens_to_text)
+from encoding_decoding import (DRUMS, END, HEADER, START, finish, instrument_name, instrument_number, kind,
+                               midi_to_notes, notes_to_midi, notes_to_score, notes_to_tokens, strip_leading_silence,
+                               tokens_to_notes, tokens_to_text)
 from model import autocast
 from runs import load_run, pick_device
 

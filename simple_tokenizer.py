@@ -14,7 +14,7 @@ from pathlib import Path
 import batch
 import configurator
 from batch import die, find_files, read_text, write_json
-from encoding_decoding import STYLE_NAME, Spec, Tokenizer, kind, text_to_tokens, value
+from encoding_decoding import STYLE_NAME, Spec, Tokenizer, check_edition, kind, text_to_tokens, value
 
 
 def read_encodings(files):
@@ -23,7 +23,10 @@ def read_encodings(files):
     for p in files:
         try:
             tokens[p] = text_to_tokens(read_text(p))
+            check_edition(tokens[p], p)
         except ValueError as e:
+            if "first edition" in str(e):
+                die(e)
             bad.append((str(e), str(p)))
     return tokens, bad
 
@@ -46,7 +49,7 @@ def main(argv=None):
     parser.add_argument("--base", help="a run folder (or tokenizer JSON) to extend: its vocabulary stays as it is and "
                                        "the new styles are appended, so train.py --init_from can fine-tune that run")
     args = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
-                                     "tempo_buckets", "meters"], argv)
+                                     "tempo_buckets", "meters", "max_parts", "max_countdown"], argv)
     files = [p for _, p in find_files(args.dirs, {".txt"})]
     encodings, unreadable = read_encodings(files)
     spec = Spec.of(args)
