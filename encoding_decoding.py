@@ -241,6 +241,11 @@ class Note(NamedTuple):
         return self.start + self.dur
 
 
+def as_note(n):
+    """A Note from a Note or a plain (start, pitch, dur, vel[, part]) tuple."""
+    return n if isinstance(n, Note) else Note(*n)
+
+
 @dataclass(frozen=True)
 class Header:
     """What a listener needs besides the notes: the style, the first tempo (quarter notes per minute), the meter
@@ -335,7 +340,7 @@ def canonical(notes, spec, dropped=None):
     dropped = Counter() if dropped is None else dropped
     (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
     kept = []
-    for n in map(Note._make, notes):
+    for n in map(as_note, notes):
         if not p0 <= n.pitch <= p1:
             dropped["pitch_out_of_range"] += 1
             continue
@@ -360,7 +365,7 @@ def canonical(notes, spec, dropped=None):
 def notes_to_tokens(notes, spec, header=Header()):
     """Canonical notes and their header -> tokens (START header bars END). The header's parts must name every
     part the notes use; its meters must be the vocabulary's."""
-    notes = list(map(Note._make, notes))  # plain tuples are read as Notes
+    notes = list(map(as_note, notes))  # plain tuples are read as Notes
     n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, n_bars)
     tokens, bar, at, part, vel = [START] + spec.header_tokens(header), -1, None, 0, {}
@@ -840,7 +845,7 @@ def notes_to_midi(notes, spec, header=Header()):
     a meter that is not n/2^k), then one named track per part with its program on its channel (drums on 10),
     written with music21's MIDI objects."""
     from music21 import midi
-    notes = list(map(Note._make, notes))
+    notes = list(map(as_note, notes))
     per_step = 480 // spec.sample_freq if 480 % spec.sample_freq == 0 else 120
     mf = midi.MidiFile()
     mf.format, mf.ticksPerQuarterNote = 1, per_step * spec.sample_freq
@@ -900,7 +905,7 @@ def notes_to_score(notes, spec, header=Header()):
     """Canonical notes -> a music21 Score: one part per part, named, with its instrument, the time signatures and
     the tempo, and the clef that fits its range; notes of one part that start and end together are one chord."""
     from music21 import chord, clef, instrument, meter, note, stream, tempo
-    notes = list(map(Note._make, notes))
+    notes = list(map(as_note, notes))
     n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, n_bars)
     score, q = stream.Score(), lambda steps: steps / spec.sample_freq

@@ -48,7 +48,7 @@ import configurator
 from batch import atomic_write, die, writable_dir, write_json
 from controls import Controls, GrammarMask, key_pitch_classes
 from dataset import read_data
-from encoding_decoding import (END, HEADER, START, Header, Note, finish, header_end, kind, midi_to_notes, notes_to_midi,
+from encoding_decoding import (END, HEADER, START, Header, as_note, finish, header_end, kind, midi_to_notes, notes_to_midi,
                                tokens_to_notes, validate)
 from runs import load_run, pick_device
 
@@ -166,7 +166,7 @@ def histogram(pieces, name, width=0.0):
     counts = np.zeros(bins)
     for notes in pieces:
         if notes:
-            notes = list(map(Note._make, notes))  # plain (start, pitch, dur, vel) tuples are read as Notes
+            notes = list(map(as_note, notes))  # plain (start, pitch, dur, vel) tuples are read as Notes
             counts += np.bincount(np.asarray(values(notes), dtype=np.int64), minlength=bins)[:bins]
     if width > 0:
         grid = np.arange(bins)
@@ -178,7 +178,7 @@ def kernel_width(pieces, name, n):
     """The kernel width (Silverman's rule of thumb) for a per-piece statistic, from its spread over `pieces`, in a
     comparison whose smaller side has n pieces: a few dozen single values per side would leave most of 128 bins
     empty, so that even two sets of real pieces would share little area. 0 for the note-level statistics."""
-    values = ([x for notes in pieces if notes for x in PIECE_STATS[name][1](list(map(Note._make, notes)))]
+    values = ([x for notes in pieces if notes for x in PIECE_STATS[name][1](list(map(as_note, notes)))]
               if name in PIECE_STATS else [])
     if len(values) < 2:
         return 0.0

@@ -13,7 +13,7 @@ import torch
 import config
 import configurator
 import encoding_decoding
-from encoding_decoding import END, METER, START, STYLE_NAME, Header, Note, Tokenizer, bar_steps, value
+from encoding_decoding import END, METER, START, STYLE_NAME, Header, Note, Tokenizer, as_note, bar_steps, value
 
 SEP = "sepxx"
 HEADER = ("style", "tempo", "meter")
@@ -117,7 +117,7 @@ def canonical(notes, spec, dropped=None):
     dropped = Counter() if dropped is None else dropped
     (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
     kept = []
-    for n in map(Note._make, notes):
+    for n in map(as_note, notes):
         if not p0 <= n.pitch <= p1:
             dropped["pitch_out_of_range"] += 1
             continue

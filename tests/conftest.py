@@ -29,6 +29,15 @@ def off(pitch, ch=0, delta=0, zero_velocity_on=False):
     return vlq(delta) + bytes([(0x90 if zero_velocity_on else 0x80) | ch, pitch, 0 if zero_velocity_on else 64])
 
 
+def program(number, ch=0, delta=0):
+    return vlq(delta) + bytes([0xC0 | ch, number])
+
+
+def meta(kind, data, delta=0):
+    """A meta event: 0x51 set tempo (3 bytes), 0x58 time signature (4 bytes), 0x03 track name."""
+    return vlq(delta) + bytes([0xFF, kind]) + vlq(len(data)) + data
+
+
 def track(*events):
     data = b"".join(events) + vlq(0) + b"\xff\x2f\x00"
     return b"MTrk" + len(data).to_bytes(4, "big") + data
@@ -47,16 +56,15 @@ def scale(n=12, start=60, ch=0, step=240):
 def make_bin(root, n=24, header=None, tokenizer=ROOT / "tokenizers/simple_tokenizer.json"):
     """A tiny prepared dataset (text encodings -> train.bin/val.bin/meta.json/tokenizer.json) under root/bin;
     with tokenizer=None only the encodings are written (under root/text)."""
-    from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
+    from encoding_decoding import Header, Spec, canonical, notes_to_tokens, tokens_to_text
     import prepare
     spec = Spec()
-    for i in range(n):  # little chorale-like pieces: a rising line over a held bass, each in its own key
-        notes = [(4 * k, 48 + i % 12, 16, 70) for k in range(0, 24, 4)]
-        notes += [(4 * k, 60 + (i + 2 * k) % 12, 4, 80 + k % 3) for k in range(24)]
+    for i in range(n):  # little two-part pieces: a rising line over a held bass, each in its own key
+        notes = [(4 * k, 48 + i % 12, 16, 70, 1) for k in range(0, 24, 4)]
+        notes += [(4 * k, 60 + (i + 2 * k) % 12, 4, 80 + k % 3, 0) for k in range(24)]
         path = root / "text" / f"piece{i}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(tokens_to_text(notes_to_tokens(sorted(notes, key=lambda n: (n[0], -n[1])), spec,
-                                                       header or Header())))
+        path.write_text(tokens_to_text(notes_to_tokens(canonical(notes, spec), spec, header or Header(parts=(0, 32)))))
     if tokenizer is None:
         return None
     prepare.main(["--main_data_path", str(root / "text"), "--output_base_dir", str(root / "bin"),

@@ -1,58 +1,137 @@
+import io
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import midi_file, off, on, scale, track
-from encoding_decoding import (END, SEP, START, Header, Spec, canonical, midi_to_notes, notes_to_midi, notes_to_tokens,
-                               parse_score, score_to_notes, text_to_midi, tokens_to_notes, tokens_to_text,
+from conftest import ROOT, meta, midi_file, off, on, program, scale, track
+from encoding_decoding import (DRUMS, END, START, Header, Spec, canonical, check_edition, midi_to_notes,
+                               notes_to_midi, notes_to_score, notes_to_tokens, parse_score, score_to_notes,
+                               strip_leading_silence, text_to_midi, tidy_parts, tokens_to_notes, tokens_to_text,
                                validate)
 
 SPEC = Spec()
+HEAD = "START style:other tempo:121 meter:4/4"
 
 
-def roundtrip(notes):
-    """notes -> tokens -> MIDI bytes -> notes -> tokens."""
-    tokens = notes_to_tokens(canonical(notes, SPEC), SPEC)
-    back, _, dropped = midi_to_notes(notes_to_midi(canonical(notes, SPEC), SPEC), SPEC)
-    return tokens, notes_to_tokens(back, SPEC)
+def roundtrip(notes, header=Header()):
+    """notes -> tokens -> MIDI bytes -> notes -> tokens (parts without notes left out, as a MIDI file has none)."""
+    notes, parts = tidy_parts(canonical(notes, SPEC), header.parts, SPEC, Counter())
+    header = replace(header, parts=parts)
+    tokens = notes_to_tokens(notes, SPEC, header)
+    back, back_header, _ = midi_to_notes(notes_to_midi(notes, SPEC, header), SPEC)
+    return tokens, notes_to_tokens(back, SPEC, replace(back_header, style=header.style))
 
 
-def test_format_of_a_chord_then_a_rest():
-    notes = [(0, 64, 4, 70), (0, 72, 4, 80), (0, 48, 8, 75), (4, 74, 2, 82)]
-    assert " ".join(notes_to_tokens(canonical(notes, SPEC), SPEC)) == \
-        "START style:other tempo:121 meter:4/4 n72 d4 v80 n64 d4 v70 n48 d8 v75 sepxx d4 n74 d2 v82 END"
+def test_format_of_two_parts_in_bars():
+    notes = [(0, 64, 4, 70, 0), (0, 72, 4, 80, 0), (0, 48, 8, 75, 1), (4, 74, 2, 80, 0), (20, 50, 4, 75, 1)]
+    tokens = notes_to_tokens(canonical(notes, SPEC), SPEC, Header(parts=(0, 32)))
+    assert " ".join(tokens) == (f"{HEAD} inst:0 inst:32 bar:2 pos:0 n72 d4 v80 n64 d4 v70 p1 n48 d8 v75 "
+                                "pos:4 p0 n74 d2 v80 bar:1 pos:4 p1 n50 d4 END")
 
 
-def test_long_rest_is_split_and_long_note_clamped():
+def test_a_velocity_only_where_it_changes_and_a_part_only_where_it_changes():
+    notes = [(k, 60, 1, 80, 0) for k in range(4)] + [(4, 62, 1, 90, 0)]
+    tokens = notes_to_tokens(notes, SPEC)
+    assert tokens[5:] == ["bar:1", "pos:0", "n60", "d1", "v80", "pos:1", "n60", "d1", "pos:2", "n60", "d1",
+                          "pos:3", "n60", "d1", "pos:4", "n62", "d1", "v90", END]
+
+
+def test_empty_bars_long_notes_and_the_countdown():
     dropped = Counter()
     notes = canonical([(0, 60, 500, 80), (300, 62, 4, 80)], SPEC, dropped)
     tokens = notes_to_tokens(notes, SPEC)
-    assert tokens[4:7] == ["n60", "d128", "v80"]
-    assert tokens[7:13] == [SEP, "d128", SEP, "d128", SEP, "d44"]
+    assert tokens[5:10] == ["bar:19", "pos:0", "n60", "d128", "v80"]
+    assert tokens[10:10 + 17] == [f"bar:{k}" for k in range(18, 1, -1)] and tokens[-5:] == [
+        "bar:1", "pos:12", "n62", "d4", END]  # step 300 = 18 bars of 16 steps + 12
     assert dropped["duration_clamped"] == 1
 
 
+def test_a_countdown_further_than_max_countdown_says_more():
+    tokens = notes_to_tokens([(0, 60, 1, 80), (16 * 70, 60, 1, 80)], SPEC)
+    bars = [t for t in tokens if t.startswith("bar:")]
+    assert len(bars) == 71 and bars[:7] == ["bar:more"] * 7 and bars[7] == "bar:64" and bars[-1] == "bar:1"
+
+
+def test_meter_changes_sit_at_bar_lines_and_survive_midi():
+    header = Header(meter="3/4", changes=((2, "2/4"), (3, "3/4")))
+    notes = [(0, 60, 12, 80), (12, 62, 12, 80), (24, 64, 8, 80), (32, 65, 12, 80)]
+    tokens, again = roundtrip(notes, header)
+    assert " ".join(tokens[5:]) == ("bar:4 pos:0 n60 d12 v80 bar:3 pos:0 n62 d12 bar:2 meter:2/4 pos:0 n64 d8 "
+                                    "bar:1 meter:3/4 pos:0 n65 d12 END")
+    assert again == tokens
+    assert tokens_to_notes(tokens, SPEC)[1].changes == header.changes
+
+
 @pytest.mark.parametrize("notes", [
-    [(0, 60, 4, 80), (0, 64, 4, 80), (0, 67, 8, 80), (8, 72, 4, 100)],            # chords
-    [(0, 60, 16, 80), (4, 60, 4, 90), (6, 60, 2, 50)],                             # overlapping same pitch
-    [(0, 60, 2, 80), (1000, 62, 2, 80), (1000, 50, 128, 1), (1300, 108, 1, 127)],  # long rests, extremes
+    [(0, 60, 4, 80), (0, 64, 4, 80), (0, 67, 8, 80), (8, 72, 4, 100)],                      # chords
+    [(0, 60, 16, 80), (4, 60, 4, 90), (6, 60, 2, 50)],                                       # overlapping same pitch
+    [(0, 60, 2, 80), (1000, 62, 2, 80), (1000, 50, 128, 1), (1300, 108, 1, 127)],            # long rests, extremes
+    [(0, 60, 4, 80, 0), (0, 60, 4, 70, 1), (2, 48, 8, 60, 2), (3, 60, 1, 80, 1)],           # unison in two parts
 ])
 def test_roundtrip_through_midi(notes):
-    tokens, again = roundtrip(notes)
+    header = Header(parts=(0, 40, 42))
+    tokens, again = roundtrip(notes, header)
     assert again == tokens
     assert validate(tokens, SPEC) is None
 
 
-def test_several_tracks_merge_and_drums_are_dropped():
-    data = midi_file(track(), scale(4, 60, ch=0), scale(4, 40, ch=3), scale(4, 36, ch=9))
-    notes, _, dropped = midi_to_notes(data, SPEC)
-    assert sorted({p for _, p, _, _ in notes}) == [40, 41, 42, 43, 60, 61, 62, 63]
-    assert [n[:3] for n in notes[:2]] == [(0, 60, 2), (0, 40, 2)]  # 240 ticks = an eighth = 2 steps
-    assert dropped["drums"] == 4
-    kept, _, _ = midi_to_notes(data, SPEC, keep_drums=True)
-    assert len(kept) == 12
+def four_tracks_with_drums():
+    tempo = meta(0x51, (500_000).to_bytes(3, "big")) + meta(0x58, bytes([3, 2, 24, 8]))
+    return midi_file(track(tempo), scale(6, 72, ch=0), track(program(40, ch=1), *[on(60 + i, 80, 1) + off(
+        60 + i, 1, delta=240) for i in range(5)]), scale(4, 48, ch=2), scale(8, 36, ch=9))
+
+
+def type0_with_program_changes():
+    events = [program(0, 0), program(41, 1)]
+    events += [on(72, 90, 0) + on(55, 70, 1) + off(72, 0, delta=480) + off(55, 1)]
+    events += [program(73, 0)]  # mid-file: the flute from here on
+    events += [on(74, 90, 0) + on(57, 70, 1) + off(74, 0, delta=480) + off(57, 1) for _ in range(3)]
+    return midi_file(track(*events), fmt=0)
+
+
+def test_parts_by_track_channel_and_program_drums_kept():
+    notes, header, dropped = midi_to_notes(four_tracks_with_drums(), SPEC)
+    assert header.parts == (0, 40, 0, DRUMS) and header.meter == "3/4" and header.bpm == 120
+    assert Counter(n.part for n in notes) == {0: 6, 1: 5, 2: 4, 3: 8}
+    assert not dropped
+    notes, header, dropped = midi_to_notes(four_tracks_with_drums(), SPEC, keep_drums=False)
+    assert header.parts == (0, 40, 0) and dropped["drums"] == 8
+    notes, header, _ = midi_to_notes(type0_with_program_changes(), SPEC)
+    assert header.parts == (0, 73, 41) and Counter(n.part for n in notes) == {0: 1, 1: 3, 2: 4}  # by channel
+
+
+@pytest.mark.parametrize("make", [four_tracks_with_drums, type0_with_program_changes])
+def test_pretty_midi_reads_our_parts_as_we_do(make, tmp_path):
+    """An independent reader agrees: on the file itself and on what we write back, the same instruments (program,
+    drum flag) with the same number of notes; our tracks are named, on their own channels."""
+    import mido
+    import pretty_midi
+    data = make()
+    notes, header, _ = midi_to_notes(data, SPEC)
+    ours = sorted((DRUMS if i == DRUMS else i, i == DRUMS, sum(n.part == k for n in notes))
+                  for k, i in enumerate(header.parts))
+    theirs = lambda d: sorted((DRUMS if x.is_drum else x.program, x.is_drum, len(x.notes))
+                              for x in pretty_midi.PrettyMIDI(io.BytesIO(d)).instruments)
+    assert theirs(data) == ours
+    written = notes_to_midi(notes, SPEC, header)
+    assert theirs(written) == ours
+    tracks = mido.MidiFile(file=io.BytesIO(written)).tracks[1:]
+    names = [next(m.name for m in t if m.type == "track_name") for t in tracks]
+    channels = [{m.channel for m in t if m.type == "note_on"} for t in tracks]
+    assert len(names) == len(set(names)) == len(header.parts)
+    assert all(len(c) == 1 for c in channels) and ({9} in channels) == (DRUMS in header.parts)
+
+
+def test_more_parts_than_max_parts_merge_by_family():
+    tracks = [track(program(p, ch=c), on(60 + c, 80, c) + off(60 + c, c, delta=480))
+              for c, p in enumerate([40, 41, 42, 0, 1, 56])]
+    notes, header, dropped = midi_to_notes(midi_file(*tracks), replace(SPEC, max_parts=3))
+    assert header.parts == (40, 0, 56) and dropped["parts_merged"] == 3  # strings, pianos, brass
+    assert Counter(n.part for n in notes) == {0: 3, 1: 2, 2: 1}
 
 
 def test_note_on_velocity_zero_is_note_off_and_pairing_is_fifo():
@@ -61,14 +140,14 @@ def test_note_on_velocity_zero_is_note_off_and_pairing_is_fifo():
     data = midi_file(track(on(60, 100), on(60, 50, delta=240), off(60, delta=240, zero_velocity_on=True),
                            off(60, delta=480)))
     notes, _, dropped = midi_to_notes(data, SPEC)
-    assert notes == [(0, 60, 2, 100), (2, 60, 6, 50)]
+    assert notes == [(0, 60, 2, 100, 0), (2, 60, 6, 50, 0)]
     assert dropped["overlap_shortened"] == 1
 
 
 def test_out_of_range_pitches_and_unmatched_offs_are_counted():
     data = midi_file(track(on(10), off(10, delta=480), on(60), off(60, delta=480), off(61), on(62)))
     notes, _, dropped = midi_to_notes(data, SPEC)
-    assert [n[1] for n in notes] == [60, 62]
+    assert [n.pitch for n in notes] == [60, 62]
     assert dropped == Counter(pitch_out_of_range=1, note_off_without_on=1, closed_at_track_end=1)
 
 
@@ -87,64 +166,93 @@ def test_bad_midi_gives_a_clear_reason(data, reason):
 
 
 def test_validator_says_where_it_breaks():
-    head = "START style:bach tempo:121 meter:3/4"
-    assert validate(f"{head} n60 d4 v80 END".split(), SPEC) is None
-    assert validate(f"{head} n60 v80 END".split(), SPEC)[0] == 5
-    assert validate(f"{head} n60 d4 v80".split(), SPEC)[0] == 7
-    assert validate(f"{head} n60 d999 v80 END".split(), SPEC)[0] == 5
-    assert validate("n60 d4 v80 END".split(), SPEC)[0] == 0
-    assert validate(f"{head} END n60".split(), SPEC)[0] == 5
+    head = "START style:bach tempo:121 meter:3/4 inst:0"
+    assert validate(f"{head} bar:1 pos:0 n60 d4 v80 END".split(), SPEC) is None
+    assert validate(f"{head} bar:1 pos:0 n60 v80 END".split(), SPEC)[0] == 8
+    assert validate(f"{head} bar:1 pos:0 n60 d4 v80".split(), SPEC)[0] == 10
+    assert validate(f"{head} bar:1 n60 d4 END".split(), SPEC)[0] == 6  # an onset needs its position
+    assert validate(f"{head} pos:0 n60 d4 END".split(), SPEC)[0] == 5  # the first bar line comes first
+    assert validate(f"{head} bar:1 pos:99 n60 d4 END".split(), SPEC)[0] == 6
+    assert validate("START style:bach tempo:121 meter:3/4 bar:1 END".split(), SPEC)[0] == 4  # a part is wanted
     assert validate("START n60 d4 v80 END".split(), SPEC) == (1, "'n60' cannot follow state 'style' (expected style)")
-    assert validate("START tempo:121 style:bach meter:3/4 END".split(), SPEC)[0] == 1  # header order is fixed
-    assert "'style:jazz' is not in the vocabulary" in validate("START style:jazz tempo:121 meter:3/4 END".split(), SPEC)[1]
+    assert "'style:jazz' is not in the vocabulary" in validate("START style:jazz tempo:121 meter:3/4 END".split(),
+                                                               SPEC)[1]
 
 
 def test_lenient_decoder_skips_and_counts_bad_groups():
-    notes, _, bad = tokens_to_notes("START n60 d4 junk n62 d2 v70 sepxx n64 d2 v3 sepxx d4 n65 END n70 d1 v1".split(), SPEC)
-    assert notes == [(0, 64, 2, 3), (0, 62, 2, 70)]
-    assert bad == 4  # n60 d4 cut off, the junk itself, the bare sepxx, the n65 cut off by END
+    text = "START inst:0 bar:2 pos:0 n60 d4 junk n62 d2 v70 pos:3 n64 pos:4 n65 d2 v3 bar:1 pos:0 n66 END n70 d1"
+    notes, header, bad = tokens_to_notes(text.split(), SPEC)
+    assert notes == [(0, 62, 2, 70, 0), (0, 60, 4, 80, 0), (4, 65, 2, 3, 0)]
+    assert bad == 4  # inst:0 with no header before it, the junk, n64 and n66 cut off
     data, bad = text_to_midi("complete garbage \x00 ~~", SPEC)
     assert data.startswith(b"MThd") and bad == 4  # four stray tokens
 
 
-note_lists = st.lists(st.tuples(st.integers(0, 400), st.integers(0, 127), st.integers(0, 300), st.integers(0, 140)),
-                      max_size=40)
+parts = st.integers(0, 2)
+note_lists = st.lists(st.tuples(st.integers(0, 400), st.integers(0, 127), st.integers(0, 300), st.integers(0, 140),
+                                parts), max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
-@given(note_lists)
-def test_property_roundtrip_on_random_notes(notes):
-    tokens, again = roundtrip(notes)
+@given(note_lists, st.sampled_from(["4/4", "3/4", "6/8", "5/8", "2/2"]))
+def test_property_roundtrip_on_random_notes(notes, meter):
+    header = Header(meter=meter, parts=(0, DRUMS, 42))
+    tokens, again = roundtrip(notes, header)
     assert again == tokens
     assert validate(tokens, SPEC) is None
-    assert tokens_to_notes(tokens, SPEC) == (canonical(notes, SPEC), Header(bpm=121.0), 0)  # the bucket's BPM
+    back, back_header, bad = tokens_to_notes(tokens, SPEC)
+    assert (back, bad) == (tidy_parts(canonical(notes, SPEC), header.parts, SPEC, Counter())[0], 0)
+    assert notes_to_tokens(back, SPEC, back_header) == tokens  # decode -> encode is the identity
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(SPEC.vocab()[:60] + SPEC.vocab()[-30:] +
-                                ["d1", "d300", "v5", "zz", "", "n", "style:", "meter:7/4", START, END, SEP]),
-                max_size=60))
+@given(st.lists(st.sampled_from(SPEC.vocab()[:60] + SPEC.vocab()[-30:] + [
+    "d1", "d300", "v5", "p1", "p9", "pos:0", "pos:5", "pos:40", "bar:1", "bar:3", "bar:more", "meter:7/8", "inst:0",
+    "inst:drums", "zz", "", "n", "style:", START, END]), max_size=60))
 def test_property_decoder_accepts_anything_and_is_idempotent(tokens):
     notes, header, _ = tokens_to_notes(tokens, SPEC)
     text = tokens_to_text(notes_to_tokens(notes, SPEC, header))
+    assert validate(text.split(), SPEC) is None
+    again, header_again, bad = tokens_to_notes(text.split(), SPEC)
+    assert bad == 0 and tokens_to_text(notes_to_tokens(again, SPEC, header_again)) == text
     back, header_back, dropped = midi_to_notes(text_to_midi(text, SPEC)[0], SPEC)
-    assert dropped == Counter()  # canonical notes survive MIDI untouched
-    assert tokens_to_text(notes_to_tokens(back, SPEC, replace(header_back, style=header.style))) == text
+    assert not dropped.get("overlap_shortened") and not dropped.get("duplicate_note")
 
 
-def test_music21_corpus_pieces_roundtrip():
-    from music21 import corpus
-    for name in ["bach/bwv66.6", "palestrina/Agnus_01", "monteverdi/madrigal.3.1.mxl"]:
-        path = corpus.getWork(name)
-        pieces = parse_score(path)
+def test_music21_corpus_pieces_roundtrip_with_their_parts():
+    for name, parts in [("bach/bwv66.6", 4), ("palestrina/Agnus_01", 5), ("monteverdi/madrigal.3.1.mxl", 5)]:
+        pieces = parse_score(__import__("music21").corpus.getWork(name))
         notes, header, dropped = score_to_notes(pieces[0][1], SPEC)
-        assert len(notes) > 20, name
+        assert len(notes) > 20 and len(header.parts) == parts, name
         tokens = notes_to_tokens(notes, SPEC, header)
         assert validate(tokens, SPEC) is None
         back, header_back, _ = midi_to_notes(text_to_midi(tokens_to_text(tokens), SPEC)[0], SPEC)
-        again = notes_to_tokens(back, SPEC, header_back)
-        assert again[4:] == tokens[4:] and again[:3] == tokens[:3]  # a meter:other is written as no time signature
-        assert tokens[3] in (again[3], "meter:other"), name
+        assert notes_to_tokens(back, SPEC, replace(header_back, style=header.style)) == tokens, name
+
+
+def test_a_chorale_is_four_sung_parts_with_its_pickup_in_place():
+    notes, header, _ = score_to_notes(parse_score(__import__("music21").corpus.getWork("bach/bwv66.6"))[0][1], SPEC)
+    assert header.parts == (52,) * 4 and header.meter == "4/4"
+    assert min(n.start for n in notes) == 12  # a one-beat pickup: the last beat of a whole first bar
+    soprano, bass = ([n.pitch for n in notes if n.part == k] for k in (0, 3))
+    assert min(soprano) > max(bass)
+
+
+def test_musicxml_is_one_staff_per_part_with_a_fitting_clef(tmp_path):
+    from music21 import converter
+    from music21.musicxml.m21ToXml import GeneralObjectExporter
+    notes = canonical([(0, 72, 4, 80, 0), (0, 76, 4, 80, 0), (2, 79, 10, 80, 0), (4, 74, 3, 80, 0),
+                       (0, 43, 16, 70, 1), (16, 41, 6, 70, 1), (22, 45, 2, 70, 1)], SPEC)
+    header = Header(meter="3/4", parts=(40, 42), bpm=90)
+    path = tmp_path / "x.musicxml"
+    path.write_bytes(GeneralObjectExporter(notes_to_score(notes, SPEC, header)).parse())
+    score = converter.parse(path, forceSource=True, storePickle=False)
+    assert [p.partName for p in score.parts] == ["Violin", "Cello"]
+    assert [type(p.recurse().getElementsByClass("Clef").first()).__name__ for p in score.parts] == [
+        "TrebleClef", "BassClef"]
+    back, back_header, _ = score_to_notes(score, SPEC)
+    assert [n[:3] + n[4:] for n in back] == [n[:3] + n[4:] for n in notes]  # velocities aside: a score has dynamics
+    assert (back_header.meter, back_header.bpm) == ("3/4", 90)
 
 
 def test_abc_with_many_tunes_gives_one_piece_per_tune(tmp_path):
@@ -156,3 +264,43 @@ def test_abc_with_many_tunes_gives_one_piece_per_tune(tmp_path):
     counts = [len(score_to_notes(score, SPEC)[0]) for _, score in pieces]
     assert counts == [16, 7]
     assert [score_to_notes(score, SPEC)[1].meter for _, score in pieces] == ["4/4", "3/4"]
+
+
+def test_repeats_and_endings_are_read_as_played(tmp_path):
+    abc = tmp_path / "reel.abc"
+    abc.write_text("X:1\nT:Reel\nM:4/4\nL:1/4\nK:D\n|:D E F G|1 A B c d:|2 d c B A||\n")
+    notes, header, dropped = score_to_notes(parse_score(abc)[0][1], SPEC)
+    assert [n.pitch for n in notes] == [62, 64, 66, 67, 69, 71, 73, 74, 62, 64, 66, 67, 74, 73, 71, 69]
+    assert notes_to_tokens(notes, SPEC, header).count("bar:4") == 1 and not dropped
+
+
+def test_strip_leading_silence_drops_whole_empty_bars_only():
+    tokens = notes_to_tokens([(40, 60, 4, 80), (44, 62, 4, 80)], SPEC)
+    clean = strip_leading_silence(tokens)
+    assert clean[:7] == "START style:other tempo:121 meter:4/4 inst:0 bar:1 pos:8".split()
+    assert strip_leading_silence(clean) == clean
+    changed = notes_to_tokens([(24, 60, 4, 80)], SPEC, Header(meter="3/4", changes=((1, "2/4"),)))
+    assert strip_leading_silence(changed)[3:7] == ["meter:2/4", "inst:0", "bar:1", "pos:4"]
+
+
+def test_first_edition_encodings_are_named():
+    with pytest.raises(ValueError, match="first edition"):
+        check_edition("START style:bach tempo:121 meter:4/4 n60 d4 v80 END".split(), "a.txt")
+    check_edition(notes_to_tokens([(0, 60, 4, 80)], SPEC), "b.txt")
+
+
+def test_the_round_trip_tool_keeps_a_users_style_tempo_meter_and_parts(tmp_path):
+    folder = tmp_path / "waltz"
+    folder.mkdir()
+    tempo = meta(0x51, (60_000_000 // 90).to_bytes(3, "big")) + meta(0x58, bytes([3, 2, 24, 8]))
+    (folder / "w.mid").write_bytes(midi_file(track(tempo), scale(6, 72, ch=0), track(
+        program(42, ch=1), on(48, 80, 1) + off(48, 1, delta=1440))))
+    tool = lambda *a: subprocess.run([sys.executable, str(ROOT / "encoding_decoding.py"), *map(str, a)],
+                                     capture_output=True, text=True, cwd=tmp_path)
+    text = tool(folder / "w.mid")
+    assert text.returncode == 0 and text.stdout.startswith("START style:waltz tempo:90 meter:3/4 inst:0 inst:42")
+    (tmp_path / "w.txt").write_text(text.stdout)
+    r = tool(tmp_path / "w.txt", tmp_path / "back.mid")
+    assert r.stdout.strip() == "decoded cleanly"
+    notes, header, _ = midi_to_notes((tmp_path / "back.mid").read_bytes(), SPEC)
+    assert (round(header.bpm), header.meter, header.parts) == (90, "3/4", (0, 42)) and len(notes) == 7
