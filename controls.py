@@ -24,18 +24,18 @@ def grammar_tables(itos):
     return states, allowed, next_state
 
 
-VALUED = ("n", "d", "p", "pos", "bar", "meter", "tempo", "inst")  # the token kinds whose value the mask reads
+VALUED = ("n", "d", "v", "p", "pos", "bar", "meter", "tempo", "inst")  # the token kinds whose value the mask reads
 
 
 def token_values(itos, spec):
     """Per token id, as lists: its kind's index in VALUED (-1 for others) and its number: the pitch of n, the steps
-    of d, the part of p, the step of pos, the bars left of bar (max_countdown + 1 for bar:more), the bar's steps of
+    of d, the velocity of v, the part of p, the step of pos, the bars left of bar (max_countdown + 1 for bar:more), the bar's steps of
     meter, the BPM of tempo, the program of inst (DRUMS for drums)."""
     kinds, numbers = [], []
     for t in itos:
         k, v = kind(t), value(t)
         kinds.append(VALUED.index(k) if k in VALUED else -1)
-        numbers.append(int(t[1:]) if k in "ndp" else int(v) if k == "pos" else
+        numbers.append(int(t[1:]) if k in "ndvp" else int(v) if k == "pos" else
                        (spec.max_countdown + 1 if v == MORE else int(v)) if k == "bar" else
                        bar_steps(v, spec.sample_freq) if k == "meter" else float(v) if k == "tempo" else
                        (DRUMS if v == "drums" else int(v)) if k == "inst" else 0)
@@ -160,7 +160,8 @@ class GrammarMask:
     and no note outlasts the last bar. A length control (Controls.bars / .seconds, reckoned from the header's tempo
     and meter) sets the first bar line's count and holds the meter. On top, the mask keeps samples in the canonical
     form the training data has, so that decoding drops nothing: onsets rise within a bar, parts rise within an onset,
-    pitches fall within a part, and a key is not struck again in its part while it sounds. Where those leave a row
+    pitches fall within a part, a key is not struck again in its part while it sounds, and a velocity is written
+    where a part's changes (and at its first note) only. Where those leave a row
     nothing, it falls back to the grammar and the controls alone."""
 
     def __init__(self, tok, device, controls=Controls()):
@@ -173,8 +174,8 @@ class GrammarMask:
         self.kind, self.number = tensor(kinds), tensor(numbers, dtype=torch.float64)
         self.value = self.number.long()
         is_ = lambda k: self.kind == VALUED.index(k)
-        self.is_n, self.is_d, self.is_p, self.is_pos, self.is_bar, self.is_meter, self.is_tempo, self.is_inst = (
-            is_(k) for k in VALUED)
+        (self.is_n, self.is_d, self.is_v, self.is_p, self.is_pos, self.is_bar, self.is_meter, self.is_tempo,
+         self.is_inst) = (is_(k) for k in VALUED)
         self.pitch_ok = tensor([kind(t) != "n" or controls.allows_pitch(int(t[1:])) for t in itos])
         forced = [tok.stoi[f"inst:{'drums' if i == DRUMS else i}"] for i in controls.instruments or ()]
         n_parts = controls.part_count()
@@ -197,6 +198,7 @@ class GrammarMask:
         self.bars, self.count, self.bar_start, self.pos, self.clock = full(0), full(0), full(0), full(-1), full(0)
         self.floor, self.last_end = full(1 << 30), full(0)
         self.until = full(0, self.spec.max_parts, self.spec.pitch_range[1] + 1)
+        self.vel = full(-1, self.spec.max_parts)  # each part's velocity so far (-1: none yet)
 
     def consume(self, tok):
         """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt, token by token."""
@@ -225,6 +227,8 @@ class GrammarMask:
             rows = dur.nonzero().flatten()
             self.until[rows, self.part[rows].clamp(max=self.spec.max_parts - 1), self.pitch[rows]] = end[rows]
             self.last_end = torch.where(dur, torch.maximum(self.last_end, end), self.last_end)
+            rows = self.is_v[t].nonzero().flatten()
+            self.vel[rows, self.part[rows].clamp(max=self.spec.max_parts - 1)] = v[rows]
 
     def plan(self):
         """(B,) the bars each sequence must have, from the length control and its header's tempo and meter (as
@@ -263,9 +267,12 @@ class GrammarMask:
         allowed = allowed & (~self.is_bar | bar_ok)
         end_ok = last & (self.last_end > self.bar_start) | (self.state == self.state_id["end"])
         allowed[:, self.end] &= end_ok
-        # meters change at a bar line, to another meter, and not under a length control
+        # meters change at a bar line, to another meter, not under a length control, and not so that a note rings
+        # past the last bar
+        counted = ((self.count > 0) & (self.count < self.more))[:, None]  # (B, 1): the end is in sight
         meter_ok = (self.state != self.state_id["bar"])[:, None] | (
-            (torch.arange(v.size(1), device=v.device)[None, :] != self.meter[:, None]) & (plan is None))
+            (torch.arange(v.size(1), device=v.device)[None, :] != self.meter[:, None]) & (plan is None)
+            & (~counted | (self.last_end[:, None] <= self.bar_start[:, None] + self.count[:, None] * v)))
         allowed = allowed & (~self.is_meter | meter_ok)
         # onsets inside the bar; no note past the last bar (where the countdown says where it is)
         allowed = allowed & (~self.is_pos | (v < self.bar_len[:, None]))
@@ -282,7 +289,9 @@ class GrammarMask:
             -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends
         key_free = sounding.gather(1, self.value.clamp(0, sounding.size(1) - 1).expand(idx.size(0), -1)) <= \
             self.clock[:, None]
-        canonical = (allowed & (~self.is_pos | (v > self.pos[:, None]))
+        vel = self.vel.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
+        first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
+        canonical = (allowed & (~self.is_pos | (v > self.pos[:, None])) & (~self.is_v | (v != vel)) & (~first | self.is_v)
                      & (~self.is_p | torch.where(note_state[:, None], v > self.part[:, None], v != self.part[:, None]))
                      & (~self.is_n | ((v < self.floor[:, None]) & key_free)))
         return torch.where(canonical.any(1, keepdim=True), canonical, allowed)
