@@ -164,7 +164,7 @@ class GrammarMask:
     where a part's changes (and at its first note) only. Where those leave a row
     nothing, it falls back to the grammar and the controls alone."""
 
-    def __init__(self, tok, device, controls=Controls()):
+    def __init__(self, tok, device, controls=Controls(), given=()):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
         spec, itos = tok.spec, tok.itos
         states, allowed, next_state = grammar_tables(itos)
@@ -187,6 +187,10 @@ class GrammarMask:
         self.controls, self.spec, self.seen = controls, spec, 0
         self.more = spec.max_countdown + 1
         self.only_end = torch.arange(len(itos), device=device) == self.end
+        # given material: per position, the kind of token a prompt has there ("bar": a bar line whose count the
+        # mask draws), so the model fills nothing else in; a free length must leave room for the given bars
+        self.given = {i: self.kind == VALUED.index(k) for i, k in enumerate(given) if k}
+        self.min_bars = sum(k == "bar" for k in given)
 
     def reset(self, batch_size, device):
         full = lambda v, *shape: torch.full((batch_size,) + shape, v, dtype=torch.long, device=device)
@@ -260,7 +264,7 @@ class GrammarMask:
             last = self.bars == plan
         else:
             c = self.count[:, None]
-            bar_ok = ((self.bars == 0)[:, None] | ((c <= self.more - 1) & (v == c - 1))
+            bar_ok = (((self.bars == 0)[:, None] & (v > self.min_bars)) | ((c <= self.more - 1) & (v == c - 1))
                       | ((c == self.more) & (v >= self.more - 1)))
             last = (self.bars > 0) & (self.count == 1)
         bar_ok = bar_ok & ~(in_header & (self.n_parts < self.want_parts))[:, None]
@@ -294,4 +298,7 @@ class GrammarMask:
         canonical = (allowed & (~self.is_pos | (v > self.pos[:, None])) & (~self.is_v | (v != vel)) & (~first | self.is_v)
                      & (~self.is_p | torch.where(note_state[:, None], v > self.part[:, None], v != self.part[:, None]))
                      & (~self.is_n | ((v < self.floor[:, None]) & key_free)))
+        if (kind := self.given.get(idx.size(1))) is not None:
+            allowed, canonical = allowed & kind, canonical & kind
+        allowed = torch.where(allowed.any(1, keepdim=True), allowed, self.only_end)  # never nothing: then the END
         return torch.where(canonical.any(1, keepdim=True), canonical, allowed)

@@ -382,6 +382,7 @@ class GPT(nn.Module):
         block minus them are prefilled afresh."""
         cfg, B = self.cfg, idx.size(0)
         window, total, forced = cfg.block_size, idx.size(1) + max_new_tokens, list(forced)
+        keep = min(keep, window // 4)  # a header longer than that (a tiny window) is cut when the window slides
         kind = idx.device.type  # under autocast the cache takes the autocast dtype (bf16: half the bytes of fp32)
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.tok_emb.weight.dtype
         cache = LatentCache(cfg, B, window, idx.device, dtype)

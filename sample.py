@@ -55,6 +55,7 @@ def read_prompt(path, spec, bars):
     notes = [n for n in notes if n.start < cut]
     if not notes:
         die(f"--prompt {path}: no notes in its first {bars} bars")
+    header = replace(header, bars=0)  # as many bars as the notes kept need
     tokens = notes_to_tokens(notes, spec, header)
     return tokens[1:-1], header
 
@@ -78,8 +79,9 @@ def prompt_controls(args, spec, controls):
         die(f"--prompt {args.prompt}: note {bad[0].pitch} at step {bad[0].start} is outside "
             f"--key/--scale/--pitch_range")
     plan = controls.bars_at(spec.bucket_bpm(controls.tempo), header.bar_lines(spec.sample_freq, 1)[1], spec.sample_freq)
-    if plan is not None and header.bars >= plan:
-        die(f"--prompt {args.prompt}: its {header.bars} bars already reach the --bars/--seconds target ({plan} bars)")
+    bars = sum(kind(t) == "bar" for t in tokens)
+    if plan is not None and bars >= plan:
+        die(f"--prompt {args.prompt}: its {bars} bars already reach the --bars/--seconds target ({plan} bars)")
     # the header's values and every bar line are drawn under the mask (which forces the header to the prompt's)
     return [-1 if kind(t) in HEADER + ("inst", "bar") else t for t in tokens], controls
 
@@ -171,9 +173,10 @@ def main(argv=None):
         forced = [-1]  # START, then the header and the bars the mask or a prompt gives
         if args.prompt:
             prompt, controls = prompt_controls(args, spec, controls)
-            forced += prompt
+            forced += [t if t == -1 else tok.stoi[t] for t in prompt]
         n_parts = controls.part_count() or spec.max_parts
-        plan = dict(mask=GrammarMask(tok, device, controls), keep=1 + len(HEADER) + n_parts, decode=tokens_to_notes,
+        given = ["bar" if t == -1 and i > len(HEADER) + n_parts else None for i, t in enumerate(forced)]
+        plan = dict(mask=GrammarMask(tok, device, controls, given), keep=1 + len(HEADER) + n_parts, decode=tokens_to_notes,
                     max_new=len(forced) - 1 + controls.token_budget(spec, otherwise=args.max_new_tokens),
                     forced=forced, finish=finish)
 

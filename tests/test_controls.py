@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import midi_file, on, off, run, track, vlq
 from controls import Controls, GrammarMask, key_pitch_classes
-from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, finish, midi_to_notes,
+from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, canonical, finish, midi_to_notes,
                                notes_to_midi, notes_to_tokens, parse_score, score_to_notes, text_to_midi,
                                tokens_to_notes, tokens_to_text, validate)
 from model import sample_logits
@@ -278,7 +278,8 @@ def test_a_prompt_keeps_its_parts_meter_and_bars(trained, tmp_path):
     tokens = (tmp_path / "tiny_seed1337_0.txt").read_text().split()
     assert tokens[2:6] == ["tempo:90", "meter:3/4", "inst:73", "inst:42"] and tokens[6].startswith("bar:")
     # 2 bars of 3/4: the prompt's notes as they were, with the bar lines the sample counts down
-    given = notes_to_tokens([n for n in notes if n[0] < 24], SPEC, Header(parts=(73, 42)))[5:-1]
+    given = notes_to_tokens(canonical([n for n in notes if n[0] < 24], SPEC), SPEC,
+                            Header(meter="3/4", parts=(73, 42)))[6:-1]
     assert [t for t in tokens[6:6 + len(given)] if not t.startswith("bar:")] == [
         t for t in given if not t.startswith("bar:")]
     assert midi_to_notes((tmp_path / "tiny_seed1337_0.mid").read_bytes(), SPEC)[1].meter == "3/4"

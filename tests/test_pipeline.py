@@ -9,8 +9,8 @@ import pytest
 
 from conftest import ROOT
 from augment_all import shift
-from encoding_decoding import (Header, Spec, Tokenizer, notes_to_tokens, strip_leading_silence, text_to_tokens,
-                               tokens_to_text, validate)
+from encoding_decoding import (Header, Spec, Tokenizer, notes_to_tokens, strip_leading_silence,
+                               text_to_tokens, tokens_to_notes, tokens_to_text, validate)
 
 SPEC = Spec()
 
@@ -23,17 +23,17 @@ def run(script, *args):
 def write_corpus(root, n=30):
     """n small pieces, each with its own melody so every piece (and every copy of it) is told apart."""
     for i in range(n):
-        notes = [(2 * k + 8 * (i % 3), 40 + (i + 3 * k) % 40, 2, 60 + k) for k in range(10 + i)]
+        notes = [(2 * k + 16 * (i % 3), 40 + (i + 3 * k) % 40, 2, 60 + k) for k in range(10 + i)]
         path = root / ("a" if i % 2 else "b") / f"piece{i}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(tokens_to_text(notes_to_tokens(notes, SPEC, Header(style=("bach", "folk")[i % 2]))))
 
 
 def test_strip_leading_silence():
-    head = "START style:bach tempo:121 meter:3/4"
-    assert strip_leading_silence(f"{head} sepxx d128 sepxx d4 n60 d4 v80 sepxx d2 n62 d4 v80 END".split()) == \
-        f"{head} n60 d4 v80 sepxx d2 n62 d4 v80 END".split()
-    clean = f"{head} n60 d4 v80 END".split()
+    head = "START style:bach tempo:121 meter:3/4 inst:0"
+    assert strip_leading_silence(f"{head} bar:4 bar:3 pos:4 n60 d4 v80 bar:2 pos:2 n62 d4 bar:1 END".split()) == \
+        f"{head} bar:3 pos:4 n60 d4 v80 bar:2 pos:2 n62 d4 bar:1 END".split()
+    clean = f"{head} bar:1 pos:3 n60 d4 v80 END".split()
     assert strip_leading_silence(clean) == clean
 
 
@@ -42,12 +42,12 @@ def test_cleaner_script_is_idempotent_and_has_a_dry_run(tmp_path):
     assert run("first_silence_cleaner.py", "--dirs", tmp_path, "--dry-run").stdout.strip() == "6 of 9 files would change"
     assert run("first_silence_cleaner.py", "--dirs", tmp_path).stdout.strip() == "6 of 9 files changed"
     assert run("first_silence_cleaner.py", "--dirs", tmp_path).stdout.strip() == "0 of 9 files changed"
-    assert all(p.read_text().split()[4][0] == "n" for p in tmp_path.rglob("*.txt"))
+    assert all(p.read_text().split()[6] == "pos:0" for p in tmp_path.rglob("*.txt"))
 
 
 def test_tokenizer_roundtrip_and_unknown_token():
     tok = Tokenizer(SPEC)
-    tokens = "START n60 d4 v80 sepxx d2 END".split()
+    tokens = "START inst:drums bar:1 pos:3 p1 n60 d4 v80 END".split()
     assert tok.decode(tok.encode(tokens)) == tokens
     with pytest.raises(ValueError, match="unknown token 'd999'"):
         tok.encode(["START", "d999"])
@@ -70,18 +70,23 @@ def test_tokenizer_json_is_byte_identical_and_matches_the_committed_one(tmp_path
 
 
 def test_tokenizer_script_lists_tokens_outside_the_vocabulary(tmp_path):
-    (tmp_path / "x.txt").write_text("START style:bach tempo:121 meter:4/4 n60 d400 v80 END\n")
+    (tmp_path / "x.txt").write_text("START style:bach tempo:121 meter:4/4 inst:0 bar:1 pos:0 n60 d400 v80 END\n")
     r = run("simple_tokenizer.py", "--dirs", tmp_path, "--output", tmp_path / "tok.json")
     assert r.returncode == 1 and f"d400\t{tmp_path / 'x.txt'}" in r.stderr
     assert not (tmp_path / "tok.json").exists()
 
 
 def test_shift():
-    tokens = "START n100 d4 v120 n21 d4 v5 END".split()
-    assert shift(tokens, SPEC, pitch=2, velocity=10) == "START n102 d4 v127 n23 d4 v15 END".split()
-    assert shift(tokens, SPEC, velocity=-10) == "START n100 d4 v110 n21 d4 v1 END".split()
+    head = "START style:bach tempo:121 meter:4/4 inst:0 inst:drums bar:1 pos:0"
+    tokens = f"{head} n100 d4 v120 n21 d4 v5 p1 n36 d1 v90 END".split()
+    assert shift(tokens, SPEC, pitch=2, velocity=10) == f"{head} n102 d4 v127 n23 d4 v15 p1 n36 d1 v100 END".split()
+    assert shift(tokens, SPEC, velocity=-10) == f"{head} n100 d4 v110 n21 d4 v1 p1 n36 d1 v80 END".split()
     assert shift(tokens, SPEC, pitch=-1) is None  # n21 would fall off the piano
     assert shift(tokens, SPEC, pitch=9) is None
+    assert shift(f"{head} n60 d4 v120 n55 d4 v125 END".split(), SPEC, velocity=10) == \
+        f"{head} n60 d4 v127 n55 d4 END".split()  # clamped alike: the second velocity is the part's already
+    drums = tokens_to_notes(shift(tokens, SPEC, pitch=2), SPEC)[0]
+    assert [n.pitch for n in drums if n.part == 1] == [36]  # drums never move
 
 
 def test_augment_names_skips_and_resumes(tmp_path):
@@ -155,10 +160,10 @@ def test_prepare_splits_by_piece_without_leakage_and_counts_match(tmp_path):
 
 def test_prepare_rejects_broken_pieces_and_bad_arguments(tmp_path):
     write_corpus(tmp_path / "text", 20)
-    (tmp_path / "text/broken.txt").write_text("START style:bach tempo:121 meter:4/4 n60 d4 END\n")
+    (tmp_path / "text/broken.txt").write_text("START style:bach tempo:121 meter:4/4 inst:0 bar:1 pos:0 n60 END\n")
     (tmp_path / "aug").mkdir()
     r = prepare(tmp_path, "--val_fraction", 0.3)
-    assert r.returncode == 0 and f"rejected {tmp_path / 'text/broken.txt'}: token 6:" in r.stdout, r.stderr
+    assert r.returncode == 0 and f"rejected {tmp_path / 'text/broken.txt'}: token 8:" in r.stdout, r.stderr
     assert "argument --val_fraction: wants a number > 0 and < 1, got '0'" in prepare(tmp_path, "--val_fraction", 0).stderr
     r = prepare(tmp_path, "--tokenizer_paths", tmp_path / "missing.json")
     assert r.returncode != 0 and "missing.json: no such tokenizer file" in r.stderr
