@@ -393,16 +393,17 @@ def notes_to_tokens(notes, spec, header=Header()):
 
 def finish(tokens):
     """Cut a sample at END, or, if it ran out of tokens first, after its last whole note or bar line, then close
-    it."""
-    state, cut = "begin", 0
+    it (a sample that never reached its first bar line gets one empty bar)."""
+    state, cut, bare = "begin", 0, False
     for i, t in enumerate(tokens):
         state = GRAMMAR[state].get(kind(t))
         if state is None:  # a constrained sample never breaks the grammar; keep what came before
             break
         if state == "end":
             return tokens[:i + 1]
-        cut = i + 1 if state in WHOLE else cut
-    return tokens[:cut] + [END]
+        if state in WHOLE:
+            cut, bare = i + 1, state == "parts"
+    return tokens[:cut] + ["bar:1"] * bare + [END]
 
 
 def validate(tokens, spec):

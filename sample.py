@@ -50,12 +50,13 @@ def read_prompt(path, spec, bars):
     except Exception as e:  # music21's reader raises its own kinds on a damaged file
         die(f"--prompt {path}: not a readable MIDI file ({reason(e)})")
     tokens = strip_leading_silence(notes_to_tokens(notes, spec, header))
+    bpm = header.bpm  # the file's own, not its token's bucket
     notes, header, _ = tokens_to_notes(tokens, spec)
+    header = replace(header, bpm=bpm, bars=0)  # as many bars as the notes kept need
     cut = header.bar_lines(spec.sample_freq, bars)[-1]
     notes = [n for n in notes if n.start < cut]
     if not notes:
         die(f"--prompt {path}: no notes in its first {bars} bars")
-    header = replace(header, bars=0)  # as many bars as the notes kept need
     tokens = notes_to_tokens(notes, spec, header)
     return tokens[1:-1], header
 

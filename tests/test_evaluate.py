@@ -18,7 +18,7 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     assert (trained / "eval.md").read_text().startswith("# Evaluation of tiny")
     assert (trained / "eval_histograms.png").read_bytes()[:4] == b"\x89PNG"
     control = report["control_adherence"]  # the mask guarantees these, whatever the model
-    assert control["bars"]["share_within_one_step"] == 1.0 and control["seconds"]["share_within_one_step"] == 1.0
+    assert control["bars"]["share_ending_in_the_last_bar"] == 1.0 and control["seconds"]["share_within_one_bar"] == 1.0
     assert control["key_and_range"]["share_with_no_note_outside"] == 1.0
     assert set(report["per_style"]) == {"other"} and report["per_style"]["other"]["val_pieces"] == report["val_pieces"]
     assert report["main_styles"] == (["other"] if report["val_pieces"] >= 10 else [])  # --main_style_pieces 10
@@ -111,9 +111,9 @@ def test_decodes_cleanly_judges_the_raw_sample():
     from encoding_decoding import Spec
     from evaluate import decodes_cleanly
     spec = Spec()
-    head = "START style:bach tempo:121 meter:4/4"
+    head = "START style:bach tempo:121 meter:4/4 inst:0 bar:1 pos:0"
     assert decodes_cleanly(f"{head} n60 d4 v80 END n3".split(), spec)
-    assert decodes_cleanly(f"{head} n60 d4 v80 n62 d4".split(), spec)  # ran out of tokens mid-group
+    assert decodes_cleanly(f"{head} n60 d4 v80 n62".split(), spec)  # ran out of tokens mid-note
     assert not decodes_cleanly(f"{head} n60 v80 n62 d4 v80 END".split(), spec)
     assert not decodes_cleanly(f"{head} d4 END".split(), spec)
     assert not decodes_cleanly("START n60 d4 v80 END".split(), spec)  # no header
@@ -147,7 +147,7 @@ def test_model_nats_scores_every_token_once(keep):
     with torch.no_grad():
         model.lm_head.weight.zero_()
     pieces = [np.arange(n) % 20 for n in (5, 16, 17, 55)]
-    assert np.allclose(model_nats(model.eval(), pieces, "cpu", batch_size=3, keep=keep),
+    assert np.allclose(model_nats(model.eval(), pieces, [keep] * len(pieces), "cpu", batch_size=3),
                        [(n - 1) * np.log(20) for n in (5, 16, 17, 55)])
 
 
