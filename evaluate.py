@@ -1,6 +1,7 @@
 """How good is the music? Likelihood against an n-gram baseline, grammar, statistics against real music, memorization.
 
 python evaluate.py --out_dir models/<name> [--data_dir data/bin] [--num_samples 64]
+python evaluate.py --listen midi-samples/*.mid [--voices 4]   (the four listening measures of MIDI or .txt files)
 
 Writes eval.json, eval.md and eval_histograms.png into the run folder.
 - Likelihood: cross-entropy of the validation pieces (originals only) in bits per token and bits per note, for the
@@ -45,10 +46,10 @@ import torch.nn.functional as F
 import batch
 import config
 import configurator
-from batch import atomic_write, die, writable_dir, write_json
+from batch import atomic_write, die, reason, writable_dir, write_json
 from controls import Controls, GrammarMask, key_pitch_classes
 from dataset import read_data
-from encoding_decoding import (END, HEADER, START, Header, as_note, finish, header_end, kind, midi_to_notes, notes_to_midi,
+from encoding_decoding import (END, HEADER, START, Header, Spec, as_note, finish, header_end, kind, midi_to_notes, notes_to_midi,
                                tokens_to_notes, validate)
 from runs import load_run, pick_device
 
@@ -642,8 +643,14 @@ def main(argv=None):
                        ("main_style_pieces", "validation pieces that make a style a main one"),
                        ("eval_key", "the --key measured"), ("eval_pitch_range", "the --pitch_range measured, LOW,HIGH")]:
         configurator.option(parser, name, help)
+    parser.add_argument("--listen", nargs="+", help="MIDI files or encodings (.txt): print what a listener hears in "
+                                                    "them (the measures of listen()) and exit")
+    parser.add_argument("--voices", type=configurator.typed("parts", 4), default=4,
+                        help="with --listen: the voices a beat should sound")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
                                      "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
+    if args.listen:
+        return listen_to_files(args.listen, args.voices)
     run = Path(args.out_dir)
     device, _ = pick_device(args.device, "float32")
     model, tok, ckpt = load_run(run, device)
@@ -660,6 +667,30 @@ def main(argv=None):
     text = markdown(report, args, run.name)
     atomic_write(run / "eval.md", text)
     print(text)
+
+
+def listen_to_files(paths, voices):
+    """evaluate.py --listen: the four measures of listen() over MIDI files or encodings, as one table."""
+    spec, pieces, failed = Spec(), [], []
+    for path in map(Path, paths):
+        try:
+            if path.suffix == ".txt":
+                pieces.append(tokens_to_notes(path.read_text().split(), spec)[:2])
+            else:
+                pieces.append(midi_to_notes(path.read_bytes(), spec)[:2])
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            failed.append(f"{path}: {reason(e)}")
+        except Exception as e:  # music21's reader raises its own kinds on a damaged file
+            failed.append(f"{path}: not a readable MIDI file ({reason(e)})")
+    for line in failed:
+        print(f"skipped {line}")
+    if not pieces:
+        die("--listen: no file could be read")
+    r = listen(pieces, voices, spec.sample_freq)
+    show = "–" if r["parallels_per_100_moves"] is None else f"{r['parallels_per_100_moves']:.1f}"
+    print(f"| pieces | beats with {voices} notes sounding | parallel fifths and octaves per 100 moves | ends on the "
+          f"tonic triad | bars repeating an earlier bar |\n|---|---|---|---|---|\n| {len(pieces)} | "
+          f"{r['full_beats']:.0%} | {show} | {r['ends_on_tonic']:.0%} | {r['repeated_bars']:.0%} |")
 
 
 def plot_histograms(hists, path):

@@ -168,3 +168,30 @@ def test_prepare_rejects_broken_pieces_and_bad_arguments(tmp_path):
     r = prepare(tmp_path, "--tokenizer_paths", tmp_path / "missing.json")
     assert r.returncode != 0 and "missing.json: no such tokenizer file" in r.stderr
     assert "no such folder" in run("prepare.py", "--main_data_path", tmp_path / "nope").stderr
+
+
+def test_an_encoding_of_the_first_edition_stops_every_step_with_one_line(tmp_path):
+    """Encodings made before parts and bar lines: the cleaner, the tokenizer, augmentation and prepare each stop
+    with one line that says to re-encode; a dataset prepared before stops train.py the same way."""
+    old = tmp_path / "text" / "old.txt"
+    old.parent.mkdir()
+    old.write_text("START style:bach tempo:121 meter:4/4 n60 d4 v80 sepxx d4 n62 d4 v80 END\n")
+    for script, *args in [("first_silence_cleaner.py", "--dirs", tmp_path / "text"),
+                          ("simple_tokenizer.py", "--dirs", tmp_path / "text", "--output", tmp_path / "t.json"),
+                          ("augment_all.py", "--input_dirs", tmp_path / "text", "--output_dir", tmp_path / "aug"),
+                          ("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "bin",
+                           "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json")]:
+        r = run(script, *args)
+        assert r.returncode != 0 and "first edition" in r.stderr and "re-encode" in r.stderr, (script, r.stderr)
+        assert "Traceback" not in r.stderr and (script == "augment_all.py" or len(r.stderr.strip().splitlines()) == 1)
+    assert old.read_text().startswith("START style:bach tempo:121 meter:4/4 n60")  # left as it was
+
+
+def test_a_dataset_of_the_first_edition_stops_training_with_one_line(tmp_path):
+    write_corpus(tmp_path / "text", 12)
+    (tmp_path / "aug").mkdir()
+    assert prepare(tmp_path, "--val_fraction", 0.3).returncode == 0
+    meta = json.loads((tmp_path / "bin/meta.json").read_text())
+    (tmp_path / "bin/meta.json").write_text(json.dumps({**meta, "version": 1}))
+    r = run("train.py", f"--data_dir={tmp_path / 'bin'}", f"--out_dir={tmp_path / 'run'}", "--max_iters=1")
+    assert r.returncode != 0 and "re-encode" in r.stderr and len(r.stderr.strip().splitlines()) == 1
