@@ -79,6 +79,12 @@ def main(argv=None):
     writable_dir(opts.output_dir, "--output_dir")
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))
             for d, p in find_files(opts.input_dirs, {".txt"}) if not VARIANT.match(p.stem)]
+    for src, _ in jobs:  # a folder of the first edition: one line before any work
+        try:
+            check_edition(text_to_tokens(read_text(src))[:5], src)
+        except ValueError as e:
+            if "first edition" in str(e):
+                die(e)
     total, failed = Counter(), []
     for (src, _), ok, result in parallel_map(partial(augment_one, opts), jobs, opts.num_processes,
                                              opts.file_timeout, desc="augment"):

@@ -176,6 +176,7 @@ def test_an_encoding_of_the_first_edition_stops_every_step_with_one_line(tmp_pat
     old = tmp_path / "text" / "old.txt"
     old.parent.mkdir()
     old.write_text("START style:bach tempo:121 meter:4/4 n60 d4 v80 sepxx d4 n62 d4 v80 END\n")
+    (tmp_path / "text" / "older.txt").write_text("START style:bach tempo:121 meter:4/4 n61 d4 v80 END\n")
     for script, *args in [("first_silence_cleaner.py", "--dirs", tmp_path / "text"),
                           ("simple_tokenizer.py", "--dirs", tmp_path / "text", "--output", tmp_path / "t.json"),
                           ("augment_all.py", "--input_dirs", tmp_path / "text", "--output_dir", tmp_path / "aug"),
