@@ -329,3 +329,32 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
     assert notes and max(n.end for n in notes) == 2 * bar_steps(header.meter, Spec().sample_freq)  # --bars 2
     r = run("sample.py", "--prompt", tmp_path / "corpus_bach_seed1337_0.mid", "--output_dir", tmp_path)
     assert r.returncode != 0 and "first edition" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_sample_as_a_score_has_the_notes_and_parts_of_its_midi(trained, tmp_path):
+    from music21 import converter
+    from encoding_decoding import score_to_notes
+    r = run("sample.py", "--out_dir", trained, "--num_samples", 2, "--bars", 3, "--meter", "3/4", "--instruments",
+            "violin,cello", "--musicxml", "--output_dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    for k in range(2):
+        score = converter.parse(tmp_path / f"tiny_seed1337_{k}.musicxml", forceSource=True, storePickle=False)
+        notes, header, _ = score_to_notes(score, Spec())
+        midi, midi_header, _ = midi_to_notes((tmp_path / f"tiny_seed1337_{k}.mid").read_bytes(), Spec())
+        assert [n[:3] + n[4:] for n in notes] == [n[:3] + n[4:] for n in midi] and header.meter == "3/4"
+        assert [p.partName for p in score.parts] == ["Violin", "Cello"][:len(score.parts)]
+
+
+def test_wav_is_each_part_at_a_normal_level(trained, tmp_path):
+    import shutil
+    import wave
+    import numpy as np
+    if not shutil.which("fluidsynth"):
+        pytest.skip("FluidSynth is not installed here")
+    r = run("sample.py", "--out_dir", trained, "--num_samples", 1, "--bars", 2, "--instruments", "violin,drums",
+            "--output_dir", tmp_path, "--wav")
+    assert r.returncode == 0, r.stderr
+    with wave.open(str(tmp_path / "tiny_seed1337_0.wav")) as f:
+        audio = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.int64)
+    assert abs(20 * np.log10(np.abs(audio).max() / 32768) + 1) < 0.1  # -1 dBFS, not FluidSynth's -30
+    assert not list(tmp_path.glob(".*.tmp"))
