@@ -76,6 +76,7 @@ MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 
 
 def beat_chords(notes, sample_freq):
     """Per beat (quarter note) from the first onset to the last end: the pitches sounding on it, highest first."""
+    notes = list(map(as_note, notes))
     if not notes:
         return []
     first, last = min(n.start for n in notes), max(n.end for n in notes)
@@ -109,6 +110,7 @@ def ends_on_tonic(notes):
     """Whether the last onset's chord is the tonic triad of the piece's key (music21's Krumhansl-Schmuckler
     analysis): its pitch classes hold the tonic and lie in the triad (a major third allowed in minor: Picardy)."""
     from music21 import note, stream
+    notes = list(map(as_note, notes))
     if not notes:
         return False
     s = stream.Stream()
@@ -128,6 +130,7 @@ def ends_on_tonic(notes):
 def repeated_bars(notes, header, sample_freq):
     """The share of a piece's bars (those with an onset) that repeat an earlier bar note for note (onsets in the
     bar, pitches, durations, parts)."""
+    notes = list(map(as_note, notes))
     n_bars = header.bars_needed(notes, sample_freq)
     lines = header.bar_lines(sample_freq, n_bars)
     bars = defaultdict(list)

@@ -165,3 +165,21 @@ def test_kernel_smoothing_lets_few_pieces_of_one_distribution_share_area():
     assert raw < 0.7 < smooth
     assert overlapping_area(histogram(a, "piece_mean_pitch", w), histogram(far, "piece_mean_pitch", w)) < 0.3
     assert histogram(a, "piece_mean_pitch", w).sum() == pytest.approx(1)
+
+
+def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
+    from encoding_decoding import Header
+    from evaluate import beat_chords, ends_on_tonic, listen, parallels, repeated_bars
+    # C major: I - V - I in four voices, a beat each, the bass alone on the fourth beat, and the same bar again.
+    # I -> V: soprano and bass rise in octaves, tenor and bass in fifths; V -> I: soprano and bass fall in octaves
+    chords = [(72, 64, 55, 48), (79, 71, 62, 55), (72, 67, 64, 48)]
+    notes = [(4 * b + 16 * bar, p, 4, 80, v) for bar in range(2) for b, chord in enumerate(chords)
+             for v, p in enumerate(chord)]
+    notes += [(12 + 16 * bar, 60, 4, 80, 3) for bar in range(2)]  # the bass alone on the fourth beat
+    assert beat_chords(notes, 4)[0] == [72, 64, 55, 48] and len(beat_chords(notes, 4)[3]) == 1
+    assert parallels(beat_chords(notes, 4)[:3], 4) == (3, 2)
+    assert ends_on_tonic(notes[:-1] + [(28, 60, 4, 80, 3), (28, 64, 4, 80, 0), (28, 67, 4, 80, 1)])
+    assert not ends_on_tonic(notes[:8])  # ends on G B D: the dominant
+    assert repeated_bars(notes, Header(), 4) == 0.5  # the second bar repeats the first
+    r = listen([(notes, Header())], 4, 4)
+    assert r["full_beats"] == 6 / 8 and r["repeated_bars"] == 0.5
