@@ -13,14 +13,15 @@ import torch
 from encoding_decoding import DRUMS, END, GRAMMAR, HEADER, MORE, bar_steps, kind, value
 
 
-def grammar_tables(itos):
-    """The grammar as lookup tables over token ids, for the sampler's mask: (states, allowed, next_state) where
-    allowed[s][i] says whether token id i may come in state s and next_state[s][i] is where it leads. After END
-    only END is allowed, so a finished sequence can be padded with it."""
-    states = list(GRAMMAR)
+def grammar_tables(itos, grammar=GRAMMAR, kind=kind):
+    """A grammar (this one, or legacy's first edition) as lookup tables over token ids, for the sampler's mask:
+    (states, allowed, next_state) where allowed[s][i] says whether token id i may come in state s and
+    next_state[s][i] is where it leads. After END only END is allowed, so a finished sequence can be padded with
+    it."""
+    states = list(grammar)
     kinds = [kind(t) for t in itos]
-    allowed = [[k in GRAMMAR[s] or (s == "end" and k == END) for k in kinds] for s in states]
-    next_state = [[states.index(GRAMMAR[s].get(k, "end")) for k in kinds] for s in states]
+    allowed = [[k in grammar[s] or (s == "end" and k == END) for k in kinds] for s in states]
+    next_state = [[states.index(grammar[s].get(k, "end")) for k in kinds] for s in states]
     return states, allowed, next_state
 
 
@@ -205,34 +206,57 @@ class GrammarMask:
         self.vel = full(-1, self.spec.max_parts)  # each part's velocity so far (-1: none yet)
 
     def consume(self, tok):
-        """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt, token by token."""
-        for t in tok.unbind(1):
-            v, was = self.value[t], self.state
-            self.state = self.next_state[was, t]
-            inst = self.is_inst[t]
-            slot = self.n_parts.clamp(max=self.spec.max_parts - 1)
-            self.drum[torch.arange(t.size(0)), slot] |= inst & (v == DRUMS)
-            self.n_parts = self.n_parts + inst.long()
-            meter, bar = self.is_meter[t], self.is_bar[t]
-            self.meter = torch.where(meter, t, self.meter)
-            self.header_bar = torch.where(meter & (self.bars == 0), v, self.header_bar)
-            self.bpm = torch.where(self.is_tempo[t], self.number[t], self.bpm)
-            self.bar_start = torch.where(bar & (self.bars > 0), self.bar_start + self.bar_len, self.bar_start)
-            self.bar_len = torch.where(meter, v, self.bar_len)  # after the bar line it opens: this bar's length
-            self.bars, self.count = self.bars + bar.long(), torch.where(bar, v, self.count)
-            onset, part, note = self.is_pos[t], self.is_p[t], self.is_n[t]
-            self.pos = torch.where(bar, -1, torch.where(onset, v, self.pos))
-            self.clock = torch.where(bar, self.bar_start, torch.where(onset, self.bar_start + v, self.clock))
-            self.part = torch.where(part, v, self.part)
-            self.floor = torch.where(bar | onset | part, 1 << 30, torch.where(note, v, self.floor))
-            self.pitch = torch.where(note, v, self.pitch)
-            dur = self.is_d[t]
-            end = self.clock + v
-            rows = dur.nonzero().flatten()
-            self.until[rows, self.part[rows].clamp(max=self.spec.max_parts - 1), self.pitch[rows]] = end[rows]
-            self.last_end = torch.where(dur, torch.maximum(self.last_end, end), self.last_end)
-            rows = self.is_v[t].nonzero().flatten()
-            self.vel[rows, self.part[rows].clamp(max=self.spec.max_parts - 1)] = v[rows]
+        """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
+        grammar state is stepped token by token; the rest are running sums and maxima, what the latest token of a
+        kind says (read at its position), and per part and key the latest note's end."""
+        n = tok.size(1)
+        if n == 0:
+            return
+        positions, P = torch.arange(n, device=tok.device), self.spec.max_parts
+        state = self.state
+        for t in range(n):
+            state = self.next_state[state, tok[:, t]]
+        self.state = state
+        v, is_ = self.value[tok], lambda k: getattr(self, f"is_{k}")[tok]  # (B, n)
+
+        def latest(where, value, old):  # (B, n): after each token, `value` at the latest position `where` holds
+            if n == 1:
+                return torch.where(where, value, old[:, None])
+            at = torch.where(where, positions, -1).cummax(1).values
+            return torch.where(at >= 0, value.gather(1, at.clamp(min=0)), old[:, None])
+
+        def last_per_key(where, key, width):  # (B, width): the latest position of each key where `where`, or -1
+            return torch.full((tok.size(0), width), -1, device=tok.device).scatter_reduce(
+                1, key.clamp(0, width - 1), torch.where(where, positions, -1), "amax")
+
+        inst, meter, bar, onset, part, note, dur = (is_(k) for k in ("inst", "meter", "bar", "pos", "p", "n", "d"))
+        parts = self.n_parts[:, None] + inst.long().cumsum(1)           # parts named after each token
+        drums = last_per_key(inst & (v == DRUMS), parts - 1, P) >= 0
+        self.drum |= drums
+        self.n_parts = parts[:, -1]
+        bars = self.bars[:, None] + bar.long().cumsum(1)                 # bar lines after each token
+        bar_len = latest(meter, v, self.bar_len)                         # after a bar line's meter: its length
+        before = torch.cat([self.bar_len[:, None], bar_len[:, :-1]], 1)  # the length of the bar a bar line closes
+        bar_start = self.bar_start[:, None] + torch.where(bar & (bars > 1), before, 0).cumsum(1)
+        self.header_bar = latest(meter & (bars == 0), v, self.header_bar)[:, -1]
+        self.meter, self.bar_len = latest(meter, tok, self.meter)[:, -1], bar_len[:, -1]
+        self.bpm = latest(is_("tempo"), self.number[tok], self.bpm)[:, -1]
+        self.bars, self.count, self.bar_start = bars[:, -1], latest(bar, v, self.count)[:, -1], bar_start[:, -1]
+        self.pos = latest(bar | onset, torch.where(bar, -1, v), self.pos)[:, -1]
+        clock = latest(bar | onset, bar_start + torch.where(bar, 0, v), self.clock)
+        part_now = latest(part, v, self.part)
+        pitch_now = latest(note, v, self.pitch)
+        self.floor = latest(bar | onset | part | note, torch.where(note, v, 1 << 30), self.floor)[:, -1]
+        self.clock, self.part, self.pitch = clock[:, -1], part_now[:, -1], pitch_now[:, -1]
+        ends = clock + v                                                 # at a duration: its note's end
+        K = self.until.size(2)
+        key = part_now.clamp(max=P - 1) * K + pitch_now.clamp(0, K - 1)
+        last = last_per_key(dur, key, P * K)
+        until = self.until.view(tok.size(0), -1)
+        self.until = torch.where(last >= 0, ends.gather(1, last.clamp(min=0)), until).view_as(self.until)
+        self.last_end = torch.maximum(self.last_end, torch.where(dur, ends, 0).amax(1))
+        last = last_per_key(is_("v"), part_now.clamp(max=P - 1), P)
+        self.vel = torch.where(last >= 0, v.gather(1, last.clamp(min=0)), self.vel)
 
     def plan(self):
         """(B,) the bars each sequence must have, from the length control and its header's tempo and meter (as
@@ -273,15 +297,14 @@ class GrammarMask:
         allowed[:, self.end] &= end_ok
         # meters change at a bar line, to another meter, not under a length control, and not so that a note rings
         # past the last bar
-        counted = ((self.count > 0) & (self.count < self.more))[:, None]  # (B, 1): the end is in sight
-        meter_ok = (self.state != self.state_id["bar"])[:, None] | (
+        left = self.count.clamp(1, self.more) if plan is None else (plan - self.bars + 1).clamp(min=1)  # bars to go
+        meter_ok = (self.state != self.state_id["bar"])[:, None] | (  # (beyond max_countdown: at least so many)
             (torch.arange(v.size(1), device=v.device)[None, :] != self.meter[:, None]) & (plan is None)
-            & (~counted | (self.last_end[:, None] <= self.bar_start[:, None] + self.count[:, None] * v)))
+            & (self.last_end[:, None] <= self.bar_start[:, None] + left[:, None] * v))
         allowed = allowed & (~self.is_meter | meter_ok)
-        # onsets inside the bar; no note past the last bar (where the countdown says where it is)
+        # onsets inside the bar; no note past the last bar
         allowed = allowed & (~self.is_pos | (v < self.bar_len[:, None]))
-        ends_at = torch.where((self.count < self.more) & (self.count > 0), self.bar_start + self.count * self.bar_len,
-                              1 << 40)
+        ends_at = self.bar_start + left * self.bar_len
         allowed = allowed & (~self.is_d | (self.clock[:, None] + v <= ends_at[:, None]))
         # a part the header names; pitches of the --key and --pitch_range in pitched parts
         allowed = allowed & (~self.is_p | (v < self.n_parts[:, None]))

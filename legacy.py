@@ -1,11 +1,11 @@
 """The first edition of the token grammar (tokenizer version 2: one part, no bar lines, `sepxx d{steps}` rests),
-kept only so that a run trained on it still samples: the shipped models/corpus until #18 retrains it on the second
-edition. Sampling alone (no prompts, no training, no evaluation); remove this file with the last such run.
+kept only so that a run trained on it still samples: the shipped models/corpus, until it is retrained on the second
+edition. Sampling alone (no prompts, no training, no evaluation); remove this file with the last such run. The code
+below is the first edition's as it was, trimmed to what sampling needs.
 
     START style:bach tempo:96 meter:3/4 n72 d4 v80 n64 d4 v70 sepxx d4 n74 d2 v82 ... END
 """
 import math
-from collections import Counter
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -13,7 +13,8 @@ import torch
 import config
 import configurator
 import encoding_decoding
-from encoding_decoding import END, METER, START, STYLE_NAME, Header, Note, Tokenizer, as_note, bar_steps, value
+from controls import grammar_tables
+from encoding_decoding import END, METER, START, STYLE_NAME, Header, Note, Tokenizer, bar_steps, canonical, value
 
 SEP = "sepxx"
 HEADER = ("style", "tempo", "meter")
@@ -110,35 +111,6 @@ class Spec:
                 + ["meter:other"] + [f"style:{s}" for s in self.styles])
 
 
-def canonical(notes, spec, dropped=None):
-    """Notes in normal form: pitches in range, velocities clamped, 1 <= dur <= max_dur, sorted by
-    (start, -pitch), one note per (start, pitch), and a note cut short where the same pitch starts again
-    (a MIDI file cannot hold two sounding copies of one key). Counts what it drops or changes in `dropped`."""
-    dropped = Counter() if dropped is None else dropped
-    (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
-    kept = []
-    for n in map(as_note, notes):
-        if not p0 <= n.pitch <= p1:
-            dropped["pitch_out_of_range"] += 1
-            continue
-        if n.dur > spec.max_dur:
-            dropped["duration_clamped"] += 1
-        kept.append(n._replace(dur=min(max(n.dur, 1), spec.max_dur), vel=min(max(n.vel, v0), v1)))
-    kept.sort(key=lambda n: (n.start, -n.pitch, -n.dur, -n.vel))
-    out, last = [], {}  # last: pitch -> index in out of its latest note
-    for note in kept:
-        j = last.get(note.pitch)
-        if j is not None and out[j].start == note.start:
-            dropped["duplicate_note"] += 1
-            continue
-        if j is not None and out[j].end > note.start:
-            out[j] = out[j]._replace(dur=note.start - out[j].start)
-            dropped["overlap_shortened"] += 1
-        last[note.pitch] = len(out)
-        out.append(note)
-    return out
-
-
 def finish(tokens):
     """Cut a sample at END, or, if it ran out of tokens first, after its last complete group, then close it."""
     state, cut = "begin", 0
@@ -184,17 +156,6 @@ def tokens_to_notes(tokens, spec):
                 notes.append(Note(now, int(group[0][1:]), int(group[1][1:]), int(group[2][1:])))
             group = []
     return canonical(notes, spec), Header.of_tokens(head), bad + bool(group)
-
-
-def grammar_tables(itos):
-    """The grammar as lookup tables over token ids, for the sampler's mask: (states, allowed, next_state) where
-    allowed[s][i] says whether token id i may come in state s and next_state[s][i] is where it leads. After END
-    only END is allowed, so a finished sequence can be padded with it."""
-    states = list(GRAMMAR)
-    kinds = [kind(t) for t in itos]
-    allowed = [[k in GRAMMAR[s] or (s == "end" and k == END) for k in kinds] for s in states]
-    next_state = [[states.index(GRAMMAR[s].get(k, "end")) for k in kinds] for s in states]
-    return states, allowed, next_state
 
 
 def token_values(itos, spec, controls):
@@ -305,7 +266,7 @@ class GrammarMask:
 
     def __init__(self, tok, device, min_len=0, controls=Controls()):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
-        states, allowed, next_state = grammar_tables(tok.itos)
+        states, allowed, next_state = grammar_tables(tok.itos, GRAMMAR, kind)
         self.allowed = tensor(allowed) & tensor(controls.token_mask(tok.itos, tok.spec))  # (S, V) bool
         self.next_state = tensor(next_state)                                               # (S, V) state index
         values = token_values(tok.itos, tok.spec, controls)
