@@ -112,9 +112,10 @@ def get_batch(data, block_size, starts, device, heads=None):
     """Input and target windows (len(starts), block_size) starting at the given token offsets. With `heads` (from
     piece_heads), a window that starts past its piece's header begins with that START and header instead: every
     window then knows its piece's style, tempo and meter, as a sample keeps its own through GPT.generate's window
-    slide. Two of its targets take no loss (-1): the jump from the header into the middle of the piece, and the
-    style after START, which long pieces would otherwise teach more often than short ones (draw_starts' piece
-    starts teach it); tempo, meter and parts after the style are learnt from every such window."""
+    slide. Such a header is context, not text to learn: its targets and the jump from it into the middle of the piece
+    take no loss (-1). A long piece would otherwise teach its header far more often than a short one, and a header's
+    parts one after another without the bar line that ends them (a model so taught names parts without end); the
+    header is learnt where a piece begins (draw_starts' piece starts)."""
     rows, skips = [], []
     for s in starts:
         k = np.searchsorted(heads[0], s, side="right") - 1 if heads is not None else -1
@@ -126,8 +127,7 @@ def get_batch(data, block_size, starts, device, heads=None):
     xy = torch.from_numpy(np.stack(rows))
     x, y = xy[:, :-1], xy[:, 1:].clone()
     for row, n in enumerate(skips):
-        if n:
-            y[row, [0, n - 1]] = -1
+        y[row, :n] = -1
     return x.to(device), y.to(device)
 
 

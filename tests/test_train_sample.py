@@ -26,8 +26,8 @@ def step_losses(run_dir):
 def test_a_window_past_its_piece_header_begins_with_it():
     import numpy as np
     from dataset import get_batch, piece_heads
-    itos = ["START", "END", "style:bach", "tempo:120", "meter:4/4", "n60", "d4", "v80", "sepxx"]
-    piece = [0, 2, 3, 4] + [5, 6, 7, 8, 6] * 4 + [1]
+    itos = ["START", "END", "style:bach", "tempo:120", "meter:4/4", "n60", "d4", "inst:0", "pos:0"]
+    piece = [0, 2, 3, 7] + [5, 6, 7, 8, 6] * 4 + [1]  # a header of style, tempo, one part (no meter, but whole)
     data = np.array(piece + piece[:1] + [5, 6, 7, 1] + piece, dtype=np.uint16)  # the middle piece has no header
     heads = piece_heads(data, itos)
     assert heads[0].tolist() == [0, 25, 30] and heads[1].tolist() == [4, 1, 4]
@@ -35,7 +35,7 @@ def test_a_window_past_its_piece_header_begins_with_it():
     as_is = lambda s: data[s:s + 8].tolist()
     assert [x[0].tolist(), x[1].tolist(), x[2].tolist(), x[4].tolist()] == [as_is(0), as_is(2), as_is(0), as_is(25)]
     assert x[3].tolist() == piece[:4] + data[9:13].tolist() and x[5].tolist() == piece[:4] + data[36:40].tolist()
-    assert y[3].tolist() == [-1, 3, 4, -1] + data[10:14].tolist()  # no loss on the style nor on the jump after
+    assert y[3].tolist() == [-1] * 4 + data[10:14].tolist()  # the header is context: no loss on it nor the jump
     assert (y[[0, 1, 2, 4]] >= 0).all() and y[0].tolist() == data[1:9].tolist()
     x0, y0 = get_batch(data, 8, [9], "cpu")
     assert x0[0].tolist() == as_is(9) and y0[0].tolist() == data[10:18].tolist()
