@@ -295,6 +295,10 @@ class GrammarMask:
         allowed = allowed & (~self.is_bar | bar_ok)
         end_ok = last & (self.last_end > self.bar_start) | (self.state == self.state_id["end"])
         allowed[:, self.end] &= end_ok
+        # on the last step of the last bar, once a note has started there, the piece ends: no pile of notes there
+        note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])
+        closing = end_ok & last & note_state & (self.pos == self.bar_len - 1)
+        allowed = torch.where(closing[:, None], self.only_end, allowed)
         # meters change at a bar line, to another meter, not under a length control, and not so that a note rings
         # past the last bar
         left = self.count.clamp(1, self.more) if plan is None else (plan - self.bars + 1).clamp(min=1)  # bars to go
@@ -311,7 +315,6 @@ class GrammarMask:
         drum = self.drum.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
         allowed = allowed & (~self.is_n | self.pitch_ok | drum)
         # the canonical form
-        note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])
         sounding = self.until.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None, None].expand(
             -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends
         key_free = sounding.gather(1, self.value.clamp(0, sounding.size(1) - 1).expand(idx.size(0), -1)) <= \
