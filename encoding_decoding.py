@@ -391,17 +391,17 @@ def notes_to_tokens(notes, spec, header=Header()):
     return tokens + [END]
 
 
-def finish(tokens):
+def finish(tokens, grammar=GRAMMAR, whole=WHOLE, kind=kind):
     """Cut a sample at END, or, if it ran out of tokens first, after its last whole note or bar line, then close
-    it (a sample that never reached its first bar line gets one empty bar)."""
+    it (a sample that never reached its first bar line gets one empty bar). legacy.py passes its own grammar."""
     state, cut, bare = "begin", 0, False
     for i, t in enumerate(tokens):
-        state = GRAMMAR[state].get(kind(t))
+        state = grammar[state].get(kind(t))
         if state is None:  # a constrained sample never breaks the grammar; keep what came before
             break
         if state == "end":
             return tokens[:i + 1]
-        if state in WHOLE:
+        if state in whole:
             cut, bare = i + 1, state == "parts"
     return tokens[:cut] + ["bar:1"] * bare + [END]
 

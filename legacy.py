@@ -5,16 +5,14 @@ below is the first edition's as it was, trimmed to what sampling needs.
 
     START style:bach tempo:96 meter:3/4 n72 d4 v80 n64 d4 v70 sepxx d4 n74 d2 v82 ... END
 """
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
 import config
-import configurator
 import encoding_decoding
 from controls import grammar_tables
-from encoding_decoding import END, METER, START, STYLE_NAME, Header, Note, Tokenizer, bar_steps, canonical, value
+from encoding_decoding import END, START, Header, Note, Tokenizer, bar_steps, canonical, value
 
 SEP = "sepxx"
 HEADER = ("style", "tempo", "meter")
@@ -40,61 +38,10 @@ GRAMMAR = {
 
 
 @dataclass(frozen=True)
-class Spec:
-    """The first edition's vocabulary: its ranges and lists, as its tokenizer JSON stores them."""
-    sample_freq: int = config.sample_freq
-    pitch_range: tuple = config.pitch_range
-    velocity_range: tuple = config.velocity_range
-    max_dur: int = config.max_dur
-    tempo_range: tuple = config.tempo_range
-    tempo_buckets: int = config.tempo_buckets
+class Spec(encoding_decoding.Spec):
+    """The first edition's vocabulary: the second's ranges and checks, its own meters (any other is meter:other)
+    and tokens. A first-edition tokenizer JSON holds no max_parts or max_countdown: they keep their defaults."""
     meters: tuple = ("2/4", "3/4", "4/4", "6/8", "2/2", "3/8", "12/8", "9/8", "3/2", "6/4", "5/4", "4/2")
-    styles: tuple = tuple(sorted(config.corpus_styles))
-
-    def __post_init__(self):
-        """A spec is read from tokenizer files too: every value is checked (the numbers against configurator.LIMITS)
-        before it can divide by zero or build a vocabulary of another shape; ValueError names the first bad one."""
-        number = lambda v, kinds=(int,): isinstance(v, kinds) and not isinstance(v, bool)
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("meters", "styles"):
-                pattern = METER if f.name == "meters" else STYLE_NAME
-                ok = isinstance(v, tuple) and len(set(v)) == len(v) and all(
-                    isinstance(x, str) and pattern.fullmatch(x) for x in v)
-                why = "distinct names like " + ("3/4" if f.name == "meters" else "bach") if not ok else None
-            elif isinstance(f.default, tuple):
-                kinds = (int, float) if f.name == "tempo_range" else (int,)
-                why = ("two numbers" if not (isinstance(v, tuple) and len(v) == 2 and all(number(x, kinds) for x in v))
-                       else configurator.check(f.name, v))
-            else:
-                why = "a whole number" if not number(v) else configurator.check(f.name, v)
-            if why:
-                raise ValueError(f"{f.name}={v!r}: wants {why}")
-
-    @classmethod
-    def of(cls, values):
-        """Build from a dict or namespace holding some of these names (the rest keep their defaults); lists (from
-        JSON) become tuples."""
-        has = values.__contains__ if isinstance(values, dict) else lambda k: hasattr(values, k)
-        picked = configurator.pick(values, [f.name for f in fields(cls) if has(f.name)])
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in picked.items()})
-
-    def to_dict(self):
-        return asdict(self)
-
-    def tempo_bpms(self):
-        """The BPM each tempo bucket stands for (its geometric centre, rounded): the tempo tokens' values."""
-        (lo, hi), n = self.tempo_range, self.tempo_buckets
-        return [round(lo * (hi / lo) ** ((k + 0.5) / n)) for k in range(n)]
-
-    def bucket_bpm(self, bpm, shift=0):
-        """The BPM of the bucket that holds `bpm` (clamped to the range), moved `shift` buckets."""
-        (lo, hi), n = self.tempo_range, self.tempo_buckets
-        k = math.floor(n * math.log(max(bpm, 1e-9) / lo) / math.log(hi / lo))
-        return self.tempo_bpms()[min(max(k + shift, 0), n - 1)]
-
-    def tempo_token(self, bpm, shift=0):
-        return f"tempo:{self.bucket_bpm(bpm, shift)}"
 
     def meter_token(self, meter):
         return f"meter:{meter}" if meter in self.meters else "meter:other"
@@ -112,16 +59,8 @@ class Spec:
 
 
 def finish(tokens):
-    """Cut a sample at END, or, if it ran out of tokens first, after its last complete group, then close it."""
-    state, cut = "begin", 0
-    for i, t in enumerate(tokens):
-        state = GRAMMAR[state].get(kind(t))
-        if state is None:  # a constrained sample never breaks the grammar; keep what came before
-            break
-        if state == "end":
-            return tokens[:i + 1]
-        cut = i + 1 if state == "event" else cut
-    return tokens[:cut] + [END]
+    """Cut a sample at END, or after its last complete group, then close it."""
+    return encoding_decoding.finish(tokens, GRAMMAR, ("event",), kind)
 
 
 def tokens_to_notes(tokens, spec):
