@@ -295,9 +295,11 @@ class GrammarMask:
         allowed = allowed & (~self.is_bar | bar_ok)
         end_ok = last & (self.last_end > self.bar_start) | (self.state == self.state_id["end"])
         allowed[:, self.end] &= end_ok
-        # on the last step of the last bar, once a note has started there, the piece ends: no pile of notes there
+        # on the last step of the last bar, once a whole note has started there, the piece ends: no pile of notes
         note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])
-        closing = end_ok & last & note_state & (self.pos == self.bar_len - 1)
+        vel = self.vel.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
+        first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
+        closing = end_ok & last & note_state & ~first[:, 0] & (self.pos == self.bar_len - 1)
         allowed = torch.where(closing[:, None], self.only_end, allowed)
         # meters change at a bar line, to another meter, not under a length control, and not so that a note rings
         # past the last bar
@@ -319,8 +321,6 @@ class GrammarMask:
             -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends
         key_free = sounding.gather(1, self.value.clamp(0, sounding.size(1) - 1).expand(idx.size(0), -1)) <= \
             self.clock[:, None]
-        vel = self.vel.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
-        first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
         canonical = (allowed & (~self.is_pos | (v > self.pos[:, None])) & (~self.is_v | (v != vel)) & (~first | self.is_v)
                      & (~self.is_p | torch.where(note_state[:, None], v > self.part[:, None], v != self.part[:, None]))
                      & (~self.is_n | ((v < self.floor[:, None]) & key_free)))
