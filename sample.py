@@ -40,9 +40,10 @@ SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/Flu
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
 
 
-def read_prompt(path, spec, bars):
+def read_prompt(path, spec, bars, meter=None):
     """(tokens after START, Header) of the first `bars` bars of a MIDI file, whole bars before the first note
-    dropped: its header and its bars, bar lines included, ready to be continued."""
+    dropped: its header and its bars, bar lines included, ready to be continued. With `meter`, its bars are laid in
+    that meter (the notes keep their time)."""
     try:
         notes, header, _ = midi_to_notes(Path(path).read_bytes(), spec)
     except OSError as e:
@@ -53,6 +54,8 @@ def read_prompt(path, spec, bars):
     bpm = header.bpm  # the file's own, not its token's bucket
     notes, header, _ = tokens_to_notes(tokens, spec)
     header = replace(header, bpm=bpm, bars=0)  # as many bars as the notes kept need
+    if meter:
+        header = replace(header, meter=meter, changes=())
     cut = header.bar_lines(spec.sample_freq, bars)[-1]
     notes = [n for n in notes if n.start < cut]
     if not notes:
@@ -63,12 +66,12 @@ def read_prompt(path, spec, bars):
 
 def prompt_controls(args, spec, controls):
     """(the forced tokens after START, controls with the prompt's header) for --prompt: the header takes the
-    prompt's tempo, meter and parts unless --tempo or --meter force others, the MIDI is written at the prompt's own
-    tempo (unless --tempo or --bpm), and the bar lines' countdown is left to the mask (--bars or the model). What
-    changes is said in a note."""
+    prompt's tempo, meter and parts unless --tempo or --meter force others (a forced meter lays the prompt's bars
+    anew), the MIDI is written at the prompt's own tempo (unless --tempo or --bpm), and the bar lines' countdown is
+    left to the mask (--bars or the model). What changes is said in a note."""
     if controls.part_count() is not None:
         die("--prompt brings its own parts: give --parts/--instruments only without a prompt")
-    tokens, header = read_prompt(args.prompt, spec, args.prompt_bars)
+    tokens, header = read_prompt(args.prompt, spec, args.prompt_bars, controls.meter)
     controls = replace(controls, tempo=controls.tempo or header.bpm, meter=controls.meter or header.meter,
                        bpm=controls.bpm or (header.bpm if controls.tempo is None else None),
                        instruments=header.parts)
