@@ -21,7 +21,8 @@ import batch
 import configurator
 from batch import atomic_write, die, find_files, parallel_map, read_text, writable_dir
 from dataset import VARIANT, variant_name
-from encoding_decoding import DRUMS, Spec, check_edition, notes_to_tokens, text_to_tokens, tokens_to_notes, tokens_to_text
+from encoding_decoding import (DRUMS, FirstEdition, Spec, check_edition, notes_to_tokens, text_to_tokens, tokens_to_notes,
+                               tokens_to_text)
 
 
 def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
@@ -74,7 +75,8 @@ def main(argv=None):
     parser.add_argument("--input_dirs", nargs="+", required=True, help="folders of .txt encodings")
     configurator.option(parser, "output_dir", "the folder of the variants", key="aug_dir")
     opts = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
-                                     "tempo_buckets", "meters", "max_parts", "max_countdown", "aug_pitch_shifts", "aug_velocity_shifts", "aug_tempo_shifts",
+                                     "tempo_buckets", "meters", "max_parts", "max_countdown", "aug_pitch_shifts",
+                                     "aug_velocity_shifts", "aug_tempo_shifts",
                                      "aug_variants", "num_processes", "file_timeout"], argv)
     writable_dir(opts.output_dir, "--output_dir")
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))
@@ -82,9 +84,10 @@ def main(argv=None):
     for src, _ in jobs:  # a folder of the first edition: one line before any work
         try:
             check_edition(text_to_tokens(read_text(src))[:5], src)
-        except ValueError as e:
-            if "first edition" in str(e):
-                die(e)
+        except FirstEdition as e:
+            die(e)
+        except ValueError:  # unreadable: reported with the others below
+            pass
     total, failed = Counter(), []
     for (src, _), ok, result in parallel_map(partial(augment_one, opts), jobs, opts.num_processes,
                                              opts.file_timeout, desc="augment"):

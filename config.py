@@ -20,8 +20,9 @@ max_piece_steps = 200_000  # longer pieces are refused (~7 h at 120 BPM: an absu
 default_bpm = 120.0        # the tempo of a piece that gives none (MIDI's own default)
 tempo_range = (30, 300)    # BPM; the tempo token is one of tempo_buckets log-spaced buckets over this range
 tempo_buckets = 24
-# The meter tokens: the common ones first (a bar cut short takes the first of its length), then every n/d whose bar
-# is at most 16 quarters; a meter outside the list is laid out in 4/4 bars (the notes keep their time).
+# The meter tokens: the common ones first, then every n/d whose bar is at most 16 quarters. A meter outside the list
+# is written as the first listed one of its bar's length, else 4/4 (its bars are then laid in 4/4; the notes keep
+# their time).
 meters = tuple(dict.fromkeys(("4/4", "3/4", "2/4", "2/2", "6/8", "3/8", "9/8", "12/8", "3/2", "4/2", "6/4", "5/4")
                              + tuple(f"{n}/{d}" for d in (4, 8, 16, 2, 1) for n in range(1, 17) if n * 4 <= 16 * d)))
 max_parts = 16             # parts (voices, instruments, drums) per piece; a file with more merges them by family

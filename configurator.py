@@ -16,7 +16,8 @@ BPM = (4, 1000)  # a MIDI file holds a tempo as microseconds per quarter in 3 by
 LIMITS = {
     "sample_freq": (1, 480), "pitch_range": (0, 127), "velocity_range": (1, 127), "max_dur": (1, 10_000),
     "default_velocity": (1, 127), "min_notes": (0, None), "max_piece_steps": (1, None), "default_bpm": BPM,
-    "tempo_range": BPM, "tempo_buckets": (1, 1000), "max_parts": (1, 16), "max_countdown": (1, 1000), "num_processes": (0, None), "file_timeout": ([0], None),
+    "tempo_range": BPM, "tempo_buckets": (1, 1000), "max_parts": (1, 16), "max_countdown": (1, 1000),
+    "num_processes": (0, None), "file_timeout": ([0], None),
     "timeout_bytes": (1, None), "aug_variants": (0, None),
     "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "seed": (0, 2**63 - 1),
     # model shapes: also checked when a checkpoint is read, before anything is allocated

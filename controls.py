@@ -30,8 +30,8 @@ VALUED = ("n", "d", "v", "p", "pos", "bar", "meter", "tempo", "inst")  # the tok
 
 def token_values(itos, spec):
     """Per token id, as lists: its kind's index in VALUED (-1 for others) and its number: the pitch of n, the steps
-    of d, the velocity of v, the part of p, the step of pos, the bars left of bar (max_countdown + 1 for bar:more), the bar's steps of
-    meter, the BPM of tempo, the program of inst (DRUMS for drums)."""
+    of d, the velocity of v, the part of p, the step of pos, the bars left of bar (max_countdown + 1 for bar:more),
+    the bar's steps of meter, the BPM of tempo, the program of inst (DRUMS for drums)."""
     kinds, numbers = [], []
     for t in itos:
         k, v = kind(t), value(t)
@@ -321,7 +321,8 @@ class GrammarMask:
             -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends
         key_free = sounding.gather(1, self.value.clamp(0, sounding.size(1) - 1).expand(idx.size(0), -1)) <= \
             self.clock[:, None]
-        canonical = (allowed & (~self.is_pos | (v > self.pos[:, None])) & (~self.is_v | (v != vel)) & (~first | self.is_v)
+        canonical = (allowed & (~self.is_pos | (v > self.pos[:, None])) & (~self.is_v | (v != vel))
+                     & (~first | self.is_v)
                      & (~self.is_p | torch.where(note_state[:, None], v > self.part[:, None], v != self.part[:, None]))
                      & (~self.is_n | ((v < self.floor[:, None]) & key_free)))
         if (kind := self.given.get(idx.size(1))) is not None:

@@ -10,7 +10,7 @@ import psutil
 import torch
 
 from batch import die, read_text, recover
-from encoding_decoding import HEADER, START, check_edition, kind, text_to_tokens, validate
+from encoding_decoding import HEADER, START, FirstEdition, check_edition, kind, text_to_tokens, validate
 
 VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # piece_id reads the piece with this
 
@@ -54,7 +54,7 @@ def write_split(path, files, tok, rejected, rss):
                 continue
             try:
                 check_edition(tokens, p)
-            except ValueError as e:  # a folder of the first edition: one line, not a rejected file per piece
+            except FirstEdition as e:  # a folder of the first edition: one line, not a rejected file per piece
                 die(e)
             if err := validate(tokens, tok.spec):
                 rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})

@@ -94,9 +94,11 @@ def encode_one(opts, job):
             continue
         text = tokens_to_text(notes_to_tokens(notes, spec, header))
         atomic_write(Path(opts.text_dir) / entry["output"], text)
+        merged = dropped["parts_merged"]
         rescued = "; ".join((["read with repairs: " + ", ".join(f"{k} {v}" for k, v in sorted(warned.items()))]
-                             if warned else []) + ([f"{dropped['parts_merged']} parts merged by instrument family "
-                                                    f"(max_parts={spec.max_parts})"] if dropped["parts_merged"] else []))
+                             if warned else [])
+                            + ([f"{merged} parts merged by instrument family (max_parts={spec.max_parts})"]
+                               if merged else []))
         entries.append({**entry, "status": "encoded", "reason": rescued,
                         "sha256": hashlib.sha256(text.encode()).hexdigest()})
     return entries

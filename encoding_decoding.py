@@ -573,11 +573,15 @@ def text_to_tokens(text):
     return text.split()
 
 
+class FirstEdition(ValueError):
+    """An encoding of the grammar's first edition, given to a step of the second."""
+
+
 def check_edition(tokens, path):
-    """ValueError if `tokens` (of the file `path`) are an encoding of the grammar's first edition: its header has
+    """FirstEdition if `tokens` (of the file `path`) are an encoding of the grammar's first edition: its header has
     no parts, a note or a `sepxx` rest follows the meter."""
     if len(tokens) > 4 and tokens[0] == START and (tokens[4] == "sepxx" or kind(tokens[4]) == "n"):
-        raise ValueError(f"{path}: an encoding of the grammar's first edition (one part, sepxx rests, no bar "
+        raise FirstEdition(f"{path}: an encoding of the grammar's first edition (one part, sepxx rests, no bar "
                          f"lines); re-encode its folder with this code (encode_all.py)")
 
 
@@ -716,7 +720,8 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
                 continue
             key = (ev.channel, ev.pitch)
             if ev.type == on_off[0] and ev.velocity > 0:
-                sounding[key].append((tick, ev.velocity, (t, ev.channel, DRUMS if drum else program.get(ev.channel, 0))))
+                part = (t, ev.channel, DRUMS if drum else program.get(ev.channel, 0))
+                sounding[key].append((tick, ev.velocity, part))
             elif sounding[key]:
                 start, vel, part = sounding[key].popleft()
                 found.append((part, start, tick, ev.pitch, vel))
@@ -914,7 +919,8 @@ def notes_to_score(notes, spec, header=Header()):
         part = stream.Part()
         part.partName = name
         inst = header.parts[k]
-        part.insert(0, instrument.UnpitchedPercussion() if inst == DRUMS else instrument.instrumentFromMidiProgram(inst))
+        part.insert(0, instrument.UnpitchedPercussion() if inst == DRUMS
+                    else instrument.instrumentFromMidiProgram(inst))
         for bar, m in ((0, header.meter),) + tuple(header.changes):
             part.insert(q(lines[bar]), meter.TimeSignature(m))
         if k == 0:

@@ -49,8 +49,8 @@ import configurator
 from batch import atomic_write, die, reason, writable_dir, write_json
 from controls import Controls, GrammarMask, key_pitch_classes
 from dataset import read_data
-from encoding_decoding import (END, HEADER, START, Header, Spec, as_note, finish, header_end, kind, midi_to_notes, notes_to_midi,
-                               tokens_to_notes, validate)
+from encoding_decoding import (END, HEADER, START, Header, Spec, as_note, finish, header_end, kind, midi_to_notes,
+                               notes_to_midi, tokens_to_notes, validate)
 from runs import load_run, pick_device
 
 STATS = {  # name -> (number of bins, values of one piece's notes)
@@ -467,7 +467,8 @@ def likelihoods(args, model, tok, pieces, device):
         fit_on = fit_on[:-1]  # the piece the cap cut through
     ngram = KneserNey(args.ngram, tok.vocab_size).fit(fit_on)
     ngram_name = f"{args.ngram}-gram"
-    nats = {"model": model_nats(model, pieces.val, pieces.val_keeps, device), ngram_name: np.array([ngram.nats(p) for p in pieces.val])}
+    nats = {"model": model_nats(model, pieces.val, pieces.val_keeps, device),
+            ngram_name: np.array([ngram.nats(p) for p in pieces.val])}
 
     def likelihood(which):
         n_tokens = sum(len(p) - 1 for p, w in zip(pieces.val, which) if w)
@@ -606,13 +607,15 @@ def markdown(report, args, name):
         lines.append(f"| --style: closest to the asked style's statistics, among the {len(r['main_styles'])} main "
                      f"styles (real pieces: {control['style']['reference']:.0%}) | "
                      f"{control['style']['share_closest_to_asked_style']:.0%} |")
-    lines += [f"| --bars {args.eval_bars}: ends in its last bar | {control['bars']['share_ending_in_the_last_bar']:.0%} |",
+    lines += [f"| --bars {args.eval_bars}: ends in its last bar | "
+              f"{control['bars']['share_ending_in_the_last_bar']:.0%} |",
               f"| --seconds {args.eval_seconds:g}: ends within one bar of it | "
               f"{control['seconds']['share_within_one_bar']:.0%} |",
               f"| --key \"{args.eval_key}\" --pitch_range {','.join(map(str, args.eval_pitch_range))}: no note outside | "
               f"{control['key_and_range']['share_with_no_note_outside']:.0%} |"]
     if r["listening"]:
-        lines += ["", f"What a listener hears, per main style: {args.control_samples} samples of --bars {args.eval_bars} "
+        lines += ["", f"What a listener hears, per main style: {args.control_samples} samples of --bars "
+                  f"{args.eval_bars} "
                   "against the style's whole validation pieces, by the same code (voices: the parts most of the "
                   "style's pieces have; parallels: perfect fifths and octaves per 100 beat-to-beat moves of all "
                   "voices):", "", "| style | voices | beats with all voices sounding | parallels per 100 moves | "

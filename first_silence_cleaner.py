@@ -5,9 +5,8 @@ python first_silence_cleaner.py --dirs data/text [--dry-run]
 import argparse
 
 import batch
-from batch import atomic_write, find_files, read_text
-from batch import die
-from encoding_decoding import check_edition, strip_leading_silence, text_to_tokens, tokens_to_text
+from batch import atomic_write, die, find_files, read_text
+from encoding_decoding import FirstEdition, check_edition, strip_leading_silence, text_to_tokens, tokens_to_text
 
 
 def main(argv=None):
@@ -25,7 +24,7 @@ def main(argv=None):
             continue
         try:
             check_edition(tokens, path)
-        except ValueError as e:
+        except FirstEdition as e:  # a folder of them: one line
             die(e)
         if (clean := strip_leading_silence(tokens)) != tokens:
             changed += 1

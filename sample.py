@@ -180,7 +180,8 @@ def main(argv=None):
             forced += [t if t == -1 else tok.stoi[t] for t in prompt]
         n_parts = controls.part_count() or spec.max_parts
         given = ["bar" if t == -1 and i > len(HEADER) + n_parts else None for i, t in enumerate(forced)]
-        plan = dict(mask=GrammarMask(tok, device, controls, given), keep=1 + len(HEADER) + n_parts, decode=tokens_to_notes,
+        plan = dict(mask=GrammarMask(tok, device, controls, given), keep=1 + len(HEADER) + n_parts,
+                    decode=tokens_to_notes,
                     max_new=len(forced) - 1 + controls.token_budget(spec, otherwise=args.max_new_tokens),
                     forced=forced, finish=finish)
 

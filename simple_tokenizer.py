@@ -14,7 +14,7 @@ from pathlib import Path
 import batch
 import configurator
 from batch import die, find_files, read_text, write_json
-from encoding_decoding import STYLE_NAME, Spec, Tokenizer, check_edition, kind, text_to_tokens, value
+from encoding_decoding import STYLE_NAME, FirstEdition, Spec, Tokenizer, check_edition, kind, text_to_tokens, value
 
 
 def read_encodings(files):
@@ -24,9 +24,9 @@ def read_encodings(files):
         try:
             tokens[p] = text_to_tokens(read_text(p))
             check_edition(tokens[p], p)
+        except FirstEdition as e:  # a folder of them: one line, not a list of every token
+            die(e)
         except ValueError as e:
-            if "first edition" in str(e):
-                die(e)
             bad.append((str(e), str(p)))
     return tokens, bad
 
