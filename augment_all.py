@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import random
 from collections import Counter
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -21,21 +20,34 @@ import batch
 import configurator
 from batch import atomic_write, die, find_files, parallel_map, read_text, writable_dir
 from dataset import VARIANT, variant_name
-from encoding_decoding import (DRUMS, FirstEdition, Spec, check_edition, notes_to_tokens, text_to_tokens, tokens_to_notes,
-                               tokens_to_text)
+from encoding_decoding import FirstEdition, Spec, check_edition, kind, text_to_tokens, tokens_to_text, value
 
 
 def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
-    """Tokens with every note of a pitched part moved `pitch` semitones, every note `velocity` louder (clamped) and
-    the tempo `tempo` buckets faster (clamped), re-encoded in normal form; None if a note would leave the pitch
-    range."""
-    notes, header, _ = tokens_to_notes(tokens, spec)
+    """Tokens of a canonical encoding with every note of a pitched part moved `pitch` semitones (drums stay: their
+    pitches name drums), every velocity `velocity` louder (clamped; one that clamping makes equal to its part's last is
+    dropped, as the normal form has it) and the tempo token `tempo` buckets faster (clamped); None if a note would
+    leave the pitch range. One pass over the tokens: the order within a part is kept by a shift."""
     (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
-    moved = [n._replace(pitch=n.pitch + (pitch if header.parts[n.part] != DRUMS else 0),
-                        vel=min(max(n.vel + velocity, v0), v1)) for n in notes]
-    if any(not p0 <= n.pitch <= p1 for n in moved):
-        return None
-    return notes_to_tokens(moved, spec, replace(header, bpm=spec.bucket_bpm(header.bpm, tempo)))
+    drums = [value(t) == "drums" for t in tokens if kind(t) == "inst"]
+    out, part, vel = [], 0, {}
+    for t in tokens:
+        k = kind(t)
+        if k == "p":
+            part = int(t[1:])
+        elif k == "n" and pitch and not (part < len(drums) and drums[part]):
+            if not p0 <= (p := int(t[1:]) + pitch) <= p1:
+                return None
+            t = f"n{p}"
+        elif k == "v":
+            v = min(max(int(t[1:]) + velocity, v0), v1)
+            if vel.get(part) == v:
+                continue
+            t, vel[part] = f"v{v}", v
+        elif k == "tempo" and tempo:
+            t = spec.tempo_token(float(value(t)), tempo)
+        out.append(t)
+    return out
 
 
 def variants(opts, name):

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT
 from augment_all import shift
@@ -196,3 +197,19 @@ def test_a_dataset_of_the_first_edition_stops_training_with_one_line(tmp_path):
     (tmp_path / "bin/meta.json").write_text(json.dumps({**meta, "version": 1}))
     r = run("train.py", f"--data_dir={tmp_path / 'bin'}", f"--out_dir={tmp_path / 'run'}", "--max_iters=1")
     assert r.returncode != 0 and "re-encode" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 64), st.integers(40, 90), st.integers(1, 8), st.integers(1, 127),
+                          st.integers(0, 2)), max_size=30),
+       st.integers(-5, 6), st.sampled_from([-10, 0, 10]), st.sampled_from([-1, 0, 1]))
+def test_shift_on_tokens_is_the_shift_of_the_notes(notes, pitch, velocity, tempo):
+    """The one-pass shift gives the encoding of the shifted notes: drums unmoved, velocities clamped."""
+    from encoding_decoding import DRUMS, canonical, tidy_parts
+    from collections import Counter
+    notes, parts = tidy_parts(canonical(notes, SPEC), (0, DRUMS, 40), SPEC, Counter())
+    header = Header(parts=parts)
+    moved = [n._replace(pitch=n.pitch + (pitch if parts[n.part] != DRUMS else 0),
+                        vel=min(max(n.vel + velocity, 1), 127)) for n in notes]
+    want = notes_to_tokens(moved, SPEC, Header(parts=parts, bpm=SPEC.bucket_bpm(header.bpm, tempo)))
+    assert shift(notes_to_tokens(notes, SPEC, header), SPEC, pitch, velocity, tempo) == want
