@@ -87,6 +87,24 @@ def test_resume_after_a_kill_gives_the_same_outputs(tmp_path):
     assert report(part) == report(tmp_path / "full")
 
 
+def test_a_folder_of_the_first_edition_is_encoded_anew(tmp_path):
+    """A rerun of encode_all.py into a folder that an earlier version filled (journal entries without this
+    edition, first-edition text) encodes every file again, in the second edition."""
+    src = make_tree(tmp_path)
+    assert run("--midi_dirs", src, "--text_dir", tmp_path / "out").returncode == 0
+    journal = tmp_path / "out/.encode_journal.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    for row in rows:
+        for e in row["value"]:
+            e.pop("edition", None)
+            if e["status"] == "encoded" and (tmp_path / "out" / e["output"]).exists():
+                (tmp_path / "out" / e["output"]).write_text("START style:in tempo:121 meter:4/4 n60 d4 v80 END\n")
+    journal.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    r = run("--midi_dirs", src, "--text_dir", tmp_path / "out")
+    assert r.returncode == 0  # (the skipped files are not tried again: they would be skipped as before)
+    assert all(" inst:" in p.read_text() for p in (tmp_path / "out").rglob("*.txt"))
+
+
 def test_shards_merge_by_copying(tmp_path):
     src = make_tree(tmp_path)
     for k in (1, 2, 3):
