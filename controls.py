@@ -155,15 +155,15 @@ class GrammarMask:
     count and countdown, the step of its bar and onset, the current part and pitch floor, and per part and pitch the
     step its latest note ends; every rule is a lookup or a comparison over (B, V) on the device, so rows of one batch
     may be in different states. Given tokens (a prompt, which GPT.generate takes as `forced`) are read like sampled
-    ones.
+    ones; `given` names, per position, the kind of token a prompt has where the mask draws it (its bar lines).
 
-    The countdown is kept: after bar:k comes bar:k-1, after bar:1 only the END (once something sounds in that bar),
-    and no note outlasts the last bar. A length control (Controls.bars / .seconds, reckoned from the header's tempo
-    and meter) sets the first bar line's count and holds the meter. On top, the mask keeps samples in the canonical
-    form the training data has, so that decoding drops nothing: onsets rise within a bar, parts rise within an onset,
-    pitches fall within a part, a key is not struck again in its part while it sounds, and a velocity is written
-    where a part's changes (and at its first note) only. Where those leave a row
-    nothing, it falls back to the grammar and the controls alone."""
+    The countdown is kept: after bar:k comes bar:k-1, after bar:1 only the END (once something sounds in that bar;
+    at once if a note has started on its last step), and no note outlasts the last bar. A length control
+    (Controls.bars / .seconds, reckoned from the header's tempo and meter) sets the first bar line's count and holds
+    the meter. On top, the mask keeps samples in the canonical form the training data has, so that decoding drops
+    nothing: onsets rise within a bar, parts rise within an onset, pitches fall within a part, a key is not struck
+    again in its part while it sounds, and a velocity is written where a part's changes (and at its first note)
+    only. Where those leave a row nothing, it falls back to the grammar and the controls alone."""
 
     def __init__(self, tok, device, controls=Controls(), given=()):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)

@@ -3,14 +3,14 @@
 A piece is `START`, a header, then its bars, then `END`:
 
     START style:bach tempo:96 meter:3/4 inst:52 inst:52 inst:52 inst:52
-    bar:16 pos:8 n67 d4 v80 p1 n62 d4 p2 n59 d4 p3 n43 d4 bar:15 pos:0 p0 n69 d4 p1 n64 d2 ... bar:1 ... END
+    bar:16 pos:8 n67 d4 v80 p1 n62 d4 v80 p2 n59 d4 v80 p3 n43 d4 v80 bar:15 pos:0 p0 n69 d4 p1 n64 d2 ... END
 
 - The header: the style, the first tempo (one of log-spaced BPM buckets), the first meter, and one `inst:` token
   per part, in part order (a General MIDI program, or `inst:drums`).
 - `bar:k` opens a bar and counts down: k is the number of bars left, this one included, so the first bar line says
   how long the piece is and every later one how far the end is. Beyond `max_countdown` bars a bar line says
-  `bar:more`. A `meter:` token right after a bar line changes the meter from that bar on (a pickup or a bar cut
-  short is a bar of its own length).
+  `bar:more`. A `meter:` token right after a bar line changes the meter from that bar on (a change inside a bar
+  of the source takes effect at the next bar line; a score's pickup is laid at the end of a whole first bar).
 - `pos:k` is an onset k grid steps into the bar; its notes follow, part by part, highest pitch first within a
   part: `n{pitch} d{steps}` and `v{velocity}` only where the velocity differs from the part's previous note.
   `p{k}` switches the part and is written only where the part changes, so a one-part piece never has one.
