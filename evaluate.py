@@ -24,8 +24,8 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   says little).
 - Control adherence, on the samples' MIDI files read back: the share of samples asked for a main style whose
   statistics are closest to that style's (among the main styles; the reference: the share of real training pieces
-  of the style that this test puts in their own style), that end within one step of a --bars / --seconds
-  target, and that keep every note inside a --key and --pitch_range.
+  of the style that this test puts in their own style), that end in the last bar of a --bars target or within a bar
+  of a --seconds one, and that keep every note inside a --key and --pitch_range.
 - What a listener hears, per main style, for samples asked for the style and --eval_bars bars and for the style's
   whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's pieces
   have parts, parallel perfect fifths and octaves per 100 beat-to-beat moves, the share that end on the tonic triad
@@ -403,8 +403,8 @@ def eval_key_controls(args, spec):
 
 def adherence(sample, spec, args, styles, style_profiles, real):
     """Control adherence on sampled MIDI read back: style (closest style profile; for reference, the same test on
-    `real` pieces of each style), length (ends within one step of --bars / --seconds) and pitch (no note outside
-    --key and --pitch_range). sample(n, max_new, seed, controls) -> token lists."""
+    `real` pieces of each style), length (ends in the last of --bars, within a bar of --seconds) and pitch (no note
+    outside --key and --pitch_range). sample(n, max_new, seed, controls) -> token lists."""
     n, out = args.control_samples, {}
     if len(styles) > 1:
         hits, ref = {}, {}
