@@ -200,7 +200,7 @@ class GrammarMask:
         self.drum = torch.zeros(batch_size, self.spec.max_parts, dtype=torch.bool, device=device)
         self.meter, self.bar_len, self.header_bar = full(-1), full(bar_steps("4/4", self.spec.sample_freq)), full(0)
         self.bpm = torch.full((batch_size,), 120.0, dtype=torch.float64, device=device)
-        self.bars, self.count, self.bar_start, self.pos, self.clock = full(0), full(0), full(0), full(-1), full(0)
+        self.bars, self.count, self.bar_start, self.pos = full(0), full(0), full(0), full(-1)
         self.floor, self.last_end = full(1 << 30), full(0)
         self.until = full(0, self.spec.max_parts, self.spec.pitch_range[1] + 1)
         self.vel = full(-1, self.spec.max_parts)  # each part's velocity so far (-1: none yet)
@@ -242,12 +242,13 @@ class GrammarMask:
         self.meter, self.bar_len = latest(meter, tok, self.meter)[:, -1], bar_len[:, -1]
         self.bpm = latest(is_("tempo"), self.number[tok], self.bpm)[:, -1]
         self.bars, self.count, self.bar_start = bars[:, -1], latest(bar, v, self.count)[:, -1], bar_start[:, -1]
-        self.pos = latest(bar | onset, torch.where(bar, -1, v), self.pos)[:, -1]
-        clock = latest(bar | onset, bar_start + torch.where(bar, 0, v), self.clock)
+        pos = latest(bar | onset, torch.where(bar, -1, v), self.pos)
+        clock = bar_start + pos.clamp(min=0)                             # the onset step after each token
+        self.pos = pos[:, -1]
         part_now = latest(part, v, self.part)
         pitch_now = latest(note, v, self.pitch)
         self.floor = latest(bar | onset | part | note, torch.where(note, v, 1 << 30), self.floor)[:, -1]
-        self.clock, self.part, self.pitch = clock[:, -1], part_now[:, -1], pitch_now[:, -1]
+        self.part, self.pitch = part_now[:, -1], pitch_now[:, -1]
         ends = clock + v                                                 # at a duration: its note's end
         K = self.until.size(2)
         key = part_now.clamp(max=P - 1) * K + pitch_now.clamp(0, K - 1)
@@ -257,6 +258,11 @@ class GrammarMask:
         self.last_end = torch.maximum(self.last_end, torch.where(dur, ends, 0).amax(1))
         last = last_per_key(is_("v"), part_now.clamp(max=P - 1), P)
         self.vel = torch.where(last >= 0, v.gather(1, last.clamp(min=0)), self.vel)
+
+    @property
+    def clock(self):
+        """(B,) the step of the current onset (of the bar line, before its first onset)."""
+        return self.bar_start + self.pos.clamp(min=0)
 
     def plan(self):
         """(B,) the bars each sequence must have, from the length control and its header's tempo and meter (as

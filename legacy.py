@@ -5,11 +5,12 @@ below is the first edition's as it was, trimmed to what sampling needs.
 
     START style:bach tempo:96 meter:3/4 n72 d4 v80 n64 d4 v70 sepxx d4 n74 d2 v82 ... END
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 import config
+import controls
 import encoding_decoding
 from controls import grammar_tables
 from encoding_decoding import END, START, Header, Note, Tokenizer, bar_steps, canonical, value
@@ -97,65 +98,32 @@ def tokens_to_notes(tokens, spec):
     return canonical(notes, spec), Header.of_tokens(head), bad + bool(group)
 
 
-def token_values(itos, spec, controls):
+def token_values(itos, spec):
     """Per token id, the numbers the sampler's mask reads, as lists: pitch (n tokens, else -1), steps (d, else 0),
     the steps a token needs before a length target (a note 1, sepxx 2, d its steps; a rest's d one more, added by
-    the mask), the steps of one bar (meter tokens, else 0; as `controls` reads the meter) and the BPM (tempo tokens,
-    else 0)."""
+    the mask), the steps of one bar (meter tokens, else 0; meter:other in 4/4) and the BPM (tempo tokens, else 0)."""
     values = {"pitch": [], "steps": [], "need": [], "bar": [], "bpm": []}
     for t in itos:
         k, v = kind(t), value(t)
         values["pitch"].append(int(t[1:]) if k == "n" else -1)
         values["steps"].append(int(t[1:]) if k == "d" else 0)
         values["need"].append({"n": 1, SEP: 2, "d": values["steps"][-1]}.get(k, 0))
-        values["bar"].append(controls.bar_steps(v, spec.sample_freq) if k == "meter" else 0)
+        values["bar"].append(bar_steps(v, spec.sample_freq) if k == "meter" else 0)
         values["bpm"].append(float(v) if k == "tempo" else 0.0)
     return values
 
 
 @dataclass(frozen=True)
-class Controls:
-    """What samples must obey, all enforced by the sampler's mask: header values to force, a length (in bars of
-    the piece's meter, or in seconds at its tempo or at `bpm`), the pitch classes notes may take and a pitch range."""
-    style: str = None
-    tempo: float = None       # BPM: forces the tempo token of its bucket
-    meter: str = None
-    bars: int = None
-    seconds: float = None
-    scale: tuple = None       # pitch classes
-    pitch_range: tuple = None  # (lowest, highest) MIDI pitch, inclusive
-    bpm: float = None         # the tempo the MIDI is written at, instead of the header's
-    other_meter: str = None   # the time signature meter:other stands for (a 7/8 prompt's): bars are counted in it
-                              # and the MIDI is written in it
+class Controls(controls.Controls):
+    """The second edition's controls as the first edition's mask reads them: a meter outside its list is
+    meter:other (laid in 4/4 bars), and a length is a target in grid steps, not a plan."""
 
     def errors(self, spec):
-        """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
-        out = []
-        if self.style is not None and self.style not in spec.styles:
-            out.append(f"unknown style {self.style!r}; this run knows: {', '.join(spec.styles)}")
+        out = controls.Controls.errors(replace(self, meter=None), spec)
         if self.meter is not None and self.meter not in spec.meters + ("other",):
-            out.append(f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters + ('other',))}")
-        if self.bars is not None and self.seconds is not None:
-            out.append("give --bars or --seconds, not both")
-        (p0, p1) = spec.pitch_range
-        if self.pitch_range is not None and not (len(self.pitch_range) == 2 and p0 <= self.pitch_range[0]
-                                                 <= self.pitch_range[1] <= p1):
-            out.append(f"--pitch_range wants LOW,HIGH with {p0} <= LOW <= HIGH <= {p1}, got {self.pitch_range}")
-        if not any(self.allows_pitch(p) for p in range(spec.pitch_range[0], spec.pitch_range[1] + 1)):
-            out.append("no pitch is left that both --key/--scale and --pitch_range allow")
+            out.insert(int(bool(out) and out[0].startswith("unknown style")),
+                       f"unknown meter {self.meter!r}; this run knows: {', '.join(spec.meters + ('other',))}")
         return out
-
-    def allows_pitch(self, pitch):
-        lo, hi = self.pitch_range or (0, 127)
-        return lo <= pitch <= hi and (self.scale is None or pitch % 12 in self.scale)
-
-    def time_signature(self, meter):
-        """The time signature a header's `meter` stands for: `other` is other_meter where there is one."""
-        return self.other_meter if meter == "other" and self.other_meter else meter
-
-    def bar_steps(self, meter, sample_freq):
-        """Grid steps in one bar of a header's `meter`."""
-        return bar_steps(self.time_signature(meter), sample_freq)
 
     def length_steps(self, bar, bpm, sample_freq):
         """The target length in grid steps for a piece whose bar has `bar` steps and whose header says `bpm`;
@@ -176,7 +144,7 @@ class Controls:
         one, `otherwise`."""
         if not self.has_length:
             return otherwise
-        longest_bar = max(self.bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
+        longest_bar = max(bar_steps(m, spec.sample_freq) for m in spec.meters + ("other",))
         steps = self.length_steps(longest_bar, spec.tempo_range[1], spec.sample_freq)
         return len(HEADER) + steps * (3 * (spec.pitch_range[1] - spec.pitch_range[0] + 1) + 2) + 1
 
@@ -208,7 +176,7 @@ class GrammarMask:
         states, allowed, next_state = grammar_tables(tok.itos, GRAMMAR, kind)
         self.allowed = tensor(allowed) & tensor(controls.token_mask(tok.itos, tok.spec))  # (S, V) bool
         self.next_state = tensor(next_state)                                               # (S, V) state index
-        values = token_values(tok.itos, tok.spec, controls)
+        values = token_values(tok.itos, tok.spec)
         self.pitch, self.steps, self.need, self.bar = (tensor(values[k]) for k in ("pitch", "steps", "need", "bar"))
         self.bpm = tensor(values["bpm"])
         # with --seconds: per tempo token (and for a piece without one), the target in steps as Controls reckons it,
