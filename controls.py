@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from encoding_decoding import DRUMS, END, GRAMMAR, HEADER, MORE, bar_steps, kind, value
+from encoding_decoding import AHEAD, AHEAD_STATES, DRUMS, END, GRAMMAR, HEADER, MORE, as_note, bar_steps, kind, value
 
 
 def grammar_tables(itos, grammar=GRAMMAR, kind=kind):
@@ -148,6 +148,21 @@ class Controls:
         return [not forced.get(kind(t)) or t == forced[kind(t)] for t in itos]
 
 
+@dataclass(frozen=True)
+class Given:
+    """Material every sample holds exactly, for GrammarMask: `notes` (canonical, all after any prompt) are written
+    at their onsets, note for note; new notes go only in `free_parts` and start inside `span` (steps [lo, hi)),
+    ending by its end; with `blocks` (per bar, the token lists of encoding_decoding.ahead_blocks) the notes are
+    also shown ahead of their place, as the model was trained to see them. A harmonized melody is part 0 given,
+    the other parts free; an added part is every other part given; an infill is the notes after the gap given,
+    every part free inside it."""
+    notes: tuple
+    free_parts: tuple
+    span: tuple = (0, 1 << 30)
+    blocks: tuple = None
+    min_parts: int = 1
+
+
 class GrammarMask:
     """allowed_fn for GPT.generate: the grammar and the sampling controls as one mask over the next token.
 
@@ -163,9 +178,14 @@ class GrammarMask:
     the meter. On top, the mask keeps samples in the canonical form the training data has, so that decoding drops
     nothing: onsets rise within a bar, parts rise within an onset, pitches fall within a part, a key is not struck
     again in its part while it sounds, and a velocity is written where a part's changes (and at its first note)
-    only. Where those leave a row nothing, it falls back to the grammar and the controls alone."""
+    only. Where those leave a row nothing, it falls back to the grammar and the controls alone.
 
-    def __init__(self, tok, device, controls=Controls(), given=()):
+    With `material` (a Given), its notes are written where they sound and nothing else is: no onset passes a given
+    note still to come, no bar line closes a bar that has one, the END waits for all of them, and each given note's
+    part, pitch, duration and velocity are the only tokens allowed when it is due. Its blocks of look-ahead are
+    forced token by token before the bar lines where they belong (encoding_decoding.notes_to_tokens)."""
+
+    def __init__(self, tok, device, controls=Controls(), given=(), material=None):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
         spec, itos = tok.spec, tok.itos
         states, allowed, next_state = grammar_tables(itos)
@@ -192,6 +212,28 @@ class GrammarMask:
         # mask draws), so the model fills nothing else in; a free length must leave room for the given bars
         self.given = {i: self.kind == VALUED.index(k) for i, k in enumerate(given) if k}
         self.min_bars = sum(k == "bar" for k in given)
+        self.in_block = tensor([s in AHEAD_STATES for s in states])       # (S,) a block's states
+        self.is_ahead = tensor([t == AHEAD for t in itos])
+        self.material = material
+        if material is not None:
+            self.set_material(material, tok, device)
+
+    def set_material(self, m, tok, device):
+        """The given notes as (G + 1,) tensors (a last one that never comes), their keys, the free parts and span,
+        and the blocks as a (bars, longest) tensor of token ids padded with -1."""
+        tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
+        notes, K = [as_note(n) for n in m.notes], self.spec.pitch_range[1] + 1
+        never = 1 << 40
+        self.g_start = tensor([n.start for n in notes] + [never])
+        self.g_part, self.g_pitch = tensor([n.part for n in notes] + [-1]), tensor([n.pitch for n in notes] + [-1])
+        self.g_dur, self.g_vel = tensor([n.dur for n in notes] + [-1]), tensor([n.vel for n in notes] + [-1])
+        self.g_keys = tensor(sorted((n.start * self.spec.max_parts + n.part) * K + n.pitch for n in notes)
+                             or [-1])
+        self.free_part = tensor([k in m.free_parts for k in range(self.spec.max_parts + 1)])
+        self.want_parts = max(self.want_parts, m.min_parts)
+        if m.blocks is not None:
+            width = max(map(len, m.blocks))
+            self.blocks = tensor([[tok.stoi[t] for t in b] + [-1] * (width + 1 - len(b)) for b in m.blocks])
 
     def reset(self, batch_size, device):
         full = lambda v, *shape: torch.full((batch_size,) + shape, v, dtype=torch.long, device=device)
@@ -204,6 +246,10 @@ class GrammarMask:
         self.floor, self.last_end = full(1 << 30), full(0)
         self.until = full(0, self.spec.max_parts, self.spec.pitch_range[1] + 1)
         self.vel = full(-1, self.spec.max_parts)  # each part's velocity so far (-1: none yet)
+        # given material: the next given note, the blocks shown so far, the tokens since the latest block opened,
+        # and whether the latest token closed a given note
+        self.next_given, self.announced, self.block_pos = full(0), full(0), full(0)
+        self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)
 
     def consume(self, tok):
         """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
@@ -213,11 +259,13 @@ class GrammarMask:
         if n == 0:
             return
         positions, P = torch.arange(n, device=tok.device), self.spec.max_parts
-        state = self.state
+        state, states = self.state, []
         for t in range(n):
             state = self.next_state[state, tok[:, t]]
+            states.append(state)
         self.state = state
-        v, is_ = self.value[tok], lambda k: getattr(self, f"is_{k}")[tok]  # (B, n)
+        body = ~self.in_block[torch.stack(states, 1)]  # (B, n): not inside a block of given material
+        v, is_ = self.value[tok], lambda k: getattr(self, f"is_{k}")[tok] & body  # (B, n)
 
         def latest(where, value, old):  # (B, n): after each token, `value` at the latest position `where` holds
             if n == 1:
@@ -258,6 +306,14 @@ class GrammarMask:
         self.last_end = torch.maximum(self.last_end, torch.where(dur, ends, 0).amax(1))
         last = last_per_key(is_("v"), part_now.clamp(max=P - 1), P)
         self.vel = torch.where(last >= 0, v.gather(1, last.clamp(min=0)), self.vel)
+        ahead = self.is_ahead[tok]
+        self.announced = self.announced + ahead.sum(1)
+        last = torch.where(ahead, positions, -1).amax(1)
+        self.block_pos = torch.where(last >= 0, n - 1 - last, self.block_pos + n)
+        if self.material is not None:  # a note is a given one where its onset, part and pitch are
+            given = dur & torch.isin((clock * P + part_now) * K + pitch_now, self.g_keys)
+            self.next_given = self.next_given + given.sum(1)
+            self.just_given = given[:, -1]
 
     @property
     def clock(self):
@@ -272,6 +328,49 @@ class GrammarMask:
             return torch.full_like(self.bars, c.bars)
         bpm = torch.full_like(self.bpm, c.bpm) if c.bpm else self.bpm
         return (c.seconds * bpm / 60 * self.spec.sample_freq / self.header_bar.clamp(min=1)).round().clamp(min=1).long()
+
+    def material_rules(self, v, in_header):
+        """((B, V) what the given material allows next, (B,) whether all of it is written)."""
+        gi = self.next_given
+        due, due_part, due_pitch = self.g_start[gi], self.g_part[gi], self.g_pitch[gi]  # (B,): the next given note
+        clock, (lo, hi) = self.clock, self.material.span
+        col = lambda x: x[:, None]
+        # blocks: each due before its bar line (two before the first), forced token by token
+        blocks = getattr(self, "blocks", None)
+        n_bars = blocks.size(0) if blocks is not None else 0
+        need = (self.bars + 2).clamp(max=n_bars)  # the blocks that must be shown before the next bar line
+        bar_ready = (((self.bars == 0) | (due >= self.bar_start + self.bar_len))
+                     & ~(in_header & (self.n_parts < self.want_parts)))
+        ok = ((~self.is_ahead | col(bar_ready & (self.announced < need)))
+              & (~self.is_bar | col(bar_ready & (self.announced >= need))))
+        in_block = self.in_block[self.state]
+        if blocks is not None:
+            row = blocks[(self.announced - 1).clamp(min=0)]                 # (B, width + 1)
+            forced = row.gather(1, col((self.block_pos + 1).clamp(max=row.size(1) - 1)))[:, 0]
+            only = torch.arange(v.size(1), device=v.device)[None, :] == col(forced)
+            ok = ok & torch.where(col(in_block & (forced >= 0)), only, self.is_ahead | self.is_bar | ~col(in_block))
+        # onsets up to the next given one, and only where something may sound
+        free_at = lambda t: (lo <= t) & (t < hi) & self.free_part.any()
+        onset = col(self.bar_start) + v
+        body = ~col(in_block)
+        ok = ok & (~body | ~self.is_pos | ((onset <= col(due)) & ((onset == col(due)) | free_at(onset))))
+        # at a given note's onset: free parts before its part, then its part, its pitch, its duration
+        at_due = (self.pos >= 0) & (clock == due)
+        free_part = lambda k: self.free_part[k.clamp(0, self.free_part.size(0) - 1)]
+        ok = ok & (~body | ~self.is_p | (free_part(v) & col(free_at(clock)) & (~col(at_due) | (v < col(due_part))))
+                   | (col(at_due) & (v == col(due_part))))
+        writes_given = at_due & (self.part == due_part)
+        ok = ok & (~body | ~self.is_n | torch.where(col(writes_given), v == col(due_pitch), col(
+            free_part(self.part) & free_at(clock) & (~at_due | (self.part < due_part)))))
+        given_note = (self.state == self.state_id["pitch"]) & writes_given & (self.pitch == due_pitch)
+        ok = ok & (~body | ~self.is_d | torch.where(col(given_note), v == col(self.g_dur[gi]), col(clock) + v <= hi))
+        # a given note's velocity where its part's changes, and no velocity token otherwise
+        after_given = (self.state == self.state_id["note"]) & self.just_given
+        want = self.g_vel[(gi - 1).clamp(min=0)]
+        vel = self.vel.gather(1, col(self.part.clamp(max=self.spec.max_parts - 1)))[:, 0]
+        ok = torch.where(col(after_given & (want != vel)), self.is_v & (v == col(want)),
+                         ok & ~(self.is_v & col(after_given & (want == vel))))
+        return ok, (gi >= self.g_start.size(0) - 1) & (self.announced >= n_bars)
 
     def __call__(self, idx):
         if self.seen == 0:
@@ -300,6 +399,11 @@ class GrammarMask:
         bar_ok = bar_ok & ~(in_header & (self.n_parts < self.want_parts))[:, None]
         allowed = allowed & (~self.is_bar | bar_ok)
         end_ok = last & (self.last_end > self.bar_start) | (self.state == self.state_id["end"])
+        if self.material is not None:
+            given_ok, all_given = self.material_rules(v, in_header)
+            allowed, end_ok = allowed & given_ok, end_ok & all_given
+        else:
+            allowed = allowed & ~self.is_ahead
         allowed[:, self.end] &= end_ok
         # on the last step of the last bar, once a whole note has started there, the piece ends: no pile of notes
         note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])

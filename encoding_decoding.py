@@ -38,6 +38,7 @@ import config
 import configurator
 
 START, END = "START", "END"
+AHEAD = "ahead"  # opens a bar's given material, shown ahead of its place (see `notes_to_tokens`'s `given`)
 HEADER = ("style", "tempo", "meter")  # the header's fixed tokens, in order; one `inst` per part follows them
 OPENING = ("begin",) + HEADER + ("inst", "parts")  # the grammar states before the first bar line
 MORE = "more"                          # bar:more, a bar line further than max_countdown bars from the end
@@ -46,23 +47,31 @@ DRUMS = 128                            # the instrument number of a drum part (i
 # What may follow what: state -> {token kind -> next state}. The validator, the lenient decoder, finish() and the
 # sampler's mask all read this table. A token's kind is START, END, the part before ':' (style, tempo, meter,
 # inst, bar, pos), or the letter of an n/d/v/p token.
-AFTER_NOTE = {"p": "part", "n": "pitch", "pos": "onset", "bar": "bar", END: "end"}
+AFTER_NOTE = {"p": "part", "n": "pitch", "pos": "onset", "bar": "bar", AHEAD: "ahead", END: "end"}
+AFTER_AHEAD = {AHEAD: "ahead", "bar": "bar"}  # a block of given material stands right before a bar line
 GRAMMAR = {
     "begin": {START: "style"},
     "style": {"style": "tempo"},
     "tempo": {"tempo": "meter"},
     "meter": {"meter": "inst"},
     "inst": {"inst": "parts"},
-    "parts": {"inst": "parts", "bar": "bar"},
-    "bar": {"meter": "bar_meter", "pos": "onset", "bar": "bar", END: "end"},
-    "bar_meter": {"pos": "onset", "bar": "bar", END: "end"},
+    "parts": {"inst": "parts", **AFTER_AHEAD},
+    "bar": {"meter": "bar_meter", "pos": "onset", "bar": "bar", AHEAD: "ahead", END: "end"},
+    "bar_meter": {"pos": "onset", "bar": "bar", AHEAD: "ahead", END: "end"},
     "onset": {"p": "part", "n": "pitch"},
     "part": {"n": "pitch"},
     "pitch": {"d": "note"},
     "note": {"v": "loud", **AFTER_NOTE},
     "loud": AFTER_NOTE,
+    # a block of given notes (no velocities): its own states, so that its onsets and notes are not the bar's
+    "ahead": {"pos": "a_onset", **AFTER_AHEAD},
+    "a_onset": {"p": "a_part", "n": "a_pitch"},
+    "a_part": {"n": "a_pitch"},
+    "a_pitch": {"d": "a_note"},
+    "a_note": {"pos": "a_onset", "p": "a_part", "n": "a_pitch", **AFTER_AHEAD},
     "end": {},
 }
+AHEAD_STATES = ("ahead", "a_onset", "a_part", "a_pitch", "a_note")
 WHOLE = ("parts", "bar", "bar_meter", "note", "loud")  # states where a piece may be cut and closed with END
 STYLE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")  # a style token must survive whitespace splitting and the ':'
 METER = re.compile(r"[1-9][0-9]{0,2}/[1-9][0-9]{0,2}")
@@ -113,8 +122,9 @@ def family(inst):
 
 
 def kind(token):
-    """START, END, the part before ':' of a header, bar or position token, or the letter of an n/d/v/p token."""
-    if token in (START, END):
+    """START, END, AHEAD, the part before ':' of a header, bar or position token, or the letter of an n/d/v/p
+    token."""
+    if token in (START, END, AHEAD):
         return token
     head, colon, _ = token.partition(":")
     return head if colon else token[0]
@@ -220,7 +230,7 @@ class Spec:
     def vocab(self):
         """The closed vocabulary, in id order (the styles last, so that a new style only appends)."""
         (p0, p1), (v0, v1) = self.pitch_range, self.velocity_range
-        return ([START, END] + [f"n{p}" for p in range(p0, p1 + 1)]
+        return ([START, END, AHEAD] + [f"n{p}" for p in range(p0, p1 + 1)]
                 + [f"d{d}" for d in range(1, self.max_dur + 1)] + [f"v{v}" for v in range(v0, v1 + 1)]
                 + [f"p{k}" for k in range(self.max_parts)] + [f"pos:{k}" for k in range(self.max_bar_steps())]
                 + [f"bar:{k}" for k in range(1, self.max_countdown + 1)] + [f"bar:{MORE}"]
@@ -362,19 +372,33 @@ def canonical(notes, spec, dropped=None):
     return out
 
 
-def notes_to_tokens(notes, spec, header=Header()):
+def notes_to_tokens(notes, spec, header=Header(), given=None):
     """Canonical notes and their header -> tokens (START header bars END). The header's parts must name every
-    part the notes use; its meters must be the vocabulary's."""
+    part the notes use; its meters must be the vocabulary's.
+
+    With `given` (a subset of `notes`: a melody, parts, the bars after a gap), those notes are also shown ahead of
+    their place, a bar at a time, so that a left-to-right model writing the rest sees them coming: a block
+    `ahead [pos:k] [p{k}] n{pitch} d{steps} ...` (no velocities; its part starts at 0) stands before every bar
+    line, for the bar after the one that line opens, and two stand before the first (bars 1 and 2). Each bar gets
+    one block, an empty one (`ahead` alone) where nothing given starts in it. This is anticipation (Thickstun et
+    al., 2023) with a look-ahead of one to two bars, laid on bar lines."""
     notes = list(map(as_note, notes))  # plain tuples are read as Notes
     n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, n_bars)
     tokens, bar, at, part, vel = [START] + spec.header_tokens(header), -1, None, 0, {}
     changes = dict(header.changes)
+    blocks = ahead_blocks(given, lines) if given is not None else None
+
+    def open_bar(bar):  # the blocks due before this bar line, the line, its meter change
+        for b in ((0, 1) if bar == 0 else (bar + 1,)) if blocks is not None else ():
+            tokens.extend(blocks[b] if b < n_bars else [])
+        tokens.append(spec.countdown_token(n_bars - bar))
+        tokens.extend([f"meter:{changes[bar]}"] if bar in changes else [])
+
     for n in notes:
         while n.start >= lines[bar + 1] or bar < 0:  # open the bars up to the one that holds this onset
             bar += 1
-            tokens.append(spec.countdown_token(n_bars - bar))
-            tokens += [f"meter:{changes[bar]}"] if bar in changes else []
+            open_bar(bar)
         if n.start != at:
             tokens.append(f"pos:{n.start - lines[bar]}")
             at = n.start
@@ -386,9 +410,27 @@ def notes_to_tokens(notes, spec, header=Header()):
             tokens.append(f"v{n.vel}")
             vel[part] = n.vel
     for bar in range(bar + 1, n_bars):  # bars that only ring or rest
-        tokens.append(spec.countdown_token(n_bars - bar))
-        tokens += [f"meter:{changes[bar]}"] if bar in changes else []
+        open_bar(bar)
     return tokens + [END]
+
+
+def ahead_blocks(given, lines):
+    """Per bar (its lines from Header.bar_lines), the block that shows its given notes ahead: AHEAD, then each
+    note's onset in the bar where it changes, its part where that changes (from 0), its pitch and duration."""
+    blocks = [[AHEAD] for _ in lines[:-1]]
+    at, part, bar = None, [0] * len(blocks), 0
+    for n in sorted(map(as_note, given), key=lambda n: (n.start, n.part, -n.pitch)):
+        while n.start >= lines[bar + 1]:
+            bar += 1
+        block = blocks[bar]
+        if n.start != at:
+            block.append(f"pos:{n.start - lines[bar]}")
+            at = n.start
+        if n.part != part[bar]:
+            block.append(f"p{n.part}")
+            part[bar] = n.part
+        block += [f"n{n.pitch}", f"d{n.dur}"]
+    return blocks
 
 
 def finish(tokens, grammar=GRAMMAR, whole=WHOLE, kind=kind):
@@ -451,7 +493,8 @@ def strip_leading_silence(tokens):
 def tokens_to_notes(tokens, spec):
     """Any token list -> (canonical notes, Header, number of broken notes and stray tokens skipped). Never raises;
     reads the header and the bars by GRAMMAR and stops at END. A missing START or header part is no error (the
-    header takes defaults); notes before the first bar line fall in the first bar."""
+    header takes defaults); notes before the first bar line fall in the first bar. Blocks of given material
+    (`ahead ...`) are skipped: their notes are read where they sound."""
     vocab, state, bad, head, notes, changes, vel = set(spec.vocab()), "begin", 0, [], [], [], {}
     meter, bars, bar_start, at, part, note = Header.meter, 0, 0, 0, 0, None  # note: [pitch, dur, vel] being read
     for tok in tokens:
@@ -462,18 +505,23 @@ def tokens_to_notes(tokens, spec):
         if nxt is None and state in ("onset", "part", "pitch"):  # a note broken off: drop it, read this afresh
             bad, state, note = bad + 1, "loud", None
             nxt = GRAMMAR[state].get(k)
+        if nxt is None and state in AHEAD_STATES[1:4]:  # the same inside a block
+            bad, state = bad + 1, "a_note"
+            nxt = GRAMMAR[state].get(k)
         if nxt is None:  # a stray token
             bad += 1
             continue
         state, was = nxt, state
-        if was in OPENING and k != "bar":
-            head.append(tok)
-            meter = value(tok) if k == "meter" else meter
-            continue
         if note and k not in ("d", "v"):  # the note before this token is whole
             vel[part] = note[2] if note[2] is not None else vel.get(part, config.default_velocity)
             notes.append(Note(at, note[0], note[1], vel[part], part))
             note = None
+        if state in AHEAD_STATES:  # a block of given material: its notes are read where they sound
+            continue
+        if was in OPENING and k != "bar":
+            head.append(tok)
+            meter = value(tok) if k == "meter" else meter
+            continue
         if k == END:
             break
         if k == "bar":
@@ -498,17 +546,16 @@ def tokens_to_notes(tokens, spec):
     return canonical(notes, spec), header, bad + len(stray) + bool(note and note[1] is None)
 
 
-TOKENIZER_VERSION = 3  # 2: the piece header (style, tempo, meter) after START; 3: parts, bar lines, a countdown
+TOKENIZER_VERSION = 4  # 2: the piece header (style, tempo, meter) after START; 3: parts, bar lines, a countdown;
+#                        4: blocks of given material (`ahead`). A version-3 tokenizer loads without that token.
 
 
 class Tokenizer:
     """The closed vocabulary of a Spec as ids (styles last, so that new styles only append), and its JSON file."""
 
-    version = TOKENIZER_VERSION
-
-    def __init__(self, spec):
-        self.spec = spec
-        self.itos = spec.vocab()
+    def __init__(self, spec, version=TOKENIZER_VERSION):
+        self.spec, self.version = spec, version
+        self.itos = [t for t in spec.vocab() if version >= 4 or t != AHEAD]
         self.stoi = {s: i for i, s in enumerate(self.itos)}
         self.vocab_size = len(self.itos)
 
@@ -548,8 +595,8 @@ class Tokenizer:
         if d.get("version") == 2:
             raise ValueError(f"{path}: this is the first edition of the token grammar (no parts, no bar lines); "
                              f"re-encode the data with this code (encode_all.py) and build the tokenizer again")
-        if d.get("version") != TOKENIZER_VERSION:
-            raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads version "
+        if d.get("version") not in (3, TOKENIZER_VERSION):
+            raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads versions 3 and "
                              f"{TOKENIZER_VERSION}")
         try:
             spec = Spec.of(d["spec"])
@@ -557,7 +604,7 @@ class Tokenizer:
             raise ValueError(f"{path}: its spec is not one this code can use: {e}") from None
         except (KeyError, TypeError, AttributeError):
             raise ValueError(f"{path}: tokenizer JSON lacks or garbles its spec (edited by hand?)") from None
-        tok = cls(spec)
+        tok = cls(spec, d["version"])  # version 3: a run trained before given material; it samples as before
         if tok.vocab_size > 2**16:
             raise ValueError(f"{path}: its spec makes {tok.vocab_size} tokens, more than uint16 token ids can hold")
         try:
