@@ -68,6 +68,8 @@ aug_variants = 0  # variants written per piece: 0 = every combination above (107
 # --- train/val split (prepare.py)
 val_fraction = 0.05         # share of pieces (originals) held out, chosen by a stable hash of the piece id
 augmented_percentage = 30.0  # share of training tokens that come from augmented copies
+given_share = 0.25         # share of training pieces written with some of them given and shown ahead (harmonize,
+                           # add a part, fill in bars); the rest teach free sampling
 seed = 1337                 # seeds the split hash and the choice of augmented copies
 
 # --- model (GPTConfig in model.py takes these by name; vocab_size comes from the data's meta.json)
@@ -152,6 +154,8 @@ eval_seconds = 20.0        # the --seconds target measured
 main_style_pieces = 10     # validation pieces that make a style a main one
 eval_key = "D minor"       # the --key measured
 eval_pitch_range = (48, 84)  # the --pitch_range measured, LOW,HIGH
+given_pieces = 8           # validation chorales whose sopranos are harmonized and middle bars filled in
+given_samples = 4          # samples of each
 
 PRESETS = {
     # Trains in a few minutes on 2 CPU cores and still learns the chorales' grammar and harmony.

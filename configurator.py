@@ -19,7 +19,7 @@ LIMITS = {
     "tempo_range": BPM, "tempo_buckets": (1, 1000), "max_parts": (1, 16), "max_countdown": (1, 1000),
     "num_processes": (0, None), "file_timeout": ([0], None),
     "timeout_bytes": (1, None), "aug_variants": (0, None),
-    "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "seed": (0, 2**63 - 1),
+    "val_fraction": ([0], [1]), "augmented_percentage": (0, [100]), "given_share": (0, 1), "seed": (0, 2**63 - 1),
     # model shapes: also checked when a checkpoint is read, before anything is allocated
     "vocab_size": (1, 2**16), "block_size": (2, 2**20), "n_layer": (1, 256), "n_head": (1, 1024),
     "n_embd": (8, 2**16), "dropout": (0, [1]), "q_lora_rank": (0, 2**16), "kv_lora_rank": (1, 2**16),
@@ -36,7 +36,7 @@ LIMITS = {
     "prompt_bars": (1, None), "parts": (1, 16), "bars": (1, 1000), "seconds": ([0], 3600), "tempo": BPM, "bpm": BPM,
     "ngram": (1, 10), "ngram_max_tokens": (1, None), "memorization_threshold": (1, None), "control_samples": (1, None),
     "main_style_pieces": (1, None), "eval_bars": (1, 1000), "eval_seconds": ([0], 3600), "eval_pitch_range": (0, 127),
-    "eval_num_samples": (1, 1024),
+    "eval_num_samples": (1, 1024), "given_pieces": (1, None), "given_samples": (1, 1024),
 }
 
 

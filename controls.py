@@ -6,11 +6,12 @@ turn the grammar and the vocabulary into lookup tables; `GrammarMask` is the all
 before each sampled token. A new control is a field of Controls and a rule in GrammarMask.__call__.
 """
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from encoding_decoding import AHEAD, AHEAD_STATES, DRUMS, END, GRAMMAR, HEADER, MORE, as_note, bar_steps, kind, value
+from encoding_decoding import (AHEAD, AHEAD_STATES, DRUMS, END, GRAMMAR, HEADER, MORE, ahead_blocks, as_note, bar_steps,
+                               kind, notes_to_tokens, value)
 
 
 def grammar_tables(itos, grammar=GRAMMAR, kind=kind):
@@ -161,6 +162,51 @@ class Given:
     span: tuple = (0, 1 << 30)
     blocks: tuple = None
     min_parts: int = 1
+
+
+def top_line(notes):
+    """(the highest note of each onset, each cut where the next begins; whether anything was dropped or cut)."""
+    line = []
+    for n in sorted(map(as_note, notes), key=lambda n: (n.start, -n.pitch)):
+        if line and line[-1].start == n.start:
+            continue
+        if line and line[-1].end > n.start:
+            line[-1] = line[-1]._replace(dur=n.start - line[-1].start)
+        line.append(n._replace(part=0))
+    return line, line != sorted(as_note(n)._replace(part=0) for n in notes)
+
+
+def harmonize(melody, header, spec, ahead=True):
+    """(prompt tokens after START, Given, bars) that write the parts under a melody: its notes are part 0, every
+    other part is free, and the piece is as long as the melody (laid in the header's meter)."""
+    bars = header.bars_needed(melody, spec.sample_freq)
+    lines = header.bar_lines(spec.sample_freq, bars)
+    blocks = tuple(map(tuple, ahead_blocks(melody, lines))) if ahead else None
+    return [], Given(tuple(melody), tuple(range(1, spec.max_parts)), blocks=blocks, min_parts=2), bars
+
+
+def add_part(notes, header, spec, ahead=True):
+    """(prompt tokens after START, Given, bars) that write one new part, after the header's, against all of them."""
+    bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
+    lines = header.bar_lines(spec.sample_freq, bars)
+    blocks = tuple(map(tuple, ahead_blocks(notes, lines))) if ahead else None
+    n = len(header.parts)
+    return [], Given(tuple(notes), (n,), blocks=blocks, min_parts=n + 1), bars
+
+
+def infill(notes, header, spec, first, last, ahead=True):
+    """(prompt tokens after START, Given, bars) that write bars first..last (from 1) anew: the notes before them are
+    the prompt, those after them are given, every part is free inside the gap and no new note rings past it."""
+    bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
+    lines = header.bar_lines(spec.sample_freq, bars)
+    lo, hi = lines[first - 1], lines[last]
+    after = [n for n in notes if n.start >= hi]
+    tokens = notes_to_tokens([n for n in notes if n.start < lo] + after, spec, replace(header, bars=bars),
+                             given=after if ahead else None)
+    cut = [i for i, t in enumerate(tokens) if kind(t) == "bar"][first - 1]  # the gap's first bar line
+    blocks = tuple(map(tuple, ahead_blocks(after, lines))) if ahead else None
+    return tokens[1:cut], Given(tuple(after), tuple(range(len(header.parts))), (lo, hi), blocks,
+                                len(header.parts)), bars
 
 
 class GrammarMask:
@@ -330,7 +376,9 @@ class GrammarMask:
         return (c.seconds * bpm / 60 * self.spec.sample_freq / self.header_bar.clamp(min=1)).round().clamp(min=1).long()
 
     def material_rules(self, v, in_header):
-        """((B, V) what the given material allows next, (B,) whether all of it is written)."""
+        """((B, V) what the given material allows next, (B,) whether all of it is written). A given note's pitch is
+        allowed whatever --key and --pitch_range say: they are for the notes written (sample.py checks the given
+        ones against the user's)."""
         gi = self.next_given
         due, due_part, due_pitch = self.g_start[gi], self.g_part[gi], self.g_pitch[gi]  # (B,): the next given note
         clock, (lo, hi) = self.clock, self.material.span
@@ -349,6 +397,7 @@ class GrammarMask:
             forced = row.gather(1, col((self.block_pos + 1).clamp(max=row.size(1) - 1)))[:, 0]
             only = torch.arange(v.size(1), device=v.device)[None, :] == col(forced)
             ok = ok & torch.where(col(in_block & (forced >= 0)), only, self.is_ahead | self.is_bar | ~col(in_block))
+            self.block_token = torch.where(col(in_block & (forced >= 0)), only, False)  # (B, V): the block's next
         # onsets up to the next given one, and only where something may sound
         free_at = lambda t: (lo <= t) & (t < hi) & self.free_part.any()
         onset = col(self.bar_start) + v
@@ -370,6 +419,7 @@ class GrammarMask:
         vel = self.vel.gather(1, col(self.part.clamp(max=self.spec.max_parts - 1)))[:, 0]
         ok = torch.where(col(after_given & (want != vel)), self.is_v & (v == col(want)),
                          ok & ~(self.is_v & col(after_given & (want == vel))))
+        self.given_pitch = col(writes_given) & (v == col(due_pitch))  # exempt from --key and --pitch_range
         return ok, (gi >= self.g_start.size(0) - 1) & (self.announced >= n_bars)
 
     def __call__(self, idx):
@@ -425,7 +475,7 @@ class GrammarMask:
         # a part the header names; pitches of the --key and --pitch_range in pitched parts
         allowed = allowed & (~self.is_p | (v < self.n_parts[:, None]))
         drum = self.drum.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
-        allowed = allowed & (~self.is_n | self.pitch_ok | drum)
+        allowed = allowed & (~self.is_n | self.pitch_ok | drum | (self.given_pitch if self.material else False))
         # the canonical form
         sounding = self.until.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None, None].expand(
             -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends
@@ -438,4 +488,7 @@ class GrammarMask:
         if (kind := self.given.get(idx.size(1))) is not None:
             allowed, canonical = allowed & kind, canonical & kind
         allowed = torch.where(allowed.any(1, keepdim=True), allowed, self.only_end)  # never nothing: then the END
-        return torch.where(canonical.any(1, keepdim=True), canonical, allowed)
+        out = torch.where(canonical.any(1, keepdim=True), canonical, allowed)
+        if self.material is not None and self.material.blocks is not None:  # inside a block, nothing else holds
+            out = torch.where(self.block_token.any(1, keepdim=True), self.block_token, out)
+        return out

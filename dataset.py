@@ -3,14 +3,17 @@ the split by piece (and the names of augmented copies, which map to their piece)
 the memory-mapped tokens. prepare.py writes it, train.py, evaluate.py and the benchmarks read it."""
 import hashlib
 import json
+import random
 import re
+from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
 
 from batch import die, read_text, recover
-from encoding_decoding import HEADER, START, FirstEdition, check_edition, kind, text_to_tokens, validate
+from encoding_decoding import (HEADER, START, FirstEdition, check_edition, given_variant, kind, text_to_tokens,
+                               validate)
 
 VARIANT = re.compile(r"^(?P<piece>.*)__p[+-]\d+_v[+-]\d+(_t[+-]\d+)?$")  # piece_id reads the piece with this
 
@@ -42,9 +45,11 @@ def split(pids, seed, val_fraction):
     return val
 
 
-def write_split(path, files, tok, rejected, rss):
-    """Stream pieces into `path` as uint16 ids; return (tokens, pieces) written. Broken pieces go to `rejected`."""
-    n_tokens = n_pieces = 0
+def write_split(path, files, tok, rejected, rss, given=None):
+    """Stream pieces into `path` as uint16 ids; return (tokens, pieces, pieces with given material) written. Broken
+    pieces go to `rejected`. With `given` (share, seed), that share of the pieces, drawn by a hash of the seed and
+    the file's name, is written with some of it given (encoding_decoding.given_variant)."""
+    n_tokens = n_pieces = n_given = 0
     with open(path, "wb") as f:  # inside the hidden folder that is swapped in whole (a full disk: prepare says so)
         for i, p in enumerate(files):
             try:
@@ -59,11 +64,14 @@ def write_split(path, files, tok, rejected, rss):
             if err := validate(tokens, tok.spec):
                 rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
                 continue
+            if given and in_val(Path(p).name, given[1], given[0]):  # the same stable coin as the split's
+                tokens = given_variant(tokens, tok.spec, random.Random(f"{given[1]}:{Path(p).name}"))
+                n_given += 1
             np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
             n_tokens, n_pieces = n_tokens + len(tokens), n_pieces + 1
             if i % 256 == 0:
                 rss[0] = max(rss[0], psutil.Process().memory_info().rss)
-    return n_tokens, n_pieces
+    return n_tokens, n_pieces, n_given
 
 
 def read_data(data_dir):

@@ -546,6 +546,28 @@ def tokens_to_notes(tokens, spec):
     return canonical(notes, spec), header, bad + len(stray) + bool(note and note[1] is None)
 
 
+GIVEN_KINDS = ("melody", "parts", "bars")
+
+
+def given_variant(tokens, spec, rng):
+    """A piece's encoding with some of it given, as sampling with given material sees it: its top part (a melody
+    to harmonize), every part but one (a part to add), or every note after a gap of 1 to 8 bars (an infill), one of
+    them drawn by `rng` (a random.Random); a one-part piece always the last."""
+    notes, header, _ = tokens_to_notes(tokens, spec)
+    parts = sorted({n.part for n in notes})
+    pick = rng.choice(GIVEN_KINDS if len(parts) > 1 else GIVEN_KINDS[2:])
+    if pick == "melody":
+        given = [n for n in notes if n.part == parts[0]]
+    elif pick == "parts":
+        new = rng.choice(parts)
+        given = [n for n in notes if n.part != new]
+    else:
+        first = rng.randrange(header.bars)
+        after = header.bar_lines(spec.sample_freq, header.bars)[min(first + rng.randint(1, 8), header.bars)]
+        given = [n for n in notes if n.start >= after]
+    return notes_to_tokens(notes, spec, header, given=given)
+
+
 TOKENIZER_VERSION = 4  # 2: the piece header (style, tempo, meter) after START; 3: parts, bar lines, a countdown;
 #                        4: blocks of given material (`ahead`). A version-3 tokenizer loads without that token.
 

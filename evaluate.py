@@ -36,6 +36,7 @@ import json
 import math
 from bisect import bisect_right
 from collections import Counter, defaultdict
+from dataclasses import replace
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -47,11 +48,11 @@ import batch
 import config
 import configurator
 from batch import atomic_write, die, reason, writable_dir, write_json
-from controls import Controls, GrammarMask, key_pitch_classes
+from controls import Controls, GrammarMask, harmonize, infill, key_pitch_classes
 from dataset import read_data
 from encoding_decoding import (END, HEADER, START, Header, Spec, as_note, finish, header_end, kind, midi_to_notes,
-                               notes_to_midi, tokens_to_notes, validate)
-from runs import load_run, pick_device
+                               notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
+from runs import learnt_given, load_run, pick_device
 
 STATS = {  # name -> (number of bins, values of one piece's notes)
     "pitch_class": (12, lambda notes: [n.pitch % 12 for n in notes]),
@@ -269,10 +270,13 @@ class KneserNey:
 
 
 @torch.no_grad()
-def model_nats(model, pieces, keeps, device, batch_size=32):
+def model_nats(model, pieces, keeps, device, batch_size=32, allowed=None, counted=None):
     """Negative log-likelihood of each piece's tokens after START, in windows of block_size: each window after a
     piece's first starts afresh with the piece's first keeps[k] tokens (START and its header, as sampling keeps
-    them) in front, so long pieces are scored with at most block_size tokens of context."""
+    them) in front, so long pieces are scored with at most block_size tokens of context. With `allowed` (per piece,
+    (len - 1, V) bool: what the sampler's mask allows at each position, from mask_rows) the probabilities are the
+    sampler's, renormalized over what it allows (a token the mask forces costs nothing); with `counted` (per
+    piece, (len - 1,) bool) only those positions are summed."""
     B = model.cfg.block_size
     windows = []
     for k, p in enumerate(pieces):
@@ -280,20 +284,38 @@ def model_nats(model, pieces, keeps, device, batch_size=32):
         while i < len(p) - 1:
             head = p[:keeps[k]] if i else p[:0]
             x = np.concatenate([head, p[i:i + B - len(head)]])
-            windows.append((k, x, np.concatenate([np.full(len(head), -1), p[i + 1:i + B - len(head) + 1]])))
+            y = p[i + 1:i + B - len(head) + 1]
+            if counted is not None:
+                y = np.where(counted[k][i:i + len(y)], y, -1)
+            windows.append((k, x, np.concatenate([np.full(len(head), -1), y]), i, len(head)))
             i += B - len(head)
     total = np.zeros(len(pieces))
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
         x = torch.zeros(len(chunk), B, dtype=torch.long)
         y = torch.full((len(chunk), B), -1, dtype=torch.long)
-        for j, (_, a, b) in enumerate(chunk):
+        for j, (_, a, b, _, _) in enumerate(chunk):
             x[j, :len(a)] = torch.from_numpy(a.astype(np.int64))
             y[j, :len(b)] = torch.from_numpy(b.astype(np.int64))
         logits, _ = model(x.to(device))
-        nll = F.cross_entropy(logits.float().transpose(1, 2), y.to(device), ignore_index=-1, reduction="none")
-        np.add.at(total, [k for k, _, _ in chunk], nll.sum(1).cpu().numpy())
+        logits, y = logits.float(), y.to(device)
+        if allowed is not None:
+            ok = torch.ones_like(logits, dtype=torch.bool)
+            for j, (k, a, _, at, h) in enumerate(chunk):
+                rows = allowed[k][at:at + len(a) - h]
+                ok[j, h:h + len(rows)] = rows
+            ok |= ~ok.gather(2, y.clamp(min=0)[..., None])  # a token the mask would not draw: scored unmasked
+            logits = logits.masked_fill(~ok, float("-inf"))
+        nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-1, reduction="none")
+        np.add.at(total, [k for k, *_ in chunk], nll.sum(1).cpu().numpy())
     return total
+
+
+def mask_rows(mask, ids, device):
+    """(len(ids) - 1, V) bool: what `mask` (a fresh GrammarMask) allows at each position after the first, stepped
+    along the token ids `ids`."""
+    x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None]
+    return torch.cat([mask(x[:, :t]) for t in range(1, x.size(1))])
 
 
 def longest_runs(samples, train, k=MEMO_K):
@@ -533,6 +555,135 @@ def listening(args, spec, pieces, sample, styles):
     return out
 
 
+# --- given material: the validation chorales' sopranos harmonized, their middle bars filled in
+
+
+def given_pieces(pieces, n):
+    """Up to n validation pieces of the main four-part style (Bach's chorales where there are some): (notes, header)."""
+    four = [(d, s) for d, s in zip(pieces.val_decoded, pieces.val_styles) if len(d[1].parts) == 4 and d[0]]
+    styles = Counter(s for _, s in four)
+    style = "bach" if "bach" in styles else styles.most_common(1)[0][0] if styles else None
+    return [d for d, s in four if s == style][:n]
+
+
+def infill_span(bars):
+    """The bars an evaluation fills in: 5 to 8 where a piece has 10 or more, else its middle two; None under 4."""
+    return (5, 8) if bars >= 10 else (bars // 2, bars // 2 + 1) if bars >= 4 else None
+
+
+def hold_piece(header, bars):
+    """The controls that hold a piece's own header and length (what sample.py sets for given material)."""
+    return Controls(style=header.style, tempo=header.bpm, meter=header.meter, bars=bars, instruments=header.parts)
+
+
+def given_bits(model, tok, notes, header, device):
+    """Bits per note that the sampler pays, each piece scored as it would be drawn: the lower voices alone, under
+    the soprano forced at its onsets, under the soprano also shown ahead; and the middle bars (infill_span) with
+    only the left side, with the right side forced after the gap, with it also shown ahead. Sums of (bits, notes)."""
+    spec, ln2 = tok.spec, math.log(2)
+    soprano = [n for n in notes if n.part == 0]
+    lower = [n._replace(part=n.part - 1) for n in notes if n.part > 0]
+    bars = header.bars_needed(notes, spec.sample_freq)
+    cases = {}
+
+    def score(name, tokens, mask, counted, count):
+        ids = tok.encode(tokens)
+        rows = mask_rows(mask, ids, device)
+        nats = model_nats(model, [np.asarray(ids)], [1 + len(HEADER) + len(header.parts)], device, allowed=[rows],
+                          counted=[counted(tokens)[1:]])[0]
+        cases[name] = (nats / ln2, count)
+
+    everything = lambda tokens: np.ones(len(tokens), dtype=bool)
+    held = hold_piece(header, bars)
+    score("lower voices alone", notes_to_tokens(lower, spec, replace(header, parts=header.parts[1:])),
+          GrammarMask(tok, device, replace(held, instruments=header.parts[1:])), everything, len(lower))
+    for ahead, name in ((False, "under the soprano at its onsets"), (True, "under the soprano, shown ahead")):
+        tokens = notes_to_tokens(notes, spec, header, given=soprano if ahead else None)
+        material = harmonize(soprano, header, spec, ahead)[1]
+        score(name, tokens, GrammarMask(tok, device, held, material=material), everything, len(lower))
+    if span := infill_span(bars):
+        lines = header.bar_lines(spec.sample_freq, bars)
+        gap = [n for n in notes if lines[span[0] - 1] <= n.start < lines[span[1]]]
+        after = [n for n in notes if n.start >= lines[span[1]]]
+
+        def in_gap(tokens):  # from the gap's first bar line to the next bar line after it (or the END)
+            at = [i for i, t in enumerate(tokens) if kind(t) == "bar"] + [len(tokens) - 1]
+            return (np.arange(len(tokens)) >= at[span[0] - 1]) & (np.arange(len(tokens)) < at[span[1]])
+        plain = notes_to_tokens(notes, spec, header)
+        score("bars from the left only", plain, GrammarMask(tok, device, held), in_gap, len(gap))
+        for ahead, name in ((False, "bars between both sides, the right at its onsets"),
+                            (True, "bars between both sides, the right shown ahead")):
+            tokens = notes_to_tokens(notes, spec, header, given=after if ahead else None)
+            material = infill(notes, header, spec, *span, ahead)[1]
+            score(name, tokens, GrammarMask(tok, device, held, material=material), in_gap, len(gap))
+    return cases
+
+
+def draw_given(model, tok, header, bars, prompt, material, n, device, seed, knobs):
+    """n samples (token lists, cut at END) that hold `material` in a piece with `header`'s tempo and meter."""
+    controls = hold_piece(header, bars)
+    mask = GrammarMask(tok, device, controls, material=material)
+    idx = torch.tensor([[tok.stoi[START]] + tok.encode(prompt)] * n, device=device)
+    out = model.generate(idx, controls.token_budget(tok.spec, 0), **knobs, allowed_fn=mask, stop_id=tok.stoi[END],
+                         generator=torch.Generator(device).manual_seed(seed), keep=1 + len(HEADER) + len(header.parts))
+    return [finish(tok.decode(row)) for row in out.tolist()]
+
+
+def voice_ranges(pieces, voices):
+    """Per voice (part), the median over pieces of its lowest and highest pitch: [[low, high], ...]."""
+    out = []
+    for v in range(voices):
+        spans = [(min(p), max(p)) for p in ([n.pitch for n in notes if n.part == v] for notes, _ in pieces) if p]
+        out.append([float(np.median([a for a, _ in spans])), float(np.median([b for _, b in spans]))] if spans
+                   else None)
+    return out
+
+
+def given_material(args, model, tok, pieces, device):
+    """Harmonize each of --given_pieces validation chorales' sopranos (--given_samples samples each, with the
+    look-ahead and with the soprano only forced at its onsets), fill in their middle bars, and measure both beside
+    the real chorales by the same code; with the bits per note that the given material saves."""
+    spec, chorales = tok.spec, given_pieces(pieces, args.given_pieces)
+    if not chorales:
+        return None
+    knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
+    drawn = {"shown ahead": [], "at its onsets": []}
+    kept = {k: [] for k in drawn}
+    filled, filled_ok, bits = [], [], defaultdict(lambda: [0.0, 0])
+    for k, (notes, header) in enumerate(chorales):
+        bars = header.bars_needed(notes, spec.sample_freq)
+        soprano = [n for n in notes if n.part == 0]
+        for ahead, name in ((True, "shown ahead"), (False, "at its onsets")):
+            prompt, material, bars = harmonize(soprano, header, spec, ahead)
+            for t in draw_given(model, tok, header, bars, prompt, material, args.given_samples, device,
+                                args.seed + 300 + k, knobs):
+                got, head, _ = tokens_to_notes(t, spec)
+                drawn[name].append((got, head))
+                kept[name].append([n for n in got if n.part == 0] == soprano)
+        if span := infill_span(bars):
+            prompt, material, _ = infill(notes, header, spec, *span)
+            lo, hi = header.bar_lines(spec.sample_freq, bars)[span[0] - 1], header.bar_lines(spec.sample_freq,
+                                                                                             bars)[span[1]]
+            for t in draw_given(model, tok, header, bars, prompt, material, args.given_samples, device,
+                                args.seed + 400 + k, knobs):
+                got = tokens_to_notes(t, spec)[0]
+                filled.append(sorted(n for n in got if not lo <= n.start < hi) ==
+                              sorted(n for n in notes if not lo <= n.start < hi))
+                filled_ok.append(all(n.end <= hi for n in got if lo <= n.start < hi))
+        for name, (b, count) in given_bits(model, tok, notes, header, device).items():
+            bits[name][0] += b
+            bits[name][1] += count
+    real = [(n, h) for n, h in chorales]
+    heard = lambda ps: {**listen(ps, 4, spec.sample_freq), "voice_ranges": voice_ranges(ps, 4)}
+    return {"style": chorales[0][1].style, "pieces": len(chorales), "samples_per_piece": args.given_samples,
+            "harmonized": {**{name: {"melody_kept": float(np.mean(kept[name])), **heard(d)}
+                              for name, d in drawn.items()}, "real": heard(real)},
+            "infill": {"span": "bars 5-8 (the middle two in pieces under 10 bars)", "samples": len(filled),
+                       "all_other_notes_kept": float(np.mean(filled)) if filled else None,
+                       "no_new_note_past_the_gap": float(np.mean(filled_ok)) if filled_ok else None},
+            "bits_per_note": {name: b / max(c, 1) for name, (b, c) in bits.items()}}
+
+
 def memorization(args, tok, pieces, sampled):
     """The longest run each sample shares with train.bin, in tokens and in note events, against as many validation
     pieces (never trained on) cut the same way."""
@@ -564,11 +715,12 @@ def measure(args, model, tok, splits, device):
     main_styles = [s for s in pieces.styles if per_style[s]["main"]]
     control = adherence(sample, tok.spec, args, main_styles, profiles, real)
     heard = listening(args, tok.spec, pieces, sample, main_styles)
+    given = given_material(args, model, tok, pieces, device) if learnt_given(tok, args.out_dir) else None
     return {"val_pieces": len(pieces.val), "val_tokens": sum(len(p) - 1 for p in pieces.val),
             "val_notes": sum(map(len, pieces.val_notes)), "ngram_fit_tokens": fit_tokens, "sampling": knobs,
             "compared_tokens": args.max_new_tokens, "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
             **statistics, "per_style": per_style, "main_styles": main_styles, "control_adherence": control,
-            "listening": heard,
+            "listening": heard, "given_material": given,
             "memorization": memorization(args, tok, pieces, sampled)}, hists
 
 
@@ -628,6 +780,8 @@ def markdown(report, args, name):
                          f"{a['ends_on_tonic']:.0%} ({b['ends_on_tonic']:.0%}) | "
                          f"{a['repeated_bars']:.0%} ({b['repeated_bars']:.0%}) |")
         lines.append("(samples, and in brackets the real pieces)")
+    if g := r.get("given_material"):
+        lines += given_markdown(g)
     lines += ["", f"Longest run shared with train.bin: max {max(memo['longest_token_run'])} tokens, "
               f"{max(memo['longest_note_run'])} note events; {memo['share_at_or_above_threshold']:.0%} of samples at or "
               f"above {args.memorization_threshold} tokens. The reference, {len(memo['reference_longest_token_run'])} "
@@ -636,6 +790,31 @@ def markdown(report, args, name):
               f"{memo['reference_share_at_or_above_threshold']:.0%} at or above.",
               "", "![histograms](eval_histograms.png)", ""]
     return "\n".join(lines)
+
+
+def given_markdown(g):
+    """eval.md's section on harmonizing and filling in."""
+    h, pct = g["harmonized"], lambda v: "–" if v is None else f"{v:.0%}"
+    rng = lambda r: " / ".join("–" if v is None else f"{v[0]:.0f}-{v[1]:.0f}" for v in r["voice_ranges"][1:])
+    lines = ["", f"Given material, on {g['pieces']} validation pieces of {g['style']} (four parts), never trained on: "
+             f"each soprano harmonized {g['samples_per_piece']} times, with the soprano shown ahead of where it sounds "
+             "(how the model was trained) and, as the baseline, only forced by the mask at its onsets; the real "
+             "pieces by the same code:", "",
+             "| | melody kept | beats with four notes | parallels per 100 moves | ends on the tonic triad | "
+             "alto / tenor / bass range (median lowest-highest) |", "|---|---|---|---|---|---|"]
+    for name in ("shown ahead", "at its onsets", "real"):
+        d = h[name]
+        par = d["parallels_per_100_moves"]
+        lines.append(f"| {name} | {pct(d.get('melody_kept', 1.0))} | {d['full_beats']:.0%} | "
+                     f"{'–' if par is None else f'{par:.1f}'} | {d['ends_on_tonic']:.0%} | {rng(d)} |")
+    f = g["infill"]
+    lines += ["", f"Filled in ({f['span']}; {f['samples']} samples): every note outside the gap kept in "
+              f"{pct(f['all_other_notes_kept'])}, no new note ringing past the gap in "
+              f"{pct(f['no_new_note_past_the_gap'])}.", "", "Bits per note the sampler pays for the notes it writes "
+              "(the real pieces scored under the mask that draws them; a forced token costs nothing):", "",
+              "| | bits/note |", "|---|---|"]
+    lines += [f"| {name} | {b:.3f} |" for name, b in g["bits_per_note"].items()]
+    return lines
 
 
 def main(argv=None):
@@ -647,7 +826,9 @@ def main(argv=None):
                        ("eval_bars", "the --bars target whose adherence is measured"),
                        ("eval_seconds", "the --seconds target measured"),
                        ("main_style_pieces", "validation pieces that make a style a main one"),
-                       ("eval_key", "the --key measured"), ("eval_pitch_range", "the --pitch_range measured, LOW,HIGH")]:
+                       ("eval_key", "the --key measured"), ("eval_pitch_range", "the --pitch_range measured, LOW,HIGH"),
+                       ("given_pieces", "validation chorales whose sopranos are harmonized and middles filled in"),
+                       ("given_samples", "samples of each")]:
         configurator.option(parser, name, help)
     parser.add_argument("--listen", nargs="+", help="MIDI files or encodings (.txt): print what a listener hears in "
                                                     "them (the measures of listen()) and exit")

@@ -4,7 +4,10 @@ python prepare.py --main_data_path data/text --augmented_data_path data/aug --ou
     --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337]
 
 The split is by piece and made before augmentation, from a stable hash of the piece id, so no copy of a validation
-piece reaches train.bin; val.bin holds originals only. Pieces stream to disk one at a time.
+piece reaches train.bin; val.bin holds originals only. A seeded share of the training pieces (--given_share) is
+written with some of it given and shown ahead (a melody, all parts but one, the bars after a gap:
+encoding_decoding.given_variant), so that one model both samples freely and harmonizes, adds a part and fills in.
+Pieces stream to disk one at a time.
 """
 import argparse
 import hashlib
@@ -26,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--augmented_data_path", help="folder written by augment_all.py (optional)")
     configurator.option(parser, "output_base_dir", "the dataset folder it writes", key="data_dir")
     configurator.option(parser, "tokenizer_paths", "tokenizer JSON", key="tokenizer_path")
-    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "seed"], argv)
+    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "given_share", "seed"], argv)
     try:
         tok = Tokenizer.load(args.tokenizer_paths)
     except (OSError, ValueError) as e:
@@ -78,7 +81,8 @@ def main(argv=None):
     tmp, rss = out.parent / temp_name(out.name, "tmp"), [0]
     try:
         tmp.mkdir()
-        n_train = write_split(tmp / "train.bin", train_files, tok, rejected, rss)
+        given = (args.given_share, args.seed) if tok.version >= 4 else None
+        n_train = write_split(tmp / "train.bin", train_files, tok, rejected, rss, given)
         n_val = write_split(tmp / "val.bin", [originals[pid] for pid in val_ids], tok, rejected, rss)
         if not n_train[1] or not n_val[1]:
             first = f": first {rejected[0]['file']}: {rejected[0]['reason']}" if rejected else ""
@@ -89,8 +93,9 @@ def main(argv=None):
             "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
                           "sha256": hashlib.sha256(tok_bytes).hexdigest()},
             "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
+            "given_share": args.given_share if given else 0.0,
             "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
-                      "augmented_tokens": aug_tokens},
+                      "augmented_tokens": aug_tokens, "given_pieces": n_train[2]},
             "val": {"tokens": n_val[0], "pieces": n_val[1]},
             "val_pieces": val_ids, "rejected": rejected,
         }
@@ -103,7 +108,7 @@ def main(argv=None):
             raise full from None
         raise
     print(f"train.bin: {n_train[0]:,} tokens in {n_train[1]} pieces ({len(chosen)} augmented, "
-          f"{aug_tokens / max(n_train[0], 1):.0%} of tokens); val.bin: {n_val[0]:,} tokens in {n_val[1]} pieces")
+          f"{aug_tokens / max(n_train[0], 1):.0%} of tokens; {n_train[2]} with given material); val.bin: {n_val[0]:,} tokens in {n_val[1]} pieces")
     share = aug_tokens / max(n_train[0], 1)
     if args.augmented_data_path and abs(share * 100 - args.augmented_percentage) > 0.1 * args.augmented_percentage:
         print(f"  note: {share:.0%} of the training tokens are augmented, not the {args.augmented_percentage:g} % "

@@ -3,6 +3,7 @@ against the sha256 of their weights and tokenizer, their model shapes checked be
 run folder loaded as a model with its tokenizer. Scripts import this; model.py stays the network alone."""
 import hashlib
 import io
+import json
 import pickle  # for its exception class only: torch raises it for a file that holds objects; nothing is unpickled
 from dataclasses import fields
 from pathlib import Path
@@ -169,3 +170,14 @@ def with_checksums(state, tokenizer):
 
 def holds_a_run(out_dir):
     return any((out_dir / name).exists() for name in WEIGHT_FILES)
+
+
+def learnt_given(tok, run):
+    """Whether a run was trained with given material: its vocabulary has the blocks, and its data had a share."""
+    if tok.version < 4:
+        return False
+    try:
+        meta = json.loads((Path(run) / "config.json").read_text()).get("data_meta", {})
+    except (OSError, ValueError, AttributeError):
+        meta = {}
+    return meta.get("given_share", 1.0) > 0

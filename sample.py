@@ -5,11 +5,15 @@ python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --t
     [--bars 16 | --seconds 60] [--key "D minor" | --scale 0,2,4,5,7,9,11] [--pitch_range 48,84]
     [--prompt song.mid --prompt_bars 4] [--bpm 120] [--max_new_tokens 1024] [--seed 1] [--output_dir midi-samples]
     [--musicxml] [--wav] [--list_styles]
+python sample.py --melody tune.mid [--style bach] [--parts 4]     # harmonize: the tune is the top part, exactly
+python sample.py --prompt piece.mid --infill 5-8                  # bars 5 to 8 anew, every other note kept
+python sample.py --prompt piece.mid --add_part bass               # one new part against the piece's parts
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. A run trained on the grammar's first edition (one part,
-no bar lines: the shipped model until it is retrained) still samples, through legacy.py, without --prompt or
---parts/--instruments.
+no bar lines: the shipped model until it is retrained) still samples, through legacy.py, without --prompt,
+given material or --parts/--instruments. Given material (a melody, the rest of a piece, its other parts) takes a run
+trained with it (prepare.py --given_share): the model sees it a bar or two ahead of where it sounds.
 At every step only the tokens that the grammar and the controls allow can be drawn (controls.GrammarMask: lookup
 tables on the device), so every sample is a well-formed piece that obeys them. Same seed, same files, byte for byte.
 """
@@ -28,34 +32,45 @@ import config
 import configurator
 import legacy
 from batch import atomic_open, atomic_write, clean_stale, die, reason, temp_name, writable_dir
-from controls import Controls, GrammarMask, key_pitch_classes, pitch_class
+from controls import Controls, GrammarMask, add_part, harmonize, infill, key_pitch_classes, pitch_class, top_line
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, instrument_name, instrument_number, kind,
-                               midi_to_notes, notes_to_midi, notes_to_score, notes_to_tokens, strip_leading_silence,
-                               tokens_to_notes, tokens_to_text)
+                               midi_to_notes, notes_to_midi, notes_to_score, notes_to_tokens, parse_score,
+                               score_to_notes, strip_leading_silence, tokens_to_notes, tokens_to_text)
 from model import autocast
-from runs import load_run, pick_device
+from runs import learnt_given, load_run, pick_device
 
 SHIPPED = str(Path(__file__).resolve().parent / config.shipped_run)  # found from whatever folder sample.py runs in
 SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
 
 
-def read_prompt(path, spec, bars, meter=None):
-    """(tokens after START, Header) of the first `bars` bars of a MIDI file, whole bars before the first note
-    dropped: its header and its bars, bar lines included, ready to be continued. With `meter`, its bars are laid in
-    that meter (the notes keep their time)."""
+def read_piece(path, flag, spec, meter=None):
+    """(notes, Header) of a whole MIDI file or score (MusicXML, ABC, ...), whole bars before its first note dropped,
+    its bars laid in one meter (`meter`, else its first: a note says so where it changes), or one line."""
+    path = Path(path)
     try:
-        notes, header, _ = midi_to_notes(Path(path).read_bytes(), spec)
+        if path.suffix.lower() in (".mid", ".midi"):
+            notes, header, _ = midi_to_notes(path.read_bytes(), spec)
+        else:
+            notes, header, _ = score_to_notes(parse_score(path)[0][1], spec)
     except OSError as e:
-        die(f"--prompt {path}: cannot read it ({e.strerror})")
-    except Exception as e:  # music21's reader raises its own kinds on a damaged file
-        die(f"--prompt {path}: not a readable MIDI file ({reason(e)})")
-    tokens = strip_leading_silence(notes_to_tokens(notes, spec, header))
+        die(f"{flag} {path}: cannot read it ({e.strerror or e})")
+    except Exception as e:  # music21's readers raise their own kinds on a damaged file
+        die(f"{flag} {path}: not a readable MIDI file or score ({reason(e)})")
     bpm = header.bpm  # the file's own, not its token's bucket
-    notes, header, _ = tokens_to_notes(tokens, spec)
-    header = replace(header, bpm=bpm, bars=0)  # as many bars as the notes kept need
-    if meter:
-        header = replace(header, meter=meter, changes=())
+    notes, header, _ = tokens_to_notes(strip_leading_silence(notes_to_tokens(notes, spec, header)), spec)
+    if header.changes and not meter:
+        print(f"note: {flag} {path} changes meter; it is read in its first, {header.meter}")
+    if not notes:
+        die(f"{flag} {path}: no notes in it")
+    return notes, replace(header, bpm=bpm, bars=0, meter=meter or header.meter, changes=())
+
+
+def read_prompt(path, spec, bars, meter=None):
+    """(tokens after START, Header) of the first `bars` bars of a MIDI file or score: its header and its bars, bar
+    lines included, ready to be continued. With `meter`, its bars are laid in that meter (the notes keep their
+    time)."""
+    notes, header = read_piece(path, "--prompt", spec, meter)
     cut = header.bar_lines(spec.sample_freq, bars)[-1]
     notes = [n for n in notes if n.start < cut]
     if not notes:
@@ -88,6 +103,76 @@ def prompt_controls(args, spec, controls):
         die(f"--prompt {args.prompt}: its {bars} bars already reach the --bars/--seconds target ({plan} bars)")
     # the header's values and every bar line are drawn under the mask (which forces the header to the prompt's)
     return [-1 if kind(t) in HEADER + ("inst", "bar") else t for t in tokens], controls
+
+
+VOICE_RANGES = {"soprano": (60, 81), "alto": (53, 74), "tenor": (48, 69), "bass": (40, 64)}  # a choir's, MIDI
+
+
+def given_controls(args, tok, controls, run):
+    """(forced tokens after START, controls, Given) for --melody, --infill or --add_part: the piece read whole, its
+    tempo, meter and length (and, for --infill and --add_part, its parts) held by the controls, its given notes
+    checked against --key/--scale/--pitch_range. The look-ahead blocks are used where the run learnt them."""
+    spec, flag = tok.spec, "--melody" if args.melody else "--prompt"
+    if not learnt_given(tok, run):
+        die(f"{run} was trained without given material: --melody, --infill and --add_part need a run whose data "
+            f"prepare.py wrote with --given_share > 0 (tokenizer version 4); retrain on data prepared now")
+    if controls.has_length:
+        die("--melody, --infill and --add_part take their length from the piece: drop --bars/--seconds")
+    if (args.infill or args.add_part) and controls.part_count() is not None:
+        die("--infill and --add_part keep the piece's parts: give --parts/--instruments only with --melody")
+    notes, header = read_piece(args.melody or args.prompt, flag, spec, controls.meter)
+    drum = lambda n: header.parts[min(n.part, len(header.parts) - 1)] == DRUMS
+    if bad := [n for n in notes if (args.infill or args.add_part or n.part == 0) and not drum(n)
+               and not controls.allows_pitch(n.pitch)]:
+        die(f"{flag} {args.melody or args.prompt}: given note {bad[0].pitch} at step {bad[0].start} is outside "
+            f"--key/--scale/--pitch_range")
+    if args.melody:
+        line, changed = top_line([n for n in notes if n.part == 0])
+        if changed:
+            print(f"note: --melody {args.melody} has chords or overlapping notes in its first part; its top line "
+                  f"is taken ({len(line)} notes)")
+        prompt, given, bars = harmonize(line, header, spec)
+        if controls.part_count() is not None and controls.part_count() < 2:
+            die("--melody: a harmonization has at least 2 parts (the melody and one more)")
+    elif args.infill:
+        span = infill_bars(args.infill, header.bars_needed(notes, spec.sample_freq))
+        prompt, given, bars = infill(notes, header, spec, *span)
+        controls = replace(controls, instruments=header.parts)
+    else:
+        if len(header.parts) >= spec.max_parts:
+            die(f"--prompt {args.prompt} has {len(header.parts)} parts: this run writes at most {spec.max_parts}")
+        inst, voice = add_part_instrument(args.add_part, header)
+        if voice and not controls.pitch_range:
+            controls = replace(controls, pitch_range=VOICE_RANGES[voice])
+        prompt, given, bars = add_part(notes, header, spec)
+        controls = replace(controls, instruments=header.parts + (inst,))
+    controls = replace(controls, bars=bars, tempo=controls.tempo or header.bpm, meter=header.meter,
+                       bpm=controls.bpm or (header.bpm if controls.tempo is None else None))
+    return [tok.stoi[t] for t in prompt], controls, given
+
+
+def infill_bars(text, bars):
+    """'5-8' (or '5') -> (5, 8) for a piece of `bars` bars, or one line."""
+    first, _, last = text.partition("-")
+    try:
+        first, last = int(first), int(last or first)
+    except ValueError:
+        die(f"--infill {text!r}: wants FIRST-LAST bars, e.g. 5-8")
+    if not 1 <= first <= last <= bars:
+        die(f"--infill {text}: bars outside the piece, which has bars 1 to {bars}")
+    return first, last
+
+
+def add_part_instrument(name, header):
+    """(instrument, voice or None) of --add_part: a voice (soprano, alto, tenor, bass) sings in the given parts'
+    instrument where they share one (else choir aahs) and in its range; other names are instruments."""
+    if name.strip().lower() in VOICE_RANGES:
+        shared = set(header.parts) - {DRUMS}
+        return (shared.pop() if len(shared) == 1 else instrument_number("choir")), name.strip().lower()
+    try:
+        return instrument_number(name), None
+    except ValueError as e:
+        die(f"--add_part: {e}; or a voice: {', '.join(VOICE_RANGES)}")
 
 
 def render_wav(mid, wav, peak_db=-1.0):
@@ -130,7 +215,13 @@ def parse_controls(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="file in the run folder (default: best.pt, else checkpoint.pt)")
-    parser.add_argument("--prompt", help="a MIDI file whose opening bars the samples continue")
+    parser.add_argument("--prompt", help="a MIDI file or score whose opening bars the samples continue (or, with "
+                                         "--infill or --add_part, the piece they work on)")
+    parser.add_argument("--melody", help="a MIDI file or score whose first part (its top line) every sample keeps "
+                                         "as its top part, note for note, writing the other parts under it")
+    parser.add_argument("--infill", help="FIRST-LAST: write these bars of --prompt anew, keeping every other note")
+    parser.add_argument("--add_part", help="write one new part against all of --prompt's: a voice (soprano, alto, "
+                                           "tenor, bass) or an instrument name or number")
     configurator.option(parser, "prompt_bars", "bars of the prompt, in its own meter")
     configurator.option(parser, "output_dir", "where the samples go", key="samples_dir")
     parser.add_argument("--musicxml", action="store_true", help="also write each sample as a score (MusicXML)")
@@ -158,6 +249,10 @@ def main(argv=None):
                                      "min_new_tokens", "seed", "device", "dtype"], argv, own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")
+    if (args.infill or args.add_part) and not args.prompt:
+        die("--infill and --add_part work on a piece: give it with --prompt")
+    if sum(map(bool, (args.melody, args.infill, args.add_part))) > 1 or (args.melody and args.prompt):
+        die("give one of --melody, --prompt ... --infill, --prompt ... --add_part, or a plain --prompt")
     controls = parse_controls(args)
     out_dir = writable_dir(args.output_dir, "--output_dir")  # before any work is spent
     clean_stale(out_dir)  # what a killed run left half written
@@ -174,13 +269,16 @@ def main(argv=None):
     else:
         if errors := controls.errors(spec):
             die("; ".join(errors))
-        forced = [-1]  # START, then the header and the bars the mask or a prompt gives
-        if args.prompt:
+        forced, material = [-1], None  # START, then the header and the bars the mask or a prompt gives
+        if args.melody or args.infill or args.add_part:
+            prompt, controls, material = given_controls(args, tok, controls, run)
+            forced += prompt
+        elif args.prompt:
             prompt, controls = prompt_controls(args, spec, controls)
             forced += [t if t == -1 else tok.stoi[t] for t in prompt]
         n_parts = controls.part_count() or spec.max_parts
         given = ["bar" if t == -1 and i > len(HEADER) + n_parts else None for i, t in enumerate(forced)]
-        plan = dict(mask=GrammarMask(tok, device, controls, given), keep=1 + len(HEADER) + n_parts,
+        plan = dict(mask=GrammarMask(tok, device, controls, given, material), keep=1 + len(HEADER) + n_parts,
                     decode=tokens_to_notes,
                     max_new=len(forced) - 1 + controls.token_budget(spec, otherwise=args.max_new_tokens),
                     forced=forced, finish=finish)
@@ -196,7 +294,8 @@ def main(argv=None):
         tokens = plan["finish"](tok.decode(row))
         notes, header, bad = plan["decode"](tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
-        stem = out_dir / (f"{run.name}_{args.style + '_' if args.style else ''}seed{args.seed}_{i}")
+        task = "harmonized_" if args.melody else "infill_" if args.infill else "added_" if args.add_part else ""
+        stem = out_dir / (f"{run.name}_{args.style + '_' if args.style else ''}{task}seed{args.seed}_{i}")
         atomic_write(stem.with_suffix(".txt"), tokens_to_text(tokens))
         atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, spec, header))
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
@@ -225,9 +324,10 @@ def write_musicxml(score, path):
 
 def first_edition_plan(args, tok, controls, device):
     """How to sample a run of the grammar's first edition (legacy.py): its mask, its decoder and its budget."""
-    if args.prompt or controls.part_count() is not None:
-        die(f"{args.out_dir} was trained on the first edition of the token grammar (one part, no bar lines): "
-            f"--prompt and --parts/--instruments need a run of the second edition (retrain on data encoded now)")
+    if args.prompt or args.melody or controls.part_count() is not None:
+        die(f"{args.out_dir} was trained on the first edition of the token grammar (one part, no bar lines), "
+            f"without given material: --prompt, --melody, --infill, --add_part and --parts/--instruments need a "
+            f"run of the second edition (retrain on data encoded now)")
     old = legacy.Controls(style=controls.style, tempo=controls.tempo, meter=controls.meter, bars=controls.bars,
                           seconds=controls.seconds, scale=controls.scale, pitch_range=controls.pitch_range,
                           bpm=controls.bpm)

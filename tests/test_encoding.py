@@ -208,7 +208,7 @@ def test_property_roundtrip_on_random_notes(notes, meter):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(SPEC.vocab()[:60] + SPEC.vocab()[-30:] + [
     "d1", "d300", "v5", "p1", "p9", "pos:0", "pos:5", "pos:40", "bar:1", "bar:3", "bar:more", "meter:7/8", "inst:0",
-    "inst:drums", "zz", "", "n", "style:", START, END]), max_size=60))
+    "inst:drums", "zz", "", "n", "style:", "ahead", START, END]), max_size=60))
 def test_property_decoder_accepts_anything_and_is_idempotent(tokens):
     notes, header, _ = tokens_to_notes(tokens, SPEC)
     text = tokens_to_text(notes_to_tokens(notes, SPEC, header))

@@ -1,0 +1,217 @@
+"""Given material: blocks shown ahead in the grammar, the mask that writes given notes where they sound, and
+sample.py's --melody, --infill and --add_part."""
+import json
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from conftest import midi_file, off, on, run, track
+from controls import Controls, GrammarMask, add_part, harmonize, infill, top_line
+from encoding_decoding import (AHEAD, AHEAD_STATES, END, GRAMMAR, START, Header, Note, Spec, Tokenizer, canonical, finish,
+                               given_variant, kind,
+                               midi_to_notes, notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
+from evaluate import mask_rows
+from model import sample_logits
+
+SPEC = Spec()
+TOK = Tokenizer(SPEC)
+HEADER = Header(style="bach", bpm=96, meter="4/4", parts=(52, 52, 52, 52))
+
+
+def chorale(bars=6, seed=0):
+    """Four voices in quarters and halves, a rest here and there, in canonical form."""
+    rng, notes = random.Random(seed), []
+    for part, (lo, hi) in enumerate(((67, 79), (60, 72), (53, 65), (41, 55))):
+        t = 0
+        while t < 16 * bars:
+            dur = rng.choice((4, 4, 8, 2))
+            if rng.random() > 0.1:
+                notes.append(Note(t, rng.randint(lo, hi), min(dur, 16 * bars - t), 70 + 10 * part, part))
+            t += dur
+    return canonical(notes, SPEC)
+
+
+def hold(header, bars):
+    return Controls(style=header.style, tempo=header.bpm, meter=header.meter, bars=bars, instruments=header.parts)
+
+
+def test_blocks_stand_before_bar_lines_and_decode_away():
+    notes = [Note(0, 72, 4, 80, 0), Note(0, 60, 8, 80, 1), Note(20, 74, 4, 80, 0), Note(36, 76, 8, 80, 0)]
+    header = Header(parts=(52, 52))
+    tokens = notes_to_tokens(notes, SPEC, header, given=[n for n in notes if n.part == 0])
+    assert " ".join(tokens[6:]) == ("ahead pos:0 n72 d4 ahead pos:4 n74 d4 bar:3 pos:0 n72 d4 v80 p1 n60 d8 v80 "
+                                    "ahead pos:4 n76 d8 bar:2 pos:4 p0 n74 d4 bar:1 pos:4 n76 d8 END")
+    assert validate(tokens, SPEC) is None
+    assert tokens_to_notes(tokens, SPEC)[0] == notes
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10**6), st.integers(1, 9))
+def test_property_a_given_variant_is_the_same_piece(seed, bars):
+    notes = chorale(bars, seed)
+    plain = notes_to_tokens(notes, SPEC, HEADER)
+    variant = given_variant(plain, SPEC, random.Random(seed))
+    assert validate(variant, SPEC) is None and variant.count(AHEAD) == bars
+    assert tokens_to_notes(variant, SPEC)[:2] == tokens_to_notes(plain, SPEC)[:2]
+    assert body(variant) == plain  # the piece as it was, its blocks aside
+
+
+def body(tokens):
+    """The tokens outside blocks of given material."""
+    state, out = "begin", []
+    for t in tokens:
+        state = GRAMMAR[state][kind(t)]
+        out += [] if state in AHEAD_STATES else [t]
+    return out
+
+
+def walk(mask, n, seed, prompt=(), steps=3000):
+    """Sample from random logits under the mask until every row has ended."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.tensor([[TOK.stoi[START]] + TOK.encode(list(prompt))] * n)
+    bars = torch.tensor([t.startswith(("bar:", "pos:")) for t in TOK.itos])
+    for _ in range(steps):
+        logits = torch.randn(n, TOK.vocab_size, generator=gen) * 3 + 3 * bars
+        nxt = sample_logits(logits.masked_fill(~mask(idx), float("-inf")), 1.0, None, None, gen)
+        idx = torch.cat([idx, nxt[:, None]], dim=1)
+        if (nxt == TOK.stoi[END]).all():
+            break
+    return [finish(TOK.decode(row)) for row in idx.tolist()]
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_a_melody_is_kept_note_for_note_on_random_logits(ahead):
+    melody = [n for n in chorale(5, 1) if n.part == 0]
+    prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead)
+    mask = GrammarMask(TOK, "cpu", Controls(style="bach", bars=bars, meter="4/4"), material=material)
+    for tokens in walk(mask, 6, 2, prompt):
+        assert validate(tokens, SPEC) is None and tokens.count(AHEAD) == (bars if ahead else 0)
+        notes, header, _ = tokens_to_notes(tokens, SPEC)
+        assert [n for n in notes if n.part == 0] == melody and len(header.parts) >= 2 and header.bars == bars
+
+
+def test_an_infill_keeps_every_other_note_and_its_seams():
+    notes = chorale(8, 3)
+    prompt, material, bars = infill(notes, HEADER, SPEC, 3, 5)
+    lo, hi = 32, 80
+    mask = GrammarMask(TOK, "cpu", hold(HEADER, bars), material=material)
+    for tokens in walk(mask, 6, 4, prompt):
+        assert validate(tokens, SPEC) is None
+        got = tokens_to_notes(tokens, SPEC)[0]
+        assert [n for n in got if not lo <= n.start < hi] == [n for n in notes if not lo <= n.start < hi]
+        assert all(n.end <= hi for n in got if lo <= n.start < hi)  # nothing new rings into the given bars
+        for a in got:  # no key struck again while it sounds in its part, at either seam
+            assert not any(b.part == a.part and b.pitch == a.pitch and a.start < b.start < a.end for b in got)
+
+
+def test_an_added_part_leaves_the_given_parts_alone():
+    notes = [n for n in chorale(4, 5) if n.part < 3]
+    header = Header(style="bach", bpm=96, meter="4/4", parts=(52, 52, 52))
+    prompt, material, bars = add_part(notes, header, SPEC)
+    mask = GrammarMask(TOK, "cpu", Controls(bars=bars, meter="4/4", instruments=(52, 52, 52, 32), pitch_range=(40, 64)),
+                       material=material)
+    for tokens in walk(mask, 6, 6, prompt):
+        got, head, _ = tokens_to_notes(tokens, SPEC)
+        assert head.parts == (52, 52, 52, 32) and [n for n in got if n.part < 3] == notes
+        assert all(40 <= n.pitch <= 64 for n in got if n.part == 3)
+
+
+@pytest.mark.parametrize("task", ["melody", "infill", "add_part"])
+def test_the_mask_allows_every_token_of_a_real_piece_with_given_material(task):
+    """Teacher forcing: the encoding a given variant writes is what the mask draws, token for token, after the
+    prompt (which sampling forces)."""
+    notes = chorale(7, 7)
+    header = HEADER
+    if task == "melody":
+        given, (prompt, material, bars) = [n for n in notes if n.part == 0], harmonize(
+            [n for n in notes if n.part == 0], header, SPEC)
+    elif task == "infill":
+        prompt, material, bars = infill(notes, header, SPEC, 2, 4)
+        given = [n for n in notes if n.start >= 64]
+    else:
+        given = [n for n in notes if n.part < 3]
+        prompt, material, bars = add_part(given, Header(style="bach", bpm=96, meter="4/4", parts=header.parts[:3]),
+                                          SPEC)
+    tokens = notes_to_tokens(notes, SPEC, header, given=given)
+    assert tokens[1:1 + len(prompt)] == prompt
+    rows = mask_rows(GrammarMask(TOK, "cpu", hold(header, bars), material=material), TOK.encode(tokens), "cpu")
+    allowed = rows[torch.arange(len(tokens) - 1), torch.tensor(TOK.encode(tokens[1:]))][len(prompt):]  # after it
+    assert allowed.all(), [tokens[i + 1] for i in torch.nonzero(~allowed)[:, 0].tolist()]
+
+
+def test_top_line_of_a_melody_with_chords():
+    line, changed = top_line([Note(0, 60, 8, 80), Note(0, 64, 8, 80), Note(4, 67, 4, 80), Note(8, 65, 4, 80)])
+    assert changed and line == [Note(0, 64, 4, 80), Note(4, 67, 4, 80), Note(8, 65, 4, 80)]
+    assert top_line([Note(0, 60, 4, 80, 2)]) == ([Note(0, 60, 4, 80, 0)], False)
+
+
+# --- sample.py
+
+
+def write(path, notes, header=HEADER):
+    path.write_bytes(notes_to_midi(notes, SPEC, header))
+    return path
+
+
+def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path):
+    notes = chorale(4, 8)
+    melody = write(tmp_path / "tune.mid", [n._replace(part=0) for n in notes if n.part == 0], Header(parts=(73,)))
+    r = run("sample.py", "--out_dir", trained, "--melody", melody, "--num_samples", 2, "--parts", 3,
+            "--output_dir", tmp_path / "h")
+    assert r.returncode == 0, r.stderr
+    for mid in sorted((tmp_path / "h").glob("tiny_harmonized_seed1337_*.mid")):
+        got, header, _ = midi_to_notes(mid.read_bytes(), SPEC)
+        assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in notes if n.part == 0]  # pitch, onset, length
+        assert len(header.parts) == 3 and round(header.bpm) == 96
+    piece = write(tmp_path / "piece.mid", notes)
+    r = run("sample.py", "--out_dir", trained, "--prompt", piece, "--infill", "2-3", "--num_samples", 2,
+            "--output_dir", tmp_path / "i")
+    assert r.returncode == 0, r.stderr
+    for mid in (tmp_path / "i").glob("tiny_infill_*.mid"):
+        got = midi_to_notes(mid.read_bytes(), SPEC)[0]
+        assert [n for n in got if not 16 <= n.start < 48] == [n for n in notes if not 16 <= n.start < 48]
+    three = write(tmp_path / "three.mid", [n for n in notes if n.part < 3], Header(bpm=96, parts=(52, 52, 52)))
+    r = run("sample.py", "--out_dir", trained, "--prompt", three, "--add_part", "bass", "--num_samples", 1,
+            "--output_dir", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    got, header, _ = midi_to_notes((tmp_path / "a" / "tiny_added_seed1337_0.mid").read_bytes(), SPEC)
+    assert header.parts == (52, 52, 52, 52) and [n for n in got if n.part < 3] == [n for n in notes if n.part < 3]
+    assert all(40 <= n.pitch <= 64 for n in got if n.part == 3)
+
+
+def test_given_material_errors_are_one_clear_line(trained, tmp_path):
+    notes = chorale(3, 9)
+    piece = write(tmp_path / "piece.mid", notes)
+    empty = tmp_path / "empty.mid"
+    empty.write_bytes(midi_file(track()))
+    chords = tmp_path / "chords.mid"
+    chords.write_bytes(midi_file(track(on(60), on(64), off(60, delta=480), off(64), on(67), off(67, delta=480))))
+    for args, message in [
+            (["--prompt", piece, "--infill", "3-5"], "--infill 3-5: bars outside the piece, which has bars 1 to 3"),
+            (["--prompt", piece, "--infill", "x"], "wants FIRST-LAST bars"),
+            (["--infill", "1-2"], "give it with --prompt"),
+            (["--melody", empty], "no notes"),
+            (["--melody", tmp_path / "missing.mid"], "cannot read it"),
+            (["--melody", piece, "--bars", 4], "take their length from the piece"),
+            (["--melody", piece, "--key", "C# major"], "outside --key/--scale/--pitch_range"),
+            (["--prompt", piece, "--add_part", "kazoo"], "unknown instrument 'kazoo'")]:
+        r = run("sample.py", "--out_dir", trained, "--output_dir", tmp_path / "o", *args)
+        assert r.returncode != 0 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    r = run("sample.py", "--out_dir", trained, "--melody", chords, "--num_samples", 1, "--output_dir", tmp_path / "c")
+    assert r.returncode == 0 and "its top line is taken (2 notes)" in r.stdout, r.stderr
+
+
+def test_a_run_trained_without_given_material_says_so(trained, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in ("best.pt", "checkpoint.pt", "config.json", "tokenizer.json"):
+        (old / f).write_bytes((trained / f).read_bytes())
+    config = json.loads((old / "config.json").read_text())
+    config["data_meta"]["given_share"] = 0.0
+    (old / "config.json").write_text(json.dumps(config))
+    melody = write(tmp_path / "tune.mid", [n for n in chorale(2, 1) if n.part == 0], Header())
+    r = run("sample.py", "--out_dir", old, "--melody", melody, "--output_dir", tmp_path)
+    assert r.returncode != 0 and "trained without given material" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
