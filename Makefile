@@ -27,8 +27,11 @@ demo: .venv/installed
 	$(PY) train.py --preset=cpu_demo --data_dir=$(DEMO)/bin --out_dir=models/demo --overwrite  # the demo's own run
 	$(PY) sample.py --out_dir models/demo --num_samples 2 --style bach --bars 12 --output_dir midi-samples
 	$(PY) sample.py --out_dir models/demo --num_samples 2 --style fiddle --bars 16 --output_dir midi-samples
+	$(PY) sample.py --out_dir models/demo --num_samples 1 --style bach --melody $(DEMO)/text/music21/bach/bwv139.6.txt \
+		--output_dir midi-samples  # a validation chorale's soprano (never trained on), harmonized
 	$(PY) plot.py --out_dir models/demo --midi midi-samples/demo_bach_seed1337_0.mid midi-samples/demo_bach_seed1337_1.mid \
-		midi-samples/demo_fiddle_seed1337_0.mid midi-samples/demo_fiddle_seed1337_1.mid
+		midi-samples/demo_fiddle_seed1337_0.mid midi-samples/demo_fiddle_seed1337_1.mid \
+		midi-samples/demo_bach_harmonized_seed1337_0.mid
 
 .PHONY: demo
 

@@ -156,7 +156,8 @@ class Given:
     ending by its end; with `blocks` (per bar, the token lists of encoding_decoding.ahead_blocks) the notes are
     also shown ahead of their place, as the model was trained to see them. A harmonized melody is part 0 given,
     the other parts free; an added part is every other part given; an infill is the notes after the gap given,
-    every part free inside it."""
+    every part free inside it. The blocks are laid in one meter and length: the controls must hold them (sample.py
+    sets Controls.meter and .bars from the piece)."""
     notes: tuple
     free_parts: tuple
     span: tuple = (0, 1 << 30)

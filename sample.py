@@ -31,11 +31,11 @@ import batch
 import config
 import configurator
 import legacy
-from batch import atomic_open, atomic_write, clean_stale, die, reason, temp_name, writable_dir
+from batch import atomic_open, atomic_write, clean_stale, die, read_text, reason, temp_name, writable_dir
 from controls import Controls, GrammarMask, add_part, harmonize, infill, key_pitch_classes, pitch_class, top_line
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, instrument_name, instrument_number, kind,
                                midi_to_notes, notes_to_midi, notes_to_score, notes_to_tokens, parse_score,
-                               score_to_notes, strip_leading_silence, tokens_to_notes, tokens_to_text)
+                               score_to_notes, strip_leading_silence, text_to_tokens, tokens_to_notes, tokens_to_text)
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 
@@ -45,12 +45,15 @@ SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/Flu
 
 
 def read_piece(path, flag, spec, meter=None):
-    """(notes, Header) of a whole MIDI file or score (MusicXML, ABC, ...), whole bars before its first note dropped,
-    its bars laid in one meter (`meter`, else its first: a note says so where it changes), or one line."""
+    """(notes, Header) of a whole MIDI file, score (MusicXML, ABC, ...) or text encoding (.txt), whole bars before
+    its first note dropped, its bars laid in one meter (`meter`, else its first: a note says so where it changes), or
+    one line."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".mid", ".midi"):
             notes, header, _ = midi_to_notes(path.read_bytes(), spec)
+        elif path.suffix.lower() == ".txt":
+            notes, header, _ = tokens_to_notes(text_to_tokens(read_text(path)), spec)
         else:
             notes, header, _ = score_to_notes(parse_score(path)[0][1], spec)
     except OSError as e:
@@ -58,6 +61,7 @@ def read_piece(path, flag, spec, meter=None):
     except Exception as e:  # music21's readers raise their own kinds on a damaged file
         die(f"{flag} {path}: not a readable MIDI file or score ({reason(e)})")
     bpm = header.bpm  # the file's own, not its token's bucket
+    header = replace(header, style=spec.styles[0])  # any style of the run's, so that its tokens read back
     notes, header, _ = tokens_to_notes(strip_leading_silence(notes_to_tokens(notes, spec, header)), spec)
     if header.changes and not meter:
         print(f"note: {flag} {path} changes meter; it is read in its first, {header.meter}")

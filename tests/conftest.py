@@ -53,6 +53,16 @@ def scale(n=12, start=60, ch=0, step=240):
     return track(*[on(start + i, 80, ch) + off(start + i, ch, delta=step) for i in range(n)])
 
 
+def body(tokens):
+    """The tokens of an encoding outside its blocks of given material."""
+    from encoding_decoding import AHEAD_STATES, GRAMMAR, kind
+    state, out = "begin", []
+    for t in tokens:
+        state = GRAMMAR[state][kind(t)]
+        out += [] if state in AHEAD_STATES else [t]
+    return out
+
+
 def make_bin(root, n=24, header=None, tokenizer=ROOT / "tokenizers/simple_tokenizer.json"):
     """A tiny prepared dataset (text encodings -> train.bin/val.bin/meta.json/tokenizer.json) under root/bin;
     with tokenizer=None only the encodings are written (under root/text)."""

@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import midi_file, off, on, run, track
+from conftest import body, midi_file, off, on, run, track
 from controls import Controls, GrammarMask, add_part, harmonize, infill, top_line
-from encoding_decoding import (AHEAD, AHEAD_STATES, END, GRAMMAR, START, Header, Note, Spec, Tokenizer, canonical, finish,
+from encoding_decoding import (AHEAD, END, START, Header, Note, Spec, Tokenizer, canonical, finish,
                                given_variant, kind,
                                midi_to_notes, notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
 from evaluate import mask_rows
@@ -56,15 +56,6 @@ def test_property_a_given_variant_is_the_same_piece(seed, bars):
     assert validate(variant, SPEC) is None and variant.count(AHEAD) == bars
     assert tokens_to_notes(variant, SPEC)[:2] == tokens_to_notes(plain, SPEC)[:2]
     assert body(variant) == plain  # the piece as it was, its blocks aside
-
-
-def body(tokens):
-    """The tokens outside blocks of given material."""
-    state, out = "begin", []
-    for t in tokens:
-        state = GRAMMAR[state][kind(t)]
-        out += [] if state in AHEAD_STATES else [t]
-    return out
 
 
 def walk(mask, n, seed, prompt=(), steps=3000):
@@ -157,7 +148,7 @@ def write(path, notes, header=HEADER):
 
 def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path):
     notes = chorale(4, 8)
-    melody = write(tmp_path / "tune.mid", [n._replace(part=0) for n in notes if n.part == 0], Header(parts=(73,)))
+    melody = write(tmp_path / "tune.mid", [n for n in notes if n.part == 0], Header(bpm=96, parts=(73,)))
     r = run("sample.py", "--out_dir", trained, "--melody", melody, "--num_samples", 2, "--parts", 3,
             "--output_dir", tmp_path / "h")
     assert r.returncode == 0, r.stderr

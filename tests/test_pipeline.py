@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT
+from conftest import ROOT, body
 from augment_all import shift
-from encoding_decoding import (Header, Spec, Tokenizer, notes_to_tokens, strip_leading_silence,
+from encoding_decoding import (AHEAD, Header, Spec, Tokenizer, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text, validate)
 
 SPEC = Spec()
@@ -151,6 +151,11 @@ def test_prepare_splits_by_piece_without_leakage_and_counts_match(tmp_path):
     val_family = {encode(p) for pid in meta["val_pieces"] for p in (tmp_path / "aug").glob(f"{pid}__*.txt")}
     val_family |= {encode(tmp_path / "text" / f"{pid}.txt") for pid in meta["val_pieces"]}
     assert set(val) <= val_family and not set(train) & val_family
+    # a seeded share of the training pieces carries given material; without its blocks each is a piece as it was
+    given = [p for p in train if tok.stoi[AHEAD] in p]
+    assert len(given) == meta["train"]["given_pieces"] and 0.1 < len(given) / len(train) < 0.45
+    sources = {encode(p) for folder in ("text", "aug") for p in (tmp_path / folder).rglob("*.txt")}
+    assert all(tuple(tok.encode(body(tok.decode(p)))) in sources - val_family for p in train)
     # the augmented share is close to the asked 30 % of the training tokens
     assert 0.25 < meta["train"]["augmented_tokens"] / meta["train"]["tokens"] < 0.35
     # the same inputs give the same bytes
