@@ -204,7 +204,8 @@ def infill(notes, header, spec, first, last, ahead=True):
     after = [n for n in notes if n.start >= hi]
     tokens = notes_to_tokens([n for n in notes if n.start < lo] + after, spec, replace(header, bars=bars),
                              given=after if ahead else None)
-    cut = [i for i, t in enumerate(tokens) if kind(t) == "bar"][first - 1]  # the gap's first bar line
+    # the prompt runs through the gap's first bar line, so that no velocity token can change its last note
+    cut = [i for i, t in enumerate(tokens) if kind(t) == "bar"][first - 1] + 1
     blocks = tuple(map(tuple, ahead_blocks(after, lines))) if ahead else None
     return tokens[1:cut], Given(tuple(after), tuple(range(len(header.parts))), (lo, hi), blocks,
                                 len(header.parts)), bars

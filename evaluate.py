@@ -582,10 +582,11 @@ def hold_piece(header, bars):
     return Controls(style=header.style, tempo=header.bpm, meter=header.meter, bars=bars, instruments=header.parts)
 
 
-def given_bits(model, tok, notes, header, device):
+def given_bits(model, tok, notes, header, device, modes):
     """Bits per note that the sampler pays, each piece scored as it would be drawn: the lower voices alone, under
     the soprano forced at its onsets, under the soprano also shown ahead; and the middle bars (infill_span) with
-    only the left side, with the right side forced after the gap, with it also shown ahead. Sums of (bits, notes)."""
+    only the left side, with the right side forced after the gap, with it also shown ahead (`modes`: the look-ahead
+    settings measured). Sums of (bits, notes)."""
     spec, ln2 = tok.spec, math.log(2)
     soprano = [n for n in notes if n.part == 0]
     lower = [n._replace(part=n.part - 1) for n in notes if n.part > 0]
@@ -603,7 +604,7 @@ def given_bits(model, tok, notes, header, device):
     held = hold_piece(header, bars)
     score("lower voices alone", notes_to_tokens(lower, spec, replace(header, parts=header.parts[1:])),
           GrammarMask(tok, device, replace(held, instruments=header.parts[1:])), everything, len(lower))
-    for ahead, name in ((False, "under the soprano at its onsets"), (True, "under the soprano, shown ahead")):
+    for ahead, name in ((False, "under the soprano at its onsets"), (True, "under the soprano, shown ahead"))[:modes]:
         tokens = notes_to_tokens(notes, spec, header, given=soprano if ahead else None)
         material = harmonize(soprano, header, spec, ahead)[1]
         score(name, tokens, GrammarMask(tok, device, held, material=material), everything, len(lower))
@@ -618,7 +619,7 @@ def given_bits(model, tok, notes, header, device):
         plain = notes_to_tokens(notes, spec, header)
         score("bars from the left only", plain, GrammarMask(tok, device, held), in_gap, len(gap))
         for ahead, name in ((False, "bars between both sides, the right at its onsets"),
-                            (True, "bars between both sides, the right shown ahead")):
+                            (True, "bars between both sides, the right shown ahead"))[:modes]:
             tokens = notes_to_tokens(notes, spec, header, given=after if ahead else None)
             material = infill(notes, header, spec, *span, ahead)[1]
             score(name, tokens, GrammarMask(tok, device, held, material=material), in_gap, len(gap))
@@ -647,19 +648,21 @@ def voice_ranges(pieces, voices):
 
 def given_material(args, model, tok, pieces, device):
     """Harmonize each of --given_pieces validation chorales' sopranos (--given_samples samples each, with the
-    look-ahead and with the soprano only forced at its onsets), fill in their middle bars, and measure both beside
-    the real chorales by the same code; with the bits per note that the given material saves."""
+    soprano only forced at its onsets and, for a run trained with given material, also shown ahead), fill in their
+    middle bars (as sample.py does, config.look_ahead), and measure them beside the real chorales by the same code;
+    with the bits per note that the given material saves."""
     spec, chorales = tok.spec, given_pieces(pieces, args.given_pieces)
     if not chorales:
         return None
     knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
-    drawn = {"shown ahead": [], "at its onsets": []}
+    modes = 2 if learnt_given(tok, args.out_dir) else 1
+    drawn = {name: [] for name in ("at its onsets", "shown ahead")[:modes]}
     kept = {k: [] for k in drawn}
     filled, filled_ok, bits = [], [], defaultdict(lambda: [0.0, 0])
     for k, (notes, header) in enumerate(chorales):
         bars = header.bars_needed(notes, spec.sample_freq)
         soprano = [n for n in notes if n.part == 0]
-        for ahead, name in ((True, "shown ahead"), (False, "at its onsets")):
+        for ahead, name in ((False, "at its onsets"), (True, "shown ahead"))[:modes]:
             prompt, material, bars = harmonize(soprano, header, spec, ahead)
             for t in draw_given(model, tok, header, bars, prompt, material, args.given_samples, device,
                                 args.seed + 300 + k, knobs):
@@ -667,7 +670,7 @@ def given_material(args, model, tok, pieces, device):
                 drawn[name].append((got, head))
                 kept[name].append([n for n in got if n.part == 0] == soprano)
         if span := infill_span(bars):
-            prompt, material, _ = infill(notes, header, spec, *span)
+            prompt, material, _ = infill(notes, header, spec, *span, config.look_ahead and modes == 2)
             lo, hi = header.bar_lines(spec.sample_freq, bars)[span[0] - 1], header.bar_lines(spec.sample_freq,
                                                                                              bars)[span[1]]
             for t in draw_given(model, tok, header, bars, prompt, material, args.given_samples, device,
@@ -676,7 +679,7 @@ def given_material(args, model, tok, pieces, device):
                 filled.append(sorted(n for n in got if not lo <= n.start < hi) ==
                               sorted(n for n in notes if not lo <= n.start < hi))
                 filled_ok.append(all(n.end <= hi for n in got if lo <= n.start < hi))
-        for name, (b, count) in given_bits(model, tok, notes, header, device).items():
+        for name, (b, count) in given_bits(model, tok, notes, header, device, modes).items():
             bits[name][0] += b
             bits[name][1] += count
     real = [(n, h) for n, h in chorales]
@@ -721,7 +724,7 @@ def measure(args, model, tok, splits, device):
     main_styles = [s for s in pieces.styles if per_style[s]["main"]]
     control = adherence(sample, tok.spec, args, main_styles, profiles, real)
     heard = listening(args, tok.spec, pieces, sample, main_styles)
-    given = given_material(args, model, tok, pieces, device) if learnt_given(tok, args.out_dir) else None
+    given = given_material(args, model, tok, pieces, device)
     return {"val_pieces": len(pieces.val), "val_tokens": sum(len(p) - 1 for p in pieces.val),
             "val_notes": sum(map(len, pieces.val_notes)), "ngram_fit_tokens": fit_tokens, "sampling": knobs,
             "compared_tokens": args.max_new_tokens, "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
@@ -803,13 +806,12 @@ def given_markdown(g):
     h, pct = g["harmonized"], lambda v: "–" if v is None else f"{v:.0%}"
     rng = lambda r: " / ".join("–" if v is None else f"{v[0]:.0f}-{v[1]:.0f}" for v in r["voice_ranges"][1:])
     lines = ["", f"Given material, on {g['pieces']} validation pieces of {g['style']} (four parts), never trained on: "
-             f"each soprano harmonized {g['samples_per_piece']} times, with the soprano shown ahead of where it sounds "
-             "(how the model was trained) and, as the baseline, only forced by the mask at its onsets; the real "
-             "pieces by the same code:", "",
+             f"each soprano harmonized {g['samples_per_piece']} times, forced by the mask at its onsets and, where the "
+             "run was trained with given material, also shown ahead of where it sounds; the real pieces by the same "
+             "code:", "",
              "| | melody kept | beats with four notes | parallels per 100 moves | ends on the tonic triad | "
              "alto / tenor / bass range (median lowest-highest) |", "|---|---|---|---|---|---|"]
-    for name in ("shown ahead", "at its onsets", "real"):
-        d = h[name]
+    for name, d in h.items():
         par = d["parallels_per_100_moves"]
         lines.append(f"| {name} | {pct(d.get('melody_kept', 1.0))} | {d['full_beats']:.0%} | "
                      f"{'–' if par is None else f'{par:.1f}'} | {d['ends_on_tonic']:.0%} | {rng(d)} |")

@@ -8,12 +8,14 @@ python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --t
 python sample.py --melody tune.mid [--style bach] [--parts 4]     # harmonize: the tune is the top part, exactly
 python sample.py --prompt piece.mid --infill 5-8                  # bars 5 to 8 anew, every other note kept
 python sample.py --prompt piece.mid --add_part bass               # one new part against the piece's parts
+    [--look_ahead true]                                           # (given material also shown ahead)
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. A run trained on the grammar's first edition (one part,
 no bar lines: the shipped model until it is retrained) still samples, through legacy.py, without --prompt,
-given material or --parts/--instruments. Given material (a melody, the rest of a piece, its other parts) takes a run
-trained with it (prepare.py --given_share): the model sees it a bar or two ahead of where it sounds.
+given material or --parts/--instruments. Given material (a melody, the rest of a piece, its other parts) is written
+where it sounds, note for note, by the mask; with --look_ahead true (a run trained with prepare.py --given_share)
+the model also sees it a bar or two ahead.
 At every step only the tokens that the grammar and the controls allow can be drawn (controls.GrammarMask: lookup
 tables on the device), so every sample is a well-formed piece that obeys them. Same seed, same files, byte for byte.
 """
@@ -115,11 +117,11 @@ VOICE_RANGES = {"soprano": (60, 81), "alto": (53, 74), "tenor": (48, 69), "bass"
 def given_controls(args, tok, controls, run):
     """(forced tokens after START, controls, Given) for --melody, --infill or --add_part: the piece read whole, its
     tempo, meter and length (and, for --infill and --add_part, its parts) held by the controls, its given notes
-    checked against --key/--scale/--pitch_range. The look-ahead blocks are used where the run learnt them."""
-    spec, flag = tok.spec, "--melody" if args.melody else "--prompt"
-    if not learnt_given(tok, run):
-        die(f"{run} was trained without given material: --melody, --infill and --add_part need a run whose data "
-            f"prepare.py wrote with --given_share > 0 (tokenizer version 4); retrain on data prepared now")
+    checked against --key/--scale/--pitch_range. With --look_ahead, it is also shown ahead (a run trained so)."""
+    spec, flag, ahead = tok.spec, "--melody" if args.melody else "--prompt", args.look_ahead
+    if ahead and not learnt_given(tok, run):
+        die(f"{run} was trained without given material: --look_ahead needs a run whose data prepare.py wrote with "
+            f"--given_share > 0 (tokenizer version 4); retrain on data prepared now, or leave --look_ahead off")
     if controls.has_length:
         die("--melody, --infill and --add_part take their length from the piece: drop --bars/--seconds")
     if (args.infill or args.add_part) and controls.part_count() is not None:
@@ -135,12 +137,12 @@ def given_controls(args, tok, controls, run):
         if changed:
             print(f"note: --melody {args.melody} has chords or overlapping notes in its first part; its top line "
                   f"is taken ({len(line)} notes)")
-        prompt, given, bars = harmonize(line, header, spec)
+        prompt, given, bars = harmonize(line, header, spec, ahead)
         if controls.part_count() is not None and controls.part_count() < 2:
             die("--melody: a harmonization has at least 2 parts (the melody and one more)")
     elif args.infill:
         span = infill_bars(args.infill, header.bars_needed(notes, spec.sample_freq))
-        prompt, given, bars = infill(notes, header, spec, *span)
+        prompt, given, bars = infill(notes, header, spec, *span, ahead)
         controls = replace(controls, instruments=header.parts)
     else:
         if len(header.parts) >= spec.max_parts:
@@ -148,7 +150,7 @@ def given_controls(args, tok, controls, run):
         inst, voice = add_part_instrument(args.add_part, header)
         if voice and not controls.pitch_range:
             controls = replace(controls, pitch_range=VOICE_RANGES[voice])
-        prompt, given, bars = add_part(notes, header, spec)
+        prompt, given, bars = add_part(notes, header, spec, ahead)
         controls = replace(controls, instruments=header.parts + (inst,))
     controls = replace(controls, bars=bars, tempo=controls.tempo or header.bpm, meter=header.meter,
                        bpm=controls.bpm or (header.bpm if controls.tempo is None else None))
@@ -250,7 +252,7 @@ def main(argv=None):
     control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                                     "min_new_tokens", "seed", "device", "dtype"], argv, own={"out_dir": SHIPPED})
+                                     "min_new_tokens", "look_ahead", "seed", "device", "dtype"], argv, own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")
     if (args.infill or args.add_part) and not args.prompt:

@@ -194,7 +194,7 @@ def test_given_material_errors_are_one_clear_line(trained, tmp_path):
     assert r.returncode == 0 and "its top line is taken (2 notes)" in r.stdout, r.stderr
 
 
-def test_a_run_trained_without_given_material_says_so(trained, tmp_path):
+def test_a_run_trained_without_given_material_harmonizes_only_without_look_ahead(trained, tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     for f in ("best.pt", "checkpoint.pt", "config.json", "tokenizer.json"):
@@ -203,6 +203,27 @@ def test_a_run_trained_without_given_material_says_so(trained, tmp_path):
     config["data_meta"]["given_share"] = 0.0
     (old / "config.json").write_text(json.dumps(config))
     melody = write(tmp_path / "tune.mid", [n for n in chorale(2, 1) if n.part == 0], Header())
-    r = run("sample.py", "--out_dir", old, "--melody", melody, "--output_dir", tmp_path)
+    r = run("sample.py", "--out_dir", old, "--melody", melody, "--look_ahead", "true", "--output_dir", tmp_path)
     assert r.returncode != 0 and "trained without given material" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    r = run("sample.py", "--out_dir", old, "--melody", melody, "--num_samples", 1, "--output_dir", tmp_path)
+    assert r.returncode == 0 and "harmonized_seed1337_0.mid" in r.stdout, r.stderr
+
+
+def test_evaluate_harmonizes_and_fills_in_and_prices_the_given_material(trained):
+    """evaluate.py's section on a tiny run: melodies and outside notes kept, bits per note for every case."""
+    from types import SimpleNamespace
+    import numpy as np
+    import evaluate
+    from runs import load_run
+    model, tok, _ = load_run(trained, "cpu")
+    pieces = [(chorale(10, k), HEADER) for k in range(2)]
+    val = SimpleNamespace(val_decoded=pieces, val_styles=np.array(["bach", "bach"]))
+    args = SimpleNamespace(out_dir=trained, given_pieces=1, given_samples=2, temperature=1.0, top_k=0, top_p=1.0,
+                           seed=1)
+    g = evaluate.given_material(args, model, tok, val, "cpu")
+    assert g["pieces"] == 1 and set(g["harmonized"]) == {"at its onsets", "shown ahead", "real"}
+    assert all(g["harmonized"][k]["melody_kept"] == 1.0 for k in ("at its onsets", "shown ahead"))
+    assert g["infill"]["all_other_notes_kept"] == 1.0 and g["infill"]["no_new_note_past_the_gap"] == 1.0
+    assert len(g["bits_per_note"]) == 6 and all(0 < b < 30 for b in g["bits_per_note"].values())
+    assert "| lower voices alone |" in "\n".join(evaluate.given_markdown(g))

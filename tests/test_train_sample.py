@@ -327,8 +327,11 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
     assert legacy.decode(tokens, tok.spec)[2] == 0  # nothing malformed
     notes, header, _ = midi_to_notes((tmp_path / "corpus_bach_seed1337_0.mid").read_bytes(), Spec())
     assert notes and max(n.end for n in notes) == 2 * bar_steps(header.meter, Spec().sample_freq)  # --bars 2
-    r = run("sample.py", "--prompt", tmp_path / "corpus_bach_seed1337_0.mid", "--output_dir", tmp_path)
-    assert r.returncode != 0 and "first edition" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    mid = tmp_path / "corpus_bach_seed1337_0.mid"
+    for args in (["--prompt", mid], ["--melody", mid], ["--prompt", mid, "--infill", "1-1"]):
+        r = run("sample.py", *args, "--output_dir", tmp_path)
+        assert r.returncode != 0 and "first edition" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "without given material" in r.stderr
 
 
 def test_a_sample_as_a_score_has_the_notes_and_parts_of_its_midi(trained, tmp_path):
