@@ -68,8 +68,9 @@ aug_variants = 0  # variants written per piece: 0 = every combination above (107
 # --- train/val split (prepare.py)
 val_fraction = 0.05         # share of pieces (originals) held out, chosen by a stable hash of the piece id
 augmented_percentage = 30.0  # share of training tokens that come from augmented copies
-given_share = 0.25         # share of training pieces written with some of them given and shown ahead (harmonize,
-                           # add a part, fill in bars); the rest teach free sampling
+given_share = 0.0          # share of training pieces written with some of them given and shown ahead (a melody,
+                           # all parts but one, the bars after a gap), for sample.py --look_ahead; 0: plain pieces
+                           # only, which harmonized and filled in better on the demo model (README, "Given material")
 seed = 1337                 # seeds the split hash and the choice of augmented copies
 
 # --- model (GPTConfig in model.py takes these by name; vocab_size comes from the data's meta.json)
@@ -143,7 +144,7 @@ min_new_tokens = 128       # first-edition runs only: END is held back until a s
 prompt_bars = 4            # bars of a --prompt, counted in its own meter
 look_ahead = False         # given material (--melody, --infill, --add_part) also shown a bar or two ahead, as a run
                            # trained with --given_share saw it; off: forced by the mask where it sounds, which measured
-                           # as well or better on the demo model (README, "Given material")
+                           # better on the demo model (README, "Given material")
 shipped_run = "models/corpus"  # what sample.py plays without --out_dir (the model in the repo, found beside it)
 
 # --- evaluation (evaluate.py)

@@ -30,12 +30,11 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's pieces
   have parts, parallel perfect fifths and octaves per 100 beat-to-beat moves, the share that end on the tonic triad
   of their key, and the share of bars that repeat an earlier bar.
-- Given material (a run trained with it): --given_pieces validation chorales' sopranos harmonized (--given_samples
-  each), with the soprano shown ahead and, as the baseline, only forced at its onsets: the melody kept, the
-  measures above and each voice's range, beside the real chorales; their middle bars filled in (every other note
-  kept, no new note ringing past the gap); and the bits per note the sampler pays for the real lower voices alone,
-  under the soprano and under the soprano shown ahead, and for the real middle bars from the left only and between
-  both sides (at their onsets, and shown ahead).
+- Given material: --given_pieces validation chorales' sopranos harmonized (--given_samples each), the soprano
+  forced at its onsets (and, for a run trained with --given_share, also shown ahead): the melody kept, the measures
+  above and each voice's range, beside the real chorales; their middle bars filled in (every other note kept, no
+  new note ringing past the gap); and the bits per note the sampler pays for the real lower voices alone, under the
+  soprano (and under it shown ahead), and for the real middle bars from the left only and between both sides.
 """
 import argparse
 import json

@@ -4,9 +4,10 @@ python prepare.py --main_data_path data/text --augmented_data_path data/aug --ou
     --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337]
 
 The split is by piece and made before augmentation, from a stable hash of the piece id, so no copy of a validation
-piece reaches train.bin; val.bin holds originals only. A seeded share of the training pieces (--given_share) is
-written with some of it given and shown ahead (a melody, all parts but one, the bars after a gap:
-encoding_decoding.given_variant), so that one model both samples freely and harmonizes, adds a part and fills in.
+piece reaches train.bin; val.bin holds originals only. With --given_share, that seeded share of the training
+pieces is written with some of it given and shown ahead (a melody, all parts but one, the bars after a gap:
+encoding_decoding.given_variant), for a run that samples given material with --look_ahead (off by default: see the
+README's "Given material").
 Pieces stream to disk one at a time.
 """
 import argparse

@@ -78,7 +78,7 @@ def make_bin(root, n=24, header=None, tokenizer=ROOT / "tokenizers/simple_tokeni
     if tokenizer is None:
         return None
     prepare.main(["--main_data_path", str(root / "text"), "--output_base_dir", str(root / "bin"),
-                  "--tokenizer_paths", str(tokenizer), "--val_fraction", "0.2"])
+                  "--tokenizer_paths", str(tokenizer), "--val_fraction", "0.2", "--given_share", "0.25"])
     return root / "bin"
 
 

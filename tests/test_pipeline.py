@@ -138,7 +138,7 @@ def pieces_of(path):
 def test_prepare_splits_by_piece_without_leakage_and_counts_match(tmp_path):
     write_corpus(tmp_path / "text", 40)
     assert run("augment_all.py", "--input_dirs", tmp_path / "text", "--output_dir", tmp_path / "aug").returncode == 0
-    r = prepare(tmp_path, "--augmented_percentage", 30, "--val_fraction", 0.1)
+    r = prepare(tmp_path, "--augmented_percentage", 30, "--val_fraction", 0.1, "--given_share", 0.25)
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "bin/meta.json").read_text())
     tok = Tokenizer(SPEC)
@@ -160,7 +160,7 @@ def test_prepare_splits_by_piece_without_leakage_and_counts_match(tmp_path):
     assert 0.25 < meta["train"]["augmented_tokens"] / meta["train"]["tokens"] < 0.35
     # the same inputs give the same bytes
     first = (tmp_path / "bin/train.bin").read_bytes()
-    assert prepare(tmp_path, "--augmented_percentage", 30, "--val_fraction", 0.1).returncode == 0
+    assert prepare(tmp_path, "--augmented_percentage", 30, "--val_fraction", 0.1, "--given_share", 0.25).returncode == 0
     assert (tmp_path / "bin/train.bin").read_bytes() == first
 
 
