@@ -252,7 +252,8 @@ def main(argv=None):
     control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                                     "min_new_tokens", "look_ahead", "seed", "device", "dtype"], argv, own={"out_dir": SHIPPED})
+                                     "min_new_tokens", "look_ahead", "seed", "device", "dtype"], argv,
+                            own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")
     if (args.infill or args.add_part) and not args.prompt:

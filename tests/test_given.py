@@ -9,8 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import body, midi_file, off, on, run, track
 from controls import Controls, GrammarMask, add_part, harmonize, infill, top_line
-from encoding_decoding import (AHEAD, END, START, Header, Note, Spec, Tokenizer, canonical, finish,
-                               given_variant, kind,
+from encoding_decoding import (AHEAD, END, START, Header, Note, Spec, Tokenizer, canonical, finish, given_variant,
                                midi_to_notes, notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
 from evaluate import mask_rows
 from model import sample_logits
@@ -146,41 +145,55 @@ def write(path, notes, header=HEADER):
     return path
 
 
-def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path):
+def sample_here(capsys, *args):
+    """sample.py's main() in this process (a subprocess costs seconds of imports): (exit code, stdout, stderr)."""
+    import sample
+    try:
+        sample.main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys):
     notes = chorale(4, 8)
     melody = write(tmp_path / "tune.mid", [n for n in notes if n.part == 0], Header(bpm=96, parts=(73,)))
-    r = run("sample.py", "--out_dir", trained, "--melody", melody, "--num_samples", 2, "--parts", 3,
-            "--output_dir", tmp_path / "h")
-    assert r.returncode == 0, r.stderr
+    code, _, err = sample_here(capsys, "--out_dir", trained, "--melody", melody, "--num_samples", 2, "--parts", 3,
+                               "--output_dir", tmp_path / "h")
+    assert code == 0, err
     for mid in sorted((tmp_path / "h").glob("tiny_harmonized_seed1337_*.mid")):
         got, header, _ = midi_to_notes(mid.read_bytes(), SPEC)
         assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in notes if n.part == 0]  # pitch, onset, length
         assert len(header.parts) == 3 and round(header.bpm) == 96
     piece = write(tmp_path / "piece.mid", notes)
-    r = run("sample.py", "--out_dir", trained, "--prompt", piece, "--infill", "2-3", "--num_samples", 2,
-            "--output_dir", tmp_path / "i")
-    assert r.returncode == 0, r.stderr
+    code, _, err = sample_here(capsys, "--out_dir", trained, "--prompt", piece, "--infill", "2-3", "--num_samples", 2,
+                               "--output_dir", tmp_path / "i")
+    assert code == 0, err
     for mid in (tmp_path / "i").glob("tiny_infill_*.mid"):
         got = midi_to_notes(mid.read_bytes(), SPEC)[0]
         assert [n for n in got if not 16 <= n.start < 48] == [n for n in notes if not 16 <= n.start < 48]
     three = write(tmp_path / "three.mid", [n for n in notes if n.part < 3], Header(bpm=96, parts=(52, 52, 52)))
-    r = run("sample.py", "--out_dir", trained, "--prompt", three, "--add_part", "bass", "--num_samples", 1,
-            "--output_dir", tmp_path / "a")
-    assert r.returncode == 0, r.stderr
+    code, _, err = sample_here(capsys, "--out_dir", trained, "--prompt", three, "--add_part", "bass",
+                               "--num_samples", 1, "--output_dir", tmp_path / "a")
+    assert code == 0, err
     got, header, _ = midi_to_notes((tmp_path / "a" / "tiny_added_seed1337_0.mid").read_bytes(), SPEC)
     assert header.parts == (52, 52, 52, 52) and [n for n in got if n.part < 3] == [n for n in notes if n.part < 3]
     assert all(40 <= n.pitch <= 64 for n in got if n.part == 3)
 
 
-def test_given_material_errors_are_one_clear_line(trained, tmp_path):
+def test_given_material_errors_are_one_clear_line(trained, tmp_path, capsys):
     notes = chorale(3, 9)
     piece = write(tmp_path / "piece.mid", notes)
     empty = tmp_path / "empty.mid"
     empty.write_bytes(midi_file(track()))
     chords = tmp_path / "chords.mid"
     chords.write_bytes(midi_file(track(on(60), on(64), off(60, delta=480), off(64), on(67), off(67, delta=480))))
+    r = run("sample.py", "--out_dir", trained, "--prompt", piece, "--infill", "3-5")  # as a user meets it
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert "--infill 3-5: bars outside the piece, which has bars 1 to 3" in r.stderr
     for args, message in [
-            (["--prompt", piece, "--infill", "3-5"], "--infill 3-5: bars outside the piece, which has bars 1 to 3"),
             (["--prompt", piece, "--infill", "x"], "wants FIRST-LAST bars"),
             (["--infill", "1-2"], "give it with --prompt"),
             (["--melody", empty], "no notes"),
@@ -188,13 +201,14 @@ def test_given_material_errors_are_one_clear_line(trained, tmp_path):
             (["--melody", piece, "--bars", 4], "take their length from the piece"),
             (["--melody", piece, "--key", "C# major"], "outside --key/--scale/--pitch_range"),
             (["--prompt", piece, "--add_part", "kazoo"], "unknown instrument 'kazoo'")]:
-        r = run("sample.py", "--out_dir", trained, "--output_dir", tmp_path / "o", *args)
-        assert r.returncode != 0 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
-    r = run("sample.py", "--out_dir", trained, "--melody", chords, "--num_samples", 1, "--output_dir", tmp_path / "c")
-    assert r.returncode == 0 and "its top line is taken (2 notes)" in r.stdout, r.stderr
+        code, _, err = sample_here(capsys, "--out_dir", trained, "--output_dir", tmp_path / "o", *args)
+        assert code != 0 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    code, out, err = sample_here(capsys, "--out_dir", trained, "--melody", chords, "--num_samples", 1,
+                                 "--output_dir", tmp_path / "c")
+    assert code == 0 and "its top line is taken (2 notes)" in out, err
 
 
-def test_a_run_trained_without_given_material_harmonizes_only_without_look_ahead(trained, tmp_path):
+def test_a_run_trained_without_given_material_harmonizes_only_without_look_ahead(trained, tmp_path, capsys):
     old = tmp_path / "old"
     old.mkdir()
     for f in ("best.pt", "checkpoint.pt", "config.json", "tokenizer.json"):
@@ -203,11 +217,12 @@ def test_a_run_trained_without_given_material_harmonizes_only_without_look_ahead
     config["data_meta"]["given_share"] = 0.0
     (old / "config.json").write_text(json.dumps(config))
     melody = write(tmp_path / "tune.mid", [n for n in chorale(2, 1) if n.part == 0], Header())
-    r = run("sample.py", "--out_dir", old, "--melody", melody, "--look_ahead", "true", "--output_dir", tmp_path)
-    assert r.returncode != 0 and "trained without given material" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
-    r = run("sample.py", "--out_dir", old, "--melody", melody, "--num_samples", 1, "--output_dir", tmp_path)
-    assert r.returncode == 0 and "harmonized_seed1337_0.mid" in r.stdout, r.stderr
+    code, _, err = sample_here(capsys, "--out_dir", old, "--melody", melody, "--look_ahead", "true",
+                               "--output_dir", tmp_path)
+    assert code != 0 and "trained without given material" in err and len(err.strip().splitlines()) == 1
+    code, out, err = sample_here(capsys, "--out_dir", old, "--melody", melody, "--num_samples", 1,
+                                 "--output_dir", tmp_path)
+    assert code == 0 and "harmonized_seed1337_0.mid" in out, err
 
 
 def test_evaluate_harmonizes_and_fills_in_and_prices_the_given_material(trained):
