@@ -167,6 +167,15 @@ def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys
         got, header, _ = midi_to_notes(mid.read_bytes(), SPEC)
         assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in notes if n.part == 0]  # pitch, onset, length
         assert len(header.parts) == 3 and round(header.bpm) == 96
+    from encoding_decoding import notes_to_score
+    from sample import write_musicxml
+    score = tmp_path / "tune.musicxml"  # a score's first part is a melody too
+    write_musicxml(notes_to_score([n for n in notes if n.part == 0], SPEC, Header(bpm=96, meter="3/4")), score)
+    code, _, err = sample_here(capsys, "--out_dir", trained, "--melody", score, "--num_samples", 1,
+                               "--output_dir", tmp_path / "x")
+    assert code == 0, err
+    got, header, _ = midi_to_notes((tmp_path / "x/tiny_harmonized_seed1337_0.mid").read_bytes(), SPEC)
+    assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in notes if n.part == 0] and header.meter == "3/4"
     piece = write(tmp_path / "piece.mid", notes)
     code, _, err = sample_here(capsys, "--out_dir", trained, "--prompt", piece, "--infill", "2-3", "--num_samples", 2,
                                "--output_dir", tmp_path / "i")
