@@ -19,6 +19,14 @@ TOK = Tokenizer(SPEC)
 HEADER = Header(style="bach", bpm=96, meter="4/4", parts=(52, 52, 52, 52))
 
 
+@pytest.fixture(autouse=True)
+def keep_denormals():
+    """sample.py and evaluate.py, run in this process here, flush denormals for speed (runs.pick_device); the
+    tests after these need the CPU's default back (hypothesis refuses to draw floats without it)."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 def chorale(bars=6, seed=0):
     """Four voices in quarters and halves, a rest here and there, in canonical form."""
     rng, notes = random.Random(seed), []
