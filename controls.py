@@ -259,6 +259,8 @@ class GrammarMask:
         # given material: per position, the kind of token a prompt has there ("bar": a bar line whose count the
         # mask draws), so the model fills nothing else in; a free length must leave room for the given bars
         self.given = {i: self.kind == VALUED.index(k) for i, k in enumerate(given) if k}
+        if given:  # right after a prompt, no velocity token: it would change the prompt's last note
+            self.given[len(given)] = self.kind != VALUED.index("v")
         self.min_bars = sum(k == "bar" for k in given)
         self.in_block = tensor([s in AHEAD_STATES for s in states])       # (S,) a block's states
         self.is_ahead = tensor([t == AHEAD for t in itos])

@@ -259,3 +259,14 @@ def test_evaluate_harmonizes_and_fills_in_and_prices_the_given_material(trained)
     assert g["infill"]["all_other_notes_kept"] == 1.0 and g["infill"]["no_new_note_past_the_gap"] == 1.0
     assert len(g["bits_per_note"]) == 6 and all(0 < b < 30 for b in g["bits_per_note"].values())
     assert "| lower voices alone |" in "\n".join(evaluate.given_markdown(g))
+
+
+def test_a_prompts_last_note_keeps_its_velocity():
+    """A continuation's first token may not be a velocity: it would restate the prompt's last note."""
+    notes = [Note(0, 60, 4, 80), Note(4, 62, 4, 80)]
+    prompt = notes_to_tokens(notes, SPEC, Header(style="bach", parts=(0,)))[:-1]  # ... n62 d4: no v, unchanged
+    idx = torch.tensor([TOK.encode(prompt)])
+    velocities = torch.tensor([t.startswith("v") for t in TOK.itos])
+    free = GrammarMask(TOK, "cpu", Controls(bars=2))(idx)[0]
+    held = GrammarMask(TOK, "cpu", Controls(bars=2), given=[None] * len(prompt))(idx)[0]
+    assert free[velocities].any() and not held[velocities].any() and held.any()
