@@ -46,10 +46,10 @@ SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/Flu
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
 
 
-def read_piece(path, flag, spec, meter=None):
+def read_piece(path, flag, spec, meter=None, one_meter=True):
     """(notes, Header) of a whole MIDI file, score (MusicXML, ABC, ...) or text encoding (.txt), whole bars before
-    its first note dropped, its bars laid in one meter (`meter`, else its first: a note says so where it changes), or
-    one line."""
+    its first note dropped, or one line. Its bars are laid in `meter` where one is given, else, with `one_meter`, in
+    its first (a note says so where it changes; given material is held in one meter), else in its own meters."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".mid", ".midi"):
@@ -65,18 +65,20 @@ def read_piece(path, flag, spec, meter=None):
     bpm = header.bpm  # the file's own, not its token's bucket
     header = replace(header, style=spec.styles[0])  # any style of the run's, so that its tokens read back
     notes, header, _ = tokens_to_notes(strip_leading_silence(notes_to_tokens(notes, spec, header)), spec)
-    if header.changes and not meter:
+    if header.changes and one_meter and not meter:
         print(f"note: {flag} {path} changes meter; it is read in its first, {header.meter}")
     if not notes:
         die(f"{flag} {path}: no notes in it")
-    return notes, replace(header, bpm=bpm, bars=0, meter=meter or header.meter, changes=())
+    header = replace(header, bpm=bpm, bars=0)  # as many bars as the notes need
+    return notes, replace(header, meter=meter, changes=()) if meter else replace(
+        header, changes=()) if one_meter else header
 
 
 def read_prompt(path, spec, bars, meter=None):
     """(tokens after START, Header) of the first `bars` bars of a MIDI file or score: its header and its bars, bar
     lines included, ready to be continued. With `meter`, its bars are laid in that meter (the notes keep their
     time)."""
-    notes, header = read_piece(path, "--prompt", spec, meter)
+    notes, header = read_piece(path, "--prompt", spec, meter, one_meter=False)
     cut = header.bar_lines(spec.sample_freq, bars)[-1]
     notes = [n for n in notes if n.start < cut]
     if not notes:
