@@ -496,3 +496,10 @@ class GrammarMask:
         if self.material is not None and self.material.blocks is not None:  # inside a block, nothing else holds
             out = torch.where(self.block_token.any(1, keepdim=True), self.block_token, out)
         return out
+
+
+def mask_rows(mask, ids, device):
+    """(len(ids) - 1, V) bool: what `mask` (a fresh GrammarMask) allows at each position after the first, stepped
+    along the token ids `ids` (to score a real piece as the sampler would draw it)."""
+    x = torch.as_tensor([int(i) for i in ids], device=device)[None]
+    return torch.cat([mask(x[:, :t]) for t in range(1, x.size(1))])

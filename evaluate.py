@@ -53,7 +53,7 @@ import batch
 import config
 import configurator
 from batch import atomic_write, die, reason, writable_dir, write_json
-from controls import Controls, GrammarMask, harmonize, infill, key_pitch_classes
+from controls import Controls, GrammarMask, harmonize, infill, key_pitch_classes, mask_rows
 from dataset import read_data
 from encoding_decoding import (END, HEADER, START, Header, Spec, as_note, finish, header_end, kind, midi_to_notes,
                                notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
@@ -316,13 +316,6 @@ def model_nats(model, pieces, keeps, device, batch_size=32, allowed=None, counte
     return total
 
 
-def mask_rows(mask, ids, device):
-    """(len(ids) - 1, V) bool: what `mask` (a fresh GrammarMask) allows at each position after the first, stepped
-    along the token ids `ids`."""
-    x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None]
-    return torch.cat([mask(x[:, :t]) for t in range(1, x.size(1))])
-
-
 def longest_runs(samples, train, k=MEMO_K):
     """For each sample (int array), the longest run it shares with `train` (int array), or k-1 if none reaches k."""
     def hashes(a):
@@ -373,15 +366,15 @@ def decodes_cleanly(tokens, spec):
 
 
 def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls(), temperature=1.0, top_k=None,
-         top_p=None):
-    """n samples (token lists, cut at END) from START, with or without the grammar mask; a length control takes
-    the budget that lets every sample reach its target."""
+         top_p=None, prompt=(), material=None):
+    """n samples (token lists, padded with END) from START and `prompt` (tokens), with or without the grammar mask
+    (and given `material`); a length control takes the budget that lets every sample reach its target."""
     gen = torch.Generator(device).manual_seed(seed)
-    idx = torch.full((n, 1), tok.stoi[START], device=device)
-    mask = GrammarMask(tok, device, controls=controls) if constrained else None
+    idx = torch.tensor([[tok.stoi[START]] + tok.encode(list(prompt))] * n, device=device)
+    mask = GrammarMask(tok, device, controls=controls, material=material) if constrained else None
     out = model.generate(idx, controls.token_budget(tok.spec, otherwise=max_new), temperature, top_k, top_p,
                          allowed_fn=mask, stop_id=tok.stoi[END], generator=gen,
-                         keep=1 + len(HEADER) + tok.spec.max_parts)
+                         keep=1 + len(HEADER) + (controls.part_count() or tok.spec.max_parts))
     return [tok.decode(row) for row in out.tolist()]
 
 
@@ -625,16 +618,6 @@ def given_bits(model, tok, notes, header, device, modes):
     return cases
 
 
-def draw_given(model, tok, header, bars, prompt, material, n, device, seed, knobs):
-    """n samples (token lists, cut at END) that hold `material` in a piece with `header`'s tempo and meter."""
-    controls = hold_piece(header, bars)
-    mask = GrammarMask(tok, device, controls, material=material)
-    idx = torch.tensor([[tok.stoi[START]] + tok.encode(prompt)] * n, device=device)
-    out = model.generate(idx, controls.token_budget(tok.spec, 0), **knobs, allowed_fn=mask, stop_id=tok.stoi[END],
-                         generator=torch.Generator(device).manual_seed(seed), keep=1 + len(HEADER) + len(header.parts))
-    return [finish(tok.decode(row)) for row in out.tolist()]
-
-
 def voice_ranges(pieces, voices):
     """Per voice (part), the median over pieces of its lowest and highest pitch: [[low, high], ...]."""
     out = []
@@ -663,18 +646,18 @@ def given_material(args, model, tok, pieces, device):
         soprano = [n for n in notes if n.part == 0]
         for ahead, name in ((False, "at its onsets"), (True, "shown ahead"))[:modes]:
             prompt, material, bars = harmonize(soprano, header, spec, ahead)
-            for t in draw_given(model, tok, header, bars, prompt, material, args.given_samples, device,
-                                args.seed + 300 + k, knobs):
-                got, head, _ = tokens_to_notes(t, spec)
+            for t in draw(model, tok, args.given_samples, 0, device, True, args.seed + 300 + k,
+                          hold_piece(header, bars), **knobs, prompt=prompt, material=material):
+                got, head, _ = tokens_to_notes(finish(t), spec)
                 drawn[name].append((got, head))
                 kept[name].append([n for n in got if n.part == 0] == soprano)
         if span := infill_span(bars):
             prompt, material, _ = infill(notes, header, spec, *span, config.look_ahead and modes == 2)
             lo, hi = header.bar_lines(spec.sample_freq, bars)[span[0] - 1], header.bar_lines(spec.sample_freq,
                                                                                              bars)[span[1]]
-            for t in draw_given(model, tok, header, bars, prompt, material, args.given_samples, device,
-                                args.seed + 400 + k, knobs):
-                got = tokens_to_notes(t, spec)[0]
+            for t in draw(model, tok, args.given_samples, 0, device, True, args.seed + 400 + k,
+                          hold_piece(header, bars), **knobs, prompt=prompt, material=material):
+                got = tokens_to_notes(finish(t), spec)[0]
                 filled.append(sorted(n for n in got if not lo <= n.start < hi) ==
                               sorted(n for n in notes if not lo <= n.start < hi))
                 filled_ok.append(all(n.end <= hi for n in got if lo <= n.start < hi))

@@ -101,10 +101,7 @@ def prompt_controls(args, spec, controls):
     if controls.bpm == header.bpm and spec.bucket_bpm(header.bpm) != round(header.bpm):
         print(f"note: --prompt {args.prompt} is at {header.bpm:g} BPM: the header's tempo token is the nearest this "
               f"run knows ({spec.bucket_bpm(header.bpm)}), and the MIDI keeps {header.bpm:g} BPM")
-    notes = tokens_to_notes([START] + tokens + [END], spec)[0]
-    if bad := [n for n in notes if header.parts[n.part] != DRUMS and not controls.allows_pitch(n.pitch)]:
-        die(f"--prompt {args.prompt}: note {bad[0].pitch} at step {bad[0].start} is outside "
-            f"--key/--scale/--pitch_range")
+    check_pitches(tokens_to_notes([START] + tokens + [END], spec)[0], header, controls, f"--prompt {args.prompt}")
     plan = controls.bars_at(spec.bucket_bpm(controls.tempo), header.bar_lines(spec.sample_freq, 1)[1], spec.sample_freq)
     bars = sum(kind(t) == "bar" for t in tokens)
     if plan is not None and bars >= plan:
@@ -129,11 +126,8 @@ def given_controls(args, tok, controls, run):
     if (args.infill or args.add_part) and controls.part_count() is not None:
         die("--infill and --add_part keep the piece's parts: give --parts/--instruments only with --melody")
     notes, header = read_piece(args.melody or args.prompt, flag, spec, controls.meter)
-    drum = lambda n: header.parts[min(n.part, len(header.parts) - 1)] == DRUMS
-    if bad := [n for n in notes if (args.infill or args.add_part or n.part == 0) and not drum(n)
-               and not controls.allows_pitch(n.pitch)]:
-        die(f"{flag} {args.melody or args.prompt}: given note {bad[0].pitch} at step {bad[0].start} is outside "
-            f"--key/--scale/--pitch_range")
+    check_pitches([n for n in notes if not args.melody or n.part == 0], header, controls,
+                  f"{flag} {args.melody or args.prompt}")
     if args.melody:
         line, changed = top_line([n for n in notes if n.part == 0])
         if changed:
@@ -181,6 +175,13 @@ def add_part_instrument(name, header):
         return instrument_number(name), None
     except ValueError as e:
         die(f"--add_part: {e}; or a voice: {', '.join(VOICE_RANGES)}")
+
+
+def check_pitches(notes, header, controls, what):
+    """One line if a given note of a pitched part is outside --key/--scale/--pitch_range."""
+    drum = lambda n: header.parts[min(n.part, len(header.parts) - 1)] == DRUMS
+    if bad := [n for n in notes if not drum(n) and not controls.allows_pitch(n.pitch)]:
+        die(f"{what}: note {bad[0].pitch} at step {bad[0].start} is outside --key/--scale/--pitch_range")
 
 
 def render_wav(mid, wav, peak_db=-1.0):

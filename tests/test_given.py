@@ -8,10 +8,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from conftest import body, midi_file, off, on, run, track
-from controls import Controls, GrammarMask, add_part, harmonize, infill, top_line
+from controls import Controls, GrammarMask, add_part, harmonize, infill, mask_rows, top_line
 from encoding_decoding import (AHEAD, END, START, Header, Note, Spec, Tokenizer, canonical, finish, given_variant,
                                midi_to_notes, notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
-from evaluate import mask_rows
 from model import sample_logits
 
 SPEC = Spec()
