@@ -40,7 +40,7 @@ LIMITS = {
 }
 
 
-CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16")}
+CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16"), "gelu_approximate": ("none", "tanh")}
 
 
 def _bound_text(lo, hi):

@@ -43,6 +43,7 @@ class GPTConfig:
     route_scale: float = config.route_scale
     bias_update_speed: float = config.bias_update_speed
     balance_factor: float = config.balance_factor
+    gelu_approximate: str = config.gelu_approximate
     dropout: float = config.dropout
     bias: bool = config.bias
 
@@ -72,18 +73,55 @@ MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]  # th
 
 
 def rope_angles(cfg, start, length, device):
-    """(length, rope_dim/2) cos and sin for absolute positions start .. start+length-1."""
+    """(length, rope_dim) cos and signed sin for absolute positions start .. start+length-1: the halves of the last
+    dim form the rotated pairs, so cos repeats per half and sin is (-sin, sin)."""
     inv_freq = cfg.rope_theta ** -(torch.arange(0, cfg.qk_rope_head_dim, 2, device=device).float() / cfg.qk_rope_head_dim)
     t = torch.arange(start, start + length, device=device).float()
     freqs = torch.outer(t, inv_freq)
-    return freqs.cos(), freqs.sin()
+    return torch.cat([freqs.cos(), freqs.cos()], -1), torch.cat([-freqs.sin(), freqs.sin()], -1)
 
 
 def apply_rope(x, cos, sin):
-    """Rotate (…, T, heads, rope_dim) by position; halves of the last dim form the rotated pairs."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, rope_dim/2): broadcast over heads
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+    """Rotate (…, T, heads, rope_dim) by position: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), written as
+    x * cos + (x2, x1) * sin, three passes over x where splitting the halves took seven."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    return (xf * cos[:, None] + xf.roll(x.size(-1) // 2, -1) * sin[:, None]).type_as(x)  # cos[:, None]: over heads
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """x / rms(x) * weight over the last dim, computed in float32, with a hand-written backward: autograd's composite
+    one makes about twice as many passes over the activations, which is what a CPU step waits on outside its matmuls
+    (BENCHMARKS.md, "CPU training speed")."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16 in: statistics in float32
+        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + torch.finfo(torch.float32).eps)  # (..., 1)
+        x_hat = xf * r
+        ctx.save_for_backward(x_hat, r, weight)
+        ctx.x_dtype = x.dtype
+        return (x_hat * weight).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_hat, r, weight = ctx.saved_tensors
+        grad = grad.to(x_hat.dtype)
+        grad_w = (grad * x_hat).flatten(0, -2).sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        g = grad * weight                                                      # dL/dx_hat
+        # dL/dx = r * (g - x_hat * mean(g * x_hat)): x_hat's length is fixed, so its gradient loses the radial part
+        mean = torch.linalg.vecdot(g, x_hat).unsqueeze(-1) / x_hat.size(-1)
+        return torch.addcmul(g, x_hat, mean, value=-1).mul_(r).to(ctx.x_dtype), grad_w
+
+
+class RMSNorm(nn.Module):
+    """nn.RMSNorm's function and weight name (eps of float32), with RMSNormFunction's faster backward."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return RMSNormFunction.apply(x, self.weight)
 
 
 class LatentCache:
@@ -112,10 +150,10 @@ class MLA(nn.Module):
             self.wq = nn.Linear(cfg.n_embd, H * qk_head_dim, bias=cfg.bias)
         else:
             self.wq_a = nn.Linear(cfg.n_embd, cfg.q_lora_rank, bias=cfg.bias)
-            self.q_norm = nn.RMSNorm(cfg.q_lora_rank)
+            self.q_norm = RMSNorm(cfg.q_lora_rank)
             self.wq_b = nn.Linear(cfg.q_lora_rank, H * qk_head_dim, bias=cfg.bias)
         self.wkv_a = nn.Linear(cfg.n_embd, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=cfg.bias)  # W_DKV and W_KR
-        self.kv_norm = nn.RMSNorm(cfg.kv_lora_rank)
+        self.kv_norm = RMSNorm(cfg.kv_lora_rank)
         self.wkv_b = nn.Linear(cfg.kv_lora_rank, H * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)  # W_UK, W_UV
         self.wo = nn.Linear(H * cfg.v_head_dim, cfg.n_embd, bias=cfg.bias)
         self.softmax_scale = qk_head_dim ** -0.5
@@ -163,9 +201,10 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+        self.approximate = cfg.gelu_approximate
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
 
 
 class Gate(nn.Module):
@@ -216,14 +255,15 @@ class MoE(nn.Module):
         # (not bincount: on CUDA it reads the largest index back to the host to size its output)
         if self.dispatch == "dense":
             xs, w1, w2 = self.compute_dtype(flat)
-            y = F.gelu(xs @ w1, approximate="tanh") @ w2                   # (E, N, d): every expert on every token
+            y = F.gelu(xs @ w1, approximate=cfg.gelu_approximate) @ w2     # (E, N, d): every expert on every token
             gate_w = torch.zeros_like(scores).scatter_(1, indices, weights)  # (N, E): zero where not picked
             out = torch.einsum("end,ne->nd", y, gate_w.to(y.dtype)).view(B, T, d)
         else:
             order = expert.argsort(stable=True)           # all picks grouped by expert, no host sync
-            y = self.routed(flat[order // k], counts.cumsum(0).to(torch.int32))
-            y = y * weights.flatten()[order, None].to(y.dtype)
-            out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, order // k, y).view(B, T, d)
+            token = order // k                            # (index_select, not x[idx]: its backward is index_add_,
+            y = self.routed(flat.index_select(0, token), counts.cumsum(0).to(torch.int32))  # not a slow index_put_)
+            y = y * weights.flatten().index_select(0, order)[:, None].to(y.dtype)
+            out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, token, y).view(B, T, d)
         if self.shared is not None:
             out = out + self.shared(x)
         if self.training:
@@ -242,11 +282,13 @@ class MoE(nn.Module):
     def routed(self, xs, offsets):
         """Each routed expert on its own rows of xs (grouped by expert; offsets = cumulative row counts)."""
         xs, w1, w2 = self.compute_dtype(xs)
+        approximate = self.cfg.gelu_approximate
         if self.dispatch == "loop" or (xs.dtype != torch.bfloat16 and torch.compiler.is_compiling()):
             # (torch.compile's shape rules for _grouped_mm accept bf16 only, so float32 under compile comes here)
             sizes = torch.diff(offsets, prepend=offsets.new_zeros(1)).tolist()
-            return torch.cat([F.gelu(x @ w1[e], approximate="tanh") @ w2[e] for e, x in enumerate(xs.split(sizes))])
-        h = F.gelu(torch._grouped_mm(xs, w1, offs=offsets), approximate="tanh")
+            return torch.cat([F.gelu(x @ w1[e], approximate=approximate) @ w2[e]
+                              for e, x in enumerate(xs.split(sizes))])
+        h = F.gelu(torch._grouped_mm(xs, w1, offs=offsets), approximate=approximate)
         return torch._grouped_mm(h, w2, offs=offsets)
 
     @torch.no_grad()
@@ -262,7 +304,7 @@ class MoE(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg, layer_id):
         super().__init__()
-        self.attn_norm, self.ffn_norm = nn.RMSNorm(cfg.n_embd), nn.RMSNorm(cfg.n_embd)
+        self.attn_norm, self.ffn_norm = RMSNorm(cfg.n_embd), RMSNorm(cfg.n_embd)
         self.attn, self.ffn = MLA(cfg, layer_id), MoE(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -284,7 +326,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.norm = nn.RMSNorm(cfg.n_embd)
+        self.norm = RMSNorm(cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied
         self.apply(self._init_weights)
@@ -354,7 +396,7 @@ class GPT(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cuda", "cpu"))
 
     def flops_per_token(self, seq_len=None):
         """Training FLOPs per token: 6 * active parameters (only top_k of the routed experts, the tied embedding once)

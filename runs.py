@@ -1,6 +1,7 @@
 """Run folders and checkpoints: the device a run uses, checkpoints written and read back (weights_only, checked
 against the sha256 of their weights and tokenizer, their model shapes checked before anything is allocated), and a
 run folder loaded as a model with its tokenizer. Scripts import this; model.py stays the network alone."""
+import ctypes
 import hashlib
 import io
 import json
@@ -26,6 +27,10 @@ def weights_sha256(state):
     return h.hexdigest()
 
 
+# GPTConfig fields added since the first checkpoints, with the value that every checkpoint written before had
+EARLIER_MODEL_ARGS = {"gelu_approximate": "tanh"}
+
+
 def read_checkpoint(path, device="cpu"):
     """A checkpoint's dict of plain values (weights_only=True), or ValueError saying why it cannot be read. Where the
     checkpoint records the sha256 of its weights (sha256.model), they must match it."""
@@ -39,6 +44,7 @@ def read_checkpoint(path, device="cpu"):
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt) or not isinstance(ckpt["model"], dict) \
             or not isinstance(ckpt["model_args"], dict) or not isinstance(ckpt.get("sha256", {}), dict):
         raise ValueError(f"{path}: not a readable checkpoint (it holds no model weights and model_args)")
+    ckpt["model_args"] = {**EARLIER_MODEL_ARGS, **ckpt["model_args"]}
     if (want := ckpt.get("sha256", {}).get("model")) and weights_sha256(ckpt["model"]) != want:
         raise ValueError(f"{path}: its weights do not match the checksum recorded when it was saved (a damaged file: "
                          f"restore it from a copy, or retrain)")
@@ -113,7 +119,22 @@ def pick_device(device, dtype):
         # shipped model's run slowed by a third until it was restarted with this (BENCHMARKS.md: the cause is not
         # pinned down, the flush is a cheap guard).
         torch.set_flush_denormal(True)
+        keep_freed_memory()
     return device, getattr(torch, dtype)
+
+
+def keep_freed_memory():
+    """Have glibc's malloc keep freed blocks for reuse instead of handing them back to the kernel. Each activation
+    of a CPU training step is a fresh buffer of a few MiB: by default glibc maps and unmaps them, and every page of
+    every buffer is faulted in again (5,000-10,000 page faults a step at the shipped model's size, a few hundred
+    with this; BENCHMARKS.md, "CPU training speed"). The price: the process holds on to its peak memory. Elsewhere
+    (macOS, Windows, musl) there is nothing to set."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks below 32 MiB (glibc's largest setting) come from the heap
+    mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: the heap's free top goes back to the kernel only past 1 GiB
 
 
 # A run folder's weights, in the order sampling prefers them; model.pt is an exported run's (weights only).

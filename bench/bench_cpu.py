@@ -1,87 +1,158 @@
-"""CPU training settings side by side on real data: float32 vs bf16 autocast, torch.compile, threads, batch x block.
+"""CPU training speed path by path on real data: the default path (dtype=auto), float32, bf16 autocast, and the code
+of an earlier commit (--before REV), side by side.
 
-python bench/bench_cpu.py --data_dir=data/demo/bin [--steps 200] [--key=value model overrides]
+python bench/bench_cpu.py --data_dir=data/demo/bin [--steps 200] [--rounds 2] [--before REV] [--only 1,2]
+                          [--size corpus|config] [--batch 16] [--block 256] [--key=value model overrides]
 
-Every setting trains the same model from the same initial weights on the same token budget per step, drawn with the
-same seed, so the loss at the last step compares precision and compilation honestly (shapes change what a step sees;
-their losses are comparable only in tokens seen). Prints tokens/s (after a warm-up) and the mean loss of the last
-10 steps. The model defaults to the ~6M-parameter MoE that the embedded corpus supports (models/corpus/MODEL.md).
+Every row trains the same model from the same initial weights on the same batches (one seed, the same tokens per
+step), in a process of its own set up the way train.py sets up a CPU (runs.pick_device): process-wide settings and
+an earlier commit's modules stay in their row. The rows take turns for --rounds rounds, since a shared machine's speed
+drifts by 10-20 % over minutes; the table gives each row's median tokens/s (timed after 5 warm-up steps) and the mean
+loss of its last 10 steps. --size corpus is the shipped model's shape (config.PRESETS["corpus"]), --size config is
+config.py's own model, the original implementation's configuration (it was compared at --batch 4).
 """
 import argparse
+import dataclasses
+import json
+import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import configurator  # noqa: E402
-from model import GPT, MODEL_KEYS, GPTConfig, autocast  # noqa: E402
-from dataset import get_batch, read_data  # noqa: E402
-
-CORPUS_SIZE = dict(n_layer=4, n_head=4, n_embd=256, kv_lora_rank=128, qk_nope_head_dim=32, qk_rope_head_dim=32,
-                   v_head_dim=64, n_shared_experts=1, n_routed_experts=4, top_k_experts=1, expert_hidden=512,
-                   dropout=0.0, bias_update_speed=0.001)
-# (name, dtype, compiled, threads, batch, block): 4,096 tokens a step in each
-SETTINGS = [
-    ("float32", torch.float32, False, 2, 16, 256),
-    ("bf16 autocast", torch.bfloat16, False, 2, 16, 256),
-    ("float32 + compile", torch.float32, True, 2, 16, 256),
-    ("bf16 + compile", torch.bfloat16, True, 2, 16, 256),
-    ("bf16, 1 thread", torch.bfloat16, False, 1, 16, 256),
-    ("bf16, 32 x 128", torch.bfloat16, False, 2, 32, 128),
-    ("bf16, 8 x 512", torch.bfloat16, False, 2, 8, 512),
+ROOT = Path(__file__).resolve().parents[1]
+# (name, dtype, GPTConfig overrides); "{auto}" is filled with the dtype that dtype=auto picks on this machine
+ROWS = [
+    ("default (dtype=auto: {auto})", "auto", {}),
+    ("float32", "float32", {}),
+    ("float32, tanh GELU (the first models')", "float32", {"gelu_approximate": "tanh"}),
+    ("bf16 autocast", "bfloat16", {}),
 ]
 
 
-def run(setting, cfg, data, steps, lr):
-    name, dtype, compiled, threads, batch, block = setting
-    torch.set_num_threads(threads)
+def train_row(spec):
+    """One row, in its own process: train spec["steps"] steps with the modules of spec["tree"]; print a JSON line."""
+    sys.path.insert(0, spec["tree"])
+    import numpy as np
+    import torch
+    from dataset import get_batch, read_data
+    from model import GPT, GPTConfig, autocast
+    from runs import pick_device
+    _, dtype = pick_device("cpu", spec["dtype"])
+    torch.set_num_threads(spec["threads"])
+    splits, _, _ = read_data(spec["data_dir"])
+    data, batch, block, lr = splits["train"], spec["batch"], spec["block"], spec["learning_rate"]
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**{**vars(cfg), "block_size": block}), verbose=False)
-    step_model = torch.compile(model) if compiled else model
+    known = {f.name for f in dataclasses.fields(GPTConfig)}  # an earlier commit's model may lack newer fields
+    model = GPT(GPTConfig(**{k: v for k, v in spec["model"].items() if k in known}), verbose=False)
     opt = model.configure_optimizers(0.03, lr, (0.9, 0.95), "cpu")
     g = torch.Generator().manual_seed(1)
     losses, t0 = [], None
-    for it in range(steps):
-        if it == 5:  # after warm-up and compilation
+    for it in range(spec["steps"]):
+        if it == 5:  # after warm-up
             t0 = time.perf_counter()
         starts = torch.randint(len(data) - block - 1, (batch,), generator=g).tolist()
         x, y = get_batch(data, block, starts, "cpu")
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (it + 1) / 20)
         with autocast("cpu", dtype):
-            _, loss = step_model(x, y)
+            _, loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         model.update_moe_biases()
         losses.append(loss.item())
-    tps = batch * block * (steps - 5) / (time.perf_counter() - t0)
-    return name, tps, float(np.mean(losses[-10:])), model
+    tps = batch * block * (spec["steps"] - 5) / (time.perf_counter() - t0)
+    print(json.dumps({"tokens_per_s": tps, "loss": float(np.mean(losses[-10:])), "dtype": str(dtype)[6:],
+                      "params": model.num_params(), "active": model.num_params(active=True),
+                      "torch": torch.__version__}))
+
+
+def run_row(spec):
+    out = subprocess.run([sys.executable, __file__, "--row", json.dumps(spec)], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"row {spec['name']!r} failed:\n{out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def checkout(rev, into):
+    """The files of commit `rev` (git archive), unpacked into the folder `into`; returns it as a string."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True)
+    if tar.returncode:
+        sys.exit(f"--before {rev}: {tar.stderr.decode().strip()}")
+    path = Path(into) / "tree"
+    path.mkdir()
+    with tempfile.TemporaryFile() as f:
+        f.write(tar.stdout)
+        f.seek(0)
+        tarfile.open(fileobj=f).extractall(path, filter="data")
+    return str(path)
 
 
 def main():
+    if sys.argv[1:2] == ["--row"]:
+        return train_row(json.loads(sys.argv[2]))
+    sys.path.insert(0, str(ROOT))
+    import config
+    import configurator
+    from dataset import read_data
+    from model import MODEL_KEYS
+    from runs import pick_device
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--only", help="comma-separated setting numbers to run (1-based), default all")
+    parser.add_argument("--steps", type=configurator.typed("steps", 200), default=200)
+    parser.add_argument("--rounds", type=configurator.typed("rounds", 2), default=2)
+    parser.add_argument("--only", help="comma-separated row numbers to run (1-based), default all")
+    parser.add_argument("--before", metavar="REV", help="add a float32 row that runs the code of commit REV")
+    parser.add_argument("--size", choices=("corpus", "config"), default="corpus")
+    parser.add_argument("--batch", type=configurator.typed("batch_size", 16), default=16)
+    parser.add_argument("--block", type=configurator.typed("block_size", 256), default=256)
+    parser.add_argument("--threads", type=configurator.typed("threads", 2), default=2)
     opts = configurator.cli(parser, MODEL_KEYS + ["data_dir", "learning_rate"])
-    given = {k: getattr(opts, k) for k in opts.given if k in MODEL_KEYS}
-    splits, meta, _ = read_data(opts.data_dir)
-    cfg = GPTConfig(vocab_size=meta["vocab_size"], **{**{k: getattr(opts, k) for k in MODEL_KEYS}, **CORPUS_SIZE,
-                                                      **given})
-    picked = [SETTINGS[int(i) - 1] for i in opts.only.split(",")] if opts.only else SETTINGS
-    rows = [run(s, cfg, splits["train"], opts.steps, opts.learning_rate if "learning_rate" in opts.given else 2e-3)
-            for s in picked]
-    model = rows[0][3]
-    print(f"\nCPU ({torch.get_num_threads()} threads max), torch {torch.__version__}, {opts.data_dir}, "
-          f"{model.num_params() / 1e6:.1f}M params ({model.num_params(True) / 1e6:.1f}M active), {opts.steps} steps")
-    print(f"{'setting':22} {'tokens/s':>10} {'loss, last 10 steps':>20}")
-    for name, tps, loss, _ in rows:
-        print(f"{name:22} {tps:10,.0f} {loss:20.4f}")
-
+    if opts.steps < 16:
+        sys.exit(f"--steps wants at least 16 (5 warm-up steps and 10 for the loss), got {opts.steps}")
+    model = {k: getattr(opts, k) for k in MODEL_KEYS}  # config.py's own model, with the overrides given
+    if opts.size == "corpus":
+        model.update({k: v for k, v in config.PRESETS["corpus"].items() if k in MODEL_KEYS and k not in opts.given})
+    _, meta, _ = read_data(opts.data_dir)
+    model.update(vocab_size=meta["vocab_size"], block_size=opts.block, dropout=0.0)
+    auto = str(pick_device("cpu", "auto")[1])[6:]
+    rows = [(name.format(auto=auto), dtype, extra, str(ROOT)) for name, dtype, extra in ROWS]
+    if opts.only:
+        picked = [int(i) for i in opts.only.split(",") if i.isdigit()]
+        if len(picked) != len(opts.only.split(",")) or not all(1 <= i <= len(rows) for i in picked):
+            sys.exit(f"--only wants row numbers from 1 to {len(rows)}, comma-separated, got {opts.only!r}")
+        rows = [rows[i - 1] for i in picked]
+    default = rows[0][0] if rows[0][1] == "auto" else None
+    base = dict(data_dir=opts.data_dir, steps=opts.steps, batch=opts.batch, block=opts.block, threads=opts.threads,
+                learning_rate=opts.learning_rate if "learning_rate" in opts.given else 2e-3)
+    results = {name: [] for name, *_ in rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        if opts.before:
+            rows.append((f"float32 at {opts.before}", "float32", {}, checkout(opts.before, tmp)))
+            results[rows[-1][0]] = []
+        for r in range(opts.rounds):
+            for name, dtype, extra, tree in rows:
+                if default and name != default and (dtype, extra, tree) == (auto, {}, str(ROOT)):
+                    results[name].append(dict(results[default][r], same=True))  # the default row's path
+                    continue
+                res = run_row({**base, "name": name, "dtype": dtype, "tree": tree, "model": {**model, **extra}})
+                results[name].append(res)
+                print(f"round {r + 1}: {name}: {res['tokens_per_s']:,.0f} tokens/s, loss {res['loss']:.4f}",
+                      file=sys.stderr, flush=True)
+    first = next(iter(results.values()))[0]
+    print(f"\nCPU, {opts.threads} threads, torch {first['torch']}, {opts.data_dir}, {first['params'] / 1e6:.1f}M "
+          f"params ({first['active'] / 1e6:.1f}M active), batch {opts.batch} x {opts.block}, {opts.steps} steps, "
+          f"{opts.rounds} rounds")
+    median = {name: statistics.median(r["tokens_per_s"] for r in res) for name, res in results.items()}
+    before = median[rows[-1][0]] if opts.before else None
+    print(f"{'setting':42} {'tokens/s':>9} {'rounds':>20} {'loss, last 10 steps':>20}" + "  vs before" * bool(before))
+    for name, res in results.items():
+        rounds = "same path as default" if res[0].get("same") else " ".join(f"{r['tokens_per_s']:,.0f}" for r in res)
+        ratio = f"  {median[name] / before:9.2f}x" if before else ""
+        print(f"{name:42} {median[name]:9,.0f} {rounds:>20} {res[0]['loss']:20.4f}{ratio}")
 
 if __name__ == "__main__":
     main()
