@@ -1,6 +1,5 @@
 import math
 import platform
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -292,7 +291,7 @@ def test_rope_rotates_each_pair_of_halves_by_its_position():
     cos, sin = rope_angles(cfg, 3, 5, "cpu")  # positions 3..7
     x = torch.randn(2, 5, 3, 8)
     half = cfg.qk_rope_head_dim // 2
-    angle = torch.arange(3, 8).float()[:, None] * cfg.rope_theta ** -(torch.arange(half) * 2 / 8)  # (T, half)
+    angle = torch.arange(3, 8).float()[:, None] * cfg.rope_theta ** -(torch.arange(half) / half)  # (T, half)
     z = torch.complex(x[..., :half], x[..., half:]) * torch.polar(torch.ones_like(angle), angle)[:, None]
     torch.testing.assert_close(apply_rope(x, cos, sin), torch.cat([z.real, z.imag], -1))
 
@@ -340,6 +339,7 @@ def test_freed_memory_is_kept_for_the_next_step():
              "step(); before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
              "for _ in range(5): step()\n"
              "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n")
+    import resource  # (Unix only)
     run = lambda how: int(subprocess.run([sys.executable, "-c", probe, how], capture_output=True, text=True,
                                          check=True, cwd=Path(__file__).parents[1]).stdout)
     pages = 5 * 40 * (4 << 20) // resource.getpagesize()  # what five steps touch
