@@ -66,9 +66,8 @@ def train_row(spec):
         model.update_moe_biases()
         losses.append(loss.item())
     tps = batch * block * (spec["steps"] - 5) / (time.perf_counter() - t0)
-    print(json.dumps({"tokens_per_s": tps, "loss": float(np.mean(losses[-10:])), "dtype": str(dtype)[6:],
-                      "params": model.num_params(), "active": model.num_params(active=True),
-                      "torch": torch.__version__}))
+    print(json.dumps({"tokens_per_s": tps, "loss": float(np.mean(losses[-10:])), "params": model.num_params(),
+                      "active": model.num_params(active=True), "torch": torch.__version__}))
 
 
 def run_row(spec):
