@@ -36,9 +36,16 @@ demo: .venv/installed
 .PHONY: demo
 
 # The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus, about four hours on 2 CPU cores.
-# The data and the full run (with its optimizer state, so that a killed training resumes) stay in CORPUS, outside
-# the work tree; every step resumes or skips what is done, so a rerun after a kill goes on where it stopped.
+# The data and the full runs (with their optimizer state, so that a killed training resumes) stay in CORPUS, outside
+# the work tree; every step resumes or skips what is done, so a rerun after a kill goes on where it stopped. As each
+# of the first two training stages ends, its bf16 weights are exported to STAGES, which is committed: on a fresh
+# machine `make model` rebuilds the data and starts from the last stage found there (remove STAGES to train anew).
 CORPUS := $(HOME)/.cache/nano-gpt-v3/corpus
+STAGES := models/corpus-stages
+# $(call stage,N,run folder,preset,--init_from of a fresh start): train stage N unless STAGES holds it, then export it
+stage = test -f $(STAGES)/stage$(1)/model.pt || { $(PY) train.py --preset=$(3) --data_dir=$(CORPUS)/bin \
+	--out_dir=$(CORPUS)/$(2) $$(test -f $(CORPUS)/$(2)/checkpoint.pt && echo --init_from=resume || echo $(4)) && \
+	$(PY) train.py --out_dir=$(CORPUS)/$(2) --export=$(STAGES)/stage$(1); }
 model: .venv/installed
 	$(PY) encode_all.py --corpus music21 --text_dir $(CORPUS)/text
 	$(PY) first_silence_cleaner.py --dirs $(CORPUS)/text
@@ -46,18 +53,17 @@ model: .venv/installed
 	$(PY) augment_all.py --input_dirs $(CORPUS)/text --output_dir $(CORPUS)/aug --aug_variants 2
 	$(PY) prepare.py --main_data_path $(CORPUS)/text --augmented_data_path $(CORPUS)/aug --output_base_dir $(CORPUS)/bin \
 		--tokenizer_paths $(CORPUS)/tokenizer.json --augmented_percentage 50
-	$(PY) train.py --preset=corpus --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run \
-		$$(test -f $(CORPUS)/run/checkpoint.pt && echo --init_from=resume)
-	$(PY) train.py --preset=corpus_stage2 --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run2 \
-		--init_from=$$(test -f $(CORPUS)/run2/checkpoint.pt && echo resume || echo $(CORPUS)/run)
+	$(call stage,1,run,corpus,)
+	$(call stage,2,run2,corpus_stage2,--init_from=$(STAGES)/stage1)
 	$(PY) train.py --preset=corpus_stage3 --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run3 \
-		--init_from=$$(test -f $(CORPUS)/run3/checkpoint.pt && echo resume || echo $(CORPUS)/run2)
+		--init_from=$$(test -f $(CORPUS)/run3/checkpoint.pt && echo resume || echo $(STAGES)/stage2)
 	$(PY) train.py --out_dir=$(CORPUS)/run3 --export=models/corpus --overwrite
 	$(PY) plot.py --out_dir models/corpus
-	for n in 1 2; do run=$(CORPUS)/run$$(test $$n = 1 || echo $$n); $(PY) plot.py --out_dir $$run && \
-		for f in metrics.jsonl loss.png; do cp $$run/$$f models/corpus/.$$f.tmp && \
+	for n in 1 2; do $(PY) plot.py --out_dir $(STAGES)/stage$$n && \
+		for f in metrics.jsonl loss.png; do cp $(STAGES)/stage$$n/$$f models/corpus/.$$f.tmp && \
 			mv models/corpus/.$$f.tmp models/corpus/stage$${n}_$$f; done; done
-	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32
+	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32 \
+		--style_samples 128 --given_pieces 23
 	$(MAKE) samples
 
 # midi-samples/shipped: eight samples of the shipped model, one or two per main style, from this fixed list of

@@ -46,10 +46,11 @@ def split(pids, seed, val_fraction):
 
 
 def write_split(path, files, tok, rejected, rss, given=None):
-    """Stream pieces into `path` as uint16 ids; return (tokens, pieces, pieces with given material) written. Broken
-    pieces go to `rejected`. With `given` (share, seed), that share of the pieces, drawn by a hash of the seed and
-    the file's name, is written with some of it given (encoding_decoding.given_variant)."""
+    """Stream pieces into `path` as uint16 ids; return the tokens, pieces and pieces with given material written, and
+    the files written, in order. Broken pieces go to `rejected`. With `given` (share, seed), that share of the pieces,
+    drawn by a hash of the seed and the file's name, is written with some of it given (encoding_decoding.given_variant)."""
     n_tokens = n_pieces = n_given = 0
+    written = []
     with open(path, "wb") as f:  # inside the hidden folder that is swapped in whole (a full disk: prepare says so)
         for i, p in enumerate(files):
             try:
@@ -69,9 +70,10 @@ def write_split(path, files, tok, rejected, rss, given=None):
                 n_given += 1
             np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
             n_tokens, n_pieces = n_tokens + len(tokens), n_pieces + 1
+            written.append(p)
             if i % 256 == 0:
                 rss[0] = max(rss[0], psutil.Process().memory_info().rss)
-    return n_tokens, n_pieces, n_given
+    return n_tokens, n_pieces, n_given, written
 
 
 def read_data(data_dir):

@@ -456,9 +456,10 @@ def adherence(sample, spec, args, styles, style_profiles, real):
     return out
 
 
-def read_pieces(args, tok, splits):
+def read_pieces(args, tok, splits, meta):
     """The validation and training pieces, decoded, cut like samples, and by style; `real(n, style)` draws n training
-    pieces (of a style) as the reference, from one seeded generator."""
+    pieces (of a style) as the reference, from one seeded generator; `originals(style)`: every training piece of the
+    style that is not an augmented copy (meta.json says which are), cut like samples."""
     start, spec = tok.stoi[START], tok.spec
     val = split_pieces(np.asarray(splits["val"], dtype=np.int64), start)
     train = np.asarray(splits["train"], dtype=np.int64)
@@ -472,10 +473,17 @@ def read_pieces(args, tok, splits):
     train_styles = np.array([style_of(tok.decode([int(i) for i in p[:4]])) for p in train_pieces])
     real = lambda n, style=None: [cut(train_pieces[i]) for i in rng.permutation(
         np.flatnonzero(train_styles == style) if style else len(train_pieces))[:n]]
+    copies = meta["train"].get("augmented_at")  # None: prepared before prepare.py said where the copies are
+    original = np.ones(len(train_pieces), dtype=bool)
+    original[np.asarray(copies or [], dtype=np.int64)] = False
+    originals = lambda style: [cut(train_pieces[i]) for i in np.flatnonzero(original & (train_styles == style))]
+    decoded_of = lambda pieces: [d for d in (tokens_to_notes(t, spec)[:2] for t in pieces) if d[0]]
+    val_cut_decoded = [tokens_to_notes(cut(p), spec)[:2] for p in val]
     return SimpleNamespace(val=val, train=train, val_notes=notes_of(val_tokens), val_styles=val_styles,
                            val_decoded=[tokens_to_notes(t, spec)[:2] for t in val_tokens], val_keeps=val_keeps,
-                           styles=sorted(set(val_styles)), cut=cut, notes_of=notes_of,
-                           val_cut=notes_of(cut(p) for p in val), real=real)
+                           styles=sorted(set(val_styles)), cut=cut, notes_of=notes_of, decoded_of=decoded_of,
+                           val_cut=[n for n, _ in val_cut_decoded], val_cut_decoded=val_cut_decoded, real=real,
+                           originals=originals, originals_known=copies is not None)
 
 
 def likelihoods(args, model, tok, pieces, device):
@@ -550,6 +558,84 @@ def listening(args, spec, pieces, sample, styles):
             args.control_samples, 0, args.seed + 200 + k, Controls(style=style, bars=args.eval_bars))]
         out[style] = {"samples": listen(drawn, voices, spec.sample_freq),
                       "real": listen(real, voices, spec.sample_freq)}
+    return out
+
+
+# --- each main style against every training original of it: per-piece statistics and a classifier
+
+MEASURES = [*PIECE_STATS, "onsets_with_all_voices", "beats_with_all_voices", "parallels_per_100_moves",
+            "repeated_bars", "mean_duration"]
+
+
+def piece_measures(notes, header, voices, sample_freq):
+    """One piece's musical measures (MEASURES, a classifier's features): its per-piece statistics, the share of its
+    onsets and of its beats with `voices` notes sounding, its parallels per 100 moves, its share of repeated bars
+    and its mean note length (steps)."""
+    notes = list(map(as_note, notes))
+    chords = beat_chords(notes, sample_freq)
+    par, moves = parallels(chords, voices)
+    return [float(PIECE_STATS[name][1](notes)[0]) for name in PIECE_STATS] + [
+        float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),
+        repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes]))]
+
+
+def logistic_accuracy(a, b, folds=5, repeats=4, l2=1.0, seed=0):
+    """How well a logistic regression (L2-regularized, fitted by Newton's method on features standardized on each
+    training fold) tells rows of `a` from rows of `b`: its accuracy on held-out rows, cross-validated over `folds`
+    folds drawn `repeats` times, with as many rows of each side. 0.5: it cannot tell them apart."""
+    n = min(len(a), len(b))
+    if n < folds:
+        return None
+    x, y = np.vstack([np.asarray(a, float)[:n], np.asarray(b, float)[:n]]), np.r_[np.ones(n), np.zeros(n)]
+    rng, hits = np.random.default_rng(seed), []
+    ridge = l2 * np.diag(np.r_[0.0, np.ones(x.shape[1])])  # the intercept is not shrunk
+    for _ in range(repeats):
+        fold = np.r_[rng.permutation(n) % folds, rng.permutation(n) % folds]  # each fold holds both sides alike
+        for f in range(folds):
+            fit = fold != f
+            mean, sd = x[fit].mean(0), x[fit].std(0)
+            z = np.c_[np.ones(len(x)), (x - mean) / np.where(sd > 0, sd, 1.0)]
+            w = np.zeros(z.shape[1])
+            for _ in range(30):
+                p = 1 / (1 + np.exp(-z[fit] @ w))
+                grad = z[fit].T @ (p - y[fit]) + ridge @ w
+                hess = (z[fit].T * (p * (1 - p))) @ z[fit] + ridge + 1e-9 * np.eye(len(w))
+                w -= np.linalg.solve(hess, grad)
+            hits += list((z[~fit] @ w > 0) == (y[~fit] == 1))
+    return float(np.mean(hits))
+
+
+def against_originals(args, spec, pieces, sample, styles):
+    """Per main style: --style_samples samples asked for it and, as the reference, the style's validation pieces,
+    each against every training original of the style, all cut alike: the per-piece statistics' overlapping areas
+    (Silverman's width for --style_samples values) and the share of onsets with as many notes sounding as most of
+    the originals have parts; and how often a classifier on the pieces' musical measures (MEASURES) tells the
+    samples from as many originals, beside two halves of the originals (about 0.5: what it cannot tell apart)."""
+    out = {}
+    for k, style in enumerate(styles):
+        originals = pieces.decoded_of(pieces.originals(style))
+        if len(originals) < 2:
+            continue
+        val = [d for d, s in zip(pieces.val_cut_decoded, pieces.val_styles) if s == style and d[0]]
+        drawn = pieces.decoded_of(finish(t) for t in sample(args.style_samples, args.max_new_tokens,
+                                                            args.seed + 500 + k, Controls(style=style)))
+        voices = Counter(len(h.parts) for _, h in originals).most_common(1)[0][0]
+        notes = lambda ps: [n for n, _ in ps]
+        w = {name: kernel_width(notes(originals), name, args.style_samples) for name in PIECE_STATS}
+        area = lambda ps: {name: overlapping_area(histogram(notes(ps), name, w[name]),
+                                                  histogram(notes(originals), name, w[name])) for name in w}
+        on = lambda ps: float(np.mean([c == voices for n, _ in ps for c in polyphony(n)])) if ps else None
+        features = lambda ps: [piece_measures(n, h, voices, spec.sample_freq) for n, h in ps]
+        order = np.random.default_rng(args.seed + k).permutation(len(originals))
+        half = min(len(drawn), len(originals) // 2)
+        real = features([originals[i] for i in order[:max(len(drawn), 2 * half)]])
+        out[style] = {"originals": len(originals), "samples": len(drawn), "val_pieces": len(val), "voices": voices,
+                      "overlapping_area": area(drawn), "reference_overlapping_area": area(val),
+                      "onsets_with_all_voices": {"samples": on(drawn), "validation": on(val),
+                                                 "originals": on(originals)},
+                      "classifier_accuracy": logistic_accuracy(features(drawn), real[:len(drawn)]),
+                      "reference_classifier_accuracy": logistic_accuracy(real[:half], real[half:2 * half]),
+                      "classifier_features": MEASURES}
     return out
 
 
@@ -683,19 +769,30 @@ def memorization(args, tok, pieces, sampled):
     event_vocab = {}
     events = lambda ids: np.asarray([event_vocab.setdefault(g, len(event_vocab)) for g in note_events(ids, tok.itos)],
                                     dtype=np.int64)
-    note_runs = longest_runs([events(s) for s in sample_ids], events(pieces.train), k=4)
+    train_events = events(pieces.train)
+    note_runs = longest_runs([events(s) for s in sample_ids], train_events, k=4)
     at_or_above = lambda runs: float(np.mean([r >= args.memorization_threshold for r in runs]))
     unseen = [np.asarray(tok.encode(pieces.cut(pieces.val[i])), dtype=np.int64)
               for i in np.random.default_rng(args.seed).permutation(len(pieces.val))[:args.num_samples]]
     unseen_runs = longest_runs(unseen, pieces.train)
+    unseen_note_runs = longest_runs([events(s) for s in unseen], train_events, k=4)
+    share, reference = at_or_above(token_runs), at_or_above(unseen_runs)
+    twice = {unit: 2 * float(np.median(ref))
+             for unit, ref in (("tokens", unseen_runs), ("note_events", unseen_note_runs))}
     return {"longest_token_run": token_runs, "longest_note_run": note_runs,
-            "threshold_tokens": args.memorization_threshold, "share_at_or_above_threshold": at_or_above(token_runs),
-            "reference_longest_token_run": unseen_runs, "reference_share_at_or_above_threshold": at_or_above(unseen_runs)}
+            "threshold_tokens": args.memorization_threshold, "share_at_or_above_threshold": share,
+            "reference_longest_token_run": unseen_runs, "reference_longest_note_run": unseen_note_runs,
+            "reference_share_at_or_above_threshold": reference,
+            # the issue's test of copying: at most a third of the reference's share, no run past twice its median
+            "share_within_a_third_of_reference": share <= reference / 3,
+            "twice_reference_median_run": twice,
+            "longest_runs_within_twice_reference_median": {"tokens": max(token_runs) <= twice["tokens"],
+                                                           "note_events": max(note_runs) <= twice["note_events"]}}
 
 
-def measure(args, model, tok, splits, device):
+def measure(args, model, tok, splits, meta, device):
     """Every measure, as one report of plain values (what eval.json holds), and the histograms to draw."""
-    pieces = read_pieces(args, tok, splits)
+    pieces = read_pieces(args, tok, splits, meta)
     likelihood, fit_tokens = likelihoods(args, model, tok, pieces, device)
     knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
     sample = lambda n, max_new, seed, controls=Controls(), constrained=True: draw(
@@ -707,11 +804,13 @@ def measure(args, model, tok, splits, device):
     control = adherence(sample, tok.spec, args, main_styles, profiles, real)
     heard = listening(args, tok.spec, pieces, sample, main_styles)
     given = given_material(args, model, tok, pieces, device)
+    originals = against_originals(args, tok.spec, pieces, sample, main_styles)
     return {"val_pieces": len(pieces.val), "val_tokens": sum(len(p) - 1 for p in pieces.val),
             "val_notes": sum(map(len, pieces.val_notes)), "ngram_fit_tokens": fit_tokens, "sampling": knobs,
             "compared_tokens": args.max_new_tokens, "likelihood": pooled, "bits_per_note_vs_ngram": ratio,
             **statistics, "per_style": per_style, "main_styles": main_styles, "control_adherence": control,
-            "listening": heard, "given_material": given,
+            "listening": heard, "given_material": given, "originals_known": pieces.originals_known,
+            "against_originals": originals,
             "memorization": memorization(args, tok, pieces, sampled)}, hists
 
 
@@ -773,14 +872,48 @@ def markdown(report, args, name):
         lines.append("(samples, and in brackets the real pieces)")
     if g := r.get("given_material"):
         lines += given_markdown(g)
-    lines += ["", f"Longest run shared with train.bin: max {max(memo['longest_token_run'])} tokens, "
-              f"{max(memo['longest_note_run'])} note events; {memo['share_at_or_above_threshold']:.0%} of samples at or "
-              f"above {args.memorization_threshold} tokens. The reference, {len(memo['reference_longest_token_run'])} "
-              f"validation pieces cut the same way (music never trained on): "
-              f"max {max(memo['reference_longest_token_run'])} tokens; "
-              f"{memo['reference_share_at_or_above_threshold']:.0%} at or above.",
+    if r.get("against_originals"):
+        lines += originals_markdown(r, args)
+    runs = lambda v: f"{max(v)} ({np.median(v):g})"
+    yes = lambda b: "yes" if b else "**no**"
+    twice, within = memo["twice_reference_median_run"], memo["longest_runs_within_twice_reference_median"]
+    lines += ["", f"Copying: the longest run each of {len(memo['longest_token_run'])} samples shares with train.bin, "
+              f"beside as many validation pieces cut the same way (music never trained on, which shares scales, "
+              "cadences and tunes found in two collections):", "", "| | samples | validation pieces |", "|---|---|---|",
+              f"| share with a run of {args.memorization_threshold} tokens or more | "
+              f"{memo['share_at_or_above_threshold']:.1%} | {memo['reference_share_at_or_above_threshold']:.1%} |",
+              f"| longest run in tokens, max (median) | {runs(memo['longest_token_run'])} | "
+              f"{runs(memo['reference_longest_token_run'])} |",
+              f"| longest run in note events, max (median) | {runs(memo['longest_note_run'])} | "
+              f"{runs(memo['reference_longest_note_run'])} |", "",
+              f"At most a third of the reference's share: {yes(memo['share_within_a_third_of_reference'])}; no run "
+              f"longer than twice the reference's median ({twice['tokens']:g} tokens, {twice['note_events']:g} note "
+              f"events): {yes(within['tokens'])}, {yes(within['note_events'])}.",
               "", "![histograms](eval_histograms.png)", ""]
     return "\n".join(lines)
+
+
+def originals_markdown(r, args):
+    """eval.md's section on each main style against its training originals."""
+    pct = lambda v: "–" if v is None else f"{v:.0%}"
+    which = ("train.bin without its augmented copies" if r["originals_known"] else "every piece of train.bin, copies "
+             "included: this data was prepared before meta.json said where they are")
+    lines = ["", f"Each main style against every training original of it ({which}), "
+             f"all cut to {args.max_new_tokens} tokens: {args.style_samples} samples asked for the style, and in "
+             "brackets the style's validation pieces (never trained on) in their place. Overlapping areas of the "
+             "per-piece statistics; the share of onsets with all voices sounding (after the slash: the originals' "
+             "own); how often a cross-validated logistic regression on the pieces' measures tells the samples from as "
+             "many originals (in brackets: two halves of the originals, which it cannot tell apart):", "",
+             "| style | originals | " + " | ".join(PIECE_STATS) + " | onsets with all voices | classifier accuracy |",
+             "|---" * (4 + len(PIECE_STATS)) + "|"]
+    for style, d in r["against_originals"].items():
+        o = d["onsets_with_all_voices"]
+        lines.append(f"| {style} ({d['voices']} voices) | {d['originals']} | "
+                     + " | ".join(f"{d['overlapping_area'][k]:.2f} ({d['reference_overlapping_area'][k]:.2f})"
+                                  for k in PIECE_STATS)
+                     + f" | {pct(o['samples'])} ({pct(o['validation'])}) / {pct(o['originals'])} | "
+                     f"{pct(d['classifier_accuracy'])} ({pct(d['reference_classifier_accuracy'])}) |")
+    return lines
 
 
 def given_markdown(g):
@@ -818,7 +951,8 @@ def main(argv=None):
                        ("main_style_pieces", "validation pieces that make a style a main one"),
                        ("eval_key", "the --key measured"), ("eval_pitch_range", "the --pitch_range measured, LOW,HIGH"),
                        ("given_pieces", "validation chorales whose sopranos are harmonized and middles filled in"),
-                       ("given_samples", "samples of each")]:
+                       ("given_samples", "samples of each"),
+                       ("style_samples", "samples per main style compared with every training original of it")]:
         configurator.option(parser, name, help)
     parser.add_argument("--listen", nargs="+", help="MIDI files or encodings (.txt): print what a listener hears in "
                                                     "them (the measures of listen()) and exit")
@@ -833,11 +967,11 @@ def main(argv=None):
     model, tok, ckpt = load_run(run, device)
     writable_dir(run, "the run folder (eval.json goes there)")
     eval_key_controls(args, tok.spec)  # checked before any work
-    splits, _, data_tokenizer = read_data(args.data_dir)
+    splits, meta, data_tokenizer = read_data(args.data_dir)
     if json.loads(data_tokenizer) != json.loads((run / "tokenizer.json").read_bytes()):
         die(f"{args.data_dir} was prepared with another tokenizer than {run}/tokenizer.json: evaluate on data prepared "
             f"with the run's tokenizer")
-    report, hists = measure(args, model, tok, splits, device)
+    report, hists = measure(args, model, tok, splits, meta, device)
     report = {"checkpoint": str(ckpt), **report}
     write_json(run / "eval.json", report)
     plot_histograms(hists, run / "eval_histograms.png")

@@ -76,6 +76,7 @@ def main(argv=None):
             aug_tokens += sizes[pid]
 
     train_files = [originals[pid] for pid in train_ids if pid in sizes] + chosen
+    copied = set(chosen)
     random.Random(args.seed + 1).shuffle(train_files)
     # Everything is built in a hidden folder beside the output, then swapped in whole: a failed or killed run
     # leaves the old dataset as it was, and a reader never sees train.bin of one dataset beside meta.json of another.
@@ -96,7 +97,9 @@ def main(argv=None):
             "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
             "given_share": args.given_share if given else 0.0,
             "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
-                      "augmented_tokens": aug_tokens, "given_pieces": n_train[2]},
+                      "augmented_tokens": aug_tokens, "given_pieces": n_train[2],
+                      # where train.bin's copies are (its n-th piece, from 0): the rest are the originals
+                      "augmented_at": [i for i, p in enumerate(n_train[3]) if p in copied]},
             "val": {"tokens": n_val[0], "pieces": n_val[1]},
             "val_pieces": val_ids, "rejected": rejected,
         }

@@ -10,7 +10,7 @@ from evaluate import KneserNey, histogram, longest_runs, overlapping_area
 
 def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     r = run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--num_samples", 4, "--max_new_tokens", 60,
-            "--control_samples", 4, "--eval_bars", 2, "--eval_seconds", 3)
+            "--control_samples", 4, "--eval_bars", 2, "--eval_seconds", 3, "--style_samples", 6, "--main_style_pieces", 2)
     assert r.returncode == 0, r.stderr
     report = json.loads((trained / "eval.json").read_text())
     numbers = [v for d in report["likelihood"].values() for v in d.values()] + list(report["overlapping_area"].values())
@@ -21,7 +21,7 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     assert control["bars"]["share_ending_in_the_last_bar"] == 1.0 and control["seconds"]["share_within_one_bar"] == 1.0
     assert control["key_and_range"]["share_with_no_note_outside"] == 1.0
     assert set(report["per_style"]) == {"other"} and report["per_style"]["other"]["val_pieces"] == report["val_pieces"]
-    assert report["main_styles"] == (["other"] if report["val_pieces"] >= 10 else [])  # --main_style_pieces 10
+    assert report["main_styles"] == ["other"] and report["val_pieces"] >= 2  # --main_style_pieces 2
     # samples are drawn as sample.py draws them, and compared with pieces of their length
     assert report["sampling"] == {"temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p}
     assert report["compared_tokens"] == 60
@@ -30,6 +30,15 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     memo = report["memorization"]  # beside the samples' runs, those of as many validation pieces, each 15 or more
     assert len(memo["reference_longest_token_run"]) == min(4, report["val_pieces"])
     assert min(memo["reference_longest_token_run"]) >= 15 and 0 <= memo["reference_share_at_or_above_threshold"] <= 1
+    assert len(memo["reference_longest_note_run"]) == len(memo["reference_longest_token_run"])
+    assert memo["share_within_a_third_of_reference"] == (memo["share_at_or_above_threshold"] <=
+                                                         memo["reference_share_at_or_above_threshold"] / 3)
+    # each main style against every training original of it (meta.json says which pieces are copies)
+    assert report["originals_known"] and set(report["against_originals"]) == set(report["main_styles"])
+    for d in report["against_originals"].values():
+        assert d["samples"] == 6 and d["originals"] > 0 and d["val_pieces"] == report["val_pieces"]
+        assert all(0 <= v <= 1 for v in [*d["overlapping_area"].values(), *d["reference_overlapping_area"].values()])
+        assert 0 <= d["classifier_accuracy"] <= 1 and "| classifier accuracy |" in (trained / "eval.md").read_text()
 
 
 def test_evaluate_survives_samples_shorter_than_the_memorization_window(trained, data):
@@ -183,3 +192,19 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert repeated_bars(notes, Header(), 4) == 0.5  # the second bar repeats the first
     r = listen([(notes, Header())], 4, 4)
     assert r["full_beats"] == 6 / 8 and r["repeated_bars"] == 0.5
+    # one piece's measures, a classifier's features: 6 of 8 onsets and beats with four notes sounding, 3 parallels in
+    # 4 moves (two bars of I - V - I), half the bars repeated
+    from evaluate import MEASURES, piece_measures
+    m = dict(zip(MEASURES, piece_measures(notes, Header(), 4, 4)))
+    assert m["onsets_with_all_voices"] == m["beats_with_all_voices"] == 6 / 8 and m["repeated_bars"] == 0.5
+    assert m["parallels_per_100_moves"] == 100 * 6 / 4 and m["piece_pitch_range"] == 79 - 48 and m["mean_duration"] == 4
+
+
+def test_the_classifier_tells_apart_what_differs_and_not_what_does_not():
+    from evaluate import logistic_accuracy
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, (128, 6)), rng.normal(0, 1, (128, 6))
+    assert 0.35 < logistic_accuracy(a, b) < 0.65  # two halves of the same music: chance
+    assert logistic_accuracy(a, b + np.r_[1.5, 0, 0, 0, 0, 0]) > 0.7  # one measure apart
+    b[:, 2] = a[:, 2] = 3.0  # a measure that never varies is no help and no harm
+    assert logistic_accuracy(a, b + 10) == 1.0 and logistic_accuracy(a[:3], b) is None  # too few for five folds

@@ -156,8 +156,12 @@ def test_prepare_splits_by_piece_without_leakage_and_counts_match(tmp_path):
     assert len(given) == meta["train"]["given_pieces"] and 0.1 < len(given) / len(train) < 0.45
     sources = {encode(p) for folder in ("text", "aug") for p in (tmp_path / folder).rglob("*.txt")}
     assert all(tuple(tok.encode(body(tok.decode(p)))) in sources - val_family for p in train)
-    # the augmented share is close to the asked 30 % of the training tokens
+    # the augmented share is close to the asked 30 % of the training tokens, and meta.json says where the copies are
     assert 0.25 < meta["train"]["augmented_tokens"] / meta["train"]["tokens"] < 0.35
+    copies = set(meta["train"]["augmented_at"])
+    assert len(copies) == meta["train"]["augmented_pieces"] > 0
+    originals = {encode(p) for p in (tmp_path / "text").rglob("*.txt")}
+    assert all((tuple(tok.encode(body(tok.decode(p)))) in originals) == (i not in copies) for i, p in enumerate(train))
     # the same inputs give the same bytes
     first = (tmp_path / "bin/train.bin").read_bytes()
     assert prepare(tmp_path, "--augmented_percentage", 30, "--val_fraction", 0.1, "--given_share", 0.25).returncode == 0
