@@ -31,7 +31,7 @@ demo: .venv/installed
 		--output_dir midi-samples  # a validation chorale's soprano (never trained on), harmonized
 	$(PY) plot.py --out_dir models/demo --midi midi-samples/demo_bach_seed1337_0.mid midi-samples/demo_bach_seed1337_1.mid \
 		midi-samples/demo_fiddle_seed1337_0.mid midi-samples/demo_fiddle_seed1337_1.mid \
-		midi-samples/demo_bach_harmonized_seed1337_0.mid
+		midi-samples/demo_bach_harmonized_bwv139.6_seed1337_0.mid
 
 .PHONY: demo
 
@@ -67,16 +67,21 @@ model: .venv/installed
 	$(MAKE) samples
 
 # midi-samples/shipped: eight samples of the shipped model, one or two per main style, from this fixed list of
-# styles, lengths and seeds (not picked by ear), each with its piano roll. Reruns give the same files.
+# styles, lengths and seeds (not picked by ear), each with its MusicXML and piano roll; midi-samples/harmonized: three
+# melodies (given/: a validation chorale's soprano and a validation folk tune, never trained on, and a tune written
+# for it) harmonized in Bach's style, twice each, with the melody as kept beside them. Reruns give the same files.
 SAMPLES := midi-samples/shipped
+HARMONIZED := midi-samples/harmonized
 samples: .venv/installed
-	$(PY) sample.py --style bach --bars 16 --num_samples 2 --seed 1 --output_dir $(SAMPLES)
-	$(PY) sample.py --style palestrina --bars 16 --num_samples 1 --seed 2 --output_dir $(SAMPLES)
-	$(PY) sample.py --style fiddle --bars 16 --num_samples 1 --seed 3 --output_dir $(SAMPLES)
-	$(PY) sample.py --style folk --bars 16 --num_samples 1 --seed 4 --output_dir $(SAMPLES)
-	$(PY) sample.py --style classical --bars 16 --num_samples 1 --seed 5 --output_dir $(SAMPLES)
-	$(PY) sample.py --style romantic --bars 16 --num_samples 1 --seed 6 --output_dir $(SAMPLES)
-	$(PY) sample.py --style baroque --bars 16 --num_samples 1 --seed 7 --output_dir $(SAMPLES)
-	$(PY) plot.py --midi $(SAMPLES)/*.mid
+	$(PY) sample.py --style bach --bars 16 --num_samples 2 --seed 1 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --style palestrina --bars 16 --num_samples 1 --seed 2 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --style fiddle --bars 16 --num_samples 1 --seed 3 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --style folk --bars 16 --num_samples 1 --seed 4 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --style classical --bars 16 --num_samples 1 --seed 5 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --style romantic --bars 16 --num_samples 1 --seed 6 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --style baroque --bars 16 --num_samples 1 --seed 7 --musicxml --output_dir $(SAMPLES)
+	for m in bwv244.15_soprano altdeu10_tune147 own_tune; do $(PY) sample.py --style bach --melody \
+		$(HARMONIZED)/given/$$m.mid --num_samples 2 --seed 1 --musicxml --output_dir $(HARMONIZED) || exit 1; done
+	$(PY) plot.py --midi $(SAMPLES)/*.mid $(HARMONIZED)/*.mid
 
 .PHONY: model samples

@@ -114,9 +114,10 @@ VOICE_RANGES = {"soprano": (60, 81), "alto": (53, 74), "tenor": (48, 69), "bass"
 
 
 def given_controls(args, tok, controls, run):
-    """(forced tokens after START, controls, Given) for --melody, --infill or --add_part: the piece read whole, its
-    tempo, meter and length (and, for --infill and --add_part, its parts) held by the controls, its given notes
-    checked against --key/--scale/--pitch_range. With --look_ahead, it is also shown ahead (a run trained so)."""
+    """(forced tokens after START, controls, Given, the melody) for --melody, --infill or --add_part: the piece read
+    whole, its tempo, meter and length (and, for --infill and --add_part, its parts) held by the controls, its given
+    notes checked against --key/--scale/--pitch_range; the melody is (notes, header) of the line a --melody gives,
+    as it is kept (None otherwise). With --look_ahead, it is also shown ahead (a run trained so)."""
     spec, flag, ahead = tok.spec, "--melody" if args.melody else "--prompt", args.look_ahead
     if ahead and not learnt_given(tok, run):
         die(f"{run} was trained without given material: --look_ahead needs a run whose data prepare.py wrote with "
@@ -126,6 +127,7 @@ def given_controls(args, tok, controls, run):
     if (args.infill or args.add_part) and controls.part_count() is not None:
         die("--infill and --add_part keep the piece's parts: give --parts/--instruments only with --melody")
     notes, header = read_piece(args.melody or args.prompt, flag, spec, controls.meter)
+    melody = None
     check_pitches([n for n in notes if not args.melody or n.part == 0], header, controls,
                   f"{flag} {args.melody or args.prompt}")
     if args.melody:
@@ -136,6 +138,7 @@ def given_controls(args, tok, controls, run):
         prompt, given, bars = harmonize(line, header, spec, ahead)
         if controls.part_count() is not None and controls.part_count() < 2:
             die("--melody: a harmonization has at least 2 parts (the melody and one more)")
+        melody = (line, replace(header, parts=header.parts[:1], bars=bars))
     elif args.infill:
         span = infill_bars(args.infill, header.bars_needed(notes, spec.sample_freq))
         prompt, given, bars = infill(notes, header, spec, *span, ahead)
@@ -150,7 +153,7 @@ def given_controls(args, tok, controls, run):
         controls = replace(controls, instruments=header.parts + (inst,))
     controls = replace(controls, bars=bars, tempo=controls.tempo or header.bpm, meter=header.meter,
                        bpm=controls.bpm or (header.bpm if controls.tempo is None else None))
-    return [tok.stoi[t] for t in prompt], controls, given
+    return [tok.stoi[t] for t in prompt], controls, given, melody
 
 
 def infill_bars(text, bars):
@@ -281,7 +284,7 @@ def main(argv=None):
             die("; ".join(errors))
         forced, material = [-1], None  # START, then the header and the bars the mask or a prompt gives
         if args.melody or args.infill or args.add_part:
-            prompt, controls, material = given_controls(args, tok, controls, run)
+            prompt, controls, material, melody = given_controls(args, tok, controls, run)
             forced += prompt
         elif args.prompt:
             prompt, controls = prompt_controls(args, spec, controls)
@@ -300,12 +303,20 @@ def main(argv=None):
                              allowed_fn=plan["mask"], stop_id=tok.stoi[END],
                              generator=torch.Generator(device).manual_seed(args.seed), keep=plan["keep"],
                              forced=plan["forced"])
+    given = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
+    task = "harmonized" if args.melody else "infill" if args.infill else "added" if args.add_part else ""
+    task = f"{task}_{Path(given).stem}_" if given else ""  # named after the piece given
+    name = f"{run.name}_{args.style + '_' if args.style else ''}{task}seed{args.seed}"
+    if args.melody:  # the melody as it is kept, to hear beside the harmonizations
+        notes, header = melody
+        atomic_write(out_dir / f"{name}_melody.mid", notes_to_midi(notes, spec, replace(header, bpm=controls.bpm or
+                                                                                           header.bpm)))
+        print(f"{out_dir / name}_melody.mid: the melody given, {len(notes)} notes")
     for i, row in enumerate(out.tolist()):
         tokens = plan["finish"](tok.decode(row))
         notes, header, bad = plan["decode"](tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
-        task = "harmonized_" if args.melody else "infill_" if args.infill else "added_" if args.add_part else ""
-        stem = out_dir / (f"{run.name}_{args.style + '_' if args.style else ''}{task}seed{args.seed}_{i}")
+        stem = out_dir / f"{name}_{i}"
         atomic_write(stem.with_suffix(".txt"), tokens_to_text(tokens))
         atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, spec, header))
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))

@@ -170,10 +170,13 @@ def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys
     code, _, err = sample_here(capsys, "--out_dir", trained, "--melody", melody, "--num_samples", 2, "--parts", 3,
                                "--output_dir", tmp_path / "h")
     assert code == 0, err
-    for mid in sorted((tmp_path / "h").glob("tiny_harmonized_seed1337_*.mid")):
+    for mid in sorted((tmp_path / "h").glob("tiny_harmonized_tune_seed1337_[0-9].mid")):
         got, header, _ = midi_to_notes(mid.read_bytes(), SPEC)
         assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in notes if n.part == 0]  # pitch, onset, length
         assert len(header.parts) == 3 and round(header.bpm) == 96
+    # beside them, the melody as it was kept, to hear what was given
+    got, header, _ = midi_to_notes((tmp_path / "h/tiny_harmonized_tune_seed1337_melody.mid").read_bytes(), SPEC)
+    assert got == [n for n in notes if n.part == 0] and header.parts == (73,) and round(header.bpm) == 96
     from encoding_decoding import notes_to_score
     from sample import write_musicxml
     score = tmp_path / "tune.musicxml"  # a score's first part is a melody too
@@ -181,20 +184,20 @@ def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys
     code, _, err = sample_here(capsys, "--out_dir", trained, "--melody", score, "--num_samples", 1,
                                "--output_dir", tmp_path / "x")
     assert code == 0, err
-    got, header, _ = midi_to_notes((tmp_path / "x/tiny_harmonized_seed1337_0.mid").read_bytes(), SPEC)
+    got, header, _ = midi_to_notes((tmp_path / "x/tiny_harmonized_tune_seed1337_0.mid").read_bytes(), SPEC)
     assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in notes if n.part == 0] and header.meter == "3/4"
     piece = write(tmp_path / "piece.mid", notes)
     code, _, err = sample_here(capsys, "--out_dir", trained, "--prompt", piece, "--infill", "2-3", "--num_samples", 2,
                                "--output_dir", tmp_path / "i")
     assert code == 0, err
-    for mid in (tmp_path / "i").glob("tiny_infill_*.mid"):
+    for mid in (tmp_path / "i").glob("tiny_infill_piece_seed1337_*.mid"):
         got = midi_to_notes(mid.read_bytes(), SPEC)[0]
         assert [n for n in got if not 16 <= n.start < 48] == [n for n in notes if not 16 <= n.start < 48]
     three = write(tmp_path / "three.mid", [n for n in notes if n.part < 3], Header(bpm=96, parts=(52, 52, 52)))
     code, _, err = sample_here(capsys, "--out_dir", trained, "--prompt", three, "--add_part", "bass",
                                "--num_samples", 1, "--output_dir", tmp_path / "a")
     assert code == 0, err
-    got, header, _ = midi_to_notes((tmp_path / "a" / "tiny_added_seed1337_0.mid").read_bytes(), SPEC)
+    got, header, _ = midi_to_notes((tmp_path / "a" / "tiny_added_three_seed1337_0.mid").read_bytes(), SPEC)
     assert header.parts == (52, 52, 52, 52) and [n for n in got if n.part < 3] == [n for n in notes if n.part < 3]
     assert all(40 <= n.pitch <= 64 for n in got if n.part == 3)
 
@@ -238,7 +241,7 @@ def test_a_run_trained_without_given_material_harmonizes_only_without_look_ahead
     assert code != 0 and "trained without given material" in err and len(err.strip().splitlines()) == 1
     code, out, err = sample_here(capsys, "--out_dir", old, "--melody", melody, "--num_samples", 1,
                                  "--output_dir", tmp_path)
-    assert code == 0 and "harmonized_seed1337_0.mid" in out, err
+    assert code == 0 and "harmonized_tune_seed1337_0.mid" in out, err
 
 
 def test_evaluate_harmonizes_and_fills_in_and_prices_the_given_material(trained):
