@@ -73,19 +73,19 @@ MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]  # th
 
 
 def rope_angles(cfg, start, length, device):
-    """(length, rope_dim) cos and signed sin for absolute positions start .. start+length-1: the halves of the last
-    dim form the rotated pairs, so cos repeats per half and sin is (-sin, sin)."""
+    """(length, 1, rope_dim) cos and signed sin for absolute positions start .. start+length-1, to broadcast over
+    heads: the halves of the last dim form the rotated pairs, so cos repeats per half and sin is (-sin, sin)."""
     inv_freq = cfg.rope_theta ** -(torch.arange(0, cfg.qk_rope_head_dim, 2, device=device).float() / cfg.qk_rope_head_dim)
     t = torch.arange(start, start + length, device=device).float()
     freqs = torch.outer(t, inv_freq)
-    return torch.cat([freqs.cos(), freqs.cos()], -1), torch.cat([-freqs.sin(), freqs.sin()], -1)
+    return torch.cat([freqs.cos(), freqs.cos()], -1)[:, None], torch.cat([-freqs.sin(), freqs.sin()], -1)[:, None]
 
 
 def apply_rope(x, cos, sin):
     """Rotate (…, T, heads, rope_dim) by position: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), written as
     x * cos + (x2, x1) * sin, three passes over x where splitting the halves took seven."""
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
-    return (xf * cos[:, None] + xf.roll(x.size(-1) // 2, -1) * sin[:, None]).type_as(x)  # cos[:, None]: over heads
+    return (xf * cos + xf.roll(x.size(-1) // 2, -1) * sin).type_as(x)
 
 
 class RMSNormFunction(torch.autograd.Function):
@@ -121,6 +121,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
+        if not torch.is_grad_enabled() and x.dtype == torch.float32:  # sampling: torch's fused kernel, half the time
+            return F.rms_norm(x, self.weight.shape, self.weight, torch.finfo(torch.float32).eps)
         return RMSNormFunction.apply(x, self.weight)
 
 
@@ -187,8 +189,11 @@ class MLA(nn.Module):
             q_lat = torch.einsum("bthd,hdc->bthc", q_nope, w[:, :nope].to(q_nope.dtype))  # (B, T, H, d_c)
             scores = (torch.einsum("bthc,bsc->bhts", q_lat, kv.to(q_lat.dtype))
                       + torch.einsum("bthr,bsr->bhts", q_rope, pe.to(q_rope.dtype))) * self.softmax_scale
-            visible = torch.arange(S, device=x.device) <= torch.arange(pos, S, device=x.device)[:, None]  # (T, S)
-            p = scores.float().masked_fill(~visible, float("-inf")).softmax(dim=-1).type_as(q_lat)
+            scores = scores.float()
+            if T > 1:  # a run of given tokens: each sees the cache and those before it (one token sees all)
+                visible = torch.arange(S, device=x.device) <= torch.arange(pos, S, device=x.device)[:, None]  # (T, S)
+                scores = scores.masked_fill(~visible, float("-inf"))
+            p = scores.softmax(dim=-1).type_as(q_lat)
             o = torch.einsum("bhts,bsc->bthc", p, kv.to(p.dtype))                       # (B, T, H, d_c)
             y = torch.einsum("bthc,hdc->bthd", o, w[:, nope:].to(o.dtype))               # (B, T, H, dv)
         return self.wo(y.reshape(B, T, H * dv))
@@ -251,14 +256,16 @@ class MoE(nn.Module):
         flat = x.reshape(B * T, d)
         weights, indices, scores = self.gate(flat)
         expert = indices.flatten()                        # (N*k,): token n's j-th pick sits at n*k + j
-        counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, expert, torch.ones_like(expert))
-        # (not bincount: on CUDA it reads the largest index back to the host to size its output)
-        if self.dispatch == "dense":
+        sampling = not torch.is_grad_enabled() and len(flat) <= 4 * E
+        if self.dispatch == "dense" or sampling:
+            # (also a sampler's few rows a step: fewer, larger operations than sorting them, for a few more FLOPs)
             xs, w1, w2 = self.compute_dtype(flat)
             y = F.gelu(xs @ w1, approximate=cfg.gelu_approximate) @ w2     # (E, N, d): every expert on every token
             gate_w = torch.zeros_like(scores).scatter_(1, indices, weights)  # (N, E): zero where not picked
             out = torch.einsum("end,ne->nd", y, gate_w.to(y.dtype)).view(B, T, d)
         else:
+            counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, expert, torch.ones_like(expert))
+            # (not bincount: on CUDA it reads the largest index back to the host to size its output)
             order = expert.argsort(stable=True)           # all picks grouped by expert, no host sync
             token = order // k                            # (index_select, not x[idx]: its backward is index_add_,
             y = self.routed(flat.index_select(0, token), counts.cumsum(0).to(torch.int32))  # not a slow index_put_)
@@ -266,10 +273,12 @@ class MoE(nn.Module):
             out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, token, y).view(B, T, d)
         if self.shared is not None:
             out = out + self.shared(x)
-        if self.training:
-            self.load += counts.detach().float()
-        # L_bal = alpha * sum_i f_i P_i per sequence, averaged over the batch
+        if not torch.is_grad_enabled():  # sampling or evaluating: no load to count, no balance loss to learn from
+            return out, out.new_zeros(())
         picked = torch.zeros_like(scores).scatter_(1, indices, 1.0).view(B, T, E)
+        if self.training:
+            self.load += picked.sum(dim=(0, 1))
+        # L_bal = alpha * sum_i f_i P_i per sequence, averaged over the batch
         f = picked.sum(dim=1) * E / (k * T)                                             # (B, E)
         P = (scores / scores.sum(dim=-1, keepdim=True)).view(B, T, E).mean(dim=1)       # (B, E)
         return out, cfg.balance_factor * (f * P).sum(dim=-1).mean()
@@ -323,19 +332,24 @@ class GPT(nn.Module):
     def __init__(self, cfg, verbose=True):
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        # built under torch.device("meta") for its shapes only (runs.model_config): no random draws, whose meta
+        # kernel alone takes seconds to load the first time
+        shapes_only = torch.empty(()).is_meta
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd,
+                                    _weight=torch.empty(cfg.vocab_size, cfg.n_embd) if shapes_only else None)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied
-        self.apply(self._init_weights)
-        resid_std = 0.02 / math.sqrt(2 * cfg.n_layer)  # residual projections scaled as in GPT-2
-        for name, p in self.named_parameters():
-            if name.endswith(("wo.weight", "c_proj.weight", "w2")):
-                nn.init.normal_(p, std=resid_std)
-            elif name.endswith(("gate.weight", "w1")):
-                nn.init.normal_(p, std=0.02)
+        if not shapes_only:
+            self.apply(self._init_weights)
+            resid_std = 0.02 / math.sqrt(2 * cfg.n_layer)  # residual projections scaled as in GPT-2
+            for name, p in self.named_parameters():
+                if name.endswith(("wo.weight", "c_proj.weight", "w2")):
+                    nn.init.normal_(p, std=resid_std)
+                elif name.endswith(("gate.weight", "w1")):
+                    nn.init.normal_(p, std=0.02)
         self.last_loss_parts = None
         if verbose:
             latent, mha = LatentCache.bytes_per_token(cfg)
