@@ -26,8 +26,8 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   statistics are closest to that style's (among the main styles; the reference: the share of real training pieces
   of the style that this test puts in their own style), that end in the last bar of a --bars target or within a bar
   of a --seconds one, and that keep every note inside a --key and --pitch_range.
-- What a listener hears, per main style, for samples asked for the style and --eval_bars bars and for the style's
-  whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's pieces
+- What a listener hears, per main style, for samples asked for the style and as many bars as the style's validation
+  pieces have (their median, at most LISTEN_BARS) and for those whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's pieces
   have parts, parallel perfect fifths and octaves per 100 beat-to-beat moves, the share that end on the tonic triad
   of their key, and the share of bars that repeat an earlier bar.
 - Given material: --given_pieces validation chorales' sopranos harmonized (--given_samples each), the soprano
@@ -547,16 +547,21 @@ def style_statistics(args, pieces, sample, likelihood):
     return per_style, profiles, real
 
 
+LISTEN_BARS = 64  # the longest samples listening() asks for (a Palestrina mass movement has hundreds of bars)
+
+
 def listening(args, spec, pieces, sample, styles):
-    """Per style, listen() to samples asked for it and --eval_bars bars and to its whole validation pieces, with as
-    many voices as most of those pieces have parts."""
+    """Per style, listen() to samples asked for it and as many bars as its validation pieces have (the median, at
+    most LISTEN_BARS: repeats and endings are measured on pieces of a like length) and to those whole validation
+    pieces, with as many voices as most of those pieces have parts."""
     out = {}
     for k, style in enumerate(styles):
         real = [d for d, s in zip(pieces.val_decoded, pieces.val_styles) if s == style]
         voices = Counter(len(h.parts) for _, h in real).most_common(1)[0][0]
+        bars = min(int(np.median([h.bars_needed(n, spec.sample_freq) for n, h in real])), LISTEN_BARS)
         drawn = [tokens_to_notes(finish(t), spec)[:2] for t in sample(
-            args.control_samples, 0, args.seed + 200 + k, Controls(style=style, bars=args.eval_bars))]
-        out[style] = {"samples": listen(drawn, voices, spec.sample_freq),
+            args.control_samples, 0, args.seed + 200 + k, Controls(style=style, bars=max(bars, 1)))]
+        out[style] = {"bars": bars, "samples": listen(drawn, voices, spec.sample_freq),
                       "real": listen(real, voices, spec.sample_freq)}
     return out
 
@@ -856,16 +861,16 @@ def markdown(report, args, name):
               f"| --key \"{args.eval_key}\" --pitch_range {','.join(map(str, args.eval_pitch_range))}: no note outside | "
               f"{control['key_and_range']['share_with_no_note_outside']:.0%} |"]
     if r["listening"]:
-        lines += ["", f"What a listener hears, per main style: {args.control_samples} samples of --bars "
-                  f"{args.eval_bars} "
-                  "against the style's whole validation pieces, by the same code (voices: the parts most of the "
-                  "style's pieces have; parallels: perfect fifths and octaves per 100 beat-to-beat moves of all "
-                  "voices):", "", "| style | voices | beats with all voices sounding | parallels per 100 moves | "
-                  "ends on the tonic triad | bars repeating an earlier bar |", "|---|---|---|---|---|---|"]
+        lines += ["", f"What a listener hears, per main style: {args.control_samples} samples asked for as many "
+                  "bars as the style's validation pieces have (their median) against those whole pieces, by the same "
+                  "code (voices: the parts most of the style's pieces have; parallels: perfect fifths and octaves "
+                  "per 100 beat-to-beat moves of all voices):", "", "| style | bars | voices | beats with all voices "
+                  "sounding | parallels per 100 moves | ends on the tonic triad | bars repeating an earlier bar |",
+                  "|---|---|---|---|---|---|---|"]
         show = lambda v, f: "–" if v is None else format(v, f)
         for s, d in r["listening"].items():
             a, b = d["samples"], d["real"]
-            lines.append(f"| {s} | {a['voices']} | {a['full_beats']:.0%} ({b['full_beats']:.0%}) | "
+            lines.append(f"| {s} | {d['bars']} | {a['voices']} | {a['full_beats']:.0%} ({b['full_beats']:.0%}) | "
                          f"{show(a['parallels_per_100_moves'], '.1f')} ({show(b['parallels_per_100_moves'], '.1f')}) | "
                          f"{a['ends_on_tonic']:.0%} ({b['ends_on_tonic']:.0%}) | "
                          f"{a['repeated_bars']:.0%} ({b['repeated_bars']:.0%}) |")
