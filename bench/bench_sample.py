@@ -1,0 +1,67 @@
+"""`python sample.py` as a user runs it, whole (start-up, model, mask, files), timed: this tree against an earlier
+commit's code (--before REV) on the same run, in turns.
+
+python bench/bench_sample.py [--out_dir models/corpus] [--before REV] [--rounds 3] [--threads 2] [-- sample.py args]
+
+Each row runs sample.py in a fresh process with --num_samples 8 --max_new_tokens 1024 (and the arguments after --),
+into a temporary folder (an argument given again after -- wins), with OMP_NUM_THREADS=--threads. The rows take turns for --rounds rounds, since a shared
+machine's speed drifts by 10-20 % over minutes; the table gives each row's median and all its times, and the
+longest sample's tokens (both rows draw the same samples only where the code draws them alike).
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cpu import checkout  # noqa: E402
+
+
+def timed_run(tree, args, threads):
+    """(seconds, the longest sample's tokens) of one sample.py run from the folder `tree`."""
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, str(Path(tree) / "sample.py"), "--num_samples", "8", "--max_new_tokens",
+                            "1024", "--output_dir", out, *args], capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        seconds = time.perf_counter() - t0
+    if r.returncode:
+        sys.exit(f"sample.py from {tree} failed:\n{r.stderr.strip()}")
+    return seconds, max(map(int, re.findall(r"(\d+) tokens", r.stdout)), default=0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out_dir", default=str(ROOT / "models/corpus"), help="the run sampled")
+    parser.add_argument("--before", metavar="REV", help="also time this commit's sample.py on the same run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    opts, extra = parser.parse_known_args()
+    args = ["--out_dir", str(Path(opts.out_dir).resolve()), *[a for a in extra if a != "--"]]
+    import torch
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = {"this tree": str(ROOT)}
+        if opts.before:
+            rows[f"before ({opts.before})"] = checkout(opts.before, tmp)
+        times = {name: [] for name in rows}
+        tokens = {}
+        for r in range(opts.rounds):
+            for name, tree in rows.items():
+                seconds, tokens[name] = timed_run(tree, args, opts.threads)
+                times[name].append(seconds)
+                print(f"round {r + 1}: {name}: {seconds:.2f} s", flush=True)
+    print(f"\nsample.py --num_samples 8 --max_new_tokens 1024 {' '.join(args[2:])} (the later wins) on "
+          f"{Path(opts.out_dir).name}; {opts.threads} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    print(f"{'code':<28} {'median s':>9} {'longest sample':>15}  all runs")
+    for name, t in times.items():
+        print(f"{name:<28} {statistics.median(t):>9.2f} {tokens[name]:>15}  {', '.join(f'{x:.2f}' for x in t)}")
+
+
+if __name__ == "__main__":
+    main()
