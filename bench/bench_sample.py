@@ -3,10 +3,11 @@ commit's code (--before REV) on the same run, in turns.
 
 python bench/bench_sample.py [--out_dir models/corpus] [--before REV] [--rounds 3] [--threads 2] [-- sample.py args]
 
-Each row runs sample.py in a fresh process with --num_samples 8 --max_new_tokens 1024 (and the arguments after --),
-into a temporary folder (an argument given again after -- wins), with OMP_NUM_THREADS=--threads. The rows take turns for --rounds rounds, since a shared
-machine's speed drifts by 10-20 % over minutes; the table gives each row's median and all its times, and the
-longest sample's tokens (both rows draw the same samples only where the code draws them alike).
+Each row runs sample.py in a fresh process with --num_samples 8 --max_new_tokens 1024 (and the arguments after --;
+one given again there wins) into a temporary folder, with OMP_NUM_THREADS=--threads. The rows take turns for
+--rounds rounds, since a shared machine's speed drifts by 10-20 % over minutes; the table gives each row's median
+and all its times, and the longest sample's tokens (both rows draw the same samples only where the code draws them
+alike).
 """
 import argparse
 import os
