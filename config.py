@@ -147,6 +147,8 @@ prompt_bars = 4            # bars of a --prompt, counted in its own meter
 look_ahead = False         # given material (--melody, --infill, --add_part) also shown a bar or two ahead, as a run
                            # trained with --given_share saw it; off: forced by the mask where it sounds, which measured
                            # better on the demo model (README, "Given material")
+voice_leading = False      # part writing's first rules, kept by the mask where they leave the sampler a choice:
+                           # every part sounds from the first onset to the end, no parallel fifths or octaves
 shipped_run = "models/corpus"  # what sample.py plays without --out_dir (the model in the repo, found beside it)
 
 # --- evaluation (evaluate.py)

@@ -89,6 +89,8 @@ class Controls:
     bpm: float = None          # the tempo the MIDI is written at, instead of the header's
     parts: int = None          # how many parts
     instruments: tuple = None  # each part's instrument (GM program or DRUMS), in order
+    voice_leading: bool = False  # part writing's two first rules: every part sounds from the first onset to the end
+                                 # (no rests), and no two parts move in parallel fifths, octaves or unisons
 
     def errors(self, spec):
         """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
@@ -264,7 +266,7 @@ class GrammarMask:
         self.min_bars = sum(k == "bar" for k in given)
         self.in_block = tensor([s in AHEAD_STATES for s in states])       # (S,) a block's states
         self.is_ahead = tensor([t == AHEAD for t in itos])
-        self.material = material
+        self.material, self.planned = material, None
         if material is not None:
             self.set_material(material, tok, device)
 
@@ -300,6 +302,8 @@ class GrammarMask:
         # and whether the latest token closed a given note
         self.next_given, self.announced, self.block_pos = full(0), full(0), full(0)
         self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        # voice leading: per part, the step and pitch of its latest onset, and the pitch of the note before it
+        self.onset_at, self.onset_pitch, self.prev_pitch = (full(-1, self.spec.max_parts) for _ in range(3))
 
     def consume(self, tok):
         """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
@@ -356,6 +360,14 @@ class GrammarMask:
         self.last_end = torch.maximum(self.last_end, torch.where(dur, ends, 0).amax(1))
         last = last_per_key(is_("v"), part_now.clamp(max=P - 1), P)
         self.vel = torch.where(last >= 0, v.gather(1, last.clamp(min=0)), self.vel)
+        if self.controls.voice_leading:
+            for t in range(n):  # each part's latest onset and the pitch before it: its first (highest) note there
+                at, p = note[:, t], part_now[:, t].clamp(max=P - 1)[:, None]
+                moved = at & (self.onset_at.gather(1, p)[:, 0] != clock[:, t])
+                keep = lambda a, where, new: a.scatter_(1, p, torch.where(where, new, a.gather(1, p)[:, 0])[:, None])
+                keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
+                keep(self.onset_pitch, moved, v[:, t])
+                keep(self.onset_at, at, clock[:, t])
         ahead = self.is_ahead[tok]
         self.announced = self.announced + ahead.sum(1)
         last = torch.where(ahead, positions, -1).amax(1)
@@ -426,6 +438,56 @@ class GrammarMask:
         self.given_pitch = col(writes_given) & (v == col(due_pitch))  # exempt from --key and --pitch_range
         return ok, (gi >= self.g_start.size(0) - 1) & (self.announced >= n_bars)
 
+    def pool(self, logits):
+        """Logits (B, V) as the mask wants them read: where a planned length allows one first bar line only, that
+        line takes the model's chance of closing the header at any length (the log-sum of all bar lines), so that a
+        model which had another length in mind does not name part after part instead. Call after the mask."""
+        if self.planned is None:
+            return logits
+        closing = logits.masked_fill(~self.is_bar, float("-inf")).logsumexp(1, keepdim=True)
+        return torch.where(self.planned, closing, logits)
+
+    def voice_rules(self, v):
+        """((B, V) what part writing's rules allow next (Controls.voice_leading), (B,) whether a part must still
+        sound at the current onset), over the parts that the sampler
+        writes (not drums, not given material's): no part rests once the piece has begun (an onset or bar line only
+        while every part still sounds, and at an onset every part whose note has ended gets a new one: parts rise
+        within an onset, so none may be passed over), and a part's new pitch makes no parallel fifth, octave or
+        unison with a part that has already moved at this onset (both moving the same way, from and to the same
+        perfect interval)."""
+        col, P = (lambda x: x[:, None]), self.spec.max_parts
+        parts = torch.arange(P, device=v.device)[None, :]
+        pitched = (parts < col(self.n_parts)) & ~self.drum
+        active = pitched & self.free_part[:P][None, :] if self.material is not None else pitched
+        clock, state = self.clock, self.state
+        ends = self.until.amax(2)                                                    # (B, P) each part's end
+        begun = self.last_end > 0
+        first_end = torch.where(active, ends, 1 << 40).amin(1)                        # (B,)
+        ok = ~self.is_pos | ~col(begun) | (col(self.bar_start) + v <= col(first_end))
+        ok &= ~self.is_bar | ~col(begun) | col(self.bar_start + self.bar_len <= first_end)
+        at_onset = state == self.state_id["onset"]
+        in_onset = at_onset | (state == self.state_id["note"]) | (state == self.state_id["loud"])
+        # the lowest part that must still sound at this onset: any, before its first note; after one, a higher one
+        due = active & (ends <= col(clock)) & (col(at_onset) | (parts > col(self.part))) & col(in_onset)
+        low = torch.where(due, parts, P).amin(1)                                      # (B,) P: none
+        leaves = self.is_pos | self.is_bar | self.is_meter | self.is_ahead | self.only_end
+        ok &= ~self.is_p | (v <= col(low))
+        ok &= ~leaves | col(low == P)
+        ok &= ~self.is_n | ~col(at_onset) | col(self.part <= low)
+        # parallels: the pitch of the current part p against each part q that moved at this onset
+        p = self.part.clamp(max=P - 1)[:, None]
+        old_p, at_p = self.onset_pitch.gather(1, p), self.onset_at.gather(1, p)      # (B, 1)
+        moves = (at_p >= 0) & (at_p < col(clock))                                     # p's next note is a move
+        new_q, old_q = self.onset_pitch, self.prev_pitch                              # (B, P)
+        moved = pitched & (self.onset_at == col(clock)) & (old_q >= 0) & (new_q != old_q) & (parts != p)
+        before = (old_p - old_q).abs() % 12                                           # (B, P)
+        x = v[:, None, :]                                                             # candidates (1, 1, V)
+        parallel = ((moved & ((before == 0) | (before == 7)))[:, :, None]
+                    & ((x - new_q[:, :, None]).abs() % 12 == before[:, :, None])
+                    & ((x - old_p[:, :, None]).sign() == (new_q - old_q).sign()[:, :, None])
+                    & (x != old_p[:, :, None])).any(1)                                # (B, V)
+        return ok & ~(self.is_n & col(moves[:, 0]) & parallel), low < P
+
     def __call__(self, idx):
         if self.seen == 0:
             self.reset(idx.size(0), idx.device)
@@ -452,6 +514,7 @@ class GrammarMask:
             last = (self.bars > 0) & (self.count == 1)
         bar_ok = bar_ok & ~(in_header & (self.n_parts < self.want_parts))[:, None]
         allowed = allowed & (~self.is_bar | bar_ok)
+        self.planned = None if plan is None else self.is_bar & bar_ok & in_header[:, None]  # (B, V): see pool()
         end_ok = last & (self.last_end > self.bar_start) | (self.state == self.state_id["end"])
         if self.material is not None:
             given_ok, all_given = self.material_rules(v, in_header)
@@ -464,6 +527,9 @@ class GrammarMask:
         vel = self.vel.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
         first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
         closing = end_ok & last & note_state & ~first[:, 0] & (self.pos == self.bar_len - 1)
+        if self.controls.voice_leading:  # (once every part sounds there)
+            voiced, parts_due = self.voice_rules(v)
+            closing &= ~parts_due
         allowed = torch.where(closing[:, None], self.only_end, allowed)
         # meters change at a bar line, to another meter, not under a length control, and not so that a note rings
         # past the last bar
@@ -480,6 +546,9 @@ class GrammarMask:
         allowed = allowed & (~self.is_p | (v < self.n_parts[:, None]))
         drum = self.drum.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
         allowed = allowed & (~self.is_n | self.pitch_ok | drum | (self.given_pitch if self.material else False))
+        if self.controls.voice_leading:  # where the rules leave a row nothing, it goes on without them
+            ruled = allowed & voiced
+            allowed = torch.where(ruled.any(1, keepdim=True), ruled, allowed)
         # the canonical form
         sounding = self.until.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None, None].expand(
             -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends

@@ -458,7 +458,10 @@ class GPT(nn.Module):
             else:
                 logits = logits[:, -1].float()
                 if allowed_fn is not None:
-                    logits = logits.masked_fill(~allowed_fn(idx), float("-inf"))
+                    allowed = allowed_fn(idx)
+                    if pool := getattr(allowed_fn, "pool", None):  # a mask that reads some logits its own way
+                        logits = pool(logits)
+                    logits = logits.masked_fill(~allowed, float("-inf"))
                 new = sample_logits(logits, temperature, top_k, top_p, generator)[:, None]
             if stop_id is not None:
                 new = torch.where(done[:, None], stop_id, new)

@@ -221,7 +221,8 @@ def parse_controls(args):
     except ValueError as e:
         die(f"--instruments: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
-                    scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments)
+                    scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments,
+                    voice_leading=args.voice_leading)
 
 
 def main(argv=None):
@@ -258,7 +259,7 @@ def main(argv=None):
     control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                                     "min_new_tokens", "look_ahead", "seed", "device", "dtype"], argv,
+                                     "min_new_tokens", "look_ahead", "voice_leading", "seed", "device", "dtype"], argv,
                             own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")

@@ -296,3 +296,71 @@ def test_a_forced_meter_lays_a_prompts_bars_anew(trained, tmp_path):
     assert tokens[3] == "meter:2/4" and countdown(tokens) == ["4", "3", "2", "1"]
     got = tokens_to_notes(tokens, SPEC)[0]
     assert [n[:3] for n in got[:4]] == [n[:3] for n in notes[:4]]  # two bars of 2/4: the prompt's first 4 notes
+
+
+def voice_mask(row):
+    """What a voice-leading mask allows after the tokens of `row` (a two-part piece in 4/4)."""
+    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 bar:2".split()
+    mask = GrammarMask(TOK, "cpu", controls=Controls(voice_leading=True))
+    return mask(torch.tensor([TOK.encode(head + row.split())]))[0]
+
+
+def test_voice_leading_lets_no_part_rest():
+    # the first onset: every part starts there; the soprano alone cannot leave it
+    allowed = voice_mask("pos:0 n72 d4 v80")
+    assert allowed[TOK.stoi["p1"]] and not allowed[TOK.stoi["pos:4"]] and not allowed[TOK.stoi["bar:1"]]
+    # the next onset comes before a part falls silent: the soprano ends at step 4, the bass at 8
+    allowed = voice_mask("pos:0 n72 d4 v80 p1 n60 d8 v80")
+    assert allowed[TOK.stoi["pos:2"]] and allowed[TOK.stoi["pos:4"]] and not allowed[TOK.stoi["pos:6"]]
+    assert not allowed[TOK.stoi["bar:1"]] and not allowed[TOK.stoi[END]]
+    # at step 4 the soprano must sound again: its note comes first (the bass's implicit part would pass it over)
+    allowed = voice_mask("pos:0 n72 d4 v80 p1 n60 d8 v80 pos:4")
+    assert allowed[TOK.stoi["p0"]] and not any(allowed[TOK.stoi[f"n{k}"]] for k in range(21, 109))
+    # without the rules, a part may rest
+    mask = GrammarMask(TOK, "cpu")
+    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 bar:2 pos:0 n72 d4 v80".split()
+    assert mask(torch.tensor([TOK.encode(head)]))[0, TOK.stoi["pos:8"]]
+
+
+def test_voice_leading_forbids_parallel_fifths_and_octaves():
+    # an octave (C5 over C4), the soprano rises a step: the bass may not rise to the octave below it again
+    allowed = voice_mask("pos:0 n72 d4 v80 p1 n60 d4 v80 pos:4 p0 n74 d4 p1")
+    assert not allowed[TOK.stoi["n62"]]  # parallel octaves
+    assert allowed[TOK.stoi["n59"]] and allowed[TOK.stoi["n67"]] and allowed[TOK.stoi["n60"]]  # contrary, oblique
+    # a fifth (G4 over C4), both rise: no fifth again; a fourth is no parallel fifth
+    allowed = voice_mask("pos:0 n67 d4 v80 p1 n60 d4 v80 pos:4 p0 n69 d4 p1")
+    assert not allowed[TOK.stoi["n62"]] and allowed[TOK.stoi["n64"]]
+    allowed = voice_mask("pos:0 n65 d4 v80 p1 n60 d4 v80 pos:4 p0 n67 d4 p1")  # a fourth
+    assert allowed[TOK.stoi["n62"]]
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31), bars=st.integers(1, 3))
+def test_voice_leading_keeps_every_part_sounding_on_random_logits(seed, bars):
+    controls = Controls(bars=bars, instruments=(52, 52, 52), voice_leading=True)  # (drum parts may rest)
+    for tokens in random_walk(GrammarMask(TOK, "cpu", controls), 4, seed, bar_bias=2):
+        notes, header = check_sample(tokens, bars)
+        end = max(n.end for n in notes)
+        for part in range(3):  # from the first onset to the end, each part always sounds
+            mine = sorted((n.start, n.end) for n in notes if n.part == part)
+            assert mine[0][0] == min(n.start for n in notes)
+            reach = mine[0][1]
+            for a, b in mine[1:]:
+                assert a <= reach
+                reach = max(reach, b)
+        assert all(max(n.end for n in notes if n.part == part) for part in range(3)) and end
+
+
+def test_a_planned_length_takes_the_chance_of_any_length():
+    """With --bars 12, a model that would close the header with bar:9 closes it with bar:12, not with a 5th part."""
+    mask = GrammarMask(TOK, "cpu", controls=Controls(bars=12))
+    rows = ["START style:bach tempo:121 meter:4/4 inst:52 inst:52 inst:52 inst:52".split(),
+            "START style:bach tempo:121 meter:4/4 inst:52 bar:12 pos:0 n60".split()]
+    allowed = mask(torch.tensor([TOK.encode(r) for r in rows]))
+    logits = torch.full((2, TOK.vocab_size), -10.0)
+    logits[:, TOK.stoi["bar:9"]], logits[:, TOK.stoi["bar:8"]], logits[:, TOK.stoi["inst:52"]] = 3.0, 2.0, 0.0
+    logits[:, TOK.stoi["d4"]] = 1.0
+    pooled = mask.pool(logits).masked_fill(~allowed, float("-inf")).softmax(1)
+    assert allowed[0, TOK.stoi["bar:12"]] and not allowed[0, TOK.stoi["bar:9"]]
+    assert pooled[0, TOK.stoi["bar:12"]] > 0.9 and pooled[0, TOK.stoi["inst:52"]] < 0.1
+    assert torch.equal(mask.pool(logits)[1], logits[1])  # past the header, logits are read as they are
