@@ -27,11 +27,13 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   of the style that this test puts in their own style), that end in the last bar of a --bars target or within a bar
   of a --seconds one, and that keep every note inside a --key and --pitch_range.
 - What a listener hears, per main style, for samples asked for the style and as many bars as the style's validation
-  pieces have (their median, at most LISTEN_BARS) and for those whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's pieces
-  have parts, parallel perfect fifths and octaves per 100 beat-to-beat moves, the share that end on the tonic triad
-  of their key, and the share of bars that repeat an earlier bar.
+  pieces have (their median, at most LISTEN_BARS; for a style of several parts, also with --voice_leading) and for
+  those whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's
+  pieces have parts, parallel perfect fifths and octaves per 100 beat-to-beat moves, the share that end on the
+  tonic triad of their key, and the share of bars that repeat an earlier bar.
 - Given material: --given_pieces validation chorales' sopranos harmonized (--given_samples each), the soprano
-  forced at its onsets (and, for a run trained with --given_share, also shown ahead): the melody kept, the measures
+  forced at its onsets, with and without --voice_leading (and, for a run trained with --given_share, also shown
+  ahead): the melody kept, the measures
   above and each voice's range, beside the real chorales; their middle bars filled in (every other note kept, no
   new note ringing past the gap); and the bits per note the sampler pays for the real lower voices alone, under the
   soprano (and under it shown ahead), and for the real middle bars from the left only and between both sides.
@@ -559,10 +561,13 @@ def listening(args, spec, pieces, sample, styles):
         real = [d for d, s in zip(pieces.val_decoded, pieces.val_styles) if s == style]
         voices = Counter(len(h.parts) for _, h in real).most_common(1)[0][0]
         bars = min(int(np.median([h.bars_needed(n, spec.sample_freq) for n, h in real])), LISTEN_BARS)
-        drawn = [tokens_to_notes(finish(t), spec)[:2] for t in sample(
-            args.control_samples, 0, args.seed + 200 + k, Controls(style=style, bars=max(bars, 1)))]
-        out[style] = {"bars": bars, "samples": listen(drawn, voices, spec.sample_freq),
+        drawn = lambda rules: [tokens_to_notes(finish(t), spec)[:2] for t in sample(
+            args.control_samples, 0, args.seed + 200 + k, Controls(style=style, bars=max(bars, 1),
+                                                                   voice_leading=rules))]
+        out[style] = {"bars": bars, "samples": listen(drawn(False), voices, spec.sample_freq),
                       "real": listen(real, voices, spec.sample_freq)}
+        if voices > 1:
+            out[style]["samples_voice_leading"] = listen(drawn(True), voices, spec.sample_freq)
     return out
 
 
@@ -729,16 +734,19 @@ def given_material(args, model, tok, pieces, device):
         return None
     knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
     modes = 2 if learnt_given(tok, args.out_dir) else 1
-    drawn = {name: [] for name in ("at its onsets", "shown ahead")[:modes]}
+    ways = [(False, False, "at its onsets"), (False, True, "at its onsets, --voice_leading"),
+            (True, False, "shown ahead")][:modes + 1]  # (shown ahead?, voice leading?, name)
+    drawn = {name: [] for _, _, name in ways}
     kept = {k: [] for k in drawn}
     filled, filled_ok, bits = [], [], defaultdict(lambda: [0.0, 0])
     for k, (notes, header) in enumerate(chorales):
         bars = header.bars_needed(notes, spec.sample_freq)
         soprano = [n for n in notes if n.part == 0]
-        for ahead, name in ((False, "at its onsets"), (True, "shown ahead"))[:modes]:
+        for ahead, rules, name in ways:
             prompt, material, bars = harmonize(soprano, header, spec, ahead)
             for t in draw(model, tok, args.given_samples, 0, device, True, args.seed + 300 + k,
-                          hold_piece(header, bars), **knobs, prompt=prompt, material=material):
+                          replace(hold_piece(header, bars), voice_leading=rules), **knobs, prompt=prompt,
+                          material=material):
                 got, head, _ = tokens_to_notes(finish(t), spec)
                 drawn[name].append((got, head))
                 kept[name].append([n for n in got if n.part == 0] == soprano)
@@ -869,11 +877,13 @@ def markdown(report, args, name):
                   "|---|---|---|---|---|---|---|"]
         show = lambda v, f: "–" if v is None else format(v, f)
         for s, d in r["listening"].items():
-            a, b = d["samples"], d["real"]
-            lines.append(f"| {s} | {d['bars']} | {a['voices']} | {a['full_beats']:.0%} ({b['full_beats']:.0%}) | "
-                         f"{show(a['parallels_per_100_moves'], '.1f')} ({show(b['parallels_per_100_moves'], '.1f')}) | "
-                         f"{a['ends_on_tonic']:.0%} ({b['ends_on_tonic']:.0%}) | "
-                         f"{a['repeated_bars']:.0%} ({b['repeated_bars']:.0%}) |")
+            b = d["real"]
+            for name, a in (("", d["samples"]), (", --voice_leading", d.get("samples_voice_leading"))):
+                if a is not None:
+                    lines.append(f"| {s}{name} | {d['bars']} | {a['voices']} | {a['full_beats']:.0%} "
+                                 f"({b['full_beats']:.0%}) | {show(a['parallels_per_100_moves'], '.1f')} "
+                                 f"({show(b['parallels_per_100_moves'], '.1f')}) | {a['ends_on_tonic']:.0%} "
+                                 f"({b['ends_on_tonic']:.0%}) | {a['repeated_bars']:.0%} ({b['repeated_bars']:.0%}) |")
         lines.append("(samples, and in brackets the real pieces)")
     if g := r.get("given_material"):
         lines += given_markdown(g)
@@ -926,9 +936,9 @@ def given_markdown(g):
     h, pct = g["harmonized"], lambda v: "–" if v is None else f"{v:.0%}"
     rng = lambda r: " / ".join("–" if v is None else f"{v[0]:.0f}-{v[1]:.0f}" for v in r["voice_ranges"][1:])
     lines = ["", f"Given material, on {g['pieces']} validation pieces of {g['style']} (four parts), never trained on: "
-             f"each soprano harmonized {g['samples_per_piece']} times, forced by the mask at its onsets and, where the "
-             "run was trained with given material, also shown ahead of where it sounds; the real pieces by the same "
-             "code:", "",
+             f"each soprano harmonized {g['samples_per_piece']} times, forced by the mask at its onsets (also with "
+             "the mask's rules of part writing, --voice_leading) and, where the run was trained with given material, "
+             "also shown ahead of where it sounds; the real pieces by the same code:", "",
              "| | melody kept | beats with four notes | parallels per 100 moves | ends on the tonic triad | "
              "alto / tenor / bass range (median lowest-highest) |", "|---|---|---|---|---|---|"]
     for name, d in h.items():
