@@ -607,7 +607,7 @@ def logistic_accuracy(a, b, folds=5, repeats=4, l2=1.0, seed=0):
             z = np.c_[np.ones(len(x)), (x - mean) / np.where(sd > 0, sd, 1.0)]
             w = np.zeros(z.shape[1])
             for _ in range(30):
-                p = 1 / (1 + np.exp(-z[fit] @ w))
+                p = 1 / (1 + np.exp(-np.clip(z[fit] @ w, -30, 30)))
                 grad = z[fit].T @ (p - y[fit]) + ridge @ w
                 hess = (z[fit].T * (p * (1 - p))) @ z[fit] + ridge + 1e-9 * np.eye(len(w))
                 w -= np.linalg.solve(hess, grad)
