@@ -449,8 +449,8 @@ class GrammarMask:
 
     def voice_rules(self, v):
         """((B, V) what part writing's rules allow next (Controls.voice_leading), (B,) whether a part must still
-        sound at the current onset), over the parts that the sampler
-        writes (not drums, not given material's): no part rests once the piece has begun (an onset or bar line only
+        sound at the current onset), over the parts that the sampler writes (not drums, not given material's): no part
+        rests once the piece has begun (an onset or bar line only
         while every part still sounds, and at an onset every part whose note has ended gets a new one: parts rise
         within an onset, so none may be passed over), and a part's new pitch makes no parallel fifth, octave or
         unison with a part that has already moved at this onset (both moving the same way, from and to the same

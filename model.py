@@ -255,15 +255,14 @@ class MoE(nn.Module):
             return self.shared(x), x.new_zeros(())
         flat = x.reshape(B * T, d)
         weights, indices, scores = self.gate(flat)
-        expert = indices.flatten()                        # (N*k,): token n's j-th pick sits at n*k + j
-        sampling = not torch.is_grad_enabled() and len(flat) <= 4 * E
-        if self.dispatch == "dense" or sampling:
+        if self.dispatch == "dense" or (not torch.is_grad_enabled() and len(flat) <= 4 * E):
             # (also a sampler's few rows a step: fewer, larger operations than sorting them, for a few more FLOPs)
             xs, w1, w2 = self.compute_dtype(flat)
             y = F.gelu(xs @ w1, approximate=cfg.gelu_approximate) @ w2     # (E, N, d): every expert on every token
             gate_w = torch.zeros_like(scores).scatter_(1, indices, weights)  # (N, E): zero where not picked
             out = torch.einsum("end,ne->nd", y, gate_w.to(y.dtype)).view(B, T, d)
         else:
+            expert = indices.flatten()                    # (N*k,): token n's j-th pick sits at n*k + j
             counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, expert, torch.ones_like(expert))
             # (not bincount: on CUDA it reads the largest index back to the host to size its output)
             order = expert.argsort(stable=True)           # all picks grouped by expert, no host sync
