@@ -65,13 +65,49 @@ def pitch_class(name):
     return (NOTE_NAMES[m[1].lower()] + m[2].count("#") - m[2].count("b")) % 12
 
 
-def key_pitch_classes(key):
-    """'D minor', 'F# major', 'Bb dorian', 'A' (major) -> the sorted pitch classes of that scale."""
+def parse_key(key):
+    """'D minor', 'F# major', 'Bb dorian', 'A' (major) -> (the tonic's pitch class, the mode's steps above it)."""
     tonic, _, mode = key.strip().partition(" ")
     mode = " ".join(mode.lower().split()) or "major"
     if mode not in KEY_MODES:
         raise ValueError(f"unknown mode {mode!r} in key {key!r}; known: {', '.join(KEY_MODES)}")
-    return tuple(sorted((pitch_class(tonic) + k) % 12 for k in KEY_MODES[mode]))
+    return pitch_class(tonic), KEY_MODES[mode]
+
+
+def key_pitch_classes(key):
+    """'D minor' -> the sorted pitch classes of that scale."""
+    tonic, steps = parse_key(key)
+    return tuple(sorted((tonic + k) % 12 for k in steps))
+
+
+def key_triad(key):
+    """'D minor' -> (2, 5, 9): the pitch classes of the key's tonic triad (tonic, third, fifth), the third and
+    fifth as its mode has them (a minor third where the mode has one, a diminished fifth in locrian)."""
+    t, steps = parse_key(key)
+    return t, (t + (3 if 3 in steps else 4)) % 12, (t + (7 if 7 in steps else 6)) % 12
+
+
+# Krumhansl and Kessler's (1982) probe-tone ratings of the 12 pitch classes above a major and a minor tonic
+KEY_PROFILES = ((6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88),
+                (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17))
+
+
+def estimated_triads(weights, holds=-1):
+    """(B, 12) durations per pitch class -> (B, 3) the tonic triads of their likeliest keys (the Krumhansl-Schmuckler
+    method: the key whose profile correlates best with the durations; a major key on ties), among the keys whose
+    triad holds the pitch class `holds` (a given melody's last note) where it is >= 0."""
+    def standardized(x):
+        x = x - x.mean(-1, keepdim=True)
+        return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+    profiles = torch.tensor(KEY_PROFILES, dtype=weights.dtype, device=weights.device)
+    keys = torch.stack([profiles.roll(t, 1) for t in range(12)], 1).reshape(24, 12)  # C..B major, then C..B minor
+    k = torch.arange(24, device=weights.device)
+    tonic, minor = k % 12, (k >= 12).long()
+    triads = torch.stack([tonic, (tonic + 4 - minor) % 12, (tonic + 7) % 12], 1)      # (24, 3)
+    holds = torch.as_tensor(holds, device=weights.device).view(-1, 1)                 # (B or 1, 1)
+    fits = (triads[None] == holds[..., None]).any(2) | (holds < 0)                   # (B or 1, 24)
+    best = (standardized(weights) @ standardized(keys).T).masked_fill(~fits, float("-inf")).argmax(1)
+    return triads[best]
 
 
 @dataclass(frozen=True)
@@ -89,8 +125,11 @@ class Controls:
     bpm: float = None          # the tempo the MIDI is written at, instead of the header's
     parts: int = None          # how many parts
     instruments: tuple = None  # each part's instrument (GM program or DRUMS), in order
-    voice_leading: bool = False  # part writing's two first rules: every part sounds from the first onset to the end
-                                 # (no rests), and no two parts move in parallel fifths, octaves or unisons
+    voice_leading: bool = False  # part writing's first rules: every part sounds from the first onset to the end
+                                 # (no rests), no two parts move in parallel fifths, octaves or unisons, and the
+                                 # last bar is the tonic triad with the tonic in the bass
+    triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key; None: the key that the
+                               # piece's notes suggest
 
     def errors(self, spec):
         """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
@@ -267,6 +306,8 @@ class GrammarMask:
         self.in_block = tensor([s in AHEAD_STATES for s in states])       # (S,) a block's states
         self.is_ahead = tensor([t == AHEAD for t in itos])
         self.material, self.planned = material, None
+        self.triad = None if controls.triad is None else tensor(controls.triad)[None, :]  # (1, 3)
+        self.g_weight, self.g_last = torch.zeros(12, dtype=torch.float64, device=device), -1
         if material is not None:
             self.set_material(material, tok, device)
 
@@ -282,6 +323,10 @@ class GrammarMask:
         self.g_keys = tensor(sorted((n.start * self.spec.max_parts + n.part) * K + n.pitch for n in notes)
                              or [-1])
         self.free_part = tensor([k in m.free_parts for k in range(self.spec.max_parts + 1)])
+        self.g_weight = torch.zeros(12, dtype=torch.float64, device=device).index_add_(
+            0, self.g_pitch[:-1] % 12, self.g_dur[:-1].double())  # the given notes' durations per pitch class
+        if notes:  # the pitch class of the top given note that starts last: the ending's triad holds it
+            self.g_last = max((n.start, n.pitch) for n in notes)[1] % 12
         self.want_parts = max(self.want_parts, m.min_parts)
         if m.blocks is not None:
             width = max(map(len, m.blocks))
@@ -304,6 +349,8 @@ class GrammarMask:
         self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)
         # voice leading: per part, the step and pitch of its latest onset, and the pitch of the note before it
         self.onset_at, self.onset_pitch, self.prev_pitch = (full(-1, self.spec.max_parts) for _ in range(3))
+        # and the durations per pitch class of the pitched notes so far, the given ones' all from the start: the key
+        self.pc_weight = self.g_weight.expand(batch_size, -1).clone()
 
     def consume(self, tok):
         """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
@@ -360,6 +407,10 @@ class GrammarMask:
         self.last_end = torch.maximum(self.last_end, torch.where(dur, ends, 0).amax(1))
         last = last_per_key(is_("v"), part_now.clamp(max=P - 1), P)
         self.vel = torch.where(last >= 0, v.gather(1, last.clamp(min=0)), self.vel)
+        if self.material is not None:  # a note is a given one where its onset, part and pitch are
+            given = dur & torch.isin((clock * P + part_now) * K + pitch_now, self.g_keys)
+            self.next_given = self.next_given + given.sum(1)
+            self.just_given = given[:, -1]
         if self.controls.voice_leading:
             for t in range(n):  # each part's latest onset and the pitch before it: its first (highest) note there
                 at, p = note[:, t], part_now[:, t].clamp(max=P - 1)[:, None]
@@ -368,14 +419,14 @@ class GrammarMask:
                 keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
                 keep(self.onset_pitch, moved, v[:, t])
                 keep(self.onset_at, at, clock[:, t])
+            pitched = dur & ~self.drum.gather(1, part_now.clamp(max=P - 1))
+            if self.material is not None:
+                pitched &= ~given
+            self.pc_weight.scatter_add_(1, pitch_now.clamp(min=0) % 12, torch.where(pitched, v, 0).double())
         ahead = self.is_ahead[tok]
         self.announced = self.announced + ahead.sum(1)
         last = torch.where(ahead, positions, -1).amax(1)
         self.block_pos = torch.where(last >= 0, n - 1 - last, self.block_pos + n)
-        if self.material is not None:  # a note is a given one where its onset, part and pitch are
-            given = dur & torch.isin((clock * P + part_now) * K + pitch_now, self.g_keys)
-            self.next_given = self.next_given + given.sum(1)
-            self.just_given = given[:, -1]
 
     @property
     def clock(self):
@@ -447,14 +498,15 @@ class GrammarMask:
         closing = logits.masked_fill(~self.is_bar, float("-inf")).logsumexp(1, keepdim=True)
         return torch.where(self.planned, closing, logits)
 
-    def voice_rules(self, v):
+    def voice_rules(self, v, last):
         """((B, V) what part writing's rules allow next (Controls.voice_leading), (B,) whether a part must still
         sound at the current onset), over the parts that the sampler writes (not drums, not given material's): no part
-        rests once the piece has begun (an onset or bar line only
-        while every part still sounds, and at an onset every part whose note has ended gets a new one: parts rise
-        within an onset, so none may be passed over), and a part's new pitch makes no parallel fifth, octave or
-        unison with a part that has already moved at this onset (both moving the same way, from and to the same
-        perfect interval)."""
+        rests once the piece has begun (an onset or bar line only while every part still sounds, and at an onset
+        every part whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a
+        part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset
+        (both moving the same way, from and to the same perfect interval), and in the `last` bar (B,) the notes are
+        the tonic triad (Controls.triad, or that of the key the notes so far suggest), the tonic in the lowest part
+        (the last the header names)."""
         col, P = (lambda x: x[:, None]), self.spec.max_parts
         parts = torch.arange(P, device=v.device)[None, :]
         pitched = (parts < col(self.n_parts)) & ~self.drum
@@ -486,7 +538,15 @@ class GrammarMask:
                     & ((x - new_q[:, :, None]).abs() % 12 == before[:, :, None])
                     & ((x - old_p[:, :, None]).sign() == (new_q - old_q).sign()[:, :, None])
                     & (x != old_p[:, :, None])).any(1)                                # (B, V)
-        return ok & ~(self.is_n & col(moves[:, 0]) & parallel), low < P
+        ok &= ~(self.is_n & col(moves[:, 0]) & parallel)
+        # the last bar: a cadence on the tonic
+        triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
+        pc = self.value[None, :] % 12
+        bass = torch.where(active, parts, -1).amax(1)
+        ending = col(last & active.gather(1, p)[:, 0])
+        ok &= ~self.is_n | ~ending | ((pc[:, None, :] == triad[:, :, None]).any(1)
+                                      & (~col(self.part == bass) | (pc == triad[:, :1])))
+        return ok, low < P
 
     def __call__(self, idx):
         if self.seen == 0:
@@ -528,7 +588,7 @@ class GrammarMask:
         first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
         closing = end_ok & last & note_state & ~first[:, 0] & (self.pos == self.bar_len - 1)
         if self.controls.voice_leading:  # (once every part sounds there)
-            voiced, parts_due = self.voice_rules(v)
+            voiced, parts_due = self.voice_rules(v, last)
             closing &= ~parts_due
         allowed = torch.where(closing[:, None], self.only_end, allowed)
         # meters change at a bar line, to another meter, not under a length control, and not so that a note rings

@@ -9,7 +9,8 @@ python sample.py --melody tune.mid [--style bach] [--parts 4]     # harmonize: t
 python sample.py --prompt piece.mid --infill 5-8                  # bars 5 to 8 anew, every other note kept
 python sample.py --prompt piece.mid --add_part bass               # one new part against the piece's parts
     [--look_ahead true]                                           # (given material also shown ahead)
-    [--voice_leading true]     # no part rests once begun, no parallel fifths or octaves (where the mask can keep it)
+    [--voice_leading true]     # no part rests once begun, no parallel fifths or octaves, a tonic last bar (where
+                               # the mask can keep them)
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. A run trained on the grammar's first edition (one part,
@@ -35,7 +36,8 @@ import config
 import configurator
 import legacy
 from batch import atomic_open, atomic_write, clean_stale, die, read_text, reason, temp_name, writable_dir
-from controls import Controls, GrammarMask, add_part, harmonize, infill, key_pitch_classes, pitch_class, top_line
+from controls import (Controls, GrammarMask, add_part, harmonize, infill, key_pitch_classes, key_triad, pitch_class,
+                      top_line)
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, instrument_name, instrument_number, kind,
                                midi_to_notes, notes_to_midi, notes_to_score, notes_to_tokens, parse_score,
                                score_to_notes, strip_leading_silence, text_to_tokens, tokens_to_notes, tokens_to_text)
@@ -223,7 +225,7 @@ def parse_controls(args):
         die(f"--instruments: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
                     scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments,
-                    voice_leading=args.voice_leading)
+                    voice_leading=args.voice_leading, triad=key_triad(args.key) if args.key else None)
 
 
 def main(argv=None):
@@ -319,17 +321,18 @@ def main(argv=None):
         notes, header, bad = plan["decode"](tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
         stem = out_dir / f"{name}_{i}"
-        atomic_write(stem.with_suffix(".txt"), tokens_to_text(tokens))
-        atomic_write(stem.with_suffix(".mid"), notes_to_midi(notes, spec, header))
+        path = lambda ext: stem.parent / (stem.name + ext)  # (a name may hold dots: bwv244.15_soprano)
+        atomic_write(path(".txt"), tokens_to_text(tokens))
+        atomic_write(path(".mid"), notes_to_midi(notes, spec, header))
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, "
                 f"{', '.join(map(instrument_name, header.parts))}, {len(notes)} notes, {bars} bars, "
                 f"{len(tokens)} tokens" + (f", {bad} bad groups" if bad else ""))
         if args.musicxml:
-            write_musicxml(notes_to_score(notes, spec, header), stem.with_suffix(".musicxml"))
+            write_musicxml(notes_to_score(notes, spec, header), path(".musicxml"))
             line += f", {stem}.musicxml"
         if args.wav:
-            wav = render_wav(stem.with_suffix(".mid"), stem.with_suffix(".wav"))
+            wav = render_wav(path(".mid"), path(".wav"))
             line += f", {wav}" if wav else ""
             if wav is None:
                 print("--wav needs FluidSynth and a General MIDI soundfont: on Debian/Ubuntu "

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from conftest import midi_file, on, off, run, track, vlq
-from controls import Controls, GrammarMask, key_pitch_classes
+from controls import Controls, GrammarMask, estimated_triads, key_pitch_classes, key_triad
 from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, canonical, finish, midi_to_notes,
                                notes_to_midi, notes_to_tokens, parse_score, score_to_notes, text_to_midi,
                                tokens_to_notes, tokens_to_text, validate)
@@ -298,10 +298,10 @@ def test_a_forced_meter_lays_a_prompts_bars_anew(trained, tmp_path):
     assert [n[:3] for n in got[:4]] == [n[:3] for n in notes[:4]]  # two bars of 2/4: the prompt's first 4 notes
 
 
-def voice_mask(row):
-    """What a voice-leading mask allows after the tokens of `row` (a two-part piece in 4/4)."""
-    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 bar:2".split()
-    mask = GrammarMask(TOK, "cpu", controls=Controls(voice_leading=True))
+def voice_mask(row, bars=2, triad=None):
+    """What a voice-leading mask allows after the tokens of `row` (a two-part piece of `bars` in 4/4)."""
+    head = f"START style:bach tempo:121 meter:4/4 inst:52 inst:52 bar:{bars}".split()
+    mask = GrammarMask(TOK, "cpu", controls=Controls(voice_leading=True, triad=triad))
     return mask(torch.tensor([TOK.encode(head + row.split())]))[0]
 
 
@@ -334,12 +334,41 @@ def test_voice_leading_forbids_parallel_fifths_and_octaves():
     assert allowed[TOK.stoi["n62"]]
 
 
+def test_key_triads():
+    assert key_triad("C") == (0, 4, 7) and key_triad("D minor") == (2, 5, 9) and key_triad("B locrian") == (11, 2, 5)
+    def weights(tonic, steps, durations=(4, 1, 2, 1, 3, 1, 2)):  # the tonic and fifth held longest
+        w = [0.0] * 12
+        for k, d in zip(steps, durations):
+            w[(tonic + k) % 12] = float(d)
+        return w
+    weights = [weights(7, (0, 2, 4, 5, 7, 9, 11)), [0.0] * 12, weights(2, (0, 2, 3, 5, 7, 8, 10))]
+    got = estimated_triads(torch.tensor(weights, dtype=torch.float64)).tolist()
+    assert got[0] == [7, 11, 2] and got[2] == [2, 5, 9] and got[1] == [0, 4, 7]  # (nothing yet: C major)
+    held = estimated_triads(torch.tensor(weights, dtype=torch.float64), torch.tensor([1, -1, 0])).tolist()
+    assert held[0] not in got and 1 in held[0] and held[1] == got[1] and held[2] == [5, 9, 0]  # a melody's last note
+
+
+def test_voice_leading_ends_on_the_tonic():
+    # in the last bar, C major's triad only, and the lowest part (the last named) on the tonic
+    allowed = voice_mask("pos:0", bars=1, triad=(0, 4, 7))
+    assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [60, 64, 67, 72]
+    allowed = voice_mask("pos:0 n72 d16 v80 p1", bars=1, triad=(0, 4, 7))
+    assert [k for k in range(36, 72) if allowed[TOK.stoi[f"n{k}"]]] == [36, 48, 60]
+    # before the last bar, no such rule
+    assert voice_mask("pos:0", bars=2, triad=(0, 4, 7))[TOK.stoi["n62"]]
+    # without --key, the key that the notes so far suggest: here G major (G and D held, B and C passing)
+    allowed = voice_mask("pos:0 n67 d8 v80 p1 n55 d16 v80 pos:8 p0 n71 d4 pos:12 n72 d4 bar:1 pos:0")
+    assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [62, 67, 71]
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31), bars=st.integers(1, 3))
 def test_voice_leading_keeps_every_part_sounding_on_random_logits(seed, bars):
-    controls = Controls(bars=bars, instruments=(52, 52, 52), voice_leading=True)  # (drum parts may rest)
+    controls = Controls(bars=bars, instruments=(52, 52, 52), voice_leading=True, triad=(2, 6, 9))  # (drums may rest)
     for tokens in random_walk(GrammarMask(TOK, "cpu", controls), 4, seed, bar_bias=2):
         notes, header = check_sample(tokens, bars)
+        last_bar = header.bar_lines(SPEC.sample_freq, bars)[-2]
+        assert all(n.pitch % 12 in (2, 6, 9) and (n.part < 2 or n.pitch % 12 == 2) for n in notes if n.start >= last_bar)
         end = max(n.end for n in notes)
         for part in range(3):  # from the first onset to the end, each part always sounds
             mine = sorted((n.start, n.end) for n in notes if n.part == part)

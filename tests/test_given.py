@@ -166,16 +166,18 @@ def sample_here(capsys, *args):
 
 def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys):
     notes = chorale(4, 8)
-    melody = write(tmp_path / "tune.mid", [n for n in notes if n.part == 0], Header(bpm=96, parts=(73,)))
+    melody = write(tmp_path / "tune.1.mid", [n for n in notes if n.part == 0], Header(bpm=96, parts=(73,)))
     code, _, err = sample_here(capsys, "--out_dir", trained, "--melody", melody, "--num_samples", 2, "--parts", 3,
                                "--output_dir", tmp_path / "h")
     assert code == 0, err
-    for mid in sorted((tmp_path / "h").glob("tiny_harmonized_tune_seed1337_[0-9].mid")):
+    written = sorted((tmp_path / "h").glob("tiny_harmonized_tune.1_seed1337_[0-9].mid"))  # (a dot in the name)
+    assert [m.name[-5:] for m in written] == ["0.mid", "1.mid"]
+    for mid in written:
         got, header, _ = midi_to_notes(mid.read_bytes(), SPEC)
         assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in notes if n.part == 0]  # pitch, onset, length
         assert len(header.parts) == 3 and round(header.bpm) == 96
     # beside them, the melody as it was kept, to hear what was given
-    got, header, _ = midi_to_notes((tmp_path / "h/tiny_harmonized_tune_seed1337_melody.mid").read_bytes(), SPEC)
+    got, header, _ = midi_to_notes((tmp_path / "h/tiny_harmonized_tune.1_seed1337_melody.mid").read_bytes(), SPEC)
     assert got == [n for n in notes if n.part == 0] and header.parts == (73,) and round(header.bpm) == 96
     from encoding_decoding import notes_to_score
     from sample import write_musicxml
