@@ -356,8 +356,8 @@ def test_voice_leading_ends_on_the_tonic():
     assert [k for k in range(36, 72) if allowed[TOK.stoi[f"n{k}"]]] == [36, 48, 60]
     # before the last bar, no such rule
     assert voice_mask("pos:0", bars=2, triad=(0, 4, 7))[TOK.stoi["n62"]]
-    # without --key, the key that the notes so far suggest: here G major (G and D held, B and C passing)
-    allowed = voice_mask("pos:0 n67 d8 v80 p1 n55 d16 v80 pos:8 p0 n71 d4 pos:12 n72 d4 bar:1 pos:0")
+    # without --key, the key that the notes so far suggest: here G major (G, B, D and F#)
+    allowed = voice_mask("pos:0 n67 d8 v80 p1 n55 d8 v80 pos:8 p0 n71 d4 p1 n50 d8 pos:12 p0 n66 d4 bar:1 pos:0")
     assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [62, 67, 71]
 
 
