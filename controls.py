@@ -133,7 +133,7 @@ class Controls:
                                  # (no rests), no two parts move in parallel fifths, octaves or unisons, and the
                                  # last bar is the tonic triad with the tonic in the bass
     triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key; None: the key that the
-                               # piece's notes suggest
+                               # given material (a melody), or else the notes so far, suggest
 
     def errors(self, spec):
         """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
@@ -353,7 +353,7 @@ class GrammarMask:
         self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)
         # voice leading: per part, the step and pitch of its latest onset, and the pitch of the note before it
         self.onset_at, self.onset_pitch, self.prev_pitch = (full(-1, self.spec.max_parts) for _ in range(3))
-        # and the durations per pitch class of the pitched notes so far, the given ones' all from the start: the key
+        # and the durations per pitch class of the pitched notes so far, or of the given ones all along: the key
         self.pc_weight = self.g_weight.expand(batch_size, -1).clone()
 
     def consume(self, tok):
@@ -423,10 +423,9 @@ class GrammarMask:
                 keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
                 keep(self.onset_pitch, moved, v[:, t])
                 keep(self.onset_at, at, clock[:, t])
-            pitched = dur & ~self.drum.gather(1, part_now.clamp(max=P - 1))
-            if self.material is not None:
-                pitched &= ~given
-            self.pc_weight.scatter_add_(1, pitch_now.clamp(min=0) % 12, torch.where(pitched, v, 0).double())
+            if self.material is None:  # (given material alone says the key: the user's melody or piece)
+                pitched = dur & ~self.drum.gather(1, part_now.clamp(max=P - 1))
+                self.pc_weight.scatter_add_(1, pitch_now.clamp(min=0) % 12, torch.where(pitched, v, 0).double())
         ahead = self.is_ahead[tok]
         self.announced = self.announced + ahead.sum(1)
         last = torch.where(ahead, positions, -1).amax(1)
@@ -502,15 +501,15 @@ class GrammarMask:
         closing = logits.masked_fill(~self.is_bar, float("-inf")).logsumexp(1, keepdim=True)
         return torch.where(self.planned, closing, logits)
 
-    def voice_rules(self, v, last):
+    def voice_rules(self, v, last, before_last):
         """((B, V) what part writing's rules allow next (Controls.voice_leading), (B,) whether a part must still
         sound at the current onset), over the parts that the sampler writes (not drums, not given material's): no part
         rests once the piece has begun (an onset or bar line only while every part still sounds, and at an onset
         every part whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a
         part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset
         (both moving the same way, from and to the same perfect interval), and in the `last` bar (B,) the notes are
-        the tonic triad (Controls.triad, or that of the key the notes so far suggest), the tonic in the lowest part
-        (the last the header names)."""
+        the tonic triad (Controls.triad, or that of the key the given material or else the notes so far suggest), the
+        tonic in the lowest part (the last the header names), none held over from the bar `before_last` (B,)."""
         col, P = (lambda x: x[:, None]), self.spec.max_parts
         parts = torch.arange(P, device=v.device)[None, :]
         pitched = (parts < col(self.n_parts)) & ~self.drum
@@ -547,9 +546,10 @@ class GrammarMask:
         triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
         pc = self.value[None, :] % 12
         bass = torch.where(active, parts, -1).amax(1)
-        ending = col(last & active.gather(1, p)[:, 0])
-        ok &= ~self.is_n | ~ending | ((pc[:, None, :] == triad[:, :, None]).any(1)
-                                      & (~col(self.part == bass) | (pc == triad[:, :1])))
+        mine = active.gather(1, p)[:, 0]
+        ok &= ~self.is_n | ~col(last & mine) | ((pc[:, None, :] == triad[:, :, None]).any(1)
+                                                & (~col(self.part == bass) | (pc == triad[:, :1])))
+        ok &= ~self.is_d | ~col(before_last & mine) | (col(clock) + v <= col(self.bar_start + self.bar_len))
         return ok, low < P
 
     def __call__(self, idx):
@@ -570,12 +570,12 @@ class GrammarMask:
         if plan is not None:
             left = plan - self.bars                                           # the count the next bar line says
             bar_ok = (left >= 1)[:, None] & (v == left.clamp(max=self.more)[:, None])
-            last = self.bars == plan
+            last, before_last = self.bars == plan, self.bars == plan - 1
         else:
             c = self.count[:, None]
             bar_ok = (((self.bars == 0)[:, None] & (v > self.min_bars)) | ((c <= self.more - 1) & (v == c - 1))
                       | ((c == self.more) & (v >= self.more - 1)))
-            last = (self.bars > 0) & (self.count == 1)
+            last, before_last = (self.bars > 0) & (self.count == 1), (self.bars > 0) & (self.count == 2)
         bar_ok = bar_ok & ~(in_header & (self.n_parts < self.want_parts))[:, None]
         allowed = allowed & (~self.is_bar | bar_ok)
         self.planned = None if plan is None else self.is_bar & bar_ok & in_header[:, None]  # (B, V): see pool()
@@ -592,7 +592,7 @@ class GrammarMask:
         first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
         closing = end_ok & last & note_state & ~first[:, 0] & (self.pos == self.bar_len - 1)
         if self.controls.voice_leading:  # (once every part sounds there)
-            voiced, parts_due = self.voice_rules(v, last)
+            voiced, parts_due = self.voice_rules(v, last, before_last)
             closing &= ~parts_due
         allowed = torch.where(closing[:, None], self.only_end, allowed)
         # meters change at a bar line, to another meter, not under a length control, and not so that a note rings

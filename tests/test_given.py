@@ -89,6 +89,20 @@ def test_a_melody_is_kept_note_for_note_on_random_logits(ahead):
         assert [n for n in notes if n.part == 0] == melody and len(header.parts) >= 2 and header.bars == bars
 
 
+def test_a_voice_led_harmonization_ends_on_the_tonic_of_the_melodys_key():
+    """--voice_leading without --key: the last bar is the tonic triad of the key of the melody (G major here, ending
+    on its third), whatever the sampled lower parts did before, the bass on G."""
+    pitches = [67, 69, 71, 72, 74, 72, 71, 69, 67, 66, 64, 66, 67, 71, 74, 71]  # G major, then B held
+    melody = [Note(4 * k, p, 4, 80, 0) for k, p in enumerate(pitches)] + [Note(64, 71, 16, 80, 0)]
+    prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
+    controls = Controls(style="bach", bars=bars, meter="4/4", instruments=(52,) * 4, voice_leading=True)
+    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 4, 5, prompt):
+        notes = tokens_to_notes(tokens, SPEC)[0]
+        assert [n for n in notes if n.part == 0] == melody
+        last = [n for n in notes if n.start >= 64]
+        assert {n.pitch % 12 for n in last} <= {7, 11, 2} and {n.pitch % 12 for n in last if n.part == 3} == {7}
+
+
 def test_an_infill_keeps_every_other_note_and_its_seams():
     notes = chorale(8, 3)
     prompt, material, bars = infill(notes, HEADER, SPEC, 3, 5)
