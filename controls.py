@@ -501,15 +501,16 @@ class GrammarMask:
         closing = logits.masked_fill(~self.is_bar, float("-inf")).logsumexp(1, keepdim=True)
         return torch.where(self.planned, closing, logits)
 
-    def voice_rules(self, v, last, before_last):
-        """((B, V) what part writing's rules allow next (Controls.voice_leading), (B,) whether a part must still
-        sound at the current onset), over the parts that the sampler writes (not drums, not given material's): no part
+    def voice_rules(self, v, last, last_bar_at):
+        """((B, V) what part writing's rules allow next (Controls.voice_leading), (B, V) what the rule on parallels
+        allows (the first dropped where the rules leave nothing), (B,) whether a part must still sound at the current
+        onset), over the parts that the sampler writes (not drums, not given material's): no part
         rests once the piece has begun (an onset or bar line only while every part still sounds, and at an onset
         every part whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a
         part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset
         (both moving the same way, from and to the same perfect interval), and in the `last` bar (B,) the notes are
         the tonic triad (Controls.triad, or that of the key the given material or else the notes so far suggest), the
-        tonic in the lowest part (the last the header names), none held over from the bar `before_last` (B,)."""
+        tonic in the lowest part (the last the header names), none held into it (it starts at step `last_bar_at`)."""
         col, P = (lambda x: x[:, None]), self.spec.max_parts
         parts = torch.arange(P, device=v.device)[None, :]
         pitched = (parts < col(self.n_parts)) & ~self.drum
@@ -541,7 +542,7 @@ class GrammarMask:
                     & ((x - new_q[:, :, None]).abs() % 12 == before[:, :, None])
                     & ((x - old_p[:, :, None]).sign() == (new_q - old_q).sign()[:, :, None])
                     & (x != old_p[:, :, None])).any(1)                                # (B, V)
-        ok &= ~(self.is_n & col(moves[:, 0]) & parallel)
+        unparallel = ~(self.is_n & col(moves[:, 0]) & parallel)
         # the last bar: a cadence on the tonic
         triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
         pc = self.value[None, :] % 12
@@ -549,8 +550,8 @@ class GrammarMask:
         mine = active.gather(1, p)[:, 0]
         ok &= ~self.is_n | ~col(last & mine) | ((pc[:, None, :] == triad[:, :, None]).any(1)
                                                 & (~col(self.part == bass) | (pc == triad[:, :1])))
-        ok &= ~self.is_d | ~col(before_last & mine) | (col(clock) + v <= col(self.bar_start + self.bar_len))
-        return ok, low < P
+        ok &= ~self.is_d | ~col(~last & mine) | (col(clock) + v <= col(last_bar_at))
+        return ok, unparallel, low < P
 
     def __call__(self, idx):
         if self.seen == 0:
@@ -570,14 +571,16 @@ class GrammarMask:
         if plan is not None:
             left = plan - self.bars                                           # the count the next bar line says
             bar_ok = (left >= 1)[:, None] & (v == left.clamp(max=self.more)[:, None])
-            last, before_last = self.bars == plan, self.bars == plan - 1
+            last = self.bars == plan
         else:
             c = self.count[:, None]
             bar_ok = (((self.bars == 0)[:, None] & (v > self.min_bars)) | ((c <= self.more - 1) & (v == c - 1))
                       | ((c == self.more) & (v >= self.more - 1)))
-            last, before_last = (self.bars > 0) & (self.count == 1), (self.bars > 0) & (self.count == 2)
+            last = (self.bars > 0) & (self.count == 1)
         bar_ok = bar_ok & ~(in_header & (self.n_parts < self.want_parts))[:, None]
         allowed = allowed & (~self.is_bar | bar_ok)
+        left = self.count.clamp(1, self.more) if plan is None else (plan - self.bars + 1).clamp(min=1)  # bars to go
+        ends_at = self.bar_start + left * self.bar_len                    # (beyond max_countdown: at least so many)
         self.planned = None if plan is None else self.is_bar & bar_ok & in_header[:, None]  # (B, V): see pool()
         end_ok = last & (self.last_end > self.bar_start) | (self.state == self.state_id["end"])
         if self.material is not None:
@@ -592,26 +595,25 @@ class GrammarMask:
         first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
         closing = end_ok & last & note_state & ~first[:, 0] & (self.pos == self.bar_len - 1)
         if self.controls.voice_leading:  # (once every part sounds there)
-            voiced, parts_due = self.voice_rules(v, last, before_last)
+            voiced, unparallel, parts_due = self.voice_rules(v, last, ends_at - self.bar_len)
             closing &= ~parts_due
         allowed = torch.where(closing[:, None], self.only_end, allowed)
         # meters change at a bar line, to another meter, not under a length control, and not so that a note rings
         # past the last bar
-        left = self.count.clamp(1, self.more) if plan is None else (plan - self.bars + 1).clamp(min=1)  # bars to go
-        meter_ok = (self.state != self.state_id["bar"])[:, None] | (  # (beyond max_countdown: at least so many)
+        meter_ok = (self.state != self.state_id["bar"])[:, None] | (
             (torch.arange(v.size(1), device=v.device)[None, :] != self.meter[:, None]) & (plan is None)
             & (self.last_end[:, None] <= self.bar_start[:, None] + left[:, None] * v))
         allowed = allowed & (~self.is_meter | meter_ok)
         # onsets inside the bar; no note past the last bar
         allowed = allowed & (~self.is_pos | (v < self.bar_len[:, None]))
-        ends_at = self.bar_start + left * self.bar_len
         allowed = allowed & (~self.is_d | (self.clock[:, None] + v <= ends_at[:, None]))
         # a part the header names; pitches of the --key and --pitch_range in pitched parts
         allowed = allowed & (~self.is_p | (v < self.n_parts[:, None]))
         drum = self.drum.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
         allowed = allowed & (~self.is_n | self.pitch_ok | drum | (self.given_pitch if self.material else False))
         if self.controls.voice_leading:  # where the rules leave a row nothing, it goes on without them
-            ruled = allowed & voiced
+            ruled = allowed & voiced                                            # (the parallels go first)
+            ruled = torch.where((ruled & unparallel).any(1, keepdim=True), ruled & unparallel, ruled)
             allowed = torch.where(ruled.any(1, keepdim=True), ruled, allowed)
         # the canonical form
         sounding = self.until.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None, None].expand(
