@@ -133,7 +133,7 @@ class Controls:
                                  # (no rests), no two parts move in parallel fifths, octaves or unisons, and the
                                  # last bar is the tonic triad with the tonic in the bass
     triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key; None: the key that the
-                               # given material (a melody), or else the notes so far, suggest
+                               # notes so far and all given ones (a melody) suggest
 
     def errors(self, spec):
         """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
@@ -353,7 +353,7 @@ class GrammarMask:
         self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)
         # voice leading: per part, the step and pitch of its latest onset, and the pitch of the note before it
         self.onset_at, self.onset_pitch, self.prev_pitch = (full(-1, self.spec.max_parts) for _ in range(3))
-        # and the durations per pitch class of the pitched notes so far, or of the given ones all along: the key
+        # and the durations per pitch class of the pitched notes so far, the given ones' all from the start: the key
         self.pc_weight = self.g_weight.expand(batch_size, -1).clone()
 
     def consume(self, tok):
@@ -423,9 +423,10 @@ class GrammarMask:
                 keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
                 keep(self.onset_pitch, moved, v[:, t])
                 keep(self.onset_at, at, clock[:, t])
-            if self.material is None:  # (given material alone says the key: the user's melody or piece)
-                pitched = dur & ~self.drum.gather(1, part_now.clamp(max=P - 1))
-                self.pc_weight.scatter_add_(1, pitch_now.clamp(min=0) % 12, torch.where(pitched, v, 0).double())
+            pitched = dur & ~self.drum.gather(1, part_now.clamp(max=P - 1))
+            if self.material is not None:  # (counted from the start)
+                pitched &= ~given
+            self.pc_weight.scatter_add_(1, pitch_now.clamp(min=0) % 12, torch.where(pitched, v, 0).double())
         ahead = self.is_ahead[tok]
         self.announced = self.announced + ahead.sum(1)
         last = torch.where(ahead, positions, -1).amax(1)
@@ -509,8 +510,8 @@ class GrammarMask:
         every part whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a
         part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset
         (both moving the same way, from and to the same perfect interval), and in the `last` bar (B,) the notes are
-        the tonic triad (Controls.triad, or that of the key the given material or else the notes so far suggest), the
-        tonic in the lowest part (the last the header names), none held into it (it starts at step `last_bar_at`)."""
+        the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest), the tonic
+        in the lowest part (the last the header names), none held into it (it starts at step `last_bar_at`)."""
         col, P = (lambda x: x[:, None]), self.spec.max_parts
         parts = torch.arange(P, device=v.device)[None, :]
         pitched = (parts < col(self.n_parts)) & ~self.drum

@@ -89,9 +89,10 @@ def test_a_melody_is_kept_note_for_note_on_random_logits(ahead):
         assert [n for n in notes if n.part == 0] == melody and len(header.parts) >= 2 and header.bars == bars
 
 
-def test_a_voice_led_harmonization_ends_on_the_tonic_of_the_melodys_key():
-    """--voice_leading without --key: the last bar is the tonic triad of the key of the melody (G major here, ending
-    on its third), whatever the sampled lower parts did before, the bass on G."""
+def test_a_voice_led_harmonization_ends_on_a_tonic_triad_holding_the_melodys_last_note():
+    """--voice_leading without --key: the last bar is one chord, the tonic triad of the key that the piece (the given
+    melody and the sampled parts) suggests among those whose triad holds the melody's last note, the root in the
+    bass."""
     pitches = [67, 69, 71, 72, 74, 72, 71, 69, 67, 66, 64, 66, 67, 71, 74, 71]  # G major, then B held
     melody = [Note(4 * k, p, 4, 80, 0) for k, p in enumerate(pitches)] + [Note(64, 71, 16, 80, 0)]
     prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
@@ -99,8 +100,13 @@ def test_a_voice_led_harmonization_ends_on_the_tonic_of_the_melodys_key():
     for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 4, 5, prompt):
         notes = tokens_to_notes(tokens, SPEC)[0]
         assert [n for n in notes if n.part == 0] == melody
-        last = [n for n in notes if n.start >= 64]
-        assert {n.pitch % 12 for n in last} <= {7, 11, 2} and {n.pitch % 12 for n in last if n.part == 3} == {7}
+        assert all(n.end <= 64 for n in notes if n.start < 64)  # struck anew
+        last = {n.pitch % 12 for n in notes if n.start >= 64}
+        bass = {n.pitch % 12 for n in notes if n.start >= 64 and n.part == 3}
+        assert len(bass) == 1
+        root = bass.pop()
+        assert any(last <= triad and 11 in triad for triad in ({root, (root + 3) % 12, (root + 7) % 12},
+                                                                {root, (root + 4) % 12, (root + 7) % 12}))
 
 
 def test_an_infill_keeps_every_other_note_and_its_seams():
