@@ -73,7 +73,8 @@ model: .venv/installed
 SAMPLES := midi-samples/shipped
 HARMONIZED := midi-samples/harmonized
 samples: .venv/installed
-	$(PY) sample.py --style bach --bars 16 --num_samples 2 --seed 1 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --style bach --bars 16 --num_samples 2 --seed 1 --voice_leading true --musicxml \
+		--output_dir $(SAMPLES)
 	$(PY) sample.py --style palestrina --bars 16 --num_samples 1 --seed 2 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style fiddle --bars 16 --num_samples 1 --seed 3 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style folk --bars 16 --num_samples 1 --seed 4 --musicxml --output_dir $(SAMPLES)
@@ -81,7 +82,8 @@ samples: .venv/installed
 	$(PY) sample.py --style romantic --bars 16 --num_samples 1 --seed 6 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style baroque --bars 16 --num_samples 1 --seed 7 --musicxml --output_dir $(SAMPLES)
 	for m in bwv244.15_soprano altdeu10_tune147 own_tune; do $(PY) sample.py --style bach --melody \
-		$(HARMONIZED)/given/$$m.mid --num_samples 2 --seed 1 --musicxml --output_dir $(HARMONIZED) || exit 1; done
+		$(HARMONIZED)/given/$$m.mid --parts 4 --voice_leading true --num_samples 2 --seed 1 --musicxml \
+		--output_dir $(HARMONIZED) || exit 1; done
 	$(PY) plot.py --midi $(SAMPLES)/*.mid $(HARMONIZED)/*.mid
 
 .PHONY: model samples

@@ -511,7 +511,7 @@ class GrammarMask:
         part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset
         (both moving the same way, from and to the same perfect interval), and in the `last` bar (B,) the notes are
         the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest), the tonic
-        in the lowest part (the last the header names), none held into it (it starts at step `last_bar_at`)."""
+        in the lowest of several parts (the last the header names), none held into it (it starts at step `last_bar_at`)."""
         col, P = (lambda x: x[:, None]), self.spec.max_parts
         parts = torch.arange(P, device=v.device)[None, :]
         pitched = (parts < col(self.n_parts)) & ~self.drum
@@ -547,7 +547,7 @@ class GrammarMask:
         # the last bar: a cadence on the tonic
         triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
         pc = self.value[None, :] % 12
-        bass = torch.where(active, parts, -1).amax(1)
+        bass = torch.where(active.sum(1) > 1, torch.where(active, parts, -1).amax(1), -1)  # (one line: no bass)
         mine = active.gather(1, p)[:, 0]
         ok &= ~self.is_n | ~col(last & mine) | ((pc[:, None, :] == triad[:, :, None]).any(1)
                                                 & (~col(self.part == bass) | (pc == triad[:, :1])))

@@ -354,6 +354,10 @@ def test_voice_leading_ends_on_the_tonic():
     assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [60, 64, 67, 72]
     allowed = voice_mask("pos:0 n72 d16 v80 p1", bars=1, triad=(0, 4, 7))
     assert [k for k in range(36, 72) if allowed[TOK.stoi[f"n{k}"]]] == [36, 48, 60]
+    # a single line has no bass: it ends on any note of the triad
+    mask = GrammarMask(TOK, "cpu", controls=Controls(voice_leading=True, triad=(0, 4, 7)))
+    allowed = mask(torch.tensor([TOK.encode("START style:folk tempo:121 meter:4/4 inst:0 bar:1 pos:0".split())]))[0]
+    assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [60, 64, 67, 72]
     # before the last bar, no such rule
     assert voice_mask("pos:0", bars=2, triad=(0, 4, 7))[TOK.stoi["n62"]]
     # without --key, the key that the notes so far suggest: here G major (G, B, D and F#)
