@@ -148,8 +148,9 @@ look_ahead = False         # given material (--melody, --infill, --add_part) als
                            # trained with --given_share saw it; off: forced by the mask where it sounds, which measured
                            # better on the demo model (README, "Given material")
 voice_leading = False      # part writing's first rules, kept by the mask where they leave the sampler a choice:
-                           # every part sounds from the first onset to the end, no parallel fifths or octaves,
-                           # and the last bar is the tonic triad (of --key, or the key its notes suggest)
+                           # every part sounds from the first onset to the end, no parallel fifths or octaves, no
+                           # part crosses its neighbours, and the last bar is the tonic triad (of --key, or the key
+                           # its notes suggest)
 shipped_run = "models/corpus"  # what sample.py plays without --out_dir (the model in the repo, found beside it)
 
 # --- evaluation (evaluate.py)

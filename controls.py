@@ -130,8 +130,8 @@ class Controls:
     parts: int = None          # how many parts
     instruments: tuple = None  # each part's instrument (GM program or DRUMS), in order
     voice_leading: bool = False  # part writing's first rules: every part sounds from the first onset to the end
-                                 # (no rests), no two parts move in parallel fifths, octaves or unisons, and the
-                                 # last bar is the tonic triad with the tonic in the bass
+                                 # (no rests), no two parts move in parallel fifths, octaves or unisons, no part
+                                 # crosses its neighbours, and the last bar is the tonic triad, the tonic in the bass
     triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key; None: the key that the
                                # notes so far and all given ones (a melody) suggest
 
@@ -503,15 +503,17 @@ class GrammarMask:
         return torch.where(self.planned, closing, logits)
 
     def voice_rules(self, v, last, last_bar_at):
-        """((B, V) what part writing's rules allow next (Controls.voice_leading), (B, V) what the rule on parallels
-        allows (the first dropped where the rules leave nothing), (B,) whether a part must still sound at the current
-        onset), over the parts that the sampler writes (not drums, not given material's): no part
-        rests once the piece has begun (an onset or bar line only while every part still sounds, and at an onset
-        every part whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a
-        part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset
-        (both moving the same way, from and to the same perfect interval), and in the `last` bar (B,) the notes are
-        the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest), the tonic
-        in the lowest of several parts (the last the header names), none held into it (it starts at step `last_bar_at`)."""
+        """((B, V) what part writing's rules allow next (Controls.voice_leading), (B, V) what the rules on parallels
+        and crossing allow (the first dropped where the rules leave nothing), (B,) whether a part must still sound at
+        the current onset), over the parts that the sampler writes (not drums, not given material's): no part rests
+        once the piece has begun (an onset or bar line only while every part still sounds, and at an onset every part
+        whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a part's new
+        pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset (both moving
+        the same way, from and to the same perfect interval) and does not cross the parts next to it (at most the
+        pitch of the one above, at least that of the one below, where they sound), and in the `last` bar (B,) the
+        notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest),
+        the tonic in the lowest of several parts (the last the header names), none held into it (it starts at step
+        `last_bar_at`)."""
         col, P = (lambda x: x[:, None]), self.spec.max_parts
         parts = torch.arange(P, device=v.device)[None, :]
         pitched = (parts < col(self.n_parts)) & ~self.drum
@@ -543,16 +545,21 @@ class GrammarMask:
                     & ((x - new_q[:, :, None]).abs() % 12 == before[:, :, None])
                     & ((x - old_p[:, :, None]).sign() == (new_q - old_q).sign()[:, :, None])
                     & (x != old_p[:, :, None])).any(1)                                # (B, V)
-        unparallel = ~(self.is_n & col(moves[:, 0]) & parallel)
+        mine = active.gather(1, p)[:, 0]
+        # no crossing: a note of p at or under the part above it, at or over the part below, where those sound
+        sounding = pitched & (ends > col(clock))                                      # (B, P) struck now or held
+        above, below = (p - 1).clamp(min=0), (p + 1).clamp(max=P - 1)
+        top = torch.where((p > 0) & sounding.gather(1, above), self.onset_pitch.gather(1, above), 1 << 30)
+        floor = torch.where((p < P - 1) & sounding.gather(1, below), self.onset_pitch.gather(1, below), -1)
+        preferred = ~self.is_n | (~col(moves[:, 0]) | ~parallel) & (~col(mine) | ((v <= top) & (v >= floor)))
         # the last bar: a cadence on the tonic
         triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
         pc = self.value[None, :] % 12
         bass = torch.where(active.sum(1) > 1, torch.where(active, parts, -1).amax(1), -1)  # (one line: no bass)
-        mine = active.gather(1, p)[:, 0]
         ok &= ~self.is_n | ~col(last & mine) | ((pc[:, None, :] == triad[:, :, None]).any(1)
                                                 & (~col(self.part == bass) | (pc == triad[:, :1])))
         ok &= ~self.is_d | ~col(~last & mine) | (col(clock) + v <= col(last_bar_at))
-        return ok, unparallel, low < P
+        return ok, preferred, low < P
 
     def __call__(self, idx):
         if self.seen == 0:
@@ -596,7 +603,7 @@ class GrammarMask:
         first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
         closing = end_ok & last & note_state & ~first[:, 0] & (self.pos == self.bar_len - 1)
         if self.controls.voice_leading:  # (once every part sounds there)
-            voiced, unparallel, parts_due = self.voice_rules(v, last, ends_at - self.bar_len)
+            voiced, preferred, parts_due = self.voice_rules(v, last, ends_at - self.bar_len)
             closing &= ~parts_due
         allowed = torch.where(closing[:, None], self.only_end, allowed)
         # meters change at a bar line, to another meter, not under a length control, and not so that a note rings
@@ -612,19 +619,20 @@ class GrammarMask:
         allowed = allowed & (~self.is_p | (v < self.n_parts[:, None]))
         drum = self.drum.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
         allowed = allowed & (~self.is_n | self.pitch_ok | drum | (self.given_pitch if self.material else False))
-        if self.controls.voice_leading:  # where the rules leave a row nothing, it goes on without them
-            ruled = allowed & voiced                                            # (the parallels go first)
-            ruled = torch.where((ruled & unparallel).any(1, keepdim=True), ruled & unparallel, ruled)
-            allowed = torch.where(ruled.any(1, keepdim=True), ruled, allowed)
         # the canonical form
         sounding = self.until.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None, None].expand(
             -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends
         key_free = sounding.gather(1, self.value.clamp(0, sounding.size(1) - 1).expand(idx.size(0), -1)) <= \
             self.clock[:, None]
-        canonical = (allowed & (~self.is_pos | (v > self.pos[:, None])) & (~self.is_v | (v != vel))
-                     & (~first | self.is_v)
-                     & (~self.is_p | torch.where(note_state[:, None], v > self.part[:, None], v != self.part[:, None]))
-                     & (~self.is_n | ((v < self.floor[:, None]) & key_free)))
+        canon = ((~self.is_pos | (v > self.pos[:, None])) & (~self.is_v | (v != vel)) & (~first | self.is_v)
+                 & (~self.is_p | torch.where(note_state[:, None], v > self.part[:, None], v != self.part[:, None]))
+                 & (~self.is_n | ((v < self.floor[:, None]) & key_free)))
+        if self.controls.voice_leading:  # where the rules leave a row no canonical token, it goes on without them
+            some = lambda m: (m & canon).any(1, keepdim=True)
+            ruled = allowed & voiced                             # (the rules on parallels and crossing go first)
+            ruled = torch.where(some(ruled & preferred), ruled & preferred, ruled)
+            allowed = torch.where(some(ruled), ruled, allowed)
+        canonical = allowed & canon
         if (kind := self.given.get(idx.size(1))) is not None:
             allowed, canonical = allowed & kind, canonical & kind
         allowed = torch.where(allowed.any(1, keepdim=True), allowed, self.only_end)  # never nothing: then the END

@@ -9,8 +9,8 @@ python sample.py --melody tune.mid [--style bach] [--parts 4]     # harmonize: t
 python sample.py --prompt piece.mid --infill 5-8                  # bars 5 to 8 anew, every other note kept
 python sample.py --prompt piece.mid --add_part bass               # one new part against the piece's parts
     [--look_ahead true]                                           # (given material also shown ahead)
-    [--voice_leading true]     # no part rests once begun, no parallel fifths or octaves, a tonic last bar (where
-                               # the mask can keep them)
+    [--voice_leading true]     # no part rests once begun, no parallel fifths or octaves, no crossing, a tonic
+                               # last bar (where the mask can keep them)
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. A run trained on the grammar's first edition (one part,

@@ -365,6 +365,14 @@ def test_voice_leading_ends_on_the_tonic():
     assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [62, 67, 71]
 
 
+def test_voice_leading_keeps_parts_from_crossing():
+    # the lower part at or under the upper one's note (G4); the upper part's next note at or over the held C4
+    allowed = voice_mask("pos:0 n67 d4 v80 p1")
+    assert allowed[TOK.stoi["n67"]] and allowed[TOK.stoi["n55"]] and not allowed[TOK.stoi["n68"]]
+    allowed = voice_mask("pos:0 n72 d4 v80 p1 n60 d8 v80 pos:4 p0")
+    assert allowed[TOK.stoi["n60"]] and allowed[TOK.stoi["n74"]] and not allowed[TOK.stoi["n59"]]
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31), bars=st.integers(1, 3))
 def test_voice_leading_keeps_every_part_sounding_on_random_logits(seed, bars):
