@@ -313,7 +313,7 @@ def test_the_shipped_models_samples_are_the_same_bytes(tmp_path):
 def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
     shipped = ROOT / "models/corpus"
     for name in ("model.pt", "config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "expert_load.png",
-                 "eval.json", "eval.md", "eval_histograms.png", "MODEL.md"):
+                 "MODEL.md"):
         assert (shipped / name).is_file(), name
     assert (shipped / "model.pt").stat().st_size <= 16 * 2**20
     ckpt = torch.load(shipped / "model.pt", weights_only=True)
@@ -321,17 +321,21 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
     r = run("sample.py", "--style", "bach", "--bars", 2, "--num_samples", 1, "--output_dir", tmp_path)  # no --out_dir
     assert r.returncode == 0, r.stderr
     tokens = (tmp_path / "corpus_bach_seed1337_0.txt").read_text().split()
-    import legacy  # the shipped model is of the grammar's first edition until it is retrained
-    tok = Tokenizer.load(shipped / "tokenizer.json", first_edition=True)
-    assert tok.version == 2 and tokens[1] == "style:bach" and legacy.finish(tokens) == tokens
-    assert legacy.decode(tokens, tok.spec)[2] == 0  # nothing malformed
+    spec = Tokenizer.load(shipped / "tokenizer.json").spec  # the grammar's second edition
+    assert tokens[1] == "style:bach" and validate(tokens, spec) is None
+    assert [t for t in tokens if t.startswith("bar:")] == ["bar:2", "bar:1"]
     notes, header, _ = midi_to_notes((tmp_path / "corpus_bach_seed1337_0.mid").read_bytes(), Spec())
-    assert notes and max(n.end for n in notes) == 2 * bar_steps(header.meter, Spec().sample_freq)  # --bars 2
+    assert notes and max(n.end for n in notes) <= 2 * bar_steps(header.meter, Spec().sample_freq)  # --bars 2
+    # it harmonizes: the sample's top part, given back as a melody, is kept note for note
     mid = tmp_path / "corpus_bach_seed1337_0.mid"
-    for args in (["--prompt", mid], ["--melody", mid]):
-        r = run("sample.py", *args, "--output_dir", tmp_path)
-        assert r.returncode != 0 and "first edition" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert "without given material" in r.stderr
+    r = run("sample.py", "--melody", mid, "--style", "bach", "--parts", 4, "--voice_leading", "true",
+            "--num_samples", 1, "--output_dir", tmp_path / "h")
+    assert r.returncode == 0, r.stderr
+    melody = midi_to_notes((tmp_path / "h/corpus_bach_harmonized_corpus_bach_seed1337_0_seed1337_melody.mid")
+                           .read_bytes(), Spec())[0]
+    got, header, _ = midi_to_notes((tmp_path / "h/corpus_bach_harmonized_corpus_bach_seed1337_0_seed1337_0.mid")
+                                   .read_bytes(), Spec())
+    assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in melody] and len(header.parts) == 4
 
 
 def test_a_sample_as_a_score_has_the_notes_and_parts_of_its_midi(trained, tmp_path):
