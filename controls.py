@@ -87,9 +87,9 @@ def key_triad(key):
     return t, (t + (3 if 3 in steps else 4)) % 12, (t + (7 if 7 in steps else 6)) % 12
 
 
-# Aarden's key profiles (the weights of the Essen folk songs' pitch classes above a major and a minor tonic, as Humdrum's
-# keycor and music21's default key analysis use them): on 60 Bach chorales, the final chord is the tonic triad of the
-# key they find in 51, of the key Krumhansl and Kessler's profiles find in 43
+# Aarden's key profiles (the weights of the Essen folk songs' pitch classes above a major and a minor tonic, as
+# Humdrum's keycor and music21's default key analysis use them): on 60 Bach chorales, the final chord is the tonic
+# triad of the key they find in 51, of the key Krumhansl and Kessler's profiles find in 43
 KEY_PROFILES = ((17.7661, 0.145624, 14.9265, 0.160186, 19.8049, 11.3587, 0.291248, 22.062, 0.145624, 8.15494, 0.232998,
                  4.95122),
                 (18.2648, 0.737619, 14.0499, 16.8599, 0.702494, 14.4362, 0.702494, 18.6161, 4.56621, 1.93186, 7.37619,

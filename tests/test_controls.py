@@ -380,7 +380,8 @@ def test_voice_leading_keeps_every_part_sounding_on_random_logits(seed, bars):
     for tokens in random_walk(GrammarMask(TOK, "cpu", controls), 4, seed, bar_bias=2):
         notes, header = check_sample(tokens, bars)
         last_bar = header.bar_lines(SPEC.sample_freq, bars)[-2]
-        assert all(n.pitch % 12 in (2, 6, 9) and (n.part < 2 or n.pitch % 12 == 2) for n in notes if n.start >= last_bar)
+        assert all(n.pitch % 12 in (2, 6, 9) and (n.part < 2 or n.pitch % 12 == 2)
+                   for n in notes if n.start >= last_bar)
         assert all(n.end <= last_bar for n in notes if n.start < last_bar)  # the last chord is struck anew
         end = max(n.end for n in notes)
         for part in range(3):  # from the first onset to the end, each part always sounds
