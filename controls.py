@@ -134,6 +134,9 @@ class Controls:
                                  # crosses its neighbours, and the last bar is the tonic triad, the tonic in the bass
     triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key; None: the key that the
                                # notes so far and all given ones (a melody) suggest
+    form: str = None           # phrases as letters, e.g. "AABA": the planned bars shared out among them in order, and
+                               # a letter seen before repeats its first phrase note for note in every part (but the
+                               # piece's last bar, its cadence, and a bar its model phrase is too short for)
 
     def errors(self, spec):
         """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""
@@ -155,6 +158,13 @@ class Controls:
             out.append(f"--parts/--instruments: {n} parts, this run writes 1 to {getattr(spec, 'max_parts', 1)}")
         if self.parts is not None and self.instruments is not None and self.parts != len(self.instruments):
             out.append(f"--parts {self.parts} but --instruments names {len(self.instruments)}")
+        if self.form is not None:
+            if not re.fullmatch(r"[A-Za-z]+", self.form):
+                out.append(f"--form wants one letter per phrase, e.g. AABA, got {self.form!r}")
+            elif not self.has_length:
+                out.append("--form shares a planned length out among its phrases: give --bars or --seconds too")
+            elif self.bars is not None and self.bars < len(self.form):
+                out.append(f"--form {self.form} names {len(self.form)} phrases, more than --bars {self.bars}")
         return out
 
     def part_count(self):
@@ -314,6 +324,9 @@ class GrammarMask:
         self.g_weight, self.g_last = torch.zeros(12, dtype=torch.float64, device=device), -1
         if material is not None:
             self.set_material(material, tok, device)
+        # form: each phrase's model (the first phrase of its letter)
+        letters = (controls.form or "").upper()
+        self.form = tensor([letters.index(c) for c in letters]) if letters else None
 
     def set_material(self, m, tok, device):
         """The given notes as (G + 1,) tensors (a last one that never comes), their keys, the free parts and span,
@@ -351,6 +364,10 @@ class GrammarMask:
         # and whether the latest token closed a given note
         self.next_given, self.announced, self.block_pos = full(0), full(0), full(0)
         self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        # form: each row's notes so far in the order written (bar, onset in it, part, pitch, steps), a spare last
+        # column taking what is not a note, and how many there are
+        if self.form is not None:
+            self.log, self.n_log = full(-1, 5, 64), full(0)
         # voice leading: per part, the step and pitch of its latest onset, and the pitch of the note before it
         self.onset_at, self.onset_pitch, self.prev_pitch = (full(-1, self.spec.max_parts) for _ in range(3))
         # and the durations per pitch class of the pitched notes so far, the given ones' all from the start: the key
@@ -415,6 +432,14 @@ class GrammarMask:
             given = dur & torch.isin((clock * P + part_now) * K + pitch_now, self.g_keys)
             self.next_given = self.next_given + given.sum(1)
             self.just_given = given[:, -1]
+        if self.form is not None:  # each note is logged at its duration
+            while self.log.size(2) < self.seen // 2 + n + 1:  # (a note takes two tokens at least)
+                self.log = torch.cat([self.log, torch.full_like(self.log, -1)], 2)
+            spare = self.log.size(2) - 1
+            slot = torch.where(dur, self.n_log[:, None] + dur.long().cumsum(1) - 1, spare)
+            for row, x in zip(self.log.unbind(1), (bars, pos, part_now, pitch_now, v)):
+                row.scatter_(1, slot, x)
+            self.n_log = self.n_log + dur.sum(1)
         if self.controls.voice_leading:
             for t in range(n):  # each part's latest onset and the pitch before it: its first (highest) note there
                 at, p = note[:, t], part_now[:, t].clamp(max=P - 1)[:, None]
@@ -501,6 +526,63 @@ class GrammarMask:
             return logits
         closing = logits.masked_fill(~self.is_bar, float("-inf")).logsumexp(1, keepdim=True)
         return torch.where(self.planned, closing, logits)
+
+    def form_source(self, c, bars):
+        """((B,) whether bar c (B,) (from 0) repeats a bar under Controls.form, (B,) the bar it repeats) in a piece of
+        `bars` (B,): phrase i holds bars ceil(i * bars / m) up to the next one's, m the form's letters."""
+        m = self.form.numel()
+        start = lambda i: (i * bars + m - 1) // m
+        i = (c.clamp(min=0) * m // bars.clamp(min=1)).clamp(max=m - 1)
+        j = self.form[i]
+        src = start(j) + c - start(i)
+        return (c >= 0) & (c < bars - 1) & (j != i) & (src < start(j + 1)), src
+
+    def form_rules(self, v, plan, ends_at):
+        """(B, V) what Controls.form allows next. A bar that repeats one (form_source) holds that bar's notes, in the
+        order they were written there (the canonical one), each onset, part, pitch and duration in turn, no velocity
+        but a part's first, and its bar line once all are written; before the first of them (a phrase that opened
+        with a pickup) the bar is free, its notes ending by that onset. No note rings into a repeated bar's notes
+        unless that bar repeats the one after its own bar's model; there a note is cut short (with --voice_leading,
+        none rings into the last bar either: the cadence is struck anew)."""
+        col, m = (lambda x: x[:, None]), self.form.numel()
+        c, clock = self.bars - 1, self.clock
+        log_bar, log_pos, log_part, log_pitch, log_dur = self.log.unbind(1)
+        logged = torch.arange(log_bar.size(1), device=v.device)[None, :] < col(self.n_log)
+        top = log_bar.size(1) - 1
+
+        def model_bar(b):  # (B,) for bars b (from 0): the index of its model's first note, their count, its onset
+            copied, src = self.form_source(b, plan)
+            at = (logged & (log_bar <= col(src))).sum(1)
+            count = (logged & (log_bar == col(src + 1))).sum(1)
+            return copied, src, at, count, torch.where(count > 0, log_pos.gather(1, col(at.clamp(max=top)))[:, 0], 0)
+
+        copied, src, at, count, lead = model_bar(c)
+        done = (logged & (log_bar == col(self.bars)) & (log_pos >= col(lead))).sum(1)  # its notes written so far
+        due = col((at + done).clamp(max=top))
+        d_pos, d_part, d_pitch, d_dur = (x.gather(1, due)[:, 0] for x in (log_pos, log_part, log_pitch, log_dur))
+        more = copied & (done < count)
+        here = more & (d_pos == self.pos)                               # the next one starts at this onset
+        free = more & (done == 0) & (self.pos < d_pos)                  # before the first: a free lead-in
+        # how far a note may ring: to the notes of the first later phrase that repeats other bars than those after
+        # c's model, or to this bar's first repeated onset
+        limit = torch.where(free, self.bar_start + d_pos, ends_at)
+        for i in range(m):
+            s = (i * plan + m - 1) // m
+            s_copied, s_src, _, _, s_lead = model_bar(s)
+            foreign = (s > c) & s_copied & ~(copied & (s_src - src == s - c))
+            at_s = self.bar_start + (s - c) * self.bar_len + s_lead
+            limit = torch.where(foreign, torch.minimum(limit, at_s), limit)
+        if self.controls.voice_leading:
+            limit = torch.where(c < plan - 1, torch.minimum(limit, ends_at - self.bar_len), limit)
+        vel = self.vel.gather(1, col(self.part.clamp(max=self.spec.max_parts - 1)))[:, 0]
+        first = (self.state == self.state_id["note"]) & (vel < 0)
+        fits = col(clock) + v <= col(limit)
+        repeat = ((~self.is_pos | col(more) & ((v == col(d_pos)) | col(free) & (v < col(d_pos))))
+                  & (~self.is_p | col(free) | col(here) & (v == col(d_part)))
+                  & (~self.is_n | col(free) | col(here & (self.part == d_part)) & (v == col(d_pitch)))
+                  & (~self.is_d | torch.where(col(free), fits, v == col(torch.minimum(d_dur, limit - clock))))
+                  & (~self.is_v | col(first | free)) & (~self.is_bar | col(~more)) & ~self.is_meter)
+        return torch.where(col(copied), repeat, ~self.is_d | fits)
 
     def voice_rules(self, v, last, last_bar_at):
         """((B, V) what part writing's rules allow next (Controls.voice_leading), (B, V) what the rules on parallels
@@ -596,6 +678,8 @@ class GrammarMask:
             allowed, end_ok = allowed & given_ok, end_ok & all_given
         else:
             allowed = allowed & ~self.is_ahead
+        if self.form is not None and plan is not None:
+            allowed = allowed & self.form_rules(v, plan, ends_at)
         allowed[:, self.end] &= end_ok
         # on the last step of the last bar, once a whole note has started there, the piece ends: no pile of notes
         note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])

@@ -2,7 +2,7 @@
 
 python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --top_k 100 [--top_p 0.95]
     [--style bach] [--tempo 90] [--meter 3/4] [--parts 4 | --instruments violin,violin,viola,cello]
-    [--bars 16 | --seconds 60] [--key "D minor" | --scale 0,2,4,5,7,9,11] [--pitch_range 48,84]
+    [--bars 16 | --seconds 60] [--form AABA] [--key "D minor" | --scale 0,2,4,5,7,9,11] [--pitch_range 48,84]
     [--prompt song.mid --prompt_bars 4] [--bpm 120] [--max_new_tokens 1024] [--seed 1] [--output_dir midi-samples]
     [--musicxml] [--wav] [--list_styles]
 python sample.py --melody tune.mid [--style bach] [--parts 4]     # harmonize: the tune is the top part, exactly
@@ -225,7 +225,8 @@ def parse_controls(args):
         die(f"--instruments: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
                     scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments,
-                    voice_leading=args.voice_leading, triad=key_triad(args.key) if args.key else None)
+                    voice_leading=args.voice_leading, triad=key_triad(args.key) if args.key else None,
+                    form=args.form)
 
 
 def main(argv=None):
@@ -255,6 +256,9 @@ def main(argv=None):
                          help="a piece of this many bars of its meter, planned from its first bar line")
     control.add_argument("--seconds", type=configurator.typed("seconds", 60.0),
                          help="as many bars as last about this many seconds at the piece's tempo")
+    control.add_argument("--form", help="phrases as letters, e.g. AABA or AABB: the bars shared out among them, a "
+                                        "letter seen before repeating its first phrase note for note (needs --bars "
+                                        "or --seconds)")
     control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')
     control.add_argument("--scale", help="only these pitch classes, e.g. 0,2,4,7,9 or C,D,E,G,A")
     control.add_argument("--pitch_range", type=configurator.typed("pitch_range", (48, 84)),
@@ -270,6 +274,8 @@ def main(argv=None):
         die("--infill and --add_part work on a piece: give it with --prompt")
     if sum(map(bool, (args.melody, args.infill, args.add_part))) > 1 or (args.melody and args.prompt):
         die("give one of --melody, --prompt ... --infill, --prompt ... --add_part, or a plain --prompt")
+    if args.form and (args.melody or args.infill or args.add_part):
+        die("--form repeats a sample's own phrases: give it without --melody, --infill or --add_part")
     controls = parse_controls(args)
     out_dir = writable_dir(args.output_dir, "--output_dir")  # before any work is spent
     clean_stale(out_dir)  # what a killed run left half written
@@ -350,10 +356,10 @@ def write_musicxml(score, path):
 
 def first_edition_plan(args, tok, controls, device):
     """How to sample a run of the grammar's first edition (legacy.py): its mask, its decoder and its budget."""
-    if args.prompt or args.melody or controls.part_count() is not None:
+    if args.prompt or args.melody or controls.part_count() is not None or controls.form:
         die(f"{args.out_dir} was trained on the first edition of the token grammar (one part, no bar lines), "
-            f"without given material: --prompt, --melody, --infill, --add_part and --parts/--instruments need a "
-            f"run of the second edition (retrain on data encoded now)")
+            f"without given material: --prompt, --melody, --infill, --add_part, --parts/--instruments and --form need "
+            f"a run of the second edition (retrain on data encoded now)")
     old = legacy.Controls(style=controls.style, tempo=controls.tempo, meter=controls.meter, bars=controls.bars,
                           seconds=controls.seconds, scale=controls.scale, pitch_range=controls.pitch_range,
                           bpm=controls.bpm)

@@ -407,3 +407,47 @@ def test_a_planned_length_takes_the_chance_of_any_length():
     assert allowed[0, TOK.stoi["bar:12"]] and not allowed[0, TOK.stoi["bar:9"]]
     assert pooled[0, TOK.stoi["bar:12"]] > 0.9 and pooled[0, TOK.stoi["inst:52"]] < 0.1
     assert torch.equal(mask.pool(logits)[1], logits[1])  # past the header, logits are read as they are
+
+
+def repeats(form, bars):
+    """{bar: the bar it repeats} (from 0) that --form asks of a piece of `bars`: phrase i holds bars ceil(i*bars/m)
+    up to phrase i+1's; the last bar is the cadence, written anew."""
+    starts = [-(-i * bars // len(form)) for i in range(len(form) + 1)]
+    out = {}
+    for i, letter in enumerate(form):
+        j = form.index(letter)
+        for k in range(starts[i], starts[i + 1]):
+            if j != i and k - starts[i] < starts[j + 1] - starts[j] and k < bars - 1:
+                out[k] = starts[j] + k - starts[i]
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), form=st.sampled_from(["AABA", "AABB", "ABAB", "AAB", "ABCA", "BAYAB"]),
+       bars=st.integers(4, 9), rules=st.booleans())
+def test_a_form_repeats_its_phrases_note_for_note(seed, form, bars, rules):
+    assert repeats("AABA", 8) == {2: 0, 3: 1, 6: 0} and repeats("AAB", 7) == {3: 0, 4: 1}
+    controls = Controls(bars=bars, form=form, instruments=(52, 52, 52), voice_leading=rules, triad=(0, 4, 7))
+    for tokens in random_walk(GrammarMask(TOK, "cpu", controls), 3, seed, bar_bias=2):
+        notes, header = check_sample(tokens, bars)
+        lines = header.bar_lines(SPEC.sample_freq, bars)
+        bar = lambda b: [n._replace(start=n.start - lines[b]) for n in notes if lines[b] <= n.start < lines[b + 1]]
+        for b, model in repeats(form, bars).items():
+            its = bar(model)
+            lead = its[0].start if its else 0  # before the model's first onset (a pickup), the bar is free
+            mine = [n for n in bar(b) if n.start >= lead]
+            assert all(n.start + n.dur <= lead for n in bar(b) if n.start < lead)
+            assert [(n.start, n.pitch, n.part) for n in mine] == [(n.start, n.pitch, n.part) for n in its]
+            # a duration as the model's, or cut where it would ring into the notes of a bar that repeats other music
+            cuts = set(lines) | {n.start for n in notes}
+            assert all(a.dur == m.dur or (a.dur < m.dur and a.start + lines[b] + a.dur in cuts)
+                       for a, m in zip(mine, its))
+        if rules:  # the cadence still holds
+            assert all(n.pitch % 12 in (0, 4, 7) for n in notes if n.start >= lines[-2])
+
+
+def test_form_errors_are_one_line():
+    assert Controls(form="AABA").errors(SPEC) == [
+        "--form shares a planned length out among its phrases: give --bars or --seconds too"]
+    assert "wants one letter per phrase" in Controls(form="A-B", bars=8).errors(SPEC)[0]
+    assert "more than --bars 3" in Controls(form="AABA", bars=3).errors(SPEC)[0]

@@ -313,7 +313,7 @@ def test_the_shipped_models_samples_are_the_same_bytes(tmp_path):
 def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
     shipped = ROOT / "models/corpus"
     for name in ("model.pt", "config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "expert_load.png",
-                 "MODEL.md"):
+                 "MODEL.md", "eval.json", "eval.md", "eval_histograms.png"):
         assert (shipped / name).is_file(), name
     assert (shipped / "model.pt").stat().st_size <= 16 * 2**20
     ckpt = torch.load(shipped / "model.pt", weights_only=True)
@@ -336,6 +336,18 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
     got, header, _ = midi_to_notes((tmp_path / "h/corpus_bach_harmonized_corpus_bach_seed1337_0_seed1337_0.mid")
                                    .read_bytes(), Spec())
     assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in melody] and len(header.parts) == 4
+    # --form AAB in 5 bars: bars 3 and 4 repeat bars 1 and 2 (after any pickup's lead-in), bar 5 is the cadence
+    r = run("sample.py", "--style", "fiddle", "--bars", 5, "--form", "AAB", "--num_samples", 1, "--output_dir",
+            tmp_path / "f")
+    assert r.returncode == 0, r.stderr
+    notes, header, _ = midi_to_notes((tmp_path / "f/corpus_fiddle_seed1337_0.mid").read_bytes(), Spec())
+    lines = header.bar_lines(Spec().sample_freq, 5)
+    bar = lambda b: [(n.start - lines[b], n.pitch, n.part) for n in notes if lines[b] <= n.start < lines[b + 1]]
+    for b in (0, 1):
+        lead = bar(b)[0][0]
+        assert bar(b) and [x for x in bar(b + 2) if x[0] >= lead] == bar(b)
+    r = run("sample.py", "--melody", mid, "--form", "AB", "--output_dir", tmp_path / "f")
+    assert r.returncode != 0 and "--form repeats a sample's own phrases" in r.stderr
 
 
 def test_a_sample_as_a_score_has_the_notes_and_parts_of_its_midi(trained, tmp_path):
