@@ -286,7 +286,8 @@ class GrammarMask:
     With `material` (a Given), its notes are written where they sound and nothing else is: no onset passes a given
     note still to come, no bar line closes a bar that has one, the END waits for all of them, and each given note's
     part, pitch, duration and velocity are the only tokens allowed when it is due. Its blocks of look-ahead are
-    forced token by token before the bar lines where they belong (encoding_decoding.notes_to_tokens)."""
+    forced token by token before the bar lines where they belong (encoding_decoding.notes_to_tokens). With a form
+    (Controls.form), each row logs its notes, and a bar that repeats an earlier one writes that bar's again."""
 
     def __init__(self, tok, device, controls=Controls(), given=(), material=None):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
