@@ -528,17 +528,22 @@ class GrammarMask:
         closing = logits.masked_fill(~self.is_bar, float("-inf")).logsumexp(1, keepdim=True)
         return torch.where(self.planned, closing, logits)
 
+    def phrase_start(self, i, bars):
+        """The first bar (from 0) of phrase i in a piece of `bars` (B,) under Controls.form: ceil(i * bars / m), m the
+        form's letters."""
+        m = self.form.numel()
+        return (i * bars + m - 1) // m
+
     def form_source(self, c, bars):
         """((B,) whether bar c (B,) (from 0) repeats a bar under Controls.form, (B,) the bar it repeats) in a piece of
-        `bars` (B,): phrase i holds bars ceil(i * bars / m) up to the next one's, m the form's letters."""
-        m = self.form.numel()
-        start = lambda i: (i * bars + m - 1) // m
+        `bars` (B,): phrase i holds the bars from its phrase_start up to the next one's."""
+        m, start = self.form.numel(), lambda i: self.phrase_start(i, bars)
         i = (c.clamp(min=0) * m // bars.clamp(min=1)).clamp(max=m - 1)
         j = self.form[i]
         src = start(j) + c - start(i)
         return (c >= 0) & (c < bars - 1) & (j != i) & (src < start(j + 1)), src
 
-    def form_rules(self, v, plan, ends_at):
+    def form_rules(self, v, plan, ends_at, first):
         """(B, V) what Controls.form allows next. A bar that repeats one (form_source) holds that bar's notes, in the
         order they were written there (the canonical one), each onset, part, pitch and duration in turn, no velocity
         but a part's first, and its bar line once all are written; before the first of them (a phrase that opened
@@ -568,21 +573,19 @@ class GrammarMask:
         # c's model, or to this bar's first repeated onset
         limit = torch.where(free, self.bar_start + d_pos, ends_at)
         for i in range(m):
-            s = (i * plan + m - 1) // m
+            s = self.phrase_start(i, plan)
             s_copied, s_src, _, _, s_lead = model_bar(s)
             foreign = (s > c) & s_copied & ~(copied & (s_src - src == s - c))
             at_s = self.bar_start + (s - c) * self.bar_len + s_lead
             limit = torch.where(foreign, torch.minimum(limit, at_s), limit)
         if self.controls.voice_leading:
             limit = torch.where(c < plan - 1, torch.minimum(limit, ends_at - self.bar_len), limit)
-        vel = self.vel.gather(1, col(self.part.clamp(max=self.spec.max_parts - 1)))[:, 0]
-        first = (self.state == self.state_id["note"]) & (vel < 0)
         fits = col(clock) + v <= col(limit)
         repeat = ((~self.is_pos | col(more) & ((v == col(d_pos)) | col(free) & (v < col(d_pos))))
                   & (~self.is_p | col(free) | col(here) & (v == col(d_part)))
                   & (~self.is_n | col(free) | col(here & (self.part == d_part)) & (v == col(d_pitch)))
                   & (~self.is_d | torch.where(col(free), fits, v == col(torch.minimum(d_dur, limit - clock))))
-                  & (~self.is_v | col(first | free)) & (~self.is_bar | col(~more)) & ~self.is_meter)
+                  & (~self.is_v | first | col(free)) & (~self.is_bar | col(~more)) & ~self.is_meter)
         return torch.where(col(copied), repeat, ~self.is_d | fits)
 
     def voice_rules(self, v, last, last_bar_at):
@@ -679,13 +682,13 @@ class GrammarMask:
             allowed, end_ok = allowed & given_ok, end_ok & all_given
         else:
             allowed = allowed & ~self.is_ahead
+        vel = self.vel.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
+        first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
         if self.form is not None and plan is not None:
-            allowed = allowed & self.form_rules(v, plan, ends_at)
+            allowed = allowed & self.form_rules(v, plan, ends_at, first)
         allowed[:, self.end] &= end_ok
         # on the last step of the last bar, once a whole note has started there, the piece ends: no pile of notes
         note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])
-        vel = self.vel.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
-        first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
         closing = end_ok & last & note_state & ~first[:, 0] & (self.pos == self.bar_len - 1)
         if self.controls.voice_leading:  # (once every part sounds there)
             voiced, preferred, parts_due = self.voice_rules(v, last, ends_at - self.bar_len)
