@@ -20,7 +20,8 @@ import batch
 import configurator
 from batch import atomic_write, die, find_files, parallel_map, read_text, writable_dir
 from dataset import VARIANT, variant_name
-from encoding_decoding import FirstEdition, Spec, check_edition, kind, text_to_tokens, tokens_to_text, value
+from encoding_decoding import (FirstEdition, Spec, check_edition, kind, text_to_tokens, tokens_to_text, validate,
+                               value)
 
 
 def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
@@ -60,6 +61,17 @@ def variants(opts, name):
     return combos
 
 
+def readable(src, spec):
+    """The tokens of an encoding, or ValueError saying why it is not one that the grammar reads (then it fails here,
+    not two steps later in prepare.py)."""
+    if not (tokens := text_to_tokens(read_text(src))):
+        raise ValueError("empty encoding: nothing to augment")
+    check_edition(tokens, src)
+    if why := validate(tokens, spec.with_styles_of(tokens)):
+        raise ValueError(f"not an encoding of this grammar (token {why[0]}: {why[1]}); encode it again")
+    return tokens
+
+
 def augment_one(opts, job):
     """Write the missing variants of one file; return a Counter of what happened."""
     src, out_stem = job
@@ -71,9 +83,8 @@ def augment_one(opts, job):
         if dest.exists():
             counts["already there"], kept = counts["already there"] + 1, kept + 1
             continue
-        if tokens is None and not (tokens := text_to_tokens(read_text(src))):
-            raise ValueError("empty encoding: nothing to augment")
-        check_edition(tokens, src)
+        if tokens is None:
+            tokens = readable(src, spec)
         if (shifted := shift(tokens, spec, p, v, t)) is None:
             counts["pitch out of range"] += 1
             continue
@@ -90,6 +101,10 @@ def main(argv=None):
                                      "tempo_buckets", "meters", "max_parts", "max_countdown", "aug_pitch_shifts",
                                      "aug_velocity_shifts", "aug_tempo_shifts",
                                      "aug_variants", "num_processes", "file_timeout"], argv)
+    try:
+        Spec.of(opts)  # its ranges make a vocabulary, checked before any file is read
+    except ValueError as e:
+        die(e)
     writable_dir(opts.output_dir, "--output_dir")
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))
             for d, p in find_files(opts.input_dirs, {".txt"}) if not VARIANT.match(p.stem)]

@@ -1,5 +1,6 @@
 """Per-file batch work, written once: find inputs, write outputs atomically, map over files in parallel with a
 per-file timeout (a hung or crashed worker costs one file, not the batch), keep a resumable journal."""
+import atexit
 import errno
 import json
 import multiprocessing as mp
@@ -58,7 +59,9 @@ def no_room(e, path, kept="nothing older was replaced"):
 
 def why_not_written(e):
     """Why a write failed, in a few words: the full disk said plainly, else the error's own line."""
-    return "the disk is full" if isinstance(e, DiskFull) or getattr(e, "errno", None) in NO_ROOM else reason(e)
+    if isinstance(e, DiskFull) or getattr(e, "errno", None) in NO_ROOM:
+        return "the disk is full"
+    return e.strerror if isinstance(e, OSError) and e.strerror else reason(e)
 
 
 def main(script_main):
@@ -129,11 +132,20 @@ def read_text(path):
         raise ValueError(f"cannot read it ({e.strerror})") from None
 
 
-def writable_dir(path, what="output folder"):
-    """Make sure `path` is (or can become) a folder we can write into; else one clear line and exit."""
+def writable_dir(path, what="output folder", create=True):
+    """Make sure `path` is (or can become) a folder we can write into; else one clear line and exit. Without
+    `create`, a missing folder is only checked (its nearest existing parent must be writable): a refused run then
+    leaves no empty folder behind, and the first file written there makes it (atomic_open)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         die(f"{what} {path} is a file, not a folder")
+    if not create and not path.exists():
+        parent = next(p for p in path.absolute().parents if p.exists())
+        if not parent.is_dir():
+            die(f"{what} {path} cannot be created ({parent} is a file)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            die(f"{what} {path} cannot be created ({parent} is not writable)")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -189,33 +201,64 @@ def recover(folder):
     return folder
 
 
-_LOCKS = []  # the lock files this process holds, open until it exits
+_LOCKS = []  # (fd, path) of the lock files this process holds, open until it exits
 
 
 def lock(folder, what):
-    """Hold `folder` for this process until it exits, through a hidden .NAME.lock beside it that holds our PID. If
-    another live process holds it, one clear line naming that process; the lock goes with its holder, even after
-    kill -9."""
+    """Hold `folder` for this process until it exits, through a hidden .NAME.lock beside it that holds our PID (a
+    lock inside the folder would go with it when prepare.py swaps a dataset folder whole). If another live process
+    holds it, one clear line naming that process. The lock goes with its holder, even after kill -9, and a holder
+    that exits (not killed) removes the file, so that no .NAME.lock is left in a user's folder for good."""
     folder, real = Path(folder), Path(folder).resolve()  # resolved: "." and "runs/x/.." name their folder too
     real.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(real.parent / f".{real.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        if fcntl:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    except OSError:
-        os.lseek(fd, 0, os.SEEK_SET)
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        die(f"{folder} is in use by another {what} (PID {holder}): wait for it to finish, or stop it first")
+    path = real.parent / f".{real.name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if fcntl:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            die(f"{folder} is in use by another {what} (PID {holder}): wait for it to finish, or stop it first")
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # its holder removed it as it exited, after we opened it: lock the file that is there now
     try:  # the PID is for the message of a second process; a full disk may leave it out
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
     except OSError:
         pass
-    _LOCKS.append(fd)
+    if not _LOCKS:
+        atexit.register(_unlock_all, os.getpid())
+    _LOCKS.append((fd, path))
     return folder
+
+
+def _same_file(fd, path):
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _unlock_all(pid):
+    """At a clean exit: remove each lock file while still holding it (a process waiting on it then sees it gone and
+    takes a fresh one), then let it go."""
+    if os.getpid() != pid:  # a forked child does not own its parent's locks
+        return
+    while _LOCKS:
+        fd, path = _LOCKS.pop()
+        try:
+            if _same_file(fd, path):
+                path.unlink()
+        except OSError:  # Windows keeps an open file; a read-only folder keeps it: it is only a name
+            pass
+        os.close(fd)
 
 
 def swap_in(new, out):
@@ -287,16 +330,32 @@ def _worker(fn, conn):
             conn.send((i, False, f"{type(e).__name__}: {e}"))
 
 
+# A worker that waits (on a pipe, a lock, a network file) uses no CPU time: past this many times its CPU limit in
+# wall time it is stopped all the same.
+WALL_SLACK = 10
+
+
+def cpu_seconds(process):
+    """The CPU time (user + system) a process has used so far; 0 where it cannot be read (gone already)."""
+    import psutil
+    try:
+        t = psutil.Process(process.pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return t.user + t.system
+
+
 def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
     """Yield (item, ok, result or reason) for every item, in completion order.
 
-    Each worker holds one item at a time, so a worker that hangs past `timeout` seconds (a number, or a function
-    of the item) is killed and a worker
-    that dies (segfault, out of memory) is noticed; either way its item is reported and a fresh worker goes on.
+    Each worker holds one item at a time, so a worker that spends more than `timeout` seconds of CPU time on it (a
+    number, or a function of the item) is killed and a worker that dies (segfault, out of memory) is noticed; either
+    way its item is reported and a fresh worker goes on. CPU time, not wall time: on a machine busy with other work a
+    file gets the computing it needs (a worker that only waits is stopped after WALL_SLACK times its limit).
     """
     items = list(items)
     todo = list(enumerate(items))[::-1]
-    busy = {}  # connection -> (process, index, start time)
+    busy = {}  # connection -> (process, index, CPU seconds it had used before this item, wall deadline)
     idle = []
     n = min(num_processes or os.cpu_count() or 1, len(items))
 
@@ -312,15 +371,23 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
     def give(conn, p):
         i, item = todo.pop()
         conn.send((i, item))
-        busy[conn] = (p, i, time.monotonic() + limit(item))  # its deadline
+        busy[conn] = (p, i, cpu_seconds(p), time.monotonic() + WALL_SLACK * limit(item))
 
     def retire(conn):
-        p, i, _ = busy.pop(conn)
+        p, i, _, _ = busy.pop(conn)
         p.kill()
         p.join()
         conn.close()
         spawn()
         return i
+
+    def over(p, i, cpu_before, wall_end):
+        """Why the worker's item has run out of time, or None."""
+        if (used := cpu_seconds(p) - cpu_before) > limit(items[i]):
+            return f"timed out after {limit(items[i]):g} s of CPU time"
+        if time.monotonic() > wall_end:
+            return f"timed out after {WALL_SLACK * limit(items[i]):g} s, most of it waiting ({used:.1f} s of CPU time)"
+        return None
 
     for _ in range(n):
         spawn()
@@ -329,9 +396,10 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
             while todo or busy:
                 while todo and idle:
                     give(*idle.pop())
-                now = time.monotonic()
-                deadline = min(end for _, _, end in busy.values())
-                ready = wait(list(busy) + [p.sentinel for p, _, _ in busy.values()], max(0.0, deadline - now))
+                # CPU time grows no faster than wall time (one thread a worker): look again when the nearest limit
+                # could be reached, but at least every 2 s
+                left = min(limit(items[i]) - (cpu_seconds(p) - cpu) for p, i, cpu, _ in busy.values())
+                ready = wait(list(busy) + [p.sentinel for p, _, _, _ in busy.values()], min(2.0, max(0.05, left)))
                 for conn in [c for c in busy if c in ready]:
                     try:
                         i, ok, result = conn.recv()
@@ -347,15 +415,15 @@ def parallel_map(fn, items, num_processes=0, timeout=60.0, desc=None):
                             raise DiskFull(errno.ENOSPC, result)
                         yield items[i], ok, result
                     bar.update()
-                for conn, (p, i, end) in list(busy.items()):
+                for conn, (p, i, cpu, end) in list(busy.items()):
                     if not p.is_alive() and conn not in ready:
                         yield items[retire(conn)], False, f"worker crashed (exit code {p.exitcode})"
                         bar.update()
-                    elif time.monotonic() > end:
-                        yield items[retire(conn)], False, f"timed out after {limit(items[i]):g} s"
+                    elif why := over(p, i, cpu, end):
+                        yield items[retire(conn)], False, why
                         bar.update()
     finally:  # on the way out (done, Ctrl-C, an error in the caller) no worker is left behind
-        for p in [p for _, p in idle] + [p for p, _, _ in busy.values()]:
+        for p in [p for _, p in idle] + [p for p, _, _, _ in busy.values()]:
             p.kill()
             p.join()
 

@@ -29,6 +29,7 @@ from encoding_decoding import (STYLE_NAME, TOKENIZER_VERSION, Spec, midi_to_note
 
 MIDI_SUFFIXES = {".mid", ".midi"}
 SCORE_SUFFIXES = MIDI_SUFFIXES | {".mxl", ".xml", ".musicxml", ".krn", ".abc"}  # the corpus' .rntxt are analyses
+CHANCE_FAILURES = ("timed out", "worker crashed")  # batch.parallel_map's reasons that a busy machine can cause
 
 
 def folder_style(name):
@@ -179,6 +180,9 @@ def main(argv=None):
         print("  notes dropped or changed in encoded pieces: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
     if not summary["encoded"] and not summary["duplicate"]:
         die(f"no file could be encoded ({summary['failed']} failed, {summary['skipped']} skipped): see the reasons above")
+    if chance := [e for e in report if e["status"] == "failed" and e["reason"].startswith(CHANCE_FAILURES)]:
+        die(f"{len(chance)} files timed out or stopped their worker, which a rerun may not repeat: run the same command "
+            f"again to retry only them (add --file_timeout={2 * opts.file_timeout:g} for twice the CPU time each)")
 
 
 if __name__ == "__main__":

@@ -186,6 +186,13 @@ class Spec:
                 why = "a whole number" if not number(v) else configurator.check(f.name, v)
             if why:
                 raise ValueError(f"{f.name}={v!r}: wants {why}")
+        (lo, hi), n = self.tempo_range, self.tempo_buckets
+        if not lo < hi:
+            raise ValueError(f"tempo_range={self.tempo_range!r}: wants LOW < HIGH, a range that tempo buckets can divide")
+        if len(set(self.tempo_bpms())) < n:
+            raise ValueError(f"tempo_buckets={n} over tempo_range={self.tempo_range!r}: wants buckets that stand for "
+                             f"distinct whole BPMs (this range holds {len(set(self.tempo_bpms()))}): fewer buckets, or "
+                             f"a wider range")
 
     @classmethod
     def of(cls, values):
@@ -197,6 +204,12 @@ class Spec:
 
     def to_dict(self):
         return asdict(self)
+
+    def with_styles_of(self, tokens):
+        """This spec, with any style that `tokens` name and it lacks added: to check a file of another run's styles
+        by the grammar (a style that is no name still fails, as a token outside the vocabulary)."""
+        new = [value(t) for t in tokens if kind(t) == "style" and value(t) not in self.styles]
+        return replace(self, styles=self.styles + tuple(dict.fromkeys(s for s in new if STYLE_NAME.fullmatch(s))))
 
     def tempo_bpms(self):
         """The BPM each tempo bucket stands for (its geometric centre, rounded): the tempo tokens' values."""

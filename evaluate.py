@@ -54,11 +54,12 @@ import torch.nn.functional as F
 import batch
 import config
 import configurator
-from batch import atomic_write, die, reason, writable_dir, write_json
+from batch import atomic_write, die, read_text, reason, writable_dir, write_json
 from controls import Controls, GrammarMask, harmonize, infill, key_pitch_classes, mask_rows
 from dataset import read_data
-from encoding_decoding import (END, HEADER, START, Header, Spec, as_note, finish, header_end, kind, midi_to_notes,
-                               notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
+from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, check_edition, finish, header_end,
+                               kind, midi_to_notes, notes_to_midi, notes_to_tokens, text_to_tokens, tokens_to_notes,
+                               validate)
 from runs import learnt_given, load_run, pick_device
 
 STATS = {  # name -> (number of bins, values of one piece's notes)
@@ -996,27 +997,45 @@ def main(argv=None):
 
 
 def listen_to_files(paths, voices):
-    """evaluate.py --listen: the four measures of listen() over MIDI files or encodings, as one table."""
-    spec, pieces, failed = Spec(), [], []
+    """evaluate.py --listen: the four measures of listen() over the pitched notes of MIDI files or encodings, as one
+    table; a file with none (empty, drums only, unreadable) is named with its reason and left out."""
+    spec, pieces, skipped = Spec(), [], []
     for path in map(Path, paths):
         try:
-            if path.suffix == ".txt":
-                pieces.append(tokens_to_notes(path.read_text().split(), spec)[:2])
-            else:
-                pieces.append(midi_to_notes(path.read_bytes(), spec)[:2])
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            failed.append(f"{path}: {reason(e)}")
+            notes, header = read_for_listening(path, spec)
+        except (OSError, ValueError) as e:
+            skipped.append(f"{path}: {reason(e)}")
+            continue
         except Exception as e:  # music21's reader raises its own kinds on a damaged file
-            failed.append(f"{path}: not a readable MIDI file ({reason(e)})")
-    for line in failed:
+            skipped.append(f"{path}: not a readable MIDI file ({reason(e)})")
+            continue
+        pitched = [n for n in notes if header.parts[min(n.part, len(header.parts) - 1)] != DRUMS]
+        if pitched:
+            pieces.append((pitched, header))
+        else:
+            skipped.append(f"{path}: no pitched notes to hear ({'drums only' if notes else 'no notes at all'})")
+    for line in skipped:
         print(f"skipped {line}")
     if not pieces:
-        die("--listen: no file could be read")
+        die(f"--listen: nothing measured: none of the {len(skipped)} files has pitched notes that can be read")
     r = listen(pieces, voices, spec.sample_freq)
     show = "–" if r["parallels_per_100_moves"] is None else f"{r['parallels_per_100_moves']:.1f}"
     print(f"| pieces | beats with {voices} notes sounding | parallel fifths and octaves per 100 moves | ends on the "
           f"tonic triad | bars repeating an earlier bar |\n|---|---|---|---|---|\n| {len(pieces)} | "
           f"{r['full_beats']:.0%} | {show} | {r['ends_on_tonic']:.0%} | {r['repeated_bars']:.0%} |")
+
+
+def read_for_listening(path, spec):
+    """(notes, Header) of a MIDI file or a text encoding (.txt, any case), or ValueError saying why not."""
+    if path.suffix.lower() == ".txt":
+        tokens = text_to_tokens(read_text(path))
+        check_edition(tokens, path)
+        if why := validate(tokens, spec := spec.with_styles_of(tokens)):
+            raise ValueError(f"not an encoding this code reads (token {why[0]}: {why[1]})")
+        return tokens_to_notes(tokens, spec)[:2]
+    if path.suffix.lower() not in (".mid", ".midi"):
+        raise ValueError("neither a MIDI file (.mid, .midi) nor an encoding (.txt)")
+    return midi_to_notes(path.read_bytes(), spec)[:2]
 
 
 def plot_histograms(hists, path):

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 import batch  # noqa: E402
-from batch import clean_stale, die, read_jsonl, reason, save_figure  # noqa: E402
+from batch import clean_stale, die, read_jsonl, reason, save_figure, why_not_written  # noqa: E402
 from encoding_decoding import Spec, midi_to_notes, part_names  # noqa: E402
 
 
@@ -98,6 +98,10 @@ def main(argv=None):
             written.append(plot_piano_roll(mid, Spec()))
         except ValueError as e:
             failed.append(str(e))
+        except OSError as e:  # its picture cannot be written (a folder of that name, a full disk, no permission)
+            failed.append(f"{mid}: its piano roll cannot be written ({why_not_written(e)})")
+        except Exception as e:  # matplotlib's own kinds, on a piece it cannot draw
+            failed.append(f"{mid}: cannot be drawn ({reason(e)})")
     if written:
         print("wrote " + ", ".join(map(str, written)))
     for line in failed:

@@ -27,13 +27,43 @@ def weights_sha256(state):
     return h.hexdigest()
 
 
+def _feed(h, obj):
+    """Hash a tree of dicts, lists, tensors and plain values: its shape, its keys and every byte of its tensors."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"tensor {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(obj, dict):
+        h.update(f"dict {len(obj)}\n".encode())
+        for k in sorted(obj, key=repr):
+            h.update(f"{k!r}:".encode())
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"list {len(obj)}\n".encode())
+        for x in obj:
+            _feed(h, x)
+    else:
+        h.update(f"{obj!r}\n".encode())
+
+
+def tree_sha256(obj):
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
 # GPTConfig fields added since the first checkpoints, with the value that every checkpoint written before had
 EARLIER_MODEL_ARGS = {"gelu_approximate": "tanh"}
+# What a checkpoint's parts are, in a user's words, where one is damaged
+PART_NAMES = {"model": "weights", "optimizer": "optimizer state", "scaler": "gradient scaler state",
+              "rng": "random number generators' states", "model_args": "model shape", "config": "training settings",
+              "iter_num": "step number", "best_val_loss": "best validation loss"}
 
 
-def read_checkpoint(path, device="cpu"):
+def read_checkpoint(path, device="cpu", whole=False):
     """A checkpoint's dict of plain values (weights_only=True), or ValueError saying why it cannot be read. Where the
-    checkpoint records the sha256 of its weights (sha256.model), they must match it."""
+    checkpoint records checksums (sha256), its weights and model shape must match theirs, and with `whole` (a
+    resumed run, which reads everything) every part that has one: the error names the damaged parts."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:  # torch's own message would suggest the unsafe load
@@ -44,10 +74,14 @@ def read_checkpoint(path, device="cpu"):
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt) or not isinstance(ckpt["model"], dict) \
             or not isinstance(ckpt["model_args"], dict) or not isinstance(ckpt.get("sha256", {}), dict):
         raise ValueError(f"{path}: not a readable checkpoint (it holds no model weights and model_args)")
+    sums = ckpt.get("sha256", {})
+    checked = [k for k in ckpt if k in sums and (whole or k in ("model", "model_args"))]
+    if damaged := [k for k in checked if (weights_sha256 if k == "model" else tree_sha256)(ckpt[k]) != sums[k]]:
+        what = " and ".join(PART_NAMES.get(k, k) for k in damaged)
+        plural = len(damaged) > 1 or damaged[0] == "model"
+        raise ValueError(f"{path}: its {what} {'do' if plural else 'does'} not match the checksum recorded when it was "
+                         f"saved (a damaged file: restore it from a copy, or retrain)")
     ckpt["model_args"] = {**EARLIER_MODEL_ARGS, **ckpt["model_args"]}
-    if (want := ckpt.get("sha256", {}).get("model")) and weights_sha256(ckpt["model"]) != want:
-        raise ValueError(f"{path}: its weights do not match the checksum recorded when it was saved (a damaged file: "
-                         f"restore it from a copy, or retrain)")
     return ckpt
 
 
@@ -184,9 +218,10 @@ def save_checkpoint(path, state):
 
 
 def with_checksums(state, tokenizer):
-    """A checkpoint's state with the sha256 of its weights and of its tokenizer's bytes, checked when it is read."""
-    return {**state, "sha256": {"model": weights_sha256(state["model"]),
-                                "tokenizer": hashlib.sha256(tokenizer).hexdigest()}}
+    """A checkpoint's state with the sha256 of each of its parts (weights, optimizer, RNG states, ...) and of its
+    tokenizer's bytes, checked when it is read."""
+    sums = {k: weights_sha256(v) if k == "model" else tree_sha256(v) for k, v in state.items()}
+    return {**state, "sha256": {**sums, "tokenizer": hashlib.sha256(tokenizer).hexdigest()}}
 
 
 def holds_a_run(out_dir):

@@ -134,6 +134,9 @@ def given_controls(args, tok, controls, run):
     check_pitches([n for n in notes if not args.melody or n.part == 0], header, controls,
                   f"{flag} {args.melody or args.prompt}")
     if args.melody:
+        if header.parts[0] == DRUMS:
+            die(f"--melody {args.melody}: its first part is a drum part, not a melody; give a file whose first part "
+                f"is pitched")
         line, changed = top_line([n for n in notes if n.part == 0])
         if changed:
             print(f"note: --melody {args.melody} has chords or overlapping notes in its first part; its top line "
@@ -148,7 +151,8 @@ def given_controls(args, tok, controls, run):
         controls = replace(controls, instruments=header.parts)
     else:
         if len(header.parts) >= spec.max_parts:
-            die(f"--prompt {args.prompt} has {len(header.parts)} parts: this run writes at most {spec.max_parts}")
+            die(f"--prompt {args.prompt} has {len(header.parts)} parts already: a part added would be part "
+                f"{len(header.parts) + 1}, one more than the {spec.max_parts} this run writes")
         inst, voice = add_part_instrument(args.add_part, header)
         if voice and not controls.pitch_range:
             controls = replace(controls, pitch_range=VOICE_RANGES[voice])
@@ -277,8 +281,8 @@ def main(argv=None):
     if args.form and (args.melody or args.infill or args.add_part):
         die("--form repeats a sample's own phrases: give it without --melody, --infill or --add_part")
     controls = parse_controls(args)
-    out_dir = writable_dir(args.output_dir, "--output_dir")  # before any work is spent
-    clean_stale(out_dir)  # what a killed run left half written
+    out_dir = writable_dir(args.output_dir, "--output_dir", create=False)  # checked before any work is spent,
+    clean_stale(out_dir)  # made when the first sample is written; what a killed run left half written goes
     run = Path(args.out_dir)
     device, dtype = pick_device(args.device, args.dtype)
     model, tok, _ = load_run(run, device, args.checkpoint, first_edition=True)

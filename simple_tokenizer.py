@@ -50,9 +50,12 @@ def main(argv=None):
                                        "the new styles are appended, so train.py --init_from can fine-tune that run")
     args = configurator.cli(parser, ["sample_freq", "pitch_range", "velocity_range", "max_dur", "tempo_range",
                                      "tempo_buckets", "meters", "max_parts", "max_countdown"], argv)
+    try:
+        spec = Spec.of(args)
+    except ValueError as e:
+        die(e)
     files = [p for _, p in find_files(args.dirs, {".txt"})]
     encodings, unreadable = read_encodings(files)
-    spec = Spec.of(args)
     if args.base:
         path = Path(args.base) / "tokenizer.json" if Path(args.base).is_dir() else Path(args.base)
         try:

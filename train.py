@@ -85,8 +85,10 @@ EXPORTED = ("config.json", "tokenizer.json", "metrics.jsonl", "model.pt")  # the
 def export(run, dest, overwrite):
     """Write a weights-only copy of the run for sharing into `dest`: its first of WEIGHT_FILES as model.pt with its
     matrices in bfloat16 (vectors, norms and routing biases stay float32), beside the run's config.json,
-    tokenizer.json and metrics.jsonl. Each file is written whole beside its place, then all are moved in with
-    os.replace, so `dest` is never missing; nothing else in `dest` (MODEL.md, .git, ...) is touched."""
+    tokenizer.json and metrics.jsonl. A file of those names already there is replaced only with --overwrite (or
+    where it holds the very bytes this export writes: a rerun after a kill); nothing else in `dest` (MODEL.md,
+    .git, ...) is touched. Each file is written whole beside its place, then all are moved in with os.replace,
+    model.pt last, so `dest` is never missing and its model.pt never stands beside another run's files."""
     src = next((run / n for n in WEIGHT_FILES if (run / n).is_file()), None)
     if src is None:
         die(f"{run}: no {' or '.join(WEIGHT_FILES)} to export")
@@ -99,22 +101,10 @@ def export(run, dest, overwrite):
     if (dest / "model.pt").exists() and not overwrite:
         die(f"{dest} already holds a model: add --overwrite to replace it")
     lock(dest, "export")
-    try:
-        ckpt = read_checkpoint(src)
-        tokenizer = (run / "tokenizer.json").read_bytes()
-        check_tokenizer(ckpt, tokenizer, src, run / "tokenizer.json")
-        model_config(ckpt, src)
-    except (OSError, ValueError) as e:
-        die(e)
-    weights = {k: v.to(torch.bfloat16) if v.is_floating_point() and v.dim() >= 2 else v
-               for k, v in ckpt["model"].items()}
-    shipped = with_checksums({"model": weights, "model_args": ckpt["model_args"], "iter_num": ckpt["iter_num"],
-                              "best_val_loss": ckpt["best_val_loss"], "config": ckpt["config"],
-                              "exported_from": src.name}, tokenizer)
-    buffer = io.BytesIO()
-    torch.save(shipped, buffer)
-    files = {"model.pt": buffer.getvalue(), "tokenizer.json": tokenizer,
-             **{n: (run / n).read_bytes() for n in ("config.json", "metrics.jsonl")}}
+    files, ckpt = exported_files(run, src)
+    if (theirs := [n for n in EXPORTED if differs(dest / n, files[n])]) and not overwrite:
+        die(f"--export {dest} already has {', '.join(theirs)}, which this export would replace: add --overwrite to "
+            f"replace {'it' if len(theirs) == 1 else 'them'}, or export into another folder")
     writable_dir(dest, "--export")
     clean_stale(dest)
     staged = []
@@ -128,9 +118,39 @@ def export(run, dest, overwrite):
         die(f"could not write {dest} ({why_not_written(e)}); it is left as it was")
     for tmp, path in staged:
         os.replace(tmp, path)
-    size = (dest / "model.pt").stat().st_size
     print(f"{dest}/model.pt: {src} at step {ckpt['iter_num']} (val loss {ckpt['best_val_loss']:.4f}), "
-          f"{size / 2**20:.1f} MiB; with config.json, tokenizer.json, metrics.jsonl")
+          f"{len(files['model.pt']) / 2**20:.1f} MiB; with config.json, tokenizer.json, metrics.jsonl")
+
+
+def exported_files(run, src):
+    """({name: bytes} of an export of the run whose weights are `src`, that checkpoint), checked first; or one line."""
+    try:
+        ckpt = read_checkpoint(src)
+        tokenizer = (run / "tokenizer.json").read_bytes()
+        check_tokenizer(ckpt, tokenizer, src, run / "tokenizer.json")
+        model_config(ckpt, src)
+        files = {n: (run / n).read_bytes() for n in ("config.json", "metrics.jsonl")}
+    except OSError as e:
+        die(f"{run}: cannot read {Path(e.filename).name if e.filename else 'it'} ({e.strerror}): is it a whole run "
+            f"folder?")
+    except ValueError as e:
+        die(e)
+    weights = {k: v.to(torch.bfloat16) if v.is_floating_point() and v.dim() >= 2 else v
+               for k, v in ckpt["model"].items()}
+    shipped = with_checksums({"model": weights, "model_args": ckpt["model_args"], "iter_num": ckpt["iter_num"],
+                              "best_val_loss": ckpt["best_val_loss"], "config": ckpt["config"],
+                              "exported_from": src.name}, tokenizer)
+    buffer = io.BytesIO()
+    torch.save(shipped, buffer)
+    return {**files, "tokenizer.json": tokenizer, "model.pt": buffer.getvalue()}, ckpt
+
+
+def differs(path, data):
+    """Whether a file is at `path` with other bytes than `data` (a file of the user's, or of another export)."""
+    try:
+        return path.is_file() and (path.stat().st_size != len(data) or path.read_bytes() != data)
+    except OSError:
+        return True
 
 
 def check_vocabulary(ckpt, ckpt_path, resumed_run, tokenizer, c, master):
@@ -183,7 +203,7 @@ def resolve_source(c, out_dir):
     if c.init_from != "scratch":
         ckpt_path = find_checkpoint(out_dir if resume else c.init_from)
         try:
-            ckpt = read_checkpoint(ckpt_path)
+            ckpt = read_checkpoint(ckpt_path, whole=resume)  # a resume reads every part, a fine-tune the weights
             model_config(ckpt, ckpt_path)  # its shapes are sound before any of them is used
         except ValueError as e:
             die(e)

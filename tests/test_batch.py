@@ -4,9 +4,16 @@ import time
 from batch import Journal, atomic_write, parallel_map
 
 
+def spin(seconds):
+    """Work (CPU time) for `seconds` of this process's own CPU time."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
 def slow_or_crash(x):
     if x == "hang":
-        time.sleep(60)
+        spin(60)
     if x == "crash":
         os._exit(3)
     if x == "raise":
@@ -18,20 +25,34 @@ def test_parallel_map_survives_hangs_crashes_and_errors():
     items = ["a", "hang", "b", "crash", "raise", "c"]
     results = {item: (ok, res) for item, ok, res in parallel_map(slow_or_crash, items, 2, timeout=2)}
     assert results["a"] == (True, "A") and results["c"] == (True, "C")
-    assert results["hang"] == (False, "timed out after 2 s")
+    assert results["hang"] == (False, "timed out after 2 s of CPU time")
     assert results["crash"] == (False, "worker crashed (exit code 3)")
     assert results["raise"] == (False, "ValueError: bad item")
 
 
-def nap(x):
-    time.sleep(x)
+def work(x):
+    spin(x)
     return x
 
 
 def test_a_timeout_can_depend_on_the_item():
-    """encode_all gives a big file more time: 1.5 s of work passes with a 3 s limit and times out with a 0.5 s one."""
-    results = {item: ok for item, ok, _ in parallel_map(nap, [1.5, 1.6], 2, timeout=lambda x: 3 if x == 1.5 else 0.5)}
-    assert results == {1.5: True, 1.6: False}
+    """encode_all gives a big file more time: 1 s of work passes with a 3 s limit and times out with a 0.3 s one."""
+    results = {item: ok for item, ok, _ in parallel_map(work, [1.0, 1.1], 2, timeout=lambda x: 3 if x == 1.0 else 0.3)}
+    assert results == {1.0: True, 1.1: False}
+
+
+def wait_then_work(x):
+    time.sleep(x)  # a busy machine: the worker waits for a core most of this wall time
+    spin(0.1)
+    return x
+
+
+def test_the_limit_is_cpu_time_so_a_busy_machine_times_nothing_out():
+    """Wall time a worker spends waiting does not count (25 of 80 files timed out on a busy machine when it did), up
+    to WALL_SLACK times the limit: a worker that only waits is stopped then."""
+    results = {x: (ok, why) for x, ok, why in parallel_map(wait_then_work, [1.5, 5.0], 2, timeout=0.4)}
+    assert results[1.5] == (True, 1.5)
+    assert results[5.0][0] is False and results[5.0][1].startswith("timed out after 4 s, most of it waiting")
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
