@@ -148,7 +148,7 @@ def exported_files(run, src):
 def differs(path, data):
     """Whether a file is at `path` with other bytes than `data` (a file of the user's, or of another export)."""
     try:
-        return path.is_file() and (path.stat().st_size != len(data) or path.read_bytes() != data)
+        return path.exists() and (not path.is_file() or path.stat().st_size != len(data) or path.read_bytes() != data)
     except OSError:
         return True
 

@@ -12,6 +12,14 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and subprocess tests share the cores
 
 
+@pytest.fixture(autouse=True)
+def keep_denormals():
+    """sample.py and evaluate.py, run in this process by some tests, flush denormals for speed (runs.pick_device);
+    the tests after these need the CPU's default back (hypothesis refuses to draw floats without it)."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 def vlq(n):
     """A MIDI variable-length quantity."""
     out = [n & 0x7F]
@@ -111,3 +119,15 @@ def trained(data, tmp_path_factory):
     r = run("train.py", *train_args(data, out, "--max_iters=30", "--eval_interval=10"))
     assert r.returncode == 0, r.stderr
     return out
+
+
+def sample_here(capsys, *args):
+    """sample.py's main() in this process (a subprocess costs seconds of imports): (exit code, stdout, stderr)."""
+    import sample
+    try:
+        sample.main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import body, midi_file, off, on, run, track
+from conftest import body, midi_file, off, on, run, sample_here, track
 from controls import Controls, GrammarMask, add_part, harmonize, infill, mask_rows, top_line
 from encoding_decoding import (AHEAD, END, START, Header, Note, Spec, Tokenizer, canonical, finish, given_variant,
                                midi_to_notes, notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
@@ -16,14 +16,6 @@ from model import sample_logits
 SPEC = Spec()
 TOK = Tokenizer(SPEC)
 HEADER = Header(style="bach", bpm=96, meter="4/4", parts=(52, 52, 52, 52))
-
-
-@pytest.fixture(autouse=True)
-def keep_denormals():
-    """sample.py and evaluate.py, run in this process here, flush denormals for speed (runs.pick_device); the
-    tests after these need the CPU's default back (hypothesis refuses to draw floats without it)."""
-    yield
-    torch.set_flush_denormal(False)
 
 
 def chorale(bars=6, seed=0):
@@ -170,18 +162,6 @@ def test_top_line_of_a_melody_with_chords():
 def write(path, notes, header=HEADER):
     path.write_bytes(notes_to_midi(notes, SPEC, header))
     return path
-
-
-def sample_here(capsys, *args):
-    """sample.py's main() in this process (a subprocess costs seconds of imports): (exit code, stdout, stderr)."""
-    import sample
-    try:
-        sample.main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys):

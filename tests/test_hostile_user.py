@@ -64,22 +64,24 @@ def test_an_export_refuses_a_training_run_folder(trained, tmp_path):
     assert files_of(other) == before
 
 
+KILL_AT_SECOND_RENAME = (  # train.py, killed with -9 as it makes its second os.replace
+    "import os, sys, signal\n"
+    "import train\n"
+    "real, calls = os.replace, []\n"
+    "def replace(a, b):\n"
+    "    calls.append(b)\n"
+    "    if len(calls) == 2:\n"
+    "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    "    real(a, b)\n"
+    "os.replace = replace\n"
+    "train.main(sys.argv[1:])\n")
+
+
 def test_an_export_killed_between_its_renames_leaves_the_folder_in_place(trained, exported, tmp_path):
     dest = tmp_path / "shared"
     shutil.copytree(exported, dest)
     (dest / "MODEL.md").write_text("# notes\n")
-    kill_at_second_rename = (
-        "import os, sys, signal\n"
-        "import train\n"
-        "real, calls = os.replace, []\n"
-        "def replace(a, b):\n"
-        "    calls.append(b)\n"
-        "    if len(calls) == 2:\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    real(a, b)\n"
-        "os.replace = replace\n"
-        "train.main(sys.argv[1:])\n")
-    r = subprocess.run([sys.executable, "-c", kill_at_second_rename, f"--out_dir={trained}", f"--export={dest}",
+    r = subprocess.run([sys.executable, "-c", KILL_AT_SECOND_RENAME, f"--out_dir={trained}", f"--export={dest}",
                         "--overwrite"], capture_output=True, text=True, cwd=ROOT, env=ENV)
     assert r.returncode == -signal.SIGKILL
     assert (dest / "model.pt").is_file() and (dest / "MODEL.md").read_text() == "# notes\n"
@@ -250,7 +252,11 @@ def test_a_pickled_checkpoint_is_refused_without_advice_to_load_it_anyway(traine
 
 
 @pytest.mark.parametrize("spec, field", [({"tempo_range": [0, 300]}, "tempo_range=(0, 300)"),
-                                         ({"sample_freq": 0}, "sample_freq=0")])
+                                         ({"sample_freq": 0}, "sample_freq=0"),
+                                         ({"tempo_range": [300, 300]}, "tempo_range=(300, 300): wants LOW < HIGH"),
+                                         ({"tempo_range": [100, 100.0001], "tempo_buckets": 1000},
+                                          "tempo_buckets=1000 over tempo_range=(100, 100.0001): wants buckets that "
+                                          "stand for distinct whole BPMs (this range holds 1)")])
 def test_a_tokenizer_with_a_bad_spec_is_one_line(trained, data, tmp_path, spec, field):
     tok = Tokenizer(Spec()).to_dict()
     tok["spec"].update(spec)
