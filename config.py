@@ -141,8 +141,6 @@ temperature = 0.9
 top_k = 100                # 0 = off
 top_p = 1.0                # nucleus sampling; 1.0 = off
 max_new_tokens = 1024
-min_new_tokens = 128       # first-edition runs only: END is held back until a sample has this many tokens (unless
-                           # --bars/--seconds); a second-edition sample chooses its length in bars at its start
 prompt_bars = 4            # bars of a --prompt, counted in its own meter
 look_ahead = False         # given material (--melody, --infill, --add_part) also shown a bar or two ahead, as a run
                            # trained with --given_share saw it; off: forced by the mask where it sounds, which measured

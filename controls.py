@@ -14,15 +14,15 @@ from encoding_decoding import (AHEAD, AHEAD_STATES, DRUMS, END, GRAMMAR, HEADER,
                                kind, notes_to_tokens, value)
 
 
-def grammar_tables(itos, grammar=GRAMMAR, kind=kind):
-    """A grammar (this one, or legacy's first edition) as lookup tables over token ids, for the sampler's mask:
+def grammar_tables(itos):
+    """The grammar as lookup tables over token ids, for the sampler's mask:
     (states, allowed, next_state) where allowed[s][i] says whether token id i may come in state s and
     next_state[s][i] is where it leads. After END only END is allowed, so a finished sequence can be padded with
     it."""
-    states = list(grammar)
+    states = list(GRAMMAR)
     kinds = [kind(t) for t in itos]
-    allowed = [[k in grammar[s] or (s == "end" and k == END) for k in kinds] for s in states]
-    next_state = [[states.index(grammar[s].get(k, "end")) for k in kinds] for s in states]
+    allowed = [[k in GRAMMAR[s] or (s == "end" and k == END) for k in kinds] for s in states]
+    next_state = [[states.index(GRAMMAR[s].get(k, "end")) for k in kinds] for s in states]
     return states, allowed, next_state
 
 

@@ -446,17 +446,17 @@ def ahead_blocks(given, lines):
     return blocks
 
 
-def finish(tokens, grammar=GRAMMAR, whole=WHOLE, kind=kind):
+def finish(tokens):
     """Cut a sample at END, or, if it ran out of tokens first, after its last whole note or bar line, then close
-    it (a sample that never reached its first bar line gets one empty bar). legacy.py passes its own grammar."""
+    it (a sample that never reached its first bar line gets one empty bar)."""
     state, cut, bare = "begin", 0, False
     for i, t in enumerate(tokens):
-        state = grammar[state].get(kind(t))
+        state = GRAMMAR[state].get(kind(t))
         if state is None:  # a constrained sample never breaks the grammar; keep what came before
             break
         if state == "end":
             return tokens[:i + 1]
-        if state in whole:
+        if state in WHOLE:
             cut, bare = i + 1, state == "parts"
     return tokens[:cut] + ["bar:1"] * bare + [END]
 
@@ -583,6 +583,7 @@ def given_variant(tokens, spec, rng):
 
 TOKENIZER_VERSION = 4  # 2: the piece header (style, tempo, meter) after START; 3: parts, bar lines, a countdown;
 #                        4: blocks of given material (`ahead`). A version-3 tokenizer loads without that token.
+FIRST_EDITION_TAG = "first-edition"  # the git tag of the last code that samples runs of version 2 (legacy.py)
 
 
 class Tokenizer:
@@ -610,9 +611,8 @@ class Tokenizer:
                 "itos": self.itos, "stoi": self.stoi}
 
     @classmethod
-    def load(cls, path, first_edition=False):
-        """Read a tokenizer JSON and check that it is whole and matches the grammar of this code; with
-        `first_edition`, a version-2 tokenizer (a run trained before the second edition) loads as legacy's."""
+    def load(cls, path):
+        """Read a tokenizer JSON and check that it is whole and matches the grammar of this code."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such tokenizer file")
@@ -624,12 +624,10 @@ class Tokenizer:
         if d.get("version") == 1:
             raise ValueError(f"{path}: this tokenizer predates the piece header (style, tempo, meter) that samples "
                              f"now start with; re-encode the data and retrain the run with this code")
-        if d.get("version") == 2 and first_edition:  # a run trained before parts and bar lines: it still samples
-            import legacy
-            return legacy.load_tokenizer(path, d)
         if d.get("version") == 2:
             raise ValueError(f"{path}: this is the first edition of the token grammar (no parts, no bar lines); "
-                             f"re-encode the data with this code (encode_all.py) and build the tokenizer again")
+                             f"re-encode the data with this code (encode_all.py) and build the tokenizer again, or "
+                             f"sample a run of it with the code of the git tag {FIRST_EDITION_TAG}")
         if d.get("version") not in (3, TOKENIZER_VERSION):
             raise ValueError(f"{path}: tokenizer version {d.get('version')!r}, this code reads versions 3 and "
                              f"{TOKENIZER_VERSION}")

@@ -175,10 +175,10 @@ def keep_freed_memory():
 WEIGHT_FILES = ("best.pt", "checkpoint.pt", "model.pt")
 
 
-def load_run(run, device, checkpoint=None, first_edition=False):
+def load_run(run, device, checkpoint=None):
     """(model in eval mode, tokenizer, checkpoint path) from a run folder, or one clear line on what is missing.
     `checkpoint` names the file; without it, best.pt, else checkpoint.pt, else model.pt (an exported model). A run
-    of the grammar's first edition loads only with `first_edition` (sample.py), else it is one line."""
+    of the grammar's first edition is one line that names the git tag whose code samples it."""
     run = Path(run)
     if not run.is_dir():
         die(f"{run}: no such run folder")
@@ -187,7 +187,7 @@ def load_run(run, device, checkpoint=None, first_edition=False):
     if ckpt is None:
         die(f"{run}: no {' or '.join(names)} here" + ("" if checkpoint else " (train a model first)"))
     try:
-        tok = Tokenizer.load(run / "tokenizer.json", first_edition)
+        tok = Tokenizer.load(run / "tokenizer.json")
         model, saved = load_checkpoint(ckpt, device)
         check_tokenizer(saved, (run / "tokenizer.json").read_bytes(), ckpt, run / "tokenizer.json")
     except (OSError, ValueError) as e:

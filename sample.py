@@ -13,9 +13,7 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
                                # last bar (where the mask can keep them)
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
-(models/corpus/MODEL.md), from whatever folder it is run. A run trained on the grammar's first edition (one part,
-no bar lines: the shipped model until it is retrained) still samples, through legacy.py, without --prompt,
-given material or --parts/--instruments. Given material (a melody, the rest of a piece, its other parts) is written
+(models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other parts) is written
 where it sounds, note for note, by the mask; with --look_ahead true (a run trained with prepare.py --given_share)
 the model also sees it a bar or two ahead.
 At every step only the tokens that the grammar and the controls allow can be drawn (controls.GrammarMask: lookup
@@ -34,7 +32,6 @@ import torch
 import batch
 import config
 import configurator
-import legacy
 from batch import atomic_open, atomic_write, clean_stale, die, read_text, reason, temp_name, writable_dir
 from controls import (Controls, GrammarMask, add_part, harmonize, infill, key_pitch_classes, key_triad, pitch_class,
                       top_line)
@@ -270,7 +267,7 @@ def main(argv=None):
     control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                                     "min_new_tokens", "look_ahead", "voice_leading", "seed", "device", "dtype"], argv,
+                                     "look_ahead", "voice_leading", "seed", "device", "dtype"], argv,
                             own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")
@@ -285,41 +282,35 @@ def main(argv=None):
     clean_stale(out_dir)  # made when the first sample is written; what a killed run left half written goes
     run = Path(args.out_dir)
     device, dtype = pick_device(args.device, args.dtype)
-    model, tok, _ = load_run(run, device, args.checkpoint, first_edition=True)
+    model, tok, _ = load_run(run, device, args.checkpoint)
     spec = tok.spec
     if args.list_styles:
         print(f"styles: {' '.join(spec.styles)}\nmeters: {' '.join(spec.meters)}\n"
               f"tempos (BPM buckets): {' '.join(map(str, spec.tempo_bpms()))}")
         return
-    if tok.version == 2:
-        plan = first_edition_plan(args, tok, controls, device)
-    else:
-        if errors := controls.errors(spec):
-            die("; ".join(errors))
-        forced, material = [-1], None  # START, then the header and the bars the mask or a prompt gives
-        if args.melody or args.infill or args.add_part:
-            prompt, controls, material, melody = given_controls(args, tok, controls, run)
-            forced += prompt
-        elif args.prompt:
-            prompt, controls = prompt_controls(args, spec, controls)
-            forced += [t if t == -1 else tok.stoi[t] for t in prompt]
-        n_parts = controls.part_count() or spec.max_parts
-        given = ["bar" if t == -1 and i > len(HEADER) + n_parts else None for i, t in enumerate(forced)]
-        plan = dict(mask=GrammarMask(tok, device, controls, given, material), keep=1 + len(HEADER) + n_parts,
-                    decode=tokens_to_notes,
-                    max_new=len(forced) - 1 + controls.token_budget(spec, otherwise=args.max_new_tokens),
-                    forced=forced, finish=finish)
+    if errors := controls.errors(spec):
+        die("; ".join(errors))
+    forced, material = [-1], None  # START, then the header and the bars the mask or a prompt gives
+    if args.melody or args.infill or args.add_part:
+        prompt, controls, material, melody = given_controls(args, tok, controls, run)
+        forced += prompt
+    elif args.prompt:
+        prompt, controls = prompt_controls(args, spec, controls)
+        forced += [t if t == -1 else tok.stoi[t] for t in prompt]
+    n_parts = controls.part_count() or spec.max_parts
+    bar_slots = ["bar" if t == -1 and i > len(HEADER) + n_parts else None for i, t in enumerate(forced)]
+    mask = GrammarMask(tok, device, controls, bar_slots, material)
+    max_new = len(forced) - 1 + controls.token_budget(spec, otherwise=args.max_new_tokens)
 
     torch.manual_seed(args.seed)
     idx = torch.full((args.num_samples, 1), tok.stoi[START], device=device)
     with autocast(device, dtype):  # START and the header stay when the window slides
-        out = model.generate(idx, plan["max_new"], args.temperature, args.top_k or None, args.top_p,
-                             allowed_fn=plan["mask"], stop_id=tok.stoi[END],
-                             generator=torch.Generator(device).manual_seed(args.seed), keep=plan["keep"],
-                             forced=plan["forced"])
-    given = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
+        out = model.generate(idx, max_new, args.temperature, args.top_k or None, args.top_p, allowed_fn=mask,
+                             stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed),
+                             keep=1 + len(HEADER) + n_parts, forced=forced)
+    piece = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
     task = "harmonized" if args.melody else "infill" if args.infill else "added" if args.add_part else ""
-    task = f"{task}_{Path(given).stem}_" if given else ""  # named after the piece given
+    task = f"{task}_{Path(piece).stem}_" if piece else ""  # named after the piece given
     name = f"{run.name}_{args.style + '_' if args.style else ''}{task}seed{args.seed}"
     if args.melody:  # the melody as it is kept, to hear beside the harmonizations
         notes, header = melody
@@ -327,8 +318,8 @@ def main(argv=None):
                                                                                            header.bpm)))
         print(f"{out_dir / name}_melody.mid: the melody given, {len(notes)} notes")
     for i, row in enumerate(out.tolist()):
-        tokens = plan["finish"](tok.decode(row))
-        notes, header, bad = plan["decode"](tokens, spec)
+        tokens = finish(tok.decode(row))
+        notes, header, bad = tokens_to_notes(tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
         stem = out_dir / f"{name}_{i}"
         path = lambda ext: stem.parent / (stem.name + ext)  # (a name may hold dots: bwv244.15_soprano)
@@ -356,23 +347,6 @@ def write_musicxml(score, path):
     """A music21 Score as MusicXML, written atomically (music21 writes a file of its own choosing first)."""
     from music21.musicxml.m21ToXml import GeneralObjectExporter
     atomic_write(path, GeneralObjectExporter(score).parse())
-
-
-def first_edition_plan(args, tok, controls, device):
-    """How to sample a run of the grammar's first edition (legacy.py): its mask, its decoder and its budget."""
-    if args.prompt or args.melody or controls.part_count() is not None or controls.form:
-        die(f"{args.out_dir} was trained on the first edition of the token grammar (one part, no bar lines), "
-            f"without given material: --prompt, --melody, --infill, --add_part, --parts/--instruments and --form need "
-            f"a run of the second edition (retrain on data encoded now)")
-    old = legacy.Controls(style=controls.style, tempo=controls.tempo, meter=controls.meter, bars=controls.bars,
-                          seconds=controls.seconds, scale=controls.scale, pitch_range=controls.pitch_range,
-                          bpm=controls.bpm)
-    if errors := old.errors(tok.spec):
-        die("; ".join(errors))
-    forced = [-1] * (1 + len(legacy.HEADER))
-    return dict(mask=legacy.GrammarMask(tok, device, min_len=len(forced) + args.min_new_tokens, controls=old),
-                keep=1 + len(legacy.HEADER), max_new=len(forced) - 1 + old.token_budget(tok.spec, args.max_new_tokens),
-                forced=forced, decode=legacy.decode, finish=legacy.finish)
 
 
 if __name__ == "__main__":

@@ -335,7 +335,7 @@ def test_a_prompt_in_seven_eight_keeps_its_meter_and_tempo(trained, tmp_path):
 
 def test_sample_finds_the_shipped_model_from_any_folder(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--num_samples", "1", "--max_new_tokens", "8",
-                        "--min_new_tokens", "0", "--output_dir", "out"], capture_output=True, text=True,
+                        "--output_dir", "out"], capture_output=True, text=True,
                        cwd=tmp_path, env=ENV)
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "out").glob("corpus_seed1337_0.mid"))

@@ -31,6 +31,9 @@ def bad(tmp_path_factory, trained):
     shutil.copytree(trained, tok_run)
     (tok_run / "tokenizer.json").write_text('{"version": 2, "vocab_si')
     (root / "not.mid").write_text("this is a letter, not a song\n")
+    old_run = root / "first_edition_run"  # a run of the grammar's first edition: its tokenizer is version 2
+    shutil.copytree(trained, old_run)
+    (old_run / "tokenizer.json").write_text('{"version": 2, "vocab_size": 705, "spec": {}, "itos": [], "stoi": {}}')
     meta_dir = root / "corrupt_meta"
     meta_dir.mkdir()
     (meta_dir / "meta.json").write_text('{"version": 1, "vocab')
@@ -62,6 +65,8 @@ CASES = [  # script, arguments ({run}, {data}, {bad} filled in), what the one li
     ("sample.py", ["--prompt", "{bad}/not.mid"], "not a MIDI file"),
     ("sample.py", ["--out_dir", "{bad}/truncated_run"], "not a readable checkpoint"),
     ("sample.py", ["--out_dir", "{bad}/corrupt_tokenizer_run"], "not a tokenizer JSON"),
+    ("sample.py", ["--out_dir", "{bad}/first_edition_run"], "sample a run of it with the code of the git tag "
+                                                             "first-edition"),
     ("encode_all.py", ["--midi_dirs", "{bad}", "--num_processes", "-1"], "argument --num_processes: wants a number >= 0"),
     ("augment_all.py", ["--input_dirs", "{bad}", "--num_processes", "-1"], "argument --num_processes"),
     ("prepare.py", ["--tokenizer_paths", "{bad}/corrupt_tokenizer_run/tokenizer.json"], "not a tokenizer JSON"),

@@ -215,16 +215,6 @@ def test_plot_errors(tmp_path):
     assert "metrics.jsonl: no such file" in run("plot.py", "--out_dir", tmp_path).stderr
 
 
-def test_a_first_edition_mask_holds_end_back_until_min_len():
-    import legacy
-    tok = Tokenizer(legacy.Spec())
-    mask = legacy.GrammarMask(tok, "cpu", min_len=9)
-    idx = torch.tensor([tok.encode("START style:bach tempo:121 meter:4/4 n60 d4 v80".split())])
-    assert not mask(idx)[0, tok.stoi[END]]  # 7 tokens < 9
-    idx = torch.tensor([tok.encode("START style:bach tempo:121 meter:4/4 n60 d4 v80 n59 d4 v80".split())])
-    assert mask(idx)[0, tok.stoi[END]]
-
-
 def test_without_a_length_the_model_picks_it_at_the_first_bar_line():
     mask = GrammarMask(TOK, "cpu")
     idx = torch.tensor([TOK.encode("START style:bach tempo:121 meter:4/4 inst:0 bar:2 pos:0 n60 d4 v80".split())])
