@@ -41,7 +41,6 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
 import argparse
 import json
 import math
-from bisect import bisect_right
 from collections import Counter, defaultdict
 from dataclasses import replace
 from types import SimpleNamespace
@@ -57,224 +56,15 @@ import configurator
 from batch import atomic_write, die, read_text, reason, writable_dir, write_json
 from controls import Controls, GrammarMask, harmonize, infill, key_pitch_classes, mask_rows
 from dataset import read_data
-from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, check_edition, finish, header_end,
-                               kind, midi_to_notes, notes_to_midi, notes_to_tokens, text_to_tokens, tokens_to_notes,
-                               validate)
+from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_edition, finish, header_end,
+                               kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
+from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, kernel_width, listen, logistic_accuracy,
+                      overlapping_area, piece_measures, polyphony, profile, voice_ranges)
+from midi_io import midi_to_notes, notes_to_midi
+from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
 
-STATS = {  # name -> (number of bins, values of one piece's notes)
-    "pitch_class": (12, lambda notes: [n.pitch % 12 for n in notes]),
-    "pitch": (128, lambda notes: [n.pitch for n in notes]),
-    "duration": (33, lambda notes: [min(n.dur, 32) for n in notes]),
-    "inter_onset_interval": (33, lambda notes: np.minimum(np.diff(sorted({n.start for n in notes})), 32)),
-    "notes_per_bar": (41, lambda notes: [min(c, 40) for c in Counter(n.start // 16 for n in notes).values()]),
-    "polyphony": (11, lambda notes: [min(c, 10) for c in polyphony(notes)]),
-}
-PIECE_STATS = {  # one value per piece (its mean or its span), so that whole pieces are compared, per style too
-    "piece_notes_per_bar": (41, lambda notes: [min(round(np.mean(STATS["notes_per_bar"][1](notes))), 40)]),
-    "piece_polyphony_x2": (21, lambda notes: [min(round(2 * np.mean(polyphony(notes))), 20)]),
-    "piece_pitch_range": (89, lambda notes: [np.ptp(STATS["pitch"][1](notes))]),
-    "piece_mean_pitch": (128, lambda notes: [round(np.mean(STATS["pitch"][1](notes)))]),
-}
 MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 16"
-
-
-# --- what a listener hears: voices, parallels, the final chord, repeated bars (the same code for samples and real
-# pieces; the voices of a beat are its sounding notes, highest first, so one-part MIDI files are measured alike)
-
-
-def beat_chords(notes, sample_freq):
-    """Per beat (quarter note) from the first onset to the last end: the pitches sounding on it, highest first."""
-    notes = list(map(as_note, notes))
-    if not notes:
-        return []
-    first, last = min(n.start for n in notes), max(n.end for n in notes)
-    beats = range(first - first % sample_freq, last, sample_freq)
-    return [sorted((n.pitch for n in notes if n.start <= b < n.end), reverse=True) for b in beats]
-
-
-def full_beats(chords, voices):
-    """The share of beats with `voices` notes sounding."""
-    return float(np.mean([len(c) == voices for c in chords])) if chords else 0.0
-
-
-def parallels(chords, voices):
-    """(parallel perfect fifths and octaves, beat-to-beat moves): between two beats that both sound `voices` notes,
-    a pair of voices that both move the same way and stand a perfect fifth or octave (or unison) apart, the same
-    before and after, is one parallel; a move is one such pair of beats."""
-    count = moves = 0
-    for a, b in zip(chords, chords[1:]):
-        if len(a) != voices or len(b) != voices:
-            continue
-        moves += 1
-        for i in range(voices):
-            for j in range(i + 1, voices):
-                up, down = b[i] - a[i], b[j] - a[j]
-                same = (a[i] - a[j]) % 12 == (b[i] - b[j]) % 12 and (a[i] - a[j]) % 12 in (0, 7)
-                count += same and up != 0 and (up > 0) == (down > 0)
-    return count, moves
-
-
-def ends_on_tonic(notes):
-    """Whether the last onset's chord is the tonic triad of the piece's key (music21's Krumhansl-Schmuckler
-    analysis): its pitch classes hold the tonic and lie in the triad (a major third allowed in minor: Picardy)."""
-    from music21 import note, stream
-    notes = list(map(as_note, notes))
-    if not notes:
-        return False
-    s = stream.Stream()
-    for n in notes:
-        el = note.Note(n.pitch)
-        el.quarterLength = max(n.dur, 1) / 4
-        s.insert(n.start / 4, el)
-    key = s.analyze("key")
-    tonic = key.tonic.pitchClass
-    triad = {tonic, (tonic + 7) % 12, (tonic + (4 if key.mode == "major" else 3)) % 12}
-    triad |= {(tonic + 4) % 12} if key.mode == "minor" else set()
-    last = max(n.start for n in notes)
-    final = {n.pitch % 12 for n in notes if n.start <= last < n.end}
-    return tonic in final and final <= triad
-
-
-def repeated_bars(notes, header, sample_freq):
-    """The share of a piece's bars (those with an onset) that repeat an earlier bar note for note (onsets in the
-    bar, pitches, durations, parts)."""
-    notes = list(map(as_note, notes))
-    n_bars = header.bars_needed(notes, sample_freq)
-    lines = header.bar_lines(sample_freq, n_bars)
-    bars = defaultdict(list)
-    for n in notes:
-        k = bisect_right(lines, n.start) - 1
-        bars[k].append((n.start - lines[k], n.pitch, n.dur, n.part))
-    seen, repeats = set(), 0
-    for k in sorted(bars):
-        content = tuple(sorted(bars[k]))
-        repeats += content in seen
-        seen.add(content)
-    return repeats / len(bars) if bars else 0.0
-
-
-def listen(pieces, voices, sample_freq):
-    """The four measures over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
-    parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars."""
-    chords = [beat_chords(n, sample_freq) for n, _ in pieces]
-    par = [parallels(c, voices) for c in chords]
-    moves = sum(m for _, m in par)
-    return {"voices": voices, "full_beats": float(np.mean([full_beats(c, voices) for c in chords])),
-            "parallels_per_100_moves": 100 * sum(p for p, _ in par) / moves if moves else None,
-            "ends_on_tonic": float(np.mean([ends_on_tonic(n) for n, _ in pieces])),
-            "repeated_bars": float(np.mean([repeated_bars(n, h, sample_freq) for n, h in pieces]))}
-
-
-def polyphony(notes):
-    """The number of notes sounding at each onset."""
-    onsets = sorted({n.start for n in notes})
-    return [sum(n.start <= t < n.end for n in notes) for t in onsets]
-
-
-def histogram(pieces, name, width=0.0):
-    """The normalised histogram of a statistic over pieces; width > 0 smooths it with a Gaussian kernel of that many
-    bins (a kernel density estimate on the bins)."""
-    bins, values = {**STATS, **PIECE_STATS}[name]
-    counts = np.zeros(bins)
-    for notes in pieces:
-        if notes:
-            notes = list(map(as_note, notes))  # plain (start, pitch, dur, vel) tuples are read as Notes
-            counts += np.bincount(np.asarray(values(notes), dtype=np.int64), minlength=bins)[:bins]
-    if width > 0:
-        grid = np.arange(bins)
-        counts = np.exp(-0.5 * ((grid[:, None] - grid[None, :]) / width) ** 2) @ counts
-    return counts / max(counts.sum(), 1)
-
-
-def kernel_width(pieces, name, n):
-    """The kernel width (Silverman's rule of thumb) for a per-piece statistic, from its spread over `pieces`, in a
-    comparison whose smaller side has n pieces: a few dozen single values per side would leave most of 128 bins
-    empty, so that even two sets of real pieces would share little area. 0 for the note-level statistics."""
-    values = ([x for notes in pieces if notes for x in PIECE_STATS[name][1](list(map(as_note, notes)))]
-              if name in PIECE_STATS else [])
-    if len(values) < 2:
-        return 0.0
-    sd, iqr = np.std(values, ddof=1), np.subtract(*np.percentile(values, [75, 25])) / 1.34
-    return float(0.9 * min(sd, iqr or sd) * min(len(values), n) ** -0.2)
-
-
-def overlapping_area(p, q):
-    """The area two normalised histograms share: 1 for identical, 0 for disjoint."""
-    return float(np.minimum(p, q).sum())
-
-
-def split_pieces(ids, start_id):
-    """A token stream of back-to-back pieces -> one array per piece."""
-    starts = np.flatnonzero(ids == start_id)
-    return [ids[a:b] for a, b in zip(starts, list(starts[1:]) + [len(ids)])]
-
-
-class KneserNey:
-    """Interpolated Kneser-Ney over token ids with one discount; the lowest order is interpolated with a uniform
-    distribution, so no token has zero probability. Pieces are padded on the left, so every token has a history.
-
-    The counts live in sorted numpy arrays: a k-gram is the exact integer sum of t_i * B^(k-1-i) with B = vocab+1
-    (the pad is B-1), so nothing collides while B^n < 2^64, and lookups are binary searches. That lets it fit the
-    whole training split of the corpus in seconds and a few hundred MB."""
-
-    def __init__(self, n, vocab_size, discount=0.75):
-        if (vocab_size + 1) ** n >= 2**64:
-            raise ValueError(f"a {n}-gram over {vocab_size} tokens does not fit one 64-bit key")
-        self.n, self.V, self.D, self.B = n, vocab_size, discount, np.uint64(vocab_size + 1)
-        self.keys, self.counts = {}, {}       # k -> sorted k-gram keys, their counts (raw at n, continuation below)
-        self.hist, self.total, self.distinct = {}, {}, {}  # k -> sorted histories, count after each, distinct next
-
-    def grams(self, seq, k):
-        """Keys of the k-grams of `seq` (uint64 array), one per window."""
-        keys = np.zeros(max(len(seq) - k + 1, 0), dtype=np.uint64)
-        for t in range(k):
-            keys = keys * self.B + seq[t:len(seq) - k + 1 + t]
-        return keys
-
-    def padded(self, piece):
-        return np.concatenate([np.full(self.n - 1, self.V, dtype=np.uint64), np.asarray(piece, dtype=np.uint64)])
-
-    def fit(self, pieces):
-        n = self.n
-        self.keys[n], self.counts[n] = np.unique(np.concatenate([self.grams(self.padded(p), n) for p in pieces]
-                                                                or [np.zeros(0, np.uint64)]), return_counts=True)
-        for k in range(n - 1, 0, -1):  # continuation counts: in how many contexts does a gram appear
-            self.keys[k], self.counts[k] = np.unique(self.keys[k + 1] % self.B ** np.uint64(k), return_counts=True)
-        for k in range(1, n + 1):  # the keys are sorted, so each history's grams sit side by side
-            self.hist[k], first, self.distinct[k] = np.unique(self.keys[k] // self.B, return_index=True,
-                                                              return_counts=True)
-            self.total[k] = np.add.reduceat(self.counts[k], first) if len(first) else first
-        return self
-
-    @staticmethod
-    def lookup(keys, values, query):
-        """values[keys == query] for each query, 0 where a query is absent."""
-        if not len(keys):
-            return np.zeros(len(query), dtype=values.dtype)
-        i = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-        return np.where(keys[i] == query, values[i], 0)
-
-    def probs(self, seq):
-        """P(seq[i] | the n-1 tokens before it) for every i >= n-1 of a padded sequence."""
-        p = np.full(len(seq) - self.n + 1, 1.0 / self.V)
-        for k in range(1, self.n + 1):
-            g = self.grams(seq, k)[self.n - k:]  # the k-gram ending at each predicted token
-            h = g // self.B
-            total = self.lookup(self.hist[k], self.total[k], h).astype(float)
-            distinct = self.lookup(self.hist[k], self.distinct[k], h)
-            c = self.lookup(self.keys[k], self.counts[k], g)
-            seen = total > 0  # an unseen history leaves the lower order's estimate as it is
-            p = np.where(seen, (np.maximum(c - self.D, 0) + self.D * distinct * p) / np.where(seen, total, 1), p)
-        return p
-
-    def prob(self, history, token):
-        """P(token | the last n-1 tokens of history)."""
-        return float(self.probs(self.padded(list(history) + [token])[-self.n:])[-1])
-
-    def nats(self, piece):
-        """Negative log-likelihood of a piece's tokens after its first (START)."""
-        return float(-np.log(self.probs(self.padded(piece))[1:]).sum())
 
 
 @torch.no_grad()
@@ -395,22 +185,6 @@ def through_midi(tokens, spec):
 
 def style_of(tokens):
     return Header.of_tokens(tokens[:2]).style
-
-
-def profile(pieces):
-    """The normalised histograms of a set of pieces, one per statistic."""
-    return {name: histogram(pieces, name) for name in STATS}
-
-
-def closeness(a, b):
-    """Mean overlapping area of two profiles: 1 when every histogram is the same."""
-    return float(np.mean([overlapping_area(a[k], b[k]) for k in STATS]))
-
-
-def closest_style(notes, styles, style_profiles):
-    """The style whose profile is closest to one piece's statistics."""
-    mine = profile([notes])
-    return max(styles, key=lambda t: closeness(mine, style_profiles[t]))
 
 
 def eval_key_controls(args, spec):
@@ -574,48 +348,6 @@ def listening(args, spec, pieces, sample, styles):
 
 # --- each main style against every training original of it: per-piece statistics and a classifier
 
-MEASURES = [*PIECE_STATS, "onsets_with_all_voices", "beats_with_all_voices", "parallels_per_100_moves",
-            "repeated_bars", "mean_duration"]
-
-
-def piece_measures(notes, header, voices, sample_freq):
-    """One piece's musical measures (MEASURES, a classifier's features): its per-piece statistics, the share of its
-    onsets and of its beats with `voices` notes sounding, its parallels per 100 moves, its share of repeated bars
-    and its mean note length (steps)."""
-    notes = list(map(as_note, notes))
-    chords = beat_chords(notes, sample_freq)
-    par, moves = parallels(chords, voices)
-    return [float(PIECE_STATS[name][1](notes)[0]) for name in PIECE_STATS] + [
-        float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),
-        repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes]))]
-
-
-def logistic_accuracy(a, b, folds=5, repeats=4, l2=1.0, seed=0):
-    """How well a logistic regression (L2-regularized, fitted by Newton's method on features standardized on each
-    training fold) tells rows of `a` from rows of `b`: its accuracy on held-out rows, cross-validated over `folds`
-    folds drawn `repeats` times, with as many rows of each side. 0.5: it cannot tell them apart."""
-    n = min(len(a), len(b))
-    if n < folds:
-        return None
-    x, y = np.vstack([np.asarray(a, float)[:n], np.asarray(b, float)[:n]]), np.r_[np.ones(n), np.zeros(n)]
-    rng, hits = np.random.default_rng(seed), []
-    ridge = l2 * np.diag(np.r_[0.0, np.ones(x.shape[1])])  # the intercept is not shrunk
-    for _ in range(repeats):
-        fold = np.r_[rng.permutation(n) % folds, rng.permutation(n) % folds]  # each fold holds both sides alike
-        for f in range(folds):
-            fit = fold != f
-            mean, sd = x[fit].mean(0), x[fit].std(0)
-            z = np.c_[np.ones(len(x)), (x - mean) / np.where(sd > 0, sd, 1.0)]
-            w = np.zeros(z.shape[1])
-            for _ in range(30):
-                p = 1 / (1 + np.exp(-np.clip(z[fit] @ w, -30, 30)))
-                grad = z[fit].T @ (p - y[fit]) + ridge @ w
-                hess = (z[fit].T * (p * (1 - p))) @ z[fit] + ridge + 1e-9 * np.eye(len(w))
-                w -= np.linalg.solve(hess, grad)
-            hits += list((z[~fit] @ w > 0) == (y[~fit] == 1))
-    return float(np.mean(hits))
-
-
 def against_originals(args, spec, pieces, sample, styles):
     """Per main style: --style_samples samples asked for it and, as the reference, the style's validation pieces,
     each against every training original of the style, all cut alike: the per-piece statistics' overlapping areas
@@ -713,16 +445,6 @@ def given_bits(model, tok, notes, header, device, modes):
             material = infill(notes, header, spec, *span, ahead)[1]
             score(name, tokens, GrammarMask(tok, device, held, material=material), in_gap, len(gap))
     return cases
-
-
-def voice_ranges(pieces, voices):
-    """Per voice (part), the median over pieces of its lowest and highest pitch: [[low, high], ...]."""
-    out = []
-    for v in range(voices):
-        spans = [(min(p), max(p)) for p in ([n.pitch for n in notes if n.part == v] for notes, _ in pieces) if p]
-        out.append([float(np.median([a for a, _ in spans])), float(np.median([b for _, b in spans]))] if spans
-                   else None)
-    return out
 
 
 def given_material(args, model, tok, pieces, device):

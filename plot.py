@@ -15,7 +15,8 @@ import matplotlib.ticker  # noqa: E402
 
 import batch  # noqa: E402
 from batch import clean_stale, die, read_jsonl, reason, save_figure, why_not_written  # noqa: E402
-from encoding_decoding import Spec, midi_to_notes, part_names  # noqa: E402
+from encoding_decoding import Spec  # noqa: E402
+from midi_io import midi_to_notes, part_names  # noqa: E402
 
 
 def plot_run(run):

@@ -35,9 +35,10 @@ import configurator
 from batch import atomic_open, atomic_write, clean_stale, die, read_text, reason, temp_name, writable_dir
 from controls import (Controls, GrammarMask, add_part, harmonize, infill, key_pitch_classes, key_triad, pitch_class,
                       top_line)
-from encoding_decoding import (DRUMS, END, HEADER, START, finish, instrument_name, instrument_number, kind,
-                               midi_to_notes, notes_to_midi, notes_to_score, notes_to_tokens, parse_score,
-                               score_to_notes, strip_leading_silence, text_to_tokens, tokens_to_notes, tokens_to_text)
+from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
+                               text_to_tokens, tokens_to_notes, tokens_to_text)
+from midi_io import (instrument_name, instrument_number, midi_to_notes, notes_to_midi, notes_to_score, parse_score,
+                     score_to_notes)
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 

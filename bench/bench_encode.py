@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from batch import find_files  # noqa: E402
-from encoding_decoding import Spec, midi_to_notes, notes_to_tokens  # noqa: E402
+from encoding_decoding import Spec, notes_to_tokens  # noqa: E402
+from midi_io import midi_to_notes  # noqa: E402
 
 
 def ours(path, spec):

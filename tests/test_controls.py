@@ -7,9 +7,9 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import midi_file, on, off, run, track, vlq
 from controls import Controls, GrammarMask, estimated_triads, key_pitch_classes, key_triad
-from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, canonical, finish, midi_to_notes,
-                               notes_to_midi, notes_to_tokens, parse_score, score_to_notes, text_to_midi,
-                               tokens_to_notes, tokens_to_text, validate)
+from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, canonical, finish,
+                               notes_to_tokens, tokens_to_notes, tokens_to_text, validate)
+from midi_io import midi_to_notes, notes_to_midi, parse_score, score_to_notes, text_to_midi
 from model import sample_logits
 
 TOK = Tokenizer(Spec())

@@ -8,10 +8,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, meta, midi_file, off, on, program, scale, track
-from encoding_decoding import (DRUMS, END, START, Header, Spec, canonical, check_edition, midi_to_notes,
-                               notes_to_midi, notes_to_score, notes_to_tokens, parse_score, score_to_notes,
-                               strip_leading_silence, text_to_midi, tidy_parts, tokens_to_notes, tokens_to_text,
-                               validate)
+from encoding_decoding import (DRUMS, END, START, Header, Spec, canonical, check_edition, notes_to_tokens,
+                               strip_leading_silence, tokens_to_notes, tokens_to_text, validate)
+from midi_io import midi_to_notes, notes_to_midi, notes_to_score, parse_score, score_to_notes, text_to_midi, tidy_parts
 
 SPEC = Spec()
 HEAD = "START style:other tempo:121 meter:4/4"
@@ -295,7 +294,7 @@ def test_the_round_trip_tool_keeps_a_users_style_tempo_meter_and_parts(tmp_path)
     tempo = meta(0x51, (60_000_000 // 90).to_bytes(3, "big")) + meta(0x58, bytes([3, 2, 24, 8]))
     (folder / "w.mid").write_bytes(midi_file(track(tempo), scale(6, 72, ch=0), track(
         program(42, ch=1), on(48, 80, 1) + off(48, 1, delta=1440))))
-    tool = lambda *a: subprocess.run([sys.executable, str(ROOT / "encoding_decoding.py"), *map(str, a)],
+    tool = lambda *a: subprocess.run([sys.executable, str(ROOT / "midi_io.py"), *map(str, a)],
                                      capture_output=True, text=True, cwd=tmp_path)
     text = tool(folder / "w.mid")
     assert text.returncode == 0 and text.stdout.startswith("START style:waltz tempo:90 meter:3/4 inst:0 inst:42")

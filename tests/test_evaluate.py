@@ -5,7 +5,9 @@ import pytest
 
 import config
 from conftest import run
-from evaluate import KneserNey, histogram, longest_runs, overlapping_area
+from evaluate import longest_runs
+from measures import histogram, overlapping_area
+from ngram import KneserNey
 
 
 def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
@@ -132,7 +134,8 @@ def test_validation_pieces_are_cut_like_samples(data):
     """A piece compared with samples of max_new tokens keeps at most its first max_new tokens after START, in whole
     groups, closed with END; a shorter piece stays whole."""
     from encoding_decoding import END, START, validate
-    from evaluate import first_tokens, split_pieces
+    from evaluate import first_tokens
+    from ngram import split_pieces
     from encoding_decoding import Tokenizer
     tok = Tokenizer.load(data / "tokenizer.json")
     piece = split_pieces(np.fromfile(data / "val.bin", dtype=np.uint16).astype(np.int64), tok.stoi[START])[0]
@@ -163,7 +166,7 @@ def test_model_nats_scores_every_token_once(keep):
 def test_kernel_smoothing_lets_few_pieces_of_one_distribution_share_area():
     """Two sets of 30 pieces whose mean pitch is drawn from one distribution: 1-semitone bins share little area,
     the kernel density estimate much more, and two different distributions stay apart."""
-    from evaluate import kernel_width
+    from measures import kernel_width
     rng = np.random.default_rng(0)
     pieces = lambda centre: [[(0, int(p), 4, 80)] for p in rng.normal(centre, 4, 30).round()]
     a, b, far = pieces(60), pieces(60), pieces(75)
@@ -178,7 +181,7 @@ def test_kernel_smoothing_lets_few_pieces_of_one_distribution_share_area():
 
 def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     from encoding_decoding import Header
-    from evaluate import beat_chords, ends_on_tonic, listen, parallels, repeated_bars
+    from measures import beat_chords, ends_on_tonic, listen, parallels, repeated_bars
     # C major: I - V - I in four voices, a beat each, the bass alone on the fourth beat, and the same bar again.
     # I -> V: soprano and bass rise in octaves, tenor and bass in fifths; V -> I: soprano and bass fall in octaves
     chords = [(72, 64, 55, 48), (79, 71, 62, 55), (72, 67, 64, 48)]
@@ -194,14 +197,14 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert r["full_beats"] == 6 / 8 and r["repeated_bars"] == 0.5
     # one piece's measures, a classifier's features: 6 of 8 onsets and beats with four notes sounding, 3 parallels in
     # 4 moves (two bars of I - V - I), half the bars repeated
-    from evaluate import MEASURES, piece_measures
+    from measures import MEASURES, piece_measures
     m = dict(zip(MEASURES, piece_measures(notes, Header(), 4, 4)))
     assert m["onsets_with_all_voices"] == m["beats_with_all_voices"] == 6 / 8 and m["repeated_bars"] == 0.5
     assert m["parallels_per_100_moves"] == 100 * 6 / 4 and m["piece_pitch_range"] == 79 - 48 and m["mean_duration"] == 4
 
 
 def test_the_classifier_tells_apart_what_differs_and_not_what_does_not():
-    from evaluate import logistic_accuracy
+    from measures import logistic_accuracy
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, (128, 6)), rng.normal(0, 1, (128, 6))
     assert 0.35 < logistic_accuracy(a, b) < 0.65  # two halves of the same music: chance

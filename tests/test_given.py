@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 from conftest import body, midi_file, off, on, run, sample_here, track
 from controls import Controls, GrammarMask, add_part, harmonize, infill, mask_rows, top_line
 from encoding_decoding import (AHEAD, END, START, Header, Note, Spec, Tokenizer, canonical, finish, given_variant,
-                               midi_to_notes, notes_to_midi, notes_to_tokens, tokens_to_notes, validate)
+                               notes_to_tokens, tokens_to_notes, validate)
+from midi_io import midi_to_notes, notes_to_midi
 from model import sample_logits
 
 SPEC = Spec()
@@ -179,7 +180,7 @@ def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys
     # beside them, the melody as it was kept, to hear what was given
     got, header, _ = midi_to_notes((tmp_path / "h/tiny_harmonized_tune.1_seed1337_melody.mid").read_bytes(), SPEC)
     assert got == [n for n in notes if n.part == 0] and header.parts == (73,) and round(header.bpm) == 96
-    from encoding_decoding import notes_to_score
+    from midi_io import notes_to_score
     from sample import write_musicxml
     score = tmp_path / "tune.musicxml"  # a score's first part is a melody too
     write_musicxml(notes_to_score([n for n in notes if n.part == 0], SPEC, Header(bpm=96, meter="3/4")), score)

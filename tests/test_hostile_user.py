@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from conftest import ENV, ROOT, make_bin, midi_file, off, on, run, scale, track, train_args, vlq
-from encoding_decoding import Spec, Tokenizer, midi_to_notes
+from encoding_decoding import Spec, Tokenizer
+from midi_io import midi_to_notes
 
 
 def one_line(r, message):

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from conftest import ENV, ROOT, midi_file, on, off, run, sample_here, scale, track, train_args
-from encoding_decoding import DRUMS, Header, Note, Spec, notes_to_midi, notes_to_tokens, tokens_to_text
+from encoding_decoding import DRUMS, Header, Note, Spec, notes_to_tokens, tokens_to_text
+from midi_io import notes_to_midi
 from test_hostile_user import KILL_AT_SECOND_RENAME, files_of, full_disk_line, needs_mount, on_a_full_disk, one_line
 
 SPEC = Spec()

@@ -214,7 +214,8 @@ def test_a_dataset_of_the_first_edition_stops_training_with_one_line(tmp_path):
        st.integers(-5, 6), st.sampled_from([-10, 0, 10]), st.sampled_from([-1, 0, 1]))
 def test_shift_on_tokens_is_the_shift_of_the_notes(notes, pitch, velocity, tempo):
     """The one-pass shift gives the encoding of the shifted notes: drums unmoved, velocities clamped."""
-    from encoding_decoding import DRUMS, canonical, tidy_parts
+    from encoding_decoding import DRUMS, canonical
+    from midi_io import tidy_parts
     from collections import Counter
     notes, parts = tidy_parts(canonical(notes, SPEC), (0, DRUMS, 40), SPEC, Counter())
     header = Header(parts=parts)

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from conftest import ENV, ROOT, run, train_args
-from encoding_decoding import END, Spec, bar_steps, finish, midi_to_notes, validate
+from encoding_decoding import END, Spec, bar_steps, finish, validate
+from midi_io import midi_to_notes
 from controls import GrammarMask
 from encoding_decoding import Tokenizer
 from model import sample_logits
@@ -170,7 +171,7 @@ def test_sampling_is_valid_reproducible_and_plots(trained, tmp_path):
 
 def test_sampling_from_a_prompt(trained, tmp_path):
     prompt = tmp_path / "prompt.mid"
-    from encoding_decoding import notes_to_midi
+    from midi_io import notes_to_midi
     prompt.write_bytes(notes_to_midi([(4 * k + 24, 60 + k, 4, 80) for k in range(40)], TOK.spec))
     r = run("sample.py", "--out_dir", trained, "--num_samples", 1, "--max_new_tokens", 30, "--prompt", prompt,
             "--prompt_bars", 2, "--output_dir", tmp_path)
@@ -343,7 +344,7 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
 
 def test_a_sample_as_a_score_has_the_notes_and_parts_of_its_midi(trained, tmp_path):
     from music21 import converter
-    from encoding_decoding import score_to_notes
+    from midi_io import score_to_notes
     r = run("sample.py", "--out_dir", trained, "--num_samples", 2, "--bars", 3, "--meter", "3/4", "--instruments",
             "violin,cello", "--musicxml", "--output_dir", tmp_path)
     assert r.returncode == 0, r.stderr

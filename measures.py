@@ -1,0 +1,222 @@
+"""The measures of notes, as a music teacher and a statistician count them: pure functions of note lists (no torch, no
+model), the same code for samples and for real pieces, so that a gap between the two means something. evaluate.py
+samples and reports them; `evaluate.py --listen` applies listen() to any MIDI file.
+
+- Statistics (Yang & Lerch, 2018): histograms of pitch class, pitch, duration, inter-onset interval, notes per bar
+  and polyphony, and per-piece values (a piece's mean or span), compared by their overlapping area.
+- What a listener hears: voices sounding per beat, parallel perfect fifths and octaves, the final chord against the
+  key's tonic triad, repeated bars; each voice's range.
+- A classifier (logistic regression) that tries to tell two sets of pieces apart by their per-piece measures.
+"""
+from bisect import bisect_right
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from encoding_decoding import as_note
+
+STATS = {  # name -> (number of bins, values of one piece's notes)
+    "pitch_class": (12, lambda notes: [n.pitch % 12 for n in notes]),
+    "pitch": (128, lambda notes: [n.pitch for n in notes]),
+    "duration": (33, lambda notes: [min(n.dur, 32) for n in notes]),
+    "inter_onset_interval": (33, lambda notes: np.minimum(np.diff(sorted({n.start for n in notes})), 32)),
+    "notes_per_bar": (41, lambda notes: [min(c, 40) for c in Counter(n.start // 16 for n in notes).values()]),
+    "polyphony": (11, lambda notes: [min(c, 10) for c in polyphony(notes)]),
+}
+PIECE_STATS = {  # one value per piece (its mean or its span), so that whole pieces are compared, per style too
+    "piece_notes_per_bar": (41, lambda notes: [min(round(np.mean(STATS["notes_per_bar"][1](notes))), 40)]),
+    "piece_polyphony_x2": (21, lambda notes: [min(round(2 * np.mean(polyphony(notes))), 20)]),
+    "piece_pitch_range": (89, lambda notes: [np.ptp(STATS["pitch"][1](notes))]),
+    "piece_mean_pitch": (128, lambda notes: [round(np.mean(STATS["pitch"][1](notes)))]),
+}
+# --- what a listener hears: voices, parallels, the final chord, repeated bars (the same code for samples and real
+# pieces; the voices of a beat are its sounding notes, highest first, so one-part MIDI files are measured alike)
+
+
+def beat_chords(notes, sample_freq):
+    """Per beat (quarter note) from the first onset to the last end: the pitches sounding on it, highest first."""
+    notes = list(map(as_note, notes))
+    if not notes:
+        return []
+    first, last = min(n.start for n in notes), max(n.end for n in notes)
+    beats = range(first - first % sample_freq, last, sample_freq)
+    return [sorted((n.pitch for n in notes if n.start <= b < n.end), reverse=True) for b in beats]
+
+
+def full_beats(chords, voices):
+    """The share of beats with `voices` notes sounding."""
+    return float(np.mean([len(c) == voices for c in chords])) if chords else 0.0
+
+
+def parallels(chords, voices):
+    """(parallel perfect fifths and octaves, beat-to-beat moves): between two beats that both sound `voices` notes,
+    a pair of voices that both move the same way and stand a perfect fifth or octave (or unison) apart, the same
+    before and after, is one parallel; a move is one such pair of beats."""
+    count = moves = 0
+    for a, b in zip(chords, chords[1:]):
+        if len(a) != voices or len(b) != voices:
+            continue
+        moves += 1
+        for i in range(voices):
+            for j in range(i + 1, voices):
+                up, down = b[i] - a[i], b[j] - a[j]
+                same = (a[i] - a[j]) % 12 == (b[i] - b[j]) % 12 and (a[i] - a[j]) % 12 in (0, 7)
+                count += same and up != 0 and (up > 0) == (down > 0)
+    return count, moves
+
+
+def ends_on_tonic(notes):
+    """Whether the last onset's chord is the tonic triad of the piece's key (music21's Krumhansl-Schmuckler
+    analysis): its pitch classes hold the tonic and lie in the triad (a major third allowed in minor: Picardy)."""
+    from music21 import note, stream
+    notes = list(map(as_note, notes))
+    if not notes:
+        return False
+    s = stream.Stream()
+    for n in notes:
+        el = note.Note(n.pitch)
+        el.quarterLength = max(n.dur, 1) / 4
+        s.insert(n.start / 4, el)
+    key = s.analyze("key")
+    tonic = key.tonic.pitchClass
+    triad = {tonic, (tonic + 7) % 12, (tonic + (4 if key.mode == "major" else 3)) % 12}
+    triad |= {(tonic + 4) % 12} if key.mode == "minor" else set()
+    last = max(n.start for n in notes)
+    final = {n.pitch % 12 for n in notes if n.start <= last < n.end}
+    return tonic in final and final <= triad
+
+
+def repeated_bars(notes, header, sample_freq):
+    """The share of a piece's bars (those with an onset) that repeat an earlier bar note for note (onsets in the
+    bar, pitches, durations, parts)."""
+    notes = list(map(as_note, notes))
+    n_bars = header.bars_needed(notes, sample_freq)
+    lines = header.bar_lines(sample_freq, n_bars)
+    bars = defaultdict(list)
+    for n in notes:
+        k = bisect_right(lines, n.start) - 1
+        bars[k].append((n.start - lines[k], n.pitch, n.dur, n.part))
+    seen, repeats = set(), 0
+    for k in sorted(bars):
+        content = tuple(sorted(bars[k]))
+        repeats += content in seen
+        seen.add(content)
+    return repeats / len(bars) if bars else 0.0
+
+
+def listen(pieces, voices, sample_freq):
+    """The four measures over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
+    parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars."""
+    chords = [beat_chords(n, sample_freq) for n, _ in pieces]
+    par = [parallels(c, voices) for c in chords]
+    moves = sum(m for _, m in par)
+    return {"voices": voices, "full_beats": float(np.mean([full_beats(c, voices) for c in chords])),
+            "parallels_per_100_moves": 100 * sum(p for p, _ in par) / moves if moves else None,
+            "ends_on_tonic": float(np.mean([ends_on_tonic(n) for n, _ in pieces])),
+            "repeated_bars": float(np.mean([repeated_bars(n, h, sample_freq) for n, h in pieces]))}
+
+
+def polyphony(notes):
+    """The number of notes sounding at each onset."""
+    onsets = sorted({n.start for n in notes})
+    return [sum(n.start <= t < n.end for n in notes) for t in onsets]
+
+
+def histogram(pieces, name, width=0.0):
+    """The normalised histogram of a statistic over pieces; width > 0 smooths it with a Gaussian kernel of that many
+    bins (a kernel density estimate on the bins)."""
+    bins, values = {**STATS, **PIECE_STATS}[name]
+    counts = np.zeros(bins)
+    for notes in pieces:
+        if notes:
+            notes = list(map(as_note, notes))  # plain (start, pitch, dur, vel) tuples are read as Notes
+            counts += np.bincount(np.asarray(values(notes), dtype=np.int64), minlength=bins)[:bins]
+    if width > 0:
+        grid = np.arange(bins)
+        counts = np.exp(-0.5 * ((grid[:, None] - grid[None, :]) / width) ** 2) @ counts
+    return counts / max(counts.sum(), 1)
+
+
+def kernel_width(pieces, name, n):
+    """The kernel width (Silverman's rule of thumb) for a per-piece statistic, from its spread over `pieces`, in a
+    comparison whose smaller side has n pieces: a few dozen single values per side would leave most of 128 bins
+    empty, so that even two sets of real pieces would share little area. 0 for the note-level statistics."""
+    values = ([x for notes in pieces if notes for x in PIECE_STATS[name][1](list(map(as_note, notes)))]
+              if name in PIECE_STATS else [])
+    if len(values) < 2:
+        return 0.0
+    sd, iqr = np.std(values, ddof=1), np.subtract(*np.percentile(values, [75, 25])) / 1.34
+    return float(0.9 * min(sd, iqr or sd) * min(len(values), n) ** -0.2)
+
+
+def overlapping_area(p, q):
+    """The area two normalised histograms share: 1 for identical, 0 for disjoint."""
+    return float(np.minimum(p, q).sum())
+
+
+def profile(pieces):
+    """The normalised histograms of a set of pieces, one per statistic."""
+    return {name: histogram(pieces, name) for name in STATS}
+
+
+def closeness(a, b):
+    """Mean overlapping area of two profiles: 1 when every histogram is the same."""
+    return float(np.mean([overlapping_area(a[k], b[k]) for k in STATS]))
+
+
+def closest_style(notes, styles, style_profiles):
+    """The style whose profile is closest to one piece's statistics."""
+    mine = profile([notes])
+    return max(styles, key=lambda t: closeness(mine, style_profiles[t]))
+
+
+MEASURES = [*PIECE_STATS, "onsets_with_all_voices", "beats_with_all_voices", "parallels_per_100_moves",
+            "repeated_bars", "mean_duration"]
+
+
+def piece_measures(notes, header, voices, sample_freq):
+    """One piece's musical measures (MEASURES, a classifier's features): its per-piece statistics, the share of its
+    onsets and of its beats with `voices` notes sounding, its parallels per 100 moves, its share of repeated bars
+    and its mean note length (steps)."""
+    notes = list(map(as_note, notes))
+    chords = beat_chords(notes, sample_freq)
+    par, moves = parallels(chords, voices)
+    return [float(PIECE_STATS[name][1](notes)[0]) for name in PIECE_STATS] + [
+        float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),
+        repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes]))]
+
+
+def logistic_accuracy(a, b, folds=5, repeats=4, l2=1.0, seed=0):
+    """How well a logistic regression (L2-regularized, fitted by Newton's method on features standardized on each
+    training fold) tells rows of `a` from rows of `b`: its accuracy on held-out rows, cross-validated over `folds`
+    folds drawn `repeats` times, with as many rows of each side. 0.5: it cannot tell them apart."""
+    n = min(len(a), len(b))
+    if n < folds:
+        return None
+    x, y = np.vstack([np.asarray(a, float)[:n], np.asarray(b, float)[:n]]), np.r_[np.ones(n), np.zeros(n)]
+    rng, hits = np.random.default_rng(seed), []
+    ridge = l2 * np.diag(np.r_[0.0, np.ones(x.shape[1])])  # the intercept is not shrunk
+    for _ in range(repeats):
+        fold = np.r_[rng.permutation(n) % folds, rng.permutation(n) % folds]  # each fold holds both sides alike
+        for f in range(folds):
+            fit = fold != f
+            mean, sd = x[fit].mean(0), x[fit].std(0)
+            z = np.c_[np.ones(len(x)), (x - mean) / np.where(sd > 0, sd, 1.0)]
+            w = np.zeros(z.shape[1])
+            for _ in range(30):
+                p = 1 / (1 + np.exp(-np.clip(z[fit] @ w, -30, 30)))
+                grad = z[fit].T @ (p - y[fit]) + ridge @ w
+                hess = (z[fit].T * (p * (1 - p))) @ z[fit] + ridge + 1e-9 * np.eye(len(w))
+                w -= np.linalg.solve(hess, grad)
+            hits += list((z[~fit] @ w > 0) == (y[~fit] == 1))
+    return float(np.mean(hits))
+
+
+def voice_ranges(pieces, voices):
+    """Per voice (part), the median over pieces of its lowest and highest pitch: [[low, high], ...]."""
+    out = []
+    for v in range(voices):
+        spans = [(min(p), max(p)) for p in ([n.pitch for n in notes if n.part == v] for notes, _ in pieces) if p]
+        out.append([float(np.median([a for a, _ in spans])), float(np.median([b for _, b in spans]))] if spans
+                   else None)
+    return out

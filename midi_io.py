@@ -1,0 +1,488 @@
+"""The boundary to files: MIDI files and scores (MusicXML, Humdrum, ABC, ... through music21) in and out, as the
+note lists and headers of the token format (encoding_decoding.py). Parts and their General MIDI instruments, meters
+laid in bars, drums on channel 10. music21 is imported only where a file is read or written.
+
+python midi_io.py song.mid            # print its encoding
+python midi_io.py song.txt [out.mid]  # write an encoding back as MIDI
+"""
+from collections import Counter, defaultdict, deque
+from dataclasses import replace
+from pathlib import Path
+
+import config
+from encoding_decoding import (DRUMS, STYLE_NAME, Header, Note, Spec, as_note, bar_steps, canonical, meter_fraction,
+                               notes_to_tokens, text_to_tokens, tokens_to_notes, tokens_to_text)
+
+# The General MIDI program names (program 0 is the Acoustic Grand Piano), for part names and --instruments.
+GM_NAMES = (
+    "piano", "bright piano", "electric grand", "honky-tonk", "electric piano 1", "electric piano 2", "harpsichord",
+    "clavinet", "celesta", "glockenspiel", "music box", "vibraphone", "marimba", "xylophone", "tubular bells",
+    "dulcimer", "drawbar organ", "percussive organ", "rock organ", "church organ", "reed organ", "accordion",
+    "harmonica", "bandoneon", "nylon guitar", "steel guitar", "jazz guitar", "clean guitar", "muted guitar",
+    "overdriven guitar", "distortion guitar", "guitar harmonics", "acoustic bass", "finger bass", "pick bass",
+    "fretless bass", "slap bass 1", "slap bass 2", "synth bass 1", "synth bass 2", "violin", "viola", "cello",
+    "contrabass", "tremolo strings", "pizzicato strings", "harp", "timpani", "strings", "slow strings",
+    "synth strings 1", "synth strings 2", "choir", "voice", "synth voice", "orchestra hit", "trumpet", "trombone",
+    "tuba", "muted trumpet", "horn", "brass", "synth brass 1", "synth brass 2", "soprano sax", "alto sax",
+    "tenor sax", "baritone sax", "oboe", "english horn", "bassoon", "clarinet", "piccolo", "flute", "recorder",
+    "pan flute", "bottle", "shakuhachi", "whistle", "ocarina", "square lead", "saw lead", "calliope lead",
+    "chiff lead", "charang lead", "voice lead", "fifths lead", "bass lead", "new age pad", "warm pad",
+    "polysynth pad", "choir pad", "bowed pad", "metallic pad", "halo pad", "sweep pad", "rain", "soundtrack",
+    "crystal", "atmosphere", "brightness", "goblins", "echoes", "sci-fi", "sitar", "banjo", "shamisen", "koto",
+    "kalimba", "bagpipe", "fiddle", "shanai", "tinkle bell", "agogo", "steel drums", "woodblock", "taiko drum",
+    "melodic tom", "synth drum", "reverse cymbal", "guitar fret noise", "breath noise", "seashore", "bird tweet",
+    "telephone", "helicopter", "applause", "gunshot")
+VOICE_WORDS = ("soprano", "alto", "tenor", "bass", "cantus", "altus", "bassus", "quintus", "sextus", "voice",
+               "superius", "contratenor", "discantus", "vox")  # score parts without a program: sung, so a choir
+
+
+def instrument_name(inst):
+    return "drums" if inst == DRUMS else GM_NAMES[inst]
+
+
+def instrument_number(name):
+    """'violin' / '40' / 'drums' -> 40 / 40 / DRUMS; ValueError naming the known names otherwise."""
+    name = name.strip().lower()
+    if name.isdigit() and int(name) < 128:
+        return int(name)
+    if name in ("drums", "drum", "percussion"):
+        return DRUMS
+    if name in GM_NAMES:
+        return GM_NAMES.index(name)
+    raise ValueError(f"unknown instrument {name!r}: a General MIDI program 0..127, 'drums', or a name such as "
+                     f"{', '.join(GM_NAMES[k] for k in (0, 40, 41, 42, 52, 56, 68, 73))}")
+
+
+def family(inst):
+    """The General MIDI family (eight programs each; drums their own): parts beyond max_parts merge by it."""
+    return 16 if inst == DRUMS else inst // 8
+
+
+def meters_by_bar(changes, sample_freq, max_bars=100_000):
+    """(first meter, ((bar index, meter), ...)) from meter changes at grid steps [(step, meter), ...] sorted by step:
+    a change inside a bar takes effect at the next bar line."""
+    if not changes:
+        return "4/4", ()
+    meter, out, bar, start, i = changes[0][1], [], 0, 0, 1
+    while i < len(changes) and bar < max_bars:
+        start += bar_steps(meter, sample_freq)
+        bar += 1
+        new = None
+        while i < len(changes) and changes[i][0] <= start:
+            new, i = changes[i][1], i + 1
+        if new is not None and new != meter:
+            out.append((bar, new))
+            meter = new
+    return changes[0][1], tuple(out)
+
+
+def fit_meters(header, spec, dropped):
+    """The header with every meter one of the vocabulary's: another meter of the same bar length where there is
+    one, else 4/4 (its bars are then laid in 4/4; the notes keep their steps). Counted in `dropped`."""
+    def fit(m):
+        if m in spec.meters:
+            return m
+        dropped["meter_replaced"] += 1
+        return spec.meter_of(bar_steps(m, spec.sample_freq)) or "4/4"
+    return replace(header, meter=fit(header.meter), changes=tuple((b, fit(m)) for b, m in header.changes))
+
+
+def merge_parts(notes, parts, max_parts, dropped):
+    """(notes, instruments) with at most max_parts parts: parts of one General MIDI family merge into the first
+    of them (drums with drums), and what still does not fit folds into the last part; counted in `dropped`."""
+    if len(parts) <= max_parts:
+        return notes, tuple(parts)
+    families = list(dict.fromkeys(family(i) for i in parts))
+    into = [min(families.index(family(i)), max_parts - 1) for i in parts]
+    merged = tuple(next(i for i, f in zip(parts, into) if f == k) for k in range(min(len(families), max_parts)))
+    dropped["parts_merged"] += len(parts) - len(merged)
+    return [n._replace(part=into[n.part]) for n in notes], merged
+
+
+# --- MIDI in
+
+
+def _to_step(tick, tpq, sample_freq):
+    """Nearest grid step, halves rounded up, in integers (ticks can be huge in a broken file)."""
+    return (2 * tick * sample_freq + tpq) // (2 * tpq)
+
+
+def check_midi_header(data):
+    """Raise ValueError naming what is wrong with the chunk structure of a standard MIDI file; return a Counter of
+    the event-level damage that the reader will repair or drop (see track_warnings)."""
+    warnings = Counter()
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    if data[:4] != b"MThd":
+        raise ValueError(f"not a MIDI file (starts with {data[:8]!r}, not MThd)")
+    if len(data) < 14:
+        raise ValueError(f"truncated header ({len(data)} bytes)")
+    if (size := int.from_bytes(data[4:8], "big")) != 6:
+        raise ValueError(f"bad header length {size} (a MIDI header holds 6 bytes)")
+    fmt, ntracks, division = (int.from_bytes(data[i:i + 2], "big") for i in (8, 10, 12))
+    if fmt == 2:
+        raise ValueError("type-2 MIDI (independent sequences) is not supported")
+    if fmt not in (0, 1):
+        raise ValueError(f"unknown MIDI format {fmt}")
+    if division & 0x8000:
+        raise ValueError("SMPTE time division is not supported (only ticks per quarter note)")
+    if division == 0:
+        raise ValueError("ticks per quarter note is 0")
+    pos = 14
+    for n in range(ntracks):
+        if pos + 8 > len(data):
+            raise ValueError(f"truncated file: header promises {ntracks} tracks, found {n}")
+        length = int.from_bytes(data[pos + 4:pos + 8], "big")
+        if data[pos:pos + 4] != b"MTrk":
+            raise ValueError(f"bad chunk at byte {pos}: {data[pos:pos + 4]!r} where a track (MTrk) should be")
+        if pos + 8 + length > len(data):
+            raise ValueError(f"track {n} at byte {pos} claims {length} bytes but only {len(data) - pos - 8} remain "
+                             f"(truncated file or bad chunk length)")
+        warnings.update(track_warnings(data[pos + 8:pos + 8 + length]))
+        pos += 8 + length
+    return warnings
+
+
+def _vlq(data, i):
+    """(value, next index) of the variable-length quantity at data[i]; None for the value if it runs off the end."""
+    value = 0
+    for k in range(4):
+        if i + k >= len(data):
+            return None, len(data)
+        value = (value << 7) | (data[i + k] & 0x7F)
+        if not data[i + k] & 0x80:
+            return value, i + k + 1
+    return value, i + 4
+
+
+def track_warnings(track):
+    """What music21's reader will repair or drop in one track's event bytes, as a Counter: a meta or sysex event
+    whose length runs past the track (every later event is lost with it), running status with no status byte
+    before it (the reader invents a message), a track that ends inside an event."""
+    found, i, status = Counter(), 0, None
+    while i < len(track):
+        _, i = _vlq(track, i)  # delta time
+        if i >= len(track):
+            found["track_ends_inside_an_event"] += 1
+            break
+        byte = track[i]
+        if byte == 0xFF or byte in (0xF0, 0xF7):  # meta (type byte, length) or sysex (length), then the data
+            length, j = _vlq(track, i + 2 if byte == 0xFF else i + 1)
+            if length is None or j + length > len(track):
+                found["meta_or_sysex_event_runs_past_its_track"] += 1
+                break
+            i, status = j + length, None if byte != 0xFF else status
+            continue
+        if byte & 0x80:
+            status, i = byte, i + 1
+        elif status is None:
+            found["running_status_without_a_status_byte"] += 1
+            status = 0x90  # read it as the reader will: a note-on
+        i += 1 if status >> 4 in (0xC, 0xD) else 2
+        if i > len(track):
+            found["track_ends_inside_an_event"] += 1
+    return found
+
+
+
+
+def tidy_parts(notes, parts, spec, dropped):
+    """(notes, instruments) without the parts that hold no note (the rest renumbered in order) and with at most
+    spec.max_parts parts (merge_parts)."""
+    used = sorted({n.part for n in notes})
+    if len(used) < len(parts):
+        number = {p: k for k, p in enumerate(used)}
+        notes, parts = [n._replace(part=number[n.part]) for n in notes], tuple(parts[p] for p in used)
+    return merge_parts(notes, parts or (0,), spec.max_parts, dropped)
+
+
+def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max_piece_steps,
+                  default_bpm=config.default_bpm):
+    """MIDI file bytes -> (canonical notes, Header, Counter of what was dropped and why), through music21's
+    low-level reader. A part is a (track, channel, program) that has notes, in order of track, channel and first
+    note; channel 10 is one drum part per track. Note on/off pair per track, channel and pitch, first in first
+    out; a note-on of velocity 0 is a note-off. The header takes the earliest set-tempo event and every time
+    signature (its style is left to the caller)."""
+    from music21 import midi
+    warnings = check_midi_header(data)
+    mf = midi.MidiFile()
+    mf.readstr(data)
+    tpq, on_off = mf.ticksPerQuarterNote, (midi.ChannelVoiceMessages.NOTE_ON, midi.ChannelVoiceMessages.NOTE_OFF)
+    dropped, found, tempo, meters = Counter(), [], None, []  # found: (part key, start tick, end tick, pitch, vel)
+    for t, track in enumerate(mf.tracks):
+        tick, sounding, program = 0, defaultdict(deque), {}  # sounding: (channel, pitch) -> (start, vel, part key)
+        for ev in track.events:
+            if ev.isDeltaTime():
+                tick += ev.time
+                continue
+            if ev.type == midi.MetaEvents.SET_TEMPO and len(ev.data) == 3 and int.from_bytes(ev.data, "big"):
+                tempo = min(tempo or (tick, 0), (tick, 60_000_000 / int.from_bytes(ev.data, "big")),
+                            key=lambda e: e[0]) if tempo else (tick, 60_000_000 / int.from_bytes(ev.data, "big"))
+            elif ev.type == midi.MetaEvents.TIME_SIGNATURE and len(ev.data) >= 2 and ev.data[0] and ev.data[1] < 8:
+                meters.append((tick, f"{ev.data[0]}/{2 ** ev.data[1]}"))
+            elif ev.type == midi.ChannelVoiceMessages.PROGRAM_CHANGE and isinstance(ev.data, int):
+                program[ev.channel] = ev.data & 0x7F
+            if ev.type not in on_off:
+                continue
+            drum = ev.channel == 10
+            if drum and not keep_drums:
+                dropped["drums"] += ev.type == on_off[0] and ev.velocity > 0
+                continue
+            key = (ev.channel, ev.pitch)
+            if ev.type == on_off[0] and ev.velocity > 0:
+                part = (t, ev.channel, DRUMS if drum else program.get(ev.channel, 0))
+                sounding[key].append((tick, ev.velocity, part))
+            elif sounding[key]:
+                start, vel, part = sounding[key].popleft()
+                found.append((part, start, tick, ev.pitch, vel))
+            else:
+                dropped["note_off_without_on"] += 1
+        for (channel, pitch), q in sounding.items():  # never released: end them with the track
+            dropped["closed_at_track_end"] += len(q)
+            found += [(part, start, tick, pitch, vel) for start, vel, part in q]
+    step = lambda tick: _to_step(tick, tpq, spec.sample_freq)
+    if found and (last := step(max(b for _, _, b, _, _ in found))) > max_steps:
+        raise ValueError(f"a note ends at step {last}, past max_piece_steps={max_steps} (absurd delta time?)")
+    first = {}
+    for part, a, *_ in found:
+        first[part] = min(first.get(part, a), a)
+    keys = sorted(first, key=lambda k: (k[0], k[1], first[k]))
+    number = {k: i for i, k in enumerate(keys)}
+    notes = [Note(step(a), p, step(b) - step(a), v, number[k]) for k, a, b, p, v in found]
+    notes, parts = tidy_parts(notes, tuple(k[2] for k in keys), spec, dropped)
+    meters = sorted({step(tick): m for tick, m in sorted(meters)}.items())  # the last of one step wins
+    meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], spec.sample_freq)
+    header = Header(bpm=tempo[1] if tempo else default_bpm, meter=meter, parts=parts, changes=changes)
+    header = fit_meters(header, spec, dropped)
+    dropped.update({f"warning:{k}": v for k, v in warnings.items()})
+    return canonical(notes, spec, dropped), header, +dropped  # unary + keeps the positive counts only
+
+
+# --- scores in
+
+
+def part_program(part):
+    """The General MIDI program of a score part: its instrument's, else a choir for a sung part, else a piano."""
+    inst = part.getInstrument(returnDefault=False)
+    if inst is not None and inst.midiProgram is not None:
+        return inst.midiProgram
+    if inst is not None and "UnpitchedPercussion" in inst.classes:
+        return DRUMS
+    names = " ".join(str(x or "") for x in (part.partName, inst and inst.instrumentName)).lower()
+    return 52 if any(w in names for w in VOICE_WORDS) else 0
+
+
+def score_to_notes(score, spec, default_velocity=config.default_velocity, default_bpm=config.default_bpm):
+    """A music21 Score -> (canonical notes, Header, Counter of what was dropped). Read as it is played: repeats and
+    first and second endings expanded. One part per score part. A pickup bar is laid at the end of a whole first
+    bar, so that bar lines fall where the score has them. Ties are merged; grace notes and chord symbols are
+    dropped. The header takes the first metronome mark and the time signatures of the first part."""
+    dropped, notes = Counter(), []
+    try:
+        score = score.expandRepeats()
+    except Exception:  # music21 raises several kinds on repeats it cannot resolve: read the score as written
+        dropped["repeats_not_expanded"] += 1
+    parts = list(getattr(score, "parts", ())) or [score]
+    measures = list(parts[0].getElementsByClass("Measure"))
+    pickup = float(measures[0].paddingLeft) if measures else 0.0  # quarters missing from an incomplete first bar
+    shift = round(pickup * spec.sample_freq)
+    first = parts[0].flatten()
+    marks = [m.getQuarterBPM() for m in score.flatten().getElementsByClass("MetronomeMark")]
+    meters = [(round(float(ts.offset) * spec.sample_freq) + shift, ts.ratioString)
+              for ts in first.getElementsByClass("TimeSignature")]
+    meters = [m for m in meters if not m[1].startswith("1/")] or meters  # 1/8 and the like mark a pickup in ABC
+    for k, part in enumerate(parts):
+        tied = {}  # pitch -> index in notes of this part's note whose tie goes on
+        for el in part.flatten().getElementsByClass(["Note", "Chord"]):
+            if "Harmony" in el.classes:  # a chord symbol above the staff, not sounding notes
+                dropped["chord_symbol"] += 1
+                continue
+            if el.duration.isGrace:
+                dropped["grace_note"] += 1
+                continue
+            start = round(float(el.offset) * spec.sample_freq) + shift
+            end = round(float(el.offset + el.duration.quarterLength) * spec.sample_freq) + shift
+            vel = el.volume.velocity if el.volume.velocity else default_velocity
+            for n in getattr(el, "notes", None) or [el]:  # a chord's notes carry their own ties
+                tie = (n.tie or el.tie).type if (n.tie or el.tie) else None
+                j = tied.pop(n.pitch.midi, None)
+                if j is not None and tie in ("continue", "stop") and notes[j].end == start:
+                    notes[j] = notes[j]._replace(dur=end - notes[j].start)  # music21's stripTies loses chords'
+                else:                                                        # ties across voices: merged here
+                    j = len(notes)
+                    notes.append(Note(start, n.pitch.midi, end - start, vel, k))
+                if tie in ("start", "continue"):
+                    tied[n.pitch.midi] = j
+    notes, programs = tidy_parts(notes, tuple(part_program(p) for p in parts), spec, dropped)
+    meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], spec.sample_freq)
+    header = Header(bpm=next((b for b in marks if b), default_bpm), meter=meter, parts=programs, changes=changes)
+    return canonical(notes, spec, dropped), fit_meters(header, spec, dropped), dropped
+
+
+def parse_score(path):
+    """A score file -> list of (suffix, Score): one per tune of a many-tune file (ABC opus), else one."""
+    from music21 import converter
+    parsed = converter.parse(path, forceSource=True, storePickle=False)
+    if "Opus" in parsed.classes:
+        return [(f"_tune{k:03d}", s) for k, s in enumerate(parsed.scores, 1)]
+    return [("", parsed)]
+
+
+# --- MIDI and scores out
+
+
+def part_names(parts):
+    """A name per part: its instrument's, numbered where several share one; four choir parts are S, A, T, B."""
+    if tuple(parts) == (52,) * 4:
+        return ["Soprano", "Alto", "Tenor", "Bass"]
+    count, seen, names = Counter(parts), Counter(), []
+    for inst in parts:
+        seen[inst] += 1
+        name = instrument_name(inst).capitalize()
+        names.append(f"{name} {seen[inst]}" if count[inst] > 1 else name)
+    return names
+
+
+def midi_channels(parts):
+    """A MIDI channel (1-based) per part: drums on 10, the others on 1-9 and 11-16 in turn."""
+    melodic = [c for c in range(1, 17) if c != 10]
+    out, k = [], 0
+    for inst in parts:
+        if inst == DRUMS:
+            out.append(10)
+        else:
+            out.append(melodic[k % len(melodic)])
+            k += 1
+    return out
+
+
+def notes_to_midi(notes, spec, header=Header()):
+    """Canonical notes -> MIDI file bytes (type 1): a first track with the tempo and the time signatures (none for
+    a meter that is not n/2^k), then one named track per part with its program on its channel (drums on 10),
+    written with music21's MIDI objects."""
+    from music21 import midi
+    notes = list(map(as_note, notes))
+    per_step = 480 // spec.sample_freq if 480 % spec.sample_freq == 0 else 120
+    mf = midi.MidiFile()
+    mf.format, mf.ticksPerQuarterNote = 1, per_step * spec.sample_freq
+    n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
+    lines = header.bar_lines(spec.sample_freq, n_bars)
+    tempo = min(max(round(60_000_000 / header.bpm), 1), 0xFFFFFF)  # microseconds per quarter, in 3 bytes
+    conductor = [(0, 0, "tempo", tempo, 0)]
+    for bar, meter in ((0, header.meter),) + tuple(header.changes):
+        n, d = meter_fraction(meter) or (0, 0)
+        if 0 < n < 256 and d in (1, 2, 4, 8, 16, 32) and bar < len(lines):
+            conductor.append((lines[bar] * per_step, 0, "meter", n, d.bit_length() - 1))
+    tracks = [conductor]
+    for k, (name, channel) in enumerate(zip(part_names(header.parts), midi_channels(header.parts))):
+        events = [(0, 0, "name", name, 0), (0, 0, "program", 0 if header.parts[k] == DRUMS else header.parts[k],
+                                             channel)]
+        for n in notes:
+            if n.part == k:  # at one tick, note-offs go before note-ons
+                events += [(n.start * per_step, 1, "on", n.pitch, n.vel, channel),
+                           (n.end * per_step, 0, "off", n.pitch, 0, channel)]
+        tracks.append(events)
+    for i, events in enumerate(tracks):
+        mf.tracks.append(_midi_track(midi, i, sorted(events, key=lambda e: e[:2])))
+    return mf.writestr()
+
+
+def _midi_track(midi, index, events):
+    """A music21 MidiTrack of (tick, order, what, a, b[, channel]) events in time order, closed by END_OF_TRACK."""
+    track, tick = midi.MidiTrack(index), 0
+    for t, _, what, a, b, *channel in events:
+        track.events.append(midi.DeltaTime(track, time=t - tick))
+        tick = t
+        if what == "tempo":
+            ev = midi.MidiEvent(track, type=midi.MetaEvents.SET_TEMPO)
+            ev.data = a.to_bytes(3, "big")
+        elif what == "meter":  # numerator, log2(denominator), MIDI clocks per click, 32nds per quarter
+            ev = midi.MidiEvent(track, type=midi.MetaEvents.TIME_SIGNATURE)
+            ev.data = bytes([a, b, 24, 8])
+        elif what == "name":
+            ev = midi.MidiEvent(track, type=midi.MetaEvents.SEQUENCE_TRACK_NAME)
+            ev.data = a.encode()
+        elif what == "program":
+            ev = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.PROGRAM_CHANGE, channel=b)
+            ev.data = a
+        else:
+            ev = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.NOTE_ON if what == "on"
+                                else midi.ChannelVoiceMessages.NOTE_OFF, channel=channel[0])
+            ev.pitch, ev.velocity = a, b
+        track.events.append(ev)
+    track.events.append(midi.DeltaTime(track, time=0))
+    end = midi.MidiEvent(track, type=midi.MetaEvents.END_OF_TRACK)
+    end.data = b""
+    track.events.append(end)
+    return track
+
+
+def notes_to_score(notes, spec, header=Header()):
+    """Canonical notes -> a music21 Score: one part per part, named, with its instrument, the time signatures and
+    the tempo, and the clef that fits its range; notes of one part that start and end together are one chord."""
+    from music21 import chord, clef, instrument, meter, note, stream, tempo
+    notes = list(map(as_note, notes))
+    n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
+    lines = header.bar_lines(spec.sample_freq, n_bars)
+    score, q = stream.Score(), lambda steps: steps / spec.sample_freq
+    for k, name in enumerate(part_names(header.parts)):
+        part = stream.Part()
+        part.partName = name
+        inst = header.parts[k]
+        part.insert(0, instrument.UnpitchedPercussion() if inst == DRUMS
+                    else instrument.instrumentFromMidiProgram(inst))
+        for bar, m in ((0, header.meter),) + tuple(header.changes):
+            part.insert(q(lines[bar]), meter.TimeSignature(m))
+        if k == 0:
+            part.insert(0, tempo.MetronomeMark(number=round(header.bpm, 2)))
+        groups = defaultdict(list)
+        for n in notes:
+            if n.part == k:
+                groups[(n.start, n.dur)].append(n)
+        voices, ends = [], []  # notes that overlap without starting and ending together go to voices of their own
+        for (start, dur), group in sorted(groups.items()):
+            v = next((i for i, e in enumerate(ends) if e <= start), None)
+            if v is None:
+                voices.append(stream.Voice())
+                ends.append(0)
+                v = len(voices) - 1
+            el = note.Note(group[0].pitch) if len(group) == 1 else chord.Chord([n.pitch for n in group])
+            el.quarterLength, el.volume.velocity = q(dur), group[0].vel
+            voices[v].insert(q(start), el)
+            ends[v] = start + dur
+        for voice in voices if len(voices) > 1 else ():
+            part.insert(0, voice)
+        for el in voices[0].elements if len(voices) == 1 else ():
+            part.insert(el.offset, el)
+        part.insert(0, clef.bestClef(part, recurse=True) if groups else clef.TrebleClef())
+        score.insert(0, part)
+    return score
+
+
+def text_to_midi(text, spec, bpm=None):
+    """Any token text -> (MIDI bytes, number of malformed groups skipped); `bpm` overrides the header's tempo.
+    A style the spec does not list is read as one (a user's folder name), so the header is kept."""
+    tokens = text_to_tokens(text)
+    notes, header, bad = tokens_to_notes(tokens, spec := spec.with_styles_of(tokens))
+    return notes_to_midi(notes, spec, header if bpm is None else replace(header, bpm=bpm)), bad
+
+
+def midi_file_to_text(path, spec, style="other"):
+    """Read a MIDI file and return (token text, notes, header, dropped)."""
+    with open(path, "rb") as f:
+        notes, header, dropped = midi_to_notes(f.read(), spec)
+    header = replace(header, style=style)
+    return tokens_to_text(notes_to_tokens(notes, spec, header)), notes, header, dropped
+
+
+if __name__ == "__main__":
+    # python midi_io.py file.mid | file.txt [out.mid]: show an encoding, or decode one to MIDI
+    import sys
+    src = Path(sys.argv[1])
+    if src.suffix.lower() in (".mid", ".midi"):
+        style = src.parent.name if STYLE_NAME.fullmatch(src.parent.name or "") else "other"
+        print(midi_file_to_text(src, Spec(), style)[0], end="")
+    else:
+        data, bad = text_to_midi(src.read_text(), Spec())
+        Path(sys.argv[2] if len(sys.argv) > 2 else src.with_suffix(".mid")).write_bytes(data)
+        print(f"skipped {bad} malformed groups" if bad else "decoded cleanly")
