@@ -181,8 +181,9 @@ def main(argv=None):
     if not summary["encoded"] and not summary["duplicate"]:
         die(f"no file could be encoded ({summary['failed']} failed, {summary['skipped']} skipped): see the reasons above")
     if chance := [e for e in report if e["status"] == "failed" and e["reason"].startswith(CHANCE_FAILURES)]:
-        die(f"{len(chance)} files timed out or stopped their worker, which a rerun may not repeat: run the same command "
-            f"again to retry only them (add --file_timeout={2 * opts.file_timeout:g} for twice the CPU time each)")
+        die(f"{len(chance)} files timed out or stopped their worker, which a rerun may not repeat: run the same "
+            f"command again to retry only them (add --file_timeout={2 * opts.file_timeout:g} for twice the CPU time "
+            f"each)")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ class Spec:
                 raise ValueError(f"{f.name}={v!r}: wants {why}")
         (lo, hi), n = self.tempo_range, self.tempo_buckets
         if not lo < hi:
-            raise ValueError(f"tempo_range={self.tempo_range!r}: wants LOW < HIGH, a range that tempo buckets can divide")
+            raise ValueError(f"tempo_range={self.tempo_range!r}: wants LOW < HIGH, a range that tempo buckets can "
+                             f"divide")
         if len(set(self.tempo_bpms())) < n:
             raise ValueError(f"tempo_buckets={n} over tempo_range={self.tempo_range!r}: wants buckets that stand for "
                              f"distinct whole BPMs (this range holds {len(set(self.tempo_bpms()))}): fewer buckets, or "

@@ -54,7 +54,8 @@ import batch
 import config
 import configurator
 from batch import atomic_write, die, read_text, reason, writable_dir, write_json
-from controls import Controls, GrammarMask, harmonize, infill, key_pitch_classes, mask_rows
+from controls import Controls, Request, harmonize, infill, key_pitch_classes
+from mask import GrammarMask, draw, mask_rows
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_edition, finish, header_end,
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
@@ -156,19 +157,6 @@ def decodes_cleanly(tokens, spec):
     upto = tokens[:tokens.index(END) + 1] if END in tokens else tokens
     err = validate(upto, spec)
     return err is None or (END not in tokens and err[0] == len(upto))
-
-
-def draw(model, tok, n, max_new, device, constrained, seed, controls=Controls(), temperature=1.0, top_k=None,
-         top_p=None, prompt=(), material=None):
-    """n samples (token lists, padded with END) from START and `prompt` (tokens), with or without the grammar mask
-    (and given `material`); a length control takes the budget that lets every sample reach its target."""
-    gen = torch.Generator(device).manual_seed(seed)
-    idx = torch.tensor([[tok.stoi[START]] + tok.encode(list(prompt))] * n, device=device)
-    mask = GrammarMask(tok, device, controls=controls, material=material) if constrained else None
-    out = model.generate(idx, controls.token_budget(tok.spec, otherwise=max_new), temperature, top_k, top_p,
-                         allowed_fn=mask, stop_id=tok.stoi[END], generator=gen,
-                         keep=1 + len(HEADER) + (controls.part_count() or tok.spec.max_parts))
-    return [tok.decode(row) for row in out.tolist()]
 
 
 def first_tokens(ids, max_new, tok):
@@ -467,9 +455,9 @@ def given_material(args, model, tok, pieces, device):
         soprano = [n for n in notes if n.part == 0]
         for ahead, rules, name in ways:
             prompt, material, bars = harmonize(soprano, header, spec, ahead)
-            for t in draw(model, tok, args.given_samples, 0, device, True, args.seed + 300 + k,
-                          replace(hold_piece(header, bars), voice_leading=rules), **knobs, prompt=prompt,
-                          material=material):
+            held = replace(hold_piece(header, bars), voice_leading=rules)
+            for t in draw(model, tok, Request(held, tuple(prompt), material), args.given_samples,
+                          args.seed + 300 + k, **knobs):
                 got, head, _ = tokens_to_notes(finish(t), spec)
                 drawn[name].append((got, head))
                 kept[name].append([n for n in got if n.part == 0] == soprano)
@@ -477,8 +465,8 @@ def given_material(args, model, tok, pieces, device):
             prompt, material, _ = infill(notes, header, spec, *span, config.look_ahead and modes == 2)
             lo, hi = header.bar_lines(spec.sample_freq, bars)[span[0] - 1], header.bar_lines(spec.sample_freq,
                                                                                              bars)[span[1]]
-            for t in draw(model, tok, args.given_samples, 0, device, True, args.seed + 400 + k,
-                          hold_piece(header, bars), **knobs, prompt=prompt, material=material):
+            for t in draw(model, tok, Request(hold_piece(header, bars), tuple(prompt), material), args.given_samples,
+                          args.seed + 400 + k, **knobs):
                 got = tokens_to_notes(finish(t), spec)[0]
                 filled.append(sorted(n for n in got if not lo <= n.start < hi) ==
                               sorted(n for n in notes if not lo <= n.start < hi))
@@ -532,7 +520,7 @@ def measure(args, model, tok, splits, meta, device):
     likelihood, fit_tokens = likelihoods(args, model, tok, pieces, device)
     knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
     sample = lambda n, max_new, seed, controls=Controls(), constrained=True: draw(
-        model, tok, n, max_new, device, constrained, seed, controls, **knobs)
+        model, tok, Request(controls), n, seed, **knobs, max_new=max_new, constrained=constrained)
     sampled, hists, statistics = sample_statistics(args, tok.spec, pieces, sample)
     pooled, ratio = likelihood(np.ones(len(pieces.val), dtype=bool))
     per_style, profiles, real = style_statistics(args, pieces, sample, likelihood)

@@ -27,18 +27,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import batch
 import config
 import configurator
 from batch import atomic_open, atomic_write, clean_stale, die, read_text, reason, temp_name, writable_dir
-from controls import (Controls, GrammarMask, add_part, harmonize, infill, key_pitch_classes, key_triad, pitch_class,
+from controls import (Controls, Request, add_part, harmonize, infill, key_pitch_classes, key_triad, pitch_class,
                       top_line)
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text)
 from midi_io import (instrument_name, instrument_number, midi_to_notes, notes_to_midi, notes_to_score, parse_score,
                      score_to_notes)
+from mask import draw
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 
@@ -89,7 +89,7 @@ def read_prompt(path, spec, bars, meter=None):
 
 
 def prompt_controls(args, spec, controls):
-    """(the forced tokens after START, controls with the prompt's header) for --prompt: the header takes the
+    """(the prompt's tokens after START, controls with the prompt's header) for --prompt: the header takes the
     prompt's tempo, meter and parts unless --tempo or --meter force others (a forced meter lays the prompt's bars
     anew), the MIDI is written at the prompt's own tempo (unless --tempo or --bpm), and the bar lines' countdown is
     left to the mask (--bars or the model). What changes is said in a note."""
@@ -108,14 +108,14 @@ def prompt_controls(args, spec, controls):
     if plan is not None and bars >= plan:
         die(f"--prompt {args.prompt}: its {bars} bars already reach the --bars/--seconds target ({plan} bars)")
     # the header's values and every bar line are drawn under the mask (which forces the header to the prompt's)
-    return [-1 if kind(t) in HEADER + ("inst", "bar") else t for t in tokens], controls
+    return [None if kind(t) in HEADER + ("inst", "bar") else t for t in tokens], controls
 
 
 VOICE_RANGES = {"soprano": (60, 81), "alto": (53, 74), "tenor": (48, 69), "bass": (40, 64)}  # a choir's, MIDI
 
 
 def given_controls(args, tok, controls, run):
-    """(forced tokens after START, controls, Given, the melody) for --melody, --infill or --add_part: the piece read
+    """(prompt tokens after START, controls, Given, the melody) for --melody, --infill or --add_part: the piece read
     whole, its tempo, meter and length (and, for --infill and --add_part, its parts) held by the controls, its given
     notes checked against --key/--scale/--pitch_range; the melody is (notes, header) of the line a --melody gives,
     as it is kept (None otherwise). With --look_ahead, it is also shown ahead (a run trained so)."""
@@ -158,7 +158,7 @@ def given_controls(args, tok, controls, run):
         controls = replace(controls, instruments=header.parts + (inst,))
     controls = replace(controls, bars=bars, tempo=controls.tempo or header.bpm, meter=header.meter,
                        bpm=controls.bpm or (header.bpm if controls.tempo is None else None))
-    return [tok.stoi[t] for t in prompt], controls, given, melody
+    return prompt, controls, given, melody
 
 
 def infill_bars(text, bars):
@@ -291,24 +291,14 @@ def main(argv=None):
         return
     if errors := controls.errors(spec):
         die("; ".join(errors))
-    forced, material = [-1], None  # START, then the header and the bars the mask or a prompt gives
+    prompt, material = [], None  # what comes after START before anything is drawn
     if args.melody or args.infill or args.add_part:
         prompt, controls, material, melody = given_controls(args, tok, controls, run)
-        forced += prompt
     elif args.prompt:
         prompt, controls = prompt_controls(args, spec, controls)
-        forced += [t if t == -1 else tok.stoi[t] for t in prompt]
-    n_parts = controls.part_count() or spec.max_parts
-    bar_slots = ["bar" if t == -1 and i > len(HEADER) + n_parts else None for i, t in enumerate(forced)]
-    mask = GrammarMask(tok, device, controls, bar_slots, material)
-    max_new = len(forced) - 1 + controls.token_budget(spec, otherwise=args.max_new_tokens)
-
-    torch.manual_seed(args.seed)
-    idx = torch.full((args.num_samples, 1), tok.stoi[START], device=device)
-    with autocast(device, dtype):  # START and the header stay when the window slides
-        out = model.generate(idx, max_new, args.temperature, args.top_k or None, args.top_p, allowed_fn=mask,
-                             stop_id=tok.stoi[END], generator=torch.Generator(device).manual_seed(args.seed),
-                             keep=1 + len(HEADER) + n_parts, forced=forced)
+    with autocast(device, dtype):
+        out = draw(model, tok, Request(controls, tuple(prompt), material), args.num_samples, args.seed,
+                   args.temperature, args.top_k or None, args.top_p, args.max_new_tokens)
     piece = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
     task = "harmonized" if args.melody else "infill" if args.infill else "added" if args.add_part else ""
     task = f"{task}_{Path(piece).stem}_" if piece else ""  # named after the piece given
@@ -318,8 +308,8 @@ def main(argv=None):
         atomic_write(out_dir / f"{name}_melody.mid", notes_to_midi(notes, spec, replace(header, bpm=controls.bpm or
                                                                                            header.bpm)))
         print(f"{out_dir / name}_melody.mid: the melody given, {len(notes)} notes")
-    for i, row in enumerate(out.tolist()):
-        tokens = finish(tok.decode(row))
+    for i, row in enumerate(out):
+        tokens = finish(row)
         notes, header, bad = tokens_to_notes(tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
         stem = out_dir / f"{name}_{i}"

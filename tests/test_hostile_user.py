@@ -343,7 +343,7 @@ def test_sample_finds_the_shipped_model_from_any_folder(tmp_path):
 
 
 def test_a_long_prompt_is_read_in_one_forward_pass(trained):
-    from controls import GrammarMask
+    from mask import GrammarMask
     from runs import load_run
     model, tok, _ = load_run(trained, "cpu")
     prompt = tok.encode(["bar:more", "pos:0", "n60", "d2", "v80"] + ["bar:more", "pos:0", "n60", "d2"] * 499)
@@ -485,7 +485,7 @@ def test_a_dataset_set_aside_by_a_killed_prepare_is_put_back_by_its_reader(data,
 
 
 def test_the_mask_reads_a_prompt_at_once_as_it_reads_it_token_by_token(trained):
-    from controls import GrammarMask
+    from mask import GrammarMask
     from runs import load_run
     model, tok, _ = load_run(trained, "cpu")
     idx = torch.full((6, 1), tok.stoi["START"])

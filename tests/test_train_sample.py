@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from conftest import ENV, ROOT, run, train_args
 from encoding_decoding import END, Spec, bar_steps, finish, validate
 from midi_io import midi_to_notes
-from controls import GrammarMask
+from mask import GrammarMask
 from encoding_decoding import Tokenizer
 from model import sample_logits
 
