@@ -1,7 +1,16 @@
 """The sampler's mask: the grammar and a request's controls as one boolean mask over the next token, on the device
 (GrammarMask, the allowed_fn that GPT.generate calls before each sampled token), and draw(), the one way samples are
 drawn: sample.py writes them, evaluate.py measures the same draws.
+
+A mask is a cursor and rules. The Cursor keeps, per row of a batch, where the piece stands after its tokens so far
+(grammar state, parts, meter, bars and countdown, clock, part, pitch, note ends, velocities): it is the only code
+that reads token kinds. Each control is a Rule, with its own state kept up to date from the tokens the cursor reads,
+and one allowed(cursor) -> (B, V) bool, hard or soft; GrammarMask folds them in a fixed order with one fall-back.
+The language model proposes, the rules dispose (DeepBach's constraints and a regex-guided decoder's finite-state
+masks are the same idea).
 """
+from types import SimpleNamespace
+
 import torch
 
 from controls import Controls
@@ -66,89 +75,35 @@ def token_values(itos, spec):
     return kinds, numbers
 
 
-class GrammarMask:
-    """allowed_fn for GPT.generate: the grammar and the sampling controls as one mask over the next token.
+class Cursor:
+    """Where each row of a batch stands after its tokens so far: its grammar state, its parts (how many, which are
+    drums), its meter and tempo, its bar count and countdown, the step of its bar and onset (the clock), the current
+    part and pitch floor, per part and pitch the step its latest note ends, per part its velocity; and from those
+    and the request's length, the bars it must have and the step where its last bar ends. The only code that reads
+    token kinds: the rules read the cursor. Given tokens (a prompt) are read like sampled ones, all at once."""
 
-    Each sequence carries its grammar state, its parts (how many, which are drums), its meter and tempo, its bar
-    count and countdown, the step of its bar and onset, the current part and pitch floor, and per part and pitch the
-    step its latest note ends; every rule is a lookup or a comparison over (B, V) on the device, so rows of one batch
-    may be in different states. Given tokens (a prompt, which GPT.generate takes as `forced`) are read like sampled
-    ones; `given` names, per position, the kind of token a prompt has where the mask draws it (its bar lines).
-
-    The countdown is kept: after bar:k comes bar:k-1, after bar:1 only the END (once something sounds in that bar;
-    at once if a note has started on its last step), and no note outlasts the last bar. A length control
-    (Controls.bars / .seconds, reckoned from the header's tempo and meter) sets the first bar line's count and holds
-    the meter. On top, the mask keeps samples in the canonical form the training data has, so that decoding drops
-    nothing: onsets rise within a bar, parts rise within an onset, pitches fall within a part, a key is not struck
-    again in its part while it sounds, and a velocity is written where a part's changes (and at its first note)
-    only. Where those leave a row nothing, it falls back to the grammar and the controls alone.
-
-    With `material` (a Given), its notes are written where they sound and nothing else is: no onset passes a given
-    note still to come, no bar line closes a bar that has one, the END waits for all of them, and each given note's
-    part, pitch, duration and velocity are the only tokens allowed when it is due. Its blocks of look-ahead are
-    forced token by token before the bar lines where they belong (encoding_decoding.notes_to_tokens). With a form
-    (Controls.form), each row logs its notes, and a bar that repeats an earlier one writes that bar's again."""
-
-    def __init__(self, tok, device, controls=Controls(), given=(), material=None):
+    def __init__(self, tok, device, controls, material):
         tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
         spec, itos = tok.spec, tok.itos
         states, allowed, next_state = grammar_tables(itos)
-        self.allowed = tensor(allowed) & tensor(controls.token_mask(itos, spec))  # (S, V) bool
-        self.next_state = tensor(next_state)                                      # (S, V) state index
+        self.grammar = tensor(allowed)                                   # (S, V) bool
+        self.next_state = tensor(next_state)                             # (S, V) state index
         kinds, numbers = token_values(itos, spec)
         self.kind, self.number = tensor(kinds), tensor(numbers, dtype=torch.float64)
         self.value = self.number.long()
         is_ = lambda k: self.kind == VALUED.index(k)
         (self.is_n, self.is_d, self.is_v, self.is_p, self.is_pos, self.is_bar, self.is_meter, self.is_tempo,
          self.is_inst) = (is_(k) for k in VALUED)
-        self.pitch_ok = tensor([kind(t) != "n" or controls.allows_pitch(int(t[1:])) for t in itos])
-        forced = [tok.stoi[f"inst:{'drums' if i == DRUMS else i}"] for i in controls.instruments or ()]
-        n_parts = controls.part_count()
-        self.want_parts = n_parts or 1                              # the fewest parts a header may name
-        self.most_parts = n_parts or spec.max_parts                 # the most
-        self.forced_inst = tensor(forced + [-1] * (spec.max_parts + 1 - len(forced)))
+        self.is_ahead = tensor([t == AHEAD for t in itos])
+        self.in_block = tensor([s in AHEAD_STATES for s in states])     # (S,) a block's states
         self.state_id = {s: i for i, s in enumerate(states)}
         self.end = tok.stoi[END]
+        self.only_end = torch.arange(len(itos), device=device) == self.end
         self.controls, self.spec, self.seen = controls, spec, 0
         self.more = spec.max_countdown + 1
-        self.only_end = torch.arange(len(itos), device=device) == self.end
-        # given material: per position, the kind of token a prompt has there ("bar": a bar line whose count the
-        # mask draws), so the model fills nothing else in; a free length must leave room for the given bars
-        self.given = {i: self.kind == VALUED.index(k) for i, k in enumerate(given) if k}
-        if given:  # right after a prompt, no velocity token: it would change the prompt's last note
-            self.given[len(given)] = self.kind != VALUED.index("v")
-        self.min_bars = sum(k == "bar" for k in given)
-        self.in_block = tensor([s in AHEAD_STATES for s in states])       # (S,) a block's states
-        self.is_ahead = tensor([t == AHEAD for t in itos])
-        self.material, self.planned = material, None
-        self.triad = None if controls.triad is None else tensor(controls.triad)[None, :]  # (1, 3)
-        self.g_weight, self.g_last = torch.zeros(12, dtype=torch.float64, device=device), -1
-        if material is not None:
-            self.set_material(material, tok, device)
-        # form: each phrase's model (the first phrase of its letter)
-        letters = (controls.form or "").upper()
-        self.form = tensor([letters.index(c) for c in letters]) if letters else None
-
-    def set_material(self, m, tok, device):
-        """The given notes as (G + 1,) tensors (a last one that never comes), their keys, the free parts and span,
-        and the blocks as a (bars, longest) tensor of token ids padded with -1."""
-        tensor = lambda x, **kw: torch.tensor(x, device=device, **kw)
-        notes, K = [as_note(n) for n in m.notes], self.spec.pitch_range[1] + 1
-        never = 1 << 40
-        self.g_start = tensor([n.start for n in notes] + [never])
-        self.g_part, self.g_pitch = tensor([n.part for n in notes] + [-1]), tensor([n.pitch for n in notes] + [-1])
-        self.g_dur, self.g_vel = tensor([n.dur for n in notes] + [-1]), tensor([n.vel for n in notes] + [-1])
-        self.g_keys = tensor(sorted((n.start * self.spec.max_parts + n.part) * K + n.pitch for n in notes)
-                             or [-1])
-        self.free_part = tensor([k in m.free_parts for k in range(self.spec.max_parts + 1)])
-        self.g_weight = torch.zeros(12, dtype=torch.float64, device=device).index_add_(
-            0, self.g_pitch[:-1] % 12, self.g_dur[:-1].double())  # the given notes' durations per pitch class
-        if notes:  # the pitch class of the top given note that starts last: the ending's triad holds it
-            self.g_last = max((n.start, n.pitch) for n in notes)[1] % 12
-        self.want_parts = max(self.want_parts, m.min_parts)
-        if m.blocks is not None:
-            width = max(map(len, m.blocks))
-            self.blocks = tensor([[tok.stoi[t] for t in b] + [-1] * (width + 1 - len(b)) for b in m.blocks])
+        # the fewest parts a header may name (a harmonization has two at least), and the most
+        self.want_parts = max(controls.part_count() or 1, material.min_parts if material else 1)
+        self.most_parts = controls.part_count() or spec.max_parts
 
     def reset(self, batch_size, device):
         full = lambda v, *shape: torch.full((batch_size,) + shape, v, dtype=torch.long, device=device)
@@ -161,26 +116,13 @@ class GrammarMask:
         self.floor, self.last_end = full(1 << 30), full(0)
         self.until = full(0, self.spec.max_parts, self.spec.pitch_range[1] + 1)
         self.vel = full(-1, self.spec.max_parts)  # each part's velocity so far (-1: none yet)
-        # given material: the next given note, the blocks shown so far, the tokens since the latest block opened,
-        # and whether the latest token closed a given note
-        self.next_given, self.announced, self.block_pos = full(0), full(0), full(0)
-        self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)
-        # form: each row's notes so far in the order written (bar, onset in it, part, pitch, steps), a spare last
-        # column taking what is not a note, and how many there are
-        if self.form is not None:
-            self.log, self.n_log = full(-1, 5, 64), full(0)
-        # voice leading: per part, the step and pitch of its latest onset, and the pitch of the note before it
-        self.onset_at, self.onset_pitch, self.prev_pitch = (full(-1, self.spec.max_parts) for _ in range(3))
-        # and the durations per pitch class of the pitched notes so far, the given ones' all from the start: the key
-        self.pc_weight = self.g_weight.expand(batch_size, -1).clone()
 
     def consume(self, tok):
-        """Advance every sequence by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
+        """Advance every row by its tokens `tok` (B, n): one sampled token, or a whole prompt at once. Only the
         grammar state is stepped token by token; the rest are running sums and maxima, what the latest token of a
-        kind says (read at its position), and per part and key the latest note's end."""
+        kind says (read at its position), and per part and key the latest note's end. Returns the step: per token
+        (B, n), its value and kind and where it stands (bar, onset, clock, part, pitch), for the rules' own state."""
         n = tok.size(1)
-        if n == 0:
-            return
         positions, P = torch.arange(n, device=tok.device), self.spec.max_parts
         state, states = self.state, []
         for t in range(n):
@@ -229,42 +171,39 @@ class GrammarMask:
         self.last_end = torch.maximum(self.last_end, torch.where(dur, ends, 0).amax(1))
         last = last_per_key(is_("v"), part_now.clamp(max=P - 1), P)
         self.vel = torch.where(last >= 0, v.gather(1, last.clamp(min=0)), self.vel)
-        if self.material is not None:  # a note is a given one where its onset, part and pitch are
-            given = dur & torch.isin((clock * P + part_now) * K + pitch_now, self.g_keys)
-            self.next_given = self.next_given + given.sum(1)
-            self.just_given = given[:, -1]
-        if self.form is not None:  # each note is logged at its duration
-            while self.log.size(2) < self.seen // 2 + n + 1:  # (a note takes two tokens at least)
-                self.log = torch.cat([self.log, torch.full_like(self.log, -1)], 2)
-            spare = self.log.size(2) - 1
-            slot = torch.where(dur, self.n_log[:, None] + dur.long().cumsum(1) - 1, spare)
-            for row, x in zip(self.log.unbind(1), (bars, pos, part_now, pitch_now, v)):
-                row.scatter_(1, slot, x)
-            self.n_log = self.n_log + dur.sum(1)
-        if self.controls.voice_leading:
-            for t in range(n):  # each part's latest onset and the pitch before it: its first (highest) note there
-                at, p = note[:, t], part_now[:, t].clamp(max=P - 1)[:, None]
-                moved = at & (self.onset_at.gather(1, p)[:, 0] != clock[:, t])
-                keep = lambda a, where, new: a.scatter_(1, p, torch.where(where, new, a.gather(1, p)[:, 0])[:, None])
-                keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
-                keep(self.onset_pitch, moved, v[:, t])
-                keep(self.onset_at, at, clock[:, t])
-            pitched = dur & ~self.drum.gather(1, part_now.clamp(max=P - 1))
-            if self.material is not None:  # (counted from the start)
-                pitched &= ~given
-            self.pc_weight.scatter_add_(1, pitch_now.clamp(min=0) % 12, torch.where(pitched, v, 0).double())
-        ahead = self.is_ahead[tok]
-        self.announced = self.announced + ahead.sum(1)
-        last = torch.where(ahead, positions, -1).amax(1)
-        self.block_pos = torch.where(last >= 0, n - 1 - last, self.block_pos + n)
+        return SimpleNamespace(tok=tok, n=n, seen=self.seen, positions=positions, v=v, bars=bars, pos=pos,
+                               clock=clock, part=part_now, pitch=pitch_now, note=note, dur=dur, given=None,
+                               last_per_key=last_per_key)
+
+    def settle(self):
+        """What the rules read of the piece as a whole, once the tokens are consumed: whether the header still wants
+        parts, the bars each row must have (the length control's plan, else None: the countdown's), whether it is in
+        its last bar, how many bars are left (this one included), the step its last bar ends, and whether its next
+        note is its part's first (which names its velocity)."""
+        self.in_header = self.state == self.state_id["parts"]
+        self.wants_parts = self.in_header & (self.n_parts < self.want_parts)
+        self.plan = self.planned_bars() if self.controls.has_length else None
+        if self.plan is not None:
+            self.last, to_go = self.bars == self.plan, (self.plan - self.bars + 1).clamp(min=1)
+        else:
+            self.last, to_go = (self.bars > 0) & (self.count == 1), self.count.clamp(1, self.more)
+        self.bars_left = to_go
+        self.ends_at = self.bar_start + to_go * self.bar_len              # (beyond max_countdown: at least so many)
+        self.note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])
+        self.part_vel = self.at_part(self.vel)                                               # (B, 1)
+        self.first = (self.state == self.state_id["note"])[:, None] & (self.part_vel < 0)  # (B, 1)
 
     @property
     def clock(self):
         """(B,) the step of the current onset (of the bar line, before its first onset)."""
         return self.bar_start + self.pos.clamp(min=0)
 
-    def plan(self):
-        """(B,) the bars each sequence must have, from the length control and its header's tempo and meter (as
+    def at_part(self, x):
+        """(B, 1): a per-part (B, P) value at each row's current part."""
+        return x.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])
+
+    def planned_bars(self):
+        """(B,) the bars each row must have, from the length control and its header's tempo and meter (as
         Controls.bars_at reckons it, in float64 so that halves round alike)."""
         c = self.controls
         if c.bars is not None:
@@ -272,155 +211,316 @@ class GrammarMask:
         bpm = torch.full_like(self.bpm, c.bpm) if c.bpm else self.bpm
         return (c.seconds * bpm / 60 * self.spec.sample_freq / self.header_bar.clamp(min=1)).round().clamp(min=1).long()
 
-    def material_rules(self, v, in_header):
-        """((B, V) what the given material allows next, (B,) whether all of it is written). A given note's pitch is
-        allowed whatever --key and --pitch_range say: they are for the notes written (sample.py checks the given
-        ones against the user's)."""
-        gi = self.next_given
-        due, due_part, due_pitch = self.g_start[gi], self.g_part[gi], self.g_pitch[gi]  # (B,): the next given note
-        clock, (lo, hi) = self.clock, self.material.span
+
+class Rule:
+    """A control over the next token: its own state (reset for a batch, kept up to date from the step that the cursor
+    reads) and allowed(cursor) -> (B, V) bool. A hard rule always holds; a soft one gives way where it would leave a
+    row no canonical token. Rules are asked in the mask's order, so one may read what an earlier one found."""
+    soft = False
+
+    def reset(self, c, batch_size, device):
+        pass
+
+    def consume(self, c, step):
+        pass
+
+    def allowed(self, c):
+        raise NotImplementedError
+
+
+class Grammar(Rule):
+    """What may follow what (encoding_decoding.GRAMMAR), within the vocabulary that the controls leave (style, tempo,
+    meter, the key and range's pitches, ...): a lookup by grammar state. No block of given material without any."""
+
+    def __init__(self, c, tok, controls, material):
+        self.table = c.grammar & torch.tensor(controls.token_mask(tok.itos, tok.spec), device=c.grammar.device)
+        if material is None:
+            self.table &= ~c.is_ahead
+
+    def allowed(self, c):
+        return self.table[c.state]
+
+
+class Parts(Rule):
+    """The header's parts: up to the control's count, each the forced instrument where one is; then only the parts
+    the header names."""
+
+    def __init__(self, c, tok, controls):
+        forced = [tok.stoi[f"inst:{'drums' if i == DRUMS else i}"] for i in controls.instruments or ()]
+        self.forced = torch.tensor(forced + [-1] * (c.spec.max_parts + 1 - len(forced)), device=c.value.device)
+
+    def allowed(self, c):
+        v = c.value[None, :]
+        forced = self.forced[c.n_parts.clamp(max=self.forced.size(0) - 1)][:, None]
+        named = torch.arange(v.size(1), device=v.device) == forced      # (B, V): the forced instrument's token
+        inst_ok = (c.n_parts < c.most_parts)[:, None] & ((forced < 0) | named)
+        return (~c.is_inst | inst_ok) & (~c.is_p | (v < c.n_parts[:, None]))
+
+
+class Countdown(Rule):
+    """The bar lines count down: the first one says the planned length (Controls.bars / .seconds), or any length
+    that leaves room for a prompt's bars; after bar:k comes bar:k-1, and the first bar line only once the header
+    has the parts it needs. Remembers where a planned first bar line stands, for the mask's pool()."""
+
+    def __init__(self, c, slots):
+        self.min_bars = sum(k == "bar" for k in slots)
+        self.planned = None
+
+    def allowed(self, c):
+        v = c.value[None, :]
+        if c.plan is not None:
+            left = c.plan - c.bars                                          # the count the next bar line says
+            bar_ok = (left >= 1)[:, None] & (v == left.clamp(max=c.more)[:, None])
+        else:
+            count = c.count[:, None]
+            bar_ok = (((c.bars == 0)[:, None] & (v > self.min_bars)) | ((count <= c.more - 1) & (v == count - 1))
+                      | ((count == c.more) & (v >= c.more - 1)))
+        bar_ok = bar_ok & ~c.wants_parts[:, None]
+        self.planned = None if c.plan is None else c.is_bar & bar_ok & c.in_header[:, None]  # (B, V): see pool()
+        return ~c.is_bar | bar_ok
+
+
+class Material(Rule):
+    """Given material (a Given) is written where it sounds and nothing else is: no onset passes a given note still
+    to come, no bar line closes a bar that has one, the END waits for all of them, and each given note's part, pitch,
+    duration and velocity are the only tokens allowed when it is due. Its blocks of look-ahead are forced token by
+    token before the bar lines where they belong (encoding_decoding.notes_to_tokens). A given note's pitch is
+    allowed whatever --key and --pitch_range say (`given_pitch`): they are for the notes written (sample.py checks
+    the given ones against the user's)."""
+
+    def __init__(self, c, tok, material):
+        tensor = lambda x, **kw: torch.tensor(x, device=c.value.device, **kw)
+        notes, K, spec = [as_note(n) for n in material.notes], c.spec.pitch_range[1] + 1, c.spec
+        never = 1 << 40
+        self.material = material
+        self.start = tensor([n.start for n in notes] + [never])            # (G + 1,): a last one that never comes
+        self.part, self.pitch = tensor([n.part for n in notes] + [-1]), tensor([n.pitch for n in notes] + [-1])
+        self.dur, self.vel = tensor([n.dur for n in notes] + [-1]), tensor([n.vel for n in notes] + [-1])
+        self.keys = tensor(sorted((n.start * spec.max_parts + n.part) * K + n.pitch for n in notes) or [-1])
+        self.free_part = tensor([k in material.free_parts for k in range(spec.max_parts + 1)])
+        self.blocks = None  # (bars, longest + 1) token ids, padded with -1
+        if material.blocks is not None:
+            width = max(map(len, material.blocks))
+            self.blocks = tensor([[tok.stoi[t] for t in b] + [-1] * (width + 1 - len(b)) for b in material.blocks])
+        self.block_token = None
+
+    def reset(self, c, batch_size, device):
+        # the next given note, the blocks shown so far, the tokens since the latest block opened, and whether the
+        # latest token closed a given note
+        self.next, self.announced, self.block_pos = (torch.zeros(batch_size, dtype=torch.long, device=device)
+                                                     for _ in range(3))
+        self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)
+
+    def consume(self, c, s):
+        P, K = c.spec.max_parts, c.until.size(2)
+        step_given = s.dur & torch.isin((s.clock * P + s.part) * K + s.pitch, self.keys)  # onset, part, pitch
+        self.next = self.next + step_given.sum(1)
+        self.just_given = step_given[:, -1]
+        s.given = step_given  # for the rules after this one
+        ahead = c.is_ahead[s.tok]
+        self.announced = self.announced + ahead.sum(1)
+        last = torch.where(ahead, s.positions, -1).amax(1)
+        self.block_pos = torch.where(last >= 0, s.n - 1 - last, self.block_pos + s.n)
+
+    def allowed(self, c):
+        v = c.value[None, :]
+        gi = self.next
+        due, due_part, due_pitch = self.start[gi], self.part[gi], self.pitch[gi]  # (B,): the next given note
+        clock, (lo, hi) = c.clock, self.material.span
         col = lambda x: x[:, None]
         # blocks: each due before its bar line (two before the first), forced token by token
-        blocks = getattr(self, "blocks", None)
-        n_bars = blocks.size(0) if blocks is not None else 0
-        need = (self.bars + 2).clamp(max=n_bars)  # the blocks that must be shown before the next bar line
-        bar_ready = (((self.bars == 0) | (due >= self.bar_start + self.bar_len))
-                     & ~(in_header & (self.n_parts < self.want_parts)))
-        ok = ((~self.is_ahead | col(bar_ready & (self.announced < need)))
-              & (~self.is_bar | col(bar_ready & (self.announced >= need))))
-        in_block = self.in_block[self.state]
-        if blocks is not None:
-            row = blocks[(self.announced - 1).clamp(min=0)]                 # (B, width + 1)
+        n_bars = self.blocks.size(0) if self.blocks is not None else 0
+        need = (c.bars + 2).clamp(max=n_bars)  # the blocks that must be shown before the next bar line
+        bar_ready = ((c.bars == 0) | (due >= c.bar_start + c.bar_len)) & ~c.wants_parts
+        ok = ((~c.is_ahead | col(bar_ready & (self.announced < need)))
+              & (~c.is_bar | col(bar_ready & (self.announced >= need))))
+        in_block = c.in_block[c.state]
+        if self.blocks is not None:
+            row = self.blocks[(self.announced - 1).clamp(min=0)]            # (B, width + 1)
             forced = row.gather(1, col((self.block_pos + 1).clamp(max=row.size(1) - 1)))[:, 0]
             only = torch.arange(v.size(1), device=v.device)[None, :] == col(forced)
-            ok = ok & torch.where(col(in_block & (forced >= 0)), only, self.is_ahead | self.is_bar | ~col(in_block))
+            ok = ok & torch.where(col(in_block & (forced >= 0)), only, c.is_ahead | c.is_bar | ~col(in_block))
             self.block_token = torch.where(col(in_block & (forced >= 0)), only, False)  # (B, V): the block's next
         # onsets up to the next given one, and only where something may sound
         free_at = lambda t: (lo <= t) & (t < hi) & self.free_part.any()
-        onset = col(self.bar_start) + v
+        onset = col(c.bar_start) + v
         body = ~col(in_block)
-        ok = ok & (~body | ~self.is_pos | ((onset <= col(due)) & ((onset == col(due)) | free_at(onset))))
+        ok = ok & (~body | ~c.is_pos | ((onset <= col(due)) & ((onset == col(due)) | free_at(onset))))
         # at a given note's onset: free parts before its part, then its part, its pitch, its duration
-        at_due = (self.pos >= 0) & (clock == due)
+        at_due = (c.pos >= 0) & (clock == due)
         free_part = lambda k: self.free_part[k.clamp(0, self.free_part.size(0) - 1)]
-        ok = ok & (~body | ~self.is_p | (free_part(v) & col(free_at(clock)) & (~col(at_due) | (v < col(due_part))))
+        ok = ok & (~body | ~c.is_p | (free_part(v) & col(free_at(clock)) & (~col(at_due) | (v < col(due_part))))
                    | (col(at_due) & (v == col(due_part))))
-        writes_given = at_due & (self.part == due_part)
-        ok = ok & (~body | ~self.is_n | torch.where(col(writes_given), v == col(due_pitch), col(
-            free_part(self.part) & free_at(clock) & (~at_due | (self.part < due_part)))))
-        given_note = (self.state == self.state_id["pitch"]) & writes_given & (self.pitch == due_pitch)
-        ok = ok & (~body | ~self.is_d | torch.where(col(given_note), v == col(self.g_dur[gi]), col(clock) + v <= hi))
+        writes_given = at_due & (c.part == due_part)
+        ok = ok & (~body | ~c.is_n | torch.where(col(writes_given), v == col(due_pitch), col(
+            free_part(c.part) & free_at(clock) & (~at_due | (c.part < due_part)))))
+        given_note = (c.state == c.state_id["pitch"]) & writes_given & (c.pitch == due_pitch)
+        ok = ok & (~body | ~c.is_d | torch.where(col(given_note), v == col(self.dur[gi]), col(clock) + v <= hi))
         # a given note's velocity where its part's changes, and no velocity token otherwise
-        after_given = (self.state == self.state_id["note"]) & self.just_given
-        want = self.g_vel[(gi - 1).clamp(min=0)]
-        vel = self.vel.gather(1, col(self.part.clamp(max=self.spec.max_parts - 1)))[:, 0]
-        ok = torch.where(col(after_given & (want != vel)), self.is_v & (v == col(want)),
-                         ok & ~(self.is_v & col(after_given & (want == vel))))
+        after_given = (c.state == c.state_id["note"]) & self.just_given
+        want = self.vel[(gi - 1).clamp(min=0)]
+        ok = torch.where(col(after_given & (want != c.part_vel[:, 0])), c.is_v & (v == col(want)),
+                         ok & ~(c.is_v & col(after_given & (want == c.part_vel[:, 0]))))
         self.given_pitch = col(writes_given) & (v == col(due_pitch))  # exempt from --key and --pitch_range
-        return ok, (gi >= self.g_start.size(0) - 1) & (self.announced >= n_bars)
+        self.all_given = (gi >= self.start.size(0) - 1) & (self.announced >= n_bars)
+        return ok
 
-    def pool(self, logits):
-        """Logits (B, V) as the mask wants them read: where a planned length allows one first bar line only, that
-        line takes the model's chance of closing the header at any length (the log-sum of all bar lines), so that a
-        model which had another length in mind does not name part after part instead. Call after the mask."""
-        if self.planned is None:
-            return logits
-        closing = logits.masked_fill(~self.is_bar, float("-inf")).logsumexp(1, keepdim=True)
-        return torch.where(self.planned, closing, logits)
+
+class Form(Rule):
+    """Controls.form: phrases as letters over the planned bars; a bar that repeats one (a letter seen before) writes
+    its model bar's notes again, in the order they were written there (the canonical one), each onset, part, pitch
+    and duration in turn, no velocity but a part's first, and its bar line once all are written; before the first of
+    them (a phrase that opened with a pickup) the bar is free, its notes ending by that onset. No note rings into a
+    repeated bar's notes unless that bar repeats the one after its own bar's model; there a note is cut short (with
+    --voice_leading, none rings into the last bar either: the cadence is struck anew). Each row logs its notes."""
+
+    def __init__(self, c, controls):
+        letters = controls.form.upper()
+        self.form = torch.tensor([letters.index(x) for x in letters], device=c.value.device)  # each phrase's model
+        self.voice_leading = controls.voice_leading
+
+    def reset(self, c, batch_size, device):
+        # each row's notes so far in the order written (bar, onset in it, part, pitch, steps), a spare last column
+        # taking what is not a note, and how many there are
+        self.log = torch.full((batch_size, 5, 64), -1, dtype=torch.long, device=device)
+        self.n_log = torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def consume(self, c, s):  # each note is logged at its duration
+        while self.log.size(2) < s.seen // 2 + s.n + 1:  # (a note takes two tokens at least)
+            self.log = torch.cat([self.log, torch.full_like(self.log, -1)], 2)
+        spare = self.log.size(2) - 1
+        slot = torch.where(s.dur, self.n_log[:, None] + s.dur.long().cumsum(1) - 1, spare)
+        for row, x in zip(self.log.unbind(1), (s.bars, s.pos, s.part, s.pitch, s.v)):
+            row.scatter_(1, slot, x)
+        self.n_log = self.n_log + s.dur.sum(1)
 
     def phrase_start(self, i, bars):
-        """The first bar (from 0) of phrase i in a piece of `bars` (B,) under Controls.form: ceil(i * bars / m), m the
-        form's letters."""
+        """The first bar (from 0) of phrase i in a piece of `bars` (B,): ceil(i * bars / m), m the form's letters."""
         m = self.form.numel()
         return (i * bars + m - 1) // m
 
-    def form_source(self, c, bars):
-        """((B,) whether bar c (B,) (from 0) repeats a bar under Controls.form, (B,) the bar it repeats) in a piece of
-        `bars` (B,): phrase i holds the bars from its phrase_start up to the next one's."""
+    def source(self, c, bars):
+        """((B,) whether bar c (B,) (from 0) repeats a bar, (B,) the bar it repeats) in a piece of `bars` (B,): phrase
+        i holds the bars from its phrase_start up to the next one's."""
         m, start = self.form.numel(), lambda i: self.phrase_start(i, bars)
         i = (c.clamp(min=0) * m // bars.clamp(min=1)).clamp(max=m - 1)
         j = self.form[i]
         src = start(j) + c - start(i)
         return (c >= 0) & (c < bars - 1) & (j != i) & (src < start(j + 1)), src
 
-    def form_rules(self, v, plan, ends_at, first):
-        """(B, V) what Controls.form allows next. A bar that repeats one (form_source) holds that bar's notes, in the
-        order they were written there (the canonical one), each onset, part, pitch and duration in turn, no velocity
-        but a part's first, and its bar line once all are written; before the first of them (a phrase that opened
-        with a pickup) the bar is free, its notes ending by that onset. No note rings into a repeated bar's notes
-        unless that bar repeats the one after its own bar's model; there a note is cut short (with --voice_leading,
-        none rings into the last bar either: the cadence is struck anew)."""
+    def allowed(self, cur):
+        if cur.plan is None:
+            return None
+        v, plan, ends_at, first = cur.value[None, :], cur.plan, cur.ends_at, cur.first
         col, m = (lambda x: x[:, None]), self.form.numel()
-        c, clock = self.bars - 1, self.clock
+        c, clock = cur.bars - 1, cur.clock
         log_bar, log_pos, log_part, log_pitch, log_dur = self.log.unbind(1)
         logged = torch.arange(log_bar.size(1), device=v.device)[None, :] < col(self.n_log)
         top = log_bar.size(1) - 1
 
         def model_bar(b):  # (B,) for bars b (from 0): the index of its model's first note, their count, its onset
-            copied, src = self.form_source(b, plan)
+            copied, src = self.source(b, plan)
             at = (logged & (log_bar <= col(src))).sum(1)
             count = (logged & (log_bar == col(src + 1))).sum(1)
             return copied, src, at, count, torch.where(count > 0, log_pos.gather(1, col(at.clamp(max=top)))[:, 0], 0)
 
         copied, src, at, count, lead = model_bar(c)
-        done = (logged & (log_bar == col(self.bars)) & (log_pos >= col(lead))).sum(1)  # its notes written so far
+        done = (logged & (log_bar == col(cur.bars)) & (log_pos >= col(lead))).sum(1)  # its notes written so far
         due = col((at + done).clamp(max=top))
         d_pos, d_part, d_pitch, d_dur = (x.gather(1, due)[:, 0] for x in (log_pos, log_part, log_pitch, log_dur))
         more = copied & (done < count)
-        here = more & (d_pos == self.pos)                               # the next one starts at this onset
-        free = more & (done == 0) & (self.pos < d_pos)                  # before the first: a free lead-in
+        here = more & (d_pos == cur.pos)                                # the next one starts at this onset
+        free = more & (done == 0) & (cur.pos < d_pos)                   # before the first: a free lead-in
         # how far a note may ring: to the notes of the first later phrase that repeats other bars than those after
         # c's model, or to this bar's first repeated onset
-        limit = torch.where(free, self.bar_start + d_pos, ends_at)
+        limit = torch.where(free, cur.bar_start + d_pos, ends_at)
         for i in range(m):
             s = self.phrase_start(i, plan)
             s_copied, s_src, _, _, s_lead = model_bar(s)
             foreign = (s > c) & s_copied & ~(copied & (s_src - src == s - c))
-            at_s = self.bar_start + (s - c) * self.bar_len + s_lead
+            at_s = cur.bar_start + (s - c) * cur.bar_len + s_lead
             limit = torch.where(foreign, torch.minimum(limit, at_s), limit)
-        if self.controls.voice_leading:
-            limit = torch.where(c < plan - 1, torch.minimum(limit, ends_at - self.bar_len), limit)
+        if self.voice_leading:
+            limit = torch.where(c < plan - 1, torch.minimum(limit, ends_at - cur.bar_len), limit)
         fits = col(clock) + v <= col(limit)
-        repeat = ((~self.is_pos | col(more) & ((v == col(d_pos)) | col(free) & (v < col(d_pos))))
-                  & (~self.is_p | col(free) | col(here) & (v == col(d_part)))
-                  & (~self.is_n | col(free) | col(here & (self.part == d_part)) & (v == col(d_pitch)))
-                  & (~self.is_d | torch.where(col(free), fits, v == col(torch.minimum(d_dur, limit - clock))))
-                  & (~self.is_v | first | col(free)) & (~self.is_bar | col(~more)) & ~self.is_meter)
-        return torch.where(col(copied), repeat, ~self.is_d | fits)
+        repeat = ((~cur.is_pos | col(more) & ((v == col(d_pos)) | col(free) & (v < col(d_pos))))
+                  & (~cur.is_p | col(free) | col(here) & (v == col(d_part)))
+                  & (~cur.is_n | col(free) | col(here & (cur.part == d_part)) & (v == col(d_pitch)))
+                  & (~cur.is_d | torch.where(col(free), fits, v == col(torch.minimum(d_dur, limit - clock))))
+                  & (~cur.is_v | first | col(free)) & (~cur.is_bar | col(~more)) & ~cur.is_meter)
+        return torch.where(col(copied), repeat, ~cur.is_d | fits)
 
-    def voice_rules(self, v, last, last_bar_at):
-        """((B, V) what part writing's rules allow next (Controls.voice_leading), (B, V) what the rules on parallels
-        and crossing allow (the first dropped where the rules leave nothing), (B,) whether a part must still sound at
-        the current onset), over the parts that the sampler writes (not drums, not given material's): no part rests
-        once the piece has begun (an onset or bar line only while every part still sounds, and at an onset every part
-        whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a part's new
-        pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset (both moving
-        the same way, from and to the same perfect interval) and does not cross the parts next to it (at most the
-        pitch of the one above, at least that of the one below, where they sound), and in the `last` bar (B,) the
-        notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest),
-        the tonic in the lowest of several parts (the last the header names), none held into it (it starts at step
-        `last_bar_at`)."""
-        col, P = (lambda x: x[:, None]), self.spec.max_parts
+
+class VoiceLeading(Rule):
+    """Controls.voice_leading, part writing's first rules, over the parts that the sampler writes (not drums, not
+    given material's): no part rests once the piece has begun (an onset or bar line only while every part still
+    sounds, and at an onset every part whose note has ended gets a new one: parts rise within an onset, so none may be
+    passed over), a part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at
+    this onset (both moving the same way, from and to the same perfect interval) and does not cross the parts next to
+    it (at most the pitch of the one above, at least that of the one below, where they sound), and in the last bar
+    the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest),
+    the tonic in the lowest of several parts (the last the header names), none held into it. Soft: where the rules
+    leave nothing canonical they give way, those on parallels and crossing (`preferred`) first. `parts_due`: a part
+    must still sound at the current onset (the piece may not close yet)."""
+    soft = True
+
+    def __init__(self, c, controls, material):
+        device = c.value.device
+        self.triad = None if controls.triad is None else torch.tensor(controls.triad, device=device)[None, :]  # (1, 3)
+        self.material = material  # (the Material rule, or None)
+        self.g_weight, self.g_last = torch.zeros(12, dtype=torch.float64, device=device), -1
+        if material is not None:  # the given notes count for the key from the start
+            self.g_weight.index_add_(0, material.pitch[:-1] % 12, material.dur[:-1].double())
+            if material.material.notes:  # the pitch class of the top given note that starts last: the triad holds it
+                self.g_last = max((n.start, n.pitch) for n in map(as_note, material.material.notes))[1] % 12
+
+    def reset(self, c, batch_size, device):
+        # per part, the step and pitch of its latest onset, and the pitch of the note before it
+        self.onset_at, self.onset_pitch, self.prev_pitch = (
+            torch.full((batch_size, c.spec.max_parts), -1, dtype=torch.long, device=device) for _ in range(3))
+        # and the durations per pitch class of the pitched notes so far, the given ones' all from the start: the key
+        self.pc_weight = self.g_weight.expand(batch_size, -1).clone()
+
+    def consume(self, c, s):
+        P = c.spec.max_parts
+        for t in range(s.n):  # each part's latest onset and the pitch before it: its first (highest) note there
+            at, p = s.note[:, t], s.part[:, t].clamp(max=P - 1)[:, None]
+            moved = at & (self.onset_at.gather(1, p)[:, 0] != s.clock[:, t])
+            keep = lambda a, where, new: a.scatter_(1, p, torch.where(where, new, a.gather(1, p)[:, 0])[:, None])
+            keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
+            keep(self.onset_pitch, moved, s.v[:, t])
+            keep(self.onset_at, at, s.clock[:, t])
+        pitched = s.dur & ~c.drum.gather(1, s.part.clamp(max=P - 1))
+        if s.given is not None:  # (counted from the start)
+            pitched &= ~s.given
+        self.pc_weight.scatter_add_(1, s.pitch.clamp(min=0) % 12, torch.where(pitched, s.v, 0).double())
+
+    def allowed(self, c):
+        """(B, V) what the rules allow (`voiced`); sets `preferred`, what the rules on parallels and crossing allow,
+        and `parts_due`."""
+        v = c.value[None, :]
+        last, last_bar_at = c.last, c.ends_at - c.bar_len
+        col, P = (lambda x: x[:, None]), c.spec.max_parts
         parts = torch.arange(P, device=v.device)[None, :]
-        pitched = (parts < col(self.n_parts)) & ~self.drum
-        active = pitched & self.free_part[:P][None, :] if self.material is not None else pitched
-        clock, state = self.clock, self.state
-        ends = self.until.amax(2)                                                    # (B, P) each part's end
-        begun = self.last_end > 0
+        pitched = (parts < col(c.n_parts)) & ~c.drum
+        active = pitched & self.material.free_part[:P][None, :] if self.material is not None else pitched
+        clock, state = c.clock, c.state
+        ends = c.until.amax(2)                                                       # (B, P) each part's end
+        begun = c.last_end > 0
         first_end = torch.where(active, ends, 1 << 40).amin(1)                        # (B,)
-        ok = ~self.is_pos | ~col(begun) | (col(self.bar_start) + v <= col(first_end))
-        ok &= ~self.is_bar | ~col(begun) | col(self.bar_start + self.bar_len <= first_end)
-        at_onset = state == self.state_id["onset"]
-        in_onset = at_onset | (state == self.state_id["note"]) | (state == self.state_id["loud"])
+        ok = ~c.is_pos | ~col(begun) | (col(c.bar_start) + v <= col(first_end))
+        ok &= ~c.is_bar | ~col(begun) | col(c.bar_start + c.bar_len <= first_end)
+        at_onset = state == c.state_id["onset"]
+        in_onset = at_onset | (state == c.state_id["note"]) | (state == c.state_id["loud"])
         # the lowest part that must still sound at this onset: any, before its first note; after one, a higher one
-        due = active & (ends <= col(clock)) & (col(at_onset) | (parts > col(self.part))) & col(in_onset)
+        due = active & (ends <= col(clock)) & (col(at_onset) | (parts > col(c.part))) & col(in_onset)
         low = torch.where(due, parts, P).amin(1)                                      # (B,) P: none
-        leaves = self.is_pos | self.is_bar | self.is_meter | self.is_ahead | self.only_end
-        ok &= ~self.is_p | (v <= col(low))
+        leaves = c.is_pos | c.is_bar | c.is_meter | c.is_ahead | c.only_end
+        ok &= ~c.is_p | (v <= col(low))
         ok &= ~leaves | col(low == P)
-        ok &= ~self.is_n | ~col(at_onset) | col(self.part <= low)
+        ok &= ~c.is_n | ~col(at_onset) | col(c.part <= low)
         # parallels: the pitch of the current part p against each part q that moved at this onset
-        p = self.part.clamp(max=P - 1)[:, None]
+        p = c.part.clamp(max=P - 1)[:, None]
         old_p, at_p = self.onset_pitch.gather(1, p), self.onset_at.gather(1, p)      # (B, 1)
         moves = (at_p >= 0) & (at_p < col(clock))                                     # p's next note is a move
         new_q, old_q = self.onset_pitch, self.prev_pitch                              # (B, P)
@@ -437,97 +537,153 @@ class GrammarMask:
         above, below = (p - 1).clamp(min=0), (p + 1).clamp(max=P - 1)
         top = torch.where((p > 0) & sounding.gather(1, above), self.onset_pitch.gather(1, above), 1 << 30)
         floor = torch.where((p < P - 1) & sounding.gather(1, below), self.onset_pitch.gather(1, below), -1)
-        preferred = ~self.is_n | (~col(moves[:, 0]) | ~parallel) & (~col(mine) | ((v <= top) & (v >= floor)))
+        self.preferred = ~c.is_n | (~col(moves[:, 0]) | ~parallel) & (~col(mine) | ((v <= top) & (v >= floor)))
         # the last bar: a cadence on the tonic
         triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
-        pc = self.value[None, :] % 12
+        pc = c.value[None, :] % 12
         bass = torch.where(active.sum(1) > 1, torch.where(active, parts, -1).amax(1), -1)  # (one line: no bass)
-        ok &= ~self.is_n | ~col(last & mine) | ((pc[:, None, :] == triad[:, :, None]).any(1)
-                                                & (~col(self.part == bass) | (pc == triad[:, :1])))
-        ok &= ~self.is_d | ~col(~last & mine) | (col(clock) + v <= col(last_bar_at))
-        return ok, preferred, low < P
+        ok &= ~c.is_n | ~col(last & mine) | ((pc[:, None, :] == triad[:, :, None]).any(1)
+                                             & (~col(c.part == bass) | (pc == triad[:, :1])))
+        ok &= ~c.is_d | ~col(~last & mine) | (col(clock) + v <= col(last_bar_at))
+        self.parts_due = low < P
+        return ok
+
+
+class Ending(Rule):
+    """The END comes in the last bar once something sounds there (and all given material is written); on the last
+    step of the last bar, once a whole note has started there, the piece ends: no pile of notes (with part writing's
+    rules: once every part sounds there). The meter changes only at a bar line, to another meter, not under a length
+    control, and not so that a note rings past the last bar; onsets stay inside the bar and no note outlasts the
+    last bar."""
+
+    def __init__(self, material=None, voice=None):
+        self.material, self.voice = material, voice
+
+    def allowed(self, c):
+        v = c.value[None, :]
+        end_ok = c.last & (c.last_end > c.bar_start) | (c.state == c.state_id["end"])
+        if self.material is not None:
+            end_ok = end_ok & self.material.all_given
+        closing = end_ok & c.last & c.note_state & ~c.first[:, 0] & (c.pos == c.bar_len - 1)
+        if self.voice is not None:
+            closing &= ~self.voice.parts_due
+        ok = ~c.only_end[None, :] | end_ok[:, None]
+        ok = torch.where(closing[:, None], c.only_end, ok)
+        meter_ok = (c.state != c.state_id["bar"])[:, None] | (
+            (torch.arange(v.size(1), device=v.device)[None, :] != c.meter[:, None]) & (c.plan is None)
+            & (c.last_end[:, None] <= c.bar_start[:, None] + c.bars_left[:, None] * v))
+        return (ok & (~c.is_meter | meter_ok) & (~c.is_pos | (v < c.bar_len[:, None]))
+                & (~c.is_d | (c.clock[:, None] + v <= c.ends_at[:, None])))
+
+
+class KeyAndRange(Rule):
+    """--key, --scale and --pitch_range: only their pitches, in every pitched part; a given note is exempt."""
+
+    def __init__(self, c, tok, controls, material=None):
+        self.ok = torch.tensor([kind(t) != "n" or controls.allows_pitch(int(t[1:])) for t in tok.itos],
+                               device=c.value.device)
+        self.material = material
+
+    def allowed(self, c):
+        exempt = c.at_part(c.drum) | (self.material.given_pitch if self.material is not None else False)
+        return ~c.is_n | self.ok | exempt
+
+
+class Slots(Rule):
+    """A prompt's tokens that the mask draws (its header, its bar lines: `slots` names the kind at each position)
+    are of that kind; right after a prompt, no velocity token (it would change the prompt's last note)."""
+
+    def __init__(self, c, slots):
+        self.kinds = {i: c.kind == VALUED.index(k) for i, k in enumerate(slots) if k}
+        if slots:
+            self.kinds[len(slots)] = c.kind != VALUED.index("v")
+
+    def allowed(self, c):
+        return self.kinds.get(c.seen)
+
+
+class Canonical(Rule):
+    """The canonical form the training data has, so that decoding drops nothing: onsets rise within a bar, parts
+    rise within an onset, pitches fall within a part, a key is not struck again in its part while it sounds, and a
+    velocity is written where a part's changes (and at its first note) only. Soft, and the last to give way."""
+    soft = True
+
+    def allowed(self, c):
+        v = c.value[None, :]
+        sounding = c.until.gather(1, c.part.clamp(max=c.spec.max_parts - 1)[:, None, None].expand(
+            -1, 1, c.until.size(2)))[:, 0]                                    # (B, pitches): where each key ends
+        key_free = sounding.gather(1, c.value.clamp(0, sounding.size(1) - 1).expand(c.state.size(0), -1)) <= \
+            c.clock[:, None]
+        return ((~c.is_pos | (v > c.pos[:, None])) & (~c.is_v | (v != c.part_vel)) & (~c.first | c.is_v)
+                & (~c.is_p | torch.where(c.note_state[:, None], v > c.part[:, None], v != c.part[:, None]))
+                & (~c.is_n | ((v < c.floor[:, None]) & key_free)))
+
+
+class GrammarMask:
+    """allowed_fn for GPT.generate: the grammar and a request's controls as one mask over the next token, a cursor
+    and rules. Every rule is a lookup or a comparison over (B, V) on the device, so rows of one batch may be in
+    different states. The hard rules (the grammar, parts, the countdown, given material, form, the ending, the key
+    and range, a prompt's slots) all hold; part writing's rules (Controls.voice_leading) hold where they leave a
+    canonical token, the least of them given up first; the canonical form holds where it leaves any token; where
+    nothing is left the row may only end. Inside a block of given material its token is the only one.
+
+    A new control: a field of Controls, a flag, and a Rule added to the list in __init__."""
+
+    def __init__(self, tok, device, controls=Controls(), slots=(), material=None):
+        self.cursor = c = Cursor(tok, device, controls, material)
+        given = Material(c, tok, material) if material is not None else None
+        voice = VoiceLeading(c, controls, given) if controls.voice_leading else None
+        self.countdown = Countdown(c, slots)
+        self.rules = [Grammar(c, tok, controls, material), Parts(c, tok, controls), self.countdown]
+        self.rules += [given] if given else []
+        self.rules += [Form(c, controls)] if controls.form else []
+        self.rules += [voice] if voice else []  # (before the ending, which waits for the parts it says are due)
+        self.rules += [Ending(given, voice), KeyAndRange(c, tok, controls, given), Slots(c, slots), Canonical()]
+        self.material = given
 
     def __call__(self, idx):
-        if self.seen == 0:
-            self.reset(idx.size(0), idx.device)
-        self.consume(idx[:, self.seen:])  # the tokens added since the last call (the prompt, then one at a time)
-        self.seen = idx.size(1)
-        allowed = self.allowed[self.state]                                    # (B, V)
-        v = self.value[None, :]
-        in_header = self.state == self.state_id["parts"]
-        # parts: up to the control's count, each the forced instrument where one is; the first bar line once enough
-        forced = self.forced_inst[self.n_parts.clamp(max=self.forced_inst.size(0) - 1)]
-        inst_ok = (self.n_parts < self.most_parts)[:, None] & ((forced < 0)[:, None] | (
-            torch.arange(v.size(1), device=v.device)[None, :] == forced[:, None]))
-        allowed = allowed & (~self.is_inst | inst_ok)
-        # the countdown: planned, or kept from the first bar line on
-        plan = self.plan() if self.controls.has_length else None
-        if plan is not None:
-            left = plan - self.bars                                           # the count the next bar line says
-            bar_ok = (left >= 1)[:, None] & (v == left.clamp(max=self.more)[:, None])
-            last = self.bars == plan
-        else:
-            c = self.count[:, None]
-            bar_ok = (((self.bars == 0)[:, None] & (v > self.min_bars)) | ((c <= self.more - 1) & (v == c - 1))
-                      | ((c == self.more) & (v >= self.more - 1)))
-            last = (self.bars > 0) & (self.count == 1)
-        bar_ok = bar_ok & ~(in_header & (self.n_parts < self.want_parts))[:, None]
-        allowed = allowed & (~self.is_bar | bar_ok)
-        left = self.count.clamp(1, self.more) if plan is None else (plan - self.bars + 1).clamp(min=1)  # bars to go
-        ends_at = self.bar_start + left * self.bar_len                    # (beyond max_countdown: at least so many)
-        self.planned = None if plan is None else self.is_bar & bar_ok & in_header[:, None]  # (B, V): see pool()
-        end_ok = last & (self.last_end > self.bar_start) | (self.state == self.state_id["end"])
-        if self.material is not None:
-            given_ok, all_given = self.material_rules(v, in_header)
-            allowed, end_ok = allowed & given_ok, end_ok & all_given
-        else:
-            allowed = allowed & ~self.is_ahead
-        vel = self.vel.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
-        first = (self.state == self.state_id["note"])[:, None] & (vel < 0)  # a part's first note names its velocity
-        if self.form is not None and plan is not None:
-            allowed = allowed & self.form_rules(v, plan, ends_at, first)
-        allowed[:, self.end] &= end_ok
-        # on the last step of the last bar, once a whole note has started there, the piece ends: no pile of notes
-        note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])
-        closing = end_ok & last & note_state & ~first[:, 0] & (self.pos == self.bar_len - 1)
-        if self.controls.voice_leading:  # (once every part sounds there)
-            voiced, preferred, parts_due = self.voice_rules(v, last, ends_at - self.bar_len)
-            closing &= ~parts_due
-        allowed = torch.where(closing[:, None], self.only_end, allowed)
-        # meters change at a bar line, to another meter, not under a length control, and not so that a note rings
-        # past the last bar
-        meter_ok = (self.state != self.state_id["bar"])[:, None] | (
-            (torch.arange(v.size(1), device=v.device)[None, :] != self.meter[:, None]) & (plan is None)
-            & (self.last_end[:, None] <= self.bar_start[:, None] + left[:, None] * v))
-        allowed = allowed & (~self.is_meter | meter_ok)
-        # onsets inside the bar; no note past the last bar
-        allowed = allowed & (~self.is_pos | (v < self.bar_len[:, None]))
-        allowed = allowed & (~self.is_d | (self.clock[:, None] + v <= ends_at[:, None]))
-        # a part the header names; pitches of the --key and --pitch_range in pitched parts
-        allowed = allowed & (~self.is_p | (v < self.n_parts[:, None]))
-        drum = self.drum.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None])  # (B, 1)
-        allowed = allowed & (~self.is_n | self.pitch_ok | drum | (self.given_pitch if self.material else False))
-        # the canonical form
-        sounding = self.until.gather(1, self.part.clamp(max=self.spec.max_parts - 1)[:, None, None].expand(
-            -1, 1, self.until.size(2)))[:, 0]                                 # (B, pitches): where each key ends
-        key_free = sounding.gather(1, self.value.clamp(0, sounding.size(1) - 1).expand(idx.size(0), -1)) <= \
-            self.clock[:, None]
-        canon = ((~self.is_pos | (v > self.pos[:, None])) & (~self.is_v | (v != vel)) & (~first | self.is_v)
-                 & (~self.is_p | torch.where(note_state[:, None], v > self.part[:, None], v != self.part[:, None]))
-                 & (~self.is_n | ((v < self.floor[:, None]) & key_free)))
-        if self.controls.voice_leading:  # where the rules leave a row no canonical token, it goes on without them
-            some = lambda m: (m & canon).any(1, keepdim=True)
-            ruled = allowed & voiced                             # (the rules on parallels and crossing go first)
-            ruled = torch.where(some(ruled & preferred), ruled & preferred, ruled)
-            allowed = torch.where(some(ruled), ruled, allowed)
+        c = self.cursor
+        if c.seen == 0:
+            c.reset(idx.size(0), idx.device)
+            for rule in self.rules:
+                rule.reset(c, idx.size(0), idx.device)
+        if idx.size(1) > c.seen:  # the tokens added since the last call (the prompt, then one at a time)
+            step = c.consume(idx[:, c.seen:])
+            for rule in self.rules:
+                rule.consume(c, step)
+        c.seen = idx.size(1)
+        c.settle()
+        hard, soft = None, []
+        for rule in self.rules:
+            if (ok := rule.allowed(c)) is None:
+                continue
+            if rule.soft:
+                soft.append(ok if not isinstance(rule, VoiceLeading) else (ok, rule.preferred))
+            else:
+                hard = ok if hard is None else hard & ok
+        *rules, canon = soft
+        tiers = [t for r in rules for t in r]  # the soft rules in the order they give way, the last first
+        some = lambda m: (m & canon).any(1, keepdim=True)
+        allowed, held = hard, hard
+        for t in tiers:  # the most tiers that leave a canonical token
+            held = held & t
+            allowed = torch.where(some(held), held, allowed)
+        allowed = torch.where(allowed.any(1, keepdim=True), allowed, c.only_end)  # never nothing: then the END
         canonical = allowed & canon
-        if (kind := self.given.get(idx.size(1))) is not None:
-            allowed, canonical = allowed & kind, canonical & kind
-        allowed = torch.where(allowed.any(1, keepdim=True), allowed, self.only_end)  # never nothing: then the END
         out = torch.where(canonical.any(1, keepdim=True), canonical, allowed)
-        if self.material is not None and self.material.blocks is not None:  # inside a block, nothing else holds
-            out = torch.where(self.block_token.any(1, keepdim=True), self.block_token, out)
+        if self.material is not None and self.material.block_token is not None:  # inside a block, nothing else
+            out = torch.where(self.material.block_token.any(1, keepdim=True), self.material.block_token, out)
         return out
+
+    def pool(self, logits):
+        """Logits (B, V) as the mask wants them read: where a planned length allows one first bar line only, that
+        line takes the model's chance of closing the header at any length (the log-sum of all bar lines), so that a
+        model which had another length in mind does not name part after part instead. Call after the mask."""
+        planned = self.countdown.planned
+        if planned is None:
+            return logits
+        closing = logits.masked_fill(~self.cursor.is_bar, float("-inf")).logsumexp(1, keepdim=True)
+        return torch.where(planned, closing, logits)
 
 
 def mask_rows(mask, ids, device):

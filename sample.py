@@ -16,7 +16,7 @@ Without --out_dir it samples from models/corpus beside this script, the model th
 (models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other parts) is written
 where it sounds, note for note, by the mask; with --look_ahead true (a run trained with prepare.py --given_share)
 the model also sees it a bar or two ahead.
-At every step only the tokens that the grammar and the controls allow can be drawn (controls.GrammarMask: lookup
+At every step only the tokens that the grammar and the controls allow can be drawn (mask.GrammarMask: lookup
 tables on the device), so every sample is a well-formed piece that obeys them. Same seed, same files, byte for byte.
 """
 import argparse

@@ -275,5 +275,5 @@ def test_a_prompts_last_note_keeps_its_velocity():
     idx = torch.tensor([TOK.encode(prompt)])
     velocities = torch.tensor([t.startswith("v") for t in TOK.itos])
     free = GrammarMask(TOK, "cpu", Controls(bars=2))(idx)[0]
-    held = GrammarMask(TOK, "cpu", Controls(bars=2), given=[None] * len(prompt))(idx)[0]
+    held = GrammarMask(TOK, "cpu", Controls(bars=2), slots=[None] * len(prompt))(idx)[0]
     assert free[velocities].any() and not held[velocities].any() and held.any()

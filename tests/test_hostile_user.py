@@ -494,9 +494,9 @@ def test_the_mask_reads_a_prompt_at_once_as_it_reads_it_token_by_token(trained):
     at_once, one_by_one = GrammarMask(tok, "cpu"), GrammarMask(tok, "cpu")
     for cut in (1, 5, 37, 120, 301):
         a = at_once(pieces[:, :cut])
-        for k in range(one_by_one.seen + 1, cut + 1):
+        for k in range(one_by_one.cursor.seen + 1, cut + 1):
             b = one_by_one(pieces[:, :k])
         assert torch.equal(a, b)
         for name in ("state", "n_parts", "drum", "meter", "bar_len", "bpm", "bars", "count", "bar_start", "pos",
                      "clock", "part", "floor", "pitch", "last_end", "until", "vel"):
-            assert torch.equal(getattr(at_once, name), getattr(one_by_one, name)), (cut, name)
+            assert torch.equal(getattr(at_once.cursor, name), getattr(one_by_one.cursor, name)), (cut, name)
