@@ -149,6 +149,7 @@ voice_leading = False      # part writing's first rules, kept by the mask where 
                            # every part sounds from the first onset to the end, no parallel fifths or octaves, no
                            # part crosses its neighbours, and the last bar is the tonic triad (of --key, or the key
                            # its notes suggest)
+form = ""                  # phrases as letters (AABA: the second phrase repeats the first note for note); "": none
 shipped_run = "models/corpus"  # what sample.py plays without --out_dir (the model in the repo, found beside it)
 
 # --- evaluation (evaluate.py)

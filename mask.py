@@ -130,7 +130,7 @@ class Cursor:
             states.append(state)
         self.state = state
         body = ~self.in_block[torch.stack(states, 1)]  # (B, n): not inside a block of given material
-        v, is_ = self.value[tok], lambda k: getattr(self, f"is_{k}")[tok] & body  # (B, n)
+        val, is_ = self.value[tok], lambda k: getattr(self, f"is_{k}")[tok] & body  # (B, n): each token's value
 
         def latest(where, value, old):  # (B, n): after each token, `value` at the latest position `where` holds
             if n == 1:
@@ -144,25 +144,25 @@ class Cursor:
 
         inst, meter, bar, onset, part, note, dur = (is_(k) for k in ("inst", "meter", "bar", "pos", "p", "n", "d"))
         parts = self.n_parts[:, None] + inst.long().cumsum(1)           # parts named after each token
-        drums = last_per_key(inst & (v == DRUMS), parts - 1, P) >= 0
+        drums = last_per_key(inst & (val == DRUMS), parts - 1, P) >= 0
         self.drum |= drums
         self.n_parts = parts[:, -1]
         bars = self.bars[:, None] + bar.long().cumsum(1)                 # bar lines after each token
-        bar_len = latest(meter, v, self.bar_len)                         # after a bar line's meter: its length
+        bar_len = latest(meter, val, self.bar_len)                       # after a bar line's meter: its length
         before = torch.cat([self.bar_len[:, None], bar_len[:, :-1]], 1)  # the length of the bar a bar line closes
         bar_start = self.bar_start[:, None] + torch.where(bar & (bars > 1), before, 0).cumsum(1)
-        self.header_bar = latest(meter & (bars == 0), v, self.header_bar)[:, -1]
+        self.header_bar = latest(meter & (bars == 0), val, self.header_bar)[:, -1]
         self.meter, self.bar_len = latest(meter, tok, self.meter)[:, -1], bar_len[:, -1]
         self.bpm = latest(is_("tempo"), self.number[tok], self.bpm)[:, -1]
-        self.bars, self.count, self.bar_start = bars[:, -1], latest(bar, v, self.count)[:, -1], bar_start[:, -1]
-        pos = latest(bar | onset, torch.where(bar, -1, v), self.pos)
+        self.bars, self.count, self.bar_start = bars[:, -1], latest(bar, val, self.count)[:, -1], bar_start[:, -1]
+        pos = latest(bar | onset, torch.where(bar, -1, val), self.pos)
         clock = bar_start + pos.clamp(min=0)                             # the onset step after each token
         self.pos = pos[:, -1]
-        part_now = latest(part, v, self.part)
-        pitch_now = latest(note, v, self.pitch)
-        self.floor = latest(bar | onset | part | note, torch.where(note, v, 1 << 30), self.floor)[:, -1]
+        part_now = latest(part, val, self.part)
+        pitch_now = latest(note, val, self.pitch)
+        self.floor = latest(bar | onset | part | note, torch.where(note, val, 1 << 30), self.floor)[:, -1]
         self.part, self.pitch = part_now[:, -1], pitch_now[:, -1]
-        ends = clock + v                                                 # at a duration: its note's end
+        ends = clock + val                                               # at a duration: its note's end
         K = self.until.size(2)
         key = part_now.clamp(max=P - 1) * K + pitch_now.clamp(0, K - 1)
         last = last_per_key(dur, key, P * K)
@@ -170,10 +170,9 @@ class Cursor:
         self.until = torch.where(last >= 0, ends.gather(1, last.clamp(min=0)), until).view_as(self.until)
         self.last_end = torch.maximum(self.last_end, torch.where(dur, ends, 0).amax(1))
         last = last_per_key(is_("v"), part_now.clamp(max=P - 1), P)
-        self.vel = torch.where(last >= 0, v.gather(1, last.clamp(min=0)), self.vel)
-        return SimpleNamespace(tok=tok, n=n, seen=self.seen, positions=positions, v=v, bars=bars, pos=pos,
-                               clock=clock, part=part_now, pitch=pitch_now, note=note, dur=dur, given=None,
-                               last_per_key=last_per_key)
+        self.vel = torch.where(last >= 0, val.gather(1, last.clamp(min=0)), self.vel)
+        return SimpleNamespace(tok=tok, n=n, seen=self.seen, positions=positions, value=val, bars=bars, pos=pos,
+                               clock=clock, part=part_now, pitch=pitch_now, note=note, dur=dur, given=None)
 
     def settle(self):
         """What the rules read of the piece as a whole, once the tokens are consumed: whether the header still wants
@@ -390,7 +389,7 @@ class Form(Rule):
             self.log = torch.cat([self.log, torch.full_like(self.log, -1)], 2)
         spare = self.log.size(2) - 1
         slot = torch.where(s.dur, self.n_log[:, None] + s.dur.long().cumsum(1) - 1, spare)
-        for row, x in zip(self.log.unbind(1), (s.bars, s.pos, s.part, s.pitch, s.v)):
+        for row, x in zip(self.log.unbind(1), (s.bars, s.pos, s.part, s.pitch, s.value)):
             row.scatter_(1, slot, x)
         self.n_log = self.n_log + s.dur.sum(1)
 
@@ -488,12 +487,12 @@ class VoiceLeading(Rule):
             moved = at & (self.onset_at.gather(1, p)[:, 0] != s.clock[:, t])
             keep = lambda a, where, new: a.scatter_(1, p, torch.where(where, new, a.gather(1, p)[:, 0])[:, None])
             keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
-            keep(self.onset_pitch, moved, s.v[:, t])
+            keep(self.onset_pitch, moved, s.value[:, t])
             keep(self.onset_at, at, s.clock[:, t])
         pitched = s.dur & ~c.drum.gather(1, s.part.clamp(max=P - 1))
         if s.given is not None:  # (counted from the start)
             pitched &= ~s.given
-        self.pc_weight.scatter_add_(1, s.pitch.clamp(min=0) % 12, torch.where(pitched, s.v, 0).double())
+        self.pc_weight.scatter_add_(1, s.pitch.clamp(min=0) % 12, torch.where(pitched, s.value, 0).double())
 
     def allowed(self, c):
         """(B, V) what the rules allow (`voiced`); sets `preferred`, what the rules on parallels and crossing allow,

@@ -13,9 +13,9 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
                                # last bar (where the mask can keep them)
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
-(models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other parts) is written
-where it sounds, note for note, by the mask; with --look_ahead true (a run trained with prepare.py --given_share)
-the model also sees it a bar or two ahead.
+(models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other
+parts) is written where it sounds, note for note, by the mask; with --look_ahead true (a run trained with prepare.py
+--given_share) the model also sees it a bar or two ahead.
 At every step only the tokens that the grammar and the controls allow can be drawn (mask.GrammarMask: lookup
 tables on the device), so every sample is a well-formed piece that obeys them. Same seed, same files, byte for byte.
 """
@@ -228,7 +228,7 @@ def parse_controls(args):
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
                     scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments,
                     voice_leading=args.voice_leading, triad=key_triad(args.key) if args.key else None,
-                    form=args.form)
+                    form=None if args.form.lower() in ("", "none") else args.form)
 
 
 def main(argv=None):
@@ -258,9 +258,13 @@ def main(argv=None):
                          help="a piece of this many bars of its meter, planned from its first bar line")
     control.add_argument("--seconds", type=configurator.typed("seconds", 60.0),
                          help="as many bars as last about this many seconds at the piece's tempo")
-    control.add_argument("--form", help="phrases as letters, e.g. AABA or AABB: the bars shared out among them, a "
-                                        "letter seen before repeating its first phrase note for note (needs --bars "
-                                        "or --seconds)")
+    configurator.option(control, "form", "phrases as letters, e.g. AABA or AABB: the bars shared out among them, a "
+                                         "letter seen before repeating its first phrase note for note (needs --bars "
+                                         "or --seconds)")
+    configurator.option(control, "voice_leading", "true: no part rests once begun, no parallel fifths or octaves, no "
+                                                  "crossing, a tonic last bar (where the mask can keep them)")
+    configurator.option(control, "look_ahead", "true: given material also shown a bar or two ahead (a run trained "
+                                               "with prepare.py --given_share)")
     control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')
     control.add_argument("--scale", help="only these pitch classes, e.g. 0,2,4,7,9 or C,D,E,G,A")
     control.add_argument("--pitch_range", type=configurator.typed("pitch_range", (48, 84)),
@@ -268,7 +272,7 @@ def main(argv=None):
     control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                                     "look_ahead", "voice_leading", "seed", "device", "dtype"], argv,
+                                     "seed", "device", "dtype"], argv,
                             own={"out_dir": SHIPPED})
     if args.key and args.scale:
         die("give --key or --scale, not both")
