@@ -43,7 +43,6 @@ import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import replace
-from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -221,34 +220,47 @@ def adherence(sample, spec, args, styles, style_profiles, real):
     return out
 
 
-def read_pieces(args, tok, splits, meta):
-    """The validation and training pieces, decoded, cut like samples, and by style; `real(n, style)` draws n training
-    pieces (of a style) as the reference, from one seeded generator; `originals(style)`: every training piece of the
-    style that is not an augmented copy (meta.json says which are), cut like samples."""
-    start, spec = tok.stoi[START], tok.spec
-    val = split_pieces(np.asarray(splits["val"], dtype=np.int64), start)
-    train = np.asarray(splits["train"], dtype=np.int64)
-    train_pieces = split_pieces(train, start)
-    val_tokens = [tok.decode([int(i) for i in p]) for p in val]
-    val_styles = np.array([style_of(t) for t in val_tokens])
-    val_keeps = [header_end(t) or 1 for t in val_tokens]
-    cut = lambda ids: first_tokens(ids, args.max_new_tokens, tok)
-    notes_of = lambda pieces: [tokens_to_notes(t, spec)[0] for t in pieces]
-    rng = np.random.default_rng(args.seed)
-    train_styles = np.array([style_of(tok.decode([int(i) for i in p[:4]])) for p in train_pieces])
-    real = lambda n, style=None: [cut(train_pieces[i]) for i in rng.permutation(
-        np.flatnonzero(train_styles == style) if style else len(train_pieces))[:n]]
-    copies = meta["train"].get("augmented_at")  # None: prepared before prepare.py said where the copies are
-    original = np.ones(len(train_pieces), dtype=bool)
-    original[np.asarray(copies or [], dtype=np.int64)] = False
-    originals = lambda style: [cut(train_pieces[i]) for i in np.flatnonzero(original & (train_styles == style))]
-    decoded_of = lambda pieces: [d for d in (tokens_to_notes(t, spec)[:2] for t in pieces) if d[0]]
-    val_cut_decoded = [tokens_to_notes(cut(p), spec)[:2] for p in val]
-    return SimpleNamespace(val=val, train=train, val_notes=notes_of(val_tokens), val_styles=val_styles,
-                           val_decoded=[tokens_to_notes(t, spec)[:2] for t in val_tokens], val_keeps=val_keeps,
-                           styles=sorted(set(val_styles)), cut=cut, notes_of=notes_of, decoded_of=decoded_of,
-                           val_cut=[n for n, _ in val_cut_decoded], val_cut_decoded=val_cut_decoded, real=real,
-                           originals=originals, originals_known=copies is not None)
+class Pieces:
+    """The validation and training pieces, decoded, cut like samples (to their first --max_new_tokens tokens), and by
+    style; real(n, style) draws n training pieces (of a style) as the reference, from one seeded generator;
+    originals(style): every training piece of the style that is not an augmented copy (meta.json says which are)."""
+
+    def __init__(self, args, tok, splits, meta):
+        start, self.tok, self.max_new = tok.stoi[START], tok, args.max_new_tokens
+        self.val = split_pieces(np.asarray(splits["val"], dtype=np.int64), start)
+        self.train = np.asarray(splits["train"], dtype=np.int64)
+        self.train_pieces = split_pieces(self.train, start)
+        val_tokens = [tok.decode([int(i) for i in p]) for p in self.val]
+        self.val_styles = np.array([style_of(t) for t in val_tokens])
+        self.styles = sorted(set(self.val_styles))
+        self.val_keeps = [header_end(t) or 1 for t in val_tokens]
+        self.val_notes = self.notes_of(val_tokens)
+        self.val_decoded = [tokens_to_notes(t, tok.spec)[:2] for t in val_tokens]
+        self.val_cut_decoded = [tokens_to_notes(self.cut(p), tok.spec)[:2] for p in self.val]
+        self.val_cut = [n for n, _ in self.val_cut_decoded]
+        self.rng = np.random.default_rng(args.seed)
+        self.train_styles = np.array([style_of(tok.decode([int(i) for i in p[:4]])) for p in self.train_pieces])
+        copies = meta["train"].get("augmented_at")  # None: prepared before prepare.py said where the copies are
+        self.originals_known = copies is not None
+        self.original = np.ones(len(self.train_pieces), dtype=bool)
+        self.original[np.asarray(copies or [], dtype=np.int64)] = False
+
+    def cut(self, ids):
+        return first_tokens(ids, self.max_new, self.tok)
+
+    def notes_of(self, pieces):
+        return [tokens_to_notes(t, self.tok.spec)[0] for t in pieces]
+
+    def decoded_of(self, pieces):
+        """(notes, header) of each piece that has notes."""
+        return [d for d in (tokens_to_notes(t, self.tok.spec)[:2] for t in pieces) if d[0]]
+
+    def real(self, n, style=None):
+        which = np.flatnonzero(self.train_styles == style) if style else len(self.train_pieces)
+        return [self.cut(self.train_pieces[i]) for i in self.rng.permutation(which)[:n]]
+
+    def originals(self, style):
+        return [self.cut(self.train_pieces[i]) for i in np.flatnonzero(self.original & (self.train_styles == style))]
 
 
 def likelihoods(args, model, tok, pieces, device):
@@ -516,7 +528,7 @@ def memorization(args, tok, pieces, sampled):
 
 def measure(args, model, tok, splits, meta, device):
     """Every measure, as one report of plain values (what eval.json holds), and the histograms to draw."""
-    pieces = read_pieces(args, tok, splits, meta)
+    pieces = Pieces(args, tok, splits, meta)
     likelihood, fit_tokens = likelihoods(args, model, tok, pieces, device)
     knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
     sample = lambda n, max_new, seed, controls=Controls(), constrained=True: draw(
