@@ -499,7 +499,7 @@ def given_variant(tokens, spec, rng):
 
 TOKENIZER_VERSION = 4  # 2: the piece header (style, tempo, meter) after START; 3: parts, bar lines, a countdown;
 #                        4: blocks of given material (`ahead`). A version-3 tokenizer loads without that token.
-FIRST_EDITION_TAG = "first-edition"  # the git tag of the last code that samples runs of version 2 (legacy.py)
+FIRST_EDITION_TAG = "first-edition (commit 3690610)"  # the last code that samples runs of version 2 (legacy.py)
 
 
 class Tokenizer:

@@ -54,10 +54,10 @@ import config
 import configurator
 from batch import atomic_write, die, read_text, reason, writable_dir, write_json
 from controls import Controls, Request, harmonize, infill, key_pitch_classes
-from mask import GrammarMask, draw, mask_rows
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_edition, finish, header_end,
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
+from mask import GrammarMask, draw, mask_rows
 from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, kernel_width, listen, logistic_accuracy,
                       overlapping_area, piece_measures, polyphony, profile, voice_ranges)
 from midi_io import midi_to_notes, notes_to_midi

@@ -36,9 +36,9 @@ from controls import (Controls, Request, add_part, harmonize, infill, key_pitch_
                       top_line)
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text)
+from mask import draw
 from midi_io import (instrument_name, instrument_number, midi_to_notes, notes_to_midi, notes_to_score, parse_score,
                      score_to_notes)
-from mask import draw
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 

@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from encoding_decoding import START, Spec, header_end, notes_to_tokens  # noqa: E402
-from midi_io import midi_to_notes, notes_to_midi  # noqa: E402
 from mask import GrammarMask  # noqa: E402
+from midi_io import midi_to_notes, notes_to_midi  # noqa: E402
 from runs import load_run  # noqa: E402
 
 

@@ -7,9 +7,9 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import midi_file, on, off, run, track, vlq
 from controls import Controls, key_pitch_classes, key_triad
-from mask import GrammarMask, estimated_triads
 from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, canonical, finish,
                                notes_to_tokens, tokens_to_notes, tokens_to_text, validate)
+from mask import GrammarMask, estimated_triads
 from midi_io import midi_to_notes, notes_to_midi, parse_score, score_to_notes, text_to_midi
 from model import sample_logits
 

@@ -9,11 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import ENV, ROOT, run, train_args
-from encoding_decoding import END, Spec, bar_steps, finish, validate
-from midi_io import midi_to_notes
+from conftest import ENV, ROOT, run, sample_here, train_args
+from encoding_decoding import END, Spec, Tokenizer, bar_steps, finish, validate
 from mask import GrammarMask
-from encoding_decoding import Tokenizer
+from midi_io import midi_to_notes
 from model import sample_logits
 
 TOK = Tokenizer(Spec())
@@ -369,3 +368,25 @@ def test_wav_is_each_part_at_a_normal_level(trained, tmp_path):
         audio = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.int64)
     assert abs(20 * np.log10(np.abs(audio).max() / 32768) + 1) < 0.1  # -1 dBFS, not FluidSynth's -30
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+PINNED = {  # tests/pinned/<name>: the shipped model's samples of these command lines, written before the mask was
+    # rebuilt as a cursor and rules (#35); a move of code must give the same bytes, with forms, rules, given material
+    # and prompts (HARMONIZED is midi-samples/harmonized)
+    "formvl": ["--style", "bach", "--bars", 5, "--form", "AAB", "--voice_leading", "true", "--seed", 13],
+    "mel": ["--style", "bach", "--melody", "HARMONIZED/given/own_tune.mid", "--parts", 4, "--voice_leading", "true",
+            "--seed", 14],
+    "prm": ["--prompt", "HARMONIZED/corpus_bach_harmonized_own_tune_seed1_0.mid", "--prompt_bars", 2, "--bars", 4,
+            "--seed", 18],
+}
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_the_shipped_models_samples_with_forms_rules_and_given_material_are_pinned(name, tmp_path, capsys):
+    args = [str(a).replace("HARMONIZED", str(ROOT / "midi-samples/harmonized")) for a in PINNED[name]]
+    code, _, err = sample_here(capsys, *args, "--num_samples", 2, "--output_dir", tmp_path)
+    assert code == 0, err
+    want = sorted((ROOT / "tests/pinned" / name).iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in want]
+    for p in want:
+        assert (tmp_path / p.name).read_bytes() == p.read_bytes(), p.name
