@@ -149,6 +149,9 @@ voice_leading = False      # part writing's first rules, kept by the mask where 
                            # every part sounds from the first onset to the end, no parallel fifths or octaves, no
                            # part crosses its neighbours, and the last bar is the tonic triad (of --key, or the key
                            # its notes suggest)
+choir_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
+                           # 99th percentile in the 368 four-part Bach chorales of music21's corpus (evaluate.py counts
+                           # the four-note beats with a voice outside them)
 form = ""                  # phrases as letters (AABA: the second phrase repeats the first note for note); "": none
 shipped_run = "models/corpus"  # what sample.py plays without --out_dir (the model in the repo, found beside it)
 

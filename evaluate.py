@@ -1,7 +1,7 @@
 """How good is the music? Likelihood against an n-gram baseline, grammar, statistics against real music, memorization.
 
 python evaluate.py --out_dir models/<name> [--data_dir data/bin] [--num_samples 64]
-python evaluate.py --listen midi-samples/*.mid [--voices 4]   (the four listening measures of MIDI or .txt files)
+python evaluate.py --listen midi-samples/*.mid [--voices 4]   (what a music teacher counts in MIDI or .txt files)
 
 Writes eval.json, eval.md and eval_histograms.png into the run folder.
 - Likelihood: cross-entropy of the validation pieces (originals only) in bits per token and bits per note, for the
@@ -595,18 +595,22 @@ def markdown(report, args, name):
         lines += ["", f"What a listener hears, per main style: {args.control_samples} samples asked for as many "
                   "bars as the style's validation pieces have (their median) against those whole pieces, by the same "
                   "code (voices: the parts most of the style's pieces have; parallels: perfect fifths and octaves "
-                  "per 100 beat-to-beat moves of all voices):", "", "| style | bars | voices | beats with all voices "
-                  "sounding | parallels per 100 moves | ends on the tonic triad | bars repeating an earlier bar |",
-                  "|---|---|---|---|---|---|---|"]
+                  "per 100 beat-to-beat moves of all voices; the last two for four voices):", "",
+                  "| style | bars | voices | beats with all voices sounding | parallels per 100 moves | ends on the "
+                  "tonic triad | bars repeating an earlier bar | notes outside the key | pieces in a minor key | "
+                  "four-note beats with a voice outside its range | upper voices over an octave apart, per 100 "
+                  "four-note beats |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         show = lambda v, f: "–" if v is None else format(v, f)
         for s, d in r["listening"].items():
             b = d["real"]
+            both = lambda k, f: f"{show(a.get(k), f)} ({show(b.get(k), f)})"  # (eval.json of before: no such key)
             for name, a in (("", d["samples"]), (", --voice_leading", d.get("samples_voice_leading"))):
                 if a is not None:
-                    lines.append(f"| {s}{name} | {d['bars']} | {a['voices']} | {a['full_beats']:.0%} "
-                                 f"({b['full_beats']:.0%}) | {show(a['parallels_per_100_moves'], '.1f')} "
-                                 f"({show(b['parallels_per_100_moves'], '.1f')}) | {a['ends_on_tonic']:.0%} "
-                                 f"({b['ends_on_tonic']:.0%}) | {a['repeated_bars']:.0%} ({b['repeated_bars']:.0%}) |")
+                    lines.append(f"| {s}{name} | {d['bars']} | {a['voices']} | {both('full_beats', '.0%')} | "
+                                 f"{both('parallels_per_100_moves', '.1f')} | {both('ends_on_tonic', '.0%')} | "
+                                 f"{both('repeated_bars', '.0%')} | {both('outside_key', '.1%')} | "
+                                 f"{both('minor', '.0%')} | {both('outside_range', '.1%')} | "
+                                 f"{both('wide_per_100_beats', '.1f')} |")
         lines.append("(samples, and in brackets the real pieces)")
     if g := r.get("given_material"):
         lines += given_markdown(g)
@@ -741,10 +745,24 @@ def listen_to_files(paths, voices):
     if not pieces:
         die(f"--listen: nothing measured: none of the {len(skipped)} files has pitched notes that can be read")
     r = listen(pieces, voices, spec.sample_freq)
-    show = "–" if r["parallels_per_100_moves"] is None else f"{r['parallels_per_100_moves']:.1f}"
-    print(f"| pieces | beats with {voices} notes sounding | parallel fifths and octaves per 100 moves | ends on the "
-          f"tonic triad | bars repeating an earlier bar |\n|---|---|---|---|---|\n| {len(pieces)} | "
-          f"{r['full_beats']:.0%} | {show} | {r['ends_on_tonic']:.0%} | {r['repeated_bars']:.0%} |")
+    print("\n".join(listen_table([("pieces", len(pieces), r)], f"beats with {voices} notes sounding")))
+
+
+def listen_table(rows, full="beats with all voices sounding"):
+    """Markdown lines of listen()'s measures, a row for each (name, value, measures) with its name's column first."""
+    show = lambda v, f: "–" if v is None else format(v, f)
+    four = any(r["voices"] == 4 for _, _, r in rows)
+    head = (f"| {rows[0][0]} | {full} | parallel fifths and octaves per 100 moves | ends on "
+            f"the tonic triad | bars repeating an earlier bar | notes outside the key | pieces in a minor key |"
+            + (" four-note beats with a voice outside its range | upper voices over an octave apart, per 100 "
+               "four-note beats |" if four else ""))
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for _, value, r in rows:
+        lines.append(f"| {value} | {r['full_beats']:.0%} | {show(r['parallels_per_100_moves'], '.1f')} | "
+                     f"{r['ends_on_tonic']:.0%} | {r['repeated_bars']:.0%} | {r['outside_key']:.1%} | "
+                     f"{r['minor']:.0%} |" + (f" {show(r.get('outside_range'), '.1%')} | "
+                                            f"{show(r.get('wide_per_100_beats'), '.1f')} |" if four else ""))
+    return lines
 
 
 def read_for_listening(path, spec):

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+import config
 from encoding_decoding import as_note
 
 STATS = {  # name -> (number of bins, values of one piece's notes)
@@ -65,25 +66,61 @@ def parallels(chords, voices):
     return count, moves
 
 
-def ends_on_tonic(notes):
-    """Whether the last onset's chord is the tonic triad of the piece's key (music21's Krumhansl-Schmuckler
-    analysis): its pitch classes hold the tonic and lie in the triad (a major third allowed in minor: Picardy)."""
+def piece_key(notes):
+    """(tonic pitch class, "major" or "minor") of a piece's notes by music21's key analysis (Krumhansl-Schmuckler,
+    with Aarden's profiles), each note weighted by its length; None for no notes."""
     from music21 import note, stream
     notes = list(map(as_note, notes))
     if not notes:
-        return False
+        return None
     s = stream.Stream()
     for n in notes:
         el = note.Note(n.pitch)
         el.quarterLength = max(n.dur, 1) / 4
         s.insert(n.start / 4, el)
     key = s.analyze("key")
-    tonic = key.tonic.pitchClass
-    triad = {tonic, (tonic + 7) % 12, (tonic + (4 if key.mode == "major" else 3)) % 12}
-    triad |= {(tonic + 4) % 12} if key.mode == "minor" else set()
+    return key.tonic.pitchClass, key.mode
+
+
+def ends_on_tonic(notes, key=None):
+    """Whether the last onset's chord is the tonic triad of the piece's key (piece_key, unless given): its pitch
+    classes hold the tonic and lie in the triad (a major third allowed in minor: Picardy)."""
+    notes = list(map(as_note, notes))
+    if not notes:
+        return False
+    tonic, mode = key or piece_key(notes)
+    triad = {tonic, (tonic + 7) % 12, (tonic + (4 if mode == "major" else 3)) % 12}
+    triad |= {(tonic + 4) % 12} if mode == "minor" else set()
     last = max(n.start for n in notes)
     final = {n.pitch % 12 for n in notes if n.start <= last < n.end}
     return tonic in final and final <= triad
+
+
+# The pitch classes of a key above its tonic: major, and minor with its raised sixth and seventh (the melodic and
+# harmonic minor's leading tone belongs to the key)
+KEY_STEPS = {"major": {0, 2, 4, 5, 7, 9, 11}, "minor": {0, 2, 3, 5, 7, 8, 9, 10, 11}}
+
+
+def outside_key(notes, key):
+    """The share of a piece's notes whose pitch class is not in its key (KEY_STEPS above the key's tonic)."""
+    if not notes or key is None:
+        return 0.0
+    tonic, mode = key
+    return float(np.mean([(as_note(n).pitch - tonic) % 12 not in KEY_STEPS[mode] for n in notes]))
+
+
+def out_of_range(chords, ranges):
+    """(four-note beats with a voice outside its range, four-note beats): the voices of a beat are its notes
+    highest first, `ranges` ((low, high) MIDI pitches) soprano to bass."""
+    full = [c for c in chords if len(c) == len(ranges)]
+    return sum(any(not lo <= p <= hi for p, (lo, hi) in zip(c, ranges)) for c in full), len(full)
+
+
+def wide_upper_voices(chords, voices=4):
+    """(beats of `voices` notes whose upper voices (soprano and alto, alto and tenor) stand more than an octave
+    apart, beats of `voices` notes)."""
+    full = [c for c in chords if len(c) == voices]
+    return sum(any(c[i] - c[i + 1] > 12 for i in range(voices - 2)) for c in full), len(full)
 
 
 def repeated_bars(notes, header, sample_freq):
@@ -105,15 +142,27 @@ def repeated_bars(notes, header, sample_freq):
 
 
 def listen(pieces, voices, sample_freq):
-    """The four measures over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
-    parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars."""
+    """What a music teacher counts, over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
+    parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars, the
+    share of notes outside the piece's key, the share of pieces in a minor key, and, for four voices, the share of
+    four-note beats with a voice outside its range (config.choir_ranges) and the upper voices more than an octave
+    apart per 100 four-note beats."""
     chords = [beat_chords(n, sample_freq) for n, _ in pieces]
+    keys = [piece_key(n) for n, _ in pieces]
     par = [parallels(c, voices) for c in chords]
     moves = sum(m for _, m in par)
-    return {"voices": voices, "full_beats": float(np.mean([full_beats(c, voices) for c in chords])),
-            "parallels_per_100_moves": 100 * sum(p for p, _ in par) / moves if moves else None,
-            "ends_on_tonic": float(np.mean([ends_on_tonic(n) for n, _ in pieces])),
-            "repeated_bars": float(np.mean([repeated_bars(n, h, sample_freq) for n, h in pieces]))}
+    out = {"voices": voices, "full_beats": float(np.mean([full_beats(c, voices) for c in chords])),
+           "parallels_per_100_moves": 100 * sum(p for p, _ in par) / moves if moves else None,
+           "ends_on_tonic": float(np.mean([ends_on_tonic(n, k) for (n, _), k in zip(pieces, keys)])),
+           "repeated_bars": float(np.mean([repeated_bars(n, h, sample_freq) for n, h in pieces])),
+           "outside_key": float(np.mean([outside_key(n, k) for (n, _), k in zip(pieces, keys)])),
+           "minor": float(np.mean([k is not None and k[1] == "minor" for k in keys]))}
+    if voices == 4:
+        ranged, wide = (np.sum([f(c) for c in chords], axis=0) for f in (
+            lambda c: out_of_range(c, config.choir_ranges), wide_upper_voices))
+        out["outside_range"] = float(ranged[0] / ranged[1]) if ranged[1] else None
+        out["wide_per_100_beats"] = float(100 * wide[0] / wide[1]) if wide[1] else None
+    return out
 
 
 def polyphony(notes):

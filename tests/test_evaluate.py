@@ -195,12 +195,28 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert repeated_bars(notes, Header(), 4) == 0.5  # the second bar repeats the first
     r = listen([(notes, Header())], 4, 4)
     assert r["full_beats"] == 6 / 8 and r["repeated_bars"] == 0.5
+    # every note in C major; the soprano's G5 (79) above its range (to 78) on 2 of 6 four-note beats; the alto a
+    # sixth under the soprano, the tenor a sixth under the alto: never an octave apart
+    assert r["outside_key"] == 0 and r["minor"] == 0
+    assert r["outside_range"] == 2 / 6 and r["wide_per_100_beats"] == 0
     # one piece's measures, a classifier's features: 6 of 8 onsets and beats with four notes sounding, 3 parallels in
     # 4 moves (two bars of I - V - I), half the bars repeated
     from measures import MEASURES, piece_measures
     m = dict(zip(MEASURES, piece_measures(notes, Header(), 4, 4)))
     assert m["onsets_with_all_voices"] == m["beats_with_all_voices"] == 6 / 8 and m["repeated_bars"] == 0.5
     assert m["parallels_per_100_moves"] == 100 * 6 / 4 and m["piece_pitch_range"] == 79 - 48 and m["mean_duration"] == 4
+
+
+def test_the_key_ranges_and_spacing_are_counted_as_a_teacher_counts():
+    from measures import KEY_STEPS, out_of_range, outside_key, piece_key, wide_upper_voices
+    a_minor = [(4 * k, p, 4, 80) for k, p in enumerate([57, 60, 64, 62, 60, 59, 56, 57, 45, 57])]  # G#: leading tone
+    assert piece_key(a_minor) == (9, "minor") and outside_key(a_minor, (9, "minor")) == 0
+    assert outside_key(a_minor, (0, "major")) == 1 / 10  # G# is no note of C major
+    assert 8 in KEY_STEPS["minor"] and 11 in KEY_STEPS["minor"]  # the raised sixth and seventh belong to minor
+    ranges = ((62, 78), (57, 71), (52, 67), (40, 60))
+    assert out_of_range([[72, 64, 55, 48], [80, 64, 55, 48], [72, 64, 55], [72, 64, 50, 48]], ranges) == (2, 3)
+    # soprano and alto 14 semitones apart, then alto and tenor 13; the bass may be far below
+    assert wide_upper_voices([[76, 62, 55, 36], [72, 67, 54, 40], [72, 64, 60, 36]]) == (2, 3)
 
 
 def test_the_classifier_tells_apart_what_differs_and_not_what_does_not():
