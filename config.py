@@ -152,6 +152,9 @@ voice_leading = False      # part writing's first rules, kept by the mask where 
 choir_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
                            # 99th percentile in the 368 four-part Bach chorales of music21's corpus (evaluate.py counts
                            # the four-note beats with a voice outside them)
+choir = False              # four voices as a choir master wants them: each in its range (choir_ranges), the upper
+                           # voices within an octave of each other, no leap over an octave (kept where they leave the
+                           # sampler a choice)
 form = ""                  # phrases as letters (AABA: the second phrase repeats the first note for note); "": none
 shipped_run = "models/corpus"  # what sample.py plays without --out_dir (the model in the repo, found beside it)
 

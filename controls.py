@@ -75,6 +75,8 @@ class Controls:
     form: str = None           # phrases as letters, e.g. "AABA": the planned bars shared out among them in order, and
                                # a letter seen before repeats its first phrase note for note in every part (but the
                                # piece's last bar, its cadence, and a bar its model phrase is too short for)
+    choir: bool = False        # for four voices: each in its range (config.choir_ranges), the alto within an octave
+                               # under the soprano and the tenor under the alto, no leap over an octave
 
     def errors(self, spec):
         """A list of what is wrong with these controls for a vocabulary of `spec`, each naming what is wanted."""

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
+import config
 from controls import Controls
 from encoding_decoding import (AHEAD, AHEAD_STATES, DRUMS, END, GRAMMAR, HEADER, MORE, START, as_note, bar_steps, kind,
                                value)
@@ -459,8 +460,8 @@ class VoiceLeading(Rule):
     it (at most the pitch of the one above, at least that of the one below, where they sound), and in the last bar
     the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest),
     the tonic in the lowest of several parts (the last the header names), none held into it. Soft: where the rules
-    leave nothing canonical they give way, those on parallels and crossing (`preferred`) first. `parts_due`: a part
-    must still sound at the current onset (the piece may not close yet)."""
+    leave nothing canonical they give way, those on parallels and crossing (`preferred`, the ParallelsAndCrossing
+    rule) first. `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
 
     def __init__(self, c, controls, material):
@@ -548,6 +549,18 @@ class VoiceLeading(Rule):
         return ok
 
 
+class ParallelsAndCrossing(Rule):
+    """Voice leading's rules on parallels and crossing (VoiceLeading.preferred, found with the others): soft, and
+    the first to give way."""
+    soft = True
+
+    def __init__(self, voice):
+        self.voice = voice
+
+    def allowed(self, c):
+        return self.voice.preferred
+
+
 class Ending(Rule):
     """The END comes in the last bar once something sounds there (and all given material is written); on the last
     step of the last bar, once a whole note has started there, the piece ends: no pile of notes (with part writing's
@@ -601,6 +614,51 @@ class Slots(Rule):
         return self.kinds.get(c.seen)
 
 
+class Choir(Rule):
+    """Controls.choir, the rules a choir master adds for four voices (a header of four pitched parts, soprano to bass
+    as the chorales have them): each voice within its range (config.choir_ranges, measured on the Bach chorales),
+    the alto within an octave under the soprano and the tenor within an octave under the alto (where those sound),
+    and no leap over an octave in a voice. Soft: where they would leave nothing canonical they give way, before the
+    rules of voice leading do. Given material's parts are not written, so not ruled."""
+    soft = True
+
+    def __init__(self, c, material):
+        lo, hi = zip(*config.choir_ranges)
+        self.lo, self.hi = (torch.tensor(x, device=c.value.device) for x in (lo, hi))  # (4,) soprano to bass
+        self.material = material  # (the Material rule, or None)
+
+    def reset(self, c, batch_size, device):
+        self.last_pitch = torch.full((batch_size, c.spec.max_parts), -1, dtype=torch.long, device=device)
+
+    def consume(self, c, s):  # each part's latest pitch
+        P = c.spec.max_parts
+        for t in range(s.n):
+            p = s.part[:, t].clamp(max=P - 1)[:, None]
+            new = torch.where(s.note[:, t], s.value[:, t], self.last_pitch.gather(1, p)[:, 0])
+            self.last_pitch.scatter_(1, p, new[:, None])
+
+    def allowed(self, c):
+        v, P, col = c.value[None, :], c.spec.max_parts, (lambda x: x[:, None])
+        parts = torch.arange(P, device=v.device)[None, :]
+        pitched = (parts < col(c.n_parts)) & ~c.drum                                # (B, P)
+        p = c.part.clamp(max=P - 1)
+        voice = (pitched & (parts < col(p))).sum(1)                                  # (B,) 0 soprano .. 3 bass
+        mine = (pitched.sum(1) == 4) & pitched.gather(1, col(p))[:, 0]
+        if self.material is not None:
+            mine &= self.material.free_part[p]
+        k = voice.clamp(max=3)
+        in_range = (v >= col(self.lo[k])) & (v <= col(self.hi[k]))
+        # the pitch the voice above sounds now (its highest key whose note ends after the clock), if any
+        keys = torch.arange(c.until.size(2), device=v.device)
+        top = torch.where(c.until > c.clock[:, None, None], keys, -1).amax(2)      # (B, P)
+        above = torch.where(pitched & (parts < col(p)), parts, -1).amax(1)           # (B,) -1: none
+        over = torch.where(above >= 0, top.gather(1, col(above.clamp(min=0)))[:, 0], -1)
+        spaced = col((voice == 0) | (voice == 3) | (over < 0)) | (v >= col(over - 12))
+        last = self.last_pitch.gather(1, col(p))[:, 0]
+        no_leap = col(last < 0) | ((v - col(last)).abs() <= 12)
+        return ~c.is_n | ~col(mine) | (in_range & spaced & no_leap)
+
+
 class Canonical(Rule):
     """The canonical form the training data has, so that decoding drops nothing: onsets rise within a bar, parts
     rise within an onset, pitches fall within a part, a key is not struck again in its part while it sounds, and a
@@ -636,7 +694,11 @@ class GrammarMask:
         self.rules = [Grammar(c, tok, controls, material), Parts(c, tok, controls), self.countdown]
         self.rules += [given] if given else []
         self.rules += [Form(c, controls)] if controls.form else []
-        self.rules += [voice] if voice else []  # (before the ending, which waits for the parts it says are due)
+        # the soft rules, in the order they hold (the last gives way first): voice leading's main rules, the choir's,
+        # then those on parallels and crossing; before the ending, which waits for the parts voice leading says are due
+        self.rules += [voice] if voice else []
+        self.rules += [Choir(c, given)] if controls.choir else []
+        self.rules += [ParallelsAndCrossing(voice)] if voice else []
         self.rules += [Ending(given, voice), KeyAndRange(c, tok, controls, given), Slots(c, slots), Canonical()]
         self.material = given
 
@@ -657,11 +719,10 @@ class GrammarMask:
             if (ok := rule.allowed(c)) is None:
                 continue
             if rule.soft:
-                soft.append(ok if not isinstance(rule, VoiceLeading) else (ok, rule.preferred))
+                soft.append(ok)
             else:
                 hard = ok if hard is None else hard & ok
-        *rules, canon = soft
-        tiers = [t for r in rules for t in r]  # the soft rules in the order they give way, the last first
+        *tiers, canon = soft  # the soft rules but the canonical form, in the order they give way, the last first
         some = lambda m: (m & canon).any(1, keepdim=True)
         allowed, held = hard, hard
         for t in tiers:  # the most tiers that leave a canonical token

@@ -227,7 +227,8 @@ def parse_controls(args):
         die(f"--instruments: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
                     scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments,
-                    voice_leading=args.voice_leading, triad=key_triad(args.key) if args.key else None,
+                    voice_leading=args.voice_leading, choir=args.choir,
+                    triad=key_triad(args.key) if args.key else None,
                     form=None if args.form.lower() in ("", "none") else args.form)
 
 
@@ -263,6 +264,9 @@ def main(argv=None):
                                          "or --seconds)")
     configurator.option(control, "voice_leading", "true: no part rests once begun, no parallel fifths or octaves, no "
                                                   "crossing, a tonic last bar (where the mask can keep them)")
+    configurator.option(control, "choir", "true: for four voices, each in its range (config.choir_ranges), the "
+                                          "upper voices within an octave, no leap over an octave (where the mask can "
+                                          "keep them)")
     configurator.option(control, "look_ahead", "true: given material also shown a bar or two ahead (a run trained "
                                                "with prepare.py --given_share)")
     control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')

@@ -452,3 +452,39 @@ def test_form_errors_are_one_line():
         "--form shares a planned length out among its phrases: give --bars or --seconds too"]
     assert "wants one letter per phrase" in Controls(form="A-B", bars=8).errors(SPEC)[0]
     assert "more than --bars 3" in Controls(form="AABA", bars=3).errors(SPEC)[0]
+
+
+def choir_faults(notes):
+    """(notes outside their voice's range, leaps over an octave, alto or tenor over an octave under the voice above)
+    of a four-part piece, and its notes."""
+    import config
+    ranged = leaps = spaced = 0
+    for part, (lo, hi) in enumerate(config.choir_ranges):
+        mine = [n for n in notes if n.part == part]
+        ranged += sum(not lo <= n.pitch <= hi for n in mine)
+        leaps += sum(abs(a.pitch - b.pitch) > 12 for a, b in zip(mine, mine[1:]))
+    for n in notes:
+        if n.part in (1, 2):  # against the highest note of the voice above, sounding at this onset
+            above = [m.pitch for m in notes if m.part == n.part - 1 and m.start <= n.start < m.end]
+            spaced += bool(above) and n.pitch < max(above) - 12
+    return (ranged, leaps, spaced), len(notes)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])  # (fixed: the share of faults beside voice leading is a count)
+def test_the_choir_rules_keep_four_voices_in_range_spaced_and_without_wide_leaps(seed):
+    """--choir on random logits: every voice in its range (config.choir_ranges), the alto within an octave under the
+    soprano and the tenor under the alto where those sound, no leap over an octave in a voice. Beside the rules of
+    voice leading, which hold first, they give way where both leave nothing canonical (random logits pile chords into
+    a part, which they fight): then a few notes in a hundred, against more than one a note without them."""
+    four = dict(bars=2, meter="4/4", instruments=(52, 52, 52, 52), triad=(2, 6, 9))
+    for tokens in random_walk(GrammarMask(TOK, "cpu", Controls(**four, choir=True)), 4, seed, bar_bias=2):
+        assert choir_faults(check_sample(tokens, 2)[0])[0] == (0, 0, 0)
+    share = {}
+    for choir in (False, True):
+        faults = notes = 0
+        for tokens in random_walk(GrammarMask(TOK, "cpu", Controls(**four, choir=choir, voice_leading=True)), 4, seed,
+                                  bar_bias=2):
+            got, n = choir_faults(check_sample(tokens, 2)[0])
+            faults, notes = faults + sum(got), notes + n
+        share[choir] = faults / notes
+    assert share[True] <= 0.12 and share[False] >= 0.8, share
