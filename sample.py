@@ -284,9 +284,9 @@ def main(argv=None):
         die("--infill and --add_part work on a piece: give it with --prompt")
     if sum(map(bool, (args.melody, args.infill, args.add_part))) > 1 or (args.melody and args.prompt):
         die("give one of --melody, --prompt ... --infill, --prompt ... --add_part, or a plain --prompt")
-    if args.form and (args.melody or args.infill or args.add_part):
-        die("--form repeats a sample's own phrases: give it without --melody, --infill or --add_part")
     controls = parse_controls(args)
+    if controls.form and (args.melody or args.infill or args.add_part):
+        die("--form repeats a sample's own phrases: give it without --melody, --infill or --add_part")
     out_dir = writable_dir(args.output_dir, "--output_dir", create=False)  # checked before any work is spent,
     clean_stale(out_dir)  # made when the first sample is written; what a killed run left half written goes
     run = Path(args.out_dir)

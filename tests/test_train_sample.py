@@ -301,7 +301,7 @@ def test_the_shipped_models_samples_are_the_same_bytes(tmp_path):
         assert (tmp_path / name).read_bytes() == (ROOT / "midi-samples/shipped" / name).read_bytes(), name
 
 
-def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
+def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path, capsys):
     shipped = ROOT / "models/corpus"
     for name in ("model.pt", "config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "expert_load.png",
                  "MODEL.md", "eval.json", "eval.md", "eval_histograms.png"):
@@ -339,6 +339,9 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
         assert bar(b) and [x for x in bar(b + 2) if x[0] >= lead] == bar(b)
     r = run("sample.py", "--melody", mid, "--form", "AB", "--output_dir", tmp_path / "f")
     assert r.returncode != 0 and "--form repeats a sample's own phrases" in r.stderr
+    code, _, err = sample_here(capsys, "--melody", mid, "--form", "none", "--num_samples", 1, "--output_dir",
+                               tmp_path / "n")  # a form turned off (a default's, one day) is no form
+    assert code == 0 and list((tmp_path / "n").glob("*harmonized*_0.mid")), err
 
 
 def test_a_sample_as_a_score_has_the_notes_and_parts_of_its_midi(trained, tmp_path):
