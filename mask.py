@@ -680,9 +680,10 @@ class GrammarMask:
     """allowed_fn for GPT.generate: the grammar and a request's controls as one mask over the next token, a cursor
     and rules. Every rule is a lookup or a comparison over (B, V) on the device, so rows of one batch may be in
     different states. The hard rules (the grammar, parts, the countdown, given material, form, the ending, the key
-    and range, a prompt's slots) all hold; part writing's rules (Controls.voice_leading) hold where they leave a
-    canonical token, the least of them given up first; the canonical form holds where it leaves any token; where
-    nothing is left the row may only end. Inside a block of given material its token is the only one.
+    and range, a prompt's slots) all hold; the soft rules of part writing (Controls.voice_leading, Controls.choir)
+    hold where they leave a canonical token, the latest in the list given up first; the canonical form holds where it
+    leaves any token; where nothing is left the row may only end. Inside a block of given material its token is the
+    only one.
 
     A new control: a field of Controls, a flag, and a Rule added to the list in __init__."""
 
