@@ -25,9 +25,8 @@ import config
 import configurator
 from batch import Journal, atomic_write, clean_stale, die, find_files, lock, parallel_map, writable_dir, write_json
 from encoding_decoding import STYLE_NAME, TOKENIZER_VERSION, Spec, notes_to_tokens, tokens_to_text
-from midi_io import midi_to_notes, parse_score, score_to_notes
+from midi_io import MIDI_SUFFIXES, midi_to_notes, parse_score, score_to_notes
 
-MIDI_SUFFIXES = {".mid", ".midi"}
 SCORE_SUFFIXES = MIDI_SUFFIXES | {".mxl", ".xml", ".musicxml", ".krn", ".abc"}  # the corpus' .rntxt are analyses
 CHANCE_FAILURES = ("timed out", "worker crashed")  # batch.parallel_map's reasons that a busy machine can cause
 

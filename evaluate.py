@@ -60,7 +60,7 @@ from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_ed
 from mask import GrammarMask, draw, mask_rows
 from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, kernel_width, listen, logistic_accuracy,
                       overlapping_area, piece_measures, polyphony, profile, voice_ranges)
-from midi_io import midi_to_notes, notes_to_midi
+from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
 
@@ -596,21 +596,14 @@ def markdown(report, args, name):
                   "bars as the style's validation pieces have (their median) against those whole pieces, by the same "
                   "code (voices: the parts most of the style's pieces have; parallels: perfect fifths and octaves "
                   "per 100 beat-to-beat moves of all voices; the last two for four voices):", "",
-                  "| style | bars | voices | beats with all voices sounding | parallels per 100 moves | ends on the "
-                  "tonic triad | bars repeating an earlier bar | notes outside the key | pieces in a minor key | "
-                  "four-note beats with a voice outside its range | upper voices over an octave apart, per 100 "
-                  "four-note beats |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        show = lambda v, f: "–" if v is None else format(v, f)
+                  "| style | bars | voices | " + " | ".join(title for _, title, _ in LISTENED) + " |",
+                  "|---|---|---|" + "---|" * len(LISTENED)]
         for s, d in r["listening"].items():
-            b = d["real"]
-            both = lambda k, f: f"{show(a.get(k), f)} ({show(b.get(k), f)})"  # (eval.json of before: no such key)
             for name, a in (("", d["samples"]), (", --voice_leading", d.get("samples_voice_leading"))):
-                if a is not None:
-                    lines.append(f"| {s}{name} | {d['bars']} | {a['voices']} | {both('full_beats', '.0%')} | "
-                                 f"{both('parallels_per_100_moves', '.1f')} | {both('ends_on_tonic', '.0%')} | "
-                                 f"{both('repeated_bars', '.0%')} | {both('outside_key', '.1%')} | "
-                                 f"{both('minor', '.0%')} | {both('outside_range', '.1%')} | "
-                                 f"{both('wide_per_100_beats', '.1f')} |")
+                if a is not None:  # (eval.json of before lacks the newer measures: shown as –)
+                    lines.append(f"| {s}{name} | {d['bars']} | {a['voices']} | "
+                                 + " | ".join(f"{shown(a.get(k), f)} ({shown(d['real'].get(k), f)})"
+                                              for k, _, f in LISTENED) + " |")
         lines.append("(samples, and in brackets the real pieces)")
     if g := r.get("given_material"):
         lines += given_markdown(g)
@@ -745,24 +738,23 @@ def listen_to_files(paths, voices):
     if not pieces:
         die(f"--listen: nothing measured: none of the {len(skipped)} files has pitched notes that can be read")
     r = listen(pieces, voices, spec.sample_freq)
-    print("\n".join(listen_table([("pieces", len(pieces), r)], f"beats with {voices} notes sounding")))
+    heard = [(k, title.replace("all voices", f"{voices} notes"), f) for k, title, f in LISTENED if k in r]
+    print(f"| pieces | {' | '.join(title for _, title, _ in heard)} |\n|---|{'---|' * len(heard)}\n"
+          f"| {len(pieces)} | {' | '.join(shown(r[k], f) for k, _, f in heard)} |")
 
 
-def listen_table(rows, full="beats with all voices sounding"):
-    """Markdown lines of listen()'s measures, a row for each (name, value, measures) with its name's column first."""
-    show = lambda v, f: "–" if v is None else format(v, f)
-    four = any(r["voices"] == 4 for _, _, r in rows)
-    head = (f"| {rows[0][0]} | {full} | parallel fifths and octaves per 100 moves | ends on "
-            f"the tonic triad | bars repeating an earlier bar | notes outside the key | pieces in a minor key |"
-            + (" four-note beats with a voice outside its range | upper voices over an octave apart, per 100 "
-               "four-note beats |" if four else ""))
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for _, value, r in rows:
-        lines.append(f"| {value} | {r['full_beats']:.0%} | {show(r['parallels_per_100_moves'], '.1f')} | "
-                     f"{r['ends_on_tonic']:.0%} | {r['repeated_bars']:.0%} | {r['outside_key']:.1%} | "
-                     f"{r['minor']:.0%} |" + (f" {show(r.get('outside_range'), '.1%')} | "
-                                            f"{show(r.get('wide_per_100_beats'), '.1f')} |" if four else ""))
-    return lines
+# listen()'s measures as table columns: (key, title, format)
+LISTENED = [("full_beats", "beats with all voices sounding", ".0%"),
+            ("parallels_per_100_moves", "parallel fifths and octaves per 100 moves", ".1f"),
+            ("ends_on_tonic", "ends on the tonic triad", ".0%"),
+            ("repeated_bars", "bars repeating an earlier bar", ".0%"),
+            ("outside_key", "notes outside the key", ".1%"), ("minor", "pieces in a minor key", ".0%"),
+            ("outside_range", "four-note beats with a voice outside its range", ".1%"),
+            ("wide_per_100_beats", "upper voices over an octave apart, per 100 four-note beats", ".1f")]
+
+
+def shown(value, fmt):
+    return "–" if value is None else format(value, fmt)
 
 
 def read_for_listening(path, spec):
@@ -773,7 +765,7 @@ def read_for_listening(path, spec):
         if why := validate(tokens, spec := spec.with_styles_of(tokens)):
             raise ValueError(f"not an encoding this code reads (token {why[0]}: {why[1]})")
         return tokens_to_notes(tokens, spec)[:2]
-    if path.suffix.lower() not in (".mid", ".midi"):
+    if path.suffix.lower() not in MIDI_SUFFIXES:
         raise ValueError("neither a MIDI file (.mid, .midi) nor an encoding (.txt)")
     return midi_to_notes(path.read_bytes(), spec)[:2]
 

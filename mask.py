@@ -190,6 +190,8 @@ class Cursor:
         self.bars_left = to_go
         self.ends_at = self.bar_start + to_go * self.bar_len              # (beyond max_countdown: at least so many)
         self.note_state = (self.state == self.state_id["note"]) | (self.state == self.state_id["loud"])
+        self.parts = torch.arange(self.spec.max_parts, device=self.state.device)[None, :]  # (1, P)
+        self.pitched = (self.parts < self.n_parts[:, None]) & ~self.drum  # (B, P) the parts named, not drums
         self.part_vel = self.at_part(self.vel)                                               # (B, 1)
         self.first = (self.state == self.state_id["note"])[:, None] & (self.part_vel < 0)  # (B, 1)
 
@@ -501,8 +503,7 @@ class VoiceLeading(Rule):
         v = c.value[None, :]
         last, last_bar_at = c.last, c.ends_at - c.bar_len
         col, P = (lambda x: x[:, None]), c.spec.max_parts
-        parts = torch.arange(P, device=v.device)[None, :]
-        pitched = (parts < col(c.n_parts)) & ~c.drum
+        parts, pitched = c.parts, c.pitched
         active = pitched & self.material.free_part[:P][None, :] if self.material is not None else pitched
         clock, state = c.clock, c.state
         ends = c.until.amax(2)                                                       # (B, P) each part's end
@@ -639,8 +640,7 @@ class Choir(Rule):
 
     def allowed(self, c):
         v, P, col = c.value[None, :], c.spec.max_parts, (lambda x: x[:, None])
-        parts = torch.arange(P, device=v.device)[None, :]
-        pitched = (parts < col(c.n_parts)) & ~c.drum                                # (B, P)
+        parts, pitched = c.parts, c.pitched
         p = c.part.clamp(max=P - 1)
         voice = (pitched & (parts < col(p))).sum(1)                                  # (B,) 0 soprano .. 3 bass
         mine = (pitched.sum(1) == 4) & pitched.gather(1, col(p))[:, 0]

@@ -13,6 +13,8 @@ import config
 from encoding_decoding import (DRUMS, STYLE_NAME, Header, Note, Spec, as_note, bar_steps, canonical, meter_fraction,
                                notes_to_tokens, text_to_tokens, tokens_to_notes, tokens_to_text)
 
+MIDI_SUFFIXES = {".mid", ".midi"}  # what is read as a MIDI file (any case)
+
 # The General MIDI program names (program 0 is the Acoustic Grand Piano), for part names and --instruments.
 GM_NAMES = (
     "piano", "bright piano", "electric grand", "honky-tonk", "electric piano 1", "electric piano 2", "harpsichord",
@@ -479,7 +481,7 @@ if __name__ == "__main__":
     # python midi_io.py file.mid | file.txt [out.mid]: show an encoding, or decode one to MIDI
     import sys
     src = Path(sys.argv[1])
-    if src.suffix.lower() in (".mid", ".midi"):
+    if src.suffix.lower() in MIDI_SUFFIXES:
         style = src.parent.name if STYLE_NAME.fullmatch(src.parent.name or "") else "other"
         print(midi_file_to_text(src, Spec(), style)[0], end="")
     else:

@@ -37,8 +37,8 @@ from controls import (Controls, Request, add_part, harmonize, infill, key_pitch_
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text)
 from mask import draw
-from midi_io import (instrument_name, instrument_number, midi_to_notes, notes_to_midi, notes_to_score, parse_score,
-                     score_to_notes)
+from midi_io import (MIDI_SUFFIXES, instrument_name, instrument_number, midi_to_notes, notes_to_midi, notes_to_score,
+                     parse_score, score_to_notes)
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 
@@ -53,7 +53,7 @@ def read_piece(path, flag, spec, meter=None, one_meter=True):
     its first (a note says so where it changes; given material is held in one meter), else in its own meters."""
     path = Path(path)
     try:
-        if path.suffix.lower() in (".mid", ".midi"):
+        if path.suffix.lower() in MIDI_SUFFIXES:
             notes, header, _ = midi_to_notes(path.read_bytes(), spec)
         elif path.suffix.lower() == ".txt":
             notes, header, _ = tokens_to_notes(text_to_tokens(read_text(path)), spec)
