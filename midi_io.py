@@ -14,6 +14,7 @@ from encoding_decoding import (DRUMS, STYLE_NAME, Header, Note, Spec, as_note, b
                                notes_to_tokens, text_to_tokens, tokens_to_notes, tokens_to_text)
 
 MIDI_SUFFIXES = {".mid", ".midi"}  # what is read as a MIDI file (any case)
+WRITABLE = (1, 2, 4, 8, 16, 32)  # the denominators of the time signatures notes_to_midi writes
 
 # The General MIDI program names (program 0 is the Acoustic Grand Piano), for part names and --instruments.
 GM_NAMES = (
@@ -198,6 +199,16 @@ def tidy_parts(notes, parts, spec, dropped):
     return merge_parts(notes, parts or (0,), spec.max_parts, dropped)
 
 
+def pickup_shift(meters, sample_freq):
+    """The steps a MIDI file's notes move to lay its pickup at the end of a whole first bar: where its first meter
+    (at step 0) makes a bar shorter than the next meter's, which starts one bar later (as notes_to_midi writes a
+    pickup, and notation programs); else 0. `meters`: [(step, meter), ...] sorted."""
+    if len(meters) < 2 or meters[0][0] != 0:
+        return 0
+    short, bar = bar_steps(meters[0][1], sample_freq), bar_steps(meters[1][1], sample_freq)
+    return bar - short if meters[1][0] == short < bar else 0
+
+
 def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max_piece_steps,
                   default_bpm=config.default_bpm):
     """MIDI file bytes -> (canonical notes, Header, Counter of what was dropped and why), through music21's
@@ -253,6 +264,9 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
     notes = [Note(step(a), p, step(b) - step(a), v, number[k]) for k, a, b, p, v in found]
     notes, parts = tidy_parts(notes, tuple(k[2] for k in keys), spec, dropped)
     meters = sorted({step(tick): m for tick, m in sorted(meters)}.items())  # the last of one step wins
+    if shift := pickup_shift(meters, spec.sample_freq):  # laid at the end of a whole first bar, as a score's
+        notes = [n._replace(start=n.start + shift) for n in notes]
+        meters = [(0, meters[1][1])] + [(s + shift, m) for s, m in meters[2:]]
     meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], spec.sample_freq)
     header = Header(bpm=tempo[1] if tempo else default_bpm, meter=meter, parts=parts, changes=changes)
     header = fit_meters(header, spec, dropped)
@@ -358,10 +372,26 @@ def midi_channels(parts):
     return out
 
 
+def pickup(notes, header, sample_freq):
+    """(steps of silence before a pickup, its meter): where a piece of two bars or more opens after the first
+    bar's downbeat, the silence before its first note and a time signature as long as the rest of that bar (its
+    denominator the piece's where it can be); else (0, None). Only where MIDI can say both meters (n/2^k)."""
+    first = min((n.start for n in map(as_note, notes)), default=0)
+    own, bar = (meter_fraction(header.meter) or (0, 0))[1], bar_steps(header.meter, sample_freq)
+    if not 0 < first < bar or header.bars_needed(notes, sample_freq) < 2 or own not in WRITABLE:
+        return 0, None
+    length = bar - first
+    for d in dict.fromkeys((own, 4, 8, 16, 32)):
+        if length * d % (4 * sample_freq) == 0:  # length steps are length / sample_freq quarters, of 4 / d each
+            return first, f"{length * d // (4 * sample_freq)}/{d}"
+    return 0, None
+
+
 def notes_to_midi(notes, spec, header=Header()):
     """Canonical notes -> MIDI file bytes (type 1): a first track with the tempo and the time signatures (none for
     a meter that is not n/2^k), then one named track per part with its program on its channel (drums on 10),
-    written with music21's MIDI objects."""
+    written with music21's MIDI objects. A pickup is written from its first note, in a time signature of its own
+    length (`pickup`), so that the file opens with music and every bar line stays where it is."""
     from music21 import midi
     notes = list(map(as_note, notes))
     per_step = 480 // spec.sample_freq if 480 % spec.sample_freq == 0 else 120
@@ -369,12 +399,17 @@ def notes_to_midi(notes, spec, header=Header()):
     mf.format, mf.ticksPerQuarterNote = 1, per_step * spec.sample_freq
     n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, n_bars)
+    pad, short = pickup(notes, header, spec.sample_freq)
+    notes = [n._replace(start=n.start - pad) for n in notes]
     tempo = min(max(round(60_000_000 / header.bpm), 1), 0xFFFFFF)  # microseconds per quarter, in 3 bytes
     conductor = [(0, 0, "tempo", tempo, 0)]
-    for bar, meter in ((0, header.meter),) + tuple(header.changes):
+    meters = [(0, header.meter)] + [(lines[bar], m) for bar, m in header.changes if bar < len(lines)]
+    if pad:  # the pickup's own meter, then the piece's from its first whole bar (unless a change is there)
+        meters = [(0, short)] + [(lines[1], header.meter)] * (lines[1] not in dict(meters[1:])) + meters[1:]
+    for step, meter in meters:
         n, d = meter_fraction(meter) or (0, 0)
-        if 0 < n < 256 and d in (1, 2, 4, 8, 16, 32) and bar < len(lines):
-            conductor.append((lines[bar] * per_step, 0, "meter", n, d.bit_length() - 1))
+        if 0 < n < 256 and d in WRITABLE:
+            conductor.append(((step - pad if step else 0) * per_step, 0, "meter", n, d.bit_length() - 1))
     tracks = [conductor]
     for k, (name, channel) in enumerate(zip(part_names(header.parts), midi_channels(header.parts))):
         events = [(0, 0, "name", name, 0), (0, 0, "program", 0 if header.parts[k] == DRUMS else header.parts[k],
@@ -421,11 +456,13 @@ def _midi_track(midi, index, events):
 
 def notes_to_score(notes, spec, header=Header()):
     """Canonical notes -> a music21 Score: one part per part, named, with its instrument, the time signatures and
-    the tempo, and the clef that fits its range; notes of one part that start and end together are one chord."""
+    the tempo, and the clef that fits its range; notes of one part that start and end together are one chord. A
+    pickup is a bar of its own length (measure 0), as `pickup` finds it."""
     from music21 import chord, clef, instrument, meter, note, stream, tempo
     notes = list(map(as_note, notes))
     n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, n_bars)
+    pad = pickup(notes, header, spec.sample_freq)[0]
     score, q = stream.Score(), lambda steps: steps / spec.sample_freq
     for k, name in enumerate(part_names(header.parts)):
         part = stream.Part()
@@ -457,8 +494,25 @@ def notes_to_score(notes, spec, header=Header()):
         for el in voices[0].elements if len(voices) == 1 else ():
             part.insert(el.offset, el)
         part.insert(0, clef.bestClef(part, recurse=True) if groups else clef.TrebleClef())
+        if pad:
+            lay_pickup(part, q(pad))
         score.insert(0, part)
     return score
+
+
+def lay_pickup(part, pad):
+    """A music21 Part's bars made, its first a pickup (measure 0) that leaves out the `pad` quarters of silence
+    before its notes, the others numbered from 1."""
+    part.makeMeasures(inPlace=True)
+    measures = list(part.getElementsByClass("Measure"))
+    for holder in [measures[0], *measures[0].voices]:
+        for el in list(holder.notesAndRests):
+            holder.setElementOffset(el, el.offset - pad)
+    measures[0].paddingLeft, measures[0].number = pad, 0
+    for k, m in enumerate(measures[1:], 1):
+        part.setElementOffset(m, m.offset - pad)
+        m.number = k
+    part.makeTies(inPlace=True)  # notes over a bar line split and tied, as the exporter does for bars it makes
 
 
 def text_to_midi(text, spec, bpm=None):

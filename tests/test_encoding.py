@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 from conftest import ROOT, meta, midi_file, off, on, program, scale, track
 from encoding_decoding import (DRUMS, END, START, Header, Spec, canonical, check_edition, notes_to_tokens,
                                strip_leading_silence, tokens_to_notes, tokens_to_text, validate)
-from midi_io import midi_to_notes, notes_to_midi, notes_to_score, parse_score, score_to_notes, text_to_midi, tidy_parts
+from midi_io import (midi_to_notes, notes_to_midi, notes_to_score, parse_score, pickup, score_to_notes, text_to_midi,
+                     tidy_parts)
 
 SPEC = Spec()
 HEAD = "START style:other tempo:121 meter:4/4"
@@ -303,3 +304,36 @@ def test_the_round_trip_tool_keeps_a_users_style_tempo_meter_and_parts(tmp_path)
     assert r.stdout.strip() == "decoded cleanly"
     notes, header, _ = midi_to_notes((tmp_path / "back.mid").read_bytes(), SPEC)
     assert (round(header.bpm), header.meter, header.parts) == (90, "3/4", (0, 42)) and len(notes) == 7
+
+
+def test_a_pickup_is_written_from_its_first_note_in_midi_and_musicxml(tmp_path):
+    from music21 import converter, midi
+    from music21.musicxml.m21ToXml import GeneralObjectExporter
+    # a 3/4 piece whose first bar holds only the last beat (a pickup); the violin has two voices in the pickup, the
+    # cello enters on the first downbeat; a note ties over a bar line
+    notes = canonical([(8, 72, 4, 80, 0), (8, 76, 2, 80, 0), (10, 74, 2, 80, 0), (12, 79, 14, 80, 0),
+                       (26, 77, 2, 80, 0), (12, 43, 12, 70, 1), (24, 41, 12, 70, 1)], SPEC)
+    header = Header(meter="3/4", parts=(40, 42), bpm=90)
+    assert pickup(notes, header, SPEC.sample_freq) == (8, "1/4")
+    mf = midi.MidiFile()
+    mf.readstr(notes_to_midi(notes, SPEC, header))
+    events, tick = [], 0
+    for ev in mf.tracks[0].events + mf.tracks[1].events:
+        tick = 0 if ev.type == midi.MetaEvents.END_OF_TRACK else tick + (ev.time if ev.isDeltaTime() else 0)
+        if not ev.isDeltaTime():
+            events.append((tick, ev.type, ev.data if ev.type == midi.MetaEvents.TIME_SIGNATURE else ev.pitch))
+    meters = [(t, d[:2]) for t, kind, d in events if kind == midi.MetaEvents.TIME_SIGNATURE]
+    assert meters == [(0, bytes([1, 2])), (480, bytes([3, 2]))]  # 1/4, then 3/4 from the first downbeat
+    assert min(t for t, kind, _ in events if kind == midi.ChannelVoiceMessages.NOTE_ON) == 0  # no silent bar
+    back, back_header, _ = midi_to_notes(notes_to_midi(notes, SPEC, header), SPEC)
+    assert back == notes and (back_header.meter, back_header.changes) == ("3/4", ())
+    path = tmp_path / "x.musicxml"
+    path.write_bytes(GeneralObjectExporter(notes_to_score(notes, SPEC, header)).parse())
+    score = converter.parse(path, forceSource=True, storePickle=False)
+    first = [p.getElementsByClass("Measure").first() for p in score.parts]
+    assert [(m.number, m.paddingLeft, m.duration.quarterLength) for m in first] == [(0, 2.0, 1.0)] * 2
+    back, back_header, _ = score_to_notes(score, SPEC)
+    assert [n[:3] + n[4:] for n in back] == [n[:3] + n[4:] for n in notes] and back_header.meter == "3/4"
+    # a piece that opens on its downbeat, or in one bar, has no pickup
+    assert pickup([n._replace(start=n.start - 8) for n in notes], header, SPEC.sample_freq) == (0, None)
+    assert pickup(notes[:3], header, SPEC.sample_freq) == (0, None)
