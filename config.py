@@ -155,7 +155,9 @@ choir_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor,
 choir = False              # four voices as a choir master wants them: each in its range (choir_ranges), the upper
                            # voices within an octave of each other, no leap over an octave (kept where they leave the
                            # sampler a choice)
-form = ""                  # phrases as letters (AABA: the second phrase repeats the first note for note); "": none
+form = "auto"              # phrases as letters (AABA: the second phrase repeats the first note for note); none: no
+                           # form; auto (with --bars or --seconds, no prompt or given material): each sample's form
+                           # drawn from the forms of its style's real pieces, STYLE_DEFAULTS' `forms`
 shipped_run = "models/corpus"  # what sample.py plays without --out_dir (the model in the repo, found beside it)
 
 # --- evaluation (evaluate.py)
@@ -173,6 +175,18 @@ eval_key = "D minor"       # the --key measured
 eval_pitch_range = (48, 84)  # the --pitch_range measured, LOW,HIGH
 given_pieces = 8           # validation chorales whose sopranos are harmonized and middle bars filled in
 given_samples = 4          # samples of each
+
+# What sample.py --style NAME (and evaluate.py's samples of a style) take where the command line sets no value of its
+# own (--voice_leading false, --form none, --temperature 0.9 ... override them); a style not listed takes the values
+# above. Measured on the shipped model beside the style's real pieces with evaluate.py --listen (README, "Defaults per
+# style"). `forms`: how many real pieces have each form (evaluate.py --forms on the demo's encodings: music21's bach
+# folder; ryansMammoth for fiddle), the forms of 2 % of the pieces or more; "" no repeated phrase.
+STYLE_DEFAULTS = {
+    "bach": dict(voice_leading=True, choir=True, temperature=0.8, top_p=0.95,
+                 forms={"": 228, "AABC": 65, "ABABCDE": 44, "AAB": 23, "ABCBDEFG": 9, "ABCBDE": 9}),
+    "fiddle": dict(forms={"AABB": 394, "AAAABCBC": 119, "": 56, "AAAABBBB": 38, "ABABCBCB": 35, "AABAAB": 34,
+                          "ABCC": 31, "ABABCCCC": 28, "AABC": 24, "AAAABBBC": 22}),
+}
 
 PRESETS = {
     # Trains in a few minutes on 2 CPU cores and still learns the chorales' grammar and harmony.

@@ -85,12 +85,14 @@ def typed(name, default):
     return parse
 
 
-def option(group, flag, help, key=None):
+def option(group, flag, help, key=None, per_style=False):
     """Add a script's own `--flag` (to a parser or an argument group), typed, checked and defaulted by the config
-    value `key` (the flag's name by default): the one place its default is written is config.py."""
+    value `key` (the flag's name by default): the one place its default is written is config.py. With `per_style`
+    its default is None, for the script to take from the style's row of config.STYLE_DEFAULTS, else config's."""
     key = key or flag
     default = getattr(config, key)
-    group.add_argument(f"--{flag}", type=typed(key, default), default=default, help=help)
+    group.add_argument(f"--{flag}", type=typed(key, default), default=None if per_style else default,
+                       help=help + (f" (default {default!r}, or the style's: config.STYLE_DEFAULTS)" if per_style else ""))
 
 
 def _parse_one(default, text):

@@ -3,9 +3,11 @@ range, the rules of part writing), checked against a vocabulary; `Given` materia
 fill in, a part to add) and the functions that make it; keys and scales by name. mask.py turns a request into the
 sampler's mask and draws from it.
 """
+import random
 import re
 from dataclasses import dataclass, replace
 
+import config
 from encoding_decoding import HEADER, ahead_blocks, as_note, kind, notes_to_tokens
 
 
@@ -74,7 +76,8 @@ class Controls:
                                # notes so far and all given ones (a melody) suggest
     form: str = None           # phrases as letters, e.g. "AABA": the planned bars shared out among them in order, and
                                # a letter seen before repeats its first phrase note for note in every part (but the
-                               # piece's last bar, its cadence, and a bar its model phrase is too short for)
+                               # piece's last bar, its cadence, and a bar its model phrase is too short for); or a
+                               # tuple of forms, one per sample in turn ("" for none), as --form auto draws them
     choir: bool = False        # for four voices: each in its range (config.choir_ranges), the alto within an octave
                                # under the soprano and the tenor under the alto, no leap over an octave
 
@@ -98,14 +101,18 @@ class Controls:
             out.append(f"--parts/--instruments: {n} parts, this run writes 1 to {getattr(spec, 'max_parts', 1)}")
         if self.parts is not None and self.instruments is not None and self.parts != len(self.instruments):
             out.append(f"--parts {self.parts} but --instruments names {len(self.instruments)}")
-        if self.form is not None:
-            if not re.fullmatch(r"[A-Za-z]+", self.form):
-                out.append(f"--form wants one letter per phrase, e.g. AABA, got {self.form!r}")
+        for form in self.forms():
+            if not re.fullmatch(r"[A-Za-z]*", form) or not form and isinstance(self.form, str):
+                out.append(f"--form wants one letter per phrase, e.g. AABA, got {form!r}")
             elif not self.has_length:
                 out.append("--form shares a planned length out among its phrases: give --bars or --seconds too")
-            elif self.bars is not None and self.bars < len(self.form):
-                out.append(f"--form {self.form} names {len(self.form)} phrases, more than --bars {self.bars}")
-        return out
+            elif self.bars is not None and self.bars < len(form):
+                out.append(f"--form {form} names {len(form)} phrases, more than --bars {self.bars}")
+        return list(dict.fromkeys(out))
+
+    def forms(self):
+        """The forms asked for, one per sample in turn: () for none."""
+        return () if self.form is None else (self.form,) if isinstance(self.form, str) else tuple(self.form)
 
     def part_count(self):
         return len(self.instruments) if self.instruments is not None else self.parts
@@ -214,3 +221,25 @@ def infill(notes, header, spec, first, last, ahead=True):
     blocks = tuple(map(tuple, ahead_blocks(after, lines))) if ahead else None
     return tokens[1:cut], Given(tuple(after), tuple(range(len(header.parts))), (lo, hi), blocks,
                                 len(header.parts)), bars
+
+
+# --- the defaults of a style
+
+PER_STYLE = ("voice_leading", "choir", "form", "temperature", "top_p")  # what config.STYLE_DEFAULTS sets per style
+
+
+def style_settings(style, given):
+    """The settings PER_STYLE for a sample of `style`: each as `given` (name -> value, None or absent where the
+    command line leaves it unset), else as the style's row of config.STYLE_DEFAULTS has it, else as config.py."""
+    row = config.STYLE_DEFAULTS.get(style, {}) if style else {}
+    return {k: given[k] if given.get(k) is not None else row.get(k, getattr(config, k)) for k in PER_STYLE}
+
+
+def drawn_forms(style, n, seed, bars=None):
+    """--form auto: a form for each of n samples ("" for none), drawn by `seed` with the weights of the style's
+    forms in config.STYLE_DEFAULTS (how often each is found in its real pieces), those of more phrases than `bars`
+    left out; None where the style lists none, or none but "" is drawn."""
+    forms = config.STYLE_DEFAULTS.get(style, {}).get("forms", {}) if style else {}
+    forms = {f: w for f, w in forms.items() if bars is None or len(f) <= bars}
+    drawn = tuple(random.Random(seed).choices(list(forms), list(forms.values()), k=n)) if forms else ()
+    return drawn if any(drawn) else None

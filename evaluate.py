@@ -59,7 +59,7 @@ from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_ed
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows
 from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, kernel_width, listen, logistic_accuracy,
-                      overlapping_area, piece_measures, polyphony, profile, voice_ranges)
+                      overlapping_area, piece_form, piece_measures, polyphony, profile, voice_ranges)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -693,10 +693,14 @@ def main(argv=None):
                                                     "them (the measures of listen()) and exit")
     parser.add_argument("--voices", type=configurator.typed("parts", 4), default=4,
                         help="with --listen: the voices a beat should sound")
+    parser.add_argument("--forms", nargs="+", help="MIDI files or encodings (.txt) of real pieces: print each style's "
+                                                   "forms (measures.piece_form), as --form auto draws them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
                                      "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
     if args.listen:
         return listen_to_files(args.listen, args.voices)
+    if args.forms:
+        return forms_of_files(args.forms)
     run = Path(args.out_dir)
     device, _ = pick_device(args.device, "float32")
     model, tok, ckpt = load_run(run, device)
@@ -715,10 +719,25 @@ def main(argv=None):
     print(text)
 
 
-def listen_to_files(paths, voices):
-    """evaluate.py --listen: the four measures of listen() over the pitched notes of MIDI files or encodings, as one
-    table; a file with none (empty, drums only, unreadable) is named with its reason and left out."""
-    spec, pieces, skipped = Spec(), [], []
+def forms_of_files(paths, least=0.02):
+    """evaluate.py --forms: per style (the encoding's, or a MIDI file's folder), how often each form is found in the
+    pieces (measures.piece_form), and the forms of at least `least` of them as a row of config.STYLE_DEFAULTS."""
+    forms = defaultdict(Counter)
+    for (notes, header), path in zip(*readable_pieces(paths, "--forms")):
+        style = header.style if path.suffix.lower() == ".txt" else path.parent.name
+        forms[style][piece_form(notes, header, Spec().sample_freq)] += 1
+    for style, found in sorted(forms.items()):
+        total = sum(found.values())
+        print(f"{style}: {total} pieces, {len(found)} forms ('' none)\n" + "\n".join(
+            f"  {form or '(none)':10s} {n:5d} {n / total:6.1%}" for form, n in found.most_common()))
+        kept = {form: n for form, n in found.most_common() if n >= least * total}
+        print(f"  forms={kept!r},  # {sum(kept.values())} of {total} pieces")
+
+
+def readable_pieces(paths, flag):
+    """([(notes of pitched parts, Header)], [their paths]) of MIDI files or encodings; a file with no pitched notes
+    (empty, drums only, unreadable) is named with its reason and left out, and with none at all, one line."""
+    spec, pieces, kept, skipped = Spec(), [], [], []
     for path in map(Path, paths):
         try:
             notes, header = read_for_listening(path, spec)
@@ -731,13 +750,21 @@ def listen_to_files(paths, voices):
         pitched = [n for n in notes if header.parts[min(n.part, len(header.parts) - 1)] != DRUMS]
         if pitched:
             pieces.append((pitched, header))
+            kept.append(path)
         else:
             skipped.append(f"{path}: no pitched notes to hear ({'drums only' if notes else 'no notes at all'})")
     for line in skipped:
         print(f"skipped {line}")
     if not pieces:
-        die(f"--listen: nothing measured: none of the {len(skipped)} files has pitched notes that can be read")
-    r = listen(pieces, voices, spec.sample_freq)
+        die(f"{flag}: nothing measured: none of the {len(skipped)} files has pitched notes that can be read")
+    return pieces, kept
+
+
+def listen_to_files(paths, voices):
+    """evaluate.py --listen: the measures of listen() over the pitched notes of MIDI files or encodings, as one
+    table; a file with none (empty, drums only, unreadable) is named with its reason and left out."""
+    pieces, _ = readable_pieces(paths, "--listen")
+    r = listen(pieces, voices, Spec().sample_freq)
     heard = [(k, title.replace("all voices", f"{voices} notes"), f) for k, title, f in LISTENED if k in r]
     print(f"| pieces | {' | '.join(title for _, title, _ in heard)} |\n|---|{'---|' * len(heard)}\n"
           f"| {len(pieces)} | {' | '.join(shown(r[k], f) for k, _, f in heard)} |")

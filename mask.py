@@ -369,7 +369,7 @@ class Material(Rule):
 
 
 class Form(Rule):
-    """Controls.form: phrases as letters over the planned bars; a bar that repeats one (a letter seen before) writes
+    """Controls.form: phrases as letters over the planned bars (each row its own form, in turn); a bar that repeats one (a letter seen before) writes
     its model bar's notes again, in the order they were written there (the canonical one), each onset, part, pitch
     and duration in turn, no velocity but a part's first, and its bar line once all are written; before the first of
     them (a phrase that opened with a pickup) the bar is free, its notes ending by that onset. No note rings into a
@@ -377,11 +377,15 @@ class Form(Rule):
     --voice_leading, none rings into the last bar either: the cadence is struck anew). Each row logs its notes."""
 
     def __init__(self, c, controls):
-        letters = controls.form.upper()
-        self.form = torch.tensor([letters.index(x) for x in letters], device=c.value.device)  # each phrase's model
+        self.forms = [f.upper() or "A" for f in controls.forms()]  # "": no form, one phrase that repeats none
         self.voice_leading = controls.voice_leading
 
     def reset(self, c, batch_size, device):
+        # row r takes form r (in turn): each phrase's model phrase, phrases past a row's own letters their own model
+        rows = [self.forms[r % len(self.forms)] for r in range(batch_size)]
+        width = max(map(len, rows))
+        self.form = torch.tensor([[f.index(x) for x in f] + list(range(len(f), width)) for f in rows], device=device)
+        self.m = torch.tensor([len(f) for f in rows], device=device)
         # each row's notes so far in the order written (bar, onset in it, part, pitch, steps), a spare last column
         # taking what is not a note, and how many there are
         self.log = torch.full((batch_size, 5, 64), -1, dtype=torch.long, device=device)
@@ -397,16 +401,15 @@ class Form(Rule):
         self.n_log = self.n_log + s.dur.sum(1)
 
     def phrase_start(self, i, bars):
-        """The first bar (from 0) of phrase i in a piece of `bars` (B,): ceil(i * bars / m), m the form's letters."""
-        m = self.form.numel()
-        return (i * bars + m - 1) // m
+        """The first bar (from 0) of phrase i in a piece of `bars` (B,): ceil(i * bars / m), m the row's letters."""
+        return (i * bars + self.m - 1) // self.m
 
     def source(self, c, bars):
         """((B,) whether bar c (B,) (from 0) repeats a bar, (B,) the bar it repeats) in a piece of `bars` (B,): phrase
         i holds the bars from its phrase_start up to the next one's."""
-        m, start = self.form.numel(), lambda i: self.phrase_start(i, bars)
-        i = (c.clamp(min=0) * m // bars.clamp(min=1)).clamp(max=m - 1)
-        j = self.form[i]
+        start = lambda i: self.phrase_start(i, bars)
+        i = torch.minimum(c.clamp(min=0) * self.m // bars.clamp(min=1), self.m - 1)
+        j = self.form.gather(1, i[:, None])[:, 0]
         src = start(j) + c - start(i)
         return (c >= 0) & (c < bars - 1) & (j != i) & (src < start(j + 1)), src
 
@@ -414,7 +417,7 @@ class Form(Rule):
         if cur.plan is None:
             return None
         v, plan, ends_at, first = cur.value[None, :], cur.plan, cur.ends_at, cur.first
-        col, m = (lambda x: x[:, None]), self.form.numel()
+        col, m = (lambda x: x[:, None]), self.form.size(1)
         c, clock = cur.bars - 1, cur.clock
         log_bar, log_pos, log_part, log_pitch, log_dur = self.log.unbind(1)
         logged = torch.arange(log_bar.size(1), device=v.device)[None, :] < col(self.n_log)

@@ -123,22 +123,46 @@ def wide_upper_voices(chords, voices=4):
     return sum(any(c[i] - c[i + 1] > 12 for i in range(voices - 2)) for c in full), len(full)
 
 
-def repeated_bars(notes, header, sample_freq):
-    """The share of a piece's bars (those with an onset) that repeat an earlier bar note for note (onsets in the
-    bar, pitches, durations, parts)."""
+def bar_contents(notes, header, sample_freq):
+    """Each bar's notes as a sorted tuple of (onset in the bar, pitch, duration, part), for every bar to the end."""
     notes = list(map(as_note, notes))
-    n_bars = header.bars_needed(notes, sample_freq)
+    n_bars = max(header.bars, header.bars_needed(notes, sample_freq))
     lines = header.bar_lines(sample_freq, n_bars)
     bars = defaultdict(list)
     for n in notes:
         k = bisect_right(lines, n.start) - 1
         bars[k].append((n.start - lines[k], n.pitch, n.dur, n.part))
-    seen, repeats = set(), 0
-    for k in sorted(bars):
-        content = tuple(sorted(bars[k]))
-        repeats += content in seen
-        seen.add(content)
-    return repeats / len(bars) if bars else 0.0
+    return [tuple(sorted(bars[k])) for k in range(n_bars)]
+
+
+def repeated_bars(notes, header, sample_freq):
+    """The share of a piece's bars (those with an onset) that repeat an earlier bar note for note (onsets in the
+    bar, pitches, durations, parts)."""
+    bars = [b for b in bar_contents(notes, header, sample_freq) if b]
+    return sum(b in bars[:k] for k, b in enumerate(bars)) / len(bars) if bars else 0.0
+
+
+def piece_form(notes, header, sample_freq, most=8):
+    """A piece's repeat structure as --form letters ("" where no phrase repeats): its bars (after a pickup bar) cut
+    into m phrases as the Form rule cuts a planned length (phrase i from bar ceil(i * bars / m)), a phrase the
+    same letter as the first earlier one of its length whose bars it repeats note for note, its last bar aside (a
+    second ending); of m = 2 to `most`, the cut whose repeats cover the most bars, the fewest phrases on a tie."""
+    bars = bar_contents(notes, header, sample_freq)
+    if bars and bars[0] and bars[0][0][0] > 0:  # a pickup sits at the end of a whole first bar: phrases begin after it
+        bars = bars[1:]
+    best, covered = "", 0
+    for m in range(2, min(most, len(bars)) + 1):
+        cut = [(i * len(bars) + m - 1) // m for i in range(m + 1)]
+        phrases = [bars[cut[i]:cut[i + 1]] for i in range(m)]
+        model = []  # each phrase's: the first earlier phrase it repeats, else its own
+        for i, p in enumerate(phrases):
+            model.append(next((j for j in range(i) if model[j] == j and len(phrases[j]) == len(p) > 1
+                               and phrases[j][:-1] == p[:-1]), i))
+        repeats = sum(len(p) for i, p in enumerate(phrases) if model[i] != i)
+        if repeats > covered:
+            letters = {}
+            best, covered = "".join(letters.setdefault(j, chr(65 + len(letters))) for j in model), repeats
+    return best
 
 
 def listen(pieces, voices, sample_freq):

@@ -504,6 +504,7 @@ def lay_pickup(part, pad):
     """A music21 Part's bars made, its first a pickup (measure 0) that leaves out the `pad` quarters of silence
     before its notes, the others numbered from 1."""
     part.makeMeasures(inPlace=True)
+    part.makeTies(inPlace=True)  # notes over a bar line split and tied, as the exporter does for bars it makes
     measures = list(part.getElementsByClass("Measure"))
     for holder in [measures[0], *measures[0].voices]:
         for el in list(holder.notesAndRests):
@@ -512,7 +513,6 @@ def lay_pickup(part, pad):
     for k, m in enumerate(measures[1:], 1):
         part.setElementOffset(m, m.offset - pad)
         m.number = k
-    part.makeTies(inPlace=True)  # notes over a bar line split and tied, as the exporter does for bars it makes
 
 
 def text_to_midi(text, spec, bpm=None):

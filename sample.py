@@ -32,8 +32,8 @@ import batch
 import config
 import configurator
 from batch import atomic_open, atomic_write, clean_stale, die, read_text, reason, temp_name, writable_dir
-from controls import (Controls, Request, add_part, harmonize, infill, key_pitch_classes, key_triad, pitch_class,
-                      top_line)
+from controls import (PER_STYLE, Controls, Request, add_part, drawn_forms, harmonize, infill, key_pitch_classes,
+                      key_triad, pitch_class, style_settings, top_line)
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text)
 from mask import draw
@@ -228,8 +228,20 @@ def parse_controls(args):
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
                     scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments,
                     voice_leading=args.voice_leading, choir=args.choir,
-                    triad=key_triad(args.key) if args.key else None,
-                    form=None if args.form.lower() in ("", "none") else args.form)
+                    triad=key_triad(args.key) if args.key else None, form=chosen_form(args))
+
+
+def chosen_form(args):
+    """--form as Controls takes it: None for none, the letters given, or --form auto's, one drawn per sample from
+    the style's real pieces (none without --style, --bars or --seconds, with a prompt or given material, or for a
+    style whose row of config.STYLE_DEFAULTS lists no forms)."""
+    if args.form.lower() in ("", "none"):
+        return None
+    if args.form.lower() != "auto":
+        return args.form
+    if args.prompt or args.melody or not (args.bars or args.seconds):
+        return None
+    return drawn_forms(args.style, args.num_samples, args.seed, args.bars)
 
 
 def main(argv=None):
@@ -261,12 +273,14 @@ def main(argv=None):
                          help="as many bars as last about this many seconds at the piece's tempo")
     configurator.option(control, "form", "phrases as letters, e.g. AABA or AABB: the bars shared out among them, a "
                                          "letter seen before repeating its first phrase note for note (needs --bars "
-                                         "or --seconds)")
+                                         "or --seconds); auto: each sample's drawn from the forms of the style's "
+                                         "real pieces; none: no form", per_style=True)
     configurator.option(control, "voice_leading", "true: no part rests once begun, no parallel fifths or octaves, no "
-                                                  "crossing, a tonic last bar (where the mask can keep them)")
+                                                  "crossing, a tonic last bar (where the mask can keep them)",
+                        per_style=True)
     configurator.option(control, "choir", "true: for four voices, each in its range (config.choir_ranges), the "
                                           "upper voices within an octave, no leap over an octave (where the mask can "
-                                          "keep them)")
+                                          "keep them)", per_style=True)
     configurator.option(control, "look_ahead", "true: given material also shown a bar or two ahead (a run trained "
                                                "with prepare.py --given_share)")
     control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')
@@ -278,6 +292,9 @@ def main(argv=None):
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
                                      "seed", "device", "dtype"], argv,
                             own={"out_dir": SHIPPED})
+    own = {"voice_leading", "choir", "form"}  # None where the command line leaves them unset
+    vars(args).update(style_settings(args.style, {k: getattr(args, k) for k in PER_STYLE
+                                                  if k in own or k in args.given}))
     if args.key and args.scale:
         die("give --key or --scale, not both")
     if (args.infill or args.add_part) and not args.prompt:
@@ -316,6 +333,7 @@ def main(argv=None):
         atomic_write(out_dir / f"{name}_melody.mid", notes_to_midi(notes, spec, replace(header, bpm=controls.bpm or
                                                                                            header.bpm)))
         print(f"{out_dir / name}_melody.mid: the melody given, {len(notes)} notes")
+    forms = controls.forms()
     for i, row in enumerate(out):
         tokens = finish(row)
         notes, header, bad = tokens_to_notes(tokens, spec)
@@ -327,7 +345,8 @@ def main(argv=None):
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, "
                 f"{', '.join(map(instrument_name, header.parts))}, {len(notes)} notes, {bars} bars, "
-                f"{len(tokens)} tokens" + (f", {bad} bad groups" if bad else ""))
+                f"{len(tokens)} tokens" + (f", {bad} bad groups" if bad else "")
+                + (f", form {form}" if (form := forms and forms[i % len(forms)]) else ""))
         if args.musicxml:
             write_musicxml(notes_to_score(notes, spec, header), path(".musicxml"))
             line += f", {stem}.musicxml"

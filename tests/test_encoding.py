@@ -310,10 +310,10 @@ def test_a_pickup_is_written_from_its_first_note_in_midi_and_musicxml(tmp_path):
     from music21 import converter, midi
     from music21.musicxml.m21ToXml import GeneralObjectExporter
     # a 3/4 piece whose first bar holds only the last beat (a pickup); the violin has two voices in the pickup, the
-    # cello enters on the first downbeat; a note ties over a bar line
+    # viola enters in it with a note tied over the bar line, the cello on the first downbeat
     notes = canonical([(8, 72, 4, 80, 0), (8, 76, 2, 80, 0), (10, 74, 2, 80, 0), (12, 79, 14, 80, 0),
-                       (26, 77, 2, 80, 0), (12, 43, 12, 70, 1), (24, 41, 12, 70, 1)], SPEC)
-    header = Header(meter="3/4", parts=(40, 42), bpm=90)
+                       (26, 77, 2, 80, 0), (10, 55, 14, 70, 1), (12, 43, 12, 70, 2), (24, 41, 12, 70, 2)], SPEC)
+    header = Header(meter="3/4", parts=(40, 41, 42), bpm=90)
     assert pickup(notes, header, SPEC.sample_freq) == (8, "1/4")
     mf = midi.MidiFile()
     mf.readstr(notes_to_midi(notes, SPEC, header))
@@ -331,7 +331,7 @@ def test_a_pickup_is_written_from_its_first_note_in_midi_and_musicxml(tmp_path):
     path.write_bytes(GeneralObjectExporter(notes_to_score(notes, SPEC, header)).parse())
     score = converter.parse(path, forceSource=True, storePickle=False)
     first = [p.getElementsByClass("Measure").first() for p in score.parts]
-    assert [(m.number, m.paddingLeft, m.duration.quarterLength) for m in first] == [(0, 2.0, 1.0)] * 2
+    assert [(m.number, m.paddingLeft, m.duration.quarterLength) for m in first] == [(0, 2.0, 1.0)] * 3
     back, back_header, _ = score_to_notes(score, SPEC)
     assert [n[:3] + n[4:] for n in back] == [n[:3] + n[4:] for n in notes] and back_header.meter == "3/4"
     # a piece that opens on its downbeat, or in one bar, has no pickup
