@@ -155,6 +155,7 @@ choir_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor,
 choir = False              # four voices as a choir master wants them: each in its range (choir_ranges), the upper
                            # voices within an octave of each other, no leap over an octave (kept where they leave the
                            # sampler a choice)
+choir_rules = ("range", "spacing", "leap")  # which of those three --choir keeps (each measured alone: README)
 form = "auto"              # phrases as letters (AABA: the second phrase repeats the first note for note); none: no
                            # form; auto (with --bars or --seconds, no prompt or given material): each sample's form
                            # drawn from the forms of its style's real pieces, STYLE_DEFAULTS' `forms`

@@ -41,7 +41,8 @@ LIMITS = {
 }
 
 
-CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16"), "gelu_approximate": ("none", "tanh")}
+CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16"), "gelu_approximate": ("none", "tanh"),
+           "choir_rules": ("range", "spacing", "leap")}
 
 
 def _bound_text(lo, hi):
@@ -52,12 +53,12 @@ def _bound_text(lo, hi):
 
 def check(name, value):
     """None if `value` is allowed for config key `name`, else what is wanted, in words."""
-    if name in CHOICES and value not in CHOICES[name]:
-        return f"one of {', '.join(CHOICES[name])}"
     if isinstance(value, tuple):
         if name.endswith("_range") and (len(value) != 2 or value[0] > value[1]):
             return "two values LOW,HIGH with LOW <= HIGH"
         return next((why for v in value if (why := check(name, v))), None)
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"one of {', '.join(CHOICES[name])}"
     if isinstance(value, float) and not math.isfinite(value):
         return "a finite number"
     lo, hi = LIMITS.get(name, (None, None))

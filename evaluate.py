@@ -693,12 +693,14 @@ def main(argv=None):
                                                     "them (the measures of listen()) and exit")
     parser.add_argument("--voices", type=configurator.typed("parts", 4), default=4,
                         help="with --listen: the voices a beat should sound")
+    parser.add_argument("--against", nargs="+", help="with --listen: real pieces (MIDI files or encodings) to measure "
+                                                     "alike and to tell the files from by a classifier")
     parser.add_argument("--forms", nargs="+", help="MIDI files or encodings (.txt) of real pieces: print each style's "
                                                    "forms (measures.piece_form), as --form auto draws them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
                                      "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
     if args.listen:
-        return listen_to_files(args.listen, args.voices)
+        return listen_to_files(args.listen, args.voices, args.against)
     if args.forms:
         return forms_of_files(args.forms)
     run = Path(args.out_dir)
@@ -760,14 +762,24 @@ def readable_pieces(paths, flag):
     return pieces, kept
 
 
-def listen_to_files(paths, voices):
+def listen_to_files(paths, voices, against=None):
     """evaluate.py --listen: the measures of listen() over the pitched notes of MIDI files or encodings, as one
-    table; a file with none (empty, drums only, unreadable) is named with its reason and left out."""
-    pieces, _ = readable_pieces(paths, "--listen")
-    r = listen(pieces, voices, Spec().sample_freq)
-    heard = [(k, title.replace("all voices", f"{voices} notes"), f) for k, title, f in LISTENED if k in r]
-    print(f"| pieces | {' | '.join(title for _, title, _ in heard)} |\n|---|{'---|' * len(heard)}\n"
-          f"| {len(pieces)} | {' | '.join(shown(r[k], f) for k, _, f in heard)} |")
+    table; a file with none (empty, drums only, unreadable) is named with its reason and left out. With `against`
+    (real pieces): their row too, and how often a classifier on the pieces' measures (MEASURES) tells the files
+    from as many of them, beside two halves of them (about 50 %: what it cannot tell apart)."""
+    sf, rows = Spec().sample_freq, [("files", readable_pieces(paths, "--listen")[0])]
+    rows += [("real", readable_pieces(against, "--against")[0])] if against else []
+    measured = [(name, pieces, listen(pieces, voices, sf)) for name, pieces in rows]
+    heard = [(k, title.replace("all voices", f"{voices} notes"), f) for k, title, f in LISTENED if k in measured[0][2]]
+    print(f"| | pieces | {' | '.join(title for _, title, _ in heard)} |\n|---|---|{'---|' * len(heard)}")
+    for name, pieces, r in measured:
+        print(f"| {name} | {len(pieces)} | {' | '.join(shown(r[k], f) for k, _, f in heard)} |")
+    if against:
+        (_, files, _), (_, real, _) = measured
+        features = lambda ps: [piece_measures(n, h, voices, sf) for n, h in ps]
+        a, b, half = features(files), features(real), len(real) // 2
+        print(f"told apart from as many real pieces by a classifier: {logistic_accuracy(a, b[:len(a)]):.0%} "
+              f"(two halves of the real pieces: {logistic_accuracy(b[:half], b[half:2 * half]):.0%})")
 
 
 # listen()'s measures as table columns: (key, title, format)

@@ -622,11 +622,12 @@ class Choir(Rule):
     """Controls.choir, the rules a choir master adds for four voices (a header of four pitched parts, soprano to bass
     as the chorales have them): each voice within its range (config.choir_ranges, measured on the Bach chorales),
     the alto within an octave under the soprano and the tenor within an octave under the alto (where those sound),
-    and no leap over an octave in a voice. Soft: where they would leave nothing canonical they give way, before the
+    and no leap over an octave in a voice (those of `rules`: range, spacing, leap). Soft: where they would leave nothing canonical they give way, before the
     rules of voice leading do. Given material's parts are not written, so not ruled."""
     soft = True
 
-    def __init__(self, c, material):
+    def __init__(self, c, material, rules=("range", "spacing", "leap")):
+        self.rules = rules
         lo, hi = zip(*config.choir_ranges)
         self.lo, self.hi = (torch.tensor(x, device=c.value.device) for x in (lo, hi))  # (4,) soprano to bass
         self.material = material  # (the Material rule, or None)
@@ -659,7 +660,11 @@ class Choir(Rule):
         spaced = col((voice == 0) | (voice == 3) | (over < 0)) | (v >= col(over - 12))
         last = self.last_pitch.gather(1, col(p))[:, 0]
         no_leap = col(last < 0) | ((v - col(last)).abs() <= 12)
-        return ~c.is_n | ~col(mine) | (in_range & spaced & no_leap)
+        kept = None
+        for name, ok in (("range", in_range), ("spacing", spaced), ("leap", no_leap)):
+            if name in self.rules:
+                kept = ok if kept is None else kept & ok
+        return None if kept is None else ~c.is_n | ~col(mine) | kept
 
 
 class Canonical(Rule):
@@ -701,7 +706,7 @@ class GrammarMask:
         # the soft rules, in the order they hold (the last gives way first): voice leading's main rules, the choir's,
         # then those on parallels and crossing; before the ending, which waits for the parts voice leading says are due
         self.rules += [voice] if voice else []
-        self.rules += [Choir(c, given)] if controls.choir else []
+        self.rules += [Choir(c, given, controls.choir_rules)] if controls.choir else []
         self.rules += [ParallelsAndCrossing(voice)] if voice else []
         self.rules += [Ending(given, voice), KeyAndRange(c, tok, controls, given), Slots(c, slots), Canonical()]
         self.material = given

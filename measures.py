@@ -244,19 +244,26 @@ def closest_style(notes, styles, style_profiles):
 
 
 MEASURES = [*PIECE_STATS, "onsets_with_all_voices", "beats_with_all_voices", "parallels_per_100_moves",
-            "repeated_bars", "mean_duration"]
+            "repeated_bars", "mean_duration", "ends_on_tonic", "outside_key", "outside_range", "wide_per_100_beats"]
 
 
 def piece_measures(notes, header, voices, sample_freq):
     """One piece's musical measures (MEASURES, a classifier's features): its per-piece statistics, the share of its
-    onsets and of its beats with `voices` notes sounding, its parallels per 100 moves, its share of repeated bars
-    and its mean note length (steps)."""
+    onsets and of its beats with `voices` notes sounding, its parallels per 100 moves, its share of repeated bars,
+    its mean note length (steps), whether it ends on its key's tonic triad, its share of notes outside that key
+    and, for four voices, its share of four-note beats with a voice outside its range (config.choir_ranges) and its
+    upper voices more than an octave apart per 100 four-note beats (0 for other voicings)."""
     notes = list(map(as_note, notes))
     chords = beat_chords(notes, sample_freq)
     par, moves = parallels(chords, voices)
+    key = piece_key(notes)
+    ranged, wide = (out_of_range(chords, config.choir_ranges), wide_upper_voices(chords)) if voices == 4 else (
+        (0, 0), (0, 0))
     return [float(PIECE_STATS[name][1](notes)[0]) for name in PIECE_STATS] + [
         float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),
-        repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes]))]
+        repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes])),
+        float(ends_on_tonic(notes, key)), outside_key(notes, key), ranged[0] / max(ranged[1], 1),
+        100 * wide[0] / max(wide[1], 1)]
 
 
 def logistic_accuracy(a, b, folds=5, repeats=4, l2=1.0, seed=0):

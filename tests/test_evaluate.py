@@ -205,6 +205,7 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     m = dict(zip(MEASURES, piece_measures(notes, Header(), 4, 4)))
     assert m["onsets_with_all_voices"] == m["beats_with_all_voices"] == 6 / 8 and m["repeated_bars"] == 0.5
     assert m["parallels_per_100_moves"] == 100 * 6 / 4 and m["piece_pitch_range"] == 79 - 48 and m["mean_duration"] == 4
+    assert (m["outside_key"], m["outside_range"], m["wide_per_100_beats"]) == (0, 2 / 6, 0)
 
 
 def test_the_key_ranges_and_spacing_are_counted_as_a_teacher_counts():
