@@ -423,13 +423,20 @@ def repeats(form, bars):
     return out
 
 
+FORMS = ["AABA", "AABB", "ABAB", "AAB", "ABCA", "BAYAB"]
+
+
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**31), form=st.sampled_from(["AABA", "AABB", "ABAB", "AAB", "ABCA", "BAYAB"]),
+@given(seed=st.integers(0, 2**31), forms=st.one_of(st.sampled_from(FORMS),
+                                                   st.lists(st.sampled_from(FORMS + [""]), min_size=2, max_size=3)),
        bars=st.integers(4, 9), rules=st.booleans())
-def test_a_form_repeats_its_phrases_note_for_note(seed, form, bars, rules):
-    assert repeats("AABA", 8) == {2: 0, 3: 1, 6: 0} and repeats("AAB", 7) == {3: 0, 4: 1}
-    controls = Controls(bars=bars, form=form, instruments=(52, 52, 52), voice_leading=rules, triad=(0, 4, 7))
-    for tokens in random_walk(GrammarMask(TOK, "cpu", controls), 3, seed, bar_bias=2):
+def test_a_form_repeats_its_phrases_note_for_note(seed, forms, bars, rules):
+    """One form, or a form per sample in turn (as --form auto draws them; "" none)."""
+    assert repeats("AABA", 8) == {2: 0, 3: 1, 6: 0} and repeats("AAB", 7) == {3: 0, 4: 1} and repeats("A", 5) == {}
+    controls = Controls(bars=bars, form=forms if isinstance(forms, str) else tuple(forms), instruments=(52, 52, 52),
+                        voice_leading=rules, triad=(0, 4, 7))
+    for row, tokens in enumerate(random_walk(GrammarMask(TOK, "cpu", controls), 3, seed, bar_bias=2)):
+        form = controls.forms()[row % len(controls.forms())] or "A"
         notes, header = check_sample(tokens, bars)
         lines = header.bar_lines(SPEC.sample_freq, bars)
         bar = lambda b: [n._replace(start=n.start - lines[b]) for n in notes if lines[b] <= n.start < lines[b + 1]]
@@ -448,8 +455,9 @@ def test_a_form_repeats_its_phrases_note_for_note(seed, form, bars, rules):
 
 
 def test_form_errors_are_one_line():
-    assert Controls(form="AABA").errors(SPEC) == [
+    assert Controls(form="AABA").errors(SPEC) == Controls(form=("AB", "")).errors(SPEC) == [
         "--form shares a planned length out among its phrases: give --bars or --seconds too"]
+    assert Controls(form="").errors(SPEC) and not Controls(form=("", "AB"), bars=4).errors(SPEC)
     assert "wants one letter per phrase" in Controls(form="A-B", bars=8).errors(SPEC)[0]
     assert "more than --bars 3" in Controls(form="AABA", bars=3).errors(SPEC)[0]
 
@@ -488,3 +496,34 @@ def test_the_choir_rules_keep_four_voices_in_range_spaced_and_without_wide_leaps
             faults, notes = faults + sum(got), notes + n
         share[choir] = faults / notes
     assert share[True] <= 0.12 and share[False] >= 0.8, share
+
+
+def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
+    import config
+    from controls import PER_STYLE, drawn_forms, style_settings
+    monkeypatch.setitem(config.STYLE_DEFAULTS, "x", dict(voice_leading=True, temperature=0.5, forms={"AB": 3, "": 1}))
+    assert style_settings("x", {"voice_leading": None, "temperature": 0.7}) == dict(
+        voice_leading=True, choir=config.choir, form=config.form, temperature=0.7, top_p=config.top_p)
+    assert style_settings(None, {}) == style_settings("not listed", {}) == {k: getattr(config, k) for k in PER_STYLE}
+    forms = drawn_forms("x", 400, seed=1)
+    assert set(forms) == {"AB", ""} and 0.68 < forms.count("AB") / 400 < 0.82 and forms == drawn_forms("x", 400, 1)
+    assert drawn_forms("x", 5, 1, bars=1) is None and drawn_forms("y", 5, 1) is None  # "AB" needs 2 bars
+
+
+def test_sample_takes_its_styles_row_where_no_flag_is_given(monkeypatch, capsys, tmp_path):
+    import config
+    from conftest import sample_here
+    monkeypatch.setitem(config.STYLE_DEFAULTS, "bach", dict(voice_leading=True, choir=True, temperature=0.5,
+                                                            top_p=0.9, forms={"AB": 1}))
+    texts = lambda d: [p.read_text() for p in sorted(d.glob("*.txt"))]
+    common = ["--style", "bach", "--bars", 4, "--num_samples", 2, "--seed", 5]
+    code, out, err = sample_here(capsys, *common, "--output_dir", tmp_path / "row")
+    assert code == 0 and out.count(", form AB") == 2, err
+    code, out, _ = sample_here(capsys, *common, "--voice_leading", "true", "--choir", "true", "--temperature", 0.5,
+                               "--top_p", 0.9, "--form", "AB", "--output_dir", tmp_path / "flags")
+    assert code == 0 and texts(tmp_path / "row") == texts(tmp_path / "flags")  # the row is those flags
+    code, out, _ = sample_here(capsys, *common, "--form", "none", "--temperature", 1.0, "--output_dir", tmp_path / "b")
+    assert code == 0 and "form" not in out and texts(tmp_path / "b") != texts(tmp_path / "row")
+    code, out, _ = sample_here(capsys, "--style", "bach", "--num_samples", 1, "--max_new_tokens", 64,
+                               "--output_dir", tmp_path / "c")
+    assert code == 0 and "form" not in out  # auto: no length asked, no form

@@ -228,3 +228,40 @@ def test_the_classifier_tells_apart_what_differs_and_not_what_does_not():
     assert logistic_accuracy(a, b + np.r_[1.5, 0, 0, 0, 0, 0]) > 0.7  # one measure apart
     b[:, 2] = a[:, 2] = 3.0  # a measure that never varies is no help and no harm
     assert logistic_accuracy(a, b + 10) == 1.0 and logistic_accuracy(a[:3], b) is None  # too few for five folds
+
+
+def tune(phrases, pickup=True):
+    """A one-part piece in 4/4 of 2-bar phrases, each a letter's own notes (a lower case letter: its upper case
+    phrase with another last bar, a second ending), after a pickup bar whose last beat holds one note."""
+    notes = [(12, 67, 4, 80, 0)] if pickup else []
+    for i, letter in enumerate(phrases):
+        start = 16 * (2 * i + pickup)
+        base = 60 + ord(letter.upper()) % 12
+        notes += [(start + 4 * b, base + b, 4, 80, 0) for b in range(4)]  # the first bar: the letter's own
+        notes += [(start + 16, base + (7 if letter.isupper() else 5), 16, 80, 0)]  # the second: differs in a second ending
+    return notes
+
+
+def test_a_pieces_form_is_read_from_its_repeated_phrases_as_the_form_rule_lays_them():
+    from encoding_decoding import Header
+    from measures import piece_form
+    form = lambda phrases, pickup=True: piece_form(tune(phrases, pickup), Header(), 4)
+    assert form("AABC") == form("AABC", pickup=False) == "AABC"
+    assert form("AaBC") == "AABC"  # a second ending: the same phrase
+    assert form("ABCD") == "" and form("AABB") == "AABB"
+    assert form("ABAC") == "ABAC"  # the cut whose repeats cover the most bars (in halves, nothing repeats) ...
+    assert form("AAAA") == "AAAA" and form("ABABCDCD") == "AABB" and form("ABAB") == "AA"  # ... the fewest phrases
+
+
+def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones(tmp_path):
+    from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
+    for k, phrases in enumerate(["AABB", "AABB", "AaBB", "ABCD", "AABC"]):
+        (tmp_path / f"real{k}.txt").write_text(tokens_to_text(notes_to_tokens(tune(phrases), Spec(),
+                                                                              Header(style="fiddle"))))
+    r = run("evaluate.py", "--forms", *sorted(tmp_path.glob("real*.txt")))
+    assert r.returncode == 0, r.stderr
+    assert "fiddle: 5 pieces, 3 forms" in r.stdout and "forms={'AABB': 3, '': 1, 'AABC': 1},  # 5 of 5" in r.stdout
+    r = run("evaluate.py", "--listen", tmp_path / "real0.txt", tmp_path / "real3.txt", "--voices", 1,
+            "--against", *sorted(tmp_path.glob("real*.txt")))
+    assert r.returncode == 0, r.stderr
+    assert "| files | 2 |" in r.stdout and "| real | 5 |" in r.stdout and "told apart from as many real" in r.stdout
