@@ -236,6 +236,17 @@ def style_settings(style, given):
     return {k: given[k] if given.get(k) is not None else row.get(k, getattr(config, k)) for k in PER_STYLE}
 
 
+def form_setting(form, style, n, seed, bars=None, free=True):
+    """A form setting ("" or none, letters, or auto) as Controls takes it: None for none, the letters, or auto's
+    forms drawn for n samples of `style` (drawn_forms); auto is none without a length or where the sample is not
+    `free` (a prompt or given material holds its own phrases)."""
+    if form.lower() in ("", "none"):
+        return None
+    if form.lower() != "auto":
+        return form
+    return drawn_forms(style, n, seed, bars) if free and bars != 0 else None
+
+
 def drawn_forms(style, n, seed, bars=None):
     """--form auto: a form for each of n samples ("" for none), drawn by `seed` with the weights of the style's
     forms in config.STYLE_DEFAULTS (how often each is found in its real pieces), those of more phrases than `bars`

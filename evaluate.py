@@ -27,12 +27,14 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   of the style that this test puts in their own style), that end in the last bar of a --bars target or within a bar
   of a --seconds one, and that keep every note inside a --key and --pitch_range.
 - What a listener hears, per main style, for samples asked for the style and as many bars as the style's validation
-  pieces have (their median, at most LISTEN_BARS; for a style of several parts, also with --voice_leading) and for
-  those whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's
-  pieces have parts, parallel perfect fifths and octaves per 100 beat-to-beat moves, the share that end on the
-  tonic triad of their key, and the share of bars that repeat an earlier bar.
+  pieces have (their median, at most LISTEN_BARS), by the model alone and with the style's defaults
+  (config.STYLE_DEFAULTS: its rules, forms, temperature and top-p, as sample.py --style takes them), and for those
+  whole validation pieces, by the same code: the share of beats with as many notes sounding as the style's pieces
+  have parts, parallel perfect fifths and octaves per 100 beat-to-beat moves, the share that end on the tonic triad
+  of their key, the share of bars that repeat an earlier bar, of notes outside the key and of pieces in minor, and
+  for four voices the voices out of range and the upper voices spaced wider than an octave.
 - Given material: --given_pieces validation chorales' sopranos harmonized (--given_samples each), the soprano
-  forced at its onsets, with and without --voice_leading (and, for a run trained with --given_share, also shown
+  forced at its onsets, by the model alone and with the style's defaults (and, for a run trained with --given_share, also shown
   ahead): the melody kept, the measures
   above and each voice's range, beside the real chorales; their middle bars filled in (every other note kept, no
   new note ringing past the gap); and the bits per note the sampler pays for the real lower voices alone, under the
@@ -53,7 +55,7 @@ import batch
 import config
 import configurator
 from batch import atomic_write, die, read_text, reason, writable_dir, write_json
-from controls import Controls, Request, harmonize, infill, key_pitch_classes
+from controls import Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_settings
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_edition, finish, header_end,
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
@@ -336,14 +338,24 @@ def listening(args, spec, pieces, sample, styles):
         real = [d for d, s in zip(pieces.val_decoded, pieces.val_styles) if s == style]
         voices = Counter(len(h.parts) for _, h in real).most_common(1)[0][0]
         bars = min(int(np.median([h.bars_needed(n, spec.sample_freq) for n, h in real])), LISTEN_BARS)
-        drawn = lambda rules: [tokens_to_notes(finish(t), spec)[:2] for t in sample(
-            args.control_samples, 0, args.seed + 200 + k, Controls(style=style, bars=max(bars, 1),
-                                                                   voice_leading=rules))]
-        out[style] = {"bars": bars, "samples": listen(drawn(False), voices, spec.sample_freq),
+        seed = args.seed + 200 + k
+        drawn = lambda controls, own=None: [tokens_to_notes(finish(t), spec)[:2] for t in sample(
+            args.control_samples, 0, seed, controls, own=own)]
+        out[style] = {"bars": bars, "samples": listen(drawn(Controls(style=style, bars=max(bars, 1))), voices,
+                                                      spec.sample_freq),
+                      "samples_defaults": listen(drawn(*style_defaults(style, args.control_samples, seed,
+                                                                        max(bars, 1))), voices, spec.sample_freq),
                       "real": listen(real, voices, spec.sample_freq)}
-        if voices > 1:
-            out[style]["samples_voice_leading"] = listen(drawn(True), voices, spec.sample_freq)
     return out
+
+
+def style_defaults(style, n, seed, bars=None, controls=Controls()):
+    """(controls, sampling knobs) of n samples of `style` with its defaults (config.STYLE_DEFAULTS, as sample.py
+    --style takes them): its rules on `controls`, with `bars` its forms drawn, and its temperature and top-p."""
+    s = style_settings(style, {})
+    return replace(controls, style=style, bars=bars or controls.bars, voice_leading=s["voice_leading"],
+                   choir=s["choir"], form=form_setting(s["form"], style, n, seed, bars, free=bars is not None)), dict(
+        temperature=s["temperature"], top_p=s["top_p"])
 
 
 # --- each main style against every training original of it: per-piece statistics and a classifier
@@ -353,7 +365,9 @@ def against_originals(args, spec, pieces, sample, styles):
     each against every training original of the style, all cut alike: the per-piece statistics' overlapping areas
     (Silverman's width for --style_samples values) and the share of onsets with as many notes sounding as most of
     the originals have parts; and how often a classifier on the pieces' musical measures (MEASURES) tells the
-    samples from as many originals, beside two halves of the originals (about 0.5: what it cannot tell apart)."""
+    samples from as many originals, beside two halves of the originals (about 0.5: what it cannot tell apart); the
+    classifier also on as many samples with the style's defaults (config.STYLE_DEFAULTS, as long as the style's
+    validation pieces, their median)."""
     out = {}
     for k, style in enumerate(styles):
         originals = pieces.decoded_of(pieces.originals(style))
@@ -362,6 +376,10 @@ def against_originals(args, spec, pieces, sample, styles):
         val = [d for d, s in zip(pieces.val_cut_decoded, pieces.val_styles) if s == style and d[0]]
         drawn = pieces.decoded_of(finish(t) for t in sample(args.style_samples, args.max_new_tokens,
                                                             args.seed + 500 + k, Controls(style=style)))
+        bars = max(int(np.median([h.bars_needed(n, spec.sample_freq) for n, h in val or originals])), 1)
+        by_default = pieces.decoded_of(finish(t) for t in sample(
+            args.style_samples, 0, args.seed + 600 + k, *style_defaults(style, args.style_samples,
+                                                                        args.seed + 600 + k, bars)))
         voices = Counter(len(h.parts) for _, h in originals).most_common(1)[0][0]
         notes = lambda ps: [n for n, _ in ps]
         w = {name: kernel_width(notes(originals), name, args.style_samples) for name in PIECE_STATS}
@@ -377,6 +395,7 @@ def against_originals(args, spec, pieces, sample, styles):
                       "onsets_with_all_voices": {"samples": on(drawn), "validation": on(val),
                                                  "originals": on(originals)},
                       "classifier_accuracy": logistic_accuracy(features(drawn), real[:len(drawn)]),
+                      "classifier_accuracy_defaults": logistic_accuracy(features(by_default), real[:len(by_default)]),
                       "reference_classifier_accuracy": logistic_accuracy(real[:half], real[half:2 * half]),
                       "classifier_features": MEASURES}
     return out
@@ -457,19 +476,21 @@ def given_material(args, model, tok, pieces, device):
         return None
     knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
     modes = 2 if learnt_given(tok, args.out_dir) else 1
-    ways = [(False, False, "at its onsets"), (False, True, "at its onsets, --voice_leading"),
-            (True, False, "shown ahead")][:modes + 1]  # (shown ahead?, voice leading?, name)
+    ways = [(False, False, "at its onsets"), (False, True, "at its onsets, the style's defaults"),
+            (True, False, "shown ahead")][:modes + 1]  # (shown ahead?, the style's defaults?, name)
     drawn = {name: [] for _, _, name in ways}
     kept = {k: [] for k in drawn}
     filled, filled_ok, bits = [], [], defaultdict(lambda: [0.0, 0])
     for k, (notes, header) in enumerate(chorales):
         bars = header.bars_needed(notes, spec.sample_freq)
         soprano = [n for n in notes if n.part == 0]
-        for ahead, rules, name in ways:
+        for ahead, defaults, name in ways:
             prompt, material, bars = harmonize(soprano, header, spec, ahead)
-            held = replace(hold_piece(header, bars), voice_leading=rules)
+            held, own = hold_piece(header, bars), {}
+            if defaults:  # the rules and knobs of the chorales' style (a melody brings its own phrases: no form)
+                held, own = style_defaults(header.style, args.given_samples, 0, controls=held)
             for t in draw(model, tok, Request(held, tuple(prompt), material), args.given_samples,
-                          args.seed + 300 + k, **knobs):
+                          args.seed + 300 + k, **{**knobs, **own}):
                 got, head, _ = tokens_to_notes(finish(t), spec)
                 drawn[name].append((got, head))
                 kept[name].append([n for n in got if n.part == 0] == soprano)
@@ -531,8 +552,8 @@ def measure(args, model, tok, splits, meta, device):
     pieces = Pieces(args, tok, splits, meta)
     likelihood, fit_tokens = likelihoods(args, model, tok, pieces, device)
     knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
-    sample = lambda n, max_new, seed, controls=Controls(), constrained=True: draw(
-        model, tok, Request(controls), n, seed, **knobs, max_new=max_new, constrained=constrained)
+    sample = lambda n, max_new, seed, controls=Controls(), constrained=True, own=None: draw(
+        model, tok, Request(controls), n, seed, **{**knobs, **(own or {})}, max_new=max_new, constrained=constrained)
     sampled, hists, statistics = sample_statistics(args, tok.spec, pieces, sample)
     pooled, ratio = likelihood(np.ones(len(pieces.val), dtype=bool))
     per_style, profiles, real = style_statistics(args, pieces, sample, likelihood)
@@ -599,7 +620,7 @@ def markdown(report, args, name):
                   "| style | bars | voices | " + " | ".join(title for _, title, _ in LISTENED) + " |",
                   "|---|---|---|" + "---|" * len(LISTENED)]
         for s, d in r["listening"].items():
-            for name, a in (("", d["samples"]), (", --voice_leading", d.get("samples_voice_leading"))):
+            for name, a in (("", d["samples"]), (", its defaults", d.get("samples_defaults"))):
                 if a is not None:  # (eval.json of before lacks the newer measures: shown as –)
                     lines.append(f"| {s}{name} | {d['bars']} | {a['voices']} | "
                                  + " | ".join(f"{shown(a.get(k), f)} ({shown(d['real'].get(k), f)})"
@@ -638,16 +659,18 @@ def originals_markdown(r, args):
              "brackets the style's validation pieces (never trained on) in their place. Overlapping areas of the "
              "per-piece statistics; the share of onsets with all voices sounding (after the slash: the originals' "
              "own); how often a cross-validated logistic regression on the pieces' measures tells the samples from as "
-             "many originals (in brackets: two halves of the originals, which it cannot tell apart):", "",
-             "| style | originals | " + " | ".join(PIECE_STATS) + " | onsets with all voices | classifier accuracy |",
-             "|---" * (4 + len(PIECE_STATS)) + "|"]
+             "many originals, the model alone, then with the style's defaults (in brackets: two halves of the "
+             "originals, which it cannot tell apart):", "",
+             "| style | originals | " + " | ".join(PIECE_STATS) + " | onsets with all voices | classifier accuracy: "
+             "alone / defaults |", "|---" * (4 + len(PIECE_STATS)) + "|"]
     for style, d in r["against_originals"].items():
         o = d["onsets_with_all_voices"]
         lines.append(f"| {style} ({d['voices']} voices) | {d['originals']} | "
                      + " | ".join(f"{d['overlapping_area'][k]:.2f} ({d['reference_overlapping_area'][k]:.2f})"
                                   for k in PIECE_STATS)
                      + f" | {pct(o['samples'])} ({pct(o['validation'])}) / {pct(o['originals'])} | "
-                     f"{pct(d['classifier_accuracy'])} ({pct(d['reference_classifier_accuracy'])}) |")
+                     f"{pct(d['classifier_accuracy'])} / {pct(d.get('classifier_accuracy_defaults'))} "
+                     f"({pct(d['reference_classifier_accuracy'])}) |")
     return lines
 
 
@@ -657,7 +680,7 @@ def given_markdown(g):
     rng = lambda r: " / ".join("–" if v is None else f"{v[0]:.0f}-{v[1]:.0f}" for v in r["voice_ranges"][1:])
     lines = ["", f"Given material, on {g['pieces']} validation pieces of {g['style']} (four parts), never trained on: "
              f"each soprano harmonized {g['samples_per_piece']} times, forced by the mask at its onsets (also with "
-             "the mask's rules of part writing, --voice_leading) and, where the run was trained with given material, "
+             "the style's defaults: its rules of part writing and sampling knobs) and, where the run was trained with given material, "
              "also shown ahead of where it sounds; the real pieces by the same code:", "",
              "| | melody kept | beats with four notes | parallels per 100 moves | ends on the tonic triad | "
              "alto / tenor / bass range (median lowest-highest) |", "|---|---|---|---|---|---|"]

@@ -32,7 +32,7 @@ import batch
 import config
 import configurator
 from batch import atomic_open, atomic_write, clean_stale, die, read_text, reason, temp_name, writable_dir
-from controls import (PER_STYLE, Controls, Request, add_part, drawn_forms, harmonize, infill, key_pitch_classes,
+from controls import (PER_STYLE, Controls, Request, add_part, form_setting, harmonize, infill, key_pitch_classes,
                       key_triad, pitch_class, style_settings, top_line)
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text)
@@ -232,16 +232,11 @@ def parse_controls(args):
 
 
 def chosen_form(args):
-    """--form as Controls takes it: None for none, the letters given, or --form auto's, one drawn per sample from
-    the style's real pieces (none without --style, --bars or --seconds, with a prompt or given material, or for a
-    style whose row of config.STYLE_DEFAULTS lists no forms)."""
-    if args.form.lower() in ("", "none"):
-        return None
-    if args.form.lower() != "auto":
-        return args.form
-    if args.prompt or args.melody or not (args.bars or args.seconds):
-        return None
-    return drawn_forms(args.style, args.num_samples, args.seed, args.bars)
+    """--form as Controls takes it (controls.form_setting): --form auto draws one per sample from the style's real
+    pieces, none without --style, --bars or --seconds, with a prompt or given material, or for a style whose row
+    of config.STYLE_DEFAULTS lists no forms."""
+    return form_setting(args.form, args.style, args.num_samples, args.seed, args.bars,
+                        free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
 
 
 def main(argv=None):

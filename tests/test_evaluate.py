@@ -40,7 +40,10 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     for d in report["against_originals"].values():
         assert d["samples"] == 6 and d["originals"] > 0 and d["val_pieces"] == report["val_pieces"]
         assert all(0 <= v <= 1 for v in [*d["overlapping_area"].values(), *d["reference_overlapping_area"].values()])
-        assert 0 <= d["classifier_accuracy"] <= 1 and "| classifier accuracy |" in (trained / "eval.md").read_text()
+        assert 0 <= d["classifier_accuracy"] <= 1 and 0 <= d["classifier_accuracy_defaults"] <= 1
+        assert "| classifier accuracy: alone / defaults |" in (trained / "eval.md").read_text()
+    for d in report["listening"].values():  # the model alone and with the style's defaults, beside real pieces
+        assert {"samples", "samples_defaults", "real"} <= set(d) and 0 <= d["samples_defaults"]["ends_on_tonic"] <= 1
 
 
 def test_evaluate_survives_samples_shorter_than_the_memorization_window(trained, data):

@@ -376,18 +376,19 @@ def test_wav_is_each_part_at_a_normal_level(trained, tmp_path):
 OLD_BACH = ["--choir", "false", "--temperature", 0.9, "--top_p", 1.0]  # the settings before Bach's defaults (#36)
 PINNED = {  # tests/pinned/<name>: the shipped model's samples of these command lines, written before the mask was
     # rebuilt as a cursor and rules (#35); a move of code must give the same bytes, with forms, rules, given material
-    # and prompts (HARMONIZED is midi-samples/harmonized)
+    # and prompts (HARMONIZED is midi-samples/harmonized, PINNED tests/pinned: prm_prompt.mid is the shipped model's
+    # harmonization of own_tune.mid, seed 1, as it was then)
     "formvl": ["--style", "bach", "--bars", 5, "--form", "AAB", "--voice_leading", "true", "--seed", 13, *OLD_BACH],
     "mel": ["--style", "bach", "--melody", "HARMONIZED/given/own_tune.mid", "--parts", 4, "--voice_leading", "true",
             "--seed", 14, *OLD_BACH],
-    "prm": ["--prompt", "HARMONIZED/corpus_bach_harmonized_own_tune_seed1_0.mid", "--prompt_bars", 2, "--bars", 4,
-            "--seed", 18],
+    "prm": ["--prompt", "PINNED/prm_prompt.mid", "--prompt_bars", 2, "--bars", 4, "--seed", 18],
 }
 
 
 @pytest.mark.parametrize("name", PINNED)
 def test_the_shipped_models_samples_with_forms_rules_and_given_material_are_pinned(name, tmp_path, capsys):
-    args = [str(a).replace("HARMONIZED", str(ROOT / "midi-samples/harmonized")) for a in PINNED[name]]
+    args = [str(a).replace("HARMONIZED", str(ROOT / "midi-samples/harmonized")).replace(
+        "PINNED", str(ROOT / "tests/pinned")) for a in PINNED[name]]
     code, _, err = sample_here(capsys, *args, "--num_samples", 2, "--output_dir", tmp_path)
     assert code == 0, err
     want = sorted((ROOT / "tests/pinned" / name).iterdir())
