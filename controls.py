@@ -160,12 +160,14 @@ class Given:
     also shown ahead of their place, as the model was trained to see them. A harmonized melody is part 0 given,
     the other parts free; an added part is every other part given; an infill is the notes after the gap given,
     every part free inside it. The blocks are laid in one meter and length: the controls must hold them (sample.py
-    sets Controls.meter and .bars from the piece)."""
+    sets Controls.meter and .bars from the piece). With `on_top`, that given part is the top voice at every one of
+    its notes: nothing written sounds above it."""
     notes: tuple
     free_parts: tuple
     span: tuple = (0, 1 << 30)
     blocks: tuple = None
     min_parts: int = 1
+    on_top: int = None         # a given part no other pitched part sounds above (a harmonized melody: part 0)
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def harmonize(melody, header, spec, ahead=True):
     bars = header.bars_needed(melody, spec.sample_freq)
     lines = header.bar_lines(spec.sample_freq, bars)
     blocks = tuple(map(tuple, ahead_blocks(melody, lines))) if ahead else None
-    return [], Given(tuple(melody), tuple(range(1, spec.max_parts)), blocks=blocks, min_parts=2), bars
+    return [], Given(tuple(melody), tuple(range(1, spec.max_parts)), blocks=blocks, min_parts=2, on_top=0), bars
 
 
 def add_part(notes, header, spec, ahead=True):

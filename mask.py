@@ -288,7 +288,9 @@ class Material(Rule):
     duration and velocity are the only tokens allowed when it is due. Its blocks of look-ahead are forced token by
     token before the bar lines where they belong (encoding_decoding.notes_to_tokens). A given note's pitch is
     allowed whatever --key and --pitch_range say (`given_pitch`): they are for the notes written (sample.py checks
-    the given ones against the user's)."""
+    the given ones against the user's). With Given.on_top (a melody), no written note of a pitched part sounds
+    above that part: its pitch at most the given note sounding at its onset, and it ends by the next given onset
+    below it."""
 
     def __init__(self, c, tok, material):
         tensor = lambda x, **kw: torch.tensor(x, device=c.value.device, **kw)
@@ -300,6 +302,9 @@ class Material(Rule):
         self.dur, self.vel = tensor([n.dur for n in notes] + [-1]), tensor([n.vel for n in notes] + [-1])
         self.keys = tensor(sorted((n.start * spec.max_parts + n.part) * K + n.pitch for n in notes) or [-1])
         self.free_part = tensor([k in material.free_parts for k in range(spec.max_parts + 1)])
+        top = [n for n in notes if n.part == material.on_top]  # (none without on_top)
+        self.top = [tensor([f(n) for n in top])[None, :] for f in (lambda n: n.start, lambda n: n.start + n.dur,
+                                                                     lambda n: n.pitch)] if top else None
         self.blocks = None  # (bars, longest + 1) token ids, padded with -1
         if material.blocks is not None:
             width = max(map(len, material.blocks))
@@ -358,6 +363,12 @@ class Material(Rule):
             free_part(c.part) & free_at(clock) & (~at_due | (c.part < due_part)))))
         given_note = (c.state == c.state_id["pitch"]) & writes_given & (c.pitch == due_pitch)
         ok = ok & (~body | ~c.is_d | torch.where(col(given_note), v == col(self.dur[gi]), col(clock) + v <= hi))
+        if self.top is not None:  # under the top part: a pitch at most its note's, a duration up to a lower one
+            start, end, pitch = self.top
+            under = ~writes_given & c.pitched.gather(1, col(c.part.clamp(max=c.spec.max_parts - 1)))[:, 0]
+            ceiling = torch.where((start <= col(clock)) & (col(clock) < end), pitch, 1 << 20).amin(1)
+            lower = torch.where((start > col(clock)) & (pitch < col(c.pitch)), start, 1 << 40).amin(1)
+            ok = ok & (~body | ~col(under) | (~c.is_n | (v <= col(ceiling))) & (~c.is_d | (col(clock) + v <= col(lower))))
         # a given note's velocity where its part's changes, and no velocity token otherwise
         after_given = (c.state == c.state_id["note"]) & self.just_given
         want = self.vel[(gi - 1).clamp(min=0)]
