@@ -66,26 +66,25 @@ model: .venv/installed
 		--style_samples 128 --given_pieces 23
 	$(MAKE) samples
 
-# midi-samples/shipped: ten samples of the shipped model (two with a --form), from this fixed list of
+# midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
+# Bach and fiddle tunes their rules and forms drawn from real pieces; two with a --form given), from this fixed list of
 # styles, lengths and seeds (not picked by ear), each with its MusicXML and piano roll; midi-samples/harmonized: three
 # melodies (given/: a validation chorale's soprano and a validation folk tune, never trained on, and a tune written
 # for it) harmonized in Bach's style, twice each, with the melody as kept beside them. Reruns give the same files.
 SAMPLES := midi-samples/shipped
 HARMONIZED := midi-samples/harmonized
 samples: .venv/installed
-	$(PY) sample.py --style bach --bars 16 --num_samples 2 --seed 1 --voice_leading true --musicxml \
-		--output_dir $(SAMPLES)
+	$(PY) sample.py --style bach --bars 16 --num_samples 2 --seed 1 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style palestrina --bars 16 --num_samples 1 --seed 2 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style fiddle --bars 16 --num_samples 1 --seed 3 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style folk --bars 16 --num_samples 1 --seed 4 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style classical --bars 16 --num_samples 1 --seed 5 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style romantic --bars 16 --num_samples 1 --seed 6 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style baroque --bars 16 --num_samples 1 --seed 7 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style bach --bars 17 --form AABCD --num_samples 1 --seed 8 --voice_leading true --musicxml \
-		--output_dir $(SAMPLES)
+	$(PY) sample.py --style bach --bars 17 --form AABCD --num_samples 1 --seed 8 --musicxml --output_dir $(SAMPLES)
 	$(PY) sample.py --style fiddle --bars 16 --form AABB --num_samples 1 --seed 9 --musicxml --output_dir $(SAMPLES)
 	for m in bwv244.15_soprano altdeu10_tune147 own_tune; do $(PY) sample.py --style bach --melody \
-		$(HARMONIZED)/given/$$m.mid --parts 4 --voice_leading true --num_samples 2 --seed 1 --musicxml \
+		$(HARMONIZED)/given/$$m.mid --parts 4 --num_samples 2 --seed 1 --musicxml \
 		--output_dir $(HARMONIZED) || exit 1; done
 	$(PY) plot.py --midi $(SAMPLES)/*.mid $(HARMONIZED)/*.mid
 

@@ -93,7 +93,7 @@ def option(group, flag, help, key=None, per_style=False):
     key = key or flag
     default = getattr(config, key)
     group.add_argument(f"--{flag}", type=typed(key, default), default=None if per_style else default,
-                       help=help + (f" (default {default!r}, or the style's: config.STYLE_DEFAULTS)" if per_style else ""))
+                       help=help + (f" (default {default!r}, or the style's: config.STYLE_DEFAULTS)" * per_style))
 
 
 def _parse_one(default, text):

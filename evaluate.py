@@ -34,8 +34,8 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
   of their key, the share of bars that repeat an earlier bar, of notes outside the key and of pieces in minor, and
   for four voices the voices out of range and the upper voices spaced wider than an octave.
 - Given material: --given_pieces validation chorales' sopranos harmonized (--given_samples each), the soprano
-  forced at its onsets, by the model alone and with the style's defaults (and, for a run trained with --given_share, also shown
-  ahead): the melody kept, the measures
+  forced at its onsets, by the model alone and with the style's defaults (and, for a run trained with
+  --given_share, also shown ahead): the melody kept, the measures
   above and each voice's range, beside the real chorales; their middle bars filled in (every other note kept, no
   new note ringing past the gap); and the bits per note the sampler pays for the real lower voices alone, under the
   soprano (and under it shown ahead), and for the real middle bars from the left only and between both sides.
@@ -680,8 +680,8 @@ def given_markdown(g):
     rng = lambda r: " / ".join("–" if v is None else f"{v[0]:.0f}-{v[1]:.0f}" for v in r["voice_ranges"][1:])
     lines = ["", f"Given material, on {g['pieces']} validation pieces of {g['style']} (four parts), never trained on: "
              f"each soprano harmonized {g['samples_per_piece']} times, forced by the mask at its onsets (also with "
-             "the style's defaults: its rules of part writing and sampling knobs) and, where the run was trained with given material, "
-             "also shown ahead of where it sounds; the real pieces by the same code:", "",
+             "the style's defaults: its rules of part writing and sampling knobs) and, where the run was trained "
+             "with given material, also shown ahead of where it sounds; the real pieces by the same code:", "",
              "| | melody kept | beats with four notes | parallels per 100 moves | ends on the tonic triad | "
              "alto / tenor / bass range (median lowest-highest) |", "|---|---|---|---|---|---|"]
     for name, d in h.items():

@@ -368,7 +368,8 @@ class Material(Rule):
             under = ~writes_given & c.pitched.gather(1, col(c.part.clamp(max=c.spec.max_parts - 1)))[:, 0]
             ceiling = torch.where((start <= col(clock)) & (col(clock) < end), pitch, 1 << 20).amin(1)
             lower = torch.where((start > col(clock)) & (pitch < col(c.pitch)), start, 1 << 40).amin(1)
-            ok = ok & (~body | ~col(under) | (~c.is_n | (v <= col(ceiling))) & (~c.is_d | (col(clock) + v <= col(lower))))
+            ok = ok & (~body | ~col(under) | (~c.is_n | (v <= col(ceiling)))
+                       & (~c.is_d | (col(clock) + v <= col(lower))))
         # a given note's velocity where its part's changes, and no velocity token otherwise
         after_given = (c.state == c.state_id["note"]) & self.just_given
         want = self.vel[(gi - 1).clamp(min=0)]
@@ -380,12 +381,13 @@ class Material(Rule):
 
 
 class Form(Rule):
-    """Controls.form: phrases as letters over the planned bars (each row its own form, in turn); a bar that repeats one (a letter seen before) writes
-    its model bar's notes again, in the order they were written there (the canonical one), each onset, part, pitch
-    and duration in turn, no velocity but a part's first, and its bar line once all are written; before the first of
-    them (a phrase that opened with a pickup) the bar is free, its notes ending by that onset. No note rings into a
-    repeated bar's notes unless that bar repeats the one after its own bar's model; there a note is cut short (with
-    --voice_leading, none rings into the last bar either: the cadence is struck anew). Each row logs its notes."""
+    """Controls.form: phrases as letters over the planned bars (each row its own form, where several are given, in
+    turn); a bar that repeats one (a letter seen before) writes its model bar's notes again, in the order they were
+    written there (the canonical one), each onset, part, pitch and duration in turn, no velocity but a part's first,
+    and its bar line once all are written; before the first of them (a phrase that opened with a pickup) the bar is
+    free, its notes ending by that onset. No note rings into a repeated bar's notes unless that bar repeats the one
+    after its own bar's model; there a note is cut short (with --voice_leading, none rings into the last bar either:
+    the cadence is struck anew). Each row logs its notes."""
 
     def __init__(self, c, controls):
         self.forms = [f.upper() or "A" for f in controls.forms()]  # "": no form, one phrase that repeats none
@@ -633,8 +635,9 @@ class Choir(Rule):
     """Controls.choir, the rules a choir master adds for four voices (a header of four pitched parts, soprano to bass
     as the chorales have them): each voice within its range (config.choir_ranges, measured on the Bach chorales),
     the alto within an octave under the soprano and the tenor within an octave under the alto (where those sound),
-    and no leap over an octave in a voice (those of `rules`: range, spacing, leap). Soft: where they would leave nothing canonical they give way, before the
-    rules of voice leading do. Given material's parts are not written, so not ruled."""
+    and no leap over an octave in a voice (those of `rules`: range, spacing, leap). Soft: where they would leave
+    nothing canonical they give way, before the rules of voice leading do. Given material's parts are not written,
+    so not ruled."""
     soft = True
 
     def __init__(self, c, material, rules=("range", "spacing", "leap")):

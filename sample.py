@@ -11,6 +11,11 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
     [--look_ahead true]                                           # (given material also shown ahead)
     [--voice_leading true]     # no part rests once begun, no parallel fifths or octaves, no crossing, a tonic
                                # last bar (where the mask can keep them)
+    [--choir true]             # four voices in their ranges, the upper ones within an octave, no leap over one
+
+A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
+Bach's rules, a form drawn from real chorales' (--form auto) and the sampling settings measured best for it; any
+flag given wins (--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone).
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other

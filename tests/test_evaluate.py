@@ -241,7 +241,7 @@ def tune(phrases, pickup=True):
         start = 16 * (2 * i + pickup)
         base = 60 + ord(letter.upper()) % 12
         notes += [(start + 4 * b, base + b, 4, 80, 0) for b in range(4)]  # the first bar: the letter's own
-        notes += [(start + 16, base + (7 if letter.isupper() else 5), 16, 80, 0)]  # the second: differs in a second ending
+        notes += [(start + 16, base + (7 if letter.isupper() else 5), 16, 80, 0)]  # the second (or a second ending)
     return notes
 
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import body, midi_file, off, on, run, sample_here, track
 from controls import Controls, add_part, harmonize, infill, top_line
-from encoding_decoding import (AHEAD, DRUMS, END, START, Header, Note, Spec, Tokenizer, canonical, finish, given_variant,
-                               notes_to_tokens, tokens_to_notes, validate)
+from encoding_decoding import (AHEAD, DRUMS, END, START, Header, Note, Spec, Tokenizer, canonical, finish,
+                               given_variant, notes_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, mask_rows
 from midi_io import midi_to_notes, notes_to_midi
 from model import sample_logits
