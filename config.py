@@ -185,7 +185,8 @@ given_samples = 4          # samples of each
 STYLE_DEFAULTS = {
     "bach": dict(voice_leading=True, choir=True, temperature=0.8, top_p=0.95,
                  forms={"": 228, "AABC": 65, "ABABCDE": 44, "AAB": 23, "ABCBDEFG": 9, "ABCBDE": 9}),
-    "fiddle": dict(forms={"AABB": 394, "AAAABCBC": 119, "": 56, "AAAABBBB": 38, "ABABCBCB": 35, "AABAAB": 34,
+    "fiddle": dict(voice_leading=True, temperature=0.9, top_p=0.95,
+                   forms={"AABB": 394, "AAAABCBC": 119, "": 56, "AAAABBBB": 38, "ABABCBCB": 35, "AABAAB": 34,
                           "ABCC": 31, "ABABCCCC": 28, "AABC": 24, "AAAABBBC": 22}),
 }
 
