@@ -801,9 +801,9 @@ def listen_to_files(paths, voices, against=None):
         (_, files, _), (_, real, _) = measured
         features = lambda ps: [piece_measures(n, h, voices, sf) for n, h in ps]
         a, b, half = features(files), features(real), len(real) // 2
-        print(f"told apart from as many real pieces by a classifier: {shown(logistic_accuracy(a, b[:len(a)]), '.0%')} "
-              f"(two halves of the real pieces: {shown(logistic_accuracy(b[:half], b[half:2 * half]), '.0%')}; – too "
-              f"few pieces)")
+        told, halves = logistic_accuracy(a, b[:len(a)]), logistic_accuracy(b[:half], b[half:2 * half])
+        print(f"told apart from as many real pieces by a classifier: {shown(told, '.0%')} (two halves of the real "
+              f"pieces: {shown(halves, '.0%')})" + ("; – too few pieces to tell" if None in (told, halves) else ""))
 
 
 # listen()'s measures as table columns: (key, title, format)
