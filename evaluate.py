@@ -812,6 +812,7 @@ LISTENED = [("full_beats", "beats with all voices sounding", ".0%"),
             ("ends_on_tonic", "ends on the tonic triad", ".0%"),
             ("repeated_bars", "bars repeating an earlier bar", ".0%"),
             ("outside_key", "notes outside the key", ".1%"), ("minor", "pieces in a minor key", ".0%"),
+            ("leaps_per_100_moves", "leaps over an octave per 100 moves of a voice", ".1f"),
             ("outside_range", "four-note beats with a voice outside its range", ".1%"),
             ("wide_per_100_beats", "upper voices over an octave apart, per 100 four-note beats", ".1f")]
 

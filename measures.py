@@ -123,6 +123,12 @@ def wide_upper_voices(chords, voices=4):
     return sum(any(c[i] - c[i + 1] > 12 for i in range(voices - 2)) for c in full), len(full)
 
 
+def leaps(chords, voices):
+    """(moves of a voice by more than an octave from one beat of `voices` notes to the next such beat, moves)."""
+    pairs = [(a, b) for a, b in zip(chords, chords[1:]) if len(a) == len(b) == voices]
+    return sum(abs(x - y) > 12 for a, b in pairs for x, y in zip(a, b)), voices * len(pairs)
+
+
 def bar_contents(notes, header, sample_freq):
     """Each bar's notes as a sorted tuple of (onset in the bar, pitch, duration, part), for every bar to the end."""
     notes = list(map(as_note, notes))
@@ -168,19 +174,22 @@ def piece_form(notes, header, sample_freq, most=8):
 def listen(pieces, voices, sample_freq):
     """What a music teacher counts, over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
     parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars, the
-    share of notes outside the piece's key, the share of pieces in a minor key, and, for four voices, the share of
+    share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
+    100 of its moves between beats of `voices` notes, and, for four voices, the share of
     four-note beats with a voice outside its range (config.choir_ranges) and the upper voices more than an octave
     apart per 100 four-note beats."""
     chords = [beat_chords(n, sample_freq) for n, _ in pieces]
     keys = [piece_key(n) for n, _ in pieces]
     par = [parallels(c, voices) for c in chords]
     moves = sum(m for _, m in par)
+    leapt = np.sum([leaps(c, voices) for c in chords], axis=0)
     out = {"voices": voices, "full_beats": float(np.mean([full_beats(c, voices) for c in chords])),
            "parallels_per_100_moves": 100 * sum(p for p, _ in par) / moves if moves else None,
            "ends_on_tonic": float(np.mean([ends_on_tonic(n, k) for (n, _), k in zip(pieces, keys)])),
            "repeated_bars": float(np.mean([repeated_bars(n, h, sample_freq) for n, h in pieces])),
            "outside_key": float(np.mean([outside_key(n, k) for (n, _), k in zip(pieces, keys)])),
-           "minor": float(np.mean([k is not None and k[1] == "minor" for k in keys]))}
+           "minor": float(np.mean([k is not None and k[1] == "minor" for k in keys])),
+           "leaps_per_100_moves": float(100 * leapt[0] / leapt[1]) if leapt[1] else None}
     if voices == 4:
         ranged, wide = (np.sum([f(c) for c in chords], axis=0) for f in (
             lambda c: out_of_range(c, config.choir_ranges), wide_upper_voices))

@@ -202,6 +202,10 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     # sixth under the soprano, the tenor a sixth under the alto: never an octave apart
     assert r["outside_key"] == 0 and r["minor"] == 0
     assert r["outside_range"] == 2 / 6 and r["wide_per_100_beats"] == 0
+    # between the four-note beats, the soprano and bass leap by octaves (12: no more), the alto's G4 -> B4 ... never
+    assert r["leaps_per_100_moves"] == 0
+    from measures import leaps
+    assert leaps([[72, 64, 55, 48], [86, 64, 55, 48], [60], [72, 64, 55, 34]], 4) == (1, 4)  # 72 -> 86 (after [60]: none)
     # one piece's measures, a classifier's features: 6 of 8 onsets and beats with four notes sounding, 3 parallels in
     # 4 moves (two bars of I - V - I), half the bars repeated
     from measures import MEASURES, piece_measures
