@@ -149,9 +149,11 @@ voice_leading = False      # part writing's first rules, kept by the mask where 
                            # every part sounds from the first onset to the end, no parallel fifths or octaves, no
                            # part crosses its neighbours, and the last bar is the tonic triad (of --key, or the key
                            # its notes suggest)
-choir_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
+usual_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
                            # 99th percentile in the 368 four-part Bach chorales of music21's corpus (evaluate.py counts
-                           # the four-note beats with a voice outside them)
+                           # the four-note beats with a voice outside them: 5.5 % of the chorales')
+choir_ranges = ((61, 79), (55, 73), (50, 67), (38, 62))  # --choir's ranges: the notes each voice reaches in those
+                           # chorales, all but the rarest 1 in 500 (the 0.2nd to 99.8th percentile)
 choir = False              # four voices as a choir master wants them: each in its range (choir_ranges), the upper
                            # voices within an octave of each other, no leap over an octave (kept where they leave the
                            # sampler a choice)
@@ -180,14 +182,16 @@ given_samples = 4          # samples of each
 # What sample.py --style NAME (and evaluate.py's samples of a style) take where the command line sets no value of its
 # own (--voice_leading false, --form none, --temperature 0.9 ... override them); a style not listed takes the values
 # above. Measured on the shipped model beside the style's real pieces with evaluate.py --listen (README, "Defaults per
-# style"). `forms`: how many real pieces have each form (evaluate.py --forms on the demo's encodings: music21's bach
-# folder; ryansMammoth for fiddle), the forms of 2 % of the pieces or more; "" no repeated phrase.
+# style"). `forms`: --form auto's forms and how often each is drawn (in % of samples), as evaluate.py --forms prints
+# them: the forms of 2 % or more of the real pieces, "" for none (music21's bach folder and ryansMammoth as the demo
+# encodes them; 1,058 Essen folk songs, an eighth of them).
 STYLE_DEFAULTS = {
     "bach": dict(voice_leading=True, choir=True, temperature=0.8, top_p=0.95,
-                 forms={"": 228, "AABC": 65, "ABABCDE": 44, "AAB": 23, "ABCBDEFG": 9, "ABCBDE": 9}),
+                 forms={"": 55.2, "AABC": 19.4, "ABABCDE": 13.1, "AAB": 6.9, "ABCBDEFG": 2.7, "ABCBDE": 2.7}),
     "fiddle": dict(voice_leading=True, temperature=0.9, top_p=0.95,
-                   forms={"AABB": 394, "AAAABCBC": 119, "": 56, "AAAABBBB": 38, "ABABCBCB": 35, "AABAAB": 34,
-                          "ABCC": 31, "ABABCCCC": 28, "AABC": 24, "AAAABBBC": 22}),
+                   forms={"AABB": 51.4, "AAAABCBC": 15.5, "": 5.4, "AAAABBBB": 5.0, "ABABCBCB": 4.6, "AABAAB": 4.4,
+                          "ABCC": 4.0, "ABABCCCC": 3.7, "AABC": 3.1, "AAAABBBC": 2.9}),
+    "folk": dict(forms={"": 48.2, "ABB": 20.3, "AABC": 14.6, "AABCD": 9.6, "ABCDCE": 7.3}),
 }
 
 PRESETS = {

@@ -746,7 +746,9 @@ def main(argv=None):
 
 def forms_of_files(paths, least=0.02):
     """evaluate.py --forms: per style (the encoding's, or a MIDI file's folder), how often each form is found in the
-    pieces (measures.piece_form), and the forms of at least `least` of them as a row of config.STYLE_DEFAULTS."""
+    pieces (measures.piece_form), and the forms of at least `least` of them as a row of config.STYLE_DEFAULTS, in
+    percent of the pieces: "" (no repeated phrase) its own share, the rarer forms' share given to the kept forms
+    with repeats in proportion, so that as many samples repeat a phrase as real pieces do."""
     forms = defaultdict(Counter)
     for (notes, header), path in zip(*readable_pieces(paths, "--forms")):
         style = header.style if path.suffix.lower() == ".txt" else path.parent.name
@@ -756,7 +758,9 @@ def forms_of_files(paths, least=0.02):
         print(f"{style}: {total} pieces, {len(found)} forms ('' none)\n" + "\n".join(
             f"  {form or '(none)':10s} {n:5d} {n / total:6.1%}" for form, n in found.most_common()))
         kept = {form: n for form, n in found.most_common() if n >= least * total}
-        print(f"  forms={kept!r},  # {sum(kept.values())} of {total} pieces")
+        repeated, kept_repeated = total - found[""], sum(n for form, n in kept.items() if form)
+        share = {form: round(100 * n / total * (repeated / kept_repeated if form else 1), 1) for form, n in kept.items()}
+        print(f"  forms={share!r},  # % of the {total} pieces ({sum(kept.values())} of them in these forms)")
 
 
 def readable_pieces(paths, flag):
@@ -789,7 +793,7 @@ def listen_to_files(paths, voices, against=None):
     """evaluate.py --listen: the measures of listen() over the pitched notes of MIDI files or encodings, as one
     table; a file with none (empty, drums only, unreadable) is named with its reason and left out. With `against`
     (real pieces): their row too, and how often a classifier on the pieces' measures (MEASURES) tells the files
-    from as many of them, beside two halves of them (about 50 %: what it cannot tell apart)."""
+    from as many of them, beside two halves of them (about 50 %: what it cannot tell apart), drawn by a fixed seed."""
     sf, rows = Spec().sample_freq, [("files", readable_pieces(paths, "--listen")[0])]
     rows += [("real", readable_pieces(against, "--against")[0])] if against else []
     measured = [(name, pieces, listen(pieces, voices, sf)) for name, pieces in rows]
@@ -801,6 +805,7 @@ def listen_to_files(paths, voices, against=None):
         (_, files, _), (_, real, _) = measured
         features = lambda ps: [piece_measures(n, h, voices, sf) for n, h in ps]
         a, b, half = features(files), features(real), len(real) // 2
+        b = [b[i] for i in np.random.default_rng(0).permutation(len(b))]  # halves and a sample of them by chance
         told, halves = logistic_accuracy(a, b[:len(a)]), logistic_accuracy(b[:half], b[half:2 * half])
         print(f"told apart from as many real pieces by a classifier: {shown(told, '.0%')} (two halves of the real "
               f"pieces: {shown(halves, '.0%')})" + ("; – too few pieces to tell" if None in (told, halves) else ""))

@@ -176,7 +176,7 @@ def listen(pieces, voices, sample_freq):
     parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars, the
     share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
     100 of its moves between beats of `voices` notes, and, for four voices, the share of
-    four-note beats with a voice outside its range (config.choir_ranges) and the upper voices more than an octave
+    four-note beats with a voice outside its range (config.usual_ranges) and the upper voices more than an octave
     apart per 100 four-note beats."""
     chords = [beat_chords(n, sample_freq) for n, _ in pieces]
     keys = [piece_key(n) for n, _ in pieces]
@@ -192,7 +192,7 @@ def listen(pieces, voices, sample_freq):
            "leaps_per_100_moves": float(100 * leapt[0] / leapt[1]) if leapt[1] else None}
     if voices == 4:
         ranged, wide = (np.sum([f(c) for c in chords], axis=0) for f in (
-            lambda c: out_of_range(c, config.choir_ranges), wide_upper_voices))
+            lambda c: out_of_range(c, config.usual_ranges), wide_upper_voices))
         out["outside_range"] = float(ranged[0] / ranged[1]) if ranged[1] else None
         out["wide_per_100_beats"] = float(100 * wide[0] / wide[1]) if wide[1] else None
     return out
@@ -260,13 +260,13 @@ def piece_measures(notes, header, voices, sample_freq):
     """One piece's musical measures (MEASURES, a classifier's features): its per-piece statistics, the share of its
     onsets and of its beats with `voices` notes sounding, its parallels per 100 moves, its share of repeated bars,
     its mean note length (steps), whether it ends on its key's tonic triad, its share of notes outside that key
-    and, for four voices, its share of four-note beats with a voice outside its range (config.choir_ranges) and its
+    and, for four voices, its share of four-note beats with a voice outside its range (config.usual_ranges) and its
     upper voices more than an octave apart per 100 four-note beats (0 for other voicings)."""
     notes = list(map(as_note, notes))
     chords = beat_chords(notes, sample_freq)
     par, moves = parallels(chords, voices)
     key = piece_key(notes)
-    ranged, wide = (out_of_range(chords, config.choir_ranges), wide_upper_voices(chords)) if voices == 4 else (
+    ranged, wide = (out_of_range(chords, config.usual_ranges), wide_upper_voices(chords)) if voices == 4 else (
         (0, 0), (0, 0))
     return [float(PIECE_STATS[name][1](notes)[0]) for name in PIECE_STATS] + [
         float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),

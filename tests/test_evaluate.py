@@ -260,14 +260,19 @@ def test_a_pieces_form_is_read_from_its_repeated_phrases_as_the_form_rule_lays_t
     assert form("AAAA") == "AAAA" and form("ABABCDCD") == "AABB" and form("ABAB") == "AA"  # ... the fewest phrases
 
 
-def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones(tmp_path):
+def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones(tmp_path, capsys):
     from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
     for k, phrases in enumerate(["AABB", "AABB", "AaBB", "ABCD", "AABC"]):
         (tmp_path / f"real{k}.txt").write_text(tokens_to_text(notes_to_tokens(tune(phrases), Spec(),
                                                                               Header(style="fiddle"))))
     r = run("evaluate.py", "--forms", *sorted(tmp_path.glob("real*.txt")))
     assert r.returncode == 0, r.stderr
-    assert "fiddle: 5 pieces, 3 forms" in r.stdout and "forms={'AABB': 3, '': 1, 'AABC': 1},  # 5 of 5" in r.stdout
+    assert "fiddle: 5 pieces, 3 forms" in r.stdout and "forms={'AABB': 60.0, '': 20.0, 'AABC': 20.0}" in r.stdout
+    import evaluate  # a form under `least` is left out, its share given to the kept forms with repeats
+    (tmp_path / "real4.txt").write_text((tmp_path / "real3.txt").read_text())  # now AABB 3 (one a second ending),
+    evaluate.forms_of_files(sorted(tmp_path.glob("real*.txt")), least=0.3)     # "" 2: AABB takes AABC's 20 %
+    assert "forms={'AABB': 60.0, '': 40.0}" in capsys.readouterr().out
+
     r = run("evaluate.py", "--listen", tmp_path / "real0.txt", tmp_path / "real3.txt", "--voices", 1,
             "--against", *sorted(tmp_path.glob("real*.txt")))
     assert r.returncode == 0, r.stderr
