@@ -246,7 +246,7 @@ def form_setting(form, style, n, seed, bars=None, free=True):
         return None
     if form.lower() != "auto":
         return form
-    return drawn_forms(style, n, seed, bars) if free and bars != 0 else None
+    return drawn_forms(style, n, seed, bars) if free else None
 
 
 def drawn_forms(style, n, seed, bars=None):
