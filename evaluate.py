@@ -720,6 +720,9 @@ def main(argv=None):
                         help="with --listen: the voices a beat should sound")
     parser.add_argument("--against", nargs="+", help="with --listen: real pieces (MIDI files or encodings) to measure "
                                                      "alike and to tell the files from by a classifier")
+    parser.add_argument("--cadence", nargs="+", help="encodings (.txt) of pieces the run never trained on: how well "
+                                                     "it knows each one's last bar, with and without its opening "
+                                                     "in view, against its other bars (teacher-forced), and exit")
     parser.add_argument("--forms", nargs="+", help="MIDI files or encodings (.txt) of real pieces: print each style's "
                                                    "forms (measures.piece_form), as --form auto draws them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
@@ -731,6 +734,8 @@ def main(argv=None):
     run = Path(args.out_dir)
     device, _ = pick_device(args.device, "float32")
     model, tok, ckpt = load_run(run, device)
+    if args.cadence:
+        return cadence_of_files(model, tok, args.cadence, device)
     writable_dir(run, "the run folder (eval.json goes there)")
     eval_key_controls(args, tok.spec)  # checked before any work
     splits, meta, data_tokenizer = read_data(args.data_dir)
@@ -763,6 +768,73 @@ def forms_of_files(paths, least=0.02):
         repeated, kept_repeated = total - found[""], sum(n for form, n in kept.items() if form)
         share = {form: round(100 * n / total * (repeated / kept_repeated if form else 1), 1) for form, n in kept.items()}
         print(f"  forms={share!r},  # % of the {total} pieces ({sum(kept.values())} of them in these forms)")
+
+
+CADENCE_VIEWS = (64, 128, 256)  # tokens before a piece's end that --cadence shows the model, besides a whole window
+
+
+@torch.no_grad()
+def cadence_bits(model, itos, ids, keep, device):
+    """Teacher-forced bits per note of one piece (token ids from START, read by `itos`; `keep` tokens of START and
+    header): {view: its last bar's bits per note} where the model sees START and the header, then the `view` tokens
+    before the piece's end ("N tokens" of CADENCE_VIEWS, "a window": block_size - keep) and the whole piece ("whole";
+    "fits": whether it fits one window); and "others": its other bars' mean, each bar seen as training windows show it (the
+    consecutive windows of block_size, each after the first with START and header in front). A bar's bits: its bar
+    line and every token up to the next bar line (or the END, not counted), over its notes."""
+    ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
+    bits = lambda x, y: F.cross_entropy(model(x[None])[0][0].float(), y, reduction="none") / math.log(2)
+    names = [itos[t] for t in ids.tolist()]
+    lines = [i for i, t in enumerate(names) if kind(t) == "bar"]
+    notes = lambda a, b: sum(kind(t) == "n" for t in names[a:b])
+    spans = [(a, b) for a, b in zip(lines, lines[1:] + [len(ids) - 1]) if notes(a, b)]
+
+    def tail(view):  # the bits of tokens len - view .. len - 1 (0-based), with START and the header in front
+        start = max(keep, len(ids) - 1 - view)
+        got = bits(torch.cat([ids[:keep], ids[start:-1]]), torch.cat([ids[1:keep + 1], ids[start + 1:]]))[keep:]
+        return start, got  # got[j]: the bits of token start + 1 + j
+
+    (a, b), out = spans[-1], {}
+    for view, name in [(v, f"{v} tokens") for v in CADENCE_VIEWS] + [(window - keep, "a window")]:
+        start, got = tail(view)
+        if a > start:  # the bar line in view
+            out[name] = float(got[a - start - 1:b - start - 1].sum()) / notes(a, b)
+    out["whole"] = float(bits(ids[:-1], ids[1:])[a - 1:b - 1].sum()) / notes(a, b)  # (past a window: positions
+    out["fits"] = len(ids) <= window                                                # it was never trained at)
+    seen = torch.zeros(len(ids), device=device)  # seen[i]: the bits of token i in the training windows
+    for i in range(0, len(ids) - 1, window - keep):
+        head = ids[:keep] if i else ids[:0]
+        x = torch.cat([head, ids[i:i + window - len(head)]])
+        y = ids[i + 1:i + window - len(head) + 1]
+        seen[i + 1:i + 1 + len(y)] = bits(x[:len(head) + len(y)], torch.cat([ids[1:len(head) + 1], y]))[len(head):]
+    others = [float(seen[c:d].sum()) / notes(c, d) for c, d in spans[:-1]]
+    out["others"] = float(np.mean(others)) if others else None
+    return out
+
+
+def cadence_of_files(model, tok, paths, device):
+    """evaluate.py --cadence: cadence_bits over the encodings given, as one table."""
+    rows = []
+    for path in map(Path, paths):
+        tokens = text_to_tokens(read_text(path))
+        try:
+            ids = tok.encode(tokens)
+        except ValueError as e:
+            print(f"skipped {path}: {e}")
+            continue
+        rows.append((len(ids), cadence_bits(model, tok.itos, ids, header_end(tokens), device)))
+    if not rows:
+        die("--cadence: no encoding of this run's vocabulary among the files")
+    views = [f"{v} tokens" for v in CADENCE_VIEWS] + ["a window"]
+    mean = lambda key, some: f"{np.mean(xs):.2f} ({len(xs)})" if (xs := [r[key] for _, r in some if r.get(key)]) \
+        else "–"
+    print(f"{len(rows)} pieces, {np.median([n for n, _ in rows]):.0f} tokens (median); bits per note of the last "
+          f"bar with the tokens before the piece's end in view (and START and the header), beside the other bars' "
+          f"as training windows show them (in brackets: pieces)\n\n| | other bars | last bar: "
+          + " | ".join(views) + " | the whole piece |\n|---|---|" + "---|" * (len(views) + 1))
+    for name, some in ((f"all {len(rows)}", rows), ("those within one window", [x for x in rows if x[1]["fits"]]),
+                       ("those longer (the whole: positions never trained)", [x for x in rows if not x[1]["fits"]])):
+        print(f"| {name} | {mean('others', some)} | " + " | ".join(mean(v, some) for v in views)
+              + f" | {mean('whole', some)} |")
 
 
 def readable_pieces(paths, flag):

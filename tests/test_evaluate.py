@@ -277,3 +277,19 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
             "--against", *sorted(tmp_path.glob("real*.txt")))
     assert r.returncode == 0, r.stderr
     assert "| files | 2 |" in r.stdout and "| real | 5 |" in r.stdout and "told apart from as many real" in r.stdout
+
+
+def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
+    import evaluate
+    from encoding_decoding import Header, Spec, header_end, notes_to_tokens
+    from runs import load_run
+    model, tok, _ = load_run(trained, "cpu")
+    piece = (data.parent / "text" / "piece0.txt").read_text().split()  # longer than the tiny model's window (32)
+    out = evaluate.cadence_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
+    assert not out["fits"] and {"64 tokens", "a window", "whole", "others"} <= set(out)
+    assert all(np.isfinite(v) and v > 0 for k, v in out.items() if k != "fits")
+    short = notes_to_tokens([(0, 60, 4, 80, 0), (16, 62, 4, 80, 0)], Spec(), Header(parts=(0,)))  # two bars
+    out = evaluate.cadence_bits(model, tok.itos, tok.encode(short), header_end(short), "cpu")
+    assert out["fits"] and out["whole"] == pytest.approx(out["a window"])  # a window holds it all: the same view
+    r = run("evaluate.py", "--out_dir", trained, "--cadence", *sorted((data.parent / "text").glob("*.txt"))[:4])
+    assert r.returncode == 0 and "| all 4 |" in r.stdout, r.stderr
