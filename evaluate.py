@@ -4,6 +4,7 @@ python evaluate.py --out_dir models/<name> [--data_dir data/bin] [--num_samples 
 python evaluate.py --listen midi-samples/*.mid [--voices 4]   (what a music teacher counts in MIDI or .txt files)
     [--against real/*.txt]                                      (... beside real pieces, and a classifier on both)
 python evaluate.py --forms data/text/music21/bach/*.txt          (the forms of real pieces, as --form auto draws them)
+python evaluate.py --out_dir models/corpus --cadence val/*.txt   (how well a run knows the last bars, by its view)
 
 Writes eval.json, eval.md and eval_histograms.png into the run folder.
 - Likelihood: cross-entropy of the validation pieces (originals only) in bits per token and bits per note, for the
