@@ -767,7 +767,8 @@ def forms_of_files(paths, least=0.02):
             f"  {form or '(none)':10s} {n:5d} {n / total:6.1%}" for form, n in found.most_common()))
         kept = {form: n for form, n in found.most_common() if n >= least * total}
         repeated, kept_repeated = total - found[""], sum(n for form, n in kept.items() if form)
-        share = {form: round(100 * n / total * (repeated / kept_repeated if form else 1), 1) for form, n in kept.items()}
+        scale = lambda form: repeated / kept_repeated if form else 1  # the rarer forms' share, in proportion
+        share = {form: round(100 * n / total * scale(form), 1) for form, n in kept.items()}
         print(f"  forms={share!r},  # % of the {total} pieces ({sum(kept.values())} of them in these forms)")
 
 
@@ -778,16 +779,19 @@ CADENCE_VIEWS = (64, 128, 256)  # tokens before a piece's end that --cadence sho
 def cadence_bits(model, itos, ids, keep, device):
     """Teacher-forced bits per note of one piece (token ids from START, read by `itos`; `keep` tokens of START and
     header): {view: its last bar's bits per note} where the model sees START and the header, then the `view` tokens
-    before the piece's end ("N tokens" of CADENCE_VIEWS, "a window": block_size - keep) and the whole piece ("whole";
-    "fits": whether it fits one window); and "others": its other bars' mean, each bar seen as training windows show it (the
-    consecutive windows of block_size, each after the first with START and header in front). A bar's bits: its bar
-    line and every token up to the next bar line (or the END, not counted), over its notes."""
+    before the piece's end ("N tokens" of CADENCE_VIEWS, "a window": block_size - keep) and the whole piece
+    ("whole"; "fits": whether it fits one window); and "others": its other bars' mean, each bar seen as training
+    windows show it (consecutive windows of block_size, each after the first with START and header in front, as
+    model_nats reads a piece). A bar's bits: its bar line and every token up to the next bar line (or the END, not
+    counted), over its notes. ValueError for a piece without notes."""
     ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
     bits = lambda x, y: F.cross_entropy(model(x[None])[0][0].float(), y, reduction="none") / math.log(2)
     names = [itos[t] for t in ids.tolist()]
     lines = [i for i, t in enumerate(names) if kind(t) == "bar"]
     notes = lambda a, b: sum(kind(t) == "n" for t in names[a:b])
     spans = [(a, b) for a, b in zip(lines, lines[1:] + [len(ids) - 1]) if notes(a, b)]
+    if not spans:
+        raise ValueError("no notes in it")
 
     def tail(view):  # the bits of tokens len - view .. len - 1 (0-based), with START and the header in front
         start = max(keep, len(ids) - 1 - view)
@@ -802,11 +806,13 @@ def cadence_bits(model, itos, ids, keep, device):
     out["whole"] = float(bits(ids[:-1], ids[1:])[a - 1:b - 1].sum()) / notes(a, b)  # (past a window: positions
     out["fits"] = len(ids) <= window                                                # it was never trained at)
     seen = torch.zeros(len(ids), device=device)  # seen[i]: the bits of token i in the training windows
-    for i in range(0, len(ids) - 1, window - keep):
+    i = 0
+    while i < len(ids) - 1:
         head = ids[:keep] if i else ids[:0]
-        x = torch.cat([head, ids[i:i + window - len(head)]])
         y = ids[i + 1:i + window - len(head) + 1]
-        seen[i + 1:i + 1 + len(y)] = bits(x[:len(head) + len(y)], torch.cat([ids[1:len(head) + 1], y]))[len(head):]
+        x = torch.cat([head, ids[i:i + len(y)]])
+        seen[i + 1:i + 1 + len(y)] = bits(x, torch.cat([ids[1:len(head) + 1], y]))[len(head):]
+        i += window - len(head)
     others = [float(seen[c:d].sum()) / notes(c, d) for c, d in spans[:-1]]
     out["others"] = float(np.mean(others)) if others else None
     return out
@@ -816,13 +822,14 @@ def cadence_of_files(model, tok, paths, device):
     """evaluate.py --cadence: cadence_bits over the encodings given, as one table."""
     rows = []
     for path in map(Path, paths):
-        tokens = text_to_tokens(read_text(path))
         try:
+            tokens = text_to_tokens(read_text(path))
+            if why := validate(tokens, tok.spec):
+                raise ValueError(f"not an encoding this run reads (token {why[0]}: {why[1]})")
             ids = tok.encode(tokens)
-        except ValueError as e:
-            print(f"skipped {path}: {e}")
-            continue
-        rows.append((len(ids), cadence_bits(model, tok.itos, ids, header_end(tokens), device)))
+            rows.append((len(ids), cadence_bits(model, tok.itos, ids, header_end(tokens), device)))
+        except (OSError, ValueError) as e:
+            print(f"skipped {path}: {reason(e)}")
     if not rows:
         die("--cadence: no encoding of this run's vocabulary among the files")
     views = [f"{v} tokens" for v in CADENCE_VIEWS] + ["a window"]
