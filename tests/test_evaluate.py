@@ -291,5 +291,7 @@ def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_p
     short = notes_to_tokens([(0, 60, 4, 80, 0), (16, 62, 4, 80, 0)], Spec(), Header(parts=(0,)))  # two bars
     out = evaluate.cadence_bits(model, tok.itos, tok.encode(short), header_end(short), "cpu")
     assert out["fits"] and out["whole"] == pytest.approx(out["a window"])  # a window holds it all: the same view
-    r = run("evaluate.py", "--out_dir", trained, "--cadence", *sorted((data.parent / "text").glob("*.txt"))[:4])
-    assert r.returncode == 0 and "| all 4 |" in r.stdout, r.stderr
+    (tmp_path / "bad.txt").write_text("START nonsense")
+    r = run("evaluate.py", "--out_dir", trained, "--cadence", *sorted((data.parent / "text").glob("*.txt"))[:4],
+            tmp_path / "bad.txt")
+    assert r.returncode == 0 and "| all 4 |" in r.stdout and f"skipped {tmp_path / 'bad.txt'}:" in r.stdout, r.stderr
