@@ -728,6 +728,8 @@ def main(argv=None):
                                                    "forms (measures.piece_form), as --form auto draws them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
                                      "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
+    if args.against and not args.listen:
+        die("--against names the real pieces to set beside --listen's files: give --listen FILES too")
     if args.listen:
         return listen_to_files(args.listen, args.voices, args.against)
     if args.forms:

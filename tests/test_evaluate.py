@@ -277,6 +277,8 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
             "--against", *sorted(tmp_path.glob("real*.txt")))
     assert r.returncode == 0, r.stderr
     assert "| files | 2 |" in r.stdout and "| real | 5 |" in r.stdout and "told apart from as many real" in r.stdout
+    r = run("evaluate.py", "--against", tmp_path / "real0.txt")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "give --listen FILES too" in r.stderr
 
 
 def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
