@@ -149,6 +149,7 @@ voice_leading = False      # part writing's first rules, kept by the mask where 
                            # every part sounds from the first onset to the end, no parallel fifths or octaves, no
                            # part crosses its neighbours, and the last bar is the tonic triad (of --key, or the key
                            # its notes suggest)
+voice_leading_rules = ("rests", "parallels", "crossing", "ending")  # which of those four --voice_leading keeps
 usual_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
                            # 99th percentile in the 368 four-part Bach chorales of music21's corpus (evaluate.py counts
                            # the four-note beats with a voice outside them: 5.5 % of the chorales')
@@ -192,6 +193,7 @@ STYLE_DEFAULTS = {
                    forms={"AABB": 51.4, "AAAABCBC": 15.5, "": 5.4, "AAAABBBB": 5.0, "ABABCBCB": 4.6, "AABAAB": 4.4,
                           "ABCC": 4.0, "ABABCCCC": 3.7, "AABC": 3.1, "AAAABBBC": 2.9}),
     "folk": dict(forms={"": 48.2, "ABB": 20.3, "AABC": 14.6, "AABCD": 9.6, "ABCDCE": 7.3}),
+    "palestrina": dict(voice_leading=True, voice_leading_rules=("parallels",)),  # its voices rest and cross
 }
 
 PRESETS = {

@@ -42,7 +42,8 @@ LIMITS = {
 
 
 CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16"), "gelu_approximate": ("none", "tanh"),
-           "choir_rules": ("range", "spacing", "leap")}
+           "choir_rules": ("range", "spacing", "leap"),
+           "voice_leading_rules": ("rests", "parallels", "crossing", "ending")}
 
 
 def _bound_text(lo, hi):

@@ -78,6 +78,7 @@ class Controls:
                                # a letter seen before repeats its first phrase note for note in every part (but the
                                # piece's last bar, its cadence, and a bar its model phrase is too short for); or a
                                # tuple of forms, one per sample in turn ("" for none), as --form auto draws them
+    voice_leading_rules: tuple = ("rests", "parallels", "crossing", "ending")  # which of those voice_leading keeps
     choir_rules: tuple = ("range", "spacing", "leap")  # which of the choir's rules (below) it keeps
     choir: bool = False        # for four voices: each in its range (config.choir_ranges), the alto within an octave
                                # under the soprano and the tenor under the alto, no leap over an octave
@@ -228,7 +229,8 @@ def infill(notes, header, spec, first, last, ahead=True):
 
 # --- the defaults of a style
 
-PER_STYLE = ("voice_leading", "choir", "form", "temperature", "top_p")  # what config.STYLE_DEFAULTS sets per style
+PER_STYLE = ("voice_leading", "voice_leading_rules", "choir", "form", "temperature", "top_p")  # what
+# config.STYLE_DEFAULTS sets per style
 
 
 def style_settings(style, given):

@@ -356,8 +356,9 @@ def style_defaults(style, n, seed, bars=None, controls=Controls()):
     """(controls, sampling knobs) of n samples of `style` with its defaults (config.STYLE_DEFAULTS, as sample.py
     --style takes them): its rules on `controls`, with `bars` its forms drawn, and its temperature and top-p."""
     s = style_settings(style, {})
+    form = form_setting(s["form"], style, n, seed, bars, free=bars is not None)
     return replace(controls, style=style, bars=bars or controls.bars, voice_leading=s["voice_leading"],
-                   choir=s["choir"], form=form_setting(s["form"], style, n, seed, bars, free=bars is not None)), dict(
+                   voice_leading_rules=s["voice_leading_rules"], choir=s["choir"], form=form), dict(
         temperature=s["temperature"], top_p=s["top_p"])
 
 

@@ -484,6 +484,7 @@ class VoiceLeading(Rule):
 
     def __init__(self, c, controls, material):
         device = c.value.device
+        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending
         self.triad = None if controls.triad is None else torch.tensor(controls.triad, device=device)[None, :]  # (1, 3)
         self.material = material  # (the Material rule, or None)
         self.g_weight, self.g_last = torch.zeros(12, dtype=torch.float64, device=device), -1
@@ -525,12 +526,13 @@ class VoiceLeading(Rule):
         ends = c.until.amax(2)                                                       # (B, P) each part's end
         begun = c.last_end > 0
         first_end = torch.where(active, ends, 1 << 40).amin(1)                        # (B,)
-        ok = ~c.is_pos | ~col(begun) | (col(c.bar_start) + v <= col(first_end))
-        ok &= ~c.is_bar | ~col(begun) | col(c.bar_start + c.bar_len <= first_end)
+        rests = "rests" in self.rules
+        ok = ~c.is_pos | ~col(begun & rests) | (col(c.bar_start) + v <= col(first_end))
+        ok &= ~c.is_bar | ~col(begun & rests) | col(c.bar_start + c.bar_len <= first_end)
         at_onset = state == c.state_id["onset"]
         in_onset = at_onset | (state == c.state_id["note"]) | (state == c.state_id["loud"])
         # the lowest part that must still sound at this onset: any, before its first note; after one, a higher one
-        due = active & (ends <= col(clock)) & (col(at_onset) | (parts > col(c.part))) & col(in_onset)
+        due = active & (ends <= col(clock)) & (col(at_onset) | (parts > col(c.part))) & col(in_onset) & rests
         low = torch.where(due, parts, P).amin(1)                                      # (B,) P: none
         leaves = c.is_pos | c.is_bar | c.is_meter | c.is_ahead | c.only_end
         ok &= ~c.is_p | (v <= col(low))
@@ -554,14 +556,16 @@ class VoiceLeading(Rule):
         above, below = (p - 1).clamp(min=0), (p + 1).clamp(max=P - 1)
         top = torch.where((p > 0) & sounding.gather(1, above), self.onset_pitch.gather(1, above), 1 << 30)
         floor = torch.where((p < P - 1) & sounding.gather(1, below), self.onset_pitch.gather(1, below), -1)
-        self.preferred = ~c.is_n | (~col(moves[:, 0]) | ~parallel) & (~col(mine) | ((v <= top) & (v >= floor)))
+        self.preferred = ~c.is_n | ((~col(moves[:, 0]) | ~parallel | ("parallels" not in self.rules))
+                                    & (~col(mine) | ((v <= top) & (v >= floor)) | ("crossing" not in self.rules)))
         # the last bar: a cadence on the tonic
         triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
         pc = c.value[None, :] % 12
         bass = torch.where(active.sum(1) > 1, torch.where(active, parts, -1).amax(1), -1)  # (one line: no bass)
-        ok &= ~c.is_n | ~col(last & mine) | ((pc[:, None, :] == triad[:, :, None]).any(1)
-                                             & (~col(c.part == bass) | (pc == triad[:, :1])))
-        ok &= ~c.is_d | ~col(~last & mine) | (col(clock) + v <= col(last_bar_at))
+        cadence = last & mine & ("ending" in self.rules)
+        ok &= ~c.is_n | ~col(cadence) | ((pc[:, None, :] == triad[:, :, None]).any(1)
+                                         & (~col(c.part == bass) | (pc == triad[:, :1])))
+        ok &= ~c.is_d | ~col(~last & mine & ("ending" in self.rules)) | (col(clock) + v <= col(last_bar_at))
         self.parts_due = low < P
         return ok
 

@@ -468,8 +468,9 @@ def notes_to_score(notes, spec, header=Header()):
         part = stream.Part()
         part.partName = name
         inst = header.parts[k]
-        part.insert(0, instrument.UnpitchedPercussion() if inst == DRUMS
-                    else instrument.instrumentFromMidiProgram(inst))
+        player = instrument.UnpitchedPercussion() if inst == DRUMS else instrument.instrumentFromMidiProgram(inst)
+        player.partId, player.instrumentId = f"P{k + 1}", f"I{k + 1}"  # ours: music21 would draw random ones
+        part.insert(0, player)
         for bar, m in ((0, header.meter),) + tuple(header.changes):
             part.insert(q(lines[bar]), meter.TimeSignature(m))
         if k == 0:

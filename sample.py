@@ -232,7 +232,8 @@ def parse_controls(args):
         die(f"--instruments: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
                     scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments,
-                    voice_leading=args.voice_leading, choir=args.choir, choir_rules=args.choir_rules,
+                    voice_leading=args.voice_leading, voice_leading_rules=args.voice_leading_rules, choir=args.choir,
+                    choir_rules=args.choir_rules,
                     triad=key_triad(args.key) if args.key else None, form=chosen_form(args))
 
 
@@ -290,7 +291,7 @@ def main(argv=None):
     control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                                     "seed", "device", "dtype", "choir_rules"], argv,
+                                     "seed", "device", "dtype", "voice_leading_rules", "choir_rules"], argv,
                             own={"out_dir": SHIPPED})
     own = {"voice_leading", "choir", "form"}  # None where the command line leaves them unset
     vars(args).update(style_settings(args.style, {k: getattr(args, k) for k in PER_STYLE

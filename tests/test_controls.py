@@ -299,10 +299,10 @@ def test_a_forced_meter_lays_a_prompts_bars_anew(trained, tmp_path):
     assert [n[:3] for n in got[:4]] == [n[:3] for n in notes[:4]]  # two bars of 2/4: the prompt's first 4 notes
 
 
-def voice_mask(row, bars=2, triad=None):
-    """What a voice-leading mask allows after the tokens of `row` (a two-part piece of `bars` in 4/4)."""
+def voice_mask(row, bars=2, triad=None, rules=("rests", "parallels", "crossing", "ending")):
+    """What a voice-leading mask (of `rules`) allows after the tokens of `row` (a two-part piece of `bars` in 4/4)."""
     head = f"START style:bach tempo:121 meter:4/4 inst:52 inst:52 bar:{bars}".split()
-    mask = GrammarMask(TOK, "cpu", controls=Controls(voice_leading=True, triad=triad))
+    mask = GrammarMask(TOK, "cpu", controls=Controls(voice_leading=True, triad=triad, voice_leading_rules=rules))
     return mask(torch.tensor([TOK.encode(head + row.split())]))[0]
 
 
@@ -333,6 +333,21 @@ def test_voice_leading_forbids_parallel_fifths_and_octaves():
     assert not allowed[TOK.stoi["n62"]] and allowed[TOK.stoi["n64"]]
     allowed = voice_mask("pos:0 n65 d4 v80 p1 n60 d4 v80 pos:4 p0 n67 d4 p1")  # a fourth
     assert allowed[TOK.stoi["n62"]]
+
+
+def test_voice_leading_keeps_only_the_rules_asked_for():
+    """--voice_leading_rules parallels (Palestrina's default): no parallels, but a part may rest and cross, and the
+    last bar is free."""
+    row = "pos:0 n72 d4 v80 p1 n60 d4 v80 pos:4 p0 n74 d4 p1"
+    assert not voice_mask(row, rules=("parallels",))[TOK.stoi["n62"]]  # parallel octaves still
+    assert voice_mask(row, rules=("rests", "crossing", "ending"))[TOK.stoi["n62"]]  # ... unless left out
+    alone = voice_mask("pos:0 n72 d4 v80", rules=("parallels",))
+    assert alone[TOK.stoi["pos:4"]] and alone[TOK.stoi["bar:1"]]  # the bass may rest, the soprano leave the onset
+    assert voice_mask("pos:0 n60 d4 v80 p1", rules=("parallels",))[TOK.stoi["n64"]]  # the bass over the soprano
+    assert not voice_mask("pos:0 n60 d4 v80 p1")[TOK.stoi["n64"]]
+    last = "pos:0 n72 d4 v80 p1 n60 d4 v80 pos:4 p0 n72 d4"  # one bar: the last; D is no note of the C triad
+    assert voice_mask(last, bars=1, triad=(0, 4, 7), rules=("parallels",))[TOK.stoi["n62"]]
+    assert not voice_mask(last, bars=1, triad=(0, 4, 7))[TOK.stoi["n62"]]
 
 
 def test_key_triads():
@@ -503,7 +518,8 @@ def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     from controls import PER_STYLE, drawn_forms, style_settings
     monkeypatch.setitem(config.STYLE_DEFAULTS, "x", dict(voice_leading=True, temperature=0.5, forms={"AB": 3, "": 1}))
     assert style_settings("x", {"voice_leading": None, "temperature": 0.7}) == dict(
-        voice_leading=True, choir=config.choir, form=config.form, temperature=0.7, top_p=config.top_p)
+        voice_leading=True, voice_leading_rules=config.voice_leading_rules, choir=config.choir, form=config.form,
+        temperature=0.7, top_p=config.top_p)
     assert style_settings(None, {}) == style_settings("not listed", {}) == {k: getattr(config, k) for k in PER_STYLE}
     forms = drawn_forms("x", 400, seed=1)
     assert set(forms) == {"AB", ""} and 0.68 < forms.count("AB") / 400 < 0.82 and forms == drawn_forms("x", 400, 1)

@@ -329,6 +329,7 @@ def test_a_pickup_is_written_from_its_first_note_in_midi_and_musicxml(tmp_path):
     assert back == notes and (back_header.meter, back_header.changes) == ("3/4", ())
     path = tmp_path / "x.musicxml"
     path.write_bytes(GeneralObjectExporter(notes_to_score(notes, SPEC, header)).parse())
+    assert path.read_bytes() == GeneralObjectExporter(notes_to_score(notes, SPEC, header)).parse()  # no random ids
     score = converter.parse(path, forceSource=True, storePickle=False)
     first = [p.getElementsByClass("Measure").first() for p in score.parts]
     assert [(m.number, m.paddingLeft, m.duration.quarterLength) for m in first] == [(0, 2.0, 1.0)] * 3
