@@ -72,6 +72,16 @@ from runs import learnt_given, load_run, pick_device
 MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 16"
 
 
+def training_windows(n, keep, block):
+    """(i, h) for each window a piece of n tokens is read in as training reads it: tokens i .. i + block - h - 1
+    after the piece's first h tokens (START and its header, `keep`; none in the first window, h = 0)."""
+    i = 0
+    while i < n - 1:
+        h = keep if i else 0
+        yield i, h
+        i += block - h
+
+
 @torch.no_grad()
 def model_nats(model, pieces, keeps, device, batch_size=32, allowed=None, counted=None):
     """Negative log-likelihood of each piece's tokens after START, in windows of block_size: each window after a
@@ -83,15 +93,12 @@ def model_nats(model, pieces, keeps, device, batch_size=32, allowed=None, counte
     B = model.cfg.block_size
     windows = []
     for k, p in enumerate(pieces):
-        i = 0
-        while i < len(p) - 1:
-            head = p[:keeps[k]] if i else p[:0]
-            x = np.concatenate([head, p[i:i + B - len(head)]])
-            y = p[i + 1:i + B - len(head) + 1]
+        for i, h in training_windows(len(p), keeps[k], B):
+            x = np.concatenate([p[:h], p[i:i + B - h]])
+            y = p[i + 1:i + B - h + 1]
             if counted is not None:
                 y = np.where(counted[k][i:i + len(y)], y, -1)
-            windows.append((k, x, np.concatenate([np.full(len(head), -1), y]), i, len(head)))
-            i += B - len(head)
+            windows.append((k, x, np.concatenate([np.full(h, -1), y]), i, h))
     total = np.zeros(len(pieces))
     for i in range(0, len(windows), batch_size):
         chunk = windows[i:i + batch_size]
@@ -785,7 +792,7 @@ def cadence_bits(model, itos, ids, keep, device):
     before the piece's end ("N tokens" of CADENCE_VIEWS, "a window": block_size - keep) and the whole piece
     ("whole"; "fits": whether it fits one window); and "others": its other bars' mean, each bar seen as training
     windows show it (consecutive windows of block_size, each after the first with START and header in front, as
-    model_nats reads a piece). A bar's bits: its bar line and every token up to the next bar line (or the END, not
+    training_windows). A bar's bits: its bar line and every token up to the next bar line (or the END, not
     counted), over its notes. ValueError for a piece without notes."""
     ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
     bits = lambda x, y: F.cross_entropy(model(x[None])[0][0].float(), y, reduction="none") / math.log(2)
@@ -809,13 +816,9 @@ def cadence_bits(model, itos, ids, keep, device):
     out["whole"] = float(bits(ids[:-1], ids[1:])[a - 1:b - 1].sum()) / notes(a, b)  # (past a window: positions
     out["fits"] = len(ids) <= window                                                # it was never trained at)
     seen = torch.zeros(len(ids), device=device)  # seen[i]: the bits of token i in the training windows
-    i = 0
-    while i < len(ids) - 1:
-        head = ids[:keep] if i else ids[:0]
-        y = ids[i + 1:i + window - len(head) + 1]
-        x = torch.cat([head, ids[i:i + len(y)]])
-        seen[i + 1:i + 1 + len(y)] = bits(x, torch.cat([ids[1:len(head) + 1], y]))[len(head):]
-        i += window - len(head)
+    for i, h in training_windows(len(ids), keep, window):
+        y = ids[i + 1:i + window - h + 1]
+        seen[i + 1:i + 1 + len(y)] = bits(torch.cat([ids[:h], ids[i:i + len(y)]]), torch.cat([ids[1:h + 1], y]))[h:]
     others = [float(seen[c:d].sum()) / notes(c, d) for c, d in spans[:-1]]
     out["others"] = float(np.mean(others)) if others else None
     return out
