@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ TRAIN_KEYS = MODEL_KEYS + [
     "batch_size", "gradient_accumulation_steps", "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval",
     "eval_iters", "log_interval", "max_bad_steps", "anchor_header", "piece_start_share", "device", "dtype", "compile",
     "seed"]
+UNSHAPED_KEYS = ("block_size", "dropout")  # model settings a fine-tune may change: no weight's shape depends on them
 
 
 def lr_at(it, c):
@@ -219,7 +221,11 @@ def resolve_source(c, out_dir):
             if k in c.given and getattr(c, k) != ckpt["model_args"][k]:
                 die(f"--{k}={getattr(c, k)} differs from the checkpoint's {k}={ckpt['model_args'][k]}: a resumed run "
                     f"keeps its model; train into a new --out_dir to change it")
-    elif holds_a_run(out_dir) and not c.overwrite:
+    elif ckpt is not None:  # a fine-tune keeps the weights' shapes; context and dropout are this run's where given
+        for k in UNSHAPED_KEYS:
+            if k not in c.given:
+                setattr(c, k, ckpt["model_args"].get(k, getattr(GPTConfig, k)))
+    if not resume and holds_a_run(out_dir) and not c.overwrite:
         die(f"{out_dir} holds a trained run: use --init_from=resume to continue, or --overwrite to start over")
     if out_dir.exists() and not out_dir.is_dir():
         die(f"--out_dir {out_dir} is a file, not a folder")
@@ -259,6 +265,8 @@ def build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env):
         check_vocabulary(ckpt, ckpt_path, Path(c.out_dir) if resume else None, tokenizer, c, env.master)
     try:
         cfg = model_config(ckpt, ckpt_path) if ckpt else GPTConfig.of(c, vocab_size=meta["vocab_size"])
+        if ckpt and not resume:  # e.g. a model trained on 512-token windows goes on at 1,536 (RoPE has no table)
+            cfg = replace(cfg, **{k: getattr(c, k) for k in UNSHAPED_KEYS})
     except ValueError as e:
         die(e)
     torch.manual_seed(c.seed)  # a resumed run then takes its RNG states from the checkpoint

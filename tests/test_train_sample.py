@@ -233,12 +233,19 @@ def test_wav_without_fluidsynth_says_how_to_install(trained, tmp_path):
 
 
 def test_fine_tune_from_another_run(data, trained, tmp_path):
-    r = run("train.py", *train_args(data, tmp_path / "ft", f"--init_from={trained}", "--max_iters=4",
-                                    "--eval_interval=4"))
+    no_block = [a for a in train_args(data, tmp_path / "ft") if not a.startswith("--block_size")]
+    r = run("train.py", *no_block, f"--init_from={trained}", "--max_iters=4", "--eval_interval=4")
     assert r.returncode == 0, r.stderr
     evals = [row for row in step_losses(tmp_path / "ft") if row[4] is not None]
     first_scratch = [row for row in step_losses(trained) if row[4] is not None][0][4]
     assert evals[0][0] == 0 and evals[0][4] < first_scratch - 1.0  # starts from the trained weights
+    trained_block = json.loads((trained / "config.json").read_text())["block_size"]
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["block_size"] == trained_block  # not config's 512
+    r = run("train.py", *train_args(data, tmp_path / "long", f"--init_from={trained}", "--max_iters=2",
+                                    "--eval_interval=2", f"--block_size={2 * trained_block}", "--dropout=0.1"))
+    assert r.returncode == 0, r.stderr
+    saved = torch.load(tmp_path / "long" / "best.pt", weights_only=True)["model_args"]
+    assert (saved["block_size"], saved["dropout"]) == (2 * trained_block, 0.1)  # a longer context trained on
 
 
 def test_fine_tuning_on_a_new_style_extends_the_vocabulary(trained, tmp_path):
@@ -255,8 +262,8 @@ def test_fine_tuning_on_a_new_style_extends_the_vocabulary(trained, tmp_path):
     tok = Tokenizer.load(tmp_path / "tok.json")
     assert tok.itos[:TOK.vocab_size] == TOK.itos and tok.itos[TOK.vocab_size:] == ["style:mybandsongs"]
     data = make_bin(tmp_path / "ext", n=12, header=mine, tokenizer=tmp_path / "tok.json")
-    r = run("train.py", *train_args(data, tmp_path / "ft", f"--init_from={trained}", "--max_iters=4",
-                                    "--eval_interval=4"))
+    no_block = [a for a in train_args(data, tmp_path / "ft") if not a.startswith("--block_size")]
+    r = run("train.py", *no_block, f"--init_from={trained}", "--max_iters=4", "--eval_interval=4")
     assert r.returncode == 0 and "fine-tuning with 1 new tokens: style:mybandsongs" in r.stdout, r.stderr
     r = run("sample.py", "--out_dir", tmp_path / "ft", "--style", "mybandsongs", "--num_samples", 1,
             "--max_new_tokens", 20, "--output_dir", tmp_path / "s")
