@@ -223,7 +223,7 @@ PRESETS["corpus_stage3"] = dict(PRESETS["corpus"], max_iters=3000, lr_decay_iter
                                 learning_rate=5e-4, min_lr=5e-5, seed=3)
 # Its fourth (#37): 2,000 steps from the third in windows of 1,536 tokens, which hold nine chorales in ten whole
 # (their 90th percentile is 1,431 tokens), at batch 4 (6,144 tokens a step, about as many as the third stage's in
-# all); about 45 minutes.
+# all); about 55 minutes.
 PRESETS["corpus_long"] = dict(PRESETS["corpus"], block_size=1536, batch_size=4, max_iters=2000, lr_decay_iters=2000,
                               warmup_iters=100, learning_rate=5e-4, min_lr=5e-5, eval_interval=250, eval_iters=27,
                               seed=4)
