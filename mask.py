@@ -562,10 +562,10 @@ class VoiceLeading(Rule):
         triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
         pc = c.value[None, :] % 12
         bass = torch.where(active.sum(1) > 1, torch.where(active, parts, -1).amax(1), -1)  # (one line: no bass)
-        cadence = last & mine & ("ending" in self.rules)
-        ok &= ~c.is_n | ~col(cadence) | ((pc[:, None, :] == triad[:, :, None]).any(1)
-                                         & (~col(c.part == bass) | (pc == triad[:, :1])))
-        ok &= ~c.is_d | ~col(~last & mine & ("ending" in self.rules)) | (col(clock) + v <= col(last_bar_at))
+        ending = mine & ("ending" in self.rules)
+        ok &= ~c.is_n | ~col(last & ending) | ((pc[:, None, :] == triad[:, :, None]).any(1)
+                                               & (~col(c.part == bass) | (pc == triad[:, :1])))
+        ok &= ~c.is_d | ~col(~last & ending) | (col(clock) + v <= col(last_bar_at))
         self.parts_due = low < P
         return ok
 

@@ -262,8 +262,8 @@ def test_fine_tuning_on_a_new_style_extends_the_vocabulary(trained, tmp_path):
     tok = Tokenizer.load(tmp_path / "tok.json")
     assert tok.itos[:TOK.vocab_size] == TOK.itos and tok.itos[TOK.vocab_size:] == ["style:mybandsongs"]
     data = make_bin(tmp_path / "ext", n=12, header=mine, tokenizer=tmp_path / "tok.json")
-    no_block = [a for a in train_args(data, tmp_path / "ft") if not a.startswith("--block_size")]
-    r = run("train.py", *no_block, f"--init_from={trained}", "--max_iters=4", "--eval_interval=4")
+    r = run("train.py", *train_args(data, tmp_path / "ft", f"--init_from={trained}", "--max_iters=4",
+                                    "--eval_interval=4"))
     assert r.returncode == 0 and "fine-tuning with 1 new tokens: style:mybandsongs" in r.stdout, r.stderr
     r = run("sample.py", "--out_dir", tmp_path / "ft", "--style", "mybandsongs", "--num_samples", 1,
             "--max_new_tokens", 20, "--output_dir", tmp_path / "s")
