@@ -72,6 +72,9 @@ given_share = 0.0          # share of training pieces written with some of them 
                            # all parts but one, the bars after a gap), for sample.py --look_ahead; 0: plain pieces
                            # only, which harmonized and filled in better on the demo model (README, "Given material")
 seed = 1337                 # seeds the split hash and the choice of augmented copies
+rule_styles = ()            # styles whose training pieces are stepped through their rules of part writing (those of
+                            # STYLE_DEFAULTS, as the sampler holds them): train_rules.npz, what the rules forbid at each
+                            # token where the piece keeps them, for train.py's rule_weight; e.g. bach,fiddle
 
 # --- model (GPTConfig in model.py takes these by name; vocab_size comes from the data's meta.json)
 block_size = 512           # training context in tokens; RoPE lets sampling run past it
@@ -123,6 +126,10 @@ anchor_header = True       # a window that starts mid-piece begins with its piec
                            # keeps a sample's header when its window slides (train.get_batch)
 piece_start_share = 0.0625  # with anchor_header, the share of windows that begin at a piece's START (pieces drawn
                            # uniformly): the style after START is learnt as often as each style opens a piece
+rule_weight = 0.0          # the rules' penalty (unlikelihood training): rule_weight * -log(1 - P(what the rules
+                           # forbid)) at each token of the data's train_rules.npz (prepare.py --rule_styles), over the
+                           # window's targets, beside the cross-entropy: the model learns what the mask holds it to
+rule_share = 0.0           # with rule_weight, the share of windows drawn around those tokens, the rest as usual
 
 # --- evaluation and logging
 eval_interval = 1000       # steps between evaluations (and checkpoints)

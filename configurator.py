@@ -30,7 +30,7 @@ LIMITS = {
     "beta1": (0, [1]), "beta2": (0, [1]), "grad_clip": (0, None), "batch_size": (1, None),
     "gradient_accumulation_steps": (1, None), "max_iters": (0, None), "warmup_iters": (0, None),
     "lr_decay_iters": (0, None), "eval_interval": (1, None), "eval_iters": (1, None), "log_interval": (1, None),
-    "max_bad_steps": (1, None), "piece_start_share": (0, 1), "num_samples": (1, 1024), "temperature": (0, None),
+    "max_bad_steps": (1, None), "piece_start_share": (0, 1), "rule_weight": (0, None), "rule_share": (0, 1), "num_samples": (1, 1024), "temperature": (0, None),
     "top_k": (0, None), "top_p": ([0], 1), "max_new_tokens": (1, 10**6),
     # scripts' own arguments; a length control is bounded so that a typo cannot start a days-long run
     "prompt_bars": (1, None), "parts": (1, 16), "bars": (1, 1000), "seconds": ([0], 3600), "tempo": BPM, "bpm": BPM,
@@ -41,6 +41,7 @@ LIMITS = {
 }
 
 
+TUPLE_ITEMS = {"rule_styles": ""}  # the type of the items of a tuple whose default is empty
 CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16"), "gelu_approximate": ("none", "tanh"),
            "choir_rules": ("range", "spacing", "leap"),
            "voice_leading_rules": ("rests", "parallels", "crossing", "ending")}
@@ -76,7 +77,8 @@ def typed(name, default):
     def parse(text):
         try:
             if isinstance(default, tuple):
-                value = tuple(_parse_one(default[0] if default else 0, t) for t in text.split(",") if t)
+                item = default[0] if default else TUPLE_ITEMS.get(name, 0)  # (an empty default: its items' type)
+                value = tuple(_parse_one(item, t) for t in text.split(",") if t)
             else:
                 value = _parse_one(default, text)
         except ValueError:

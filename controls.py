@@ -240,6 +240,16 @@ def style_settings(style, given):
     return {k: given[k] if given.get(k) is not None else row.get(k, getattr(config, k)) for k in PER_STYLE}
 
 
+def style_rules(style):
+    """The Controls that hold only the rules of part writing a sample of `style` takes by default
+    (config.STYLE_DEFAULTS' voice_leading and choir), or None where it takes none."""
+    s = style_settings(style, {})
+    if not (s["voice_leading"] or s["choir"]):
+        return None
+    return Controls(voice_leading=s["voice_leading"], voice_leading_rules=s["voice_leading_rules"], choir=s["choir"],
+                    choir_rules=config.choir_rules)
+
+
 def form_setting(form, style, n, seed, bars=None, free=True):
     """A form setting ("" or none, letters, or auto) as Controls takes it: None for none, the letters, or auto's
     forms drawn for n samples of `style` (drawn_forms); auto is none without a length or where the sample is not

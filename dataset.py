@@ -118,6 +118,80 @@ def piece_heads(data, itos):
     return heads, length
 
 
+def write_rules(path, data, tok, styles):
+    """The rules' tokens of train.bin (`data`): each training piece of `styles` stepped through its style's rules of
+    part writing (controls.style_rules) as the sampler holds them (mask.rule_breaks); where they forbid some tokens
+    and the piece keeps them, its position in `data` and what they forbid (packed bits over the vocabulary), saved as
+    one .npz of two arrays. Returns {style: [pieces, positions kept, positions where the piece breaks the rule]}."""
+    from controls import style_rules  # the sampler's controls and mask: only this step of prepare.py needs them
+    from mask import rule_breaks
+    heads = np.flatnonzero(np.asarray(data) == tok.stoi[START])
+    ends = np.append(heads[1:], len(data))
+    styles_at = np.asarray(data[np.minimum(heads + 1, len(data) - 1)])
+    positions, forbidden, counts = [], [], {}
+    for style in styles:
+        picked = np.flatnonzero(styles_at == tok.stoi[f"style:{style}"])
+        pieces = [np.asarray(data[heads[k]:ends[k]], dtype=np.int64).tolist() for k in picked]
+        found = rule_breaks(tok, pieces, style_rules(style))
+        for k, (at, packed, broken) in zip(picked, found):
+            positions.append(heads[k] + at[~broken])
+            forbidden.append(packed[~broken])
+        counts[style] = [len(picked), sum(int((~b).sum()) for _, _, b in found),
+                         sum(int(b.sum()) for _, _, b in found)]
+        print(f"  rules of {style}: {len(picked)} pieces, {counts[style][1]:,} tokens where they forbid some "
+              f"({counts[style][2]:,} more where the piece breaks them, left out)")
+    positions = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+    forbidden = np.concatenate(forbidden) if forbidden else np.zeros((0, (tok.vocab_size + 7) // 8), dtype=np.uint8)
+    order = np.argsort(positions, kind="stable")
+    with open(path, "wb") as f:
+        np.savez(f, positions=positions[order], forbidden=forbidden[order])
+    return counts
+
+
+def read_rules(data_dir, meta, n_train):
+    """(positions, packed forbidden tokens) of the data's train_rules.npz (write_rules), checked; one line and exit
+    where the data has none or it is damaged."""
+    path = Path(data_dir) / "train_rules.npz"
+    if not meta.get("rules") or not path.is_file():
+        die(f"{data_dir}: no rules of part writing in this data (train_rules.npz): prepare it with --rule_styles "
+            f"(e.g. bach,fiddle) to train with rule_weight")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            positions, forbidden = z["positions"], z["forbidden"]
+        ok = (positions.ndim == 1 and forbidden.shape == (len(positions), (meta["vocab_size"] + 7) // 8)
+              and (not len(positions) or (positions[0] >= 0 and positions[-1] < n_train
+                                          and (np.diff(positions) > 0).all())))
+    except (OSError, ValueError, KeyError) as e:
+        ok = False
+    if not ok:
+        die(f"{path} is not the rules file prepare.py wrote for this data (truncated or corrupt? rerun prepare.py)")
+    return positions, forbidden
+
+
+def window_heads(starts, heads):
+    """Per window start: (h, n), the header in front of it (its piece's START at h, n tokens; n = 0 where the window
+    starts inside its piece's header or from its start, or without `heads`)."""
+    out = []
+    for s in starts:
+        k = np.searchsorted(heads[0], s, side="right") - 1 if heads is not None else -1
+        h, n = (int(heads[0][k]), int(heads[1][k])) if k >= 0 else (s, 0)
+        out.append((s, 0) if s < h + n else (h, n))  # a window from the piece's start or inside its header: as it is
+    return out
+
+
+def rule_targets(rules, starts, block_size, vocab_size, device, heads=None):
+    """(len(starts), block_size, vocab_size) bool: what the rules forbid at each target of get_batch's windows (none
+    at the header in front)."""
+    positions, forbidden = rules
+    out = np.zeros((len(starts), block_size, (vocab_size + 7) // 8), dtype=np.uint8)
+    for row, (s, (h, n)) in enumerate(zip(starts, window_heads(starts, heads))):
+        base, skip = s - n + 1, n if s > h + n else 0  # target t is data[base + t]; the first `skip` are the header's
+        lo, hi = np.searchsorted(positions, [base + skip, base + block_size])
+        out[row, positions[lo:hi] - base] = forbidden[lo:hi]
+    bits = np.unpackbits(out, axis=2, count=vocab_size).astype(bool)
+    return torch.from_numpy(bits).to(device)
+
+
 def get_batch(data, block_size, starts, device, heads=None):
     """Input and target windows (len(starts), block_size) starting at the given token offsets. With `heads` (from
     piece_heads), a window that starts past its piece's header begins with that START and header instead: every
@@ -127,11 +201,7 @@ def get_batch(data, block_size, starts, device, heads=None):
     parts one after another without the bar line that ends them (a model so taught names parts without end); the
     header is learnt where a piece begins (draw_starts' piece starts)."""
     rows, skips = [], []
-    for s in starts:
-        k = np.searchsorted(heads[0], s, side="right") - 1 if heads is not None else -1
-        h, n = (int(heads[0][k]), int(heads[1][k])) if k >= 0 else (s, 0)
-        if s < h + n:  # a window from the piece's start or inside its header: as it is
-            h, n = s, 0
+    for s, (h, n) in zip(starts, window_heads(starts, heads)):
         rows.append(np.concatenate([data[h:h + n], data[s:s + block_size + 1 - n]]).astype(np.int64))
         skips.append(n if s > h + n else 0)  # right after the header the window is the piece as it is
     xy = torch.from_numpy(np.stack(rows))
@@ -141,13 +211,19 @@ def get_batch(data, block_size, starts, device, heads=None):
     return x.to(device), y.to(device)
 
 
-def draw_starts(n_tokens, block_size, count, generator, heads=None, share=0.0):
+def draw_starts(n_tokens, block_size, count, generator, heads=None, share=0.0, near=None, near_share=0.0):
     """count window offsets, uniform over the tokens; with `heads` (from piece_heads), each is with probability
     `share` the START of a piece drawn uniformly instead, from which the style after START is learnt as often as
-    each style opens a piece (get_batch takes no loss on the style in front of other windows)."""
-    starts = torch.randint(n_tokens - block_size - 1, (count,), generator=generator)
+    each style opens a piece (get_batch takes no loss on the style in front of other windows); then each is with
+    probability `near_share` a window that holds one of the token positions `near` (drawn uniformly), anywhere in it."""
+    last = n_tokens - block_size - 1
+    starts = torch.randint(last, (count,), generator=generator)
     if heads is not None and share > 0:
-        first = torch.from_numpy(heads[0][heads[0] < n_tokens - block_size - 1])
+        first = torch.from_numpy(heads[0][heads[0] < last])
         pick = first[torch.randint(len(first), (count,), generator=generator)]
         starts = torch.where(torch.rand(count, generator=generator) < share, pick, starts)
+    if near is not None and len(near) and near_share > 0:
+        at = torch.from_numpy(near[torch.randint(len(near), (count,), generator=generator).numpy()])
+        around = (at - 1 - torch.randint(block_size, (count,), generator=generator)).clamp(0, last - 1)
+        starts = torch.where(torch.rand(count, generator=generator) < near_share, around, starts)
     return starts.tolist()

@@ -5,6 +5,7 @@ python evaluate.py --listen midi-samples/*.mid [--voices 4]   (what a music teac
     [--against real/*.txt]                                      (... beside real pieces, and a classifier on both)
 python evaluate.py --forms data/text/music21/bach/*.txt          (the forms of real pieces, as --form auto draws them)
 python evaluate.py --out_dir models/corpus --cadence val/*.txt   (how well a run knows the last bars, by its view)
+python evaluate.py --out_dir models/corpus --rules val/*.txt     (does a run know the rules of part writing?)
 
 Writes eval.json, eval.md and eval_histograms.png into the run folder.
 - Likelihood: cross-entropy of the validation pieces (originals only) in bits per token and bits per note, for the
@@ -58,11 +59,12 @@ import batch
 import config
 import configurator
 from batch import atomic_write, die, read_text, reason, writable_dir, write_json
-from controls import Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_settings
+from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
+                      style_settings)
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_edition, finish, header_end,
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
-from mask import GrammarMask, draw, mask_rows
+from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, kernel_width, listen, logistic_accuracy,
                       overlapping_area, piece_form, piece_measures, polyphony, profile, voice_ranges)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
@@ -732,6 +734,10 @@ def main(argv=None):
     parser.add_argument("--cadence", nargs="+", help="encodings (.txt) of pieces the run never trained on: how well "
                                                      "it knows each one's last bar, with and without its opening "
                                                      "in view, against its other bars (teacher-forced), and exit")
+    parser.add_argument("--rules", nargs="+", help="encodings (.txt) of pieces of styles with rules of part writing "
+                                                   "(config.STYLE_DEFAULTS): teacher-forced, how often the pieces "
+                                                   "break each rule and the run's probability on what it forbids, "
+                                                   "and exit")
     parser.add_argument("--forms", nargs="+", help="MIDI files or encodings (.txt) of real pieces: print each style's "
                                                    "forms (measures.piece_form), as --form auto draws them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
@@ -747,6 +753,8 @@ def main(argv=None):
     model, tok, ckpt = load_run(run, device)
     if args.cadence:
         return cadence_of_files(model, tok, args.cadence, device)
+    if args.rules:
+        return rules_of_files(model, tok, args.rules, device)
     writable_dir(run, "the run folder (eval.json goes there)")
     eval_key_controls(args, tok.spec)  # checked before any work
     splits, meta, data_tokenizer = read_data(args.data_dir)
@@ -849,6 +857,68 @@ def cadence_of_files(model, tok, paths, device):
                        ("those longer (the whole: positions never trained)", [x for x in rows if not x[1]["fits"]])):
         print(f"| {name} | {mean('others', some)} | " + " | ".join(mean(v, some) for v in views)
               + f" | {mean('whole', some)} |")
+
+
+RULE_FAMILIES = {"parallels and crossing": ("parallels", "crossing"), "the last bar's tonic triad": ("ending",),
+                 "no rests": ("rests",), "the choir's range, spacing and leaps": ()}  # () : the choir's rules
+
+
+@torch.no_grad()
+def next_token_probs(model, ids, keep, device):
+    """(len(ids), V): row t is the probability of each token at position t (row 0 unused), teacher-forced as training
+    windows show the piece (training_windows: START and the header, `keep` tokens, in front after the first)."""
+    ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
+    out = torch.zeros(len(ids), model.cfg.vocab_size, device=device)
+    for i, h in training_windows(len(ids), keep, window):
+        x = torch.cat([ids[:h], ids[i:i + window - h]])
+        probs = model(x[None])[0][0].float().softmax(-1)[h:]  # row j predicts token i + 1 + j
+        n = min(len(probs), len(ids) - i - 1)
+        out[i + 1:i + 1 + n] = probs[:n]
+    return out
+
+
+def rules_of_files(model, tok, paths, device):
+    """evaluate.py --rules: per rule of part writing that the pieces' styles take (style_rules), at each note where
+    it forbids some pitches, teacher-forced: how often the piece takes one, and the run's mean probability on them
+    (where the piece keeps the rule, where it breaks it). Does the model know the rule, or sample it anyway?"""
+    pieces = defaultdict(list)  # style -> token ids
+    for path in map(Path, paths):
+        try:
+            tokens = text_to_tokens(read_text(path))
+            if why := validate(tokens, tok.spec):
+                raise ValueError(f"not an encoding this run reads (token {why[0]}: {why[1]})")
+            style = tokens[1].removeprefix("style:") if len(tokens) > 1 and kind(tokens[1]) == "style" else None
+            if style_rules(style) is None:
+                raise ValueError(f"its style ({style}) takes no rules of part writing by default")
+            pieces[style].append((tok.encode(tokens), header_end(tokens)))
+        except (OSError, ValueError) as e:
+            print(f"skipped {path}: {reason(e)}")
+    if not pieces:
+        die("--rules: no encoding of a style with rules of part writing among the files")
+    note = torch.tensor([kind(t) == "n" for t in tok.itos], device=device)
+    print("teacher-forced, at each note where a rule forbids some pitches (the key from the notes so far, as the "
+          "sampler reckons it)\n\n| style | rule | notes ruled | the piece takes a forbidden pitch | the run's "
+          "probability on them | where the piece keeps the rule | where it breaks it |\n|---|---|---|---|---|---|---|")
+    for style, found in sorted(pieces.items()):
+        probs = [next_token_probs(model, ids, keep, device) for ids, keep in found]
+        ruled = style_rules(style)
+        for family, rules in RULE_FAMILIES.items():
+            keep_rules = tuple(r for r in ruled.voice_leading_rules if r in rules) if ruled.voice_leading else ()
+            if not (keep_rules or (not rules and ruled.choir)):
+                continue
+            controls = replace(ruled, voice_leading=bool(keep_rules), voice_leading_rules=keep_rules or ("rests",),
+                               choir=not rules and ruled.choir)
+            mass, broke = [], []
+            for (ids, _), p, (at, packed, broken) in zip(found, probs, rule_breaks(tok, [i for i, _ in found],
+                                                                                      controls, device)):
+                forbidden = torch.from_numpy(np.unpackbits(packed, axis=1)[:, :tok.vocab_size].astype(bool))
+                on_note = note[torch.as_tensor(ids, device=device)[torch.from_numpy(at)]].cpu().numpy()
+                mass += ((p[torch.from_numpy(at)] * forbidden.to(device)).sum(1).cpu().numpy()[on_note]).tolist()
+                broke += broken[on_note].tolist()
+            mass, broke = np.array(mass), np.array(broke, dtype=bool)
+            pct = lambda x: f"{100 * x.mean():.1f} %" if len(x) else "–"
+            print(f"| {style} ({len(found)}) | {family} | {len(mass):,} | {pct(broke)} | {pct(mass)} | "
+                  f"{pct(mass[~broke])} | {pct(mass[broke])} |")
 
 
 def readable_pieces(paths, flag):

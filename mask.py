@@ -11,6 +11,7 @@ masks are the same idea).
 """
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 import config
@@ -778,6 +779,38 @@ def mask_rows(mask, ids, device):
     along the token ids `ids` (to score a real piece as the sampler would draw it)."""
     x = torch.as_tensor([int(i) for i in ids], device=device)[None]
     return torch.cat([mask(x[:, :t]) for t in range(1, x.size(1))])
+
+
+def rule_breaks(tok, pieces, controls, device="cpu", batch_tokens=65536):
+    """Teacher-forced along real pieces (token id lists from START, stepped as the sampler steps its rows, in batches
+    of similar length and at most `batch_tokens` tokens with the padding): where the rules of `controls` forbid tokens that the grammar alone allows, and whether
+    the piece takes one there. Per piece (positions, forbidden, broken): the positions (from 1) of the tokens where
+    the rules forbid some, what they forbid there ((n, V) bool, packed along V by np.packbits) and whether the piece's
+    own token is among it ((n,) bool: the piece breaks the rule there)."""
+    end, V = tok.stoi[END], tok.vocab_size
+    out = [None] * len(pieces)
+    order, batches = sorted(range(len(pieces)), key=lambda k: len(pieces[k])), [[]]
+    for k in order:  # the longest last: a batch's padding is its rows times its longest piece
+        if batches[-1] and (len(batches[-1]) + 1) * len(pieces[k]) > batch_tokens:
+            batches.append([])
+        batches[-1].append(k)
+    for rows in batches:
+        lengths = torch.tensor([len(pieces[k]) for k in rows], device=device)
+        x = torch.full((len(rows), int(lengths.max())), end, dtype=torch.long, device=device)  # (B, T) padded
+        for j, k in enumerate(rows):
+            x[j, :len(pieces[k])] = torch.as_tensor(pieces[k], dtype=torch.long, device=device)
+        grammar, ruled = GrammarMask(tok, device), GrammarMask(tok, device, controls)
+        found = [[] for _ in rows]  # per row: (position, forbidden, broken)
+        for t in range(1, x.size(1)):
+            forbidden = grammar(x[:, :t]) & ~ruled(x[:, :t])                # (B, V)
+            broken = forbidden.gather(1, x[:, t:t + 1])[:, 0]
+            for j in torch.nonzero(forbidden.any(1) & (lengths > t))[:, 0].tolist():
+                found[j].append((t, forbidden[j].cpu().numpy(), bool(broken[j])))
+        for j, k in enumerate(rows):
+            at, rows_, broke = zip(*found[j]) if found[j] else ((), np.zeros((0, V), dtype=bool), ())
+            out[k] = (np.array(at, dtype=np.int64), np.packbits(np.array(rows_, dtype=bool).reshape(-1, V), axis=1),
+                      np.array(broke, dtype=bool))
+    return out
 
 
 def draw(model, tok, request, n, seed, temperature=1.0, top_k=None, top_p=None, max_new=1024, constrained=True):

@@ -1,13 +1,15 @@
 """Turn text encodings into train.bin / val.bin (uint16 token ids) and meta.json.
 
 python prepare.py --main_data_path data/text --augmented_data_path data/aug --output_base_dir data/bin \
-    --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337]
+    --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337] \
+    [--rule_styles bach,fiddle]
 
 The split is by piece and made before augmentation, from a stable hash of the piece id, so no copy of a validation
 piece reaches train.bin; val.bin holds originals only. With --given_share, that seeded share of the training
 pieces is written with some of it given and shown ahead (a melody, all parts but one, the bars after a gap:
 encoding_decoding.given_variant), for a run that samples given material with --look_ahead (off by default: see the
-README's "Given material").
+README's "Given material"). With --rule_styles, train_rules.npz holds what the rules of part writing of those styles
+forbid at each token of train.bin where the piece keeps them (for train.py --rule_weight).
 Pieces stream to disk one at a time.
 """
 import argparse
@@ -16,12 +18,26 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 import batch
 import configurator
 from batch import (DiskFull, atomic_write, clean_stale, die, find_files, lock, no_room, read_text, swap_in, temp_name,
                    writable_dir, write_json)
-from dataset import META_VERSION, piece_id, split, write_split
+from controls import style_rules
+from dataset import META_VERSION, piece_id, split, write_rules, write_split
 from encoding_decoding import Tokenizer, text_to_tokens
+
+
+def check_rule_styles(styles, tok):
+    """One line and exit unless every style of --rule_styles is the tokenizer's and takes rules of part writing."""
+    for style in styles:
+        if style not in tok.spec.styles:
+            die(f"--rule_styles: {style!r} is not a style of this tokenizer ({', '.join(tok.spec.styles)})")
+        if style_rules(style) is None:
+            with_rules = [s for s in tok.spec.styles if style_rules(s) is not None]
+            die(f"--rule_styles: {style!r} takes no rules of part writing by default (config.STYLE_DEFAULTS); those "
+                f"that do: {', '.join(with_rules)}")
 
 
 def main(argv=None):
@@ -30,11 +46,13 @@ def main(argv=None):
     parser.add_argument("--augmented_data_path", help="folder written by augment_all.py (optional)")
     configurator.option(parser, "output_base_dir", "the dataset folder it writes", key="data_dir")
     configurator.option(parser, "tokenizer_paths", "tokenizer JSON", key="tokenizer_path")
-    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "given_share", "seed"], argv)
+    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "given_share", "seed", "rule_styles"],
+                            argv)
     try:
         tok = Tokenizer.load(args.tokenizer_paths)
     except (OSError, ValueError) as e:
         die(e)
+    check_rule_styles(args.rule_styles, tok)
     tok_bytes = Path(args.tokenizer_paths).read_bytes()
     out = Path(args.output_base_dir)
     if out.exists() and not out.is_dir():
@@ -90,6 +108,8 @@ def main(argv=None):
             first = f": first {rejected[0]['file']}: {rejected[0]['reason']}" if rejected else ""
             die(f"no valid pieces left for {'train' if not n_train[1] else 'val'} ({len(rejected)} rejected{first}); "
                 f"{out} is left as it was")
+        rules = write_rules(tmp / "train_rules.npz", np.memmap(tmp / "train.bin", dtype=np.uint16, mode="r"), tok,
+                            args.rule_styles) if args.rule_styles else None
         meta = {
             "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size,
             "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
@@ -102,6 +122,8 @@ def main(argv=None):
                       "augmented_at": [i for i, p in enumerate(n_train[3]) if p in copied]},
             "val": {"tokens": n_val[0], "pieces": n_val[1]},
             "val_pieces": val_ids, "rejected": rejected,
+            # per style: [pieces, tokens where its rules forbid some, tokens where the piece breaks them]
+            "rules": rules,
         }
         atomic_write(tmp / "tokenizer.json", tok_bytes)  # the data carries its tokenizer
         write_json(tmp / "meta.json", meta)

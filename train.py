@@ -28,7 +28,7 @@ from tqdm import tqdm
 import batch
 import configurator
 from batch import atomic_write, clean_stale, die, lock, read_jsonl, temp_name, why_not_written, writable_dir, write_json
-from dataset import draw_starts, get_batch, piece_heads, read_data
+from dataset import draw_starts, get_batch, piece_heads, read_data, read_rules, rule_targets
 from encoding_decoding import Spec, Tokenizer, kind
 from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args
 from runs import (WEIGHT_FILES, check_tokenizer, find_checkpoint, holds_a_run, load_weights, model_config, pick_device,
@@ -37,8 +37,8 @@ from runs import (WEIGHT_FILES, check_tokenizer, find_checkpoint, holds_a_run, l
 TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
     "batch_size", "gradient_accumulation_steps", "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval",
-    "eval_iters", "log_interval", "max_bad_steps", "anchor_header", "piece_start_share", "device", "dtype", "compile",
-    "seed"]
+    "eval_iters", "log_interval", "max_bad_steps", "anchor_header", "piece_start_share", "rule_weight", "rule_share",
+    "device", "dtype", "compile", "seed"]
 UNSHAPED_KEYS = ("block_size", "dropout")  # model settings a fine-tune may change: no weight's shape depends on them
 
 
@@ -249,14 +249,26 @@ def setup_device(c):
 
 
 def load_data(c):
-    """(train/val tokens, meta, tokenizer bytes, the piece heads of each split where windows are anchored)."""
+    """(train/val tokens, meta, tokenizer bytes, the piece heads of each split where windows are anchored, the rules'
+    tokens of train.bin where rule_weight asks for them, else None)."""
     splits, meta, tokenizer = read_data(c.data_dir)
     for split, data in splits.items():
         if len(data) <= c.block_size + 1:
             die(f"{c.data_dir}/{split}.bin holds {len(data)} tokens, too few for block_size={c.block_size}")
     itos = json.loads(tokenizer)["itos"]
     heads = {split: piece_heads(data, itos) if c.anchor_header else None for split, data in splits.items()}
-    return splits, meta, tokenizer, heads
+    rules = read_rules(c.data_dir, meta, len(splits["train"])) if c.rule_weight > 0 else None
+    return splits, meta, tokenizer, heads, rules
+
+
+def rule_penalty(logits, forbidden, targets):
+    """The rules' penalty (unlikelihood training, Welleck et al. 2019): at each target where the rules forbid some
+    tokens, -log(1 - P(those tokens)), summed and divided by the window's targets (as the cross-entropy is)."""
+    logits = logits.float()
+    log_p = logits.masked_fill(~forbidden, float("-inf")).logsumexp(-1) - logits.logsumexp(-1)  # (B, T); -inf: none
+    ruled = forbidden.any(-1) & (targets >= 0)
+    penalty = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))  # (a forbidden token the model is sure of: bounded)
+    return torch.where(ruled, penalty, 0.0).sum() / (targets >= 0).sum().clamp(min=1)
 
 
 def build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env):
@@ -332,7 +344,7 @@ def main(argv=None):
         return export(out_dir, Path(c.export), c.overwrite)
     ckpt, ckpt_path, resume = resolve_source(c, out_dir)
     env = setup_device(c)
-    splits, meta, tokenizer, heads = load_data(c)
+    splits, meta, tokenizer, heads, rules = load_data(c)
     model = build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env)
     optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), env.device_type)
     scaler = torch.amp.GradScaler(env.device_type, enabled=env.dtype == torch.float16)
@@ -388,16 +400,21 @@ def main(argv=None):
         for group in optimizer.param_groups:
             group["lr"] = lr
         starts = draw_starts(len(splits["train"]), c.block_size, c.gradient_accumulation_steps * c.batch_size, sampler,
-                             heads["train"], c.piece_start_share)
-        loss_sum = torch.zeros((), device=env.device)
+                             heads["train"], c.piece_start_share, rules and rules[0], c.rule_share)
+        loss_sum, rule_sum = torch.zeros((), device=env.device), torch.zeros((), device=env.device)
         for m in range(micro):
             first = (env.rank * micro + m) * c.batch_size
-            x, y = get_batch(splits["train"], c.block_size, starts[first:first + c.batch_size], env.device,
-                             heads["train"])
+            mine = starts[first:first + c.batch_size]
+            x, y = get_batch(splits["train"], c.block_size, mine, env.device, heads["train"])
             if env.ddp:
                 train_model.require_backward_grad_sync = m == micro - 1
             with env.ctx:
-                _, loss = train_model(x, y)
+                logits, loss = train_model(x, y)
+            if rules:
+                forbidden = rule_targets(rules, mine, c.block_size, logits.size(-1), env.device, heads["train"])
+                rule_loss = rule_penalty(logits, forbidden, y)
+                rule_sum += rule_loss.detach() / micro
+                loss = loss + c.rule_weight * rule_loss
             loss_sum += loss.detach() / micro
             scaler.scale(loss / micro).backward()
         scaler.unscale_(optimizer)
@@ -427,7 +444,8 @@ def main(argv=None):
             now = time.perf_counter()
             dt, t_last, it_last = (now - t_last) / (iter_num - it_last), now, iter_num  # fewer steps after a resume
             lm, balance = (v.item() for v in model.last_loss_parts)
-            row = dict(iter=iter_num, loss=loss_sum.item(), lm_loss=lm, balance_loss=balance, lr=lr,
+            row = dict(iter=iter_num, loss=loss_sum.item(), lm_loss=lm, balance_loss=balance,
+                       **({"rule_loss": rule_sum.item()} if rules else {}), lr=lr,
                        grad_norm=grad_norm.item(), tokens_per_s=tokens_per_iter / dt)
             if (mfu := model.estimate_mfu(tokens_per_iter, dt)) is not None:
                 row["mfu"] = mfu

@@ -1,6 +1,7 @@
 """The piece header (style, tempo, meter, parts) and the sampling controls, each enforced by the mask."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -9,7 +10,7 @@ from conftest import midi_file, on, off, run, track, vlq
 from controls import Controls, key_pitch_classes, key_triad
 from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, canonical, finish,
                                notes_to_tokens, tokens_to_notes, tokens_to_text, validate)
-from mask import GrammarMask, estimated_triads
+from mask import GrammarMask, estimated_triads, mask_rows, rule_breaks
 from midi_io import midi_to_notes, notes_to_midi, parse_score, score_to_notes, text_to_midi
 from model import sample_logits
 
@@ -387,6 +388,30 @@ def test_voice_leading_keeps_parts_from_crossing():
     assert allowed[TOK.stoi["n67"]] and allowed[TOK.stoi["n55"]] and not allowed[TOK.stoi["n68"]]
     allowed = voice_mask("pos:0 n72 d4 v80 p1 n60 d8 v80 pos:4 p0")
     assert allowed[TOK.stoi["n60"]] and allowed[TOK.stoi["n74"]] and not allowed[TOK.stoi["n59"]]
+
+
+def test_rule_breaks_steps_pieces_in_batches_as_the_sampler_steps_one():
+    """Teacher-forced, what the rules forbid and where a piece breaks them: pieces of different lengths in one batch
+    (padded) give what the mask gives stepped along each alone, and a parallel octave is found where it is."""
+    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52".split()
+    pieces = [head + "bar:2 pos:0 n72 d4 v80 p1 n60 d4 v80 pos:4 p0 n74 d4 p1 n62 d4 pos:8 p0 n76 d8 p1 n55 d8 "
+                     "bar:1 pos:0 p0 n72 d16 p1 n48 d16 END".split(),  # parallel octaves at pos:4, a tonic end
+              head + "bar:1 pos:0 n67 d16 v80 p1 n60 d16 v80 END".split(),
+              head + "bar:2 pos:0 n67 d8 v80 p1 n60 d8 v80 pos:8 p0 n69 d8 p1 n62 d8 bar:1 pos:0 p0 n67 d16 "
+                     "p1 n48 d16 END".split()]                         # parallel fifths at pos:8
+    ids = [TOK.encode(p) for p in pieces]
+    controls = Controls(voice_leading=True, triad=(0, 4, 7))
+    got = rule_breaks(TOK, ids, controls, batch_tokens=2 * max(map(len, ids)))
+    for piece, (at, packed, broken) in zip(ids, got):
+        want = mask_rows(GrammarMask(TOK, "cpu"), piece, "cpu") & ~mask_rows(GrammarMask(TOK, "cpu", controls), piece,
+                                                                             "cpu")  # row t-1: before token t
+        where = torch.nonzero(want.any(1))[:, 0] + 1
+        assert at.tolist() == where.tolist()
+        forbidden = torch.from_numpy(np.unpackbits(packed, axis=1)[:, :TOK.vocab_size].astype(bool))
+        assert torch.equal(forbidden, want[where - 1])
+        assert broken.tolist() == [bool(want[t - 1, piece[t]]) for t in where.tolist()]
+    breaks = lambda k: [pieces[k][t] for t, b in zip(got[k][0], got[k][2]) if b]
+    assert breaks(0) == ["n62"] and breaks(1) == [] and breaks(2) == ["n62"]
 
 
 @settings(max_examples=10, deadline=None)

@@ -1,5 +1,6 @@
 """train.py, sample.py and plot.py end to end on a tiny dataset, on the CPU."""
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import ENV, ROOT, run, sample_here, train_args
+from conftest import ENV, ROOT, make_bin, run, sample_here, train_args
 from encoding_decoding import END, Spec, Tokenizer, bar_steps, finish, validate
 from mask import GrammarMask
 from midi_io import midi_to_notes
@@ -402,3 +403,58 @@ def test_the_shipped_models_samples_with_forms_rules_and_given_material_are_pinn
     assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in want]
     for p in want:
         assert (tmp_path / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_the_rules_targets_line_up_with_the_windows_targets():
+    """rule_targets puts what the rules forbid at a token of train.bin on the column where get_batch's target is that
+    token: in a window as it is, one after its piece's header (none on the header), one from inside the header."""
+    import numpy as np
+    from dataset import get_batch, rule_targets
+    V, data = 64, np.arange(60, dtype=np.uint16)  # token i at index i: a target names its own index
+    heads = (np.array([0, 30]), np.array([3, 3]))
+    positions = np.array([p for p in range(1, 60) if p % 7])
+    forbidden = np.packbits(np.eye(V, dtype=bool)[positions], axis=1)  # at index p the rules forbid token p
+    starts = [0, 5, 31, 40, 33]
+    x, y = get_batch(data, 8, starts, "cpu", heads)
+    got = rule_targets((positions, forbidden), starts, 8, V, "cpu", heads)
+    assert got.shape == (5, 8, V)
+    for r in range(5):
+        for t in range(8):
+            want = torch.zeros(V, dtype=torch.bool)
+            if y[r, t] >= 0 and y[r, t] % 7:
+                want[y[r, t]] = True
+            assert torch.equal(got[r, t], want), (r, t)
+    assert not got[3, :3].any() and got[3, 3:].any()  # the header in front of start 40: nothing forbidden there
+
+
+def test_the_rules_penalty_is_minus_log_of_what_they_leave():
+    from train import rule_penalty
+    logits = torch.log(torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]]]))
+    forbidden = torch.tensor([[[False, True, True], [False, False, False], [True, False, False]]])
+    targets = torch.tensor([[0, 2, -1]])  # the last target is a header's: neither counted nor divided by
+    got = rule_penalty(logits, forbidden, targets)
+    assert got.item() == pytest.approx(-math.log(0.5) / 2, rel=1e-5)
+
+
+def test_training_with_the_rules_penalty(data, tmp_path):
+    """prepare.py --rule_styles steps the chorales through their rules; train.py --rule_weight learns against what
+    they forbid, its log names the penalty; a style without rules, or rules asked of data without them, is one line."""
+    from encoding_decoding import Header
+    make_bin(tmp_path, n=12, header=Header(style="bach", parts=(52, 52)), tokenizer=None)
+    r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "bin",
+            "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--val_fraction", "0.2",
+            "--rule_styles", "bach")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "bin/meta.json").read_text())
+    pieces, kept, broken = meta["rules"]["bach"]
+    assert pieces == meta["train"]["pieces"] and kept > 0
+    r = run("train.py", *train_args(tmp_path / "bin", tmp_path / "ruled", "--max_iters=4", "--eval_interval=4",
+                                     "--rule_weight=1", "--rule_share=0.5"))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (tmp_path / "ruled/metrics.jsonl").read_text().splitlines()]
+    assert all(row["rule_loss"] > 0 for row in rows if "lr" in row)
+    r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "other",
+            "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_styles", "folk")
+    assert r.returncode != 0 and "'folk' takes no rules of part writing" in r.stderr and not (tmp_path / "other").exists()
+    r = run("train.py", *train_args(data, tmp_path / "r", "--rule_weight=1"))  # (data prepared without them)
+    assert r.returncode != 0 and "no rules of part writing in this data" in r.stderr, r.stderr
