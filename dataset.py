@@ -5,6 +5,7 @@ import hashlib
 import json
 import random
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,7 @@ def read_rules(data_dir, meta, n_train):
         ok = (positions.ndim == 1 and forbidden.shape == (len(positions), (meta["vocab_size"] + 7) // 8)
               and (not len(positions) or (positions[0] >= 0 and positions[-1] < n_train
                                           and (np.diff(positions) > 0).all())))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         ok = False
     if not ok:
         die(f"{path} is not the rules file prepare.py wrote for this data (truncated or corrupt? rerun prepare.py)")

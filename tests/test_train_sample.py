@@ -458,3 +458,7 @@ def test_training_with_the_rules_penalty(data, tmp_path):
     assert r.returncode != 0 and "'folk' takes no rules of part writing" in r.stderr and not (tmp_path / "other").exists()
     r = run("train.py", *train_args(data, tmp_path / "r", "--rule_weight=1"))  # (data prepared without them)
     assert r.returncode != 0 and "no rules of part writing in this data" in r.stderr, r.stderr
+    (tmp_path / "bin/train_rules.npz").write_bytes(b"PK\x03\x04 cut short")
+    r = run("train.py", *train_args(tmp_path / "bin", tmp_path / "r2", "--rule_weight=1"))
+    assert r.returncode != 0 and "train_rules.npz is not the rules file prepare.py wrote" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
