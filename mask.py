@@ -783,10 +783,10 @@ def mask_rows(mask, ids, device):
 
 def rule_breaks(tok, pieces, controls, device="cpu", batch_tokens=65536):
     """Teacher-forced along real pieces (token id lists from START, stepped as the sampler steps its rows, in batches
-    of similar length and at most `batch_tokens` tokens with the padding): where the rules of `controls` forbid tokens that the grammar alone allows, and whether
-    the piece takes one there. Per piece (positions, forbidden, broken): the positions (from 1) of the tokens where
-    the rules forbid some, what they forbid there ((n, V) bool, packed along V by np.packbits) and whether the piece's
-    own token is among it ((n,) bool: the piece breaks the rule there)."""
+    of similar length and at most `batch_tokens` tokens with the padding): where the rules of `controls` forbid
+    tokens that the grammar alone allows, and whether the piece takes one there. Per piece (positions, forbidden,
+    broken): the positions (from 1) of the tokens where the rules forbid some, what they forbid there ((n, V) bool,
+    packed along V by np.packbits) and whether the piece's own token is among it ((n,) bool: it breaks the rule)."""
     end, V = tok.stoi[END], tok.vocab_size
     out = [None] * len(pieces)
     order, batches = sorted(range(len(pieces)), key=lambda k: len(pieces[k])), [[]]
