@@ -465,3 +465,20 @@ def test_training_with_the_rules_penalty(data, tmp_path):
     r = run("train.py", *train_args(tmp_path / "bin", tmp_path / "r2", "--rule_weight=1"))
     assert r.returncode != 0 and "train_rules.npz is not the rules file prepare.py wrote" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_evaluate_rules_says_what_a_run_gives_the_forbidden_pitches(trained, tmp_path):
+    """evaluate.py --rules: a row per rule of Bach's defaults over chorale-like pieces; a piece of a style without
+    rules is named and skipped; none left is one line."""
+    from encoding_decoding import Header
+    make_bin(tmp_path / "bach", n=3, header=Header(style="bach", parts=(52, 52)), tokenizer=None)
+    make_bin(tmp_path / "folk", n=1, header=Header(style="folk", parts=(0,)), tokenizer=None)
+    files = sorted((tmp_path / "bach/text").glob("*.txt")) + [tmp_path / "folk/text/piece0.txt"]
+    r = run("evaluate.py", "--out_dir", trained, "--device", "cpu", "--rules", *files)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| bach (3) |")]
+    assert [row.split(" | ")[1] for row in rows] == ["parallels and crossing", "the last bar's tonic triad",
+                                                     "no rests", "the choir's range, spacing and leaps"]
+    assert "skipped" in r.stdout and "piece0.txt: its style (folk) takes no rules" in r.stdout
+    r = run("evaluate.py", "--out_dir", trained, "--device", "cpu", "--rules", tmp_path / "folk/text/piece0.txt")
+    assert r.returncode != 0 and "--rules: no encoding of a style with rules" in r.stderr
