@@ -170,13 +170,14 @@ def read_rules(data_dir, meta, n_train):
 
 
 def window_heads(starts, heads):
-    """Per window start: (h, n), the header in front of it (its piece's START at h, n tokens; n = 0 where the window
-    starts inside its piece's header or from its start, or without `heads`)."""
+    """Per window start: (h, n, skip), the header in front of it (its piece's START at h, n tokens; n = 0 where the
+    window starts inside its piece's header or from its start, or without `heads`) and the targets that are the
+    header's (n, or 0 where the window starts right after the header: then it is the piece as it is)."""
     out = []
     for s in starts:
         k = np.searchsorted(heads[0], s, side="right") - 1 if heads is not None else -1
         h, n = (int(heads[0][k]), int(heads[1][k])) if k >= 0 else (s, 0)
-        out.append((s, 0) if s < h + n else (h, n))  # a window from the piece's start or inside its header: as it is
+        out.append((s, 0, 0) if s < h + n else (h, n, n if s > h + n else 0))
     return out
 
 
@@ -185,8 +186,8 @@ def rule_targets(rules, starts, block_size, vocab_size, device, heads=None):
     at the header in front)."""
     positions, forbidden = rules
     out = np.zeros((len(starts), block_size, (vocab_size + 7) // 8), dtype=np.uint8)
-    for row, (s, (h, n)) in enumerate(zip(starts, window_heads(starts, heads))):
-        base, skip = s - n + 1, n if s > h + n else 0  # target t is data[base + t]; the first `skip` are the header's
+    for row, (s, (h, n, skip)) in enumerate(zip(starts, window_heads(starts, heads))):
+        base = s - n + 1  # target t is data[base + t]; the first `skip` are the header's
         lo, hi = np.searchsorted(positions, [base + skip, base + block_size])
         out[row, positions[lo:hi] - base] = forbidden[lo:hi]
     bits = np.unpackbits(out, axis=2, count=vocab_size).astype(bool)
@@ -202,9 +203,9 @@ def get_batch(data, block_size, starts, device, heads=None):
     parts one after another without the bar line that ends them (a model so taught names parts without end); the
     header is learnt where a piece begins (draw_starts' piece starts)."""
     rows, skips = [], []
-    for s, (h, n) in zip(starts, window_heads(starts, heads)):
+    for s, (h, n, skip) in zip(starts, window_heads(starts, heads)):
         rows.append(np.concatenate([data[h:h + n], data[s:s + block_size + 1 - n]]).astype(np.int64))
-        skips.append(n if s > h + n else 0)  # right after the header the window is the piece as it is
+        skips.append(skip)
     xy = torch.from_numpy(np.stack(rows))
     x, y = xy[:, :-1], xy[:, 1:].clone()
     for row, n in enumerate(skips):

@@ -906,7 +906,7 @@ def rules_of_files(model, tok, paths, device):
             keep_rules = tuple(r for r in ruled.voice_leading_rules if r in rules) if ruled.voice_leading else ()
             if not (keep_rules or (not rules and ruled.choir)):
                 continue
-            controls = replace(ruled, voice_leading=bool(keep_rules), voice_leading_rules=keep_rules or ("rests",),
+            controls = replace(ruled, voice_leading=bool(keep_rules), voice_leading_rules=keep_rules,
                                choir=not rules and ruled.choir)
             mass, broke = [], []
             for (ids, _), p, (at, packed, broken) in zip(found, probs, rule_breaks(tok, [i for i, _ in found],

@@ -400,7 +400,7 @@ def main(argv=None):
         for group in optimizer.param_groups:
             group["lr"] = lr
         starts = draw_starts(len(splits["train"]), c.block_size, c.gradient_accumulation_steps * c.batch_size, sampler,
-                             heads["train"], c.piece_start_share, rules and rules[0], c.rule_share)
+                             heads["train"], c.piece_start_share, rules[0] if rules else None, c.rule_share)
         loss_sum, rule_sum = torch.zeros((), device=env.device), torch.zeros((), device=env.device)
         for m in range(micro):
             first = (env.rank * micro + m) * c.batch_size
