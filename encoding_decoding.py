@@ -27,13 +27,17 @@ A note list is a sorted list of `Note(start, pitch, dur, vel, part)` in grid ste
 encodings. MIDI files and scores are read and written in midi_io.py, the boundary to files: this module is the token
 format alone, and loads without music21.
 """
+import gc
 import json
 import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
+from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
+
+import numpy as np
 
 import config
 import configurator
@@ -276,29 +280,60 @@ def canonical(notes, spec, dropped=None):
     """Notes in normal form: pitches in range, velocities clamped, 1 <= dur <= max_dur, sorted by (start, part,
     -pitch), one note per (start, part, pitch), and a note cut short where the same pitch starts again in its part
     (a MIDI channel cannot hold two sounding copies of one key). Counts what it drops or changes in `dropped`."""
+    rows = np.array([tuple(as_note(n)) for n in notes], dtype=np.int64).reshape(-1, 5)
+    return rows_to_notes(canonical_rows(rows, spec, dropped))
+
+
+def sort_order(*keys):
+    """The stable order of rows by int64 columns, the first the most significant: one sort of the columns packed
+    into one int64 where their ranges fit (a tenth of np.lexsort's time), else np.lexsort."""
+    spans = [k - k.min() for k in keys]
+    widths = [int(k.max()).bit_length() for k in spans]
+    if sum(widths) > 63:
+        return np.lexsort(keys[::-1])
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for k, w in zip(spans, widths):
+        packed = (packed << w) | k
+    return np.argsort(packed, kind="stable")
+
+
+def rows_to_notes(a):
+    """A list of Notes from an (n, 5) array of (start, pitch, dur, vel, part) rows, made with Python's cyclic
+    garbage collector paused: it would sweep the growing list again and again (three times the time)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return list(map(tuple.__new__, repeat(Note), zip(*(column.tolist() for column in a.T))))  # Note._make in C
+    finally:
+        if paused:
+            gc.enable()
+
+
+def canonical_rows(a, spec, dropped=None):
+    """`canonical` on an (n, 5) int64 array of (start, pitch, dur, vel, part) rows, in numpy: the rows in normal
+    form (a MIDI file's hundred thousand notes in milliseconds)."""
     dropped = Counter() if dropped is None else dropped
+    count = lambda why, n: dropped.update({why: int(n)} if n else {})
     (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
-    kept = []
-    for n in map(as_note, notes):
-        if not p0 <= n.pitch <= p1:
-            dropped["pitch_out_of_range"] += 1
-            continue
-        if n.dur > spec.max_dur:
-            dropped["duration_clamped"] += 1
-        kept.append(n._replace(dur=min(max(n.dur, 1), spec.max_dur), vel=min(max(n.vel, v0), v1)))
-    kept.sort(key=lambda n: (n.start, n.part, -n.pitch, -n.dur, -n.vel))
-    out, last = [], {}  # last: (part, pitch) -> index in out of its latest note
-    for note in kept:
-        j = last.get((note.part, note.pitch))
-        if j is not None and out[j].start == note.start:
-            dropped["duplicate_note"] += 1
-            continue
-        if j is not None and out[j].end > note.start:
-            out[j] = out[j]._replace(dur=note.start - out[j].start)
-            dropped["overlap_shortened"] += 1
-        last[(note.part, note.pitch)] = len(out)
-        out.append(note)
-    return out
+    inside = (a[:, 1] >= p0) & (a[:, 1] <= p1)
+    count("pitch_out_of_range", len(a) - inside.sum())
+    a = a[inside]
+    if not len(a):
+        return a
+    count("duration_clamped", (a[:, 2] > spec.max_dur).sum())
+    a[:, 2], a[:, 3] = a[:, 2].clip(1, spec.max_dur), a[:, 3].clip(v0, v1)
+    a = a[sort_order(a[:, 0], a[:, 4], -a[:, 1], -a[:, 2], -a[:, 3])]
+    key = a[:, 4] * 256 + a[:, 1]  # a part's pitch: one key of its keyboard
+    line = np.argsort(key, kind="stable")  # each key's notes in that order
+    b, key = a[line], key[line]
+    again = np.concatenate(([False], (key[1:] == key[:-1]) & (b[1:, 0] == b[:-1, 0])))  # at one onset: the first wins
+    count("duplicate_note", again.sum())
+    line, b, key = line[~again], b[~again], key[~again]
+    cut = np.concatenate(((key[1:] == key[:-1]) & (b[:-1, 0] + b[:-1, 2] > b[1:, 0]), [False]))  # sounding where
+    count("overlap_shortened", cut.sum())                                                     # its key starts again
+    b[cut, 2] = b[np.concatenate(([False], cut[:-1])), 0] - b[cut, 0]
+    a[line] = b
+    return a[np.sort(line)]
 
 
 def notes_to_tokens(notes, spec, header=Header(), given=None):

@@ -1,16 +1,20 @@
-"""The boundary to files: MIDI files and scores (MusicXML, Humdrum, ABC, ... through music21) in and out, as the
-note lists and headers of the token format (encoding_decoding.py). Parts and their General MIDI instruments, meters
-laid in bars, drums on channel 10. music21 is imported only where a file is read or written.
+"""The boundary to files: MIDI files (through symusic) and scores (MusicXML, Humdrum, ABC, ... through music21) in
+and out, as the note lists and headers of the token format (encoding_decoding.py). Parts and their General MIDI
+instruments, meters laid in bars, drums on channel 10. symusic and music21 are imported only where a file is read
+or written.
 
 python midi_io.py song.mid            # print its encoding
 python midi_io.py song.txt [out.mid]  # write an encoding back as MIDI
 """
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 import config
-from encoding_decoding import (DRUMS, STYLE_NAME, Header, Note, Spec, as_note, bar_steps, canonical, meter_fraction,
+from encoding_decoding import (DRUMS, STYLE_NAME, Header, Note, Spec, as_note, bar_steps, canonical, canonical_rows,
+                               meter_fraction, rows_to_notes,
                                notes_to_tokens, text_to_tokens, tokens_to_notes, tokens_to_text)
 
 MIDI_SUFFIXES = {".mid", ".midi"}  # what is read as a MIDI file (any case)
@@ -90,30 +94,48 @@ def fit_meters(header, spec, dropped):
     return replace(header, meter=fit(header.meter), changes=tuple((b, fit(m)) for b, m in header.changes))
 
 
-def merge_parts(notes, parts, max_parts, dropped):
-    """(notes, instruments) with at most max_parts parts: parts of one General MIDI family merge into the first
-    of them (drums with drums), and what still does not fit folds into the last part; counted in `dropped`."""
+def merge_parts(parts, max_parts, dropped):
+    """(the part each of `parts` becomes, the instruments) with at most max_parts parts: parts of one General MIDI
+    family merge into the first of them (drums with drums), and what still does not fit folds into the last part;
+    counted in `dropped`."""
     if len(parts) <= max_parts:
-        return notes, tuple(parts)
+        return list(range(len(parts))), tuple(parts)
     families = list(dict.fromkeys(family(i) for i in parts))
     into = [min(families.index(family(i)), max_parts - 1) for i in parts]
     merged = tuple(next(i for i, f in zip(parts, into) if f == k) for k in range(min(len(families), max_parts)))
     dropped["parts_merged"] += len(parts) - len(merged)
-    return [n._replace(part=into[n.part]) for n in notes], merged
+    return into, merged
+
+
+def renumber_parts(used, parts, spec, dropped):
+    """(the part each of `parts` becomes, the instruments): the parts in `used` (those that hold a note) numbered
+    in order, at most spec.max_parts of them (merge_parts); a part not used becomes none (None)."""
+    used = sorted(used)
+    into, merged = merge_parts(tuple(parts[p] for p in used) or (0,), spec.max_parts, dropped)
+    out = [None] * len(parts)
+    for k, p in enumerate(used):
+        out[p] = into[k]
+    return out, merged
+
+
+def tidy_parts(notes, parts, spec, dropped):
+    """(notes, instruments) without the parts that hold no note (the rest renumbered in order) and with at most
+    spec.max_parts parts (merge_parts)."""
+    into, parts = renumber_parts({n.part for n in notes}, parts, spec, dropped)
+    return [n._replace(part=into[n.part]) for n in notes], parts
 
 
 # --- MIDI in
 
 
 def _to_step(tick, tpq, sample_freq):
-    """Nearest grid step, halves rounded up, in integers (ticks can be huge in a broken file)."""
+    """Nearest grid step, halves rounded up, in integers (ticks can be huge in a broken file); ints or arrays."""
     return (2 * tick * sample_freq + tpq) // (2 * tpq)
 
 
 def check_midi_header(data):
-    """Raise ValueError naming what is wrong with the chunk structure of a standard MIDI file; return a Counter of
-    the event-level damage that the reader will repair or drop (see track_warnings)."""
-    warnings = Counter()
+    """Raise ValueError naming what is wrong with the chunk structure of a standard MIDI file (what symusic would
+    report less plainly, or read where we refuse: a type-2 file, 0 ticks per quarter)."""
     if not data:
         raise ValueError("empty file (0 bytes)")
     if data[:4] != b"MThd":
@@ -141,62 +163,7 @@ def check_midi_header(data):
         if pos + 8 + length > len(data):
             raise ValueError(f"track {n} at byte {pos} claims {length} bytes but only {len(data) - pos - 8} remain "
                              f"(truncated file or bad chunk length)")
-        warnings.update(track_warnings(data[pos + 8:pos + 8 + length]))
         pos += 8 + length
-    return warnings
-
-
-def _vlq(data, i):
-    """(value, next index) of the variable-length quantity at data[i]; None for the value if it runs off the end."""
-    value = 0
-    for k in range(4):
-        if i + k >= len(data):
-            return None, len(data)
-        value = (value << 7) | (data[i + k] & 0x7F)
-        if not data[i + k] & 0x80:
-            return value, i + k + 1
-    return value, i + 4
-
-
-def track_warnings(track):
-    """What music21's reader will repair or drop in one track's event bytes, as a Counter: a meta or sysex event
-    whose length runs past the track (every later event is lost with it), running status with no status byte
-    before it (the reader invents a message), a track that ends inside an event."""
-    found, i, status = Counter(), 0, None
-    while i < len(track):
-        _, i = _vlq(track, i)  # delta time
-        if i >= len(track):
-            found["track_ends_inside_an_event"] += 1
-            break
-        byte = track[i]
-        if byte == 0xFF or byte in (0xF0, 0xF7):  # meta (type byte, length) or sysex (length), then the data
-            length, j = _vlq(track, i + 2 if byte == 0xFF else i + 1)
-            if length is None or j + length > len(track):
-                found["meta_or_sysex_event_runs_past_its_track"] += 1
-                break
-            i, status = j + length, None if byte != 0xFF else status
-            continue
-        if byte & 0x80:
-            status, i = byte, i + 1
-        elif status is None:
-            found["running_status_without_a_status_byte"] += 1
-            status = 0x90  # read it as the reader will: a note-on
-        i += 1 if status >> 4 in (0xC, 0xD) else 2
-        if i > len(track):
-            found["track_ends_inside_an_event"] += 1
-    return found
-
-
-
-
-def tidy_parts(notes, parts, spec, dropped):
-    """(notes, instruments) without the parts that hold no note (the rest renumbered in order) and with at most
-    spec.max_parts parts (merge_parts)."""
-    used = sorted({n.part for n in notes})
-    if len(used) < len(parts):
-        number = {p: k for k, p in enumerate(used)}
-        notes, parts = [n._replace(part=number[n.part]) for n in notes], tuple(parts[p] for p in used)
-    return merge_parts(notes, parts or (0,), spec.max_parts, dropped)
 
 
 def pickup_shift(meters, sample_freq):
@@ -211,67 +178,56 @@ def pickup_shift(meters, sample_freq):
 
 def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max_piece_steps,
                   default_bpm=config.default_bpm):
-    """MIDI file bytes -> (canonical notes, Header, Counter of what was dropped and why), through music21's
-    low-level reader. A part is a (track, channel, program) that has notes, in order of track, channel and first
-    note; channel 10 is one drum part per track. Note on/off pair per track, channel and pitch, first in first
-    out; a note-on of velocity 0 is a note-off. The header takes the earliest set-tempo event and every time
-    signature (its style is left to the caller)."""
-    from music21 import midi
-    warnings = check_midi_header(data)
-    mf = midi.MidiFile()
-    mf.readstr(data)
-    tpq, on_off = mf.ticksPerQuarterNote, (midi.ChannelVoiceMessages.NOTE_ON, midi.ChannelVoiceMessages.NOTE_OFF)
-    dropped, found, tempo, meters = Counter(), [], None, []  # found: (part key, start tick, end tick, pitch, vel)
-    for t, track in enumerate(mf.tracks):
-        tick, sounding, program = 0, defaultdict(deque), {}  # sounding: (channel, pitch) -> (start, vel, part key)
-        for ev in track.events:
-            if ev.isDeltaTime():
-                tick += ev.time
-                continue
-            if ev.type == midi.MetaEvents.SET_TEMPO and len(ev.data) == 3 and int.from_bytes(ev.data, "big"):
-                tempo = min(tempo or (tick, 0), (tick, 60_000_000 / int.from_bytes(ev.data, "big")),
-                            key=lambda e: e[0]) if tempo else (tick, 60_000_000 / int.from_bytes(ev.data, "big"))
-            elif ev.type == midi.MetaEvents.TIME_SIGNATURE and len(ev.data) >= 2 and ev.data[0] and ev.data[1] < 8:
-                meters.append((tick, f"{ev.data[0]}/{2 ** ev.data[1]}"))
-            elif ev.type == midi.ChannelVoiceMessages.PROGRAM_CHANGE and isinstance(ev.data, int):
-                program[ev.channel] = ev.data & 0x7F
-            if ev.type not in on_off:
-                continue
-            drum = ev.channel == 10
-            if drum and not keep_drums:
-                dropped["drums"] += ev.type == on_off[0] and ev.velocity > 0
-                continue
-            key = (ev.channel, ev.pitch)
-            if ev.type == on_off[0] and ev.velocity > 0:
-                part = (t, ev.channel, DRUMS if drum else program.get(ev.channel, 0))
-                sounding[key].append((tick, ev.velocity, part))
-            elif sounding[key]:
-                start, vel, part = sounding[key].popleft()
-                found.append((part, start, tick, ev.pitch, vel))
-            else:
-                dropped["note_off_without_on"] += 1
-        for (channel, pitch), q in sounding.items():  # never released: end them with the track
-            dropped["closed_at_track_end"] += len(q)
-            found += [(part, start, tick, pitch, vel) for start, vel, part in q]
-    step = lambda tick: _to_step(tick, tpq, spec.sample_freq)
-    if found and (last := step(max(b for _, _, b, _, _ in found))) > max_steps:
+    """MIDI file bytes -> (canonical notes, Header, Counter of what was dropped and why), read by symusic. A part
+    is a (track, channel, program) that has notes, in order of track, then channel and program; channel 10 is a
+    drum part. Note on/off pair per track, channel and pitch, first in first out; a note-on of velocity 0 is a
+    note-off; a note never released is lost. Data bytes over 127 are read as 127 (a warning). The header takes the earliest
+    set-tempo event and every time signature (its style is left to the caller)."""
+    import symusic
+    check_midi_header(data)
+    dropped = Counter()
+    try:
+        try:
+            score = symusic.Score.from_midi(data)
+        except RuntimeError as e:
+            if not str(e).startswith("Get "):  # symusic's word for a value out of range ("Get velocity=200")
+                raise
+            score = symusic.Score.from_midi(data, sanitize_data=True)  # read again, such bytes as 127
+            dropped["warning:data_bytes_over_127_read_as_127"] += 1
+    except (RuntimeError, ValueError, IndexError) as e:  # damaged events: symusic names them
+        reason = str(e).removeprefix("MiniMidi: ").removesuffix(": iostream error")
+        raise ValueError(f"damaged track events: {reason}") from None
+    tpq, freq, rows, parts = score.ticks_per_quarter, spec.sample_freq, [], []
+    for track in score.tracks:
+        if not len(track.notes):
+            continue
+        if track.is_drum and not keep_drums:
+            dropped["drums"] += len(track.notes)
+            continue
+        a = track.notes.numpy()  # ticks in int32: one that wrapped past 2^31 reads as negative
+        start, end = a["time"].astype(np.int64), a["time"].astype(np.int64) + a["duration"]
+        if len(start) and start.min() < 0:
+            raise ValueError(f"a note starts past 2^31 ticks, past max_piece_steps={max_steps} (absurd delta time?)")
+        start, end = _to_step(start, tpq, freq), _to_step(end, tpq, freq)
+        rows.append(np.stack([start, a["pitch"], end - start, a["velocity"], np.full(len(start), len(parts))], 1))
+        parts.append(DRUMS if track.is_drum else track.program)
+    rows = np.concatenate(rows) if rows else np.zeros((0, 5), dtype=np.int64)
+    if len(rows) and (last := int((rows[:, 0] + rows[:, 2]).max())) > max_steps:
         raise ValueError(f"a note ends at step {last}, past max_piece_steps={max_steps} (absurd delta time?)")
-    first = {}
-    for part, a, *_ in found:
-        first[part] = min(first.get(part, a), a)
-    keys = sorted(first, key=lambda k: (k[0], k[1], first[k]))
-    number = {k: i for i, k in enumerate(keys)}
-    notes = [Note(step(a), p, step(b) - step(a), v, number[k]) for k, a, b, p, v in found]
-    notes, parts = tidy_parts(notes, tuple(k[2] for k in keys), spec, dropped)
-    meters = sorted({step(tick): m for tick, m in sorted(meters)}.items())  # the last of one step wins
-    if shift := pickup_shift(meters, spec.sample_freq):  # laid at the end of a whole first bar, as a score's
-        notes = [n._replace(start=n.start + shift) for n in notes]
+    into, parts = renumber_parts(set(rows[:, 4].tolist()), parts, spec, dropped)
+    rows[:, 4] = np.array(into, dtype=np.int64)[rows[:, 4]] if len(rows) else 0
+    meters = sorted((t.time, f"{t.numerator}/{t.denominator}") for t in score.time_signatures
+                    if t.numerator and t.denominator <= 128)
+    meters = sorted({_to_step(tick, tpq, freq): m for tick, m in meters}.items())  # the last of one step wins
+    if shift := pickup_shift(meters, freq):  # laid at the end of a whole first bar, as a score's
+        rows[:, 0] += shift
         meters = [(0, meters[1][1])] + [(s + shift, m) for s, m in meters[2:]]
-    meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], spec.sample_freq)
-    header = Header(bpm=tempo[1] if tempo else default_bpm, meter=meter, parts=parts, changes=changes)
+    meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], freq)
+    tempo = next((t.mspq for t in score.tempos if t.mspq), None)
+    header = Header(bpm=60_000_000 / tempo if tempo else default_bpm, meter=meter, parts=parts, changes=changes)
     header = fit_meters(header, spec, dropped)
-    dropped.update({f"warning:{k}": v for k, v in warnings.items()})
-    return canonical(notes, spec, dropped), header, +dropped  # unary + keeps the positive counts only
+    notes = rows_to_notes(canonical_rows(rows, spec, dropped))
+    return notes, header, +dropped  # unary + keeps the positive counts only
 
 
 # --- scores in
@@ -359,19 +315,6 @@ def part_names(parts):
     return names
 
 
-def midi_channels(parts):
-    """A MIDI channel (1-based) per part: drums on 10, the others on 1-9 and 11-16 in turn."""
-    melodic = [c for c in range(1, 17) if c != 10]
-    out, k = [], 0
-    for inst in parts:
-        if inst == DRUMS:
-            out.append(10)
-        else:
-            out.append(melodic[k % len(melodic)])
-            k += 1
-    return out
-
-
 def pickup(notes, header, sample_freq):
     """(steps of silence before a pickup, its meter): where a piece of two bars or more opens after the first
     bar's downbeat, the silence before its first note and a time signature as long as the rest of that bar (its
@@ -388,70 +331,36 @@ def pickup(notes, header, sample_freq):
 
 
 def notes_to_midi(notes, spec, header=Header()):
-    """Canonical notes -> MIDI file bytes (type 1): a first track with the tempo and the time signatures (none for
-    a meter that is not n/2^k), then one named track per part with its program on its channel (drums on 10),
-    written with music21's MIDI objects. A pickup is written from its first note, in a time signature of its own
-    length (`pickup`), so that the file opens with music and every bar line stays where it is."""
-    from music21 import midi
+    """Canonical notes -> MIDI file bytes (type 1), written by symusic: one named track per part with its program,
+    on a channel of its own (symusic's: the track's index, drums on 10), the first track opening with the tempo and
+    the time signatures (none for a meter that is not n/2^k). A pickup is written from its first note, in a time
+    signature of its own length (`pickup`), so that the file opens with music and every bar line stays where it
+    is."""
+    import symusic
     notes = list(map(as_note, notes))
     per_step = 480 // spec.sample_freq if 480 % spec.sample_freq == 0 else 120
-    mf = midi.MidiFile()
-    mf.format, mf.ticksPerQuarterNote = 1, per_step * spec.sample_freq
+    score = symusic.Score(per_step * spec.sample_freq)
     n_bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, n_bars)
     pad, short = pickup(notes, header, spec.sample_freq)
-    notes = [n._replace(start=n.start - pad) for n in notes]
-    tempo = min(max(round(60_000_000 / header.bpm), 1), 0xFFFFFF)  # microseconds per quarter, in 3 bytes
-    conductor = [(0, 0, "tempo", tempo, 0)]
+    tempo = symusic.Tempo(0, 120.0)
+    tempo.mspq = min(max(round(60_000_000 / header.bpm), 1), 0xFFFFFF)  # microseconds per quarter, in 3 bytes
+    score.tempos.append(tempo)
     meters = [(0, header.meter)] + [(lines[bar], m) for bar, m in header.changes if bar < len(lines)]
     if pad:  # the pickup's own meter, then the piece's from its first whole bar (unless a change is there)
         meters = [(0, short)] + [(lines[1], header.meter)] * (lines[1] not in dict(meters[1:])) + meters[1:]
     for step, meter in meters:
         n, d = meter_fraction(meter) or (0, 0)
         if 0 < n < 256 and d in WRITABLE:
-            conductor.append(((step - pad if step else 0) * per_step, 0, "meter", n, d.bit_length() - 1))
-    tracks = [conductor]
-    for k, (name, channel) in enumerate(zip(part_names(header.parts), midi_channels(header.parts))):
-        events = [(0, 0, "name", name, 0), (0, 0, "program", 0 if header.parts[k] == DRUMS else header.parts[k],
-                                             channel)]
-        for n in notes:
-            if n.part == k:  # at one tick, note-offs go before note-ons
-                events += [(n.start * per_step, 1, "on", n.pitch, n.vel, channel),
-                           (n.end * per_step, 0, "off", n.pitch, 0, channel)]
-        tracks.append(events)
-    for i, events in enumerate(tracks):
-        mf.tracks.append(_midi_track(midi, i, sorted(events, key=lambda e: e[:2])))
-    return mf.writestr()
-
-
-def _midi_track(midi, index, events):
-    """A music21 MidiTrack of (tick, order, what, a, b[, channel]) events in time order, closed by END_OF_TRACK."""
-    track, tick = midi.MidiTrack(index), 0
-    for t, _, what, a, b, *channel in events:
-        track.events.append(midi.DeltaTime(track, time=t - tick))
-        tick = t
-        if what == "tempo":
-            ev = midi.MidiEvent(track, type=midi.MetaEvents.SET_TEMPO)
-            ev.data = a.to_bytes(3, "big")
-        elif what == "meter":  # numerator, log2(denominator), MIDI clocks per click, 32nds per quarter
-            ev = midi.MidiEvent(track, type=midi.MetaEvents.TIME_SIGNATURE)
-            ev.data = bytes([a, b, 24, 8])
-        elif what == "name":
-            ev = midi.MidiEvent(track, type=midi.MetaEvents.SEQUENCE_TRACK_NAME)
-            ev.data = a.encode()
-        elif what == "program":
-            ev = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.PROGRAM_CHANGE, channel=b)
-            ev.data = a
-        else:
-            ev = midi.MidiEvent(track, type=midi.ChannelVoiceMessages.NOTE_ON if what == "on"
-                                else midi.ChannelVoiceMessages.NOTE_OFF, channel=channel[0])
-            ev.pitch, ev.velocity = a, b
-        track.events.append(ev)
-    track.events.append(midi.DeltaTime(track, time=0))
-    end = midi.MidiEvent(track, type=midi.MetaEvents.END_OF_TRACK)
-    end.data = b""
-    track.events.append(end)
-    return track
+            score.time_signatures.append(symusic.TimeSignature((step - pad if step else 0) * per_step, n, d))
+    rows = np.array(notes, dtype=np.int64).reshape(-1, 5)
+    for k, name in enumerate(part_names(header.parts)):
+        track, part = symusic.Track(name, 0 if header.parts[k] == DRUMS else header.parts[k],
+                                    header.parts[k] == DRUMS), rows[rows[:, 4] == k]
+        track.notes = symusic.Note.from_numpy((part[:, 0] - pad) * per_step, part[:, 2] * per_step, part[:, 1],
+                                              part[:, 3])
+        score.tracks.append(track)
+    return score.dumps_midi()
 
 
 def notes_to_score(notes, spec, header=Header()):

@@ -119,11 +119,13 @@ def test_pretty_midi_reads_our_parts_as_we_do(make, tmp_path):
     assert theirs(data) == ours
     written = notes_to_midi(notes, SPEC, header)
     assert theirs(written) == ours
-    tracks = mido.MidiFile(file=io.BytesIO(written)).tracks[1:]
+    tracks = mido.MidiFile(file=io.BytesIO(written)).tracks
     names = [next(m.name for m in t if m.type == "track_name") for t in tracks]
     channels = [{m.channel for m in t if m.type == "note_on"} for t in tracks]
     assert len(names) == len(set(names)) == len(header.parts)
-    assert all(len(c) == 1 for c in channels) and ({9} in channels) == (DRUMS in header.parts)
+    assert all(len(c) == 1 for c in channels) and len(set.union(*channels)) == len(channels)  # one channel each
+    assert ({9} in channels) == (DRUMS in header.parts)
+    assert {"set_tempo", "time_signature"} <= {m.type for m in tracks[0]}  # the first track opens with them
 
 
 def test_more_parts_than_max_parts_merge_by_family():
@@ -144,11 +146,11 @@ def test_note_on_velocity_zero_is_note_off_and_pairing_is_fifo():
     assert dropped["overlap_shortened"] == 1
 
 
-def test_out_of_range_pitches_and_unmatched_offs_are_counted():
+def test_out_of_range_pitches_are_counted_and_unmatched_events_lost():
     data = midi_file(track(on(10), off(10, delta=480), on(60), off(60, delta=480), off(61), on(62)))
     notes, _, dropped = midi_to_notes(data, SPEC)
-    assert [n.pitch for n in notes] == [60, 62]
-    assert dropped == Counter(pitch_out_of_range=1, note_off_without_on=1, closed_at_track_end=1)
+    assert [n.pitch for n in notes] == [60]  # symusic drops an off without its on, and an on never released
+    assert dropped == Counter(pitch_out_of_range=1)
 
 
 @pytest.mark.parametrize("data, reason", [

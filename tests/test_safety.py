@@ -225,17 +225,22 @@ def test_repaired_midi_and_missing_files_are_reported(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     notes = [on(60 + k) + off(60 + k, delta=480) for k in range(10)]
-    # a text meta event that claims 200 bytes near the end of its track: every later note is lost
+    # a text meta event that claims 200 bytes near the end of its track
     (src / "long_meta.mid").write_bytes(midi_file(track(*notes[:9], meta_event(0x01, b"hi", declared=200))))
     # a note-on with no status byte before it (running status with nothing to run on)
     (src / "running.mid").write_bytes(midi_file(track(vlq(0) + bytes([60, 90]), *notes)))
+    # a velocity of 200 and a controller value of 168 (data bytes are 7-bit): read as 127, with a warning
+    (src / "loud.mid").write_bytes(midi_file(track(vlq(0) + bytes([0xB0, 7, 168]), vlq(0) + bytes([0x90, 60, 200]),
+                                                   off(60, delta=480), *notes)))
     (src / "clean.mid").write_bytes(midi_file(scale(10, 50)))
     (src / "dangling.mid").symlink_to(tmp_path / "nowhere.mid")
     r = encode(tmp_path, "--midi_dirs", src)
     assert r.returncode == 0, r.stderr
     report = {os.path.basename(e["source"]): e for e in json.loads((tmp_path / "text/encode_report.json").read_text())["files"]}
-    assert "meta_or_sysex_event_runs_past_its_track" in str(report["long_meta.mid"])
-    assert "running_status_without_a_status_byte" in str(report["running.mid"])
+    for name, why in [("long_meta.mid", "Unexpected EOF in Meta Event"), ("running.mid", "Unexpected running status")]:
+        assert report[name]["status"] == "failed" and f"damaged track events: {why}" in report[name]["reason"]
+    assert report["loud.mid"]["warnings"] == {"data_bytes_over_127_read_as_127": 1}
+    assert report["loud.mid"]["status"] == "encoded" and "read with repairs" in report["loud.mid"]["reason"]
     assert report["clean.mid"]["warnings"] == {} and report["clean.mid"]["reason"] == ""
     assert report["dangling.mid"]["status"] == "failed" and "does not exist" in report["dangling.mid"]["reason"]
 
