@@ -33,6 +33,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
@@ -106,8 +107,10 @@ def meter_fraction(meter):
     return (int(m[1]), int(m[2])) if m and int(m[1]) and int(m[2]) else None
 
 
+@lru_cache(maxsize=4096)
 def bar_steps(meter, sample_freq):
-    """Grid steps in one bar of `meter` ("6/8" -> 12 at 4 steps per quarter); 4/4 for a bad meter."""
+    """Grid steps in one bar of `meter` ("6/8" -> 12 at 4 steps per quarter); 4/4 for a bad meter. Cached: it is
+    asked at every bar line."""
     n, d = meter_fraction(meter) or (4, 4)
     return max(1, round(n * 4 * sample_freq / d))
 

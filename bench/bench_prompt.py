@@ -4,7 +4,8 @@ prefill, as sample.py does) against one decode step per given token (how it was 
 python bench/bench_prompt.py [--notes 6700 100000] [--step_notes 6700] [--out_dir models/demo]
 
 The prompt is a MIDI file of `notes` notes built here (four-note chords on eighths), read with the reader
-sample.py --prompt uses; "read" is the MIDI reading and tokenizing, "generate" the model with the grammar mask.
+sample.py --prompt uses; "read" is the MIDI reading and tokenizing (of the file's bytes, written before), "generate"
+the model with the grammar mask.
 The run must be of the grammar's second edition (`make demo` trains one), as prompts are.
 The step-by-step row is measured only for prompts of at most --step_notes notes (it takes minutes beyond).
 """
@@ -49,9 +50,9 @@ def main():
     model, tok, _ = load_run(args.out_dir, "cpu")
     rows = []
     for n in args.notes:
+        data = prompt_file(Path(f"/tmp/bench_prompt_{n}.mid"), n, Spec()).read_bytes()
         t0 = time.perf_counter()
-        notes, header, _ = midi_to_notes(prompt_file(Path(f"/tmp/bench_prompt_{n}.mid"), n, Spec()).read_bytes(),
-                                         tok.spec)
+        notes, header, _ = midi_to_notes(data, tok.spec)
         tokens = notes_to_tokens(notes, tok.spec, header)
         keep = header_end(tokens)  # START and the header, which the model samples under the mask
         forced = [-1] * keep + tok.encode(tokens[keep:-1])
@@ -69,7 +70,7 @@ def main():
     print(f"\n{Path(args.out_dir).name}, torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, batch 1")
     print(f"{'notes':>7} {'tokens':>7} {'prompt fed':>19} {'read s':>7} {'generate s':>11}")
     for n, t, how, r, g in rows:
-        print(f"{n:7,} {t:7,} {how:>19} {r:7.1f} {g:11.1f}")
+        print(f"{n:7,} {t:7,} {how:>19} {r:7.2f} {g:11.1f}")
 
 
 if __name__ == "__main__":
