@@ -3,6 +3,7 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -126,6 +127,26 @@ def test_pretty_midi_reads_our_parts_as_we_do(make, tmp_path):
     assert all(len(c) == 1 for c in channels) and len(set.union(*channels)) == len(channels)  # one channel each
     assert ({9} in channels) == (DRUMS in header.parts)
     assert {"set_tempo", "time_signature"} <= {m.type for m in tracks[0]}  # the first track opens with them
+
+
+def test_pretty_midi_reads_the_midi_files_inside_music21_as_we_do():
+    """The 23 MIDI files that ship with music21 (its test files, Mozart's K.525): per part, the program or drums and
+    the notes (one per onset and pitch) agree with pretty_midi's, wherever a file fits max_parts."""
+    import music21
+    import pretty_midi
+    spec = replace(SPEC, pitch_range=(0, 127))
+    files = sorted(p for p in Path(music21.__file__).parent.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
+    compared = 0
+    for path in files:
+        theirs = sorted((DRUMS if x.is_drum else x.program, len({(n.start, n.pitch) for n in x.notes}))
+                        for x in pretty_midi.PrettyMIDI(str(path)).instruments if x.notes)
+        if len(theirs) > spec.max_parts:
+            continue
+        notes, header, _ = midi_to_notes(path.read_bytes(), spec)
+        ours = sorted((i, sum(n.part == k for n in notes)) for k, i in enumerate(header.parts))
+        assert ours == theirs, path.name
+        compared += 1
+    assert compared >= 20
 
 
 def test_more_parts_than_max_parts_merge_by_family():

@@ -101,14 +101,14 @@ def test_an_encode_with_files_that_timed_out_exits_nonzero_and_says_how_to_retry
     src = tmp_path / "in"
     src.mkdir()
     (src / "small.mid").write_bytes(midi_file(scale(12)))
-    (src / "big.mid").write_bytes(midi_file(track(*[on(40 + k % 40) + off(40 + k % 40, delta=60)
-                                                    for k in range(100_000)])))  # a few s of CPU time
-    args = ["--midi_dirs", src, "--text_dir", tmp_path / "text", "--num_processes", 2, "--timeout_bytes", 10**7]
-    r = run("encode_all.py", *args, "--file_timeout=1")  # (a worker's first file pays for music21's imports)
+    rising = b"".join(on(40 + k) + off(40 + k, delta=24) for k in range(40))
+    (src / "big.mid").write_bytes(midi_file(track(rising * 25_000)))  # a million notes: about 1.5 s of CPU time
+    args = ["--midi_dirs", src, "--text_dir", tmp_path / "text", "--num_processes", 2, "--timeout_bytes", 10**8]
+    r = run("encode_all.py", *args, "--file_timeout=0.5")  # (a worker's first file pays for symusic's import)
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "1 failed" in r.stdout and "timed out after N s of CPU time" in r.stdout
+    assert "1 failed" in r.stdout and "timed out after N.N s of CPU time" in r.stdout
     assert ("1 files timed out or stopped their worker, which a rerun may not repeat: run the same command again to "
-            "retry only them (add --file_timeout=2 ") in r.stderr
+            "retry only them (add --file_timeout=1 ") in r.stderr
     r = run("encode_all.py", *args, "--file_timeout=120")
     assert r.returncode == 0 and "resuming: 1 of 2 files already done" in r.stdout, r.stderr
     assert (tmp_path / "text/in/big.txt").is_file()
