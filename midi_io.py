@@ -107,21 +107,12 @@ def merge_parts(parts, max_parts, dropped):
     return into, merged
 
 
-def renumber_parts(used, parts, spec, dropped):
-    """(the part each of `parts` becomes, the instruments): the parts in `used` (those that hold a note) numbered
-    in order, at most spec.max_parts of them (merge_parts); a part not used becomes none (None)."""
-    used = sorted(used)
-    into, merged = merge_parts(tuple(parts[p] for p in used) or (0,), spec.max_parts, dropped)
-    out = [None] * len(parts)
-    for k, p in enumerate(used):
-        out[p] = into[k]
-    return out, merged
-
-
 def tidy_parts(notes, parts, spec, dropped):
     """(notes, instruments) without the parts that hold no note (the rest renumbered in order) and with at most
     spec.max_parts parts (merge_parts)."""
-    into, parts = renumber_parts({n.part for n in notes}, parts, spec, dropped)
+    used = sorted({n.part for n in notes})
+    into, parts = merge_parts(tuple(parts[p] for p in used) or (0,), spec.max_parts, dropped)
+    into = dict(zip(used, into))
     return [n._replace(part=into[n.part]) for n in notes], parts
 
 
@@ -181,8 +172,8 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
     """MIDI file bytes -> (canonical notes, Header, Counter of what was dropped and why), read by symusic. A part
     is a (track, channel, program) that has notes, in order of track, then channel and program; channel 10 is a
     drum part. Note on/off pair per track, channel and pitch, first in first out; a note-on of velocity 0 is a
-    note-off; a note never released is lost. Data bytes over 127 are read as 127 (a warning). The header takes the earliest
-    set-tempo event and every time signature (its style is left to the caller)."""
+    note-off; a note never released is lost. Data bytes over 127 are read as 127 (a warning). The header takes the
+    earliest set-tempo event and every time signature (its style is left to the caller)."""
     import symusic
     check_midi_header(data)
     dropped = Counter()
@@ -214,8 +205,8 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
     rows = np.concatenate(rows) if rows else np.zeros((0, 5), dtype=np.int64)
     if len(rows) and (last := int((rows[:, 0] + rows[:, 2]).max())) > max_steps:
         raise ValueError(f"a note ends at step {last}, past max_piece_steps={max_steps} (absurd delta time?)")
-    into, parts = renumber_parts(set(rows[:, 4].tolist()), parts, spec, dropped)
-    rows[:, 4] = np.array(into, dtype=np.int64)[rows[:, 4]] if len(rows) else 0
+    into, parts = merge_parts(tuple(parts) or (0,), spec.max_parts, dropped)  # (every part holds notes)
+    rows[:, 4] = np.array(into, dtype=np.int64)[rows[:, 4]]
     meters = sorted((t.time, f"{t.numerator}/{t.denominator}") for t in score.time_signatures
                     if t.numerator and t.denominator <= 128)
     meters = sorted({_to_step(tick, tpq, freq): m for tick, m in meters}.items())  # the last of one step wins

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT, meta, midi_file, off, on, program, scale, track
+from conftest import ROOT, meta, midi_file, off, on, program, scale, track, vlq
 from encoding_decoding import (DRUMS, END, START, Header, Spec, canonical, check_edition, notes_to_tokens,
                                strip_leading_silence, tokens_to_notes, tokens_to_text, validate)
 from midi_io import (midi_to_notes, notes_to_midi, notes_to_score, parse_score, pickup, score_to_notes, text_to_midi,
@@ -182,6 +182,8 @@ def test_out_of_range_pitches_are_counted_and_unmatched_events_lost():
     (midi_file(scale())[:-7], "truncated"),
     (midi_file(scale()).replace(b"MTrk\x00\x00", b"MTrk\x7f\x00", 1), "bad chunk length"),
     (midi_file(track(on(60), off(60, delta=0x0FFFFFFF))), "max_piece_steps"),
+    (midi_file(track(*[on(60) + off(60, delta=0x0FFFFFFF)] * 12)), "past 2"),  # ticks past int32's range
+    (midi_file(track(vlq(0) + bytes([0x90, 60]))), "damaged track events"),  # a note-on cut off by the track's end
 ])
 def test_bad_midi_gives_a_clear_reason(data, reason):
     with pytest.raises(ValueError, match=reason):
