@@ -290,6 +290,8 @@ def canonical(notes, spec, dropped=None):
 def sort_order(*keys):
     """The stable order of rows by int64 columns, the first the most significant: one sort of the columns packed
     into one int64 where their ranges fit (a tenth of np.lexsort's time), else np.lexsort."""
+    if not len(keys[0]):
+        return np.zeros(0, dtype=np.int64)
     spans = [k - k.min() for k in keys]
     widths = [int(k.max()).bit_length() for k in spans]
     if sum(widths) > 63:
