@@ -931,7 +931,7 @@ def readable_pieces(paths, flag):
         except (OSError, ValueError) as e:
             skipped.append(f"{path}: {reason(e)}")
             continue
-        except Exception as e:  # music21's reader raises its own kinds on a damaged file
+        except Exception as e:  # a damaged file is a ValueError; any other failure of the reader is told the same way
             skipped.append(f"{path}: not a readable MIDI file ({reason(e)})")
             continue
         pitched = [n for n in notes if header.parts[min(n.part, len(header.parts) - 1)] != DRUMS]

@@ -61,7 +61,7 @@ def plot_piano_roll(mid, spec):
         raise ValueError(f"{mid}: no such file")
     try:
         notes, header, _ = midi_to_notes(Path(mid).read_bytes(), spec)
-    except Exception as e:  # music21's reader raises its own kinds on a damaged file
+    except Exception as e:  # a damaged file is a ValueError; any other failure of the reader is told the same way
         raise ValueError(f"{mid}: cannot be read as MIDI ({reason(e)})") from None
     if not notes:
         raise ValueError(f"{mid}: no notes to draw")

@@ -66,7 +66,7 @@ def read_piece(path, flag, spec, meter=None, one_meter=True):
             notes, header, _ = score_to_notes(parse_score(path)[0][1], spec)
     except OSError as e:
         die(f"{flag} {path}: cannot read it ({e.strerror or e})")
-    except Exception as e:  # music21's readers raise their own kinds on a damaged file
+    except Exception as e:  # music21's score readers raise their own kinds on a damaged file
         die(f"{flag} {path}: not a readable MIDI file or score ({reason(e)})")
     bpm = header.bpm  # the file's own, not its token's bucket
     header = replace(header, style=spec.styles[0])  # any style of the run's, so that its tokens read back
