@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+from tqdm import tqdm
 
 from batch import die, read_text, recover
 from encoding_decoding import (HEADER, START, FirstEdition, check_edition, given_variant, kind, text_to_tokens,
@@ -133,7 +134,8 @@ def write_rules(path, data, tok, styles):
     for style in styles:
         picked = np.flatnonzero(styles_at == tok.stoi[f"style:{style}"])
         pieces = [np.asarray(data[heads[k]:ends[k]], dtype=np.int64).tolist() for k in picked]
-        found = rule_breaks(tok, pieces, style_rules(style))
+        with tqdm(total=len(pieces), desc=f"rules of {style}", unit="piece", disable=None) as bar:  # (minutes a style)
+            found = rule_breaks(tok, pieces, style_rules(style), progress=bar.update)
         for k, (at, packed, broken) in zip(picked, found):
             positions.append(heads[k] + at[~broken])
             forbidden.append(packed[~broken])

@@ -781,12 +781,13 @@ def mask_rows(mask, ids, device):
     return torch.cat([mask(x[:, :t]) for t in range(1, x.size(1))])
 
 
-def rule_breaks(tok, pieces, controls, device="cpu", batch_tokens=65536):
+def rule_breaks(tok, pieces, controls, device="cpu", batch_tokens=65536, progress=None):
     """Teacher-forced along real pieces (token id lists from START, stepped as the sampler steps its rows, in batches
     of similar length and at most `batch_tokens` tokens with the padding): where the rules of `controls` forbid
     tokens that the grammar alone allows, and whether the piece takes one there. Per piece (positions, forbidden,
     broken): the positions (from 1) of the tokens where the rules forbid some, what they forbid there ((n, V) bool,
-    packed along V by np.packbits) and whether the piece's own token is among it ((n,) bool: it breaks the rule)."""
+    packed along V by np.packbits) and whether the piece's own token is among it ((n,) bool: it breaks the rule).
+    `progress`, if given, is called with the number of pieces each batch finishes."""
     end, V = tok.stoi[END], tok.vocab_size
     out = [None] * len(pieces)
     order, batches = sorted(range(len(pieces)), key=lambda k: len(pieces[k])), [[]]
@@ -810,6 +811,8 @@ def rule_breaks(tok, pieces, controls, device="cpu", batch_tokens=65536):
             at, rows_, broke = zip(*found[j]) if found[j] else ((), np.zeros((0, V), dtype=bool), ())
             out[k] = (np.array(at, dtype=np.int64), np.packbits(np.array(rows_, dtype=bool).reshape(-1, V), axis=1),
                       np.array(broke, dtype=bool))
+        if progress is not None:
+            progress(len(rows))
     return out
 
 
