@@ -455,6 +455,7 @@ def test_training_with_the_rules_penalty(data, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in (tmp_path / "ruled/metrics.jsonl").read_text().splitlines()]
     assert all(row["rule_loss"] > 0 for row in rows if "lr" in row)
+    assert not (tmp_path / "ruled/best.pt").exists()  # sampling takes the latest, not the weights before the penalty
     r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "other",
             "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_styles", "folk")
     assert r.returncode != 0 and "'folk' takes no rules of part writing" in r.stderr
