@@ -129,6 +129,7 @@ def test_pretty_midi_reads_our_parts_as_we_do(make, tmp_path):
     assert {"set_tempo", "time_signature"} <= {m.type for m in tracks[0]}  # the first track opens with them
 
 
+@pytest.mark.filterwarnings("ignore:Tempo, Key or Time signature")  # pretty_midi, on a music21 test file
 def test_pretty_midi_reads_the_midi_files_inside_music21_as_we_do():
     """The 23 MIDI files that ship with music21 (its test files, Mozart's K.525): per part, the program or drums and
     the notes (one per onset and pitch) agree with pretty_midi's, wherever a file fits max_parts."""
