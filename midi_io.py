@@ -14,8 +14,8 @@ import numpy as np
 
 import config
 from encoding_decoding import (DRUMS, STYLE_NAME, Header, Note, Spec, as_note, bar_steps, canonical, canonical_rows,
-                               meter_fraction, rows_to_notes,
-                               notes_to_tokens, text_to_tokens, tokens_to_notes, tokens_to_text)
+                               meter_fraction, notes_to_tokens, rows_to_notes, text_to_tokens, tokens_to_notes,
+                               tokens_to_text)
 
 MIDI_SUFFIXES = {".mid", ".midi"}  # what is read as a MIDI file (any case)
 WRITABLE = (1, 2, 4, 8, 16, 32)  # the denominators of the time signatures notes_to_midi writes
