@@ -196,8 +196,9 @@ def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max
             dropped["drums"] += len(track.notes)
             continue
         a = track.notes.numpy()  # ticks in int32: one that wrapped past 2^31 reads as negative
-        start, end = a["time"].astype(np.int64), a["time"].astype(np.int64) + a["duration"]
-        if len(start) and start.min() < 0:
+        start = a["time"].astype(np.int64)
+        end = start + a["duration"]
+        if start.min() < 0:  # (a track here holds notes)
             raise ValueError(f"a note starts past 2^31 ticks, past max_piece_steps={max_steps} (absurd delta time?)")
         start, end = _to_step(start, tpq, freq), _to_step(end, tpq, freq)
         rows.append(np.stack([start, a["pitch"], end - start, a["velocity"], np.full(len(start), len(parts))], 1))
