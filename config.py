@@ -130,6 +130,9 @@ rule_weight = 0.0          # the rules' penalty (unlikelihood training): rule_we
                            # forbid)) at each token of the data's train_rules.npz (prepare.py --rule_styles), over the
                            # window's targets, beside the cross-entropy: the model learns what the mask holds it to
 rule_share = 0.0           # with rule_weight, the share of windows drawn around those tokens, the rest as usual
+mix_data_dir = ""          # a second dataset (prepare.py's, the same tokenizer), e.g. samples of the model held by
+                           # its rules and forms: mix_share of each batch's windows come from its train.bin
+mix_share = 0.0
 
 # --- evaluation and logging
 eval_interval = 1000       # steps between evaluations (and checkpoints)
@@ -234,3 +237,8 @@ PRESETS["corpus_stage3"] = dict(PRESETS["corpus"], max_iters=3000, lr_decay_iter
 PRESETS["corpus_long"] = dict(PRESETS["corpus"], block_size=1536, batch_size=4, max_iters=2000, lr_decay_iters=2000,
                               warmup_iters=100, learning_rate=5e-4, min_lr=5e-5, eval_interval=250, eval_iters=27,
                               seed=4)
+# Its fifth (#37): 1,200 steps from the fourth with the rules' penalty (train_rules.npz of Bach's and the fiddle
+# tunes' rules: prepare.py --rule_styles bach,fiddle), half the windows drawn around the tokens the rules hold.
+PRESETS["corpus_rules"] = dict(PRESETS["corpus_long"], max_iters=1200, lr_decay_iters=1200, warmup_iters=50,
+                               learning_rate=3e-4, min_lr=3e-5, eval_interval=300, rule_weight=30.0, rule_share=0.5,
+                               seed=5)

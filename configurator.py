@@ -30,7 +30,7 @@ LIMITS = {
     "beta1": (0, [1]), "beta2": (0, [1]), "grad_clip": (0, None), "batch_size": (1, None),
     "gradient_accumulation_steps": (1, None), "max_iters": (0, None), "warmup_iters": (0, None),
     "lr_decay_iters": (0, None), "eval_interval": (1, None), "eval_iters": (1, None), "log_interval": (1, None),
-    "max_bad_steps": (1, None), "piece_start_share": (0, 1), "rule_weight": (0, None), "rule_share": (0, 1),
+    "max_bad_steps": (1, None), "piece_start_share": (0, 1), "rule_weight": (0, None), "rule_share": (0, 1), "mix_share": (0, [1]),
     "num_samples": (1, 1024), "temperature": (0, None), "top_k": (0, None), "top_p": ([0], 1),
     "max_new_tokens": (1, 10**6),
     # scripts' own arguments; a length control is bounded so that a typo cannot start a days-long run

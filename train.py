@@ -39,7 +39,7 @@ TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
     "batch_size", "gradient_accumulation_steps", "max_iters", "warmup_iters", "lr_decay_iters", "eval_interval",
     "eval_iters", "log_interval", "max_bad_steps", "anchor_header", "piece_start_share", "rule_weight", "rule_share",
-    "device", "dtype", "compile", "seed"]
+    "mix_data_dir", "mix_share", "device", "dtype", "compile", "seed"]
 UNSHAPED_KEYS = ("block_size", "dropout")  # model settings a fine-tune may change: no weight's shape depends on them
 
 
@@ -251,7 +251,8 @@ def setup_device(c):
 
 def load_data(c):
     """(train/val tokens, meta, tokenizer bytes, the piece heads of each split where windows are anchored, the rules'
-    tokens of train.bin where rule_weight asks for them, else None)."""
+    tokens of train.bin where rule_weight asks for them, else None, and the mixed-in data's training tokens with
+    their heads where mix_share asks for them, else None)."""
     splits, meta, tokenizer = read_data(c.data_dir)
     for split, data in splits.items():
         if len(data) <= c.block_size + 1:
@@ -259,7 +260,21 @@ def load_data(c):
     itos = json.loads(tokenizer)["itos"]
     heads = {split: piece_heads(data, itos) if c.anchor_header else None for split, data in splits.items()}
     rules = read_rules(c.data_dir, meta, len(splits["train"])) if c.rule_weight > 0 else None
-    return splits, meta, tokenizer, heads, rules
+    mix = None
+    if c.mix_share > 0:
+        if not c.mix_data_dir:
+            die("mix_share needs mix_data_dir: a folder prepare.py wrote with the same tokenizer")
+        if not 0 < round(c.batch_size * c.mix_share) < c.batch_size:
+            die(f"mix_share={c.mix_share} takes {round(c.batch_size * c.mix_share)} of batch_size={c.batch_size} "
+                f"windows from mix_data_dir: choose one that takes between 1 and {c.batch_size - 1}")
+        mixed, _, mix_tokenizer = read_data(c.mix_data_dir)
+        if json.loads(mix_tokenizer)["itos"] != itos:
+            die(f"{c.mix_data_dir}: prepared with another tokenizer than {c.data_dir} (prepare it with "
+                f"--tokenizer_paths {c.data_dir}/tokenizer.json)")
+        if len(mixed["train"]) <= c.block_size + 1:
+            die(f"{c.mix_data_dir}/train.bin holds {len(mixed['train'])} tokens, too few for block_size={c.block_size}")
+        mix = mixed["train"], piece_heads(mixed["train"], itos) if c.anchor_header else None
+    return splits, meta, tokenizer, heads, rules, mix
 
 
 def rule_penalty(logits, forbidden, targets):
@@ -345,7 +360,7 @@ def main(argv=None):
         return export(out_dir, Path(c.export), c.overwrite)
     ckpt, ckpt_path, resume = resolve_source(c, out_dir)
     env = setup_device(c)
-    splits, meta, tokenizer, heads, rules = load_data(c)
+    splits, meta, tokenizer, heads, rules, mix = load_data(c)
     model = build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env)
     optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), env.device_type)
     scaler = torch.amp.GradScaler(env.device_type, enabled=env.dtype == torch.float16)
@@ -378,6 +393,7 @@ def main(argv=None):
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.append(signum))
     micro = c.gradient_accumulation_steps // env.world
+    n_mix = round(c.batch_size * c.mix_share) if mix else 0  # rows of each micro-batch from the mixed-in data
     tokens_per_iter = c.gradient_accumulation_steps * c.batch_size * c.block_size
     bar = tqdm(total=c.max_iters, initial=iter_num, desc="train", unit="step", disable=not env.master or None)
     t_last, it_last = time.perf_counter(), iter_num
@@ -402,17 +418,24 @@ def main(argv=None):
             group["lr"] = lr
         starts = draw_starts(len(splits["train"]), c.block_size, c.gradient_accumulation_steps * c.batch_size, sampler,
                              heads["train"], c.piece_start_share, rules[0] if rules else None, c.rule_share)
+        mixed = draw_starts(len(mix[0]), c.block_size, c.gradient_accumulation_steps * n_mix, sampler, mix[1],
+                            c.piece_start_share) if n_mix else []
         loss_sum, rule_sum = torch.zeros((), device=env.device), torch.zeros((), device=env.device)
         for m in range(micro):
             first = (env.rank * micro + m) * c.batch_size
-            mine = starts[first:first + c.batch_size]
+            mine = starts[first:first + c.batch_size - n_mix]
             x, y = get_batch(splits["train"], c.block_size, mine, env.device, heads["train"])
+            if n_mix:
+                at = (env.rank * micro + m) * n_mix
+                x_mix, y_mix = get_batch(mix[0], c.block_size, mixed[at:at + n_mix], env.device, mix[1])
+                x, y = torch.cat([x, x_mix]), torch.cat([y, y_mix])
             if env.ddp:
                 train_model.require_backward_grad_sync = m == micro - 1
             with env.ctx:
                 logits, loss = train_model(x, y)
             if rules:
                 forbidden = rule_targets(rules, mine, c.block_size, logits.size(-1), env.device, heads["train"])
+                forbidden = torch.cat([forbidden, forbidden.new_zeros((n_mix, *forbidden.shape[1:]))])  # none mixed
                 rule_loss = rule_penalty(logits, forbidden, y)
                 rule_sum += rule_loss.detach() / micro
                 loss = loss + c.rule_weight * rule_loss

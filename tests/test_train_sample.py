@@ -456,6 +456,15 @@ def test_training_with_the_rules_penalty(data, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "ruled/metrics.jsonl").read_text().splitlines()]
     assert all(row["rule_loss"] > 0 for row in rows if "lr" in row)
     assert not (tmp_path / "ruled/best.pt").exists()  # sampling takes the latest, not the weights before the penalty
+    r = run("train.py", *train_args(tmp_path / "bin", tmp_path / "mixed", "--max_iters=4", "--eval_interval=4",
+                                     "--rule_weight=1", "--mix_data_dir", data, "--mix_share=0.25"))
+    assert r.returncode == 0, r.stderr  # a quarter of each batch from the other data, where no rule is counted
+    assert json.loads((tmp_path / "mixed/config.json").read_text())["mix_data_dir"] == str(data)
+    for bad, says in ((["--mix_share=0.25"], "mix_share needs mix_data_dir"),
+                      (["--mix_data_dir", tmp_path / "nowhere", "--mix_share=0.25"], "no meta.json here"),
+                      (["--mix_data_dir", data, "--mix_share=0.1"], "takes 0 of batch_size=4 windows")):
+        r = run("train.py", *train_args(tmp_path / "bin", tmp_path / "m2", *bad))
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "other",
             "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_styles", "folk")
     assert r.returncode != 0 and "'folk' takes no rules of part writing" in r.stderr
