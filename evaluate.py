@@ -3,6 +3,7 @@
 python evaluate.py --out_dir models/<name> [--data_dir data/bin] [--num_samples 64]
 python evaluate.py --listen midi-samples/*.mid [--voices 4]   (what a music teacher counts in MIDI or .txt files)
     [--against real/*.txt]                                      (... beside real pieces, and a classifier on both)
+    [--keep DEST]                                               (... and copy those a teacher keeps into DEST)
 python evaluate.py --forms data/text/music21/bach/*.txt          (the forms of real pieces, as --form auto draws them)
 python evaluate.py --out_dir models/corpus --cadence val/*.txt   (how well a run knows the last bars, by its view)
 python evaluate.py --out_dir models/corpus --rules val/*.txt     (does a run know the rules of part writing?)
@@ -47,6 +48,7 @@ Writes eval.json, eval.md and eval_histograms.png into the run folder.
 import argparse
 import json
 import math
+import shutil
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -58,15 +60,16 @@ import torch.nn.functional as F
 import batch
 import config
 import configurator
-from batch import atomic_write, die, read_text, reason, writable_dir, write_json
+from batch import atomic_write, die, read_text, reason, swap_in, temp_name, writable_dir, write_json
 from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
                       style_settings)
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_edition, finish, header_end,
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
-from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, kernel_width, listen, logistic_accuracy,
-                      overlapping_area, piece_form, piece_measures, polyphony, profile, voice_ranges)
+from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, closest_style, ends_on_tonic, histogram, kernel_width,
+                      listen, logistic_accuracy, overlapping_area, parallels, piece_form, piece_key, piece_measures,
+                      polyphony, profile, voice_ranges)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -731,6 +734,9 @@ def main(argv=None):
                         help="with --listen: the voices a beat should sound")
     parser.add_argument("--against", nargs="+", help="with --listen: real pieces (MIDI files or encodings) to measure "
                                                      "alike and to tell the files from by a classifier")
+    parser.add_argument("--keep", metavar="DEST", help="with --listen and --against: copy into DEST (a new folder) the "
+                                                       "files a teacher keeps beside the real pieces (keep_files), "
+                                                       "e.g. samples' encodings to fine-tune on (MODEL.md)")
     parser.add_argument("--cadence", nargs="+", help="encodings (.txt) of pieces the run never trained on: how well "
                                                      "it knows each one's last bar, with and without its opening "
                                                      "in view, against its other bars (teacher-forced), and exit")
@@ -744,8 +750,12 @@ def main(argv=None):
                                      "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
     if args.against and not args.listen:
         die("--against names the real pieces to set beside --listen's files: give --listen FILES too")
+    if args.keep and not args.against:
+        die("--keep picks --listen's files by the real pieces' measures: give --listen FILES --against REAL too")
+    if args.keep and Path(args.keep).exists():
+        die(f"--keep {args.keep}: already there; name a new folder (nothing in it is overwritten)")
     if args.listen:
-        return listen_to_files(args.listen, args.voices, args.against)
+        return listen_to_files(args.listen, args.voices, args.against, args.keep)
     if args.forms:
         return forms_of_files(args.forms)
     run = Path(args.out_dir)
@@ -947,26 +957,70 @@ def readable_pieces(paths, flag):
     return pieces, kept
 
 
-def listen_to_files(paths, voices, against=None):
+def listen_to_files(paths, voices, against=None, keep=None):
     """evaluate.py --listen: the measures of listen() over the pitched notes of MIDI files or encodings, as one
     table; a file with none (empty, drums only, unreadable) is named with its reason and left out. With `against`
     (real pieces): their row too, and how often a classifier on the pieces' measures (MEASURES) tells the files
-    from as many of them, beside two halves of them (about 50 %: what it cannot tell apart), drawn by a fixed seed."""
-    sf, rows = Spec().sample_freq, [("files", readable_pieces(paths, "--listen")[0])]
+    from as many of them, beside two halves of them (about 50 %: what it cannot tell apart), drawn by a fixed seed.
+    With `keep` (a new folder): the files keep_files picks are copied there, and their row is printed too."""
+    sf, (files, file_paths) = Spec().sample_freq, readable_pieces(paths, "--listen")
+    rows = [("files", files)]
     rows += [("real", readable_pieces(against, "--against")[0])] if against else []
+    if keep:
+        picked = keep_files(files, rows[1][1], voices, sf)
+        rows.append(("kept", [files[i] for i in picked]))
+        copy_files([file_paths[i] for i in picked], Path(keep))
+        print(f"kept {len(picked)} of {len(files)} files in {keep}")
     measured = [(name, pieces, listen(pieces, voices, sf)) for name, pieces in rows]
     heard = [(k, title.replace("all voices", f"{voices} notes"), f) for k, title, f in LISTENED if k in measured[0][2]]
     print(f"| | pieces | {' | '.join(title for _, title, _ in heard)} |\n|---|---|{'---|' * len(heard)}")
     for name, pieces, r in measured:
         print(f"| {name} | {len(pieces)} | {' | '.join(shown(r[k], f) for k, _, f in heard)} |")
     if against:
-        (_, files, _), (_, real, _) = measured
+        (_, files, _), (_, real, _) = measured[:2]
         features = lambda ps: [piece_measures(n, h, voices, sf) for n, h in ps]
         a, b, half = features(files), features(real), len(real) // 2
         b = [b[i] for i in np.random.default_rng(0).permutation(len(b))]  # halves and a sample of them by chance
         told, halves = logistic_accuracy(a, b[:len(a)]), logistic_accuracy(b[:half], b[half:2 * half])
         print(f"told apart from as many real pieces by a classifier: {shown(told, '.0%')} (two halves of the real "
               f"pieces: {shown(halves, '.0%')})" + ("; – too few pieces to tell" if None in (told, halves) else ""))
+
+
+def keep_files(pieces, real, voices, sample_freq, seed=0):
+    """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
+    triad of their key and (with more than one voice) move in parallel fifths and octaves at most as often as the
+    real pieces do on the whole, then the major or the minor ones left out (by `seed`) until minor keys are as
+    common as among the real pieces. Pure: evaluate.py --keep copies them."""
+    bound = listen(real, voices, sample_freq)["parallels_per_100_moves"]
+    keys = [piece_key(notes) for notes, _ in pieces]
+    kept = []
+    for i, ((notes, _), key) in enumerate(zip(pieces, keys)):
+        count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
+        if ends_on_tonic(notes, key) and moves and (bound is None or 100 * count / moves <= bound):
+            kept.append(i)
+    share = float(np.mean([k is not None and k[1] == "minor" for k in (piece_key(n) for n, _ in real)]))
+    minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
+    major = [i for i in kept if i not in set(minor)]
+    rng = np.random.default_rng(seed)
+    if minor and len(minor) < share * len(kept):  # too few minor ones: fewer majors
+        major = sorted(rng.permutation(major)[:round(len(minor) * (1 - share) / share)].tolist())
+    elif len(minor) > share * len(kept):  # too many: fewer minors
+        minor = sorted(rng.permutation(minor)[:round(len(major) * share / (1 - share))].tolist())
+    return sorted(minor + major)
+
+
+def copy_files(paths, dest):
+    """Copy files into a new folder, built beside it and swapped in whole (no half-copied folder is ever seen)."""
+    tmp = dest.parent / temp_name(dest.name, "tmp")
+    try:
+        tmp.mkdir(parents=True)
+        for path in paths:
+            if (tmp / path.name).exists():
+                die(f"--keep: two files named {path.name}; {dest} is not written")
+            shutil.copyfile(path, tmp / path.name)
+        swap_in(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # listen()'s measures as table columns: (key, title, format)

@@ -281,6 +281,41 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "give --listen FILES too" in r.stderr
 
 
+def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
+    """evaluate.py --keep: files ending on the tonic triad, with at most the real pieces' parallels, minor keys as
+    common as among the real pieces; a folder that is there already is one line."""
+    from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
+    from evaluate import keep_files
+    chord = lambda at, pitches, d=16: [(at, p, d, 80, v) for v, p in enumerate(pitches)]
+    c_major = chord(0, (72, 67, 64, 48)) + chord(16, (74, 67, 65, 55)) + chord(32, (72, 67, 64, 48))
+    a_minor = chord(0, (72, 69, 64, 45)) + chord(16, (71, 68, 64, 52)) + chord(32, (72, 69, 64, 45))
+    fifths = chord(0, (74, 67, 62, 55)) + chord(16, (76, 69, 64, 57)) + chord(32, (72, 67, 64, 48))  # two parallels
+    open_end = chord(0, (72, 67, 64, 48)) + chord(16, (74, 67, 65, 55))  # ends on the dominant
+    write = lambda name, notes: (tmp_path / name).write_text(tokens_to_text(notes_to_tokens(
+        sorted(notes), Spec(), Header(style="bach", parts=(52, 52, 52, 52)))))
+    for name, notes in [("real0.txt", c_major), ("real1.txt", a_minor), ("s_major0.txt", c_major),
+                        ("s_major1.txt", c_major), ("s_major2.txt", c_major), ("s_minor.txt", a_minor),
+                        ("s_fifths.txt", fifths), ("s_open.txt", open_end)]:
+        write(name, notes)
+    samples = sorted(tmp_path.glob("s_*.txt"))
+    r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", tmp_path / "real1.txt",
+            "--keep", tmp_path / "kept")
+    assert r.returncode == 0, r.stderr
+    kept = sorted(p.name for p in (tmp_path / "kept").iterdir())  # half minor, as the real ones: one major of three
+    assert "s_minor.txt" in kept and len(kept) == 2 and kept[0].startswith("s_major"), kept
+    assert "kept 2 of 6 files" in r.stdout and "| kept | 2 |" in r.stdout
+    assert (tmp_path / "kept" / kept[0]).read_bytes() == (tmp_path / kept[0]).read_bytes()
+    import evaluate
+    pieces = [evaluate.read_for_listening(p, Spec()) for p in samples]
+    real = [evaluate.read_for_listening(tmp_path / "real0.txt", Spec())]  # all major: the minor one left out
+    assert [samples[i].name for i in keep_files(pieces, real, 4, 4)] == ["s_major0.txt", "s_major1.txt",
+                                                                          "s_major2.txt"]
+    r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
+    assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1
+    r = run("evaluate.py", "--listen", *samples, "--keep", tmp_path / "k2")
+    assert r.returncode != 0 and "give --listen FILES --against REAL too" in r.stderr
+
+
 def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
     import evaluate
     from encoding_decoding import Header, Spec, header_end, notes_to_tokens
