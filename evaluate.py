@@ -991,16 +991,16 @@ def keep_files(pieces, real, voices, sample_freq, seed=0):
     triad of their key and (with more than one voice) move in parallel fifths and octaves at most as often as the
     real pieces do on the whole, then the major or the minor ones left out (by `seed`) until minor keys are as
     common as among the real pieces. Pure: evaluate.py --keep copies them."""
-    bound = listen(real, voices, sample_freq)["parallels_per_100_moves"]
+    heard = listen(real, voices, sample_freq)
+    bound, share = heard["parallels_per_100_moves"], heard["minor"]
     keys = [piece_key(notes) for notes, _ in pieces]
     kept = []
     for i, ((notes, _), key) in enumerate(zip(pieces, keys)):
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
         if ends_on_tonic(notes, key) and moves and (bound is None or 100 * count / moves <= bound):
             kept.append(i)
-    share = float(np.mean([k is not None and k[1] == "minor" for k in (piece_key(n) for n, _ in real)]))
     minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
-    major = [i for i in kept if i not in set(minor)]
+    major = sorted(set(kept) - set(minor))
     rng = np.random.default_rng(seed)
     if minor and len(minor) < share * len(kept):  # too few minor ones: fewer majors
         major = sorted(rng.permutation(major)[:round(len(minor) * (1 - share) / share)].tolist())
