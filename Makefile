@@ -35,16 +35,18 @@ demo: .venv/installed
 
 .PHONY: demo
 
-# The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus, about four hours on 2 CPU cores.
+# The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus on 2 CPU cores, in five stages (about
+# four hours for the first three, three more for the fourth and fifth, and an hour to step the rules through the data).
 # The data and the full runs (with their optimizer state, so that a killed training resumes) stay in CORPUS, outside
 # the work tree; every step resumes or skips what is done, so a rerun after a kill goes on where it stopped. As each
-# of the first two training stages ends, its bf16 weights are exported to STAGES, which is committed: on a fresh
-# machine `make model` rebuilds the data and starts from the last stage found there (remove STAGES to train anew).
+# training stage ends, its bf16 weights are exported to STAGES, which is committed: on a fresh machine `make model`
+# rebuilds the data and goes on from the last stage found there (remove STAGES' stage*/ to train anew).
 CORPUS := $(HOME)/.cache/nano-gpt-v3/corpus
 STAGES := models/corpus-stages
-# $(call stage,N,run folder,preset,--init_from of a fresh start): train stage N unless STAGES holds it, then export it
+# $(call stage,N,run folder,preset,--init_from of a fresh start[,more train.py flags]): train stage N unless STAGES holds
+# it, then export it
 stage = test -f $(STAGES)/stage$(1)/model.pt || { $(PY) train.py --preset=$(3) --data_dir=$(CORPUS)/bin \
-	--out_dir=$(CORPUS)/$(2) $$(test -f $(CORPUS)/$(2)/checkpoint.pt && echo --init_from=resume || echo $(4)) && \
+	--out_dir=$(CORPUS)/$(2) $$(test -f $(CORPUS)/$(2)/checkpoint.pt && echo --init_from=resume || echo $(4)) $(5) && \
 	$(PY) train.py --out_dir=$(CORPUS)/$(2) --export=$(STAGES)/stage$(1); }
 model: .venv/installed
 	$(PY) encode_all.py --corpus music21 --text_dir $(CORPUS)/text
@@ -55,16 +57,60 @@ model: .venv/installed
 		--tokenizer_paths $(CORPUS)/tokenizer.json --augmented_percentage 50
 	$(call stage,1,run,corpus,)
 	$(call stage,2,run2,corpus_stage2,--init_from=$(STAGES)/stage1)
-	$(PY) train.py --preset=corpus_stage3 --data_dir=$(CORPUS)/bin --out_dir=$(CORPUS)/run3 \
-		--init_from=$$(test -f $(CORPUS)/run3/checkpoint.pt && echo resume || echo $(STAGES)/stage2)
-	$(PY) train.py --out_dir=$(CORPUS)/run3 --export=models/corpus --overwrite
+	$(call stage,3,run3,corpus_stage3,--init_from=$(STAGES)/stage2)
+	$(call stage,4,run_long,corpus_long,--init_from=$(STAGES)/stage3)
+	test -f $(STAGES)/stage5/model.pt || $(MAKE) distill
+	$(PY) train.py --out_dir=$(STAGES)/stage5 --export=models/corpus --overwrite
 	$(PY) plot.py --out_dir models/corpus
-	for n in 1 2; do $(PY) plot.py --out_dir $(STAGES)/stage$$n && \
+	for n in 1 2 3 4; do $(PY) plot.py --out_dir $(STAGES)/stage$$n && \
 		for f in metrics.jsonl loss.png; do cp $(STAGES)/stage$$n/$$f models/corpus/.$$f.tmp && \
 			mv models/corpus/.$$f.tmp models/corpus/stage$${n}_$$f; done; done
 	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32 \
 		--style_samples 128 --given_pieces 23
 	$(MAKE) samples
+
+# Stage 5 (#37): stage 4 with the rules' penalty (Bach's and the fiddle tunes' rules stepped through the training
+# pieces, train_rules.npz in bin_rules: over an hour), then four rounds of distillation: each samples the last run
+# with its style's defaults (rules and forms: 576 chorales of 12, 16 and 20 bars and 576 fiddle tunes of 16 and 32),
+# keeps those a teacher would beside the real pieces (evaluate.py --keep: the tonic-triad ending, at most their
+# parallels, minor as often), and fine-tunes 800 steps with a quarter of each batch's windows from every round's picks
+# so far (corpus_distill). About 45 minutes a round. The run of round N is CORPUS/run$(5+N); the last is stage 5.
+POOLS := $(CORPUS)/pools
+# $(call resume_or,run folder,init): --init_from=resume where the run has a checkpoint, else --init_from=init
+resume_or = --init_from=$$(test -f $(CORPUS)/$(1)/checkpoint.pt && echo resume || echo $(2))
+# $(call round,N,run to sample,run to train): round N, each step skipped where its output is there
+define round
+	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in 1 2 3 4 5 6; do \
+		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(CORPUS)/$(2) --style bach --bars $$b \
+		--num_samples 32 --seed $$((2000 * $(1) - 1000 + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/bach_$$b || exit 1; \
+		done; done; for b in 16 32; do for s in 1 2 3 4 5 6 7 8 9; do mkdir -p $(POOLS)/$(1)/all/fiddle_$$b && \
+		$(PY) sample.py --out_dir $(CORPUS)/$(2) --style fiddle --bars $$b --num_samples 32 \
+		--seed $$((2000 * $(1) + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/fiddle_$$b || exit 1; done; done; \
+		touch $(POOLS)/$(1)/all/done; }
+	test -d $(POOLS)/$(1)/keep/bach || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/bach_*/*.txt \
+		--against $(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/$(1)/keep/bach
+	test -d $(POOLS)/$(1)/keep/fiddle || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/fiddle_*/*.txt --voices 1 \
+		--against $(CORPUS)/text/music21/ryansMammoth/*.txt --keep $(POOLS)/$(1)/keep/fiddle
+	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir $(POOLS)/$(1)/pool.tmp && \
+		for k in $$(seq 1 $(1)); do cp -r $(POOLS)/$$k/keep $(POOLS)/$(1)/pool.tmp/round$$k || exit 1; done && \
+		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
+	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
+		--output_base_dir $(POOLS)/$(1)/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02
+	test -f $(CORPUS)/$(3)/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin_rules \
+		--mix_data_dir=$(POOLS)/$(1)/bin --out_dir=$(CORPUS)/$(3) --seed=$$((5 + $(1))) \
+		$(call resume_or,$(3),$(CORPUS)/$(2)) && touch $(CORPUS)/$(3)/done; }
+endef
+distill: .venv/installed
+	test -f $(CORPUS)/bin_rules/train_rules.npz || $(PY) prepare.py --main_data_path $(CORPUS)/text \
+		--augmented_data_path $(CORPUS)/aug --output_base_dir $(CORPUS)/bin_rules \
+		--tokenizer_paths $(CORPUS)/tokenizer.json --augmented_percentage 50 --rule_styles bach,fiddle
+	test -f $(CORPUS)/run5/done || { $(PY) train.py --preset=corpus_rules --data_dir=$(CORPUS)/bin_rules \
+		--out_dir=$(CORPUS)/run5 $(call resume_or,run5,$(STAGES)/stage4) && touch $(CORPUS)/run5/done; }
+	$(call round,1,run5,run6)
+	$(call round,2,run6,run7)
+	$(call round,3,run7,run8)
+	$(call round,4,run8,run9)
+	$(PY) train.py --out_dir=$(CORPUS)/run9 --export=$(STAGES)/stage5
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
 # Bach and fiddle tunes their rules and forms drawn from real pieces; two with a --form given), from this fixed list of
@@ -88,4 +134,4 @@ samples: .venv/installed
 		--output_dir $(HARMONIZED) || exit 1; done
 	$(PY) plot.py --midi $(SAMPLES)/*.mid $(HARMONIZED)/*.mid
 
-.PHONY: model samples
+.PHONY: model distill samples
