@@ -69,7 +69,7 @@ from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_ed
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, closest_style, ends_on_tonic, histogram, kernel_width,
                       listen, logistic_accuracy, overlapping_area, parallels, piece_form, piece_key, piece_measures,
-                      polyphony, profile, voice_ranges)
+                      polyphony, profile, repeated_notes, voice_ranges)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -988,16 +988,19 @@ def listen_to_files(paths, voices, against=None, keep=None):
 
 def keep_files(pieces, real, voices, sample_freq, seed=0):
     """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
-    triad of their key and (with more than one voice) move in parallel fifths and octaves at most as often as the
-    real pieces do on the whole, then the major or the minor ones left out (by `seed`) until minor keys are as
-    common as among the real pieces. Pure: evaluate.py --keep copies them."""
+    triad of their key, (with more than one voice) move in parallel fifths and octaves at most as often as the real
+    pieces do on the whole, and repeat their parts' last pitches at most as often as they do (a voice standing still
+    avoids parallels too), then the major or the minor ones left out (by `seed`) until minor keys are as common as
+    among the real pieces. Pure: evaluate.py --keep copies them."""
     heard = listen(real, voices, sample_freq)
-    bound, share = heard["parallels_per_100_moves"], heard["minor"]
+    bound, share, still = heard["parallels_per_100_moves"], heard["minor"], heard["repeated_notes"]
     keys = [piece_key(notes) for notes, _ in pieces]
     kept = []
     for i, ((notes, _), key) in enumerate(zip(pieces, keys)):
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
-        if ends_on_tonic(notes, key) and moves and (bound is None or 100 * count / moves <= bound):
+        struck, after = repeated_notes(notes)
+        if ends_on_tonic(notes, key) and moves and (bound is None or 100 * count / moves <= bound) and (
+                still is None or struck <= still * after):
             kept.append(i)
     minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
     major = sorted(set(kept) - set(minor))
@@ -1028,6 +1031,7 @@ LISTENED = [("full_beats", "beats with all voices sounding", ".0%"),
             ("parallels_per_100_moves", "parallel fifths and octaves per 100 moves", ".1f"),
             ("ends_on_tonic", "ends on the tonic triad", ".0%"),
             ("repeated_bars", "bars repeating an earlier bar", ".0%"),
+            ("repeated_notes", "notes repeating their part's last pitch", ".0%"),
             ("outside_key", "notes outside the key", ".1%"), ("minor", "pieces in a minor key", ".0%"),
             ("leaps_per_100_moves", "leaps over an octave per 100 moves of a voice", ".1f"),
             ("outside_range", "four-note beats with a voice outside its range", ".1%"),

@@ -129,6 +129,20 @@ def leaps(chords, voices):
     return sum(abs(x - y) > 12 for a, b in pairs for x, y in zip(a, b)), voices * len(pairs)
 
 
+def repeated_notes(notes):
+    """(notes that strike again the pitch their part just had, notes after their part's first): each part's notes in
+    onset order, an onset's highest note standing for a chord in one part. A voice that only repeats its note can
+    neither move in parallels nor cross: counted beside those, it shows what a rule avoided by standing still."""
+    top = {}
+    for n in map(as_note, notes):
+        top[n.part, n.start] = max(top.get((n.part, n.start), n.pitch), n.pitch)
+    lines = defaultdict(list)
+    for (part, _), pitch in sorted(top.items()):
+        lines[part].append(pitch)
+    pairs = [(a, b) for line in lines.values() for a, b in zip(line, line[1:])]
+    return sum(a == b for a, b in pairs), len(pairs)
+
+
 def bar_contents(notes, header, sample_freq):
     """Each bar's notes as a sorted tuple of (onset in the bar, pitch, duration, part), for every bar to the end."""
     notes = list(map(as_note, notes))
@@ -175,7 +189,8 @@ def listen(pieces, voices, sample_freq):
     """What a music teacher counts, over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
     parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars, the
     share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
-    100 of its moves between beats of `voices` notes, and, for four voices, the share of
+    100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
+    (repeated_notes), and, for four voices, the share of
     four-note beats with a voice outside its range (config.usual_ranges) and the upper voices more than an octave
     apart per 100 four-note beats."""
     chords = [beat_chords(n, sample_freq) for n, _ in pieces]
@@ -183,13 +198,15 @@ def listen(pieces, voices, sample_freq):
     par = [parallels(c, voices) for c in chords]
     moves = sum(m for _, m in par)
     leapt = np.sum([leaps(c, voices) for c in chords], axis=0)
+    struck = np.sum([repeated_notes(n) for n, _ in pieces], axis=0)
     out = {"voices": voices, "full_beats": float(np.mean([full_beats(c, voices) for c in chords])),
            "parallels_per_100_moves": 100 * sum(p for p, _ in par) / moves if moves else None,
            "ends_on_tonic": float(np.mean([ends_on_tonic(n, k) for (n, _), k in zip(pieces, keys)])),
            "repeated_bars": float(np.mean([repeated_bars(n, h, sample_freq) for n, h in pieces])),
            "outside_key": float(np.mean([outside_key(n, k) for (n, _), k in zip(pieces, keys)])),
            "minor": float(np.mean([k is not None and k[1] == "minor" for k in keys])),
-           "leaps_per_100_moves": float(100 * leapt[0] / leapt[1]) if leapt[1] else None}
+           "leaps_per_100_moves": float(100 * leapt[0] / leapt[1]) if leapt[1] else None,
+           "repeated_notes": float(struck[0] / struck[1]) if struck[1] else None}
     if voices == 4:
         ranged, wide = (np.sum([f(c) for c in chords], axis=0) for f in (
             lambda c: out_of_range(c, config.usual_ranges), wide_upper_voices))
@@ -253,7 +270,8 @@ def closest_style(notes, styles, style_profiles):
 
 
 MEASURES = [*PIECE_STATS, "onsets_with_all_voices", "beats_with_all_voices", "parallels_per_100_moves",
-            "repeated_bars", "mean_duration", "ends_on_tonic", "outside_key", "outside_range", "wide_per_100_beats"]
+            "repeated_bars", "mean_duration", "ends_on_tonic", "outside_key", "outside_range", "wide_per_100_beats",
+            "repeated_notes"]
 
 
 def piece_measures(notes, header, voices, sample_freq):
@@ -261,7 +279,8 @@ def piece_measures(notes, header, voices, sample_freq):
     onsets and of its beats with `voices` notes sounding, its parallels per 100 moves, its share of repeated bars,
     its mean note length (steps), whether it ends on its key's tonic triad, its share of notes outside that key
     and, for four voices, its share of four-note beats with a voice outside its range (config.usual_ranges) and its
-    upper voices more than an octave apart per 100 four-note beats (0 for other voicings)."""
+    upper voices more than an octave apart per 100 four-note beats (0 for other voicings), and its share of notes
+    repeating their part's last pitch."""
     notes = list(map(as_note, notes))
     chords = beat_chords(notes, sample_freq)
     par, moves = parallels(chords, voices)
@@ -272,7 +291,7 @@ def piece_measures(notes, header, voices, sample_freq):
         float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),
         repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes])),
         float(ends_on_tonic(notes, key)), outside_key(notes, key), ranged[0] / max(ranged[1], 1),
-        100 * wide[0] / max(wide[1], 1)]
+        100 * wide[0] / max(wide[1], 1), (lambda r, n: r / max(n, 1))(*repeated_notes(notes))]
 
 
 def logistic_accuracy(a, b, folds=5, repeats=4, l2=1.0, seed=0):

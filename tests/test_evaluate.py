@@ -213,6 +213,13 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert m["onsets_with_all_voices"] == m["beats_with_all_voices"] == 6 / 8 and m["repeated_bars"] == 0.5
     assert m["parallels_per_100_moves"] == 100 * 6 / 4 and m["piece_pitch_range"] == 79 - 48 and m["mean_duration"] == 4
     assert (m["outside_key"], m["outside_range"], m["wide_per_100_beats"]) == (0, 2 / 6, 0)
+    # the soprano's C5 G5 C5 | C5 G5 C5 strikes C5 again across the bar line; the others never repeat a pitch: 1 of
+    # 22 moves of a part (5 each in the upper three, 7 in the bass with its lone C4 on the fourth beat)
+    from measures import repeated_notes
+    assert repeated_notes(notes) == (1, 22) and m["repeated_notes"] == r["repeated_notes"] == 1 / 22
+    # a chord in one part is its top note; parts are told apart by their numbers, not by pitch
+    assert repeated_notes([(0, 60, 4, 80, 0), (0, 55, 4, 80, 0), (4, 60, 4, 80, 0), (0, 60, 4, 80, 1),
+                           (4, 62, 4, 80, 1)]) == (1, 2)
 
 
 def test_the_key_ranges_and_spacing_are_counted_as_a_teacher_counts():
@@ -282,8 +289,8 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
 
 
 def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
-    """evaluate.py --keep: files ending on the tonic triad, with at most the real pieces' parallels, minor keys as
-    common as among the real pieces; a folder that is there already is one line."""
+    """evaluate.py --keep: files ending on the tonic triad, with at most the real pieces' parallels and repeated
+    notes, minor keys as common as among the real pieces; a folder that is there already is one line."""
     from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
     from evaluate import keep_files
     chord = lambda at, pitches, d=16: [(at, p, d, 80, v) for v, p in enumerate(pitches)]
@@ -291,11 +298,14 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     a_minor = chord(0, (72, 69, 64, 45)) + chord(16, (71, 68, 64, 52)) + chord(32, (72, 69, 64, 45))
     fifths = chord(0, (74, 67, 62, 55)) + chord(16, (76, 69, 64, 57)) + chord(32, (72, 67, 64, 48))  # two parallels
     open_end = chord(0, (72, 67, 64, 48)) + chord(16, (74, 67, 65, 55))  # ends on the dominant
+    # no parallels and a tonic ending, but every voice strikes its note again: 6 of 12 moves, the real pieces 4 of 16
+    still = chord(0, (72, 67, 64, 48), 8) + chord(8, (72, 67, 64, 48), 8) + chord(16, (74, 67, 65, 55)) + chord(
+        32, (72, 67, 64, 48))
     write = lambda name, notes: (tmp_path / name).write_text(tokens_to_text(notes_to_tokens(
         sorted(notes), Spec(), Header(style="bach", parts=(52, 52, 52, 52)))))
     for name, notes in [("real0.txt", c_major), ("real1.txt", a_minor), ("s_major0.txt", c_major),
                         ("s_major1.txt", c_major), ("s_major2.txt", c_major), ("s_minor.txt", a_minor),
-                        ("s_fifths.txt", fifths), ("s_open.txt", open_end)]:
+                        ("s_fifths.txt", fifths), ("s_open.txt", open_end), ("s_still.txt", still)]:
         write(name, notes)
     samples = sorted(tmp_path.glob("s_*.txt"))
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", tmp_path / "real1.txt",
@@ -303,7 +313,7 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     assert r.returncode == 0, r.stderr
     kept = sorted(p.name for p in (tmp_path / "kept").iterdir())  # half minor, as the real ones: one major of three
     assert "s_minor.txt" in kept and len(kept) == 2 and kept[0].startswith("s_major"), kept
-    assert "kept 2 of 6 files" in r.stdout and "| kept | 2 |" in r.stdout
+    assert "kept 2 of 7 files" in r.stdout and "| kept | 2 |" in r.stdout
     assert (tmp_path / "kept" / kept[0]).read_bytes() == (tmp_path / kept[0]).read_bytes()
     import evaluate
     pieces = [evaluate.read_for_listening(p, Spec()) for p in samples]
