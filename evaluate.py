@@ -986,22 +986,23 @@ def listen_to_files(paths, voices, against=None, keep=None):
               f"pieces: {shown(halves, '.0%')})" + ("; – too few pieces to tell" if None in (told, halves) else ""))
 
 
-def keep_files(pieces, real, voices, sample_freq, seed=0):
+def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
-    triad of their key, (with more than one voice) move in parallel fifths and octaves at most as often as the real
-    pieces do on the whole, and repeat their parts' last pitches at most as often as they do (a voice standing still
-    avoids parallels too), then the major or the minor ones left out (by `seed`) until minor keys are as common as
-    among the real pieces. Pure: evaluate.py --keep copies them."""
-    heard = listen(real, voices, sample_freq)
-    bound, share, still = heard["parallels_per_100_moves"], heard["minor"], heard["repeated_notes"]
-    keys = [piece_key(notes) for notes, _ in pieces]
-    kept = []
-    for i, ((notes, _), key) in enumerate(zip(pieces, keys)):
+    triad of their key, move in parallel fifths and octaves (with more than one voice) and repeat their parts' last
+    pitches (a voice standing still avoids parallels too) at most as often as `percentile` % of the real pieces do,
+    each piece by itself (so that what is kept is spread about as the real pieces are, not all better than
+    their mean), then the major or the minor ones left out (by `seed`) until minor keys are as common as among the
+    real pieces. Pure: evaluate.py --keep copies them."""
+    def measured(notes):  # (parallels per move, repeated notes per note, whether its voices ever move together)
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
         struck, after = repeated_notes(notes)
-        if ends_on_tonic(notes, key) and moves and (bound is None or 100 * count / moves <= bound) and (
-                still is None or struck <= still * after):
-            kept.append(i)
+        return count / max(moves, 1), struck / max(after, 1), moves > 0
+
+    bound = np.percentile([measured(n)[:2] for n, _ in real], percentile, axis=0)
+    share = listen(real, voices, sample_freq)["minor"]
+    keys = [piece_key(notes) for notes, _ in pieces]
+    kept = [i for i, ((notes, _), key) in enumerate(zip(pieces, keys)) if ends_on_tonic(notes, key) and (
+        (m := measured(notes))[2] and m[0] <= bound[0] and m[1] <= bound[1])]
     minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
     major = sorted(set(kept) - set(minor))
     rng = np.random.default_rng(seed)

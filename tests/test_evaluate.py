@@ -289,8 +289,8 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
 
 
 def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
-    """evaluate.py --keep: files ending on the tonic triad, with at most the real pieces' parallels and repeated
-    notes, minor keys as common as among the real pieces; a folder that is there already is one line."""
+    """evaluate.py --keep: files ending on the tonic triad, each with at most the parallels and repeated notes of 90 %
+    of the real pieces, minor keys as common as among the real pieces; a folder that is there already is one line."""
     from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
     from evaluate import keep_files
     chord = lambda at, pitches, d=16: [(at, p, d, 80, v) for v, p in enumerate(pitches)]
@@ -298,7 +298,7 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     a_minor = chord(0, (72, 69, 64, 45)) + chord(16, (71, 68, 64, 52)) + chord(32, (72, 69, 64, 45))
     fifths = chord(0, (74, 67, 62, 55)) + chord(16, (76, 69, 64, 57)) + chord(32, (72, 67, 64, 48))  # two parallels
     open_end = chord(0, (72, 67, 64, 48)) + chord(16, (74, 67, 65, 55))  # ends on the dominant
-    # no parallels and a tonic ending, but every voice strikes its note again: 6 of 12 moves, the real pieces 4 of 16
+    # no parallels and a tonic ending, but every voice strikes its note again: 6 of 12 moves, each real piece 2 of 8
     still = chord(0, (72, 67, 64, 48), 8) + chord(8, (72, 67, 64, 48), 8) + chord(16, (74, 67, 65, 55)) + chord(
         32, (72, 67, 64, 48))
     write = lambda name, notes: (tmp_path / name).write_text(tokens_to_text(notes_to_tokens(
@@ -320,6 +320,11 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     real = [evaluate.read_for_listening(tmp_path / "real0.txt", Spec())]  # all major: the minor one left out
     assert [samples[i].name for i in keep_files(pieces, real, 4, 4)] == ["s_major0.txt", "s_major1.txt",
                                                                           "s_major2.txt"]
+    # each piece against the real pieces' spread: with a real piece that stands as still, the 90th percentile of
+    # their repeats (25 % and 50 %) is 47.5 %, still under it; the 100th is 50 %, and it is kept
+    real.append(evaluate.read_for_listening(tmp_path / "s_still.txt", Spec()))
+    assert "s_still.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
+    assert "s_still.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
     assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1
     r = run("evaluate.py", "--listen", *samples, "--keep", tmp_path / "k2")
