@@ -5,7 +5,7 @@ samples and reports them; `evaluate.py --listen` applies listen() to any MIDI fi
 - Statistics (Yang & Lerch, 2018): histograms of pitch class, pitch, duration, inter-onset interval, notes per bar
   and polyphony, and per-piece values (a piece's mean or span), compared by their overlapping area.
 - What a listener hears: voices sounding per beat, parallel perfect fifths and octaves, the final chord against the
-  key's tonic triad, repeated bars; each voice's range.
+  key's tonic triad, repeated bars, notes repeating their part's last pitch; each voice's range.
 - A classifier (logistic regression) that tries to tell two sets of pieces apart by their per-piece measures.
 """
 from bisect import bisect_right
@@ -287,11 +287,12 @@ def piece_measures(notes, header, voices, sample_freq):
     key = piece_key(notes)
     ranged, wide = (out_of_range(chords, config.usual_ranges), wide_upper_voices(chords)) if voices == 4 else (
         (0, 0), (0, 0))
+    struck, after = repeated_notes(notes)
     return [float(PIECE_STATS[name][1](notes)[0]) for name in PIECE_STATS] + [
         float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),
         repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes])),
         float(ends_on_tonic(notes, key)), outside_key(notes, key), ranged[0] / max(ranged[1], 1),
-        100 * wide[0] / max(wide[1], 1), (lambda r, n: r / max(n, 1))(*repeated_notes(notes))]
+        100 * wide[0] / max(wide[1], 1), struck / max(after, 1)]
 
 
 def logistic_accuracy(a, b, folds=5, repeats=4, l2=1.0, seed=0):
