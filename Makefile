@@ -43,10 +43,11 @@ demo: .venv/installed
 # rebuilds the data and goes on from the last stage found there (remove STAGES' stage*/ to train anew).
 CORPUS := $(HOME)/.cache/nano-gpt-v3/corpus
 STAGES := models/corpus-stages
-# $(call stage,N,run folder,preset,--init_from of a fresh start[,more train.py flags]): train stage N unless STAGES holds
-# it, then export it
+# $(call resume_or,run folder,init): --init_from=resume where the run has a checkpoint, else --init_from=init
+resume_or = --init_from=$$(test -f $(CORPUS)/$(1)/checkpoint.pt && echo resume || echo $(2))
+# $(call stage,N,run folder,preset,init of a fresh start): train stage N unless STAGES holds it, then export it
 stage = test -f $(STAGES)/stage$(1)/model.pt || { $(PY) train.py --preset=$(3) --data_dir=$(CORPUS)/bin \
-	--out_dir=$(CORPUS)/$(2) $$(test -f $(CORPUS)/$(2)/checkpoint.pt && echo --init_from=resume || echo $(4)) $(5) && \
+	--out_dir=$(CORPUS)/$(2) $(call resume_or,$(2),$(4)) && \
 	$(PY) train.py --out_dir=$(CORPUS)/$(2) --export=$(STAGES)/stage$(1); }
 model: .venv/installed
 	$(PY) encode_all.py --corpus music21 --text_dir $(CORPUS)/text
@@ -55,9 +56,9 @@ model: .venv/installed
 	$(PY) augment_all.py --input_dirs $(CORPUS)/text --output_dir $(CORPUS)/aug --aug_variants 2
 	$(PY) prepare.py --main_data_path $(CORPUS)/text --augmented_data_path $(CORPUS)/aug --output_base_dir $(CORPUS)/bin \
 		--tokenizer_paths $(CORPUS)/tokenizer.json --augmented_percentage 50
-	$(call stage,1,run,corpus,)
-	$(call stage,2,run2,corpus_stage2,--init_from=$(STAGES)/stage1)
-	$(call stage,3,run3,corpus_stage3,--init_from=$(STAGES)/stage2)
+	$(call stage,1,run,corpus,scratch)
+	$(call stage,2,run2,corpus_stage2,$(STAGES)/stage1)
+	$(call stage,3,run3,corpus_stage3,$(STAGES)/stage2)
 	$(PY) train.py --out_dir=$(STAGES)/stage3 --export=models/corpus --overwrite
 	$(PY) plot.py --out_dir models/corpus
 	for n in 1 2; do $(PY) plot.py --out_dir $(STAGES)/stage$$n && \
@@ -70,19 +71,17 @@ model: .venv/installed
 # #37's experiments beyond the shipped model, after `make model` (its data), not part of it: stage 4 (the whole piece
 # in view, 55 minutes) and stage 5.
 stage4: .venv/installed
-	$(call stage,4,run_long,corpus_long,--init_from=$(STAGES)/stage3)
+	$(call stage,4,run_long,corpus_long,$(STAGES)/stage3)
 
 # Stage 5 (#37), as MODEL.md measures it ("What the distillation froze": its voices strike the same note again and
 # again, so it is not shipped): stage 4 with the rules' penalty (Bach's and the fiddle tunes' rules stepped through
-# the training pieces, train_rules.npz in bin_rules: over an hour), then four rounds of distillation: each samples the last run
-# with its style's defaults (rules and forms: 576 chorales of 12, 16 and 20 bars and 576 fiddle tunes of 16 and 32),
-# keeps those a teacher would beside the real pieces (evaluate.py --keep: the tonic-triad ending, parallels and
-# repeated notes within those of nine real pieces in ten, minor as often; the picks of stage 5 had no bound on the
-# repeated notes), and fine-tunes 800 steps with a quarter of each batch's windows from every round's picks
-# so far (corpus_distill). About 45 minutes a round. The run of round N is CORPUS/run$(5+N); the last is stage 5.
+# the training pieces, train_rules.npz in bin_rules: over an hour), then four rounds of distillation: each samples
+# the last run with its style's defaults (rules and forms: 576 chorales of 12, 16 and 20 bars and 576 fiddle tunes of
+# 16 and 32), keeps those a teacher would beside the real pieces (evaluate.py --keep: the tonic-triad ending,
+# parallels and repeated notes within those of nine real pieces in ten, minor as often; the picks of stage 5 had no
+# bound on the repeated notes), and fine-tunes 800 steps with a quarter of each batch's windows from every round's
+# picks so far (corpus_distill). About 45 minutes a round. The run of round N is CORPUS/run$(5+N); the last is stage 5.
 POOLS := $(CORPUS)/pools
-# $(call resume_or,run folder,init): --init_from=resume where the run has a checkpoint, else --init_from=init
-resume_or = --init_from=$$(test -f $(CORPUS)/$(1)/checkpoint.pt && echo resume || echo $(2))
 # $(call round,N,run to sample,run to train): round N, each step skipped where its output is there
 define round
 	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in 1 2 3 4 5 6; do \

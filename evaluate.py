@@ -999,7 +999,7 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
         return count / max(moves, 1), struck / max(after, 1), moves > 0
 
     bound = np.percentile([measured(n)[:2] for n, _ in real], percentile, axis=0)
-    share = listen(real, voices, sample_freq)["minor"]
+    share = np.mean([(key := piece_key(notes)) is not None and key[1] == "minor" for notes, _ in real])
     keys = [piece_key(notes) for notes, _ in pieces]
     kept = [i for i, ((notes, _), key) in enumerate(zip(pieces, keys)) if ends_on_tonic(notes, key) and (
         (m := measured(notes))[2] and m[0] <= bound[0] and m[1] <= bound[1])]
