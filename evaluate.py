@@ -68,8 +68,8 @@ from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_ed
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, closest_style, ends_on_tonic, histogram, kernel_width,
-                      listen, logistic_accuracy, overlapping_area, parallels, piece_form, piece_key, piece_measures,
-                      polyphony, profile, repeated_notes, voice_ranges)
+                      listen, logistic_accuracy, outside_key, overlapping_area, parallels, piece_form, piece_key,
+                      piece_measures, polyphony, profile, repeated_notes, voice_ranges)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -988,21 +988,22 @@ def listen_to_files(paths, voices, against=None, keep=None):
 
 def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
-    triad of their key, move in parallel fifths and octaves (with more than one voice) and repeat their parts' last
-    pitches (a voice standing still avoids parallels too) at most as often as `percentile` % of the real pieces do,
-    each piece by itself (so that what is kept is spread about as the real pieces are, not all better than
-    their mean), then the major or the minor ones left out (by `seed`) until minor keys are as common as among the
-    real pieces. Pure: evaluate.py --keep copies them."""
-    def measured(notes):  # (parallels per move, repeated notes per note, whether its voices ever move together)
+    triad of their key, move in parallel fifths and octaves (with more than one voice), repeat their parts' last
+    pitches (a voice standing still avoids parallels too) and stray outside their key at most as often as
+    `percentile` % of the real pieces do, each piece by itself (so that what is kept is spread about as the real
+    pieces are, not all better than their mean), then the major or the minor ones left out (by `seed`) until minor
+    keys are as common as among the real pieces. Pure: evaluate.py --keep copies them."""
+    def measured(notes, key):  # parallels per move, repeated notes per note, notes outside the key per note
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
         struck, after = repeated_notes(notes)
-        return count / max(moves, 1), struck / max(after, 1), moves > 0
+        return (count / max(moves, 1), struck / max(after, 1), outside_key(notes, key)), moves > 0
 
-    bound = np.percentile([measured(n)[:2] for n, _ in real], percentile, axis=0)
-    share = np.mean([(key := piece_key(notes)) is not None and key[1] == "minor" for notes, _ in real])
+    real_keys = [piece_key(notes) for notes, _ in real]
+    bound = np.percentile([measured(n, k)[0] for (n, _), k in zip(real, real_keys)], percentile, axis=0)
+    share = np.mean([key is not None and key[1] == "minor" for key in real_keys])
     keys = [piece_key(notes) for notes, _ in pieces]
     kept = [i for i, ((notes, _), key) in enumerate(zip(pieces, keys)) if ends_on_tonic(notes, key) and (
-        (m := measured(notes))[2] and m[0] <= bound[0] and m[1] <= bound[1])]
+        (m := measured(notes, key))[1] and all(np.array(m[0]) <= bound))]
     minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
     major = sorted(set(kept) - set(minor))
     rng = np.random.default_rng(seed)

@@ -289,8 +289,9 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
 
 
 def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
-    """evaluate.py --keep: files ending on the tonic triad, each with at most the parallels and repeated notes of 90 %
-    of the real pieces, minor keys as common as among the real pieces; a folder that is there already is one line."""
+    """evaluate.py --keep: files ending on the tonic triad, each with at most the parallels, repeated notes and notes
+    outside the key of 90 % of the real pieces, minor keys as common as among the real pieces; a folder that is there
+    already is one line."""
     from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
     from evaluate import keep_files
     chord = lambda at, pitches, d=16: [(at, p, d, 80, v) for v, p in enumerate(pitches)]
@@ -301,11 +302,14 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     # no parallels and a tonic ending, but every voice strikes its note again: 6 of 12 moves, each real piece 2 of 8
     still = chord(0, (72, 67, 64, 48), 8) + chord(8, (72, 67, 64, 48), 8) + chord(16, (74, 67, 65, 55)) + chord(
         32, (72, 67, 64, 48))
+    # a C major cadence whose tenor and alto stray to F sharp and B flat on the way: 2 of 12 notes outside C major
+    astray = chord(0, (72, 67, 64, 48)) + chord(16, (70, 66, 62, 50)) + chord(32, (72, 67, 64, 48))
     write = lambda name, notes: (tmp_path / name).write_text(tokens_to_text(notes_to_tokens(
         sorted(notes), Spec(), Header(style="bach", parts=(52, 52, 52, 52)))))
     for name, notes in [("real0.txt", c_major), ("real1.txt", a_minor), ("s_major0.txt", c_major),
                         ("s_major1.txt", c_major), ("s_major2.txt", c_major), ("s_minor.txt", a_minor),
-                        ("s_fifths.txt", fifths), ("s_open.txt", open_end), ("s_still.txt", still)]:
+                        ("s_fifths.txt", fifths), ("s_open.txt", open_end), ("s_still.txt", still),
+                        ("s_astray.txt", astray)]:
         write(name, notes)
     samples = sorted(tmp_path.glob("s_*.txt"))
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", tmp_path / "real1.txt",
@@ -313,7 +317,7 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     assert r.returncode == 0, r.stderr
     kept = sorted(p.name for p in (tmp_path / "kept").iterdir())  # half minor, as the real ones: one major of three
     assert "s_minor.txt" in kept and len(kept) == 2 and kept[0].startswith("s_major"), kept
-    assert "kept 2 of 7 files" in r.stdout and "| kept | 2 |" in r.stdout
+    assert "kept 2 of 8 files" in r.stdout and "| kept | 2 |" in r.stdout
     assert (tmp_path / "kept" / kept[0]).read_bytes() == (tmp_path / kept[0]).read_bytes()
     import evaluate
     pieces = [evaluate.read_for_listening(p, Spec()) for p in samples]
@@ -325,6 +329,10 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     real.append(evaluate.read_for_listening(tmp_path / "s_still.txt", Spec()))
     assert "s_still.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
     assert "s_still.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
+    # the same with the notes outside the key: real ones with none and 2 of 12 put the 90th percentile under 2 of 12
+    real.append(evaluate.read_for_listening(tmp_path / "s_astray.txt", Spec()))
+    assert "s_astray.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
+    assert "s_astray.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
     assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1
     r = run("evaluate.py", "--listen", *samples, "--keep", tmp_path / "k2")
