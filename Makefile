@@ -78,9 +78,10 @@ stage4: .venv/installed
 # the training pieces, train_rules.npz in bin_rules: over an hour), then four rounds of distillation: each samples
 # the last run with its style's defaults (rules and forms: 576 chorales of 12, 16 and 20 bars and 576 fiddle tunes of
 # 16 and 32), keeps those a teacher would beside the real pieces (evaluate.py --keep: the tonic-triad ending,
-# parallels, repeated notes and notes outside the key within those of nine real pieces in ten, minor as often; the
-# picks of stage 5 had no bound on the last two), and fine-tunes 800 steps with a quarter of each batch's windows from every round's
-# picks so far (corpus_distill). About 45 minutes a round. The run of round N is CORPUS/run$(5+N); the last is stage 5.
+# parallels, repeated notes (all parts and the worst) and notes outside the key within those of nine real pieces in
+# ten, minor as often; the picks of stage 5 had no bound on the last three), and fine-tunes 800 steps with a quarter
+# of each batch's windows from every round's picks so far (corpus_distill). About 45 minutes a round. The run of
+# round N is CORPUS/run$(5+N); the last is stage 5.
 POOLS := $(CORPUS)/pools
 # $(call round,N,run to sample,run to train): round N, each step skipped where its output is there
 define round

@@ -989,14 +989,17 @@ def listen_to_files(paths, voices, against=None, keep=None):
 def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
     triad of their key, move in parallel fifths and octaves (with more than one voice), repeat their parts' last
-    pitches (a voice standing still avoids parallels too) and stray outside their key at most as often as
-    `percentile` % of the real pieces do, each piece by itself (so that what is kept is spread about as the real
-    pieces are, not all better than their mean), then the major or the minor ones left out (by `seed`) until minor
-    keys are as common as among the real pieces. Pure: evaluate.py --keep copies them."""
-    def measured(notes, key):  # parallels per move, repeated notes per note, notes outside the key per note
+    pitches (a voice standing still avoids parallels too; all parts together and the part that repeats most, of
+    those with at least 8 notes) and stray outside their key at most as often as `percentile` % of the real pieces
+    do, each piece by itself (so that what is kept is spread about as the real pieces are, not all better than
+    their mean), then the major or the minor ones left out (by `seed`) until minor keys are as common as among the
+    real pieces. Pure: evaluate.py --keep copies them."""
+    def measured(notes, key):  # parallels per move; repeated notes per note, in all parts and the worst; outside key
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
-        struck, after = repeated_notes(notes)
-        return (count / max(moves, 1), struck / max(after, 1), outside_key(notes, key)), moves > 0
+        parts = list(repeated_notes(notes, by_part=True).values())
+        struck, after = map(sum, zip(*parts)) if parts else (0, 0)
+        worst = max((s / a for s, a in parts if a >= 8), default=0.0)
+        return (count / max(moves, 1), struck / max(after, 1), worst, outside_key(notes, key)), moves > 0
 
     real_keys = [piece_key(notes) for notes, _ in real]
     bound = np.percentile([measured(n, k)[0] for (n, _), k in zip(real, real_keys)], percentile, axis=0)

@@ -129,18 +129,19 @@ def leaps(chords, voices):
     return sum(abs(x - y) > 12 for a, b in pairs for x, y in zip(a, b)), voices * len(pairs)
 
 
-def repeated_notes(notes):
-    """(notes that strike again the pitch their part just had, notes after their part's first): each part's notes in
-    onset order, an onset's highest note standing for a chord in one part. A voice that only repeats its note can
-    neither move in parallels nor cross: counted beside those, it shows what a rule avoided by standing still."""
+def repeated_notes(notes, by_part=False):
+    """(notes that strike again the pitch their part just had, notes after their part's first), or with `by_part`
+    a dict of them per part: each part's notes in onset order, an onset's highest note standing for a chord in one
+    part. A voice that only repeats its note can neither move in parallels nor cross: counted beside those, it shows
+    what a rule avoided by standing still."""
     top = {}
     for n in map(as_note, notes):
         top[n.part, n.start] = max(top.get((n.part, n.start), n.pitch), n.pitch)
     lines = defaultdict(list)
     for (part, _), pitch in sorted(top.items()):
         lines[part].append(pitch)
-    pairs = [(a, b) for line in lines.values() for a, b in zip(line, line[1:])]
-    return sum(a == b for a, b in pairs), len(pairs)
+    counts = {part: (sum(a == b for a, b in zip(line, line[1:])), len(line) - 1) for part, line in lines.items()}
+    return counts if by_part else (sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values()))
 
 
 def bar_contents(notes, header, sample_freq):

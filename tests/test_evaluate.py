@@ -220,6 +220,8 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     # a chord in one part is its top note; parts are told apart by their numbers, not by pitch
     assert repeated_notes([(0, 60, 4, 80, 0), (0, 55, 4, 80, 0), (4, 60, 4, 80, 0), (0, 60, 4, 80, 1),
                            (4, 62, 4, 80, 1)]) == (1, 2)
+    assert repeated_notes([(0, 60, 4, 80, 0), (0, 55, 4, 80, 0), (4, 60, 4, 80, 0), (0, 60, 4, 80, 1),
+                           (4, 62, 4, 80, 1)], by_part=True) == {0: (1, 1), 1: (0, 1)}
 
 
 def test_the_key_ranges_and_spacing_are_counted_as_a_teacher_counts():
@@ -289,9 +291,9 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
 
 
 def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
-    """evaluate.py --keep: files ending on the tonic triad, each with at most the parallels, repeated notes and notes
-    outside the key of 90 % of the real pieces, minor keys as common as among the real pieces; a folder that is there
-    already is one line."""
+    """evaluate.py --keep: files ending on the tonic triad, each with at most the parallels, repeated notes (in all
+    parts and in the part repeating most) and notes outside the key of 90 % of the real pieces, minor keys as common
+    as among the real pieces; a folder that is there already is one line."""
     from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
     from evaluate import keep_files
     chord = lambda at, pitches, d=16: [(at, p, d, 80, v) for v, p in enumerate(pitches)]
@@ -304,12 +306,16 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
         32, (72, 67, 64, 48))
     # a C major cadence whose tenor and alto stray to F sharp and B flat on the way: 2 of 12 notes outside C major
     astray = chord(0, (72, 67, 64, 48)) + chord(16, (70, 66, 62, 50)) + chord(32, (72, 67, 64, 48))
+    # ten chords that move and end on the tonic, but the alto strikes its G on every one: 9 of 36 repeats in all, as
+    # the real ones (2 of 8), yet 9 of 9 in one part
+    frozen = [n for i in range(9) for n in chord(16 * i, (74, 67, 65, 55) if i % 2 else (72, 67, 64, 48))] + chord(
+        144, (72, 67, 64, 48))
     write = lambda name, notes: (tmp_path / name).write_text(tokens_to_text(notes_to_tokens(
         sorted(notes), Spec(), Header(style="bach", parts=(52, 52, 52, 52)))))
     for name, notes in [("real0.txt", c_major), ("real1.txt", a_minor), ("s_major0.txt", c_major),
                         ("s_major1.txt", c_major), ("s_major2.txt", c_major), ("s_minor.txt", a_minor),
                         ("s_fifths.txt", fifths), ("s_open.txt", open_end), ("s_still.txt", still),
-                        ("s_astray.txt", astray)]:
+                        ("s_astray.txt", astray), ("s_frozen.txt", frozen)]:
         write(name, notes)
     samples = sorted(tmp_path.glob("s_*.txt"))
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", tmp_path / "real1.txt",
@@ -317,7 +323,7 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     assert r.returncode == 0, r.stderr
     kept = sorted(p.name for p in (tmp_path / "kept").iterdir())  # half minor, as the real ones: one major of three
     assert "s_minor.txt" in kept and len(kept) == 2 and kept[0].startswith("s_major"), kept
-    assert "kept 2 of 8 files" in r.stdout and "| kept | 2 |" in r.stdout
+    assert "kept 2 of 9 files" in r.stdout and "| kept | 2 |" in r.stdout
     assert (tmp_path / "kept" / kept[0]).read_bytes() == (tmp_path / kept[0]).read_bytes()
     import evaluate
     pieces = [evaluate.read_for_listening(p, Spec()) for p in samples]
@@ -333,6 +339,10 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     real.append(evaluate.read_for_listening(tmp_path / "s_astray.txt", Spec()))
     assert "s_astray.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
     assert "s_astray.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
+    # and the part that repeats most (of those with 8 notes or more): none among the real ones but the frozen alto
+    real.append(evaluate.read_for_listening(tmp_path / "s_frozen.txt", Spec()))
+    assert "s_frozen.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
+    assert "s_frozen.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
     assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1
     r = run("evaluate.py", "--listen", *samples, "--keep", tmp_path / "k2")
