@@ -996,9 +996,8 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     real pieces. Pure: evaluate.py --keep copies them."""
     def measured(notes, key):  # parallels per move; repeated notes per note, in all parts and the worst; outside key
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
-        parts = list(repeated_notes(notes, by_part=True).values())
-        struck, after = map(sum, zip(*parts)) if parts else (0, 0)
-        worst = max((s / a for s, a in parts if a >= 8), default=0.0)
+        struck, after = repeated_notes(notes)
+        worst = max((s / a for s, a in repeated_notes(notes, by_part=True).values() if a >= 8), default=0.0)
         return (count / max(moves, 1), struck / max(after, 1), worst, outside_key(notes, key)), moves > 0
 
     real_keys = [piece_key(notes) for notes, _ in real]
