@@ -1034,6 +1034,7 @@ def copy_files(paths, dest):
 LISTENED = [("full_beats", "beats with all voices sounding", ".0%"),
             ("parallels_per_100_moves", "parallel fifths and octaves per 100 moves", ".1f"),
             ("ends_on_tonic", "ends on the tonic triad", ".0%"),
+            ("ends_not_a_triad", "last chord not a triad", ".0%"),
             ("repeated_bars", "bars repeating an earlier bar", ".0%"),
             ("repeated_notes", "notes repeating their part's last pitch", ".0%"),
             ("outside_key", "notes outside the key", ".1%"), ("minor", "pieces in a minor key", ".0%"),

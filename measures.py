@@ -96,6 +96,40 @@ def ends_on_tonic(notes, key=None):
     return tonic in final and final <= triad
 
 
+def triad_root(pitch_classes):
+    """The root of the major or minor triad these pitch classes spell (all three, root and fifth, or root and third,
+    any doubled), or None: a dissonance (a seventh, a second, a diminished or augmented triad) or a single pitch."""
+    for root in range(12):
+        above = {(p - root) % 12 for p in pitch_classes}
+        if {0, 7} <= above <= {0, 3, 4, 7} and not {3, 4} <= above or above in ({0, 3}, {0, 4}):
+            return root
+    return None
+
+
+LAST_CHORDS = ("tonic", "dominant", "subdominant", "other triad", "fewer than 3 notes", "not a triad")
+
+
+def last_chord(notes, key=None):
+    """What the chord sounding at the last onset is, by the piece's key (piece_key, unless given): the tonic triad
+    (ends_on_tonic), a triad on the dominant (a half cadence) or the subdominant, another triad, fewer than three
+    different pitches, or not a triad at all (LAST_CHORDS). Bach's chorales end on the tonic or, a few, the
+    dominant; never on a dissonance."""
+    notes = list(map(as_note, notes))
+    if not notes:
+        return "fewer than 3 notes"
+    key = key or piece_key(notes)
+    if ends_on_tonic(notes, key):
+        return "tonic"
+    last = max(n.start for n in notes)
+    final = {n.pitch % 12 for n in notes if n.start <= last < n.end}
+    if len(final) < 3:
+        return "fewer than 3 notes"
+    root = triad_root(final)
+    if root is None:
+        return "not a triad"
+    return {7: "dominant", 5: "subdominant"}.get((root - key[0]) % 12, "other triad")
+
+
 # The pitch classes of a key above its tonic: major, and minor with its raised sixth and seventh (the melodic and
 # harmonic minor's leading tone belongs to the key)
 KEY_STEPS = {"major": {0, 2, 4, 5, 7, 9, 11}, "minor": {0, 2, 3, 5, 7, 8, 9, 10, 11}}
@@ -191,7 +225,8 @@ def listen(pieces, voices, sample_freq):
     parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars, the
     share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
     100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
-    (repeated_notes), and, for four voices, the share of
+    (repeated_notes), with more than one voice the share of pieces whose last chord is not a triad (last_chord),
+    and, for four voices, the share of
     four-note beats with a voice outside its range (config.usual_ranges) and the upper voices more than an octave
     apart per 100 four-note beats."""
     chords = [beat_chords(n, sample_freq) for n, _ in pieces]
@@ -213,6 +248,8 @@ def listen(pieces, voices, sample_freq):
             lambda c: out_of_range(c, config.usual_ranges), wide_upper_voices))
         out["outside_range"] = float(ranged[0] / ranged[1]) if ranged[1] else None
         out["wide_per_100_beats"] = float(100 * wide[0] / wide[1]) if wide[1] else None
+    if voices > 1:
+        out["ends_not_a_triad"] = float(np.mean([last_chord(n, k) == "not a triad" for (n, _), k in zip(pieces, keys)]))
     return out
 
 

@@ -204,6 +204,17 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert r["outside_range"] == 2 / 6 and r["wide_per_100_beats"] == 0
     # between the four-note beats, the soprano and bass leap by octaves (12: no more), the alto's G4 -> B4 ... never
     assert r["leaps_per_100_moves"] == 0
+    assert r["ends_not_a_triad"] == 0  # it ends on the bass's C alone: fewer than three notes, not a dissonance
+    from measures import LAST_CHORDS, last_chord, triad_root
+    assert (triad_root({0, 4, 7}), triad_root({9, 0, 4}), triad_root({7, 2}), triad_root({2, 5})) == (0, 9, 7, 2)
+    assert triad_root({11, 2, 5}) is None and triad_root({0, 4, 8}) is None and triad_root({7, 11, 2, 5}) is None
+    ends = {"tonic": (60, 64, 67), "dominant": (55, 59, 62, 67), "subdominant": (53, 60, 65, 69),
+            "other triad": (50, 57, 62, 65), "fewer than 3 notes": (55, 62, 67), "not a triad": (55, 59, 62, 65)}
+    assert set(ends) == set(LAST_CHORDS)
+    for name, pitches in ends.items():  # two bars of I - V - I, then the last chord on the third bar's first beat
+        end = [(32, p, 16, 80, v) for v, p in enumerate(sorted(pitches, reverse=True))]
+        assert last_chord(notes[:-1] + end, (0, "major")) == name
+        assert name != "tonic" or last_chord(notes[:-1] + end) == name  # by music21's key: C major
     from measures import leaps
     assert leaps([[72, 64, 55, 48], [86, 64, 55, 48], [60], [72, 64, 55, 34]], 4) == (1, 4)  # 72 -> 86 (after [60]: none)
     # one piece's measures, a classifier's features: 6 of 8 onsets and beats with four notes sounding, 3 parallels in
