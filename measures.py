@@ -178,6 +178,14 @@ def repeated_notes(notes, by_part=False):
     return counts if by_part else (sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values()))
 
 
+def frozen_part(notes, share=0.5, least=8):
+    """Whether a part of the piece (with at least `least` notes after its first) strikes again the pitch it just had
+    in over `share` of its notes (repeated_notes): a voice standing still while the others move, which 2 % of Bach's
+    chorales have."""
+    return any(struck > share * after for struck, after in repeated_notes(notes, by_part=True).values()
+               if after >= least)
+
+
 def bar_contents(notes, header, sample_freq):
     """Each bar's notes as a sorted tuple of (onset in the bar, pitch, duration, part), for every bar to the end."""
     notes = list(map(as_note, notes))
@@ -225,7 +233,8 @@ def listen(pieces, voices, sample_freq):
     parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars, the
     share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
     100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
-    (repeated_notes), with more than one voice the share of pieces whose last chord is not a triad (last_chord),
+    (repeated_notes), the share of pieces with a part striking its last pitch again in over half its notes
+    (frozen_part), with more than one voice the share of pieces whose last chord is not a triad (last_chord),
     and, for four voices, the share of
     four-note beats with a voice outside its range (config.usual_ranges) and the upper voices more than an octave
     apart per 100 four-note beats."""
@@ -248,6 +257,7 @@ def listen(pieces, voices, sample_freq):
             lambda c: out_of_range(c, config.usual_ranges), wide_upper_voices))
         out["outside_range"] = float(ranged[0] / ranged[1]) if ranged[1] else None
         out["wide_per_100_beats"] = float(100 * wide[0] / wide[1]) if wide[1] else None
+    out["frozen_parts"] = float(np.mean([frozen_part(n) for n, _ in pieces]))
     if voices > 1:
         out["ends_not_a_triad"] = float(np.mean([last_chord(n, k) == "not a triad" for (n, _), k in zip(pieces, keys)]))
     return out

@@ -204,6 +204,12 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert r["outside_range"] == 2 / 6 and r["wide_per_100_beats"] == 0
     # between the four-note beats, the soprano and bass leap by octaves (12: no more), the alto's G4 -> B4 ... never
     assert r["leaps_per_100_moves"] == 0
+    assert r["frozen_parts"] == 0  # no part strikes its pitch again
+    from measures import frozen_part
+    line = lambda pitches: [(4 * b, p, 4, 80, 4) for b, p in enumerate(pitches)]  # a fifth part, a note a beat
+    assert frozen_part(notes + line([55, 55, 55, 57, 57, 55, 55, 57, 57, 55]))  # G G G A A G G A A G: 5 of 9 repeat
+    assert not frozen_part(notes + line([55, 55, 55, 57, 57, 55, 55, 57]))  # 4 of 7: too few notes to tell
+    assert not frozen_part(notes + line([55, 55, 57, 57, 57, 55, 55, 57, 59, 55]))  # G G A A A G G A B G: 4 of 9
     assert r["ends_not_a_triad"] == 0  # it ends on the bass's C alone: fewer than three notes, not a dissonance
     from measures import LAST_CHORDS, last_chord, triad_root
     assert (triad_root({0, 4, 7}), triad_root({9, 0, 4}), triad_root({7, 2}), triad_root({2, 5})) == (0, 9, 7, 2)
