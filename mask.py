@@ -640,12 +640,14 @@ class Choir(Rule):
     """Controls.choir, the rules a choir master adds for four voices (a header of four pitched parts, soprano to bass
     as the chorales have them): each voice within its range (config.choir_ranges, measured on the Bach chorales),
     the alto within an octave under the soprano and the tenor within an octave under the alto (where those sound),
-    and no leap over an octave in a voice (those of `rules`: range, spacing, leap). Soft: where they would leave
-    nothing canonical they give way, before the rules of voice leading do. Given material's parts are not written,
-    so not ruled."""
+    no leap over an octave in a voice, and no voice striking one pitch more than `most_strikes` times running (a
+    voice that stands still avoids parallels; those of `rules`: range, spacing, leap, repeat). Soft: where they
+    would leave nothing canonical they give way, before the rules of voice leading do. Given material's parts are
+    not written, so not ruled."""
     soft = True
+    most_strikes = 3  # Bach's chorales: 1.7 % of a voice's notes strike its pitch a fourth time or more
 
-    def __init__(self, c, material, rules=("range", "spacing", "leap")):
+    def __init__(self, c, material, rules=("range", "spacing", "leap", "repeat")):
         self.rules = rules
         lo, hi = zip(*config.choir_ranges)
         self.lo, self.hi = (torch.tensor(x, device=c.value.device) for x in (lo, hi))  # (4,) soprano to bass
@@ -653,13 +655,16 @@ class Choir(Rule):
 
     def reset(self, c, batch_size, device):
         self.last_pitch = torch.full((batch_size, c.spec.max_parts), -1, dtype=torch.long, device=device)
+        self.strikes = torch.zeros_like(self.last_pitch)  # how many times running the part struck its latest pitch
 
-    def consume(self, c, s):  # each part's latest pitch
+    def consume(self, c, s):  # each part's latest pitch, and its strikes
         P = c.spec.max_parts
         for t in range(s.n):
-            p = s.part[:, t].clamp(max=P - 1)[:, None]
-            new = torch.where(s.note[:, t], s.value[:, t], self.last_pitch.gather(1, p)[:, 0])
-            self.last_pitch.scatter_(1, p, new[:, None])
+            p, at = s.part[:, t].clamp(max=P - 1)[:, None], s.note[:, t]
+            last, struck = self.last_pitch.gather(1, p)[:, 0], self.strikes.gather(1, p)[:, 0]
+            again = s.value[:, t] == last
+            self.strikes.scatter_(1, p, torch.where(at, torch.where(again, struck + 1, 1), struck)[:, None])
+            self.last_pitch.scatter_(1, p, torch.where(at, s.value[:, t], last)[:, None])
 
     def allowed(self, c):
         v, P, col = c.value[None, :], c.spec.max_parts, (lambda x: x[:, None])
@@ -679,8 +684,9 @@ class Choir(Rule):
         spaced = col((voice == 0) | (voice == 3) | (over < 0)) | (v >= col(over - 12))
         last = self.last_pitch.gather(1, col(p))[:, 0]
         no_leap = col(last < 0) | ((v - col(last)).abs() <= 12)
+        moving = (v != col(last)) | col(self.strikes.gather(1, col(p))[:, 0] < self.most_strikes)
         kept = None
-        for name, ok in (("range", in_range), ("spacing", spaced), ("leap", no_leap)):
+        for name, ok in (("range", in_range), ("spacing", spaced), ("leap", no_leap), ("repeat", moving)):
             if name in self.rules:
                 kept = ok if kept is None else kept & ok
         return None if kept is None else ~c.is_n | ~col(mine) | kept

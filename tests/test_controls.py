@@ -538,6 +538,25 @@ def test_the_choir_rules_keep_four_voices_in_range_spaced_and_without_wide_leaps
     assert share[True] <= 0.12 and share[False] >= 0.8, share
 
 
+def test_the_choir_rule_on_repeats_keeps_a_voice_from_striking_one_pitch_a_fourth_time():
+    """Choir.most_strikes: a voice may strike one pitch three times running, not a fourth; another pitch between
+    starts the count again. Only with "repeat" among the choir's rules."""
+    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 inst:52 inst:52 bar:2"
+
+    def allowed(altos, rules=("range", "spacing", "leap", "repeat")):
+        """What the alto may sing after striking `altos` on the beats, the others moving (C major: I - V - I ...)."""
+        sopranos, basses = (72, 74, 72, 71, 72), (48, 55, 48, 55, 48)
+        row = [f"pos:{4 * i} n{s} d4 {'v80 ' if i == 0 else ''}p1 n{a} d4 p2 n64 d4 p3 n{b} d4"
+               for i, (s, a, b) in enumerate(zip(sopranos, altos, basses))]
+        row += [f"pos:{4 * len(altos)} n{sopranos[len(altos)]} d4 p1"]
+        mask = GrammarMask(TOK, "cpu", controls=Controls(choir=True, choir_rules=rules))
+        return mask(torch.tensor([TOK.encode(f"{head} {' '.join(row)}".split())]))[0]
+
+    assert not allowed((67, 67, 67))[TOK.stoi["n67"]] and allowed((67, 67, 67))[TOK.stoi["n65"]]
+    assert allowed((67, 67, 67), rules=("range", "spacing", "leap"))[TOK.stoi["n67"]]
+    assert allowed((67, 67))[TOK.stoi["n67"]] and allowed((67, 67, 69, 67))[TOK.stoi["n67"]]
+
+
 def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     import config
     from controls import PER_STYLE, drawn_forms, style_settings
