@@ -870,7 +870,7 @@ def cadence_of_files(model, tok, paths, device):
 
 
 RULE_FAMILIES = {"parallels and crossing": ("parallels", "crossing"), "the last bar's tonic triad": ("ending",),
-                 "no rests": ("rests",), "the choir's range, spacing and leaps": ()}  # () : the choir's rules
+                 "no rests": ("rests",), "the choir's range, spacing, leaps and repeats": ()}  # () : the choir's rules
 
 
 @torch.no_grad()

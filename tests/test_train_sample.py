@@ -488,7 +488,7 @@ def test_evaluate_rules_says_what_a_run_gives_the_forbidden_pitches(trained, tmp
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith("| bach (3) |")]
     assert [row.split(" | ")[1] for row in rows] == ["parallels and crossing", "the last bar's tonic triad",
-                                                     "no rests", "the choir's range, spacing and leaps"]
+                                                     "no rests", "the choir's range, spacing, leaps and repeats"]
     assert "skipped" in r.stdout and "piece0.txt: its style (folk) takes no rules" in r.stdout
     r = run("evaluate.py", "--out_dir", trained, "--device", "cpu", "--rules", tmp_path / "folk/text/piece0.txt")
     assert r.returncode != 0 and "--rules: no encoding of a style with rules" in r.stderr
