@@ -73,23 +73,21 @@ model: .venv/installed
 stage4: .venv/installed
 	$(call stage,4,run_long,corpus_long,$(STAGES)/stage3)
 
-# Stage 5 (#37), as MODEL.md measures it ("What the distillation froze": its voices strike the same note again and
-# again, so it is not shipped): stage 4 with the rules' penalty (Bach's and the fiddle tunes' rules stepped through
-# the training pieces, train_rules.npz in bin_rules: over an hour), then four rounds of distillation: each samples
-# the last run with its style's defaults (rules and forms: 576 chorales of 12, 16 and 20 bars and 576 fiddle tunes of
-# 16 and 32), keeps those a teacher would beside the real pieces (evaluate.py --keep: the tonic-triad ending,
-# parallels, repeated notes (all parts and the worst) and notes outside the key within those of nine real pieces in
-# ten, minor as often; the picks of stage 5 had no bound on the last three), and fine-tunes 800 steps with a quarter
-# of each batch's windows from every round's picks so far (corpus_distill). About 45 minutes a round. The run of
-# round N is CORPUS/run$(5+N); the last is stage 5.
-POOLS := $(CORPUS)/pools
+# Stage 5 (#37): rounds of distillation from stage 4. Each samples the last weights with its style's defaults (the
+# rules of part writing, the choir's with its rule on repeats, and forms drawn from real pieces: 1,152 chorales of 12,
+# 16 and 20 bars and 576 fiddle tunes of 16 and 32 bars), keeps those a teacher would beside the real pieces
+# (evaluate.py --keep: the tonic-triad ending, and parallels, repeated notes (all parts and the worst) and notes
+# outside the key each within those of nine real pieces in ten, minor as often), and fine-tunes 800 steps with a
+# quarter of each batch's windows from every round's picks so far (corpus_distill: no penalty). About 45 minutes a
+# round. Round N's run is CORPUS/distillN, its samples and picks CORPUS/distill_pools/N; the last round is stage 5.
+POOLS := $(CORPUS)/distill_pools
 # $(call round,N,run to sample,run to train): round N, each step skipped where its output is there
 define round
-	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in 1 2 3 4 5 6; do \
-		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(CORPUS)/$(2) --style bach --bars $$b \
+	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in $$(seq 1 12); do \
+		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(2) --style bach --bars $$b \
 		--num_samples 32 --seed $$((2000 * $(1) - 1000 + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/bach_$$b || exit 1; \
 		done; done; for b in 16 32; do for s in 1 2 3 4 5 6 7 8 9; do mkdir -p $(POOLS)/$(1)/all/fiddle_$$b && \
-		$(PY) sample.py --out_dir $(CORPUS)/$(2) --style fiddle --bars $$b --num_samples 32 \
+		$(PY) sample.py --out_dir $(2) --style fiddle --bars $$b --num_samples 32 \
 		--seed $$((2000 * $(1) + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/fiddle_$$b || exit 1; done; done; \
 		touch $(POOLS)/$(1)/all/done; }
 	test -d $(POOLS)/$(1)/keep/bach || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/bach_*/*.txt \
@@ -101,21 +99,16 @@ define round
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
 	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
 		--output_base_dir $(POOLS)/$(1)/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02
-	test -f $(CORPUS)/$(3)/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin_rules \
-		--mix_data_dir=$(POOLS)/$(1)/bin --out_dir=$(CORPUS)/$(3) --seed=$$((5 + $(1))) \
-		$(call resume_or,$(3),$(CORPUS)/$(2)) && touch $(CORPUS)/$(3)/done; }
+	test -f $(CORPUS)/$(3)/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin \
+		--mix_data_dir=$(POOLS)/$(1)/bin --out_dir=$(CORPUS)/$(3) --seed=$$((12 + $(1))) \
+		$(call resume_or,$(3),$(4)) && touch $(CORPUS)/$(3)/done; }
 endef
 distill: stage4
-	test -f $(CORPUS)/bin_rules/train_rules.npz || $(PY) prepare.py --main_data_path $(CORPUS)/text \
-		--augmented_data_path $(CORPUS)/aug --output_base_dir $(CORPUS)/bin_rules \
-		--tokenizer_paths $(CORPUS)/tokenizer.json --augmented_percentage 50 --rule_styles bach,fiddle
-	test -f $(CORPUS)/run5/done || { $(PY) train.py --preset=corpus_rules --data_dir=$(CORPUS)/bin_rules \
-		--out_dir=$(CORPUS)/run5 $(call resume_or,run5,$(STAGES)/stage4) && touch $(CORPUS)/run5/done; }
-	$(call round,1,run5,run6)
-	$(call round,2,run6,run7)
-	$(call round,3,run7,run8)
-	$(call round,4,run8,run9)
-	$(PY) train.py --out_dir=$(CORPUS)/run9 --export=$(STAGES)/stage5
+	$(call round,1,$(STAGES)/stage4,distill1,$(STAGES)/stage4)
+	$(call round,2,$(CORPUS)/distill1,distill2,$(CORPUS)/distill1/checkpoint.pt)
+	$(call round,3,$(CORPUS)/distill2,distill3,$(CORPUS)/distill2/checkpoint.pt)
+	$(call round,4,$(CORPUS)/distill3,distill4,$(CORPUS)/distill3/checkpoint.pt)
+	$(PY) train.py --out_dir=$(CORPUS)/distill4 --export=$(STAGES)/stage5
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
 # Bach and fiddle tunes their rules and forms drawn from real pieces; two with a --form given), from this fixed list of

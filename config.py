@@ -242,7 +242,8 @@ PRESETS["corpus_long"] = dict(PRESETS["corpus"], block_size=1536, batch_size=4, 
 PRESETS["corpus_rules"] = dict(PRESETS["corpus_long"], max_iters=1200, lr_decay_iters=1200, warmup_iters=50,
                                learning_rate=3e-4, min_lr=3e-5, eval_interval=300, rule_weight=30.0, rule_share=0.5,
                                seed=5)
-# Its rounds of distillation (#37): 800 steps each with the penalty, a quarter of each batch's windows from the
-# samples of the round before that a teacher keeps (mix_data_dir: `make distill`); about 21 minutes.
+# Its rounds of distillation (#37): 800 steps each from the fourth stage's weights or the round before, without the
+# penalty (it pushes the voices onto the note just struck: MODEL.md), a quarter of each batch's windows from the
+# samples of the rounds so far that a teacher keeps (mix_data_dir: `make distill`); about 21 minutes.
 PRESETS["corpus_distill"] = dict(PRESETS["corpus_rules"], max_iters=800, lr_decay_iters=800, eval_interval=400,
-                                 mix_share=0.25)
+                                 rule_weight=0.0, rule_share=0.0, mix_share=0.25)

@@ -4,8 +4,8 @@ python train.py --data_dir=data/bin --out_dir=models/my_run [--preset=cpu_demo] 
 torchrun --standalone --nproc_per_node=8 train.py --data_dir=data/bin --out_dir=models/my_run
 python train.py --out_dir=models/my_run --export=models/mine    # a weights-only bf16 copy to share (model.pt)
 
-The run folder gets checkpoint.pt (latest) and best.pt (best val loss; none with rule_weight, whose penalty is meant
-to cost some validation loss), both written atomically and loadable with weights_only=True, plus config.json,
+The run folder gets checkpoint.pt (latest) and best.pt (best val loss; none with rule_weight or mix_share, whose
+penalty or other windows are meant to cost some validation loss), both written atomically and loadable with weights_only=True, plus config.json,
 tokenizer.json, metrics.jsonl and tensorboard/. A resumed run continues exactly (same per-step losses as a run that
 never stopped); SIGINT/SIGTERM save a checkpoint before exiting.
 """
@@ -407,8 +407,8 @@ def main(argv=None):
                         val_bits_per_token=losses["val"] / math.log(2))
                 best_val = min(best_val, losses["val"])
                 run.save("checkpoint.pt", state())
-                if best_val == losses["val"] and not c.rule_weight:  # (the rules' penalty is meant to cost some
-                    run.save("best.pt", state())                        # validation loss: the latest is the run's)
+                if best_val == losses["val"] and not (c.rule_weight or c.mix_share):  # (the rules' penalty and
+                    run.save("best.pt", state())  # another data's windows are meant to cost some: the latest is the run's)
                 bar.write(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f} "
                           f"(untrained: ln(vocab) = {math.log(model.cfg.vocab_size):.2f})")
         if iter_num >= c.max_iters:

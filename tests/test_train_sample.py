@@ -460,6 +460,10 @@ def test_training_with_the_rules_penalty(data, tmp_path):
                                      "--rule_weight=1", "--mix_data_dir", data, "--mix_share=0.25"))
     assert r.returncode == 0, r.stderr  # a quarter of each batch from the other data, where no rule is counted
     assert json.loads((tmp_path / "mixed/config.json").read_text())["mix_data_dir"] == str(data)
+    r = run("train.py", *train_args(tmp_path / "bin", tmp_path / "mixed2", "--max_iters=2", "--eval_interval=2",
+                                     "--mix_data_dir", data, "--mix_share=0.25"))
+    assert r.returncode == 0 and (tmp_path / "mixed2/checkpoint.pt").exists(), r.stderr
+    assert not (tmp_path / "mixed2/best.pt").exists()  # mixed windows are meant to move it off the validation data
     for bad, says in ((["--mix_share=0.25"], "mix_share needs mix_data_dir"),
                       (["--mix_data_dir", tmp_path / "nowhere", "--mix_share=0.25"], "no meta.json here"),
                       (["--mix_data_dir", data, "--mix_share=0.1"], "takes 0 of batch_size=4 windows")):
