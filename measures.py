@@ -180,8 +180,8 @@ def repeated_notes(notes, by_part=False):
 
 def frozen_part(notes, share=0.5, least=8):
     """Whether a part of the piece (with at least `least` notes after its first) strikes again the pitch it just had
-    in over `share` of its notes (repeated_notes): a voice standing still while the others move, which 2 % of Bach's
-    chorales have."""
+    in over `share` of its notes (repeated_notes): a voice standing still while the others move, which 2-4 % of
+    Bach's chorales have."""
     return any(struck > share * after for struck, after in repeated_notes(notes, by_part=True).values()
                if after >= least)
 

@@ -5,8 +5,8 @@ torchrun --standalone --nproc_per_node=8 train.py --data_dir=data/bin --out_dir=
 python train.py --out_dir=models/my_run --export=models/mine    # a weights-only bf16 copy to share (model.pt)
 
 The run folder gets checkpoint.pt (latest) and best.pt (best val loss; none with rule_weight or mix_share, whose
-penalty or other windows are meant to cost some validation loss), both written atomically and loadable with weights_only=True, plus config.json,
-tokenizer.json, metrics.jsonl and tensorboard/. A resumed run continues exactly (same per-step losses as a run that
+penalty or other windows are meant to cost some validation loss), both written atomically and loadable with
+weights_only=True, plus config.json, tokenizer.json, metrics.jsonl and tensorboard/. A resumed run continues exactly (same per-step losses as a run that
 never stopped); SIGINT/SIGTERM save a checkpoint before exiting.
 """
 import argparse
