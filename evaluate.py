@@ -69,7 +69,7 @@ from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_ed
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, closest_style, ends_on_tonic, histogram, kernel_width,
                       listen, logistic_accuracy, outside_key, overlapping_area, parallels, piece_form, piece_key,
-                      piece_measures, polyphony, profile, repeated_notes, voice_ranges)
+                      piece_measures, polyphony, profile, repeated_notes, voice_ranges, worst_part_repeats)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -997,8 +997,8 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     def measured(notes, key):  # parallels per move; repeated notes per note, in all parts and the worst; outside key
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
         struck, after = repeated_notes(notes)
-        worst = max((s / a for s, a in repeated_notes(notes, by_part=True).values() if a >= 8), default=0.0)
-        return (count / max(moves, 1), struck / max(after, 1), worst, outside_key(notes, key)), moves > 0
+        shares = count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), outside_key(notes, key)
+        return shares, moves > 0
 
     real_keys = [piece_key(notes) for notes, _ in real]
     bound = np.percentile([measured(n, k)[0] for (n, _), k in zip(real, real_keys)], percentile, axis=0)

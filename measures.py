@@ -91,8 +91,7 @@ def ends_on_tonic(notes, key=None):
     tonic, mode = key or piece_key(notes)
     triad = {tonic, (tonic + 7) % 12, (tonic + (4 if mode == "major" else 3)) % 12}
     triad |= {(tonic + 4) % 12} if mode == "minor" else set()
-    last = max(n.start for n in notes)
-    final = {n.pitch % 12 for n in notes if n.start <= last < n.end}
+    final = final_pitch_classes(notes)
     return tonic in final and final <= triad
 
 
@@ -109,6 +108,12 @@ def triad_root(pitch_classes):
 LAST_CHORDS = ("tonic", "dominant", "subdominant", "other triad", "fewer than 3 notes", "not a triad")
 
 
+def final_pitch_classes(notes):
+    """The pitch classes sounding at a piece's last onset (Notes)."""
+    last = max(n.start for n in notes)
+    return {n.pitch % 12 for n in notes if n.start <= last < n.end}
+
+
 def last_chord(notes, key=None):
     """What the chord sounding at the last onset is, by the piece's key (piece_key, unless given): the tonic triad
     (ends_on_tonic), a triad on the dominant (a half cadence) or the subdominant, another triad, fewer than three
@@ -120,8 +125,7 @@ def last_chord(notes, key=None):
     key = key or piece_key(notes)
     if ends_on_tonic(notes, key):
         return "tonic"
-    last = max(n.start for n in notes)
-    final = {n.pitch % 12 for n in notes if n.start <= last < n.end}
+    final = final_pitch_classes(notes)
     if len(final) < 3:
         return "fewer than 3 notes"
     root = triad_root(final)
@@ -178,12 +182,17 @@ def repeated_notes(notes, by_part=False):
     return counts if by_part else (sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values()))
 
 
-def frozen_part(notes, share=0.5, least=8):
-    """Whether a part of the piece (with at least `least` notes after its first) strikes again the pitch it just had
-    in over `share` of its notes (repeated_notes): a voice standing still while the others move, which 2-4 % of
-    Bach's chorales have."""
-    return any(struck > share * after for struck, after in repeated_notes(notes, by_part=True).values()
-               if after >= least)
+def worst_part_repeats(notes, least=8):
+    """The largest share of its notes that a part (with at least `least` notes after its first) strikes again the
+    pitch it just had (repeated_notes); 0 where no part has that many."""
+    return max((struck / after for struck, after in repeated_notes(notes, by_part=True).values() if after >= least),
+               default=0.0)
+
+
+def frozen_part(notes, share=0.5):
+    """Whether a part of the piece strikes again its last pitch in over `share` of its notes (worst_part_repeats): a
+    voice standing still while the others move, which 2-4 % of Bach's chorales have."""
+    return worst_part_repeats(notes) > share
 
 
 def bar_contents(notes, header, sample_freq):
