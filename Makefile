@@ -80,13 +80,17 @@ stage4: .venv/installed
 # outside the key each within those of nine real pieces in ten, minor as often), and fine-tunes 800 steps with a
 # quarter of each batch's windows from every round's picks so far (corpus_distill: no penalty). About 45 minutes a
 # round. Round N's run is CORPUS/distillN, its samples and picks CORPUS/distill_pools/N; the last round is stage 5.
+# Rounds 5 and 6 go on from stage 5 with half of each batch's windows from the picks of round 5 on (rounds 1-4's
+# were taken before the choir's rule on repeats), round 6 with twice the tunes (the fiddle endings lagged); each is
+# exported to STAGES/roundN as it ends and skipped where STAGES holds it (about 2.5 hours a round on a slow 2 cores).
 POOLS := $(CORPUS)/distill_pools
-# $(call round,N,run to sample,run to train): round N, each step skipped where its output is there
+# $(call round,N,run to sample,run to train,init,first round pooled (1),tunes per length and bar count /32 (9),
+# mix share (corpus_distill's)): round N, each step skipped where its output is there
 define round
 	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in $$(seq 1 12); do \
 		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(2) --style bach --bars $$b \
 		--num_samples 32 --seed $$((2000 * $(1) - 1000 + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/bach_$$b || exit 1; \
-		done; done; for b in 16 32; do for s in 1 2 3 4 5 6 7 8 9; do mkdir -p $(POOLS)/$(1)/all/fiddle_$$b && \
+		done; done; for b in 16 32; do for s in $$(seq 1 $(or $(6),9)); do mkdir -p $(POOLS)/$(1)/all/fiddle_$$b && \
 		$(PY) sample.py --out_dir $(2) --style fiddle --bars $$b --num_samples 32 \
 		--seed $$((2000 * $(1) + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/fiddle_$$b || exit 1; done; done; \
 		touch $(POOLS)/$(1)/all/done; }
@@ -95,20 +99,32 @@ define round
 	test -d $(POOLS)/$(1)/keep/fiddle || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/fiddle_*/*.txt --voices 1 \
 		--against $(CORPUS)/text/music21/ryansMammoth/*.txt --keep $(POOLS)/$(1)/keep/fiddle
 	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir $(POOLS)/$(1)/pool.tmp && \
-		for k in $$(seq 1 $(1)); do cp -r $(POOLS)/$$k/keep $(POOLS)/$(1)/pool.tmp/round$$k || exit 1; done && \
+		for k in $$(seq $(or $(5),1) $(1)); do test -d $(POOLS)/$$k/keep || { echo "round $(1) pools round $$k's \
+		picks, which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \
+		cp -r $(POOLS)/$$k/keep $(POOLS)/$(1)/pool.tmp/round$$k || exit 1; done && \
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
 	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
 		--output_base_dir $(POOLS)/$(1)/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02
 	test -f $(CORPUS)/$(3)/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin \
 		--mix_data_dir=$(POOLS)/$(1)/bin --out_dir=$(CORPUS)/$(3) --seed=$$((12 + $(1))) \
-		$(call resume_or,$(3),$(4)) && touch $(CORPUS)/$(3)/done; }
+		$(if $(7),--mix_share=$(7)) $(call resume_or,$(3),$(4)) && touch $(CORPUS)/$(3)/done; }
 endef
 distill: stage4
+ifeq ($(wildcard $(STAGES)/stage5/model.pt),)
 	$(call round,1,$(STAGES)/stage4,distill1,$(STAGES)/stage4)
 	$(call round,2,$(CORPUS)/distill1,distill2,$(CORPUS)/distill1/checkpoint.pt)
 	$(call round,3,$(CORPUS)/distill2,distill3,$(CORPUS)/distill2/checkpoint.pt)
 	$(call round,4,$(CORPUS)/distill3,distill4,$(CORPUS)/distill3/checkpoint.pt)
 	$(PY) train.py --out_dir=$(CORPUS)/distill4 --export=$(STAGES)/stage5
+endif
+ifeq ($(wildcard $(STAGES)/round5/model.pt),)
+	$(call round,5,$(STAGES)/stage5,distill5,$(STAGES)/stage5,5,9,0.5)
+	$(PY) train.py --out_dir=$(CORPUS)/distill5 --export=$(STAGES)/round5
+endif
+ifeq ($(wildcard $(STAGES)/round6/model.pt),)
+	$(call round,6,$(STAGES)/round5,distill6,$(STAGES)/round5,5,18,0.5)
+	$(PY) train.py --out_dir=$(CORPUS)/distill6 --export=$(STAGES)/round6
+endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
 # Bach and fiddle tunes their rules and forms drawn from real pieces; two with a --form given), from this fixed list of
