@@ -68,8 +68,8 @@ from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_ed
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, closest_style, ends_on_tonic, histogram, kernel_width,
-                      listen, logistic_accuracy, outside_key, overlapping_area, parallels, piece_form, piece_key,
-                      piece_measures, polyphony, profile, repeated_notes, voice_ranges, worst_part_repeats)
+                      listen, logistic_accuracy, looped, outside_key, overlapping_area, parallels, piece_form,
+                      piece_key, piece_measures, polyphony, profile, repeated_notes, voice_ranges, worst_part_repeats)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -990,22 +990,25 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
     triad of their key, move in parallel fifths and octaves (with more than one voice), repeat their parts' last
     pitches (a voice standing still avoids parallels too; all parts together and the part that repeats most, of
-    those with at least 8 notes) and stray outside their key at most as often as `percentile` % of the real pieces
-    do, each piece by itself (so that what is kept is spread about as the real pieces are, not all better than
-    their mean), then the major or the minor ones left out (by `seed`) until minor keys are as common as among the
-    real pieces. Pure: evaluate.py --keep copies them."""
-    def measured(notes, key):  # parallels per move; repeated notes per note, in all parts and the worst; outside key
+    those with at least 8 notes), stray outside their key and loop one phrase (looped: a tune of one 2-bar phrase
+    eight times ends on its tonic too) at most as often as `percentile` % of the real pieces do, each piece by
+    itself (so that what is kept is spread about as the real pieces are, not all better than their mean), then the
+    major or the minor ones left out (by `seed`) until minor keys are as common as among the real pieces. Pure:
+    evaluate.py --keep copies them."""
+    # parallels per move; repeated notes per note, in all parts and the worst; notes outside the key; a loop
+    def measured(notes, header, key):
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
         struck, after = repeated_notes(notes)
-        shares = count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), outside_key(notes, key)
+        shares = (count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), outside_key(notes, key),
+                  float(looped(notes, header, sample_freq)))
         return shares, moves > 0
 
     real_keys = [piece_key(notes) for notes, _ in real]
-    bound = np.percentile([measured(n, k)[0] for (n, _), k in zip(real, real_keys)], percentile, axis=0)
+    bound = np.percentile([measured(n, h, k)[0] for (n, h), k in zip(real, real_keys)], percentile, axis=0)
     share = np.mean([key is not None and key[1] == "minor" for key in real_keys])
     keys = [piece_key(notes) for notes, _ in pieces]
-    kept = [i for i, ((notes, _), key) in enumerate(zip(pieces, keys)) if ends_on_tonic(notes, key) and (
-        (m := measured(notes, key))[1] and all(np.array(m[0]) <= bound))]
+    kept = [i for i, ((notes, header), key) in enumerate(zip(pieces, keys)) if ends_on_tonic(notes, key) and (
+        (m := measured(notes, header, key))[1] and all(np.array(m[0]) <= bound))]
     minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
     major = sorted(set(kept) - set(minor))
     rng = np.random.default_rng(seed)
@@ -1038,6 +1041,7 @@ LISTENED = [("full_beats", "beats with all voices sounding", ".0%"),
             ("repeated_bars", "bars repeating an earlier bar", ".0%"),
             ("repeated_notes", "notes repeating their part's last pitch", ".0%"),
             ("frozen_parts", "pieces with a part repeating over half its notes", ".0%"),
+            ("looped", "pieces looping one phrase throughout", ".0%"),
             ("outside_key", "notes outside the key", ".1%"), ("minor", "pieces in a minor key", ".0%"),
             ("leaps_per_100_moves", "leaps over an octave per 100 moves of a voice", ".1f"),
             ("outside_range", "four-note beats with a voice outside its range", ".1%"),

@@ -237,13 +237,21 @@ def piece_form(notes, header, sample_freq, most=8):
     return best
 
 
+def looped(notes, header, sample_freq, least=4):
+    """Whether a piece only plays one phrase over and over: its form (piece_form) `least` phrases or more, all one
+    letter (16 bars of one 2-bar phrase eight times). No real piece of the corpus's chorales and tunes does."""
+    form = piece_form(notes, header, sample_freq)
+    return len(form) >= least and len(set(form)) == 1
+
+
 def listen(pieces, voices, sample_freq):
     """What a music teacher counts, over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
     parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars, the
     share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
     100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
     (repeated_notes), the share of pieces with a part striking its last pitch again in over half its notes
-    (frozen_part), with more than one voice the share of pieces whose last chord is not a triad (last_chord),
+    (frozen_part), the share of pieces that loop one phrase (looped), with more than one voice the share of
+    pieces whose last chord is not a triad (last_chord),
     and, for four voices, the share of
     four-note beats with a voice outside its range (config.usual_ranges) and the upper voices more than an octave
     apart per 100 four-note beats."""
@@ -267,6 +275,7 @@ def listen(pieces, voices, sample_freq):
         out["outside_range"] = float(ranged[0] / ranged[1]) if ranged[1] else None
         out["wide_per_100_beats"] = float(100 * wide[0] / wide[1]) if wide[1] else None
     out["frozen_parts"] = float(np.mean([frozen_part(n) for n, _ in pieces]))
+    out["looped"] = float(np.mean([looped(n, h, sample_freq) for n, h in pieces]))
     if voices > 1:
         out["ends_not_a_triad"] = float(np.mean([last_chord(n, k) == "not a triad" for (n, _), k in zip(pieces, keys)]))
     return out
@@ -328,7 +337,7 @@ def closest_style(notes, styles, style_profiles):
 
 MEASURES = [*PIECE_STATS, "onsets_with_all_voices", "beats_with_all_voices", "parallels_per_100_moves",
             "repeated_bars", "mean_duration", "ends_on_tonic", "outside_key", "outside_range", "wide_per_100_beats",
-            "repeated_notes"]
+            "repeated_notes", "looped"]
 
 
 def piece_measures(notes, header, voices, sample_freq):
@@ -336,8 +345,8 @@ def piece_measures(notes, header, voices, sample_freq):
     onsets and of its beats with `voices` notes sounding, its parallels per 100 moves, its share of repeated bars,
     its mean note length (steps), whether it ends on its key's tonic triad, its share of notes outside that key
     and, for four voices, its share of four-note beats with a voice outside its range (config.usual_ranges) and its
-    upper voices more than an octave apart per 100 four-note beats (0 for other voicings), and its share of notes
-    repeating their part's last pitch."""
+    upper voices more than an octave apart per 100 four-note beats (0 for other voicings), its share of notes
+    repeating their part's last pitch, and whether it loops one phrase."""
     notes = list(map(as_note, notes))
     chords = beat_chords(notes, sample_freq)
     par, moves = parallels(chords, voices)
@@ -349,7 +358,7 @@ def piece_measures(notes, header, voices, sample_freq):
         float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),
         repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes])),
         float(ends_on_tonic(notes, key)), outside_key(notes, key), ranged[0] / max(ranged[1], 1),
-        100 * wide[0] / max(wide[1], 1), struck / max(after, 1)]
+        100 * wide[0] / max(wide[1], 1), struck / max(after, 1), float(looped(notes, header, sample_freq))]
 
 
 def logistic_accuracy(a, b, folds=5, repeats=4, l2=1.0, seed=0):

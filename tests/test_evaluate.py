@@ -205,6 +205,7 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     # between the four-note beats, the soprano and bass leap by octaves (12: no more), the alto's G4 -> B4 ... never
     assert r["leaps_per_100_moves"] == 0
     assert r["frozen_parts"] == 0  # no part strikes its pitch again
+    assert r["looped"] == 0  # two bars: no phrase of two bars to loop
     from measures import frozen_part
     line = lambda pitches: [(4 * b, p, 4, 80, 4) for b, p in enumerate(pitches)]  # a fifth part, a note a beat
     assert frozen_part(notes + line([55, 55, 55, 57, 57, 55, 55, 57, 57, 55]))  # G G G A A G G A A G: 5 of 9 repeat
@@ -229,7 +230,7 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     m = dict(zip(MEASURES, piece_measures(notes, Header(), 4, 4)))
     assert m["onsets_with_all_voices"] == m["beats_with_all_voices"] == 6 / 8 and m["repeated_bars"] == 0.5
     assert m["parallels_per_100_moves"] == 100 * 6 / 4 and m["piece_pitch_range"] == 79 - 48 and m["mean_duration"] == 4
-    assert (m["outside_key"], m["outside_range"], m["wide_per_100_beats"]) == (0, 2 / 6, 0)
+    assert (m["outside_key"], m["outside_range"], m["wide_per_100_beats"], m["looped"]) == (0, 2 / 6, 0, 0)
     # the soprano's C5 G5 C5 | C5 G5 C5 strikes C5 again across the bar line; the others never repeat a pitch: 1 of
     # 22 moves of a part (5 each in the upper three, 7 in the bass with its lone C4 on the fourth beat)
     from measures import repeated_notes
@@ -284,6 +285,25 @@ def test_a_pieces_form_is_read_from_its_repeated_phrases_as_the_form_rule_lays_t
     assert form("ABCD") == "" and form("AABB") == "AABB"
     assert form("ABAC") == "ABAC"  # the cut whose repeats cover the most bars (in halves, nothing repeats) ...
     assert form("AAAA") == "AAAA" and form("ABABCDCD") == "AABB" and form("ABAB") == "AA"  # ... the fewest phrases
+    from measures import looped  # one phrase played four times or more, nothing else: a loop
+    loops = lambda phrases: looped(tune(phrases), Header(), 4)
+    assert loops("AAAA") and loops("AAAAAAAa") and not loops("AABB") and not loops("ABAB") and not loops("AAAB")
+
+
+def test_keep_leaves_out_a_tune_that_loops_one_phrase_unless_real_ones_do():
+    """A tune of one 2-bar phrase four times, ending on its tonic with nothing else amiss, is kept only where as
+    many real tunes loop."""
+    from encoding_decoding import Header
+    from evaluate import keep_files
+    phrase = lambda start, last: [(start + 4 * b, p, 4, 80, 0) for b, p in enumerate((60, 62, 64, 65))] + [
+        (start + 16, last, 16, 80, 0)]  # C D E F | G (or the tonic, a second ending)
+    other = lambda start, last: [(start + 4 * b, p, 4, 80, 0) for b, p in enumerate((64, 65, 67, 69))] + [
+        (start + 16, last, 16, 80, 0)]  # E F G A | G
+    loop = phrase(0, 67) + phrase(32, 67) + phrase(64, 67) + phrase(96, 60)  # AAAA, the last bar the tonic
+    aabb = phrase(0, 67) + phrase(32, 67) + other(64, 67) + other(96, 60)
+    pieces, real = [(loop, Header()), (aabb, Header())], [(aabb, Header())]
+    assert keep_files(pieces, real, 1, 4) == [1]
+    assert keep_files(pieces, real + [(loop, Header())], 1, 4, percentile=100) == [0, 1]
 
 
 def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones(tmp_path, capsys):
