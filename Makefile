@@ -86,7 +86,7 @@ stage4: .venv/installed
 # 15 %). Each is exported to STAGES/roundN as it ends and skipped where STAGES holds it (a round of 800 steps takes
 # about an hour on a slow 2 cores, its samples about an hour and a half).
 POOLS := $(CORPUS)/distill_pools
-# $(call round,N,run to sample,run to train,init,first round pooled (1),tunes per length and bar count /32 (9),
+# $(call round,N,run to sample,run to train,init,first round pooled (1),runs of 32 tunes at each length (9),
 # mix share (corpus_distill's)): round N, each step skipped where its output is there
 define round
 	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in $$(seq 1 12); do \
