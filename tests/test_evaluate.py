@@ -295,12 +295,12 @@ def test_keep_leaves_out_a_tune_that_loops_one_phrase_unless_real_ones_do():
     many real tunes loop."""
     from encoding_decoding import Header
     from evaluate import keep_files
-    phrase = lambda start, last: [(start + 4 * b, p, 4, 80, 0) for b, p in enumerate((60, 62, 64, 65))] + [
-        (start + 16, last, 16, 80, 0)]  # C D E F | G (or the tonic, a second ending)
-    other = lambda start, last: [(start + 4 * b, p, 4, 80, 0) for b, p in enumerate((64, 65, 67, 69))] + [
-        (start + 16, last, 16, 80, 0)]  # E F G A | G
+    # a 2-bar phrase from `start`: four crotchets, then a whole note (G, or the tonic: a second ending)
+    phrase = lambda start, last, run=(60, 62, 64, 65): [(start + 4 * b, p, 4, 80, 0) for b, p in enumerate(run)] + [
+        (start + 16, last, 16, 80, 0)]  # C D E F | G
     loop = phrase(0, 67) + phrase(32, 67) + phrase(64, 67) + phrase(96, 60)  # AAAA, the last bar the tonic
-    aabb = phrase(0, 67) + phrase(32, 67) + other(64, 67) + other(96, 60)
+    b = (64, 65, 67, 69)  # E F G A | G
+    aabb = phrase(0, 67) + phrase(32, 67) + phrase(64, 67, b) + phrase(96, 60, b)
     pieces, real = [(loop, Header()), (aabb, Header())], [(aabb, Header())]
     assert keep_files(pieces, real, 1, 4) == [1]
     assert keep_files(pieces, real + [(loop, Header())], 1, 4, percentile=100) == [0, 1]
