@@ -76,7 +76,8 @@ class Controls:
                                # notes so far and all given ones (a melody) suggest
     form: str = None           # phrases as letters, e.g. "AABA": the planned bars shared out among them in order, and
                                # a letter seen before repeats its first phrase note for note in every part (but the
-                               # piece's last bar, its cadence, and a bar its model phrase is too short for); or a
+                               # piece's last bar, its cadence, and a bar its model phrase is too short for), while
+                               # a new letter does not open as an earlier phrase did (soft: mask.Contrast); or a
                                # tuple of forms, one per sample in turn ("" for none), as --form auto draws them
     voice_leading_rules: tuple = ("rests", "parallels", "crossing", "ending")  # which of those voice_leading keeps
     choir_rules: tuple = ("range", "spacing", "leap", "repeat")  # which of the choir's rules (below) it keeps

@@ -494,6 +494,24 @@ def test_a_form_repeats_its_phrases_note_for_note(seed, forms, bars, rules):
             assert all(n.pitch % 12 in (0, 4, 7) for n in notes if n.start >= lines[-2])
 
 
+def test_a_new_letter_does_not_open_as_an_earlier_phrase_opened():
+    """AB in 4 bars: B's first bar (bar 2) may not be bar 0 again; its last note, where the others are bar 0's,
+    takes another pitch. Where B went elsewhere before, or with no form, that pitch is free; with AA it is the one."""
+    opening = ("bar:4 pos:0 n67 d4 v90 pos:4 n69 d4 pos:8 n71 d8 bar:3 pos:0 n72 d16 "
+               "bar:2 pos:0 {} d4 pos:4 n69 d4 pos:8")
+    rows = [TOK.encode(f"START style:fiddle tempo:121 meter:4/4 inst:40 {opening.format(n)}".split())
+            for n in ("n67", "n65")]
+    for form, want in (("AB", [False, True]), (None, [True, True])):
+        allowed = GrammarMask(TOK, "cpu", Controls(bars=4, form=form))(torch.tensor(rows))
+        assert allowed[:, TOK.stoi["n71"]].tolist() == want, form
+        assert allowed[:, TOK.stoi["n72"]].all() and allowed[:, TOK.stoi["n69"]].all()
+    allowed = GrammarMask(TOK, "cpu", Controls(bars=4, form="AA"))(torch.tensor(rows[:1]))
+    assert allowed[0, TOK.stoi["n71"]] and allowed[0].sum() == 1
+    late = "START style:fiddle tempo:121 meter:4/4 inst:40 bar:3 pos:0 n67 d16 v90 bar:2 pos:0 n72 d16 bar:1 pos:0"
+    allowed = GrammarMask(TOK, "cpu", Controls(bars=3, form="AB"))(torch.tensor([TOK.encode(late.split())]))
+    assert allowed[0, TOK.stoi["n67"]]  # a phrase of one bar, the cadence, is free
+
+
 def test_form_errors_are_one_line():
     assert Controls(form="AABA").errors(SPEC) == Controls(form=("AB", "")).errors(SPEC) == [
         "--form shares a planned length out among its phrases: give --bars or --seconds too"]
