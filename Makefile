@@ -83,8 +83,11 @@ stage4: .venv/installed
 # Rounds 5 and 6 go on from stage 5 with half of each batch's windows from the picks of round 5 on (rounds 1-4's
 # were taken before the choir's rule on repeats), round 6 with twice the tunes (the fiddle endings lagged); round 7
 # samples nothing new and trains on round 6's pool with the picked tunes four times over (41 % of its tokens, not
-# 15 %). Each is exported to STAGES/roundN as it ends and skipped where STAGES holds it (a round of 800 steps takes
-# about an hour on a slow 2 cores, its samples about an hour and a half).
+# 15 %). Round 8 teaches harmonizing: the sopranos of the first 160 training chorales (never a validation one)
+# harmonized four times each by round 7 at Bach's defaults less the rule on rests (about an hour and a half), the
+# kept ones HCOPIES times, beside rounds 5 and 6's chorales and their tunes picked again by today's --keep (no loops),
+# five times; from round 7. Each is exported to STAGES/roundN as it ends and skipped where STAGES holds it (a round
+# of 800 steps takes about an hour on a slow 2 cores, its samples about an hour and a half).
 POOLS := $(CORPUS)/distill_pools
 # $(call round,N,run to sample,run to train,init,first round pooled (1),runs of 32 tunes at each length (9),
 # mix share (corpus_distill's)): round N, each step skipped where its output is there
@@ -140,6 +143,32 @@ ifeq ($(wildcard $(STAGES)/round7/model.pt),)
 		--mix_data_dir=$(POOLS)/7/bin --out_dir=$(CORPUS)/distill7 --seed=20 --mix_share=0.5 \
 		$(call resume_or,distill7,$(STAGES)/round6) && touch $(CORPUS)/distill7/done; }
 	$(PY) train.py --out_dir=$(CORPUS)/distill7 --export=$(STAGES)/round7
+endif
+ifeq ($(wildcard $(STAGES)/round8/model.pt),)
+	test -d $(POOLS)/5/all -a -d $(POOLS)/6/all -a -d $(POOLS)/6/pool || { echo "round 8 takes rounds 5 and 6's \
+		samples and picks again, which are not in $(POOLS): remove $(STAGES)/round5 and round6 to make them"; exit 1; }
+	test -f $(POOLS)/8/all/harmonized/done || { i=0; for f in $$($(PY) -c "import json, pathlib; \
+		C = pathlib.Path('$(CORPUS)'); val = set(json.load(open(C / 'bin/meta.json'))['val_pieces']); print(*[p for \
+		p in sorted((C / 'text/music21/bach').glob('*.txt')) if f'music21/bach/{p.stem}' not in val][:160])"); do \
+		i=$$((i + 1)); s=$$(basename $$f .txt); test -f $(POOLS)/8/all/harmonized/.$$s || { $(PY) sample.py \
+		--out_dir $(STAGES)/round7 --style bach --melody $$f --parts 4 --num_samples 4 --seed $$((8000 + i)) \
+		--voice_leading_rules parallels,crossing,ending --output_dir $(POOLS)/8/all/harmonized > /dev/null && \
+		touch $(POOLS)/8/all/harmonized/.$$s || exit 1; }; done && touch $(POOLS)/8/all/harmonized/done; }
+	test -d $(POOLS)/8/keep/harmonized || $(PY) evaluate.py --listen $(POOLS)/8/all/harmonized/*.txt \
+		--against $(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/8/keep/harmonized
+	for k in 5 6; do test -d $(POOLS)/8/keep/fiddle$$k || $(PY) evaluate.py --listen $(POOLS)/$$k/all/fiddle_*/*.txt \
+		--voices 1 --against $(CORPUS)/text/music21/ryansMammoth/*.txt --keep $(POOLS)/8/keep/fiddle$$k || exit 1; done
+	test -d $(POOLS)/8/pool || { rm -rf $(POOLS)/8/pool.tmp && mkdir -p $(POOLS)/8/pool.tmp && for k in 5 6; do \
+		cp -r $(POOLS)/6/pool/round$$k/bach $(POOLS)/8/pool.tmp/bach$$k && for c in 1 2 3 4 5; do cp -r \
+		$(POOLS)/8/keep/fiddle$$k $(POOLS)/8/pool.tmp/fiddle$$k-$$c || exit 1; done; done && for c in 1 2 3; do \
+		cp -r $(POOLS)/8/keep/harmonized $(POOLS)/8/pool.tmp/harmonized$$c || exit 1; done && \
+		mv $(POOLS)/8/pool.tmp $(POOLS)/8/pool; }
+	test -f $(POOLS)/8/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/8/pool \
+		--output_base_dir $(POOLS)/8/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02
+	test -f $(CORPUS)/distill8/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin \
+		--mix_data_dir=$(POOLS)/8/bin --out_dir=$(CORPUS)/distill8 --seed=21 --mix_share=0.5 \
+		$(call resume_or,distill8,$(STAGES)/round7) && touch $(CORPUS)/distill8/done; }
+	$(PY) train.py --out_dir=$(CORPUS)/distill8 --export=$(STAGES)/round8
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
