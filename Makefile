@@ -85,7 +85,7 @@ stage4: .venv/installed
 # samples nothing new and trains on round 6's pool with the picked tunes four times over (41 % of its tokens, not
 # 15 %). Round 8 teaches harmonizing: the sopranos of the first 160 training chorales (never a validation one)
 # harmonized four times each by round 7 at Bach's defaults less the rule on rests (about an hour and a half), the
-# kept ones HCOPIES times, beside rounds 5 and 6's chorales and their tunes picked again by today's --keep (no loops),
+# kept ones three times, beside rounds 5 and 6's chorales and their tunes picked again by today's --keep (no loops),
 # five times; from round 7. Each is exported to STAGES/roundN as it ends and skipped where STAGES holds it (a round
 # of 800 steps takes about an hour on a slow 2 cores, its samples about an hour and a half).
 POOLS := $(CORPUS)/distill_pools
