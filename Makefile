@@ -89,6 +89,14 @@ stage4: .venv/installed
 # five times; from round 7. Each is exported to STAGES/roundN as it ends and skipped where STAGES holds it (a round
 # of 800 steps takes about an hour on a slow 2 cores, its samples about an hour and a half).
 POOLS := $(CORPUS)/distill_pools
+# $(call fit,N,run,init,seed,mix share (corpus_distill's)): round N's pool made train.bin, and its 800 steps
+define fit
+	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
+		--output_base_dir $(POOLS)/$(1)/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02
+	test -f $(CORPUS)/$(2)/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin \
+		--mix_data_dir=$(POOLS)/$(1)/bin --out_dir=$(CORPUS)/$(2) --seed=$(4) \
+		$(if $(5),--mix_share=$(5)) $(call resume_or,$(2),$(3)) && touch $(CORPUS)/$(2)/done; }
+endef
 # $(call round,N,run to sample,run to train,init,first round pooled (1),runs of 32 tunes at each length (9),
 # mix share (corpus_distill's)): round N, each step skipped where its output is there
 define round
@@ -108,11 +116,7 @@ define round
 		picks, which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \
 		cp -r $(POOLS)/$$k/keep $(POOLS)/$(1)/pool.tmp/round$$k || exit 1; done && \
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
-	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
-		--output_base_dir $(POOLS)/$(1)/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02
-	test -f $(CORPUS)/$(3)/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin \
-		--mix_data_dir=$(POOLS)/$(1)/bin --out_dir=$(CORPUS)/$(3) --seed=$$((12 + $(1))) \
-		$(if $(7),--mix_share=$(7)) $(call resume_or,$(3),$(4)) && touch $(CORPUS)/$(3)/done; }
+	$(call fit,$(1),$(3),$(4),$$((12 + $(1))),$(7))
 endef
 distill: stage4
 ifeq ($(wildcard $(STAGES)/stage5/model.pt),)
@@ -137,11 +141,7 @@ ifeq ($(wildcard $(STAGES)/round7/model.pt),)
 		for k in 5 6; do mkdir $(POOLS)/7/pool.tmp/round$$k && cp -r $(POOLS)/6/pool/round$$k/bach \
 		$(POOLS)/7/pool.tmp/round$$k/ && for c in 1 2 3 4; do cp -r $(POOLS)/6/pool/round$$k/fiddle \
 		$(POOLS)/7/pool.tmp/round$$k/fiddle$$c || exit 1; done; done && mv $(POOLS)/7/pool.tmp $(POOLS)/7/pool; }
-	test -f $(POOLS)/7/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/7/pool \
-		--output_base_dir $(POOLS)/7/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02
-	test -f $(CORPUS)/distill7/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin \
-		--mix_data_dir=$(POOLS)/7/bin --out_dir=$(CORPUS)/distill7 --seed=20 --mix_share=0.5 \
-		$(call resume_or,distill7,$(STAGES)/round6) && touch $(CORPUS)/distill7/done; }
+	$(call fit,7,distill7,$(STAGES)/round6,20,0.5)
 	$(PY) train.py --out_dir=$(CORPUS)/distill7 --export=$(STAGES)/round7
 endif
 ifeq ($(wildcard $(STAGES)/round8/model.pt),)
@@ -163,11 +163,7 @@ ifeq ($(wildcard $(STAGES)/round8/model.pt),)
 		$(POOLS)/8/keep/fiddle$$k $(POOLS)/8/pool.tmp/fiddle$$k-$$c || exit 1; done; done && for c in 1 2 3; do \
 		cp -r $(POOLS)/8/keep/harmonized $(POOLS)/8/pool.tmp/harmonized$$c || exit 1; done && \
 		mv $(POOLS)/8/pool.tmp $(POOLS)/8/pool; }
-	test -f $(POOLS)/8/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/8/pool \
-		--output_base_dir $(POOLS)/8/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02
-	test -f $(CORPUS)/distill8/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(CORPUS)/bin \
-		--mix_data_dir=$(POOLS)/8/bin --out_dir=$(CORPUS)/distill8 --seed=21 --mix_share=0.5 \
-		$(call resume_or,distill8,$(STAGES)/round7) && touch $(CORPUS)/distill8/done; }
+	$(call fit,8,distill8,$(STAGES)/round7,21,0.5)
 	$(PY) train.py --out_dir=$(CORPUS)/distill8 --export=$(STAGES)/round8
 endif
 
