@@ -86,8 +86,9 @@ stage4: .venv/installed
 # 15 %). Round 8 adds harmonizations (they did not teach harmonizing: models/corpus/MODEL.md): the sopranos of
 # the first 160 training chorales (never a validation one) harmonized four times each by round 7 at Bach's defaults
 # less the rule on rests (about an hour and a half), the kept ones three times, beside rounds 5 and 6's chorales and
-# their tunes picked again by today's --keep (no loops), five times; from round 7. Each is exported to STAGES/roundN as it ends and skipped where STAGES holds it (a round
-# of 800 steps takes about an hour on a slow 2 cores, its samples about an hour and a half).
+# their tunes picked again by today's --keep (no loops), five times; from round 7. Each is exported to STAGES/roundN
+# as it ends and skipped where STAGES holds it (a round of 800 steps takes about an hour on a slow 2 cores, its
+# samples about an hour and a half).
 POOLS := $(CORPUS)/distill_pools
 # $(call fit,N,run,init,seed,mix share (corpus_distill's)): round N's pool made train.bin, and its 800 steps
 define fit
