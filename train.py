@@ -121,7 +121,9 @@ def export(run, dest, overwrite):
         die(f"could not write {dest} ({why_not_written(e)}); it is left as it was")
     for tmp, path in staged:
         os.replace(tmp, path)
-    print(f"{dest}/model.pt: {src} at step {ckpt['iter_num']} (val loss {ckpt['best_val_loss']:.4f}), "
+    loss = (f"val loss {ckpt['best_val_loss']:.4f}" if src.name == "best.pt" else  # a latest checkpoint's own
+            f"the run's best val loss {ckpt['best_val_loss']:.4f}")  # loss is in metrics.jsonl, not the checkpoint
+    print(f"{dest}/model.pt: {src} at step {ckpt['iter_num']} ({loss}), "
           f"{len(files['model.pt']) / 2**20:.1f} MiB; with config.json, tokenizer.json, metrics.jsonl")
 
 
