@@ -289,6 +289,26 @@ def rule_penalty(logits, forbidden, targets):
     return torch.where(ruled, penalty, 0.0).sum() / (targets >= 0).sum().clamp(min=1)
 
 
+def compiled_gap(model, compiled, splits, c, env, heads):
+    """How far the compiled model's gradients are from eager's on two validation windows: ||g_compiled - g_eager||
+    over ||g_eager||, all parameters together, in eval mode (no dropout, no MoE load counted). On one H200 with
+    torch 2.11, compile returned zero gradients below the final RMSNorm (BENCHMARKS.md): the run would have trained
+    the embeddings alone; bf16 rounding alone gives about 0.01 (bench/check_compile.py)."""
+    starts = draw_starts(len(splits["val"]), c.block_size, 2, torch.Generator().manual_seed(0), heads["val"])
+    x, y = get_batch(splits["val"], c.block_size, starts, env.device, heads["val"])
+    model.eval()
+    grads = []
+    for m in (model, compiled):
+        with env.ctx:
+            _, loss = m(x, y)
+        loss.backward()
+        grads.append(torch.cat([p.grad.float().flatten() if p.grad is not None else torch.zeros(p.numel(),
+                                device=p.device) for p in model.parameters()]))
+        model.zero_grad(set_to_none=True)
+    model.train()
+    return (torch.linalg.vector_norm(grads[1] - grads[0]) / torch.linalg.vector_norm(grads[0])).item()
+
+
 def build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env):
     """The model from scratch, resumed, or fine-tuned from another run (its vocabulary checked against the data's)."""
     if ckpt is not None:
@@ -377,6 +397,9 @@ def main(argv=None):
         if env.device_type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
     train_model = torch.compile(model) if c.compile else model
+    if c.compile and (gap := compiled_gap(model, train_model, splits, c, env, heads)) > 0.1:
+        die(f"--compile=True: the compiled model's gradients are {gap:.0%} off eager's on two validation windows "
+            f"(torch {torch.__version__} on {env.device}), so it would not train this model: leave --compile off")
     if env.ddp:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=None if env.device == "cpu" else [env.device])

@@ -45,20 +45,17 @@ def main():
     batches = [int(b) for b in (opts.batch_sizes or ("1,8,32" if device == "cuda" else "1,8")).split(",")]
     torch.manual_seed(0)
     model = GPT(cfg).to(device, dtype).eval()
-    rows = []
-    for B in batches:
-        idx = torch.randint(0, cfg.vocab_size, (B, opts.prompt_tokens), device=device)
-        model.generate(idx, 8, top_k=100)  # warm-up
-        t_cache = timed(lambda: model.generate(idx, new, top_k=100), device)
-        t_full = timed(lambda: recompute(model, idx, new), device)
-        rows.append((B, B * new / t_cache, B * new / t_full))
     latent, mha = LatentCache.bytes_per_token(cfg, dtype)
     print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, {new} new tokens after "
           f"{opts.prompt_tokens}; cache {latent} bytes/token (all layers) vs {mha} for plain multi-head K/V "
           f"({mha / latent:.1f}x smaller)")
-    print(f"{'batch':>5} {'latent cache tok/s':>19} {'recompute tok/s':>16} {'speed-up':>9}")
-    for B, a, b in rows:
-        print(f"{B:5} {a:19,.0f} {b:16,.0f} {a / b:8.1f}x")
+    print(f"{'batch':>5} {'latent cache tok/s':>19} {'recompute tok/s':>16} {'speed-up':>9}", flush=True)
+    for B in batches:  # a row as each is measured: a slow device keeps the rows before it
+        idx = torch.randint(0, cfg.vocab_size, (B, opts.prompt_tokens), device=device)
+        model.generate(idx, 8, top_k=100)  # warm-up
+        a = B * new / timed(lambda: model.generate(idx, new, top_k=100), device)
+        b = B * new / timed(lambda: recompute(model, idx, new), device)
+        print(f"{B:5} {a:19,.0f} {b:16,.0f} {a / b:8.1f}x", flush=True)
 
 
 if __name__ == "__main__":

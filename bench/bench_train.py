@@ -78,17 +78,15 @@ def main():
     model = GPT(cfg).to(device)
     variants = [(d, False) for d in opts.dispatch.split(",")]
     variants += [("grouped", True)] if device == "cuda" or opts.compile_too else []
-    rows = []
-    for dispatch, compiled in variants:
-        MoE.dispatch = dispatch
-        rows.append((f"{dispatch}{' + compile' if compiled else ''}",
-                     *bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, compiled)))
     print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, batch {batch} x {cfg.block_size}, "
           f"{model.num_params() / 1e6:.1f}M params ({model.num_params(True) / 1e6:.1f}M active), "
           f"{model.flops_per_token() / 1e6:.1f} MFLOP/token")
-    print(f"{'MoE dispatch':18} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}")
-    for variant, ms, tps, mfu, mem in rows:
-        print(f"{variant:18} {ms:9.1f} {tps:11,.0f} {'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}")
+    print(f"{'MoE dispatch':18} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}", flush=True)
+    for dispatch, compiled in variants:  # a row as each is measured: a compile that hangs keeps the rows before it
+        MoE.dispatch = dispatch
+        ms, tps, mfu, mem = bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, compiled)
+        print(f"{dispatch + (' + compile' if compiled else ''):18} {ms:9.1f} {tps:11,.0f} "
+              f"{'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """train.py, sample.py and plot.py end to end on a tiny dataset, on the CPU."""
+import contextlib
 import json
 import math
 import signal
@@ -53,6 +54,33 @@ def test_piece_start_windows_draw_pieces_uniformly():
     at = np.isin(starts, [0, 10])
     assert 0.45 < at.mean() < 0.55 and 0.4 < (starts[at] == 0).mean() < 0.6  # each piece as often, whatever its size
     assert (starts <= 1100 - 16 - 2).all() and set(draw_starts(1100, 16, 50, g(), heads, 1.0)) == {0, 10}
+
+
+def test_compiled_gap_is_zero_for_the_same_model_and_large_for_a_head_only_gradient(data):
+    """train.py refuses --compile where compiled gradients are off eager's (as torch 2.11's were on an H200: zero
+    below the final norm); the measure it uses, against a stand-in for that failure."""
+    import argparse
+    import train
+    from model import GPT, GPTConfig, rope_angles
+    c = argparse.Namespace(data_dir=str(data), block_size=32, anchor_header=True, rule_weight=0.0, mix_share=0.0)
+    splits, meta, _, heads, _, _ = train.load_data(c)
+    env = argparse.Namespace(device="cpu", ctx=contextlib.nullcontext())
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=meta["vocab_size"], block_size=32, n_layer=1, n_head=2, n_embd=32,
+                          kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16, expert_hidden=64,
+                          dropout=0.1), verbose=False)
+
+    def head_only(x, y):  # the final norm's output detached: the gradients reach the tied embedding through the head
+        h = model.tok_emb(x)
+        for block in model.blocks:
+            h, _ = block(h, *rope_angles(model.cfg, 0, x.size(1), x.device))
+        logits = model.lm_head(model.norm(h).detach())
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    assert train.compiled_gap(model, model, splits, c, env, heads) == 0.0  # eval mode: dropout off
+    assert train.compiled_gap(model, head_only, splits, c, env, heads) > 0.5
+    assert model.training and all(p.grad is None for p in model.parameters())
 
 
 def test_training_learns_and_fills_the_run_folder(trained):
