@@ -36,7 +36,8 @@ demo: .venv/installed
 .PHONY: demo
 
 # The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus on 2 CPU cores, in three stages (about
-# four hours).
+# four hours), then #37's whole piece in view and rounds of distillation (`make distill`, below: about a day more from
+# scratch); round 8 ships.
 # The data and the full runs (with their optimizer state, so that a killed training resumes) stay in CORPUS, outside
 # the work tree; every step resumes or skips what is done, so a rerun after a kill goes on where it stopped. As each
 # training stage ends, its bf16 weights are exported to STAGES, which is committed: on a fresh machine `make model`
@@ -59,17 +60,18 @@ model: .venv/installed
 	$(call stage,1,run,corpus,scratch)
 	$(call stage,2,run2,corpus_stage2,$(STAGES)/stage1)
 	$(call stage,3,run3,corpus_stage3,$(STAGES)/stage2)
-	$(PY) train.py --out_dir=$(STAGES)/stage3 --export=models/corpus --overwrite
+	$(MAKE) distill
+	$(PY) train.py --out_dir=$(STAGES)/round8 --export=models/corpus --overwrite
 	$(PY) plot.py --out_dir models/corpus
-	for n in 1 2; do $(PY) plot.py --out_dir $(STAGES)/stage$$n && \
+	for n in 1 2 3; do $(PY) plot.py --out_dir $(STAGES)/stage$$n && \
 		for f in metrics.jsonl loss.png; do cp $(STAGES)/stage$$n/$$f models/corpus/.$$f.tmp && \
 			mv models/corpus/.$$f.tmp models/corpus/stage$${n}_$$f; done; done
 	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32 \
 		--style_samples 128 --given_pieces 23
 	$(MAKE) samples
 
-# #37's experiments beyond the shipped model, after `make model` (its data), not part of it: stage 4 (the whole piece
-# in view, 55 minutes) and stage 5.
+# #37's line after the third stage, which `make model` runs on (its data): stage 4 (the whole piece in view,
+# 55 minutes) and stage 5.
 stage4: .venv/installed
 	$(call stage,4,run_long,corpus_long,$(STAGES)/stage3)
 
@@ -90,6 +92,8 @@ stage4: .venv/installed
 # as it ends and skipped where STAGES holds it (a round of 800 steps takes about an hour on a slow 2 cores, its
 # samples about an hour and a half).
 POOLS := $(CORPUS)/distill_pools
+# Bach's defaults as the rounds drew their chorales (before round 8 shipped with only the ending rule)
+ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperature 0.8 --top_p 0.95
 # $(call fit,N,run,init,seed,mix share (corpus_distill's)): round N's pool made train.bin, and its 800 steps
 define fit
 	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
@@ -102,7 +106,7 @@ endef
 # mix share (corpus_distill's)): round N, each step skipped where its output is there
 define round
 	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in $$(seq 1 12); do \
-		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(2) --style bach --bars $$b \
+		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(2) --style bach --bars $$b $(ROUND_BACH) \
 		--num_samples 32 --seed $$((2000 * $(1) - 1000 + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/bach_$$b || exit 1; \
 		done; done; for b in 16 32; do for s in $$(seq 1 $(or $(6),9)); do mkdir -p $(POOLS)/$(1)/all/fiddle_$$b && \
 		$(PY) sample.py --out_dir $(2) --style fiddle --bars $$b --num_samples 32 \
@@ -153,7 +157,7 @@ ifeq ($(wildcard $(STAGES)/round8/model.pt),)
 		p in sorted((C / 'text/music21/bach').glob('*.txt')) if f'music21/bach/{p.stem}' not in val][:160])"); do \
 		i=$$((i + 1)); s=$$(basename $$f .txt); test -f $(POOLS)/8/all/harmonized/.$$s || { $(PY) sample.py \
 		--out_dir $(STAGES)/round7 --style bach --melody $$f --parts 4 --num_samples 4 --seed $$((8000 + i)) \
-		--voice_leading_rules parallels,crossing,ending --output_dir $(POOLS)/8/all/harmonized > /dev/null && \
+		--voice_leading_rules parallels,crossing,ending --temperature 0.8 --top_p 0.95 --output_dir $(POOLS)/8/all/harmonized > /dev/null && \
 		touch $(POOLS)/8/all/harmonized/.$$s || exit 1; }; done && touch $(POOLS)/8/all/harmonized/done; }
 	test -d $(POOLS)/8/keep/harmonized || $(PY) evaluate.py --listen $(POOLS)/8/all/harmonized/*.txt \
 		--against $(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/8/keep/harmonized

@@ -235,17 +235,20 @@ PER_STYLE = ("voice_leading", "voice_leading_rules", "choir", "form", "temperatu
 # config.STYLE_DEFAULTS sets per style
 
 
-def style_settings(style, given):
+def style_settings(style, given, with_given=False):
     """The settings PER_STYLE for a sample of `style`: each as `given` (name -> value, None or absent where the
-    command line leaves it unset), else as the style's row of config.STYLE_DEFAULTS has it, else as config.py."""
+    command line leaves it unset), else as the style's row of config.STYLE_DEFAULTS has it (its `with_given` over it
+    where the sample is given material), else as config.py."""
     row = config.STYLE_DEFAULTS.get(style, {}) if style else {}
+    row = {**row, **row.get("with_given", {})} if with_given else row
     return {k: given[k] if given.get(k) is not None else row.get(k, getattr(config, k)) for k in PER_STYLE}
 
 
 def style_rules(style):
-    """The Controls that hold only the rules of part writing a sample of `style` takes by default
-    (config.STYLE_DEFAULTS' voice_leading and choir), or None where it takes none."""
-    s = style_settings(style, {})
+    """The Controls that hold only the rules of part writing a sample of `style` takes by default where it takes
+    the most (config.STYLE_DEFAULTS' voice_leading and choir, under given material), or None where it takes none:
+    the rules that prepare.py --rule_styles trains towards and evaluate.py --rules counts."""
+    s = style_settings(style, {}, with_given=True)
     if not (s["voice_leading"] or s["choir"]):
         return None
     return Controls(voice_leading=s["voice_leading"], voice_leading_rules=s["voice_leading_rules"], choir=s["choir"],

@@ -364,10 +364,11 @@ def listening(args, spec, pieces, sample, styles):
     return out
 
 
-def style_defaults(style, n, seed, bars=None, controls=Controls()):
+def style_defaults(style, n, seed, bars=None, controls=Controls(), with_given=False):
     """(controls, sampling knobs) of n samples of `style` with its defaults (config.STYLE_DEFAULTS, as sample.py
-    --style takes them): its rules on `controls`, with `bars` its forms drawn, and its temperature and top-p."""
-    s = style_settings(style, {})
+    --style takes them, `with_given` as under given material): its rules on `controls`, with `bars` its forms
+    drawn, and its temperature and top-p."""
+    s = style_settings(style, {}, with_given)
     form = form_setting(s["form"], style, n, seed, bars, free=bars is not None)
     return replace(controls, style=style, bars=bars or controls.bars, voice_leading=s["voice_leading"],
                    voice_leading_rules=s["voice_leading_rules"], choir=s["choir"], form=form), dict(
@@ -504,7 +505,7 @@ def given_material(args, model, tok, pieces, device):
             prompt, material, bars = harmonize(soprano, header, spec, ahead)
             held, own = hold_piece(header, bars), {}
             if defaults:  # the rules and knobs of the chorales' style (a melody brings its own phrases: no form)
-                held, own = style_defaults(header.style, args.given_samples, 0, controls=held)
+                held, own = style_defaults(header.style, args.given_samples, 0, controls=held, with_given=True)
             for t in draw(model, tok, Request(held, tuple(prompt), material), args.given_samples,
                           args.seed + 300 + k, **{**knobs, **own}):
                 got, head, _ = tokens_to_notes(finish(t), spec)

@@ -14,8 +14,9 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
     [--choir true]             # four voices in their ranges, the upper ones within an octave, no leap over one
 
 A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
-Bach's rules, a form drawn from real chorales' (--form auto) and the sampling settings measured best for it; any
-flag given wins (--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone).
+Bach's rules (the tonic ending and the choir's; under a --melody, --infill or --add_part all four of part writing),
+a form drawn from real chorales' (--form auto) and the sampling settings measured best for it; any flag given wins
+(--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone).
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other
@@ -295,7 +296,8 @@ def main(argv=None):
                             own={"out_dir": SHIPPED})
     own = {"voice_leading", "choir", "form"}  # None where the command line leaves them unset
     vars(args).update(style_settings(args.style, {k: getattr(args, k) for k in PER_STYLE
-                                                  if k in own or k in args.given}))
+                                                  if k in own or k in args.given},
+                                     with_given=bool(args.melody or args.infill or args.add_part)))
     if args.key and args.scale:
         die("give --key or --scale, not both")
     if (args.infill or args.add_part) and not args.prompt:
