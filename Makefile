@@ -36,8 +36,8 @@ demo: .venv/installed
 .PHONY: demo
 
 # The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus on 2 CPU cores, in three stages (about
-# four hours), then #37's whole piece in view and rounds of distillation (`make distill`, below: about a day more from
-# scratch); round 8 ships.
+# four hours), then #37's whole piece in view and rounds of distillation (`make distill`, below: about twelve hours more
+# from scratch); round 8 ships.
 # The data and the full runs (with their optimizer state, so that a killed training resumes) stay in CORPUS, outside
 # the work tree; every step resumes or skips what is done, so a rerun after a kill goes on where it stopped. As each
 # training stage ends, its bf16 weights are exported to STAGES, which is committed: on a fresh machine `make model`
@@ -157,7 +157,8 @@ ifeq ($(wildcard $(STAGES)/round8/model.pt),)
 		p in sorted((C / 'text/music21/bach').glob('*.txt')) if f'music21/bach/{p.stem}' not in val][:160])"); do \
 		i=$$((i + 1)); s=$$(basename $$f .txt); test -f $(POOLS)/8/all/harmonized/.$$s || { $(PY) sample.py \
 		--out_dir $(STAGES)/round7 --style bach --melody $$f --parts 4 --num_samples 4 --seed $$((8000 + i)) \
-		--voice_leading_rules parallels,crossing,ending --temperature 0.8 --top_p 0.95 --output_dir $(POOLS)/8/all/harmonized > /dev/null && \
+		--voice_leading_rules parallels,crossing,ending --temperature 0.8 --top_p 0.95 \
+		--output_dir $(POOLS)/8/all/harmonized > /dev/null && \
 		touch $(POOLS)/8/all/harmonized/.$$s || exit 1; }; done && touch $(POOLS)/8/all/harmonized/done; }
 	test -d $(POOLS)/8/keep/harmonized || $(PY) evaluate.py --listen $(POOLS)/8/all/harmonized/*.txt \
 		--against $(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/8/keep/harmonized
