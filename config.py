@@ -168,8 +168,9 @@ choir_ranges = ((61, 79), (55, 73), (50, 67), (38, 62))  # --choir's ranges: the
                            # chorales, all but the rarest 1 in 500 (the 0.2nd to 99.8th percentile)
 choir = False              # four voices as a choir master wants them: each in its range (choir_ranges), the upper
                            # voices within an octave of each other, no leap over an octave, no voice striking one
-                           # pitch a fourth time running (kept where they leave the sampler a choice)
-choir_rules = ("range", "spacing", "leap", "repeat")  # which of those --choir keeps (each measured alone: README)
+                           # pitch a fourth time running or rocking between two (a b a a third time in five notes;
+                           # kept where they leave the sampler a choice)
+choir_rules = ("range", "spacing", "leap", "repeat", "swing")  # which of those --choir keeps (each measured alone: README)
 form = "auto"              # phrases as letters (AABA: the second phrase repeats the first note for note); none: no
                            # form; auto (with --bars or --seconds, no prompt or given material): each sample's form
                            # drawn from the forms of its style's real pieces, STYLE_DEFAULTS' `forms`

@@ -684,14 +684,17 @@ class Choir(Rule):
     """Controls.choir, the rules a choir master adds for four voices (a header of four pitched parts, soprano to bass
     as the chorales have them): each voice within its range (config.choir_ranges, measured on the Bach chorales),
     the alto within an octave under the soprano and the tenor within an octave under the alto (where those sound),
-    no leap over an octave in a voice, and no voice striking one pitch more than `most_strikes` times running (a
-    voice that stands still avoids parallels; those of `rules`: range, spacing, leap, repeat). Soft: where they
-    would leave nothing canonical they give way, before the rules of voice leading do. Given material's parts are
-    not written, so not ruled."""
+    no leap over an octave in a voice, no voice striking one pitch more than `most_strikes` times running (a
+    voice that stands still avoids parallels) and none going back to the pitch before its last (a b a) where it
+    did so `most_returns` times in its `return_window` notes before (a voice rocking between two pitches avoids
+    them too; those of `rules`: range, spacing, leap, repeat, swing). Soft: where they would leave nothing
+    canonical they give way, before the rules of voice leading do. Given material's parts are not written, so not
+    ruled."""
     soft = True
     most_strikes = 3  # Bach's chorales: 1.7 % of a voice's notes strike its pitch a fourth time or more
+    most_returns, return_window = 2, 4  # and 1.5 % go back (a b a) after two such returns in the four notes before
 
-    def __init__(self, c, material, rules=("range", "spacing", "leap", "repeat")):
+    def __init__(self, c, material, rules=("range", "spacing", "leap", "repeat", "swing")):
         self.rules = rules
         lo, hi = zip(*config.choir_ranges)
         self.lo, self.hi = (torch.tensor(x, device=c.value.device) for x in (lo, hi))  # (4,) soprano to bass
@@ -700,15 +703,19 @@ class Choir(Rule):
     def reset(self, c, batch_size, device):
         self.last_pitch = torch.full((batch_size, c.spec.max_parts), -1, dtype=torch.long, device=device)
         self.strikes = torch.zeros_like(self.last_pitch)  # how many times running the part struck its latest pitch
+        self.before = torch.full_like(self.last_pitch, -1)  # the pitch it had before its latest
+        self.returns = torch.zeros_like(self.last_pitch)  # bit k: its note k back went back to the pitch before its last
 
-    def consume(self, c, s):  # each part's latest pitch, and its strikes
-        P = c.spec.max_parts
+    def consume(self, c, s):  # each part's latest pitch, the one before, its strikes and its returns
+        P, window = c.spec.max_parts, (1 << self.return_window) - 1
         for t in range(s.n):
-            p, at = s.part[:, t].clamp(max=P - 1)[:, None], s.note[:, t]
-            last, struck = self.last_pitch.gather(1, p)[:, 0], self.strikes.gather(1, p)[:, 0]
-            again = s.value[:, t] == last
-            self.strikes.scatter_(1, p, torch.where(at, torch.where(again, struck + 1, 1), struck)[:, None])
-            self.last_pitch.scatter_(1, p, torch.where(at, s.value[:, t], last)[:, None])
+            p, at, x = s.part[:, t].clamp(max=P - 1)[:, None], s.note[:, t], s.value[:, t]
+            last, struck, before, returns = (a.gather(1, p)[:, 0] for a in (
+                self.last_pitch, self.strikes, self.before, self.returns))
+            back = (x == before) & (x != last)
+            for state, new in ((self.strikes, torch.where(x == last, struck + 1, 1)), (self.before, last),
+                               (self.returns, (returns << 1 | back.long()) & window), (self.last_pitch, x)):
+                state.scatter_(1, p, torch.where(at, new, state.gather(1, p)[:, 0])[:, None])
 
     def allowed(self, c):
         v, P, col = c.value[None, :], c.spec.max_parts, (lambda x: x[:, None])
@@ -729,8 +736,12 @@ class Choir(Rule):
         last = self.last_pitch.gather(1, col(p))[:, 0]
         no_leap = col(last < 0) | ((v - col(last)).abs() <= 12)
         moving = (v != col(last)) | col(self.strikes.gather(1, col(p))[:, 0] < self.most_strikes)
+        before, returns = (a.gather(1, col(p))[:, 0] for a in (self.before, self.returns))
+        returned = sum((returns >> k) & 1 for k in range(self.return_window))
+        unswung = (v != col(before)) | (v == col(last)) | col(returned < self.most_returns)
         kept = None
-        for name, ok in (("range", in_range), ("spacing", spaced), ("leap", no_leap), ("repeat", moving)):
+        for name, ok in (("range", in_range), ("spacing", spaced), ("leap", no_leap), ("repeat", moving),
+                         ("swing", unswung)):
             if name in self.rules:
                 kept = ok if kept is None else kept & ok
         return None if kept is None else ~c.is_n | ~col(mine) | kept

@@ -575,6 +575,31 @@ def test_the_choir_rule_on_repeats_keeps_a_voice_from_striking_one_pitch_a_fourt
     assert allowed((67, 67))[TOK.stoi["n67"]] and allowed((67, 67, 69, 67))[TOK.stoi["n67"]]
 
 
+def test_the_choir_rule_on_swings_keeps_a_voice_from_rocking_between_two_pitches():
+    """Choir.most_returns: a voice may go back to the pitch before its last (a b a) where it did so once in its four
+    notes before, not twice: C F C F, then not C again, nor after one note between (C F C D C F, then not C). Only
+    with "swing" among the choir's rules."""
+    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 inst:52 inst:52 bar:2"
+
+    def allowed(basses, rules=Controls().choir_rules):
+        """What the bass may sing after `basses` on the beats, the upper voices moving (C major)."""
+        sopranos, altos = (72, 74, 72, 71, 72, 74, 72, 71), (67, 65, 64, 62, 64, 65, 67, 65)
+        row = [f"pos:{4 * i} {'p0 ' if i else ''}n{s} d4 {'v80 ' if i == 0 else ''}p1 n{a} d4 p2 n60 d4 p3 n{b} d4"
+               for i, (s, a, b) in enumerate(zip(sopranos, altos, basses))]
+        k = len(basses)
+        row += [f"pos:{4 * k} p0 n{sopranos[k]} d4 p1 n{altos[k]} d4 p2 n60 d4 p3"]
+        mask = GrammarMask(TOK, "cpu", controls=Controls(choir=True, choir_rules=rules))
+        return mask(torch.tensor([TOK.encode(f"{head} {' '.join(row)}".split())]))[0]
+
+    C, D, F = (TOK.stoi[f"n{p}"] for p in (48, 50, 53))
+    assert not allowed((48, 53, 48, 53))[C] and allowed((48, 53, 48, 53))[D]
+    assert allowed((48, 53, 48, 53))[F]  # striking F again goes back to nothing (and only a second time)
+    assert allowed((48, 53, 48))[F]  # one return before it
+    assert allowed((48, 53, 48, 53), rules=("range", "spacing", "leap", "repeat"))[C]
+    assert not allowed((48, 53, 48, 50, 48, 53))[C]  # the rocking goes on after a note between
+    assert allowed((48, 53, 48, 50, 52, 53, 52))[F]  # C F C D E F E: one return in the four before
+
+
 def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     import config
     from controls import PER_STYLE, drawn_forms, style_settings

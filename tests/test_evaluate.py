@@ -254,6 +254,19 @@ def test_the_key_ranges_and_spacing_are_counted_as_a_teacher_counts():
     assert wide_upper_voices([[76, 62, 55, 36], [72, 67, 54, 40], [72, 64, 60, 36]]) == (2, 3)
 
 
+def test_a_part_going_back_to_its_pitch_before_last_is_counted():
+    from encoding_decoding import Header
+    from measures import listen, returning_notes
+    line = lambda pitches, part=0: [(4 * b, p, 4, 80, part) for b, p in enumerate(pitches)]
+    bass = line([48, 53, 48, 53, 48, 50, 48, 53], 1)  # C F C F C D C F: after the first two, all but D and F go back
+    assert returning_notes(bass) == (4, 6)
+    assert returning_notes(line([60, 62, 60, 60, 60, 64])) == (1, 4)  # one neighbour note; a repeat is no return
+    assert returning_notes(line([60])) == (0, 0) and returning_notes([]) == (0, 0)
+    soprano = line([72, 71, 72, 74, 76, 74, 72, 71, 72, 74])  # C B C D E D C B C D: C (twice) and D go back
+    assert returning_notes(bass + soprano) == (4 + 3, 6 + 8)
+    assert listen([(bass + soprano, Header())], 2, 4)["returning_notes"] == 7 / 14
+
+
 def test_the_classifier_tells_apart_what_differs_and_not_what_does_not():
     from measures import logistic_accuracy
     rng = np.random.default_rng(0)
@@ -380,6 +393,13 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     real.append(evaluate.read_for_listening(tmp_path / "s_frozen.txt", Spec()))
     assert "s_frozen.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
     assert "s_frozen.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
+    # and the notes going back to the pitch before their part's last: nine chords rocking between I and IV, every
+    # voice a b a b ..., with no parallels, no repeated note and a tonic ending, kept only where a real piece rocks
+    # as much
+    rock = [n for i in range(9) for n in chord(16 * i, ((77, 69, 65, 53) if i % 2 else (79, 67, 64, 48)),
+                                               32 if i == 8 else 16)]
+    rocking = [(rock, Header(style="bach", parts=(52, 52, 52, 52)))]
+    assert keep_files(rocking, real, 4, 4) == [] and keep_files(rocking, real + rocking, 4, 4, percentile=100) == [0]
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
     assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1
     r = run("evaluate.py", "--listen", *samples, "--keep", tmp_path / "k2")
