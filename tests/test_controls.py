@@ -564,9 +564,9 @@ def test_the_choir_rule_on_repeats_keeps_a_voice_from_striking_one_pitch_a_fourt
     def allowed(altos, rules=("range", "spacing", "leap", "repeat")):
         """What the alto may sing after striking `altos` on the beats, the others moving (C major: I - V - I ...)."""
         sopranos, basses = (72, 74, 72, 71, 72), (48, 55, 48, 55, 48)
-        row = [f"pos:{4 * i} n{s} d4 {'v80 ' if i == 0 else ''}p1 n{a} d4 p2 n64 d4 p3 n{b} d4"
+        row = [f"pos:{4 * i} {'p0 ' if i else ''}n{s} d4 {'v80 ' if i == 0 else ''}p1 n{a} d4 p2 n64 d4 p3 n{b} d4"
                for i, (s, a, b) in enumerate(zip(sopranos, altos, basses))]
-        row += [f"pos:{4 * len(altos)} n{sopranos[len(altos)]} d4 p1"]
+        row += [f"pos:{4 * len(altos)} p0 n{sopranos[len(altos)]} d4 p1"]
         mask = GrammarMask(TOK, "cpu", controls=Controls(choir=True, choir_rules=rules))
         return mask(torch.tensor([TOK.encode(f"{head} {' '.join(row)}".split())]))[0]
 
