@@ -170,7 +170,7 @@ choir = False              # four voices as a choir master wants them: each in i
                            # voices within an octave of each other, no leap over an octave, no voice striking one
                            # pitch a fourth time running or rocking between two (a b a a third time in five notes;
                            # kept where they leave the sampler a choice)
-choir_rules = ("range", "spacing", "leap", "repeat", "swing")  # which of those --choir keeps (each measured alone: README)
+choir_rules = ("range", "spacing", "leap", "repeat", "swing")  # which of those --choir keeps (measured: README)
 form = "auto"              # phrases as letters (AABA: the second phrase repeats the first note for note); none: no
                            # form; auto (with --bars or --seconds, no prompt or given material): each sample's form
                            # drawn from the forms of its style's real pieces, STYLE_DEFAULTS' `forms`

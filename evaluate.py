@@ -993,18 +993,18 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     triad of their key, move in parallel fifths and octaves (with more than one voice), repeat their parts' last
     pitches (a voice standing still avoids parallels too; all parts together and the part that repeats most, of
     those with at least 8 notes), go back to the pitch before their parts' last (returning_notes: a texture rocking
-    between two chords avoids them as well), stray outside their key and loop one phrase (looped: a tune of one 2-bar phrase
-    eight times ends on its tonic too) at most as often as `percentile` % of the real pieces do, each piece by
-    itself (so that what is kept is spread about as the real pieces are, not all better than their mean), then the
-    major or the minor ones left out (by `seed`) until minor keys are as common as among the real pieces. Pure:
-    evaluate.py --keep copies them."""
+    between two chords avoids them as well), stray outside their key and loop one phrase (looped: a tune of one
+    2-bar phrase eight times ends on its tonic too) at most as often as `percentile` % of the real pieces do, each
+    piece by itself (so that what is kept is spread about as the real pieces are, not all better than their mean),
+    then the major or the minor ones left out (by `seed`) until minor keys are as common as among the real pieces.
+    Pure: evaluate.py --keep copies them."""
     # parallels per move; repeated notes per note, in all parts and the worst; returning notes; notes outside the
     # key; a loop
     def measured(notes, header, key):
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
         struck, after = repeated_notes(notes)
-        swung, total = returning_notes(notes)
-        shares = (count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), swung / max(total, 1),
+        back, later = returning_notes(notes)
+        shares = (count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), back / max(later, 1),
                   outside_key(notes, key), float(looped(notes, header, sample_freq)))
         return shares, moves > 0
 

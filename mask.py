@@ -704,7 +704,7 @@ class Choir(Rule):
         self.last_pitch = torch.full((batch_size, c.spec.max_parts), -1, dtype=torch.long, device=device)
         self.strikes = torch.zeros_like(self.last_pitch)  # how many times running the part struck its latest pitch
         self.before = torch.full_like(self.last_pitch, -1)  # the pitch it had before its latest
-        self.returns = torch.zeros_like(self.last_pitch)  # bit k: its note k back went back to the pitch before its last
+        self.returns = torch.zeros_like(self.last_pitch)  # bit k: its note k back went back to its pitch before last
 
     def consume(self, c, s):  # each part's latest pitch, the one before, its strikes and its returns
         P, window = c.spec.max_parts, (1 << self.return_window) - 1

@@ -191,7 +191,7 @@ def returning_notes(notes):
     """(notes that go back to the pitch their part had before its last, a b a, notes after their part's second;
     part_lines' lines). A neighbour note (C D C) is one; a voice rocking between two pitches on every beat (C F C F
     C F: a bass swinging between the tonic and the subdominant, or the whole texture between two chords) makes one
-    of every note. Bach's chorales: 14 % of a voice's notes."""
+    of every note. Bach's chorales: 14.7 % of a voice's notes."""
     lines = part_lines(notes).values()
     return (sum(line[i] == line[i - 2] != line[i - 1] for line in lines for i in range(2, len(line))),
             sum(max(len(line) - 2, 0) for line in lines))
@@ -265,10 +265,10 @@ def listen(pieces, voices, sample_freq):
     share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
     100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
     (repeated_notes), the share going back to the pitch before their part's last (returning_notes), the share of
-    pieces with a part striking its last pitch again in over half its notes (frozen_part), the share of pieces that loop one phrase (looped), with more than one voice the share of
-    pieces whose last chord is not a triad (last_chord), and, for four voices, the share of four-note beats with a
-    voice outside its range (config.usual_ranges) and the upper voices more than an octave apart per 100 four-note
-    beats."""
+    pieces with a part striking its last pitch again in over half its notes (frozen_part), the share of pieces
+    that loop one phrase (looped), with more than one voice the share of pieces whose last chord is not a triad
+    (last_chord), and, for four voices, the share of four-note beats with a voice outside its range
+    (config.usual_ranges) and the upper voices more than an octave apart per 100 four-note beats."""
     chords = [beat_chords(n, sample_freq) for n, _ in pieces]
     keys = [piece_key(n) for n, _ in pieces]
     par = [parallels(c, voices) for c in chords]
@@ -288,8 +288,8 @@ def listen(pieces, voices, sample_freq):
             lambda c: out_of_range(c, config.usual_ranges), wide_upper_voices))
         out["outside_range"] = float(ranged[0] / ranged[1]) if ranged[1] else None
         out["wide_per_100_beats"] = float(100 * wide[0] / wide[1]) if wide[1] else None
-    swung = np.sum([returning_notes(n) for n, _ in pieces], axis=0)
-    out["returning_notes"] = float(swung[0] / swung[1]) if swung[1] else None
+    back = np.sum([returning_notes(n) for n, _ in pieces], axis=0)
+    out["returning_notes"] = float(back[0] / back[1]) if back[1] else None
     out["frozen_parts"] = float(np.mean([frozen_part(n) for n, _ in pieces]))
     out["looped"] = float(np.mean([looped(n, h, sample_freq) for n, h in pieces]))
     if voices > 1:
