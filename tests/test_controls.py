@@ -556,19 +556,24 @@ def test_the_choir_rules_keep_four_voices_in_range_spaced_and_without_wide_leaps
     assert share[True] <= 0.12 and share[False] >= 0.8, share
 
 
+def choir_allowed(lines, voice, rules):
+    """What `voice` (0 soprano .. 3 bass) may sing next under --choir with `rules`, after the four voices' `lines`
+    (soprano to bass, a note a beat each), the voices above it having sung theirs on the next beat."""
+    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 inst:52 inst:52 bar:2"
+    note = lambda i, v: f"{f'p{v} ' if i or v else ''}n{lines[v][i]} d4{' v80' if i == v == 0 else ''}"
+    k = len(lines[voice])
+    row = [f"pos:{4 * i} " + " ".join(note(i, v) for v in range(4)) for i in range(k)]
+    row.append(f"pos:{4 * k} " + " ".join([note(k, v) for v in range(voice)] + [f"p{voice}"]))
+    mask = GrammarMask(TOK, "cpu", controls=Controls(choir=True, choir_rules=rules))
+    return mask(torch.tensor([TOK.encode(f"{head} {' '.join(row)}".split())]))[0]
+
+
 def test_the_choir_rule_on_repeats_keeps_a_voice_from_striking_one_pitch_a_fourth_time():
     """Choir.most_strikes: a voice may strike one pitch three times running, not a fourth; another pitch between
     starts the count again. Only with "repeat" among the choir's rules."""
-    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 inst:52 inst:52 bar:2"
-
     def allowed(altos, rules=("range", "spacing", "leap", "repeat")):
         """What the alto may sing after striking `altos` on the beats, the others moving (C major: I - V - I ...)."""
-        sopranos, basses = (72, 74, 72, 71, 72), (48, 55, 48, 55, 48)
-        row = [f"pos:{4 * i} {'p0 ' if i else ''}n{s} d4 {'v80 ' if i == 0 else ''}p1 n{a} d4 p2 n64 d4 p3 n{b} d4"
-               for i, (s, a, b) in enumerate(zip(sopranos, altos, basses))]
-        row += [f"pos:{4 * len(altos)} p0 n{sopranos[len(altos)]} d4 p1"]
-        mask = GrammarMask(TOK, "cpu", controls=Controls(choir=True, choir_rules=rules))
-        return mask(torch.tensor([TOK.encode(f"{head} {' '.join(row)}".split())]))[0]
+        return choir_allowed(((72, 74, 72, 71, 72), altos, (64,) * 5, (48, 55, 48, 55, 48)), 1, rules)
 
     assert not allowed((67, 67, 67))[TOK.stoi["n67"]] and allowed((67, 67, 67))[TOK.stoi["n65"]]
     assert allowed((67, 67, 67), rules=("range", "spacing", "leap"))[TOK.stoi["n67"]]
@@ -579,17 +584,10 @@ def test_the_choir_rule_on_swings_keeps_a_voice_from_rocking_between_two_pitches
     """Choir.most_returns: a voice may go back to the pitch before its last (a b a) where it did so once in its four
     notes before, not twice: C F C F, then not C again, nor after one note between (C F C D C F, then not C). Only
     with "swing" among the choir's rules."""
-    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 inst:52 inst:52 bar:2"
-
     def allowed(basses, rules=Controls().choir_rules):
         """What the bass may sing after `basses` on the beats, the upper voices moving (C major)."""
-        sopranos, altos = (72, 74, 72, 71, 72, 74, 72, 71), (67, 65, 64, 62, 64, 65, 67, 65)
-        row = [f"pos:{4 * i} {'p0 ' if i else ''}n{s} d4 {'v80 ' if i == 0 else ''}p1 n{a} d4 p2 n60 d4 p3 n{b} d4"
-               for i, (s, a, b) in enumerate(zip(sopranos, altos, basses))]
-        k = len(basses)
-        row += [f"pos:{4 * k} p0 n{sopranos[k]} d4 p1 n{altos[k]} d4 p2 n60 d4 p3"]
-        mask = GrammarMask(TOK, "cpu", controls=Controls(choir=True, choir_rules=rules))
-        return mask(torch.tensor([TOK.encode(f"{head} {' '.join(row)}".split())]))[0]
+        return choir_allowed(((72, 74, 72, 71, 72, 74, 72, 71), (67, 65, 64, 62, 64, 65, 67, 65), (60,) * 8, basses),
+                             3, rules)
 
     C, D, F = (TOK.stoi[f"n{p}"] for p in (48, 50, 53))
     assert not allowed((48, 53, 48, 53))[C] and allowed((48, 53, 48, 53))[D]
