@@ -94,6 +94,11 @@ stage4: .venv/installed
 POOLS := $(CORPUS)/distill_pools
 # Bach's defaults as the rounds drew their chorales (before round 8 shipped with only the ending rule)
 ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperature 0.8 --top_p 0.95
+# Rounds 9 on: a second line from stage 4, drawn at temperature 1 (round 8's chorales had come to crotchets only:
+# each round sharpened by 0.8 and top-p 0.95 made the next plainer) with the rules on parallels, crossing voices,
+# rests and the ending, --keep bounding the rhythm and the returning notes too; the tunes' picks three times over
+LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperature 1.0 --top_p 1.0
+LINE_TUNES := 3
 # $(call fit,N,run,init,seed,mix share (corpus_distill's)): round N's pool made train.bin, and its 800 steps
 define fit
 	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
@@ -102,26 +107,45 @@ define fit
 		--mix_data_dir=$(POOLS)/$(1)/bin --out_dir=$(CORPUS)/$(2) --seed=$(4) \
 		$(if $(5),--mix_share=$(5)) $(call resume_or,$(2),$(3)) && touch $(CORPUS)/$(2)/done; }
 endef
-# $(call round,N,run to sample,run to train,init,first round pooled (1),runs of 32 tunes at each length (9),
-# mix share (corpus_distill's)): round N, each step skipped where its output is there
-define round
+# $(call draw,N,weights,Bach's settings,the tunes',runs of 32 tunes at each length): round N's samples (1,152
+# chorales of 12, 16 and 20 bars, tunes of 16 and 32 bars) and the picks --keep makes of them, each step skipped where
+# its output is there
+define draw
 	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in $$(seq 1 12); do \
-		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(2) --style bach --bars $$b $(ROUND_BACH) \
+		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(2) --style bach --bars $$b $(3) \
 		--num_samples 32 --seed $$((2000 * $(1) - 1000 + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/bach_$$b || exit 1; \
-		done; done; for b in 16 32; do for s in $$(seq 1 $(or $(6),9)); do mkdir -p $(POOLS)/$(1)/all/fiddle_$$b && \
-		$(PY) sample.py --out_dir $(2) --style fiddle --bars $$b --num_samples 32 \
+		done; done; for b in 16 32; do for s in $$(seq 1 $(5)); do mkdir -p $(POOLS)/$(1)/all/fiddle_$$b && \
+		$(PY) sample.py --out_dir $(2) --style fiddle --bars $$b $(4) --num_samples 32 \
 		--seed $$((2000 * $(1) + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/fiddle_$$b || exit 1; done; done; \
 		touch $(POOLS)/$(1)/all/done; }
 	test -d $(POOLS)/$(1)/keep/bach || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/bach_*/*.txt \
 		--against $(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/$(1)/keep/bach
 	test -d $(POOLS)/$(1)/keep/fiddle || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/fiddle_*/*.txt --voices 1 \
 		--against $(CORPUS)/text/music21/ryansMammoth/*.txt --keep $(POOLS)/$(1)/keep/fiddle
+endef
+# $(call round,N,run to sample,run to train,init,first round pooled (1),runs of 32 tunes at each length (9),
+# mix share (corpus_distill's)): round N, each step skipped where its output is there
+define round
+	$(call draw,$(1),$(2),$(ROUND_BACH),,$(or $(6),9))
 	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir $(POOLS)/$(1)/pool.tmp && \
 		for k in $$(seq $(or $(5),1) $(1)); do test -d $(POOLS)/$$k/keep || { echo "round $(1) pools round $$k's \
 		picks, which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \
 		cp -r $(POOLS)/$$k/keep $(POOLS)/$(1)/pool.tmp/round$$k || exit 1; done && \
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
 	$(call fit,$(1),$(3),$(4),$$((12 + $(1))),$(7))
+endef
+# $(call line,N,weights that draw,init): round N of the second line (288 tunes of each length), the picks of rounds 9
+# to N pooled
+define line
+	$(call draw,$(1),$(2),$(LINE_BACH),--temperature 1.0 --top_p 1.0,9)
+	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir -p $(POOLS)/$(1)/pool.tmp && \
+		for k in $$(seq 9 $(1)); do test -d $(POOLS)/$$k/keep || { echo "round $(1) pools round $$k's picks, \
+		which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \
+		cp -r $(POOLS)/$$k/keep/bach $(POOLS)/$(1)/pool.tmp/bach$$k && for c in $$(seq 1 $(LINE_TUNES)); do \
+		cp -r $(POOLS)/$$k/keep/fiddle $(POOLS)/$(1)/pool.tmp/fiddle$$k-$$c || exit 1; done; done && \
+		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
+	$(call fit,$(1),distill$(1),$(3),$$((12 + $(1))),0.5)
+	$(PY) train.py --out_dir=$(CORPUS)/distill$(1) --export=$(STAGES)/round$(1)
 endef
 distill: stage4
 ifeq ($(wildcard $(STAGES)/stage5/model.pt),)
@@ -171,6 +195,9 @@ ifeq ($(wildcard $(STAGES)/round8/model.pt),)
 		mv $(POOLS)/8/pool.tmp $(POOLS)/8/pool; }
 	$(call fit,8,distill8,$(STAGES)/round7,21,0.5)
 	$(PY) train.py --out_dir=$(CORPUS)/distill8 --export=$(STAGES)/round8
+endif
+ifeq ($(wildcard $(STAGES)/round9/model.pt),)
+	$(call line,9,$(STAGES)/stage4,$(STAGES)/stage4)
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for

@@ -68,9 +68,9 @@ from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_ed
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, closest_style, ends_on_tonic,
-                      histogram, kernel_width, listen, logistic_accuracy, looped, outside_key, overlapping_area,
-                      parallels, piece_form, piece_key, piece_measures, polyphony, profile, repeated_notes,
-                      returning_notes, voice_ranges, worst_part_repeats)
+                      histogram, kernel_width, listen, logistic_accuracy, looped, other_lengths, outside_key,
+                      overlapping_area, parallels, piece_form, piece_key, piece_measures, polyphony, profile,
+                      repeated_notes, returning_notes, voice_ranges, worst_part_repeats)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -970,7 +970,7 @@ def listen_to_files(paths, voices, against=None, keep=None):
     rows += [("real", readable_pieces(against, "--against")[0])] if against else []
     if keep:
         picked = keep_files(files, rows[1][1], voices, sf)
-        rows.append(("kept", [files[i] for i in picked]))
+        rows += [("kept", [files[i] for i in picked])] if picked else []
         copy_files([file_paths[i] for i in picked], Path(keep))
         print(f"kept {len(picked)} of {len(files)} files in {keep}")
     measured = [(name, pieces, listen(pieces, voices, sf)) for name, pieces in rows]
@@ -994,18 +994,22 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     pitches (a voice standing still avoids parallels too; all parts together and the part that repeats most, of
     those with at least 8 notes), go back to the pitch before their parts' last (returning_notes: a texture rocking
     between two chords avoids them as well), stray outside their key and loop one phrase (looped: a tune of one
-    2-bar phrase eight times ends on its tonic too) at most as often as `percentile` % of the real pieces do, each
+    2-bar phrase eight times ends on its tonic too) at most as often as `percentile` % of the real pieces do, and
+    vary their rhythm at least as much (other_lengths: a piece in crotchets throughout avoids much of the rest; the
+    rounds of distillation learnt it), each
     piece by itself (so that what is kept is spread about as the real pieces are, not all better than their mean),
     then the major or the minor ones left out (by `seed`) until minor keys are as common as among the real pieces.
     Pure: evaluate.py --keep copies them."""
     # parallels per move; repeated notes per note, in all parts and the worst; returning notes; notes outside the
-    # key; a loop
+    # key; a loop; notes not of the commonest length, negated (the fewer, the plainer: the bound is the real
+    # pieces' 100 - percentile)
     def measured(notes, header, key):
         count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
         struck, after = repeated_notes(notes)
         back, later = returning_notes(notes)
+        varied, total = other_lengths(notes)
         shares = (count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), back / max(later, 1),
-                  outside_key(notes, key), float(looped(notes, header, sample_freq)))
+                  outside_key(notes, key), float(looped(notes, header, sample_freq)), -varied / max(total, 1))
         return shares, moves > 0
 
     real_keys = [piece_key(notes) for notes, _ in real]
@@ -1047,6 +1051,7 @@ LISTENED = [("full_beats", "beats with all voices sounding", ".0%"),
             ("repeated_notes", "notes repeating their part's last pitch", ".0%"),
             ("frozen_parts", "pieces with a part repeating over half its notes", ".0%"),
             ("returning_notes", "notes going back to their part's pitch before last (a b a)", ".0%"),
+            ("other_lengths", "notes not of their piece's commonest length", ".0%"),
             ("looped", "pieces looping one phrase throughout", ".0%"),
             ("outside_key", "notes outside the key", ".1%"), ("minor", "pieces in a minor key", ".0%"),
             ("leaps_per_100_moves", "leaps over an octave per 100 moves of a voice", ".1f"),

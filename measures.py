@@ -197,6 +197,14 @@ def returning_notes(notes):
             sum(max(len(line) - 2, 0) for line in lines))
 
 
+def other_lengths(notes):
+    """(notes whose length is not the piece's commonest, notes): how much the rhythm varies. Bach's chorales move in
+    crotchets with quavers passing between, about 4 notes of 10 not crotchets; a hymn-book texture of crotchets
+    throughout, or a tune in running quavers from end to end, has none."""
+    lengths = Counter(as_note(n).dur for n in notes)
+    return (len(notes) - max(lengths.values(), default=0), len(notes))
+
+
 def worst_part_repeats(notes, least=8):
     """The largest share of its notes that a part (with at least `least` notes after its first) strikes again the
     pitch it just had (repeated_notes); 0 where no part has that many."""
@@ -265,6 +273,7 @@ def listen(pieces, voices, sample_freq):
     share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
     100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
     (repeated_notes), the share going back to the pitch before their part's last (returning_notes), the share of
+    notes not of their piece's commonest length (other_lengths), the share of
     pieces with a part striking its last pitch again in over half its notes (frozen_part), the share of pieces
     that loop one phrase (looped), with more than one voice the share of pieces whose last chord is not a triad
     (last_chord), and, for four voices, the share of four-note beats with a voice outside its range
@@ -290,6 +299,8 @@ def listen(pieces, voices, sample_freq):
         out["wide_per_100_beats"] = float(100 * wide[0] / wide[1]) if wide[1] else None
     back = np.sum([returning_notes(n) for n, _ in pieces], axis=0)
     out["returning_notes"] = float(back[0] / back[1]) if back[1] else None
+    varied = np.sum([other_lengths(n) for n, _ in pieces], axis=0)
+    out["other_lengths"] = float(varied[0] / varied[1]) if varied[1] else None
     out["frozen_parts"] = float(np.mean([frozen_part(n) for n, _ in pieces]))
     out["looped"] = float(np.mean([looped(n, h, sample_freq) for n, h in pieces]))
     if voices > 1:

@@ -267,6 +267,16 @@ def test_a_part_going_back_to_its_pitch_before_last_is_counted():
     assert listen([(bass + soprano, Header())], 2, 4)["returning_notes"] == 7 / 14
 
 
+def test_the_notes_off_a_piece_s_commonest_length_are_counted():
+    from encoding_decoding import Header
+    from measures import listen, other_lengths
+    crotchets = [(4 * b, p, 4, 80, 0) for b, p in enumerate([72, 71, 72, 74, 76, 74, 72, 71])]
+    quavers = [(28, 74, 2, 80, 0), (30, 76, 2, 80, 0)]  # the last crotchet as two quavers: 2 of 9 notes are not
+    assert other_lengths(crotchets) == (0, 8) and other_lengths(crotchets[:7] + quavers) == (2, 9)
+    assert other_lengths([]) == (0, 0)
+    assert listen([(crotchets, Header()), (crotchets[:7] + quavers, Header())], 1, 4)["other_lengths"] == 2 / 17
+
+
 def test_the_classifier_tells_apart_what_differs_and_not_what_does_not():
     from measures import logistic_accuracy
     rng = np.random.default_rng(0)
@@ -400,10 +410,19 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
                                                32 if i == 8 else 16)]
     rocking = [(rock, Header(style="bach", parts=(52, 52, 52, 52)))]
     assert keep_files(rocking, real, 4, 4) == [] and keep_files(rocking, real + rocking, 4, 4, percentile=100) == [0]
+    # and the rhythm: against a real piece whose first chord is struck twice at half the length (half its notes not
+    # of its commonest length), the cadence in one length throughout is left out, unless a real piece is as plain
+    plain = [(c_major, Header(style="bach", parts=(52, 52, 52, 52)))]
+    varied = [evaluate.read_for_listening(tmp_path / "s_still.txt", Spec())]
+    assert keep_files(plain, varied, 4, 4) == [] and keep_files(plain, varied + plain, 4, 4, percentile=100) == [0]
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
     assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1
     r = run("evaluate.py", "--listen", *samples, "--keep", tmp_path / "k2")
     assert r.returncode != 0 and "give --listen FILES --against REAL too" in r.stderr
+    r = run("evaluate.py", "--listen", tmp_path / "s_open.txt", "--against", tmp_path / "real0.txt", "--keep",
+            tmp_path / "none")  # nothing kept: an empty folder, and the table without a row for it
+    assert r.returncode == 0 and "kept 0 of 1 files" in r.stdout and "| kept |" not in r.stdout, r.stderr
+    assert list((tmp_path / "none").iterdir()) == []
 
 
 def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
