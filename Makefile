@@ -37,7 +37,7 @@ demo: .venv/installed
 
 # The shipped model, models/corpus (see its MODEL.md): the whole music21 corpus on 2 CPU cores, in three stages (about
 # four hours), then #37's whole piece in view and rounds of distillation (`make distill`, below: about twelve hours more
-# from scratch); round 8 ships.
+# from scratch); round 8 ships, and a second line of rounds from stage 4 (round 9 on: MODEL.md) goes on past it.
 # The data and the full runs (with their optimizer state, so that a killed training resumes) stay in CORPUS, outside
 # the work tree; every step resumes or skips what is done, so a rerun after a kill goes on where it stopped. As each
 # training stage ends, its bf16 weights are exported to STAGES, which is committed: on a fresh machine `make model`
@@ -198,6 +198,9 @@ ifeq ($(wildcard $(STAGES)/round8/model.pt),)
 endif
 ifeq ($(wildcard $(STAGES)/round9/model.pt),)
 	$(call line,9,$(STAGES)/stage4,$(STAGES)/stage4)
+endif
+ifeq ($(wildcard $(STAGES)/round10/model.pt),)
+	$(call line,10,$(STAGES)/round9,$(STAGES)/round9)
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
