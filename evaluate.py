@@ -996,9 +996,9 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     between two chords avoids them as well), stray outside their key and loop one phrase (looped: a tune of one
     2-bar phrase eight times ends on its tonic too) at most as often as `percentile` % of the real pieces do, and
     vary their rhythm at least as much (other_lengths: a piece in crotchets throughout avoids much of the rest; the
-    rounds of distillation learnt it), each
-    piece by itself (so that what is kept is spread about as the real pieces are, not all better than their mean),
-    then the major or the minor ones left out (by `seed`) until minor keys are as common as among the real pieces.
+    rounds of distillation learnt it), each piece by itself (so that what is kept is spread about as the real
+    pieces are, not all better than their mean), then the major or the minor ones left out (by `seed`) until minor
+    keys are as common as among the real pieces.
     Pure: evaluate.py --keep copies them."""
     # parallels per move; repeated notes per note, in all parts and the worst; returning notes; notes outside the
     # key; a loop; notes not of the commonest length, negated (the fewer, the plainer: the bound is the real
