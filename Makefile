@@ -97,7 +97,8 @@ ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperatur
 # Rounds 9 on: a second line from stage 4, drawn at temperature 1 (round 8's chorales had come to crotchets only:
 # each round sharpened by 0.8 and top-p 0.95 made the next plainer) with the rules on parallels, crossing voices,
 # rests and the ending, --keep bounding the rhythm and the returning notes too; the tunes' picks three times over
-LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperature 1.0 --top_p 1.0
+LINE_DRAW := --temperature 1.0 --top_p 1.0
+LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending $(LINE_DRAW)
 LINE_TUNES := 3
 # $(call fit,N,run,init,seed,mix share (corpus_distill's)): round N's pool made train.bin, and its 800 steps
 define fit
@@ -137,7 +138,7 @@ endef
 # $(call line,N,weights that draw,init): round N of the second line (288 tunes of each length), the picks of rounds 9
 # to N pooled
 define line
-	$(call draw,$(1),$(2),$(LINE_BACH),--temperature 1.0 --top_p 1.0,9)
+	$(call draw,$(1),$(2),$(LINE_BACH),$(LINE_DRAW),9)
 	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir -p $(POOLS)/$(1)/pool.tmp && \
 		for k in $$(seq 9 $(1)); do test -d $(POOLS)/$$k/keep || { echo "round $(1) pools round $$k's picks, \
 		which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \

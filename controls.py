@@ -80,7 +80,7 @@ class Controls:
                                # a new letter does not open as an earlier phrase did (soft: mask.Contrast); or a
                                # tuple of forms, one per sample in turn ("" for none), as --form auto draws them
     voice_leading_rules: tuple = ("rests", "parallels", "crossing", "ending")  # which of those voice_leading keeps
-    choir_rules: tuple = ("range", "spacing", "leap", "repeat", "swing")  # which of the choir's rules (below)
+    choir_rules: tuple = config.choir_rules  # which of the choir's rules (below) it keeps
     choir: bool = False        # for four voices: each in its range (config.choir_ranges), the alto within an octave
                                # under the soprano and the tenor under the alto, no leap over an octave, no voice
                                # striking one pitch a fourth time running or rocking between two (a b a a

@@ -694,7 +694,7 @@ class Choir(Rule):
     most_strikes = 3  # Bach's chorales: 1.7 % of a voice's notes strike its pitch a fourth time or more
     most_returns, return_window = 2, 4  # and 1.5 % go back (a b a) after two such returns in the four notes before
 
-    def __init__(self, c, material, rules=("range", "spacing", "leap", "repeat", "swing")):
+    def __init__(self, c, material, rules):
         self.rules = rules
         lo, hi = zip(*config.choir_ranges)
         self.lo, self.hi = (torch.tensor(x, device=c.value.device) for x in (lo, hi))  # (4,) soprano to bass
