@@ -158,7 +158,8 @@ define line
 		cp -r $(POOLS)/$$k/keep/bach $(POOLS)/$(1)/pool.tmp/bach$$k && for c in $$(seq 1 $(LINE_TUNES)); do \
 		cp -r $(POOLS)/$$k/keep/fiddle $(POOLS)/$(1)/pool.tmp/fiddle$$k-$$c || exit 1; done; done && \
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
-	$(if $(4),$(call fit_ruled,$(1),distill$(1),$(3),$$((12 + $(1))),$(4)),$(call fit,$(1),distill$(1),$(3),$$((12 + $(1))),0.5))
+	$(if $(4),$(call fit_ruled,$(1),distill$(1),$(3),$$((12 + $(1))),$(4)),\
+		$(call fit,$(1),distill$(1),$(3),$$((12 + $(1))),0.5))
 	$(PY) train.py --out_dir=$(CORPUS)/distill$(1) --export=$(STAGES)/round$(1)
 endef
 distill: stage4
