@@ -251,6 +251,8 @@ PRESETS["corpus_rules"] = dict(PRESETS["corpus_long"], max_iters=1200, lr_decay_
                                seed=5)
 # Its rounds of distillation (#37): 800 steps each from the fourth stage's weights or the round before, without the
 # penalty (it pushes the voices onto the note just struck: MODEL.md), a quarter of each batch's windows from the
-# samples of the rounds so far that a teacher keeps (mix_data_dir: `make distill`); about 21 minutes.
+# samples of the rounds so far that a teacher keeps (mix_data_dir: `make distill`); about 21 minutes. From round 11
+# `make distill` lays the penalty back on at weight 3, on the picks' windows only (the picks the data, the corpus
+# mixed in).
 PRESETS["corpus_distill"] = dict(PRESETS["corpus_rules"], max_iters=800, lr_decay_iters=800, eval_interval=400,
                                  rule_weight=0.0, rule_share=0.0, mix_share=0.25)
