@@ -97,8 +97,8 @@ ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperatur
 # Rounds 9 on: a second line from stage 4, drawn at temperature 1 (round 8's chorales had come to crotchets only:
 # each round sharpened by 0.8 and top-p 0.95 made the next plainer) with the rules on parallels, crossing voices,
 # rests and the ending, --keep bounding the rhythm and the returning notes too; the tunes' picks three times over;
-# from round 11 the rules' penalty at weight 3 on the pool (at 10 and 30 it took more parallels and put notes outside
-# the key: models/corpus/MODEL.md)
+# from round 11 (rounds 11 and 12 so far) the rules' penalty at weight 3 on the pool (at 10 and 30 it took more
+# parallels and put notes outside the key: models/corpus/MODEL.md)
 LINE_DRAW := --temperature 1.0 --top_p 1.0
 LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending $(LINE_DRAW)
 LINE_TUNES := 3
@@ -219,6 +219,9 @@ ifeq ($(wildcard $(STAGES)/round10/model.pt),)
 endif
 ifeq ($(wildcard $(STAGES)/round11/model.pt),)
 	$(call line,11,$(STAGES)/round10,$(STAGES)/round10,3)
+endif
+ifeq ($(wildcard $(STAGES)/round12/model.pt),)
+	$(call line,12,$(STAGES)/round11,$(STAGES)/round11,3)
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
