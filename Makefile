@@ -97,8 +97,9 @@ ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperatur
 # Rounds 9 on: a second line from stage 4, drawn at temperature 1 (round 8's chorales had come to crotchets only:
 # each round sharpened by 0.8 and top-p 0.95 made the next plainer) with the rules on parallels, crossing voices,
 # rests and the ending, --keep bounding the rhythm and the returning notes too; the tunes' picks three times over;
-# from round 11 (rounds 11 and 12 so far) the rules' penalty at weight 3 on the pool (at 10 and 30 it took more
-# parallels and put notes outside the key: models/corpus/MODEL.md)
+# from round 11 the rules' penalty at weight 3 on the pool (at 10 and 30 it took more parallels and put notes outside
+# the key), from round 13 at weight 30 with each pick's own scale among the rules, which keeps them in the key
+# (models/corpus/MODEL.md)
 LINE_DRAW := --temperature 1.0 --top_p 1.0
 LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending $(LINE_DRAW)
 LINE_TUNES := 3
@@ -110,13 +111,14 @@ define fit
 		--mix_data_dir=$(POOLS)/$(1)/bin --out_dir=$(CORPUS)/$(2) --seed=$(4) \
 		$(if $(5),--mix_share=$(5)) $(call resume_or,$(2),$(3)) && touch $(CORPUS)/$(2)/done; }
 endef
-# $(call fit_ruled,N,run,init,seed,weight): as fit, with the rules' penalty at `weight` on the pool (the model's own
-# contexts, where its part writing goes wrong: round 11 on): the pool, prepared with Bach's and the fiddle tunes' rules,
-# is the data and the corpus the mixed half
+# $(call fit_ruled,N,run,init,seed,weight,own scale): as fit, with the rules' penalty at `weight` on the pool (the
+# model's own contexts, where its part writing goes wrong: round 11 on): the pool, prepared with Bach's and the fiddle
+# tunes' rules (and, given `own scale`, each pick's own scale among them: round 13 on), is the data and the corpus the
+# mixed half
 define fit_ruled
 	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
 		--output_base_dir $(POOLS)/$(1)/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02 \
-		--rule_styles bach,fiddle
+		--rule_styles bach,fiddle $(if $(6),--rule_scale true)
 	test -f $(CORPUS)/$(2)/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(POOLS)/$(1)/bin \
 		--mix_data_dir=$(CORPUS)/bin --mix_share=0.5 --rule_weight=$(5) --rule_share=0.5 --out_dir=$(CORPUS)/$(2) \
 		--seed=$(4) $(call resume_or,$(2),$(3)) && touch $(CORPUS)/$(2)/done; }
@@ -148,8 +150,8 @@ define round
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
 	$(call fit,$(1),$(3),$(4),$$((12 + $(1))),$(7))
 endef
-# $(call line,N,weights that draw,init,the rules' penalty (none)): round N of the second line (288 tunes of each
-# length), the picks of rounds 9 to N pooled
+# $(call line,N,weights that draw,init,the rules' penalty (none),own scale (none)): round N of the second line (288
+# tunes of each length), the picks of rounds 9 to N pooled
 define line
 	$(call draw,$(1),$(2),$(LINE_BACH),$(LINE_DRAW),9)
 	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir -p $(POOLS)/$(1)/pool.tmp && \
@@ -158,7 +160,7 @@ define line
 		cp -r $(POOLS)/$$k/keep/bach $(POOLS)/$(1)/pool.tmp/bach$$k && for c in $$(seq 1 $(LINE_TUNES)); do \
 		cp -r $(POOLS)/$$k/keep/fiddle $(POOLS)/$(1)/pool.tmp/fiddle$$k-$$c || exit 1; done; done && \
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
-	$(if $(4),$(call fit_ruled,$(1),distill$(1),$(3),$$((12 + $(1))),$(4)),\
+	$(if $(4),$(call fit_ruled,$(1),distill$(1),$(3),$$((12 + $(1))),$(4),$(5)),\
 		$(call fit,$(1),distill$(1),$(3),$$((12 + $(1))),0.5))
 	$(PY) train.py --out_dir=$(CORPUS)/distill$(1) --export=$(STAGES)/round$(1)
 endef
@@ -222,6 +224,9 @@ ifeq ($(wildcard $(STAGES)/round11/model.pt),)
 endif
 ifeq ($(wildcard $(STAGES)/round12/model.pt),)
 	$(call line,12,$(STAGES)/round11,$(STAGES)/round11,3)
+endif
+ifeq ($(wildcard $(STAGES)/round13/model.pt),)
+	$(call line,13,$(STAGES)/round12,$(STAGES)/round12,30,own scale)
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for

@@ -120,11 +120,12 @@ def piece_heads(data, itos):
     return heads, length
 
 
-def write_rules(path, data, tok, styles):
+def write_rules(path, data, tok, styles, scale=False):
     """The rules' tokens of train.bin (`data`): each training piece of `styles` stepped through its style's rules of
     part writing (controls.style_rules) as the sampler holds them (mask.rule_breaks); where they forbid some tokens
     and the piece keeps them, its position in `data` and what they forbid (packed bits over the vocabulary), saved as
-    one .npz of two arrays. Returns {style: [pieces, positions kept, positions where the piece breaks the rule]}."""
+    one .npz of two arrays. With `scale`, the piece's own scale among them (own_scale). Returns {style: [pieces,
+    positions kept, positions where the piece breaks the rule]}."""
     from controls import style_rules  # the sampler's controls and mask: only this step of prepare.py needs them
     from mask import rule_breaks
     heads = np.flatnonzero(np.asarray(data) == tok.stoi[START])
@@ -136,6 +137,8 @@ def write_rules(path, data, tok, styles):
         pieces = [np.asarray(data[heads[k]:ends[k]], dtype=np.int64).tolist() for k in picked]
         with tqdm(total=len(pieces), desc=f"rules of {style}", unit="piece", disable=None) as bar:  # (minutes a style)
             found = rule_breaks(tok, pieces, style_rules(style), progress=bar.update)
+        if scale:
+            found = [own_scale(tok, piece, *f) for piece, f in zip(pieces, found)]
         for k, (at, packed, broken) in zip(picked, found):
             positions.append(heads[k] + at[~broken])
             forbidden.append(packed[~broken])
@@ -149,6 +152,32 @@ def write_rules(path, data, tok, styles):
     with open(path, "wb") as f:
         np.savez(f, positions=positions[order], forbidden=forbidden[order])
     return counts
+
+
+def own_scale(tok, piece, at, packed, broken):
+    """rule_breaks' (positions, packed forbidden, broken) of one piece (token ids from START) with its own scale among
+    the rules, as if it were drawn with --scale the pitch classes it uses: at every token where it writes a pitch or
+    its rules forbid one, the pitches of every other pitch class are forbidden too. The rules' penalty then takes a
+    forbidden fifth's probability to the piece's own notes, not to chromatic ones (models/corpus/MODEL.md, round 11).
+    A piece with drums (whose notes are sounds, not pitches) is left as it was."""
+    V, x = tok.vocab_size, np.asarray(piece)
+    is_n = np.array([kind(t) == "n" for t in tok.itos])
+    if tok.stoi.get("inst:drums") in set(piece) or not is_n[x].any():
+        return at, packed, broken
+    pc = np.array([int(t[1:]) % 12 if n else -1 for t, n in zip(tok.itos, is_n)])
+    foreign = is_n & ~np.isin(pc, pc[x[is_n[x]]])                      # (V,) the pitches of the scale's other classes
+    if not foreign.any():  # all twelve: nothing to add
+        return at, packed, broken
+    rows = dict(zip(at.tolist(), np.unpackbits(packed, axis=1, count=V).astype(bool))) if len(at) else {}
+    old = dict(zip(at.tolist(), broken.tolist()))
+    for t in np.flatnonzero(is_n[x]).tolist() + [t for t, r in rows.items() if (r & is_n).any()]:
+        if t > 0:
+            rows[t] = rows.get(t, np.zeros(V, dtype=bool)) | foreign
+    at = np.array(sorted(rows), dtype=np.int64)
+    if not len(at):
+        return at, np.zeros((0, (V + 7) // 8), dtype=np.uint8), np.zeros(0, dtype=bool)
+    return (at, np.packbits(np.stack([rows[t] for t in at.tolist()]), axis=1),
+            np.array([old.get(t, False) for t in at.tolist()], dtype=bool))
 
 
 def read_rules(data_dir, meta, n_train):

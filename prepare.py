@@ -2,14 +2,15 @@
 
 python prepare.py --main_data_path data/text --augmented_data_path data/aug --output_base_dir data/bin \
     --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337] \
-    [--rule_styles bach,fiddle]
+    [--rule_styles bach,fiddle [--rule_scale true]]
 
 The split is by piece and made before augmentation, from a stable hash of the piece id, so no copy of a validation
 piece reaches train.bin; val.bin holds originals only. With --given_share, that seeded share of the training
 pieces is written with some of it given and shown ahead (a melody, all parts but one, the bars after a gap:
 encoding_decoding.given_variant), for a run that samples given material with --look_ahead (off by default: see the
 README's "Given material"). With --rule_styles, train_rules.npz holds what the rules of part writing of those styles
-forbid at each token of train.bin where the piece keeps them (for train.py --rule_weight).
+forbid at each token of train.bin where the piece keeps them (for train.py --rule_weight); with --rule_scale, each
+piece's own scale (the pitch classes it uses) is among them, at every pitch.
 Pieces stream to disk one at a time.
 """
 import argparse
@@ -46,13 +47,15 @@ def main(argv=None):
     parser.add_argument("--augmented_data_path", help="folder written by augment_all.py (optional)")
     configurator.option(parser, "output_base_dir", "the dataset folder it writes", key="data_dir")
     configurator.option(parser, "tokenizer_paths", "tokenizer JSON", key="tokenizer_path")
-    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "given_share", "seed", "rule_styles"],
-                            argv)
+    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "given_share", "seed", "rule_styles",
+                                     "rule_scale"], argv)
     try:
         tok = Tokenizer.load(args.tokenizer_paths)
     except (OSError, ValueError) as e:
         die(e)
     check_rule_styles(args.rule_styles, tok)
+    if args.rule_scale and not args.rule_styles:
+        die("--rule_scale true puts each piece's own scale among its rules: it needs --rule_styles (e.g. bach,fiddle)")
     tok_bytes = Path(args.tokenizer_paths).read_bytes()
     out = Path(args.output_base_dir)
     if out.exists() and not out.is_dir():
@@ -109,7 +112,7 @@ def main(argv=None):
             die(f"no valid pieces left for {'train' if not n_train[1] else 'val'} ({len(rejected)} rejected{first}); "
                 f"{out} is left as it was")
         rules = write_rules(tmp / "train_rules.npz", np.memmap(tmp / "train.bin", dtype=np.uint16, mode="r"), tok,
-                            args.rule_styles) if args.rule_styles else None
+                            args.rule_styles, args.rule_scale) if args.rule_styles else None
         meta = {
             "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size,
             "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
@@ -123,7 +126,7 @@ def main(argv=None):
             "val": {"tokens": n_val[0], "pieces": n_val[1]},
             "val_pieces": val_ids, "rejected": rejected,
             # per style: [pieces, tokens where its rules forbid some, tokens where the piece breaks them]
-            "rules": rules,
+            "rules": rules, "rule_scale": bool(args.rule_styles and args.rule_scale),
         }
         atomic_write(tmp / "tokenizer.json", tok_bytes)  # the data carries its tokenizer
         write_json(tmp / "meta.json", meta)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -481,6 +482,28 @@ def test_training_with_the_rules_penalty(data, tmp_path):
     meta = json.loads((tmp_path / "bin/meta.json").read_text())
     pieces, kept, broken = meta["rules"]["bach"]
     assert pieces == meta["train"]["pieces"] and kept > 0
+    r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "scaled",
+            "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--val_fraction", "0.2",
+            "--rule_styles", "bach", "--rule_scale", "true")
+    assert r.returncode == 0, r.stderr
+    scaled = json.loads((tmp_path / "scaled/meta.json").read_text())
+    assert scaled["rule_scale"] and scaled["rules"]["bach"][1] >= kept and not meta["rule_scale"]
+    tok = json.loads((tmp_path / "scaled/tokenizer.json").read_text())["itos"]
+    x = np.fromfile(tmp_path / "scaled/train.bin", dtype=np.uint16)
+    with np.load(tmp_path / "scaled/train_rules.npz") as z:
+        at, forbidden = z["positions"], np.unpackbits(z["forbidden"], axis=1, count=len(tok)).astype(bool)
+    assert not forbidden[np.arange(len(at)), x[at]].any()  # never the piece's own token
+    with np.load(tmp_path / "bin/train_rules.npz") as z:  # what the rules alone forbid: all of it still forbidden
+        plain = dict(zip(z["positions"].tolist(), np.unpackbits(z["forbidden"], axis=1, count=len(tok)).astype(bool)))
+    assert all((forbidden[k] >= plain[t]).all() for k, t in enumerate(at.tolist()) if t in plain)
+    pc = [int(t[1:]) % 12 if t[0] == "n" and t[1:].isdigit() else -1 for t in tok]
+    heads = list(np.flatnonzero(x == tok.index("START"))) + [len(x)]
+    for h, e in zip(heads, heads[1:]):  # each piece (these use six pitch classes): at every pitch it writes, the
+        used = {pc[i] for i in x[h:e]} - {-1}  # others are forbidden, the ones it uses only where its rules say
+        pitches = [k for k, t in enumerate(at) if h <= t < e and pc[x[t]] >= 0]
+        assert len(used) == 6 and pitches and all(
+            forbidden[k, n] == (pc[n] not in used or (at[k] in plain and plain[at[k]][n]))
+            for k in pitches for n in range(len(tok)) if pc[n] >= 0)
     r = run("train.py", *train_args(tmp_path / "bin", tmp_path / "ruled", "--max_iters=4", "--eval_interval=4",
                                      "--rule_weight=1", "--rule_share=0.5"))
     assert r.returncode == 0, r.stderr
@@ -503,6 +526,9 @@ def test_training_with_the_rules_penalty(data, tmp_path):
     r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "other",
             "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_styles", "folk")
     assert r.returncode != 0 and "'folk' takes no rules of part writing" in r.stderr
+    r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "other",
+            "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_scale", "true")
+    assert r.returncode != 0 and "it needs --rule_styles" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "other").exists()
     r = run("train.py", *train_args(data, tmp_path / "r", "--rule_weight=1"))  # (data prepared without them)
     assert r.returncode != 0 and "no rules of part writing in this data" in r.stderr, r.stderr
