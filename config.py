@@ -77,7 +77,7 @@ rule_styles = ()            # styles whose training pieces are stepped through t
                             # token where the piece keeps them, for train.py's rule_weight; e.g. bach,fiddle
 rule_scale = False          # with rule_styles: each piece's own scale (the pitch classes it uses) among its rules, at
                             # every pitch, so that the penalty's probability goes to the piece's notes, not chromatic
-                            # ones (models/corpus/MODEL.md, "The piece's own scale")
+                            # ones (models/corpus/MODEL.md: "The piece's own scale among the rules")
 
 # --- model (GPTConfig in model.py takes these by name; vocab_size comes from the data's meta.json)
 block_size = 512           # training context in tokens; RoPE lets sampling run past it

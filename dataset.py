@@ -158,7 +158,8 @@ def own_scale(tok, piece, at, packed, broken):
     """rule_breaks' (positions, packed forbidden, broken) of one piece (token ids from START) with its own scale among
     the rules, as if it were drawn with --scale the pitch classes it uses: at every token where it writes a pitch or
     its rules forbid one, the pitches of every other pitch class are forbidden too. The rules' penalty then takes a
-    forbidden fifth's probability to the piece's own notes, not to chromatic ones (models/corpus/MODEL.md, round 11).
+    forbidden fifth's probability to the piece's own notes, not to chromatic ones (models/corpus/MODEL.md, "The
+    piece's own scale among the rules").
     A piece with drums (whose notes are sounds, not pitches) is left as it was."""
     V, x = tok.vocab_size, np.asarray(piece)
     is_n = np.array([kind(t) == "n" for t in tok.itos])
@@ -173,9 +174,7 @@ def own_scale(tok, piece, at, packed, broken):
     for t in np.flatnonzero(is_n[x]).tolist() + [t for t, r in rows.items() if (r & is_n).any()]:
         if t > 0:
             rows[t] = rows.get(t, np.zeros(V, dtype=bool)) | foreign
-    at = np.array(sorted(rows), dtype=np.int64)
-    if not len(at):
-        return at, np.zeros((0, (V + 7) // 8), dtype=np.uint8), np.zeros(0, dtype=bool)
+    at = np.array(sorted(rows), dtype=np.int64)  # (not empty: the piece writes a pitch after START)
     return (at, np.packbits(np.stack([rows[t] for t in at.tolist()]), axis=1),
             np.array([old.get(t, False) for t in at.tolist()], dtype=bool))
 
