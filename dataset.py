@@ -137,8 +137,9 @@ def write_rules(path, data, tok, styles, scale=False):
         pieces = [np.asarray(data[heads[k]:ends[k]], dtype=np.int64).tolist() for k in picked]
         with tqdm(total=len(pieces), desc=f"rules of {style}", unit="piece", disable=None) as bar:  # (minutes a style)
             found = rule_breaks(tok, pieces, style_rules(style), progress=bar.update)
-        if scale:
-            found = [own_scale(tok, piece, *f) for piece, f in zip(pieces, found)]
+        if scale:  # (a piece with drums, whose notes are sounds, not pitches, is left as it was)
+            pc, drums = pitch_classes(tok), tok.stoi.get("inst:drums")
+            found = [f if drums in piece else own_scale(pc, piece, *f) for piece, f in zip(pieces, found)]
         for k, (at, packed, broken) in zip(picked, found):
             positions.append(heads[k] + at[~broken])
             forbidden.append(packed[~broken])
@@ -154,29 +155,28 @@ def write_rules(path, data, tok, styles, scale=False):
     return counts
 
 
-def own_scale(tok, piece, at, packed, broken):
+def pitch_classes(tok):
+    """Per token id: the pitch class of a note token (n), -1 for every other token."""
+    return np.array([int(t[1:]) % 12 if kind(t) == "n" else -1 for t in tok.itos])
+
+
+def own_scale(pitch_class, piece, at, packed, broken):
     """rule_breaks' (positions, packed forbidden, broken) of one piece (token ids from START) with its own scale among
     the rules, as if it were drawn with --scale the pitch classes it uses: at every token where it writes a pitch or
     its rules forbid one, the pitches of every other pitch class are forbidden too. The rules' penalty then takes a
     forbidden fifth's probability to the piece's own notes, not to chromatic ones (models/corpus/MODEL.md, "The
-    piece's own scale among the rules").
-    A piece with drums (whose notes are sounds, not pitches) is left as it was."""
-    V, x = tok.vocab_size, np.asarray(piece)
-    is_n = np.array([kind(t) == "n" for t in tok.itos])
-    if tok.stoi.get("inst:drums") in set(piece) or not is_n[x].any():
+    piece's own scale among the rules"). `pitch_class`: pitch_classes of the tokenizer."""
+    x, is_n = np.asarray(piece), pitch_class >= 0
+    foreign = is_n & ~np.isin(pitch_class, pitch_class[x[is_n[x]]])  # (V,) the pitches of the scale's other classes
+    if not is_n[x].any() or not foreign.any():  # no pitches, or all twelve: nothing to add
         return at, packed, broken
-    pc = np.array([int(t[1:]) % 12 if n else -1 for t, n in zip(tok.itos, is_n)])
-    foreign = is_n & ~np.isin(pc, pc[x[is_n[x]]])                      # (V,) the pitches of the scale's other classes
-    if not foreign.any():  # all twelve: nothing to add
-        return at, packed, broken
-    rows = dict(zip(at.tolist(), np.unpackbits(packed, axis=1, count=V).astype(bool))) if len(at) else {}
-    old = dict(zip(at.tolist(), broken.tolist()))
-    for t in np.flatnonzero(is_n[x]).tolist() + [t for t, r in rows.items() if (r & is_n).any()]:
-        if t > 0:
-            rows[t] = rows.get(t, np.zeros(V, dtype=bool)) | foreign
-    at = np.array(sorted(rows), dtype=np.int64)  # (not empty: the piece writes a pitch after START)
-    return (at, np.packbits(np.stack([rows[t] for t in at.tolist()]), axis=1),
-            np.array([old.get(t, False) for t in at.tolist()], dtype=bool))
+    new = np.setdiff1d(np.flatnonzero(is_n[x]), at)  # the pitches it writes where the rules forbid nothing
+    at = np.concatenate([at, new])
+    rows = np.concatenate([np.unpackbits(packed, axis=1, count=len(is_n)).astype(bool),
+                           np.zeros((len(new), len(is_n)), dtype=bool)])
+    rows[is_n[x[at]] | (rows & is_n).any(1)] |= foreign
+    order = np.argsort(at)
+    return at[order], np.packbits(rows[order], axis=1), np.concatenate([broken, np.zeros(len(new), dtype=bool)])[order]
 
 
 def read_rules(data_dir, meta, n_train):
