@@ -113,12 +113,12 @@ define fit
 endef
 # $(call fit_ruled,N,run,init,seed,weight,own scale): as fit, with the rules' penalty at `weight` on the pool (the
 # model's own contexts, where its part writing goes wrong: round 11 on): the pool, prepared with Bach's and the fiddle
-# tunes' rules (and, given `own scale`, each pick's own scale among them: round 13 on), is the data and the corpus the
-# mixed half
+# tunes' rules (and, given `own scale`, each pick's own scale among them, prepare.py's --rule_scale: round 13 the
+# classes it uses, round 14 on its key signature's nine), is the data and the corpus the mixed half
 define fit_ruled
 	test -f $(POOLS)/$(1)/bin/meta.json || $(PY) prepare.py --main_data_path $(POOLS)/$(1)/pool \
 		--output_base_dir $(POOLS)/$(1)/bin --tokenizer_paths $(CORPUS)/tokenizer.json --val_fraction 0.02 \
-		--rule_styles bach,fiddle $(if $(6),--rule_scale true)
+		--rule_styles bach,fiddle $(if $(6),--rule_scale $(6))
 	test -f $(CORPUS)/$(2)/done || { $(PY) train.py --preset=corpus_distill --data_dir=$(POOLS)/$(1)/bin \
 		--mix_data_dir=$(CORPUS)/bin --mix_share=0.5 --rule_weight=$(5) --rule_share=0.5 --out_dir=$(CORPUS)/$(2) \
 		--seed=$(4) $(call resume_or,$(2),$(3)) && touch $(CORPUS)/$(2)/done; }
@@ -150,7 +150,7 @@ define round
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
 	$(call fit,$(1),$(3),$(4),$$((12 + $(1))),$(7))
 endef
-# $(call line,N,weights that draw,init,the rules' penalty (none),own scale (none)): round N of the second line (288
+# $(call line,N,weights that draw,init,the rules' penalty (none),own scale (none, used, key)): round N of the second line (288
 # tunes of each length), the picks of rounds 9 to N pooled
 define line
 	$(call draw,$(1),$(2),$(LINE_BACH),$(LINE_DRAW),9)
@@ -226,7 +226,7 @@ ifeq ($(wildcard $(STAGES)/round12/model.pt),)
 	$(call line,12,$(STAGES)/round11,$(STAGES)/round11,3)
 endif
 ifeq ($(wildcard $(STAGES)/round13/model.pt),)
-	$(call line,13,$(STAGES)/round12,$(STAGES)/round12,30,own scale)
+	$(call line,13,$(STAGES)/round12,$(STAGES)/round12,30,used)
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for

@@ -75,9 +75,11 @@ seed = 1337                 # seeds the split hash and the choice of augmented c
 rule_styles = ()            # styles whose training pieces are stepped through their rules of part writing (those of
                             # STYLE_DEFAULTS, as the sampler holds them): train_rules.npz, what the rules forbid at each
                             # token where the piece keeps them, for train.py's rule_weight; e.g. bach,fiddle
-rule_scale = False          # with rule_styles: each piece's own scale (the pitch classes it uses) among its rules, at
-                            # every pitch, so that the penalty's probability goes to the piece's notes, not chromatic
-                            # ones (models/corpus/MODEL.md: "The piece's own scale among the rules")
+rule_scale = "none"         # with rule_styles, each piece's own scale among its rules, at every pitch, so that the
+                            # penalty's probability goes to the piece's notes, not chromatic ones: "used", the pitch
+                            # classes it uses; "key", its key signature's nine (the major scale and the relative
+                            # minor's raised 6th and 7th) and any other it uses, neither mode favoured
+                            # (models/corpus/MODEL.md: "The piece's own scale among the rules", "Round 14")
 
 # --- model (GPTConfig in model.py takes these by name; vocab_size comes from the data's meta.json)
 block_size = 512           # training context in tokens; RoPE lets sampling run past it

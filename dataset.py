@@ -120,11 +120,11 @@ def piece_heads(data, itos):
     return heads, length
 
 
-def write_rules(path, data, tok, styles, scale=False):
+def write_rules(path, data, tok, styles, scale="none"):
     """The rules' tokens of train.bin (`data`): each training piece of `styles` stepped through its style's rules of
     part writing (controls.style_rules) as the sampler holds them (mask.rule_breaks); where they forbid some tokens
     and the piece keeps them, its position in `data` and what they forbid (packed bits over the vocabulary), saved as
-    one .npz of two arrays. With `scale`, the piece's own scale among them (own_scale). Returns {style: [pieces,
+    one .npz of two arrays. With `scale` "used" or "key", the piece's own scale among them (own_scale). Returns {style: [pieces,
     positions kept, positions where the piece breaks the rule]}."""
     from controls import style_rules  # the sampler's controls and mask: only this step of prepare.py needs them
     from mask import rule_breaks
@@ -137,9 +137,10 @@ def write_rules(path, data, tok, styles, scale=False):
         pieces = [np.asarray(data[heads[k]:ends[k]], dtype=np.int64).tolist() for k in picked]
         with tqdm(total=len(pieces), desc=f"rules of {style}", unit="piece", disable=None) as bar:  # (minutes a style)
             found = rule_breaks(tok, pieces, style_rules(style), progress=bar.update)
-        if scale:  # (a piece with drums, whose notes are sounds, not pitches, is left as it was)
+        if scale != "none":  # (a piece with drums, whose notes are sounds, not pitches, is left as it was)
             pc, drums = pitch_classes(tok), tok.stoi.get("inst:drums")
-            found = [f if drums in piece else own_scale(pc, piece, *f) for piece, f in zip(pieces, found)]
+            found = [f if drums in piece else own_scale(pc, piece, *f, key=scale == "key")
+                     for piece, f in zip(pieces, found)]
         for k, (at, packed, broken) in zip(picked, found):
             positions.append(heads[k] + at[~broken])
             forbidden.append(packed[~broken])
@@ -160,14 +161,18 @@ def pitch_classes(tok):
     return np.array([int(t[1:]) % 12 if kind(t) == "n" else -1 for t in tok.itos])
 
 
-def own_scale(pitch_class, piece, at, packed, broken):
+def own_scale(pitch_class, piece, at, packed, broken, key=False):
     """rule_breaks' (positions, packed forbidden, broken) of one piece (token ids from START) with its own scale among
     the rules, as if it were drawn with --scale the pitch classes it uses: at every token where it writes a pitch or
     its rules forbid one, the pitches of every other pitch class are forbidden too. The rules' penalty then takes a
-    forbidden fifth's probability to the piece's own notes, not to chromatic ones (models/corpus/MODEL.md, "The
-    piece's own scale among the rules"). `pitch_class`: pitch_classes of the tokenizer."""
+    forbidden fifth's probability to the piece's own notes, not to chromatic ones. With `key`, the scale is its key
+    signature's nine classes (key_classes) and whatever else it uses, the same for a major key and its relative minor
+    (models/corpus/MODEL.md, "The piece's own scale among the rules" and "Round 14"). `pitch_class`: pitch_classes
+    of the tokenizer."""
     x, is_n = np.asarray(piece), pitch_class >= 0
-    foreign = is_n & ~np.isin(pitch_class, pitch_class[x[is_n[x]]])  # (V,) the pitches of the scale's other classes
+    used = np.unique(pitch_class[x[is_n[x]]])
+    scale = np.union1d(used, key_classes(np.bincount(pitch_class[x[is_n[x]]], minlength=12))) if key else used
+    foreign = is_n & ~np.isin(pitch_class, scale)  # (V,) the pitches of the scale's other classes
     if not is_n[x].any() or not foreign.any():  # no pitches, or all twelve: nothing to add
         return at, packed, broken
     new = np.setdiff1d(np.flatnonzero(is_n[x]), at)  # the pitches it writes where the rules forbid nothing
@@ -177,6 +182,18 @@ def own_scale(pitch_class, piece, at, packed, broken):
     rows[is_n[x[at]] | (rows & is_n).any(1)] |= foreign
     order = np.argsort(at)
     return at[order], np.packbits(rows[order], axis=1), np.concatenate([broken, np.zeros(len(new), dtype=bool)])[order]
+
+
+MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
+
+
+def key_classes(counts):
+    """The nine pitch classes of the key signature that holds most of the notes (`counts`: notes per pitch class):
+    its major scale and its relative minor's raised sixth and seventh (in C: C D E F G A B with F# and G#), which a
+    major key and its relative minor share, so that a rule made of them favours neither mode."""
+    holds = [counts[(MAJOR + t) % 12].sum() for t in range(12)]
+    t = int(np.argmax(holds))
+    return np.sort(np.append(MAJOR + t, [t + 6, t + 8]) % 12)
 
 
 def read_rules(data_dir, meta, n_train):

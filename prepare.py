@@ -2,7 +2,7 @@
 
 python prepare.py --main_data_path data/text --augmented_data_path data/aug --output_base_dir data/bin \
     --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337] \
-    [--rule_styles bach,fiddle [--rule_scale true]]
+    [--rule_styles bach,fiddle [--rule_scale key]]
 
 The split is by piece and made before augmentation, from a stable hash of the piece id, so no copy of a validation
 piece reaches train.bin; val.bin holds originals only. With --given_share, that seeded share of the training
@@ -10,7 +10,8 @@ pieces is written with some of it given and shown ahead (a melody, all parts but
 encoding_decoding.given_variant), for a run that samples given material with --look_ahead (off by default: see the
 README's "Given material"). With --rule_styles, train_rules.npz holds what the rules of part writing of those styles
 forbid at each token of train.bin where the piece keeps them (for train.py --rule_weight); with --rule_scale, each
-piece's own scale (the pitch classes it uses) is among them, at every pitch.
+piece's own scale is among them, at every pitch: "used", the pitch classes it uses, or "key", its key signature's
+nine (config.py).
 Pieces stream to disk one at a time.
 """
 import argparse
@@ -54,8 +55,9 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         die(e)
     check_rule_styles(args.rule_styles, tok)
-    if args.rule_scale and not args.rule_styles:
-        die("--rule_scale true puts each piece's own scale among its rules: it needs --rule_styles (e.g. bach,fiddle)")
+    if args.rule_scale != "none" and not args.rule_styles:
+        die(f"--rule_scale {args.rule_scale} puts each piece's own scale among its rules: it needs --rule_styles "
+            f"(e.g. bach,fiddle)")
     tok_bytes = Path(args.tokenizer_paths).read_bytes()
     out = Path(args.output_base_dir)
     if out.exists() and not out.is_dir():
@@ -126,7 +128,7 @@ def main(argv=None):
             "val": {"tokens": n_val[0], "pieces": n_val[1]},
             "val_pieces": val_ids, "rejected": rejected,
             # per style: [pieces, tokens where its rules forbid some, tokens where the piece breaks them]
-            "rules": rules, "rule_scale": bool(args.rule_styles and args.rule_scale),
+            "rules": rules, "rule_scale": args.rule_scale if args.rule_styles else "none",
         }
         atomic_write(tmp / "tokenizer.json", tok_bytes)  # the data carries its tokenizer
         write_json(tmp / "meta.json", meta)

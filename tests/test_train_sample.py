@@ -470,9 +470,23 @@ def test_the_rules_penalty_is_minus_log_of_what_they_leave():
     assert torch.isfinite(logits.grad).all() and not logits.grad[0, 1:].any() and logits.grad[0, 0, 1] > 0
 
 
+def test_a_key_signature_s_nine_classes_are_the_same_for_either_mode():
+    from dataset import key_classes
+    def counts(names):  # notes per pitch class of a piece spelt as note names (sharps only), repeats counted
+        steps = {"C": 0, "C#": 1, "D": 2, "D#": 3, "E": 4, "F": 5, "F#": 6, "G": 7, "G#": 8, "A": 9, "A#": 10, "B": 11}
+        return np.bincount([steps[n] for n in names.split()], minlength=12)
+    c_and_a_minor = [0, 2, 4, 5, 6, 7, 8, 9, 11]  # C major's scale with A minor's raised sixth and seventh
+    assert key_classes(counts("C D E F G A B C E G C G F E D C")).tolist() == c_and_a_minor
+    assert key_classes(counts("A B C D E F G# A E A C B G# A E A")).tolist() == c_and_a_minor  # harmonic minor
+    assert key_classes(counts("A B C D E F# G# A G F E D C B A E A")).tolist() == c_and_a_minor  # melodic
+    assert key_classes(counts("D E F G A B C D A D F A C B A D")).tolist() == c_and_a_minor  # Dorian on D
+    assert key_classes(counts("G A B C D E F# G D G B D F# E G")).tolist() == [0, 1, 2, 3, 4, 6, 7, 9, 11]  # G: C# D#
+
+
 def test_training_with_the_rules_penalty(data, tmp_path):
     """prepare.py --rule_styles steps the chorales through their rules; train.py --rule_weight learns against what
     they forbid, its log names the penalty; a style without rules, or rules asked of data without them, is one line."""
+    from dataset import key_classes
     from encoding_decoding import Header
     make_bin(tmp_path, n=12, header=Header(style="bach", parts=(52, 52)), tokenizer=None)
     r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "bin",
@@ -482,28 +496,32 @@ def test_training_with_the_rules_penalty(data, tmp_path):
     meta = json.loads((tmp_path / "bin/meta.json").read_text())
     pieces, kept, broken = meta["rules"]["bach"]
     assert pieces == meta["train"]["pieces"] and kept > 0
-    r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "scaled",
-            "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--val_fraction", "0.2",
-            "--rule_styles", "bach", "--rule_scale", "true")
-    assert r.returncode == 0, r.stderr
-    scaled = json.loads((tmp_path / "scaled/meta.json").read_text())
-    assert scaled["rule_scale"] and scaled["rules"]["bach"][1] >= kept and not meta["rule_scale"]
-    tok = json.loads((tmp_path / "scaled/tokenizer.json").read_text())["itos"]
-    x = np.fromfile(tmp_path / "scaled/train.bin", dtype=np.uint16)
-    with np.load(tmp_path / "scaled/train_rules.npz") as z:
-        at, forbidden = z["positions"], np.unpackbits(z["forbidden"], axis=1, count=len(tok)).astype(bool)
-    assert not forbidden[np.arange(len(at)), x[at]].any()  # never the piece's own token
-    with np.load(tmp_path / "bin/train_rules.npz") as z:  # what the rules alone forbid: all of it still forbidden
+    assert meta["rule_scale"] == "none"
+    tok = json.loads((tmp_path / "bin/tokenizer.json").read_text())["itos"]
+    x = np.fromfile(tmp_path / "bin/train.bin", dtype=np.uint16)
+    with np.load(tmp_path / "bin/train_rules.npz") as z:  # what the rules alone forbid
         plain = dict(zip(z["positions"].tolist(), np.unpackbits(z["forbidden"], axis=1, count=len(tok)).astype(bool)))
-    assert all((forbidden[k] >= plain[t]).all() for k, t in enumerate(at.tolist()) if t in plain)
     pc = [int(t[1:]) % 12 if t[0] == "n" and t[1:].isdigit() else -1 for t in tok]
     heads = list(np.flatnonzero(x == tok.index("START"))) + [len(x)]
-    for h, e in zip(heads, heads[1:]):  # each piece (these use six pitch classes): at every pitch it writes, the
-        used = {pc[i] for i in x[h:e]} - {-1}  # others are forbidden, the ones it uses only where its rules say
-        pitches = [k for k, t in enumerate(at) if h <= t < e and pc[x[t]] >= 0]
-        assert len(used) == 6 and pitches and all(
-            forbidden[k, n] == (pc[n] not in used or (at[k] in plain and plain[at[k]][n]))
-            for k in pitches for n in range(len(tok)) if pc[n] >= 0)
+    for scale in ("used", "key"):
+        r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / scale,
+                "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--val_fraction", "0.2",
+                "--rule_styles", "bach", "--rule_scale", scale)
+        assert r.returncode == 0, r.stderr
+        scaled = json.loads((tmp_path / scale / "meta.json").read_text())
+        assert scaled["rule_scale"] == scale and scaled["rules"]["bach"][1] >= kept
+        assert np.array_equal(np.fromfile(tmp_path / scale / "train.bin", dtype=np.uint16), x)
+        with np.load(tmp_path / scale / "train_rules.npz") as z:
+            at, forbidden = z["positions"], np.unpackbits(z["forbidden"], axis=1, count=len(tok)).astype(bool)
+        assert not forbidden[np.arange(len(at)), x[at]].any()  # never the piece's own token
+        assert all((forbidden[k] >= plain[t]).all() for k, t in enumerate(at.tolist()) if t in plain)  # nor fewer
+        for h, e in zip(heads, heads[1:]):  # each piece (these use a whole-tone scale's six pitch classes): at
+            classes = [pc[i] for i in x[h:e] if pc[i] >= 0]  # every pitch it writes, the others (with "key", but
+            allowed = set(classes) | (set(key_classes(np.bincount(classes, minlength=12))) if scale == "key" else set())
+            pitches = [k for k, t in enumerate(at) if h <= t < e and pc[x[t]] >= 0]  # its key's nine) are forbidden,
+            assert len(set(classes)) == 6 and len(allowed) == (6 if scale == "used" else 11) and pitches and all(
+                forbidden[k, n] == (pc[n] not in allowed or (at[k] in plain and plain[at[k]][n]))  # the allowed
+                for k in pitches for n in range(len(tok)) if pc[n] >= 0)  # ones only where its rules say
     r = run("train.py", *train_args(tmp_path / "bin", tmp_path / "ruled", "--max_iters=4", "--eval_interval=4",
                                      "--rule_weight=1", "--rule_share=0.5"))
     assert r.returncode == 0, r.stderr
@@ -527,8 +545,12 @@ def test_training_with_the_rules_penalty(data, tmp_path):
             "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_styles", "folk")
     assert r.returncode != 0 and "'folk' takes no rules of part writing" in r.stderr
     r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "other",
-            "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_scale", "true")
+            "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_scale", "key")
     assert r.returncode != 0 and "it needs --rule_styles" in r.stderr and "Traceback" not in r.stderr
+    r = run("prepare.py", "--main_data_path", tmp_path / "text", "--output_base_dir", tmp_path / "other",
+            "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json", "--rule_styles", "bach", "--rule_scale",
+            "true")  # (round 13's boolean, now a choice)
+    assert r.returncode != 0 and "one of none, used, key" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "other").exists()
     r = run("train.py", *train_args(data, tmp_path / "r", "--rule_weight=1"))  # (data prepared without them)
     assert r.returncode != 0 and "no rules of part writing in this data" in r.stderr, r.stderr
