@@ -98,8 +98,8 @@ ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperatur
 # each round sharpened by 0.8 and top-p 0.95 made the next plainer) with the rules on parallels, crossing voices,
 # rests and the ending, --keep bounding the rhythm and the returning notes too; the tunes' picks three times over;
 # from round 11 the rules' penalty at weight 3 on the pool (at 10 and 30 it took more parallels and put notes outside
-# the key), from round 13 at weight 30 with each pick's own scale among the rules, which keeps them in the key
-# (models/corpus/MODEL.md)
+# the key), from round 13 at weight 30 with each pick's own scale among the rules, which keeps them in the key (round
+# 13 the classes it uses, which leant toward major; round 14 on its key signature's nine: models/corpus/MODEL.md)
 LINE_DRAW := --temperature 1.0 --top_p 1.0
 LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending $(LINE_DRAW)
 LINE_TUNES := 3
@@ -227,6 +227,9 @@ ifeq ($(wildcard $(STAGES)/round12/model.pt),)
 endif
 ifeq ($(wildcard $(STAGES)/round13/model.pt),)
 	$(call line,13,$(STAGES)/round12,$(STAGES)/round12,30,used)
+endif
+ifeq ($(wildcard $(STAGES)/round14/model.pt),)
+	$(call line,14,$(STAGES)/round13,$(STAGES)/round13,30,key)
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
