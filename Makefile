@@ -123,9 +123,9 @@ define fit_ruled
 		--mix_data_dir=$(CORPUS)/bin --mix_share=0.5 --rule_weight=$(5) --rule_share=0.5 --out_dir=$(CORPUS)/$(2) \
 		--seed=$(4) $(call resume_or,$(2),$(3)) && touch $(CORPUS)/$(2)/done; }
 endef
-# $(call draw,N,weights,Bach's settings,the tunes',runs of 32 tunes at each length): round N's samples (1,152
-# chorales of 12, 16 and 20 bars, tunes of 16 and 32 bars) and the picks --keep makes of them, each step skipped where
-# its output is there
+# $(call draw,N,weights,Bach's settings,the tunes',runs of 32 tunes at each length,more bounds on Bach's picks):
+# round N's samples (1,152 chorales of 12, 16 and 20 bars, tunes of 16 and 32 bars) and the picks --keep makes of them,
+# each step skipped where its output is there
 define draw
 	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in $$(seq 1 12); do \
 		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(2) --style bach --bars $$b $(3) \
@@ -135,7 +135,7 @@ define draw
 		--seed $$((2000 * $(1) + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/fiddle_$$b || exit 1; done; done; \
 		touch $(POOLS)/$(1)/all/done; }
 	test -d $(POOLS)/$(1)/keep/bach || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/bach_*/*.txt \
-		--against $(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/$(1)/keep/bach
+		--against $(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/$(1)/keep/bach $(6)
 	test -d $(POOLS)/$(1)/keep/fiddle || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/fiddle_*/*.txt --voices 1 \
 		--against $(CORPUS)/text/music21/ryansMammoth/*.txt --keep $(POOLS)/$(1)/keep/fiddle
 endef
@@ -150,10 +150,11 @@ define round
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
 	$(call fit,$(1),$(3),$(4),$$((12 + $(1))),$(7))
 endef
-# $(call line,N,weights that draw,init,the rules' penalty (none),own scale (none, used, key)): round N of the second line (288
-# tunes of each length), the picks of rounds 9 to N pooled
+# $(call line,N,weights that draw,init,the rules' penalty (none),own scale (none, used, key),the voices' range among
+# --keep's bounds on the chorales (none)): round N of the second line (288 tunes of each length), the picks of rounds 9
+# to N pooled
 define line
-	$(call draw,$(1),$(2),$(LINE_BACH),$(LINE_DRAW),9)
+	$(call draw,$(1),$(2),$(LINE_BACH),$(LINE_DRAW),9,$(if $(6),--keep_range true))
 	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir -p $(POOLS)/$(1)/pool.tmp && \
 		for k in $$(seq 9 $(1)); do test -d $(POOLS)/$$k/keep || { echo "round $(1) pools round $$k's picks, \
 		which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \
@@ -230,6 +231,9 @@ ifeq ($(wildcard $(STAGES)/round13/model.pt),)
 endif
 ifeq ($(wildcard $(STAGES)/round14/model.pt),)
 	$(call line,14,$(STAGES)/round13,$(STAGES)/round13,30,key)
+endif
+ifeq ($(wildcard $(STAGES)/round15/model.pt),)
+	$(call line,15,$(STAGES)/round14,$(STAGES)/round14,30,key,range)
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for

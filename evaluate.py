@@ -64,13 +64,13 @@ from batch import atomic_write, die, read_text, reason, swap_in, temp_name, writ
 from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
                       style_settings)
 from dataset import read_data
-from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, check_edition, finish, header_end,
+from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, check_edition, finish, header_end,
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, closest_style, ends_on_tonic,
-                      histogram, kernel_width, listen, logistic_accuracy, looped, other_lengths, outside_key,
-                      overlapping_area, parallels, piece_form, piece_key, piece_measures, polyphony, profile,
-                      repeated_notes, returning_notes, voice_ranges, worst_part_repeats)
+                      histogram, kernel_width, listen, logistic_accuracy, looped, other_lengths, out_of_range,
+                      outside_key, overlapping_area, parallels, piece_form, piece_key, piece_measures, polyphony,
+                      profile, repeated_notes, returning_notes, voice_ranges, worst_part_repeats)
 from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -739,6 +739,8 @@ def main(argv=None):
     parser.add_argument("--keep", metavar="DEST", help="with --listen and --against: copy into DEST (a new folder) the "
                                                        "files a teacher keeps beside the real pieces (keep_files), "
                                                        "e.g. samples' encodings to fine-tune on (MODEL.md)")
+    parser.add_argument("--keep_range", type=configurator.typed("keep_range", False), default=False,
+                        help="with --keep and --voices 4: bound the voices' range too (keep_files' `ranges`)")
     parser.add_argument("--cadence", nargs="+", help="encodings (.txt) of pieces the run never trained on: how well "
                                                      "it knows each one's last bar, with and without its opening "
                                                      "in view, against its other bars (teacher-forced), and exit")
@@ -754,10 +756,13 @@ def main(argv=None):
         die("--against names the real pieces to set beside --listen's files: give --listen FILES too")
     if args.keep and not args.against:
         die("--keep picks --listen's files by the real pieces' measures: give --listen FILES --against REAL too")
+    if args.keep_range and not (args.keep and args.voices == 4):
+        die(f"--keep_range bounds the range of four voices among --keep's picks: give --keep DEST and --voices 4 (not "
+            f"{args.voices})" if args.keep else "--keep_range bounds --keep's picks: give --keep DEST too")
     if args.keep and Path(args.keep).exists():
         die(f"--keep {args.keep}: already there; name a new folder (nothing in it is overwritten)")
     if args.listen:
-        return listen_to_files(args.listen, args.voices, args.against, args.keep)
+        return listen_to_files(args.listen, args.voices, args.against, args.keep, args.keep_range)
     if args.forms:
         return forms_of_files(args.forms)
     run = Path(args.out_dir)
@@ -959,17 +964,18 @@ def readable_pieces(paths, flag):
     return pieces, kept
 
 
-def listen_to_files(paths, voices, against=None, keep=None):
+def listen_to_files(paths, voices, against=None, keep=None, keep_range=False):
     """evaluate.py --listen: the measures of listen() over the pitched notes of MIDI files or encodings, as one
     table; a file with none (empty, drums only, unreadable) is named with its reason and left out. With `against`
     (real pieces): their row too, and how often a classifier on the pieces' measures (MEASURES) tells the files
     from as many of them, beside two halves of them (about 50 %: what it cannot tell apart), drawn by a fixed seed.
-    With `keep` (a new folder): the files keep_files picks are copied there, and their row is printed too."""
+    With `keep` (a new folder): the files keep_files picks are copied there (with `keep_range`, the voices' range
+    among its bounds), and their row is printed too."""
     sf, (files, file_paths) = Spec().sample_freq, readable_pieces(paths, "--listen")
     rows = [("files", files)]
     rows += [("real", readable_pieces(against, "--against")[0])] if against else []
     if keep:
-        picked = keep_files(files, rows[1][1], voices, sf)
+        picked = keep_files(files, rows[1][1], voices, sf, ranges=keep_range)
         rows += [("kept", [files[i] for i in picked])] if picked else []
         copy_files([file_paths[i] for i in picked], Path(keep))
         print(f"kept {len(picked)} of {len(files)} files in {keep}")
@@ -988,7 +994,7 @@ def listen_to_files(paths, voices, against=None, keep=None):
               f"pieces: {shown(halves, '.0%')})" + ("; – too few pieces to tell" if None in (told, halves) else ""))
 
 
-def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
+def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90, ranges=False):
     """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
     triad of their key, move in parallel fifths and octaves (with more than one voice), repeat their parts' last
     pitches (a voice standing still avoids parallels too; all parts together and the part that repeats most, of
@@ -998,7 +1004,9 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
     vary their rhythm at least as much (other_lengths: a piece in crotchets throughout avoids much of the rest; the
     rounds of distillation learnt it), each piece by itself (so that what is kept is spread about as the real
     pieces are, not all better than their mean), then the major or the minor ones left out (by `seed`) until minor
-    keys are as common as among the real pieces.
+    keys are as common as among the real pieces. With `ranges` (four voices), two more bounds: the share of its
+    four-note beats with a voice outside its usual range (config.usual_ranges) and its span from lowest to highest
+    pitch (models/corpus/MODEL.md: the samples' voices wander wider than Bach's).
     Pure: evaluate.py --keep copies them."""
     # parallels per move; repeated notes per note, in all parts and the worst; returning notes; notes outside the
     # key; a loop; notes not of the commonest length, negated (the fewer, the plainer: the bound is the real
@@ -1010,6 +1018,9 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90):
         varied, total = other_lengths(notes)
         shares = (count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), back / max(later, 1),
                   outside_key(notes, key), float(looped(notes, header, sample_freq)), -varied / max(total, 1))
+        if ranges and voices == 4:
+            out, beats = out_of_range(beat_chords(notes, sample_freq), config.usual_ranges)
+            shares += (out / max(beats, 1), float(np.ptp([as_note(n).pitch for n in notes])))
         return shares, moves > 0
 
     real_keys = [piece_key(notes) for notes, _ in real]

@@ -423,6 +423,22 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
             tmp_path / "none")  # nothing kept: an empty folder, and the table without a row for it
     assert r.returncode == 0 and "kept 0 of 1 files" in r.stdout and "| kept |" not in r.stdout, r.stderr
     assert list((tmp_path / "none").iterdir()) == []
+    # with the voices' range bounded too: the cadence with its bass down at C2 (under the bass's usual 40 on 8 of 12
+    # beats, spanning 38 semitones against 26), all else as the real one, is left out only then
+    low = chord(0, (72, 67, 64, 36)) + chord(16, (74, 67, 65, 43)) + chord(32, (72, 67, 64, 36))
+    write("s_low.txt", low)
+    both = [(notes, Header(style="bach", parts=(52, 52, 52, 52))) for notes in (c_major, low)]
+    assert keep_files(both, plain, 4, 4) == [0, 1] and keep_files(both, plain, 4, 4, ranges=True) == [0]
+    assert keep_files(both, plain + both[1:], 4, 4, percentile=100, ranges=True) == [0, 1]
+    r = run("evaluate.py", "--listen", tmp_path / "s_major0.txt", tmp_path / "s_low.txt", "--against",
+            tmp_path / "real0.txt", "--keep", tmp_path / "ranged", "--keep_range", "true")
+    assert r.returncode == 0 and "kept 1 of 2 files" in r.stdout, r.stderr
+    assert [p.name for p in (tmp_path / "ranged").iterdir()] == ["s_major0.txt"]
+    for bad, says in ((["--voices", "1", "--keep", tmp_path / "r2"], "give --keep DEST and --voices 4 (not 1)"),
+                      ([], "give --keep DEST too")):
+        r = run("evaluate.py", "--listen", tmp_path / "s_low.txt", "--against", tmp_path / "real0.txt", *bad,
+                "--keep_range", "true")
+        assert r.returncode != 0 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
