@@ -124,8 +124,8 @@ def write_rules(path, data, tok, styles, scale="none"):
     """The rules' tokens of train.bin (`data`): each training piece of `styles` stepped through its style's rules of
     part writing (controls.style_rules) as the sampler holds them (mask.rule_breaks); where they forbid some tokens
     and the piece keeps them, its position in `data` and what they forbid (packed bits over the vocabulary), saved as
-    one .npz of two arrays. With `scale` "used" or "key", the piece's own scale among them (own_scale). Returns {style: [pieces,
-    positions kept, positions where the piece breaks the rule]}."""
+    one .npz of two arrays. With `scale` "used" or "key", the piece's own scale among them (own_scale). Returns
+    {style: [pieces, positions kept, positions where the piece breaks the rule]}."""
     from controls import style_rules  # the sampler's controls and mask: only this step of prepare.py needs them
     from mask import rule_breaks
     heads = np.flatnonzero(np.asarray(data) == tok.stoi[START])
