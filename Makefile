@@ -99,7 +99,8 @@ ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperatur
 # rests and the ending, --keep bounding the rhythm and the returning notes too; the tunes' picks three times over;
 # from round 11 the rules' penalty at weight 3 on the pool (at 10 and 30 it took more parallels and put notes outside
 # the key), from round 13 at weight 30 with each pick's own scale among the rules, which keeps them in the key (round
-# 13 the classes it uses, which leant toward major; round 14 on its key signature's nine: models/corpus/MODEL.md)
+# 13 the classes it uses, which leant toward major; round 14 on its key signature's nine), from round 15 with the
+# chorales' voices kept in their ranges by --keep (models/corpus/MODEL.md)
 LINE_DRAW := --temperature 1.0 --top_p 1.0
 LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending $(LINE_DRAW)
 LINE_TUNES := 3
