@@ -170,8 +170,9 @@ def own_scale(pitch_class, piece, at, packed, broken, key=False):
     (models/corpus/MODEL.md, "The piece's own scale among the rules" and "Round 14"). `pitch_class`: pitch_classes
     of the tokenizer."""
     x, is_n = np.asarray(piece), pitch_class >= 0
-    used = np.unique(pitch_class[x[is_n[x]]])
-    scale = np.union1d(used, key_classes(np.bincount(pitch_class[x[is_n[x]]], minlength=12))) if key else used
+    written = pitch_class[x[is_n[x]]]  # the pitch class of each note it writes
+    used = np.unique(written)
+    scale = np.union1d(used, key_classes(np.bincount(written, minlength=12))) if key else used
     foreign = is_n & ~np.isin(pitch_class, scale)  # (V,) the pitches of the scale's other classes
     if not is_n[x].any() or not foreign.any():  # no pitches, or all twelve: nothing to add
         return at, packed, broken

@@ -1012,14 +1012,15 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90, ranges=
     # key; a loop; notes not of the commonest length, negated (the fewer, the plainer: the bound is the real
     # pieces' 100 - percentile)
     def measured(notes, header, key):
-        count, moves = parallels(beat_chords(notes, sample_freq), voices) if voices > 1 else (0, 1)
+        chords = beat_chords(notes, sample_freq)
+        count, moves = parallels(chords, voices) if voices > 1 else (0, 1)
         struck, after = repeated_notes(notes)
         back, later = returning_notes(notes)
         varied, total = other_lengths(notes)
         shares = (count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), back / max(later, 1),
                   outside_key(notes, key), float(looped(notes, header, sample_freq)), -varied / max(total, 1))
         if ranges and voices == 4:
-            out, beats = out_of_range(beat_chords(notes, sample_freq), config.usual_ranges)
+            out, beats = out_of_range(chords, config.usual_ranges)
             shares += (out / max(beats, 1), float(np.ptp([as_note(n).pitch for n in notes])))
         return shares, moves > 0
 
