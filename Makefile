@@ -100,7 +100,8 @@ ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperatur
 # from round 11 the rules' penalty at weight 3 on the pool (at 10 and 30 it took more parallels and put notes outside
 # the key), from round 13 at weight 30 with each pick's own scale among the rules, which keeps them in the key (round
 # 13 the classes it uses, which leant toward major; round 14 on its key signature's nine), from round 15 with the
-# chorales' voices kept in their ranges by --keep (models/corpus/MODEL.md)
+# chorales' voices kept in their ranges by --keep, from round 16 only chorales that begin on the tonic triad (most of
+# the samples set out from another chord and end in another key: models/corpus/MODEL.md)
 LINE_DRAW := --temperature 1.0 --top_p 1.0
 LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending $(LINE_DRAW)
 LINE_TUNES := 3
@@ -151,15 +152,19 @@ define round
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
 	$(call fit,$(1),$(3),$(4),$$((12 + $(1))),$(7))
 endef
-# $(call line,N,weights that draw,init,the rules' penalty (none),own scale (none, used, key),the voices' range among
-# --keep's bounds on the chorales (none)): round N of the second line (288 tunes of each length), the picks of rounds 9
-# to N pooled
+# $(call line,N,weights that draw,init,the rules' penalty (none),own scale (none, used, key),more bounds of --keep on
+# the chorales (none; of range, opening)): round N of the second line (288 tunes of each length), the picks of rounds 9
+# to N pooled; with `opening`, the chorales of the rounds before N only those of their picks that begin on the tonic
 define line
-	$(call draw,$(1),$(2),$(LINE_BACH),$(LINE_DRAW),9,$(if $(6),--keep_range true))
+	$(call draw,$(1),$(2),$(LINE_BACH),$(LINE_DRAW),9,$(if $(filter range,$(6)),--keep_range true) \
+		$(if $(filter opening,$(6)),--keep_opening true))
 	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir -p $(POOLS)/$(1)/pool.tmp && \
 		for k in $$(seq 9 $(1)); do test -d $(POOLS)/$$k/keep || { echo "round $(1) pools round $$k's picks, \
 		which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \
-		cp -r $(POOLS)/$$k/keep/bach $(POOLS)/$(1)/pool.tmp/bach$$k && for c in $$(seq 1 $(LINE_TUNES)); do \
+		if [ $$k = $(1) ] || [ -z "$(filter opening,$(6))" ]; then cp -r $(POOLS)/$$k/keep/bach \
+		$(POOLS)/$(1)/pool.tmp/bach$$k; else $(PY) evaluate.py --listen $(POOLS)/$$k/keep/bach/*.txt --against \
+		$(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/$(1)/pool.tmp/bach$$k --keep_opening true > /dev/null; fi || exit 1; \
+		for c in $$(seq 1 $(LINE_TUNES)); do \
 		cp -r $(POOLS)/$$k/keep/fiddle $(POOLS)/$(1)/pool.tmp/fiddle$$k-$$c || exit 1; done; done && \
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
 	$(if $(4),$(call fit_ruled,$(1),distill$(1),$(3),$$((12 + $(1))),$(4),$(5)),\
@@ -237,7 +242,7 @@ ifeq ($(wildcard $(STAGES)/round15/model.pt),)
 	$(call line,15,$(STAGES)/round14,$(STAGES)/round14,30,key,range)
 endif
 ifeq ($(wildcard $(STAGES)/round16/model.pt),)
-	$(call line,16,$(STAGES)/round15,$(STAGES)/round15,30,key,range)
+	$(call line,16,$(STAGES)/round15,$(STAGES)/round15,30,key,range opening)
 endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for

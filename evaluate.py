@@ -67,7 +67,7 @@ from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, check_edition, finish, header_end,
                                kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
-from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, closest_style, ends_on_tonic,
+from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, begins_on_tonic, closest_style, ends_on_tonic,
                       histogram, kernel_width, listen, logistic_accuracy, looped, other_lengths, out_of_range,
                       outside_key, overlapping_area, parallels, piece_form, piece_key, piece_measures, polyphony,
                       profile, repeated_notes, returning_notes, voice_ranges, worst_part_repeats)
@@ -741,6 +741,9 @@ def main(argv=None):
                                                        "e.g. samples' encodings to fine-tune on (MODEL.md)")
     parser.add_argument("--keep_range", type=configurator.typed("keep_range", False), default=False,
                         help="with --keep and --voices 4: bound the voices' range too (keep_files' `ranges`)")
+    parser.add_argument("--keep_opening", type=configurator.typed("keep_opening", False), default=False,
+                        help="with --keep and more than one voice: keep only pieces that begin on the tonic triad "
+                             "too (keep_files' `opening`)")
     parser.add_argument("--cadence", nargs="+", help="encodings (.txt) of pieces the run never trained on: how well "
                                                      "it knows each one's last bar, with and without its opening "
                                                      "in view, against its other bars (teacher-forced), and exit")
@@ -759,10 +762,14 @@ def main(argv=None):
     if args.keep_range and not (args.keep and args.voices == 4):
         die(f"--keep_range bounds the range of four voices among --keep's picks: give --keep DEST and --voices 4 (not "
             f"{args.voices})" if args.keep else "--keep_range bounds --keep's picks: give --keep DEST too")
+    if args.keep_opening and not (args.keep and args.voices > 1):
+        die("--keep_opening keeps --keep's picks that begin on their tonic triad: give --keep DEST and more than one "
+            f"voice (--voices {args.voices})" if args.keep else "--keep_opening bounds --keep's picks: give --keep "
+            "DEST too")
     if args.keep and Path(args.keep).exists():
         die(f"--keep {args.keep}: already there; name a new folder (nothing in it is overwritten)")
     if args.listen:
-        return listen_to_files(args.listen, args.voices, args.against, args.keep, args.keep_range)
+        return listen_to_files(args.listen, args.voices, args.against, args.keep, args.keep_range, args.keep_opening)
     if args.forms:
         return forms_of_files(args.forms)
     run = Path(args.out_dir)
@@ -964,18 +971,18 @@ def readable_pieces(paths, flag):
     return pieces, kept
 
 
-def listen_to_files(paths, voices, against=None, keep=None, keep_range=False):
+def listen_to_files(paths, voices, against=None, keep=None, keep_range=False, keep_opening=False):
     """evaluate.py --listen: the measures of listen() over the pitched notes of MIDI files or encodings, as one
     table; a file with none (empty, drums only, unreadable) is named with its reason and left out. With `against`
     (real pieces): their row too, and how often a classifier on the pieces' measures (MEASURES) tells the files
     from as many of them, beside two halves of them (about 50 %: what it cannot tell apart), drawn by a fixed seed.
     With `keep` (a new folder): the files keep_files picks are copied there (with `keep_range`, the voices' range
-    among its bounds), and their row is printed too."""
+    among its bounds; with `keep_opening`, only those that begin on the tonic triad), and their row is printed too."""
     sf, (files, file_paths) = Spec().sample_freq, readable_pieces(paths, "--listen")
     rows = [("files", files)]
     rows += [("real", readable_pieces(against, "--against")[0])] if against else []
     if keep:
-        picked = keep_files(files, rows[1][1], voices, sf, ranges=keep_range)
+        picked = keep_files(files, rows[1][1], voices, sf, ranges=keep_range, opening=keep_opening)
         rows += [("kept", [files[i] for i in picked])] if picked else []
         copy_files([file_paths[i] for i in picked], Path(keep))
         print(f"kept {len(picked)} of {len(files)} files in {keep}")
@@ -994,7 +1001,7 @@ def listen_to_files(paths, voices, against=None, keep=None, keep_range=False):
               f"pieces: {shown(halves, '.0%')})" + ("; – too few pieces to tell" if None in (told, halves) else ""))
 
 
-def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90, ranges=False):
+def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90, ranges=False, opening=False):
     """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
     triad of their key, move in parallel fifths and octaves (with more than one voice), repeat their parts' last
     pitches (a voice standing still avoids parallels too; all parts together and the part that repeats most, of
@@ -1006,7 +1013,8 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90, ranges=
     pieces are, not all better than their mean), then the major or the minor ones left out (by `seed`) until minor
     keys are as common as among the real pieces. With `ranges` (four voices), two more bounds: the share of its
     four-note beats with a voice outside its usual range (config.usual_ranges) and its span from lowest to highest
-    pitch (models/corpus/MODEL.md: the samples' voices wander wider than Bach's).
+    pitch (models/corpus/MODEL.md: the samples' voices wander wider than Bach's). With `opening` (more than one
+    voice), they begin on the tonic triad too (begins_on_tonic: the samples set out from another chord).
     Pure: evaluate.py --keep copies them."""
     # parallels per move; repeated notes per note, in all parts and the worst; returning notes; notes outside the
     # key; a loop; notes not of the commonest length, negated (the fewer, the plainer: the bound is the real
@@ -1029,6 +1037,7 @@ def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90, ranges=
     share = np.mean([key is not None and key[1] == "minor" for key in real_keys])
     keys = [piece_key(notes) for notes, _ in pieces]
     kept = [i for i, ((notes, header), key) in enumerate(zip(pieces, keys)) if ends_on_tonic(notes, key) and (
+        not (opening and voices > 1) or begins_on_tonic(notes, key)) and (
         (m := measured(notes, header, key))[1] and all(np.array(m[0]) <= bound))]
     minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
     major = sorted(set(kept) - set(minor))
@@ -1057,6 +1066,7 @@ def copy_files(paths, dest):
 # listen()'s measures as table columns: (key, title, format)
 LISTENED = [("full_beats", "beats with all voices sounding", ".0%"),
             ("parallels_per_100_moves", "parallel fifths and octaves per 100 moves", ".1f"),
+            ("begins_on_tonic", "begins on the tonic triad", ".0%"),
             ("ends_on_tonic", "ends on the tonic triad", ".0%"),
             ("ends_not_a_triad", "last chord not a triad", ".0%"),
             ("repeated_bars", "bars repeating an earlier bar", ".0%"),

@@ -82,17 +82,27 @@ def piece_key(notes):
     return key.tonic.pitchClass, key.mode
 
 
-def ends_on_tonic(notes, key=None):
-    """Whether the last onset's chord is the tonic triad of the piece's key (piece_key, unless given): its pitch
-    classes hold the tonic and lie in the triad (a major third allowed in minor: Picardy)."""
-    notes = list(map(as_note, notes))
-    if not notes:
-        return False
-    tonic, mode = key or piece_key(notes)
+def tonic_chord(pitch_classes, key, picardy=False):
+    """Whether these pitch classes are the tonic triad of `key` (tonic, mode): they hold the tonic and lie in the
+    triad (with `picardy`, a major third allowed in minor)."""
+    tonic, mode = key
     triad = {tonic, (tonic + 7) % 12, (tonic + (4 if mode == "major" else 3)) % 12}
-    triad |= {(tonic + 4) % 12} if mode == "minor" else set()
-    final = final_pitch_classes(notes)
-    return tonic in final and final <= triad
+    triad |= {(tonic + 4) % 12} if picardy and mode == "minor" else set()
+    return tonic in pitch_classes and pitch_classes <= triad
+
+
+def ends_on_tonic(notes, key=None):
+    """Whether the last onset's chord is the tonic triad of the piece's key (piece_key, unless given), a major third
+    allowed in minor (Picardy)."""
+    notes = list(map(as_note, notes))
+    return bool(notes) and tonic_chord(final_pitch_classes(notes), key or piece_key(notes), picardy=True)
+
+
+def begins_on_tonic(notes, key=None):
+    """Whether the first onset's chord is the tonic triad of the piece's key (piece_key, unless given): where the
+    piece sets out from is where it comes home to (Bach's chorales: 78 % of those in four parts)."""
+    notes = list(map(as_note, notes))
+    return bool(notes) and tonic_chord(first_pitch_classes(notes), key or piece_key(notes))
 
 
 def triad_root(pitch_classes):
@@ -112,6 +122,12 @@ def final_pitch_classes(notes):
     """The pitch classes sounding at a piece's last onset (Notes)."""
     last = max(n.start for n in notes)
     return {n.pitch % 12 for n in notes if n.start <= last < n.end}
+
+
+def first_pitch_classes(notes):
+    """The pitch classes struck at a piece's first onset (Notes)."""
+    first = min(n.start for n in notes)
+    return {n.pitch % 12 for n in notes if n.start == first}
 
 
 def last_chord(notes, key=None):
@@ -269,7 +285,7 @@ def looped(notes, header, sample_freq, least=4):
 
 def listen(pieces, voices, sample_freq):
     """What a music teacher counts, over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
-    parallels per 100 moves, the share of pieces ending on the tonic triad, the mean share of repeated bars, the
+    parallels per 100 moves, the shares of pieces beginning and ending on the tonic triad, the mean share of repeated bars, the
     share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
     100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
     (repeated_notes), the share going back to the pitch before their part's last (returning_notes), the share of
@@ -286,6 +302,7 @@ def listen(pieces, voices, sample_freq):
     struck = np.sum([repeated_notes(n) for n, _ in pieces], axis=0)
     out = {"voices": voices, "full_beats": float(np.mean([full_beats(c, voices) for c in chords])),
            "parallels_per_100_moves": 100 * sum(p for p, _ in par) / moves if moves else None,
+           "begins_on_tonic": float(np.mean([begins_on_tonic(n, k) for (n, _), k in zip(pieces, keys)])),
            "ends_on_tonic": float(np.mean([ends_on_tonic(n, k) for (n, _), k in zip(pieces, keys)])),
            "repeated_bars": float(np.mean([repeated_bars(n, h, sample_freq) for n, h in pieces])),
            "outside_key": float(np.mean([outside_key(n, k) for (n, _), k in zip(pieces, keys)])),

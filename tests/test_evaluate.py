@@ -195,9 +195,12 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert parallels(beat_chords(notes, 4)[:3], 4) == (3, 2)
     assert ends_on_tonic(notes[:-1] + [(28, 60, 4, 80, 3), (28, 64, 4, 80, 0), (28, 67, 4, 80, 1)])
     assert not ends_on_tonic(notes[:8])  # ends on G B D: the dominant
+    from measures import begins_on_tonic
+    assert begins_on_tonic(notes) and not begins_on_tonic(notes[4:])  # from C E G C; from the dominant G B D G
+    assert not begins_on_tonic([(0, 69, 8, 80, 0), (0, 60, 8, 80, 1)] + notes, (0, "major"))  # A over C: not a triad
     assert repeated_bars(notes, Header(), 4) == 0.5  # the second bar repeats the first
     r = listen([(notes, Header())], 4, 4)
-    assert r["full_beats"] == 6 / 8 and r["repeated_bars"] == 0.5
+    assert r["full_beats"] == 6 / 8 and r["repeated_bars"] == 0.5 and r["begins_on_tonic"] == 1
     # every note in C major; the soprano's G5 (79) above its range (to 78) on 2 of 6 four-note beats; the alto a
     # sixth under the soprano, the tenor a sixth under the alto: never an octave apart
     assert r["outside_key"] == 0 and r["minor"] == 0
@@ -438,6 +441,22 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
                       ([], "give --keep DEST too")):
         r = run("evaluate.py", "--listen", tmp_path / "s_low.txt", "--against", tmp_path / "real0.txt", *bad,
                 "--keep_range", "true")
+        assert r.returncode != 0 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    # with the opening bounded: the same cadence set out from the subdominant (F A C, then I V I, still C major by
+    # the key analysis) is left out only then, and only with more than one voice
+    away = chord(0, (72, 69, 65, 53)) + [(at + 16, *rest) for at, *rest in c_major]
+    write("s_away.txt", away)
+    both = [(notes, Header(style="bach", parts=(52, 52, 52, 52))) for notes in (c_major, away)]
+    assert keep_files(both, plain, 4, 4) == [0, 1] and keep_files(both, plain, 4, 4, opening=True) == [0]
+    assert keep_files(both, plain, 1, 4, opening=True) == [0, 1]
+    r = run("evaluate.py", "--listen", tmp_path / "s_major0.txt", tmp_path / "s_away.txt", "--against",
+            tmp_path / "real0.txt", "--keep", tmp_path / "opened", "--keep_opening", "true")
+    assert r.returncode == 0 and "kept 1 of 2 files" in r.stdout, r.stderr
+    assert [p.name for p in (tmp_path / "opened").iterdir()] == ["s_major0.txt"]
+    for bad, says in ((["--voices", "1", "--keep", tmp_path / "o2"], "more than one voice (--voices 1)"),
+                      ([], "give --keep DEST too")):
+        r = run("evaluate.py", "--listen", tmp_path / "s_away.txt", "--against", tmp_path / "real0.txt", *bad,
+                "--keep_opening", "true")
         assert r.returncode != 0 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
