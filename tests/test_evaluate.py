@@ -433,15 +433,6 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     both = [(notes, Header(style="bach", parts=(52, 52, 52, 52))) for notes in (c_major, low)]
     assert keep_files(both, plain, 4, 4) == [0, 1] and keep_files(both, plain, 4, 4, ranges=True) == [0]
     assert keep_files(both, plain + both[1:], 4, 4, percentile=100, ranges=True) == [0, 1]
-    r = run("evaluate.py", "--listen", tmp_path / "s_major0.txt", tmp_path / "s_low.txt", "--against",
-            tmp_path / "real0.txt", "--keep", tmp_path / "ranged", "--keep_range", "true")
-    assert r.returncode == 0 and "kept 1 of 2 files" in r.stdout, r.stderr
-    assert [p.name for p in (tmp_path / "ranged").iterdir()] == ["s_major0.txt"]
-    for bad, says in ((["--voices", "1", "--keep", tmp_path / "r2"], "give --keep DEST and --voices 4 (not 1)"),
-                      ([], "give --keep DEST too")):
-        r = run("evaluate.py", "--listen", tmp_path / "s_low.txt", "--against", tmp_path / "real0.txt", *bad,
-                "--keep_range", "true")
-        assert r.returncode != 0 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
     # with the opening bounded: the same cadence set out from the subdominant (F A C, then I V I, still C major by
     # the key analysis) is left out only then, and only with more than one voice
     away = chord(0, (72, 69, 65, 53)) + [(at + 16, *rest) for at, *rest in c_major]
@@ -449,15 +440,16 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     both = [(notes, Header(style="bach", parts=(52, 52, 52, 52))) for notes in (c_major, away)]
     assert keep_files(both, plain, 4, 4) == [0, 1] and keep_files(both, plain, 4, 4, opening=True) == [0]
     assert keep_files(both, plain, 1, 4, opening=True) == [0, 1]
-    r = run("evaluate.py", "--listen", tmp_path / "s_major0.txt", tmp_path / "s_away.txt", "--against",
-            tmp_path / "real0.txt", "--keep", tmp_path / "opened", "--keep_opening", "true")
-    assert r.returncode == 0 and "kept 1 of 2 files" in r.stdout, r.stderr
-    assert [p.name for p in (tmp_path / "opened").iterdir()] == ["s_major0.txt"]
-    for bad, says in ((["--voices", "1", "--keep", tmp_path / "o2"], "more than one voice (--voices 1)"),
-                      ([], "give --keep DEST too")):
-        r = run("evaluate.py", "--listen", tmp_path / "s_away.txt", "--against", tmp_path / "real0.txt", *bad,
-                "--keep_opening", "true")
-        assert r.returncode != 0 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    # each bound from the command line, and without --keep or with one voice, one line
+    for flag, name, one_voice in (("--keep_range", "s_low.txt", "give --keep DEST and --voices 4 (not 1)"),
+                                  ("--keep_opening", "s_away.txt", "more than one voice (--voices 1)")):
+        r = run("evaluate.py", "--listen", tmp_path / "s_major0.txt", tmp_path / name, "--against",
+                tmp_path / "real0.txt", "--keep", tmp_path / flag, flag, "true")
+        assert r.returncode == 0 and "kept 1 of 2 files" in r.stdout, r.stderr
+        assert [p.name for p in (tmp_path / flag).iterdir()] == ["s_major0.txt"]
+        for bad, says in ((["--voices", "1", "--keep", tmp_path / "k3"], one_voice), ([], "give --keep DEST too")):
+            r = run("evaluate.py", "--listen", tmp_path / name, "--against", tmp_path / "real0.txt", *bad, flag, "true")
+            assert r.returncode != 0 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
