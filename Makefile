@@ -244,6 +244,9 @@ endif
 ifeq ($(wildcard $(STAGES)/round16/model.pt),)
 	$(call line,16,$(STAGES)/round15,$(STAGES)/round15,30,key,range opening)
 endif
+ifeq ($(wildcard $(STAGES)/round17/model.pt),)
+	$(call line,17,$(STAGES)/round16,$(STAGES)/round16,30,key,range opening)
+endif
 
 # midi-samples/shipped: ten samples of the shipped model, each with its style's defaults (config.STYLE_DEFAULTS: for
 # Bach and fiddle tunes their rules and forms drawn from real pieces; two with a --form given), from this fixed list of
