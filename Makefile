@@ -154,7 +154,7 @@ define round
 endef
 # $(call line,N,weights that draw,init,the rules' penalty (none),own scale (none, used, key),more bounds of --keep on
 # the chorales (none; of range, opening)): round N of the second line (288 tunes of each length), the picks of rounds 9
-# to N pooled; with `opening`, the chorales of the rounds before N only those of their picks that begin on the tonic
+# to N pooled; with `opening`, of the earlier rounds' chorale picks only those that begin on the tonic
 define line
 	$(call draw,$(1),$(2),$(LINE_BACH),$(LINE_DRAW),9,$(if $(filter range,$(6)),--keep_range true) \
 		$(if $(filter opening,$(6)),--keep_opening true))
@@ -163,7 +163,8 @@ define line
 		which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \
 		if [ $$k = $(1) ] || [ -z "$(filter opening,$(6))" ]; then cp -r $(POOLS)/$$k/keep/bach \
 		$(POOLS)/$(1)/pool.tmp/bach$$k; else $(PY) evaluate.py --listen $(POOLS)/$$k/keep/bach/*.txt --against \
-		$(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/$(1)/pool.tmp/bach$$k --keep_opening true > /dev/null; fi || exit 1; \
+		$(CORPUS)/text/music21/bach/*.txt --keep $(POOLS)/$(1)/pool.tmp/bach$$k --keep_opening true > /dev/null; \
+		fi || exit 1; \
 		for c in $$(seq 1 $(LINE_TUNES)); do \
 		cp -r $(POOLS)/$$k/keep/fiddle $(POOLS)/$(1)/pool.tmp/fiddle$$k-$$c || exit 1; done; done && \
 		mv $(POOLS)/$(1)/pool.tmp $(POOLS)/$(1)/pool; }
