@@ -285,8 +285,8 @@ def looped(notes, header, sample_freq, least=4):
 
 def listen(pieces, voices, sample_freq):
     """What a music teacher counts, over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
-    parallels per 100 moves, the shares of pieces beginning and ending on the tonic triad, the mean share of repeated bars, the
-    share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
+    parallels per 100 moves, the shares of pieces beginning and ending on the tonic triad, the mean share of
+    repeated bars, the share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
     100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
     (repeated_notes), the share going back to the pitch before their part's last (returning_notes), the share of
     notes not of their piece's commonest length (other_lengths), the share of pieces with a part striking its last
