@@ -286,14 +286,14 @@ def looped(notes, header, sample_freq, least=4):
 def listen(pieces, voices, sample_freq):
     """What a music teacher counts, over pieces [(notes, header)]: the share of beats with `voices` notes sounding,
     parallels per 100 moves, the shares of pieces beginning and ending on the tonic triad, the mean share of
-    repeated bars, the share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps over an octave per
-    100 of its moves between beats of `voices` notes, the share of a part's notes repeating its last pitch
-    (repeated_notes), the share going back to the pitch before their part's last (returning_notes), the share of
-    notes not of their piece's commonest length (other_lengths), the share of pieces with a part striking its last
-    pitch again in over half its notes (frozen_part), the share of pieces that loop one phrase (looped), with more
-    than one voice the share of pieces whose last chord is not a triad (last_chord), and, for four voices, the
-    share of four-note beats with a voice outside its range (config.usual_ranges) and the upper voices more than an
-    octave apart per 100 four-note beats."""
+    repeated bars, the share of notes outside the piece's key, the share of pieces in a minor key, a voice's leaps
+    over an octave per 100 of its moves between beats of `voices` notes, the share of a part's notes repeating its
+    last pitch (repeated_notes), the share going back to the pitch before their part's last (returning_notes), the
+    share of notes not of their piece's commonest length (other_lengths), the share of pieces with a part striking
+    its last pitch again in over half its notes (frozen_part), the share of pieces that loop one phrase (looped),
+    with more than one voice the share of pieces whose last chord is not a triad (last_chord), and, for four voices,
+    the share of four-note beats with a voice outside its range (config.usual_ranges) and the upper voices more than
+    an octave apart per 100 four-note beats."""
     chords = [beat_chords(n, sample_freq) for n, _ in pieces]
     keys = [piece_key(n) for n, _ in pieces]
     par = [parallels(c, voices) for c in chords]
