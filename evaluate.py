@@ -7,6 +7,7 @@ python evaluate.py --listen midi-samples/*.mid [--voices 4]   (what a music teac
 python evaluate.py --forms data/text/music21/bach/*.txt          (the forms of real pieces, as --form auto draws them)
 python evaluate.py --out_dir models/corpus --cadence val/*.txt   (how well a run knows the last bars, by its view)
 python evaluate.py --out_dir models/corpus --rules val/*.txt     (does a run know the rules of part writing?)
+python evaluate.py --out_dir models/corpus --repeats val/*.txt   (can a run copy a bar it has heard?)
 
 Writes eval.json, eval.md and eval_histograms.png into the run folder.
 - Likelihood: cross-entropy of the validation pieces (originals only) in bits per token and bits per note, for the
@@ -751,6 +752,9 @@ def main(argv=None):
                                                    "(config.STYLE_DEFAULTS): teacher-forced, how often the pieces "
                                                    "break each rule and the run's probability on what it forbids, "
                                                    "and exit")
+    parser.add_argument("--repeats", nargs="+", help="encodings (.txt) of pieces: teacher-forced, what the run pays "
+                                                     "for bars that repeat earlier ones, and for bars written again "
+                                                     "(can it copy?), and exit")
     parser.add_argument("--forms", nargs="+", help="MIDI files or encodings (.txt) of real pieces: print each style's "
                                                    "forms (measures.piece_form), as --form auto draws them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
@@ -779,6 +783,8 @@ def main(argv=None):
         return cadence_of_files(model, tok, args.cadence, device)
     if args.rules:
         return rules_of_files(model, tok, args.rules, device)
+    if args.repeats:
+        return repeats_of_files(model, tok, args.repeats, device)
     writable_dir(run, "the run folder (eval.json goes there)")
     eval_key_controls(args, tok.spec)  # checked before any work
     splits, meta, data_tokenizer = read_data(args.data_dir)
@@ -881,6 +887,77 @@ def cadence_of_files(model, tok, paths, device):
                        ("those longer (the whole: positions never trained)", [x for x in rows if not x[1]["fits"]])):
         print(f"| {name} | {mean('others', some)} | " + " | ".join(mean(v, some) for v in views)
               + f" | {mean('whole', some)} |")
+
+
+COPIED_BARS = 4  # --repeats writes a piece's bars 2 to 5 again as its bars 6 to 9
+
+
+def repeat_bits(model, itos, ids, keep, device, copied=COPIED_BARS):
+    """Can a run copy? Teacher-forced bits of one piece (token ids from START, read by `itos`; `keep` tokens of
+    START and header), as training windows show it (next_token_probs), each as (bits, notes): "repeated", of the
+    bars that repeat an earlier bar note for note (a bar: its bar line and every token up to the next; its notes'
+    tokens the same as the earlier bar's), and "others", of the rest; then, of the piece with its bars 2 to
+    1 + `copied` written again as the next `copied` bars (their own bar lines kept, the bars after them as they
+    were), "first written", those bars, and "written again", their copies, which a model that copies pays little
+    for (None where the piece has fewer than 2 + 2 * copied bars). ValueError for a piece without notes."""
+    def bars(ids):
+        names = [itos[t] for t in ids]
+        lines = [i for i, t in enumerate(names) if kind(t) == "bar"] + [len(ids) - 1]
+        return [(a, b, sum(kind(t) == "n" for t in names[a:b])) for a, b in zip(lines, lines[1:])]
+
+    def bits(ids):
+        probs = next_token_probs(model, ids, keep, device)
+        got = probs[torch.arange(1, len(ids)), torch.as_tensor(ids[1:], device=device)].clamp_min(1e-30)
+        return torch.cat([got.new_zeros(1), -torch.log2(got)]).tolist()  # [i]: the bits of token i
+
+    def total(b, spans):
+        return (sum(sum(b[x:y]) for x, y, _ in spans), sum(n for _, _, n in spans))
+
+    ids = list(ids)
+    spans = [s for s in bars(ids) if s[2]]
+    if not spans:
+        raise ValueError("no notes in it")
+    b, seen, repeated, others = bits(ids), set(), [], []
+    for a, z, n in spans:
+        body = tuple(ids[a + 1:z])
+        (repeated if body in seen else others).append((a, z, n))
+        seen.add(body)
+    out = {"repeated": total(b, repeated) if repeated else None, "others": total(b, others)}
+    every = bars(ids)
+    if len(every) < 2 + 2 * copied:
+        return {**out, "first written": None, "written again": None}
+    again = ids[:every[1 + copied][0]]
+    for k in range(1 + copied, 1 + 2 * copied):  # bar k's line, then bar k - copied's notes
+        again += [ids[every[k][0]]] + ids[every[k - copied][0] + 1:every[k - copied][1]]
+    again += ids[every[1 + 2 * copied][0]:]
+    b, every = bits(again), bars(again)
+    return {**out, "first written": total(b, every[1:1 + copied]),
+            "written again": total(b, every[1 + copied:1 + 2 * copied])}
+
+
+def repeats_of_files(model, tok, paths, device):
+    """evaluate.py --repeats: repeat_bits over the encodings given, as one table."""
+    rows = []
+    for path in map(Path, paths):
+        try:
+            tokens = text_to_tokens(read_text(path))
+            if why := validate(tokens, tok.spec):
+                raise ValueError(f"not an encoding this run reads (token {why[0]}: {why[1]})")
+            rows.append(repeat_bits(model, tok.itos, tok.encode(tokens), header_end(tokens), device))
+        except (OSError, ValueError) as e:
+            print(f"skipped {path}: {reason(e)}")
+    if not rows:
+        die("--repeats: no encoding of this run's vocabulary among the files")
+
+    def cell(key):
+        got = [r[key] for r in rows if r[key]]
+        notes = sum(n for _, n in got)
+        return f"{sum(x for x, _ in got) / notes:.2f} ({len(got)} pieces, {notes} notes)" if notes else "–"
+    c = COPIED_BARS
+    print(f"{len(rows)} pieces; bits per note, teacher-forced as training windows show them\n\n| bars | bits per "
+          f"note |\n|---|---|\n| those repeating an earlier bar note for note | {cell('repeated')} |\n| the others "
+          f"| {cell('others')} |\n| bars 2-{1 + c}, as written | {cell('first written')} |\n| the same bars "
+          f"written again as bars {2 + c}-{1 + 2 * c} (a model that copies pays little) | {cell('written again')} |")
 
 
 RULE_FAMILIES = {"parallels and crossing": ("parallels", "crossing"), "the last bar's tonic triad": ("ending",),

@@ -452,6 +452,31 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
             assert r.returncode != 0 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
+def test_repeats_counts_the_bars_heard_before_and_writes_bars_again(trained, data, tmp_path):
+    import evaluate
+    from encoding_decoding import Header, Spec, header_end, notes_to_tokens
+    from runs import load_run
+    model, tok, _ = load_run(trained, "cpu")
+    # twelve bars of four crotchets, each its own but the eighth, which is the third again
+    tunes = [[60 + (k + i) % 12 for i in range(4)] for k in range(12)]
+    tunes[7] = tunes[2]
+    notes = [(16 * k + 4 * i, p, 4, 80, 0) for k, bar in enumerate(tunes) for i, p in enumerate(bar)]
+    piece = notes_to_tokens(notes, Spec(), Header(parts=(0,)))
+    out = evaluate.repeat_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
+    assert out["repeated"][1] == 4 and out["others"][1] == 44  # the eighth bar's four notes, and the rest
+    assert out["first written"][1] == out["written again"][1] == 16  # bars 2-5, then again as bars 6-9
+    assert all(bits > 0 for bits, _ in out.values())
+    short = notes[:16 * 9 // 4]  # nine bars: too few to write four again
+    piece = notes_to_tokens(short, Spec(), Header(parts=(0,)))
+    out = evaluate.repeat_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
+    assert out["written again"] is None and out["first written"] is None and out["others"][1] == 32
+    (tmp_path / "bad.txt").write_text("START nonsense")
+    r = run("evaluate.py", "--out_dir", trained, "--repeats", *sorted((data.parent / "text").glob("*.txt"))[:4],
+            tmp_path / "bad.txt")
+    assert r.returncode == 0 and "| the others |" in r.stdout and f"skipped {tmp_path / 'bad.txt'}:" in r.stdout, \
+        r.stderr
+
+
 def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
     import evaluate
     from encoding_decoding import Header, Spec, header_end, notes_to_tokens
