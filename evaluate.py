@@ -862,18 +862,24 @@ def cadence_bits(model, itos, ids, keep, device):
     return out
 
 
-def cadence_of_files(model, tok, paths, device):
-    """evaluate.py --cadence: cadence_bits over the encodings given, as one table."""
+def of_encodings(tok, paths, take):
+    """[take(tokens, ids)] for the encodings (.txt) at `paths` that this run's tokenizer reads, each other file (or
+    one `take` raises ValueError on) one line that says why, the rest going on."""
     rows = []
     for path in map(Path, paths):
         try:
             tokens = text_to_tokens(read_text(path))
             if why := validate(tokens, tok.spec):
                 raise ValueError(f"not an encoding this run reads (token {why[0]}: {why[1]})")
-            ids = tok.encode(tokens)
-            rows.append((len(ids), cadence_bits(model, tok.itos, ids, header_end(tokens), device)))
+            rows.append(take(tokens, tok.encode(tokens)))
         except (OSError, ValueError) as e:
             print(f"skipped {path}: {reason(e)}")
+    return rows
+
+def cadence_of_files(model, tok, paths, device):
+    """evaluate.py --cadence: cadence_bits over the encodings given, as one table."""
+    rows = of_encodings(tok, paths, lambda tokens, ids: (len(ids), cadence_bits(model, tok.itos, ids,
+                                                                                 header_end(tokens), device)))
     if not rows:
         die("--cadence: no encoding of this run's vocabulary among the files")
     views = [f"{v} tokens" for v in CADENCE_VIEWS] + ["a window"]
@@ -937,15 +943,7 @@ def repeat_bits(model, itos, ids, keep, device, copied=COPIED_BARS):
 
 def repeats_of_files(model, tok, paths, device):
     """evaluate.py --repeats: repeat_bits over the encodings given, as one table."""
-    rows = []
-    for path in map(Path, paths):
-        try:
-            tokens = text_to_tokens(read_text(path))
-            if why := validate(tokens, tok.spec):
-                raise ValueError(f"not an encoding this run reads (token {why[0]}: {why[1]})")
-            rows.append(repeat_bits(model, tok.itos, tok.encode(tokens), header_end(tokens), device))
-        except (OSError, ValueError) as e:
-            print(f"skipped {path}: {reason(e)}")
+    rows = of_encodings(tok, paths, lambda tokens, ids: repeat_bits(model, tok.itos, ids, header_end(tokens), device))
     if not rows:
         die("--repeats: no encoding of this run's vocabulary among the files")
 
@@ -982,18 +980,14 @@ def rules_of_files(model, tok, paths, device):
     """evaluate.py --rules: per rule of part writing that the pieces' styles take (style_rules), at each note where
     it forbids some pitches, teacher-forced: how often the piece takes one, and the run's mean probability on them
     (where the piece keeps the rule, where it breaks it). Does the model know the rule, or sample it anyway?"""
+    def styled(tokens, ids):
+        style = tokens[1].removeprefix("style:") if len(tokens) > 1 and kind(tokens[1]) == "style" else None
+        if style_rules(style) is None:
+            raise ValueError(f"its style ({style}) takes no rules of part writing by default")
+        return style, (ids, header_end(tokens))
     pieces = defaultdict(list)  # style -> token ids
-    for path in map(Path, paths):
-        try:
-            tokens = text_to_tokens(read_text(path))
-            if why := validate(tokens, tok.spec):
-                raise ValueError(f"not an encoding this run reads (token {why[0]}: {why[1]})")
-            style = tokens[1].removeprefix("style:") if len(tokens) > 1 and kind(tokens[1]) == "style" else None
-            if style_rules(style) is None:
-                raise ValueError(f"its style ({style}) takes no rules of part writing by default")
-            pieces[style].append((tok.encode(tokens), header_end(tokens)))
-        except (OSError, ValueError) as e:
-            print(f"skipped {path}: {reason(e)}")
+    for style, piece in of_encodings(tok, paths, styled):
+        pieces[style].append(piece)
     if not pieces:
         die("--rules: no encoding of a style with rules of part writing among the files")
     note = torch.tensor([kind(t) == "n" for t in tok.itos], device=device)
