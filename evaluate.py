@@ -876,6 +876,7 @@ def of_encodings(tok, paths, take):
             print(f"skipped {path}: {reason(e)}")
     return rows
 
+
 def cadence_of_files(model, tok, paths, device):
     """evaluate.py --cadence: cadence_bits over the encodings given, as one table."""
     rows = of_encodings(tok, paths, lambda tokens, ids: (len(ids), cadence_bits(model, tok.itos, ids,
@@ -985,6 +986,7 @@ def rules_of_files(model, tok, paths, device):
         if style_rules(style) is None:
             raise ValueError(f"its style ({style}) takes no rules of part writing by default")
         return style, (ids, header_end(tokens))
+
     pieces = defaultdict(list)  # style -> token ids
     for style, piece in of_encodings(tok, paths, styled):
         pieces[style].append(piece)
