@@ -824,6 +824,28 @@ CADENCE_VIEWS = (64, 128, 256)  # tokens before a piece's end that --cadence sho
 
 
 @torch.no_grad()
+def bar_spans(names):
+    """Each bar of a piece's tokens (names, from START to END) as (its bar line's index, the next bar line's or the
+    END's, its notes): a bar is its bar line and every token up to the next."""
+    lines = [i for i, t in enumerate(names) if kind(t) == "bar"] + [len(names) - 1]
+    return [(a, b, sum(kind(t) == "n" for t in names[a:b])) for a, b in zip(lines, lines[1:])]
+
+
+@torch.no_grad()
+def window_bits(model, ids, keep, device):
+    """(len(ids),) tensor: [i] the bits of token i (0 for START) teacher-forced as training windows show the piece
+    (training_windows: START and the header, `keep` tokens, in front after the first)."""
+    ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
+    out = torch.zeros(len(ids), device=device)
+    for i, h in training_windows(len(ids), keep, window):
+        y = ids[i + 1:i + window - h + 1]
+        x = torch.cat([ids[:h], ids[i:i + len(y)]])
+        got = F.cross_entropy(model(x[None])[0][0].float(), torch.cat([ids[1:h + 1], y]), reduction="none")
+        out[i + 1:i + 1 + len(y)] = got[h:] / math.log(2)
+    return out
+
+
+@torch.no_grad()
 def cadence_bits(model, itos, ids, keep, device):
     """Teacher-forced bits per note of one piece (token ids from START, read by `itos`; `keep` tokens of START and
     header): {view: its last bar's bits per note} where the model sees START and the header, then the `view` tokens
@@ -834,10 +856,7 @@ def cadence_bits(model, itos, ids, keep, device):
     counted), over its notes. ValueError for a piece without notes."""
     ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
     bits = lambda x, y: F.cross_entropy(model(x[None])[0][0].float(), y, reduction="none") / math.log(2)
-    names = [itos[t] for t in ids.tolist()]
-    lines = [i for i, t in enumerate(names) if kind(t) == "bar"]
-    notes = lambda a, b: sum(kind(t) == "n" for t in names[a:b])
-    spans = [(a, b) for a, b in zip(lines, lines[1:] + [len(ids) - 1]) if notes(a, b)]
+    spans = [(a, b, n) for a, b, n in bar_spans([itos[t] for t in ids.tolist()]) if n]
     if not spans:
         raise ValueError("no notes in it")
 
@@ -846,18 +865,15 @@ def cadence_bits(model, itos, ids, keep, device):
         got = bits(torch.cat([ids[:keep], ids[start:-1]]), torch.cat([ids[1:keep + 1], ids[start + 1:]]))[keep:]
         return start, got  # got[j]: the bits of token start + 1 + j
 
-    (a, b), out = spans[-1], {}
+    (a, b, n), out = spans[-1], {}
     for view, name in [(v, f"{v} tokens") for v in CADENCE_VIEWS] + [(window - keep, "a window")]:
         start, got = tail(view)
         if a > start:  # the bar line in view
-            out[name] = float(got[a - start - 1:b - start - 1].sum()) / notes(a, b)
-    out["whole"] = float(bits(ids[:-1], ids[1:])[a - 1:b - 1].sum()) / notes(a, b)  # (past a window: positions
-    out["fits"] = len(ids) <= window                                                # it was never trained at)
-    seen = torch.zeros(len(ids), device=device)  # seen[i]: the bits of token i in the training windows
-    for i, h in training_windows(len(ids), keep, window):
-        y = ids[i + 1:i + window - h + 1]
-        seen[i + 1:i + 1 + len(y)] = bits(torch.cat([ids[:h], ids[i:i + len(y)]]), torch.cat([ids[1:h + 1], y]))[h:]
-    others = [float(seen[c:d].sum()) / notes(c, d) for c, d in spans[:-1]]
+            out[name] = float(got[a - start - 1:b - start - 1].sum()) / n
+    out["whole"] = float(bits(ids[:-1], ids[1:])[a - 1:b - 1].sum()) / n  # (past a window: positions it was never
+    out["fits"] = len(ids) <= window                                     # trained at)
+    seen = window_bits(model, ids, keep, device)  # seen[i]: the bits of token i in the training windows
+    others = [float(seen[c:d].sum()) / m for c, d, m in spans[:-1]]
     out["others"] = float(np.mean(others)) if others else None
     return out
 
@@ -901,36 +917,24 @@ COPIED_BARS = 4  # --repeats writes a piece's bars 2 to 5 again as its bars 6 to
 
 def repeat_bits(model, itos, ids, keep, device, copied=COPIED_BARS):
     """Can a run copy? Teacher-forced bits of one piece (token ids from START, read by `itos`; `keep` tokens of
-    START and header), as training windows show it (next_token_probs), each as (bits, notes): "repeated", of the
+    START and header), as training windows show it (window_bits), each as (bits, notes): "repeated", of the
     bars that repeat an earlier bar note for note (a bar: its bar line and every token up to the next; its notes'
     tokens the same as the earlier bar's), and "others", of the rest; then, of the piece with its bars 2 to
     1 + `copied` written again as the next `copied` bars (their own bar lines kept, the bars after them as they
     were), "first written", those bars, and "written again", their copies, which a model that copies pays little
     for (None where the piece has fewer than 2 + 2 * copied bars). ValueError for a piece without notes."""
-    def bars(ids):
-        names = [itos[t] for t in ids]
-        lines = [i for i, t in enumerate(names) if kind(t) == "bar"] + [len(ids) - 1]
-        return [(a, b, sum(kind(t) == "n" for t in names[a:b])) for a, b in zip(lines, lines[1:])]
-
-    def bits(ids):
-        probs = next_token_probs(model, ids, keep, device)
-        got = probs[torch.arange(1, len(ids)), torch.as_tensor(ids[1:], device=device)].clamp_min(1e-30)
-        return torch.cat([got.new_zeros(1), -torch.log2(got)]).tolist()  # [i]: the bits of token i
-
-    def total(b, spans):
-        return (sum(sum(b[x:y]) for x, y, _ in spans), sum(n for _, _, n in spans))
-
-    ids = list(ids)
-    spans = [s for s in bars(ids) if s[2]]
-    if not spans:
+    bars = lambda ids: bar_spans([itos[t] for t in ids])
+    bits = lambda ids: window_bits(model, ids, keep, device).tolist()  # [i]: the bits of token i
+    total = lambda b, spans: (sum(sum(b[x:y]) for x, y, _ in spans), sum(n for _, _, n in spans))
+    ids, every = list(ids), bars(ids)
+    if not any(n for _, _, n in every):
         raise ValueError("no notes in it")
     b, seen, repeated, others = bits(ids), set(), [], []
-    for a, z, n in spans:
+    for a, z, n in (s for s in every if s[2]):
         body = tuple(ids[a + 1:z])
         (repeated if body in seen else others).append((a, z, n))
         seen.add(body)
     out = {"repeated": total(b, repeated) if repeated else None, "others": total(b, others)}
-    every = bars(ids)
     if len(every) < 2 + 2 * copied:
         return {**out, "first written": None, "written again": None}
     again = ids[:every[1 + copied][0]]

@@ -466,7 +466,7 @@ def test_repeats_counts_the_bars_heard_before_and_writes_bars_again(trained, dat
     assert out["repeated"][1] == 4 and out["others"][1] == 44  # the eighth bar's four notes, and the rest
     assert out["first written"][1] == out["written again"][1] == 16  # bars 2-5, then again as bars 6-9
     assert all(bits > 0 for bits, _ in out.values())
-    short = notes[:16 * 9 // 4]  # nine bars: too few to write four again
+    short = notes[:9 * 4]  # nine bars: too few to write four again
     piece = notes_to_tokens(short, Spec(), Header(parts=(0,)))
     out = evaluate.repeat_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
     assert out["written again"] is None and out["first written"] is None and out["others"][1] == 32
