@@ -71,6 +71,8 @@ augmented_percentage = 30.0  # share of training tokens that come from augmented
 given_share = 0.0          # share of training pieces written with some of them given and shown ahead (a melody,
                            # all parts but one, the bars after a gap), for sample.py --look_ahead; 0: plain pieces
                            # only, which harmonized and filled in better on the demo model (README, "Given material")
+given_kinds = ("melody", "parts", "bars")  # what given_share pieces may have given, one drawn per piece (a one-part
+                                           # piece only "bars"; a piece no kind fits stays plain)
 seed = 1337                 # seeds the split hash and the choice of augmented copies
 rule_styles = ()            # styles whose training pieces are stepped through their rules of part writing (those of
                             # STYLE_DEFAULTS, as the sampler holds them): train_rules.npz, what the rules forbid at each

@@ -49,8 +49,9 @@ def split(pids, seed, val_fraction):
 
 def write_split(path, files, tok, rejected, rss, given=None):
     """Stream pieces into `path` as uint16 ids; return the tokens, pieces and pieces with given material written, and
-    the files written, in order. Broken pieces go to `rejected`. With `given` (share, seed), that share of the pieces,
-    drawn by a hash of the seed and the file's name, is written with some of it given (encoding_decoding.given_variant)."""
+    the files written, in order. Broken pieces go to `rejected`. With `given` (share, seed, kinds), that share of the
+    pieces, drawn by a hash of the seed and the file's name, is written with some of it given, one of `kinds` each
+    (encoding_decoding.given_variant; a piece that no kind fits stays plain)."""
     n_tokens = n_pieces = n_given = 0
     written = []
     with open(path, "wb") as f:  # inside the hidden folder that is swapped in whole (a full disk: prepare says so)
@@ -67,8 +68,9 @@ def write_split(path, files, tok, rejected, rss, given=None):
             if err := validate(tokens, tok.spec):
                 rejected.append({"file": str(p), "reason": f"token {err[0]}: {err[1]}"})
                 continue
-            if given and in_val(Path(p).name, given[1], given[0]):  # the same stable coin as the split's
-                tokens = given_variant(tokens, tok.spec, random.Random(f"{given[1]}:{Path(p).name}"))
+            if given and in_val(Path(p).name, given[1], given[0]) and (variant := given_variant(  # the split's coin
+                    tokens, tok.spec, random.Random(f"{given[1]}:{Path(p).name}"), given[2])) is not None:
+                tokens = variant
                 n_given += 1
             np.asarray(tok.encode(tokens), dtype=np.uint16).tofile(f)
             n_tokens, n_pieces = n_tokens + len(tokens), n_pieces + 1

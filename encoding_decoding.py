@@ -518,13 +518,16 @@ def tokens_to_notes(tokens, spec):
 GIVEN_KINDS = ("melody", "parts", "bars")
 
 
-def given_variant(tokens, spec, rng):
+def given_variant(tokens, spec, rng, kinds=GIVEN_KINDS):
     """A piece's encoding with some of it given, as sampling with given material sees it: its top part (a melody
     to harmonize), every part but one (a part to add), or every note after a gap of 1 to 8 bars (an infill), one of
-    them drawn by `rng` (a random.Random); a one-part piece always the last."""
+    `kinds` drawn by `rng` (a random.Random); a one-part piece only the last. None where no kind fits the piece."""
     notes, header, _ = tokens_to_notes(tokens, spec)
     parts = sorted({n.part for n in notes})
-    pick = rng.choice(GIVEN_KINDS if len(parts) > 1 else GIVEN_KINDS[2:])
+    fits = [k for k in kinds if len(parts) > 1 or k == "bars"]
+    if not fits:
+        return None
+    pick = rng.choice(fits)
     if pick == "melody":
         given = [n for n in notes if n.part == parts[0]]
     elif pick == "parts":

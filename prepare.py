@@ -2,16 +2,16 @@
 
 python prepare.py --main_data_path data/text --augmented_data_path data/aug --output_base_dir data/bin \
     --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337] \
-    [--rule_styles bach,fiddle [--rule_scale key]]
+    [--given_share 0.25 [--given_kinds melody]] [--rule_styles bach,fiddle [--rule_scale key]]
 
 The split is by piece and made before augmentation, from a stable hash of the piece id, so no copy of a validation
 piece reaches train.bin; val.bin holds originals only. With --given_share, that seeded share of the training
 pieces is written with some of it given and shown ahead (a melody, all parts but one, the bars after a gap:
-encoding_decoding.given_variant), for a run that samples given material with --look_ahead (off by default: see the
-README's "Given material"). With --rule_styles, train_rules.npz holds what the rules of part writing of those styles
-forbid at each token of train.bin where the piece keeps them (for train.py --rule_weight); with --rule_scale, each
-piece's own scale is among them, at every pitch: "used", the pitch classes it uses, or "key", its key signature's
-nine (config.py).
+encoding_decoding.given_variant; --given_kinds melody writes only the first), for a run that samples given material
+with --look_ahead (off by default: see the README's "Given material"). With --rule_styles, train_rules.npz holds
+what the rules of part writing of those styles forbid at each token of train.bin where the piece keeps them (for
+train.py --rule_weight); with --rule_scale, each piece's own scale is among them, at every pitch: "used", the pitch
+classes it uses, or "key", its key signature's nine (config.py).
 Pieces stream to disk one at a time.
 """
 import argparse
@@ -48,13 +48,16 @@ def main(argv=None):
     parser.add_argument("--augmented_data_path", help="folder written by augment_all.py (optional)")
     configurator.option(parser, "output_base_dir", "the dataset folder it writes", key="data_dir")
     configurator.option(parser, "tokenizer_paths", "tokenizer JSON", key="tokenizer_path")
-    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "given_share", "seed", "rule_styles",
-                                     "rule_scale"], argv)
+    args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "given_share", "given_kinds", "seed",
+                                     "rule_styles", "rule_scale"], argv)
     try:
         tok = Tokenizer.load(args.tokenizer_paths)
     except (OSError, ValueError) as e:
         die(e)
     check_rule_styles(args.rule_styles, tok)
+    if args.given_share > 0 and not args.given_kinds:
+        die(f"--given_share {args.given_share} writes pieces with some of them given: --given_kinds needs one of "
+            f"melody, parts, bars")
     if args.rule_scale != "none" and not args.rule_styles:
         die(f"--rule_scale {args.rule_scale} puts each piece's own scale among its rules: it needs --rule_styles "
             f"(e.g. bach,fiddle)")
@@ -106,7 +109,7 @@ def main(argv=None):
     tmp, rss = out.parent / temp_name(out.name, "tmp"), [0]
     try:
         tmp.mkdir()
-        given = (args.given_share, args.seed) if tok.version >= 4 else None
+        given = (args.given_share, args.seed, args.given_kinds) if tok.version >= 4 else None
         n_train = write_split(tmp / "train.bin", train_files, tok, rejected, rss, given)
         n_val = write_split(tmp / "val.bin", [originals[pid] for pid in val_ids], tok, rejected, rss)
         if not n_train[1] or not n_val[1]:
@@ -120,7 +123,7 @@ def main(argv=None):
             "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
                           "sha256": hashlib.sha256(tok_bytes).hexdigest()},
             "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
-            "given_share": args.given_share if given else 0.0,
+            "given_share": args.given_share if given else 0.0, "given_kinds": list(args.given_kinds),
             "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
                       "augmented_tokens": aug_tokens, "given_pieces": n_train[2],
                       # where train.bin's copies are (its n-th piece, from 0): the rest are the originals

@@ -58,6 +58,19 @@ def test_property_a_given_variant_is_the_same_piece(seed, bars):
     assert body(variant) == plain  # the piece as it was, its blocks aside
 
 
+def test_given_kinds_choose_what_a_variant_gives():
+    """Only the melody given (prepare.py --given_kinds melody): the variant is the piece with its top part shown
+    ahead, whatever the draw; a one-part piece, which only a gap fits, stays plain (None) unless bars may be given."""
+    notes = chorale(4, 3)
+    top = [n for n in notes if n.part == 0]
+    for seed in range(5):
+        variant = given_variant(notes_to_tokens(notes, SPEC, HEADER), SPEC, random.Random(seed), ("melody",))
+        assert variant == notes_to_tokens(notes, SPEC, HEADER, given=top)
+    line = notes_to_tokens(top, SPEC, Header(style="bach", bpm=96, meter="4/4", parts=(52,)))
+    assert given_variant(line, SPEC, random.Random(0), ("melody", "parts")) is None
+    assert given_variant(line, SPEC, random.Random(0), ("melody", "bars")).count(AHEAD) == 4
+
+
 def walk(mask, n, seed, prompt=(), steps=3000):
     """Sample from random logits under the mask until every row has ended."""
     gen = torch.Generator().manual_seed(seed)

@@ -178,6 +178,9 @@ def test_prepare_rejects_broken_pieces_and_bad_arguments(tmp_path):
     r = prepare(tmp_path, "--tokenizer_paths", tmp_path / "missing.json")
     assert r.returncode != 0 and "missing.json: no such tokenizer file" in r.stderr
     assert "no such folder" in run("prepare.py", "--main_data_path", tmp_path / "nope").stderr
+    assert "wants one of melody, parts, bars, got 'tune'" in prepare(tmp_path, "--given_kinds", "tune").stderr
+    r = prepare(tmp_path, "--given_share", 0.5, "--given_kinds", "")
+    assert r.returncode != 0 and "--given_kinds needs one of melody, parts, bars" in r.stderr
 
 
 def test_an_encoding_of_the_first_edition_stops_every_step_with_one_line(tmp_path):
