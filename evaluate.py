@@ -823,7 +823,6 @@ def forms_of_files(paths, least=0.02):
 CADENCE_VIEWS = (64, 128, 256)  # tokens before a piece's end that --cadence shows the model, besides a whole window
 
 
-@torch.no_grad()
 def bar_spans(names):
     """Each bar of a piece's tokens (names, from START to END) as (its bar line's index, the next bar line's or the
     END's, its notes): a bar is its bar line and every token up to the next."""
