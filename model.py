@@ -230,6 +230,29 @@ class Gate(nn.Module):
         return weights * self.cfg.route_scale, indices, scores
 
 
+GROUP_ROWS = 64  # with bf16 matmuls on a CPU, each routed expert's rows are padded to a multiple of this
+
+
+def bf16_matmuls():
+    """Whether this process's CPU matmuls round to bf16: under bf16 autocast, or float32 with oneDNN's bf16 precision
+    (dtype=auto on a CPU with AMX: runs.pick_device)."""
+    return torch.is_autocast_enabled("cpu") or torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+
+
+def pad_groups(xs, counts, expert, multiple=GROUP_ROWS):
+    """xs's rows, grouped by expert (counts[e] rows each, expert[i] the expert of row i), with zero rows after each
+    group up to a multiple of `multiple`: (padded rows, each group's end among them, where each row of xs went).
+    On a CPU the grouped GEMM is one matmul per expert, and oneDNN compiles a kernel for each new row count of a
+    bf16 matmul: the counts change every step, and compiling took half of a bf16 training step; padded, a few dozen
+    sizes recur (BENCHMARKS.md, "bf16 on a CPU with AMX"). The zero rows add at most multiple - 1 rows per expert
+    (4 % of a float32 step, which compiles nothing, so float32 is left unpadded) and nothing flows back to them."""
+    padded = (counts + multiple - 1) // multiple * multiple
+    ends = padded.cumsum(0)
+    shift = ends - padded - (counts.cumsum(0) - counts)  # each group's padded start minus its start in xs
+    rows = torch.arange(len(xs), device=xs.device) + shift.index_select(0, expert)
+    return xs.new_zeros(int(ends[-1]), xs.size(1)).index_copy(0, rows, xs), ends, rows
+
+
 class MoE(nn.Module):
     """DeepSeekMoE: shared experts + routed experts with sparse dispatch (sort by expert, one grouped GEMM)."""
     # How routed tokens reach their experts: "grouped" sorts them by expert and runs one grouped GEMM (no host
@@ -267,7 +290,12 @@ class MoE(nn.Module):
             # (not bincount: on CUDA it reads the largest index back to the host to size its output)
             order = expert.argsort(stable=True)           # all picks grouped by expert, no host sync
             token = order // k                            # (index_select, not x[idx]: its backward is index_add_,
-            y = self.routed(flat.index_select(0, token), counts.cumsum(0).to(torch.int32))  # not a slow index_put_)
+            xs, ends, rows = flat.index_select(0, token), counts.cumsum(0), None  # not a slow index_put_)
+            if x.device.type == "cpu" and bf16_matmuls():
+                xs, ends, rows = pad_groups(xs, counts, expert.index_select(0, order))
+            y = self.routed(xs, ends.to(torch.int32))
+            if rows is not None:
+                y = y.index_select(0, rows)
             y = y * weights.flatten().index_select(0, order)[:, None].to(y.dtype)
             out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, token, y).view(B, T, d)
         if self.shared is not None:

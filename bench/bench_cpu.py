@@ -1,5 +1,6 @@
-"""CPU training speed path by path on real data: the default path (dtype=auto), float32, bf16 autocast, and the code
-of an earlier commit (--before REV), side by side.
+"""CPU training speed path by path on real data: the default path (dtype=auto), float32, bf16 autocast, float32 with
+bf16 matmuls (oneDNN; AMX's tiles where the CPU has them), and the code of an earlier commit (--before REV), side by
+side.
 
 python bench/bench_cpu.py --data_dir=data/demo/bin [--steps 200] [--rounds 2] [--before REV] [--only 1,2]
                           [--size corpus|config] [--batch 16] [--block 256] [--key=value model overrides]
@@ -23,12 +24,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# (name, dtype, GPTConfig overrides); "{auto}" is filled with the dtype that dtype=auto picks on this machine
+# (name, dtype, GPTConfig overrides, oneDNN's float32 matmul precision: None leaves runs.pick_device's); "{auto}" is
+# filled with what dtype=auto picks on this machine. "bf16" matmul precision keeps every tensor float32 and rounds a
+# matmul's inputs to bf16 inside oneDNN (AMX's tiles where the CPU has them): the CPU's counterpart of TF32 on a GPU.
 ROWS = [
-    ("default (dtype=auto: {auto})", "auto", {}),
-    ("float32", "float32", {}),
-    ("float32, tanh GELU (the first models')", "float32", {"gelu_approximate": "tanh"}),
-    ("bf16 autocast", "bfloat16", {}),
+    ("default (dtype=auto: {auto})", "auto", {}, None),
+    ("float32", "float32", {}, "none"),
+    ("float32, tanh GELU (the first models')", "float32", {"gelu_approximate": "tanh"}, "none"),
+    ("bf16 autocast", "bfloat16", {}, "none"),
+    ("float32, bf16 matmuls (oneDNN)", "float32", {}, "bf16"),
 ]
 
 
@@ -42,6 +46,8 @@ def train_row(spec):
     from runs import pick_device
     _, dtype = pick_device("cpu", spec["dtype"])
     torch.set_num_threads(spec["threads"])
+    if spec["matmul"]:
+        torch.backends.mkldnn.matmul.fp32_precision = spec["matmul"]
     splits, _, _ = read_data(spec["data_dir"])
     data, batch, block, lr = splits["train"], spec["batch"], spec["block"], spec["learning_rate"]
     torch.manual_seed(0)
@@ -117,8 +123,10 @@ def main():
         model.update({k: v for k, v in config.PRESETS["corpus"].items() if k in MODEL_KEYS and k not in opts.given})
     _, meta, _ = read_data(opts.data_dir)
     model.update(vocab_size=meta["vocab_size"], block_size=opts.block, dropout=0.0)
-    auto = str(pick_device("cpu", "auto")[1])[6:]
-    rows = [(name.format(auto=auto), dtype, extra, str(ROOT)) for name, dtype, extra in ROWS]
+    import torch
+    auto = (str(pick_device("cpu", "auto")[1])[6:], torch.backends.mkldnn.matmul.fp32_precision)
+    label = auto[0] + ", bf16 matmuls" * (auto[1] == "bf16")
+    rows = [(name.format(auto=label), dtype, extra, matmul, str(ROOT)) for name, dtype, extra, matmul in ROWS]
     if opts.only:
         picked = [int(i) for i in opts.only.split(",") if i.isdigit()]
         if len(picked) != len(opts.only.split(",")) or not all(1 <= i <= len(rows) for i in picked):
@@ -130,14 +138,15 @@ def main():
     results = {name: [] for name, *_ in rows}
     with tempfile.TemporaryDirectory() as tmp:
         if opts.before:
-            rows.append((f"float32 at {opts.before}", "float32", {}, checkout(opts.before, tmp)))
+            rows.append((f"float32 at {opts.before}", "float32", {}, "none", checkout(opts.before, tmp)))
             results[rows[-1][0]] = []
         for r in range(opts.rounds):
-            for name, dtype, extra, tree in rows:
-                if default and name != default and (dtype, extra, tree) == (auto, {}, str(ROOT)):
+            for name, dtype, extra, matmul, tree in rows:
+                if default and name != default and ((dtype, matmul), extra, tree) == (auto, {}, str(ROOT)):
                     results[name].append(dict(results[default][r], same=True))  # the default row's path
                     continue
-                res = run_row({**base, "name": name, "dtype": dtype, "tree": tree, "model": {**model, **extra}})
+                res = run_row({**base, "name": name, "dtype": dtype, "tree": tree, "model": {**model, **extra},
+                               "matmul": matmul})
                 results[name].append(res)
                 print(f"round {r + 1}: {name}: {res['tokens_per_s']:,.0f} tokens/s, loss {res['loss']:.4f}",
                       file=sys.stderr, flush=True)

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (GPT, GPTConfig, LatentCache, MoE, RMSNorm, RMSNormFunction, apply_rope, model_args, rope_angles,
-                   sample_logits)
+import model
+from model import (GPT, GPTConfig, LatentCache, MoE, RMSNorm, RMSNormFunction, apply_rope, model_args, pad_groups,
+                   rope_angles, sample_logits)
 from runs import load_checkpoint
 
 
@@ -82,6 +83,61 @@ def test_sparse_moe_matches_dense_reference(top_k, gelu, dispatch):
     out, bal = moe(x)
     torch.testing.assert_close(out, dense_moe(moe, x), atol=1e-5, rtol=1e-5)
     assert bal.item() > 0
+
+
+def test_pad_groups_puts_each_expert_at_a_multiple_of_its_rows():
+    counts = torch.tensor([3, 0, 70, 64])
+    xs = torch.randn(int(counts.sum()), 8)
+    padded, ends, rows = pad_groups(xs, counts, torch.repeat_interleave(torch.arange(4), counts), multiple=64)
+    assert ends.tolist() == [64, 64, 192, 256] and padded.shape == (256, 8)
+    torch.testing.assert_close(padded.index_select(0, rows), xs)
+    assert rows[:3].tolist() == [0, 1, 2] and rows[3].item() == 64 and rows[73].item() == 192
+    kept = torch.zeros(256, dtype=torch.bool).index_fill_(0, rows, True)
+    assert (padded[~kept] == 0).all()
+
+
+def test_padded_expert_groups_change_no_output_and_no_gradient(monkeypatch):
+    """With bf16 matmuls on a CPU the routed experts' rows are padded (stable matmul shapes for oneDNN): in float32
+    the padded and the plain dispatch must give the same output and gradients."""
+    monkeypatch.setattr(model, "bf16_matmuls", lambda: True)
+    torch.manual_seed(0)
+    moe = GPT(tiny(top_k_experts=2), verbose=False).blocks[0].ffn
+    x = torch.randn(3, 7, 32, requires_grad=True)
+
+    def output_and_grads():
+        moe.zero_grad()
+        x.grad = None
+        out, bal = moe(x)
+        (out.square().sum() + bal).backward()
+        return [out.detach(), x.grad] + [p.grad for p in moe.parameters() if p.grad is not None]
+
+    padded = output_and_grads()
+    monkeypatch.setattr(model, "pad_groups", lambda xs, counts, expert: (xs, counts.cumsum(0), None))
+    plain = output_and_grads()
+    assert len(padded) == len(plain) > 4
+    for a, b in zip(padded, plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_experts_are_padded_only_where_cpu_matmuls_run_in_bf16(monkeypatch):
+    import runs
+    calls = []
+    monkeypatch.setattr(model, "pad_groups", lambda *a: calls.append(1) or (a[0], a[1].cumsum(0), None))
+    moe = GPT(tiny(), verbose=False).blocks[0].ffn
+    x = torch.randn(2, 9, 32)
+    try:
+        for dtype, amx in [("float32", True), ("auto", False), ("auto", True)]:
+            monkeypatch.setattr(runs, "has_amx", lambda: amx)
+            runs.pick_device("cpu", dtype)
+            moe(x)
+        assert len(calls) == 1 and torch.backends.mkldnn.matmul.fp32_precision == "bf16"  # auto with AMX
+        runs.pick_device("cpu", "float32")  # float32 throughout again
+        assert torch.backends.mkldnn.matmul.fp32_precision == "none"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            moe(x)
+        assert len(calls) == 2
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
 
 
 def test_gate_learns_from_the_lm_loss_with_top1():
