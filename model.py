@@ -12,7 +12,7 @@ It imports torch and config only: the token format is controls.py's and encoding
 runs.py's.
 """
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -126,6 +126,39 @@ class RMSNorm(nn.Module):
         return RMSNormFunction.apply(x, self.weight)
 
 
+@contextmanager
+def float32_matmuls():
+    """oneDNN's float32 matmuls in float32 within, whatever this process's precision (runs.pick_device)."""
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = "none"
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+
+
+class CPUAttention(torch.autograd.Function):
+    """Causal attention (torch's CPU flash kernel) with its own GEMMs in float32, forward and backward, while the
+    rest of the model's matmuls round to bf16 (dtype=auto training on a CPU with AMX): the kernel's many 64 x 64
+    blocks then go through oneDNN one call at a time, and a training step of the demo's model was 1.4x slower for it
+    (BENCHMARKS.md, "bf16 on a CPU with AMX")."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale):
+        with float32_matmuls():
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        with float32_matmuls():
+            dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                grad.contiguous(), *ctx.saved_tensors, 0.0, True, scale=ctx.scale)
+        return dq, dk, dv, None
+
+
 class LatentCache:
     """A static per-layer cache of what MLA needs to decode: c_kv and the shared RoPE key for every position."""
 
@@ -177,8 +210,13 @@ class MLA(nn.Module):
             k_nope, v = self.wkv_b(c_kv).view(B, T, H, nope + dv).split([nope, dv], dim=-1)
             q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2)                       # (B, H, T, qk)
             k = torch.cat([k_nope, k_rope.expand(-1, -1, H, -1)], dim=-1).transpose(1, 2)  # (B, H, T, qk)
-            y = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True, scale=self.softmax_scale,
-                                               dropout_p=cfg.dropout if self.training else 0.0)
+            dropout = cfg.dropout if self.training else 0.0
+            if (x.device.type == "cpu" and not dropout and q.size(-1) == v.size(-1)  # (as torch's flash kernel wants)
+                    and torch.backends.mkldnn.matmul.fp32_precision == "bf16"):
+                y = CPUAttention.apply(q, k, v.transpose(1, 2), self.softmax_scale)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), is_causal=True, scale=self.softmax_scale,
+                                                   dropout_p=dropout)
             y = y.transpose(1, 2)                                                            # (B, T, H, dv)
         else:
             # Absorbed path (decode): q_nope·(W_UK c) = (W_UKᵀ q_nope)·c, so attend to the cached latents directly,

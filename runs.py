@@ -132,8 +132,8 @@ def check_tokenizer(ckpt, tokenizer, path, tokenizer_path):
                          f"edited or replaced?); put the run's own tokenizer.json back")
 
 
-def pick_device(device, dtype):
-    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values."""
+def pick_device(device, dtype, training=False):
+    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values; `training`: for train.py."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -146,14 +146,15 @@ def pick_device(device, dtype):
         die(f"--device={device} but this machine has {torch.cuda.device_count()} CUDA GPUs")
     if kind == "mps" and not torch.backends.mps.is_available():
         die(f"--device={device} but MPS is not available here: use --device=cpu")
-    bf16_matmuls = dtype == "auto" and kind == "cpu" and has_amx()
+    bf16_matmuls = training and dtype == "auto" and kind == "cpu" and has_amx()
     if dtype == "auto":
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
     if kind == "cpu":
-        # On a CPU with AMX, dtype=auto keeps every tensor float32 and has oneDNN round each matmul's inputs to bf16
-        # for AMX's tiles (the CPU's counterpart of TF32): 1.3x a training step at the same loss, where bf16 autocast
-        # is faster still but 0.025 nats worse after 200 steps (BENCHMARKS.md, "bf16 on a CPU with AMX").
-        # dtype=float32 is float32 throughout. ("none" is torch's default: the matmuls' own precision, float32.)
+        # To train on a CPU with AMX, dtype=auto keeps every tensor float32 and has oneDNN round each matmul's inputs
+        # to bf16 for AMX's tiles (the CPU's counterpart of TF32): 1.3x a training step at the same loss, where bf16
+        # autocast is faster still but 0.025 nats worse after 200 steps. Not to sample: decoding's matmul shapes
+        # change with every token, and oneDNN compiles a kernel for each (3x slower; BENCHMARKS.md, "bf16 on a CPU
+        # with AMX"). dtype=float32 is float32 throughout ("none": torch's default, the matmuls' own precision).
         torch.backends.mkldnn.matmul.fp32_precision = "bf16" if bf16_matmuls else "none"
         # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs. Flushed to zero they cost nothing; the
         # shipped model's run slowed by a third until it was restarted with this (BENCHMARKS.md: the cause is not

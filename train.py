@@ -31,7 +31,7 @@ import configurator
 from batch import atomic_write, clean_stale, die, lock, read_jsonl, temp_name, why_not_written, writable_dir, write_json
 from dataset import draw_starts, get_batch, piece_heads, read_data, read_rules, rule_targets
 from encoding_decoding import Spec, Tokenizer, kind
-from model import GPT, MODEL_KEYS, GPTConfig, autocast, model_args
+from model import GPT, MODEL_KEYS, GPTConfig, autocast, bf16_matmuls, model_args
 from runs import (WEIGHT_FILES, check_tokenizer, find_checkpoint, holds_a_run, load_weights, model_config, pick_device,
                   read_checkpoint, save_checkpoint, with_checksums)
 
@@ -239,7 +239,7 @@ def setup_device(c):
     """Where this process trains: device, dtype and autocast context, and its rank among world processes (torchrun)."""
     ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
-    device, dtype = pick_device(c.device, c.dtype)
+    device, dtype = pick_device(c.device, c.dtype, training=True)
     if ddp:
         device = f"cuda:{os.environ['LOCAL_RANK']}" if device.startswith("cuda") else device
         if device.startswith("cuda"):
@@ -247,6 +247,8 @@ def setup_device(c):
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if c.gradient_accumulation_steps % world:
         die(f"gradient_accumulation_steps={c.gradient_accumulation_steps} is not divisible by {world} processes")
+    if rank == 0:  # (dtype=auto differs by machine: say what it picked)
+        print(f"training on {device} in {str(dtype)[6:]}" + ", with bf16 matmuls (AMX)" * bf16_matmuls())
     return argparse.Namespace(ddp=ddp, rank=rank, world=world, master=rank == 0, device=device,
                               device_type=device.split(":")[0], dtype=dtype, ctx=autocast(device, dtype))
 

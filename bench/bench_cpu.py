@@ -44,7 +44,7 @@ def train_row(spec):
     from dataset import get_batch, read_data
     from model import GPT, GPTConfig, autocast
     from runs import pick_device
-    _, dtype = pick_device("cpu", spec["dtype"])
+    _, dtype = pick_device("cpu", spec["dtype"], training=True)
     torch.set_num_threads(spec["threads"])
     if spec["matmul"]:
         torch.backends.mkldnn.matmul.fp32_precision = spec["matmul"]
@@ -124,7 +124,7 @@ def main():
     _, meta, _ = read_data(opts.data_dir)
     model.update(vocab_size=meta["vocab_size"], block_size=opts.block, dropout=0.0)
     import torch
-    auto = (str(pick_device("cpu", "auto")[1])[6:], torch.backends.mkldnn.matmul.fp32_precision)
+    auto = (str(pick_device("cpu", "auto", training=True)[1])[6:], torch.backends.mkldnn.matmul.fp32_precision)
     label = auto[0] + ", bf16 matmuls" * (auto[1] == "bf16")
     rows = [(name.format(auto=label), dtype, extra, matmul, str(ROOT)) for name, dtype, extra, matmul in ROWS]
     if opts.only:

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import model
-from model import (GPT, GPTConfig, LatentCache, MoE, RMSNorm, RMSNormFunction, apply_rope, model_args, pad_groups,
-                   rope_angles, sample_logits)
+from model import (GPT, CPUAttention, GPTConfig, LatentCache, MoE, RMSNorm, RMSNormFunction, apply_rope, model_args,
+                   pad_groups, rope_angles, sample_logits)
 from runs import load_checkpoint
 
 
@@ -128,9 +128,12 @@ def test_experts_are_padded_only_where_cpu_matmuls_run_in_bf16(monkeypatch):
     try:
         for dtype, amx in [("float32", True), ("auto", False), ("auto", True)]:
             monkeypatch.setattr(runs, "has_amx", lambda: amx)
-            runs.pick_device("cpu", dtype)
+            runs.pick_device("cpu", dtype, training=True)
             moe(x)
         assert len(calls) == 1 and torch.backends.mkldnn.matmul.fp32_precision == "bf16"  # auto with AMX
+        runs.pick_device("cpu", "auto")  # to sample: float32 (decoding's shapes change every token)
+        assert torch.backends.mkldnn.matmul.fp32_precision == "none"
+        runs.pick_device("cpu", "auto", training=True)
         runs.pick_device("cpu", "float32")  # float32 throughout again
         assert torch.backends.mkldnn.matmul.fp32_precision == "none"
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -138,6 +141,25 @@ def test_experts_are_padded_only_where_cpu_matmuls_run_in_bf16(monkeypatch):
         assert len(calls) == 2
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = "none"
+
+
+def test_cpu_attention_is_torchs_causal_attention_in_float32_and_keeps_the_precision():
+    torch.manual_seed(0)
+    q, k = (torch.randn(2, 4, 70, 24, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, 70, 4, 24).transpose(1, 2).requires_grad_()  # strided, as MLA passes it
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, (q, k, v), grad)
+    try:
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        out = CPUAttention.apply(q, k, v, 0.3)
+        grads = torch.autograd.grad(out, (q, k, v), grad)
+        assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"  # set back after forward and backward
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)  # float32 inside, not bf16's 3 digits
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
 
 
 def test_gate_learns_from_the_lm_loss_with_top1():
