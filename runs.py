@@ -151,8 +151,9 @@ def pick_device(device, dtype, training=False):
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
     if kind == "cpu":
         # To train on a CPU with AMX, dtype=auto keeps every tensor float32 and has oneDNN round each matmul's inputs
-        # to bf16 for AMX's tiles (the CPU's counterpart of TF32): 1.3x a training step at the same loss, where bf16
-        # autocast is faster still but 0.025 nats worse after 200 steps. Not to sample: decoding's matmul shapes
+        # to bf16 for AMX's tiles (the CPU's counterpart of TF32): 1.43x a training step at the same loss (1.19x at
+        # the demo's size, where bf16 autocast is slower than float32; 1.62x at the shipped size). Not to sample:
+        # decoding's matmul shapes
         # change with every token, and oneDNN compiles a kernel for each (3x slower; BENCHMARKS.md, "bf16 on a CPU
         # with AMX"). dtype=float32 is float32 throughout ("none": torch's default, the matmuls' own precision).
         torch.backends.mkldnn.matmul.fp32_precision = "bf16" if bf16_matmuls else "none"

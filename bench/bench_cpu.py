@@ -5,11 +5,12 @@ side.
 python bench/bench_cpu.py --data_dir=data/demo/bin [--steps 200] [--rounds 2] [--before REV] [--only 1,2]
                           [--size corpus|config] [--batch 16] [--block 256] [--key=value model overrides]
 
-Every row trains the same model from the same initial weights on the same batches (one seed, the same tokens per
-step), in a process of its own set up the way train.py sets up a CPU (runs.pick_device): process-wide settings and
-an earlier commit's modules stay in their row. The rows take turns for --rounds rounds, since a shared machine's speed
-drifts by 10-20 % over minutes; the table gives each row's median tokens/s (timed after 5 warm-up steps) and the mean
-loss of its last 10 steps. --size corpus is the shipped model's shape (config.PRESETS["corpus"]), --size config is
+Within a round every row trains the same model from the same initial weights on the same batches (the round's seed:
+0, 1, ...; the same tokens per step), in a process of its own set up the way train.py sets up a CPU
+(runs.pick_device): process-wide settings and an earlier commit's modules stay in their row. The rows take turns for
+--rounds rounds, since a shared machine's speed drifts by 10-20 % over minutes; the table gives each row's median
+tokens/s (timed after 5 warm-up steps) and the loss of its last 10 steps (their mean), averaged over the rounds' seeds
+and per seed: after 200 steps, rounding alone moves one seed's loss by a few hundredths of a nat, so compare means. --size corpus is the shipped model's shape (config.PRESETS["corpus"]), --size config is
 config.py's own model, the original implementation's configuration (it was compared at --batch 4).
 """
 import argparse
@@ -50,11 +51,11 @@ def train_row(spec):
         torch.backends.mkldnn.matmul.fp32_precision = spec["matmul"]
     splits, _, _ = read_data(spec["data_dir"])
     data, batch, block, lr = splits["train"], spec["batch"], spec["block"], spec["learning_rate"]
-    torch.manual_seed(0)
+    torch.manual_seed(spec["seed"])
     known = {f.name for f in dataclasses.fields(GPTConfig)}  # an earlier commit's model may lack newer fields
     model = GPT(GPTConfig(**{k: v for k, v in spec["model"].items() if k in known}), verbose=False)
     opt = model.configure_optimizers(0.03, lr, (0.9, 0.95), "cpu")
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(spec["seed"] + 1)
     losses, t0 = [], None
     for it in range(spec["steps"]):
         if it == 5:  # after warm-up
@@ -146,7 +147,7 @@ def main():
                     results[name].append(dict(results[default][r], same=True))  # the default row's path
                     continue
                 res = run_row({**base, "name": name, "dtype": dtype, "tree": tree, "model": {**model, **extra},
-                               "matmul": matmul})
+                               "matmul": matmul, "seed": r})
                 results[name].append(res)
                 print(f"round {r + 1}: {name}: {res['tokens_per_s']:,.0f} tokens/s, loss {res['loss']:.4f}",
                       file=sys.stderr, flush=True)
@@ -156,11 +157,13 @@ def main():
           f"{opts.rounds} rounds")
     median = {name: statistics.median(r["tokens_per_s"] for r in res) for name, res in results.items()}
     before = median[rows[-1][0]] if opts.before else None
-    print(f"{'setting':42} {'tokens/s':>9} {'rounds':>20} {'loss, last 10 steps':>20}" + "  vs before" * bool(before))
+    print(f"{'setting':42} {'tokens/s':>9} {'rounds':>20}  {'loss: mean (per seed)':24}" + "  vs before" * bool(before))
     for name, res in results.items():
         rounds = "same path as default" if res[0].get("same") else " ".join(f"{r['tokens_per_s']:,.0f}" for r in res)
+        seeds = " ".join(f"{r['loss']:.3f}" for r in res)
+        loss = f"{statistics.mean(r['loss'] for r in res):.4f} ({seeds})"
         ratio = f"  {median[name] / before:9.2f}x" if before else ""
-        print(f"{name:42} {median[name]:9,.0f} {rounds:>20} {res[0]['loss']:20.4f}{ratio}")
+        print(f"{name:42} {median[name]:9,.0f} {rounds:>20}  {loss:24}{ratio}")
 
 if __name__ == "__main__":
     main()
