@@ -10,8 +10,9 @@ Within a round every row trains the same model from the same initial weights on 
 (runs.pick_device): process-wide settings and an earlier commit's modules stay in their row. The rows take turns for
 --rounds rounds, since a shared machine's speed drifts by 10-20 % over minutes; the table gives each row's median
 tokens/s (timed after 5 warm-up steps) and the loss of its last 10 steps (their mean), averaged over the rounds' seeds
-and per seed: after 200 steps, rounding alone moves one seed's loss by a few hundredths of a nat, so compare means. --size corpus is the shipped model's shape (config.PRESETS["corpus"]), --size config is
-config.py's own model, the original implementation's configuration (it was compared at --batch 4).
+and per seed: after 200 steps, rounding alone moves one seed's loss by a few hundredths of a nat, so compare means.
+--size corpus is the shipped model's shape (config.PRESETS["corpus"]), --size config is config.py's own model, the
+original implementation's configuration (it was compared at --batch 4).
 """
 import argparse
 import dataclasses
