@@ -132,8 +132,15 @@ def check_tokenizer(ckpt, tokenizer, path, tokenizer_path):
                          f"edited or replaced?); put the run's own tokenizer.json back")
 
 
-def pick_device(device, dtype, training=False):
-    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values; `training`: for train.py."""
+# Training on a CPU with AMX, dtype=auto autocasts to bf16 from this model width (n_embd) up, below it keeps float32 with
+# bf16 matmuls: bf16 autocast trains the shipped model (256) 1.6x faster than float32 and 1.2x faster than bf16
+# matmuls, but the demo's (128) 0.9x, slower than float32, for torch's bf16 elementwise kernels (BENCHMARKS.md).
+AUTOCAST_WIDTH = 256
+
+
+def pick_device(device, dtype, training=False, width=None):
+    """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values; `training`: for train.py, which
+    gives the model's `width` (n_embd)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -146,16 +153,18 @@ def pick_device(device, dtype, training=False):
         die(f"--device={device} but this machine has {torch.cuda.device_count()} CUDA GPUs")
     if kind == "mps" and not torch.backends.mps.is_available():
         die(f"--device={device} but MPS is not available here: use --device=cpu")
-    bf16_matmuls = training and dtype == "auto" and kind == "cpu" and has_amx()
+    amx = training and dtype == "auto" and kind == "cpu" and has_amx()
     if dtype == "auto":
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
+        if amx and (width or 0) >= AUTOCAST_WIDTH:
+            dtype = "bfloat16"
     if kind == "cpu":
-        # To train on a CPU with AMX, dtype=auto keeps every tensor float32 and has oneDNN round each matmul's inputs
-        # to bf16 for AMX's tiles (the CPU's counterpart of TF32): 1.43x a training step at the same loss (1.19x at
-        # the demo's size, where bf16 autocast is slower than float32; 1.62x at the shipped size). Not to sample:
-        # decoding's matmul shapes change with every token, and oneDNN compiles a kernel for each (3x slower;
-        # BENCHMARKS.md, "bf16 on a CPU with AMX"). dtype=float32 is float32 throughout ("none": torch's default).
-        torch.backends.mkldnn.matmul.fp32_precision = "bf16" if bf16_matmuls else "none"
+        # To train on a CPU with AMX, dtype=auto autocasts to bf16 from AUTOCAST_WIDTH up; below it, it keeps every
+        # tensor float32 and has oneDNN round each matmul's inputs to bf16 for AMX's tiles (the CPU's counterpart of
+        # TF32): 1.19x float32 at the demo's size, the same loss. Not to sample: decoding's matmul shapes change with
+        # every token, and oneDNN compiles a kernel for each (3x slower; BENCHMARKS.md, "bf16 on a CPU with AMX").
+        # dtype=float32 is float32 throughout ("none": torch's default).
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16" if amx and dtype == "float32" else "none"
         # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs. Flushed to zero they cost nothing; the
         # shipped model's run slowed by a third until it was restarted with this (BENCHMARKS.md: the cause is not
         # pinned down, the flush is a cheap guard).

@@ -235,11 +235,12 @@ def resolve_source(c, out_dir):
     return ckpt, ckpt_path, resume
 
 
-def setup_device(c):
-    """Where this process trains: device, dtype and autocast context, and its rank among world processes (torchrun)."""
+def setup_device(c, width):
+    """Where this process trains a model `width` wide (n_embd): device, dtype and autocast context, and its rank among
+    world processes (torchrun)."""
     ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
-    device, dtype = pick_device(c.device, c.dtype, training=True)
+    device, dtype = pick_device(c.device, c.dtype, training=True, width=width)
     if ddp:
         device = f"cuda:{os.environ['LOCAL_RANK']}" if device.startswith("cuda") else device
         if device.startswith("cuda"):
@@ -383,7 +384,7 @@ def main(argv=None):
     if c.export:
         return export(out_dir, Path(c.export), c.overwrite)
     ckpt, ckpt_path, resume = resolve_source(c, out_dir)
-    env = setup_device(c)
+    env = setup_device(c, ckpt["model_args"]["n_embd"] if ckpt else c.n_embd)
     splits, meta, tokenizer, heads, rules, mix = load_data(c)
     model = build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env)
     optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), env.device_type)

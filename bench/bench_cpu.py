@@ -16,6 +16,7 @@ original implementation's configuration (it was compared at --batch 4).
 """
 import argparse
 import dataclasses
+import inspect
 import json
 import statistics
 import subprocess
@@ -46,7 +47,8 @@ def train_row(spec):
     from dataset import get_batch, read_data
     from model import GPT, GPTConfig, autocast
     from runs import pick_device
-    _, dtype = pick_device("cpu", spec["dtype"], training=True)
+    width = {"width": spec["model"]["n_embd"]} if "width" in inspect.signature(pick_device).parameters else {}
+    _, dtype = pick_device("cpu", spec["dtype"], training=True, **width)  # (an earlier commit's may not take it)
     torch.set_num_threads(spec["threads"])
     if spec["matmul"]:
         torch.backends.mkldnn.matmul.fp32_precision = spec["matmul"]
@@ -126,7 +128,7 @@ def main():
     _, meta, _ = read_data(opts.data_dir)
     model.update(vocab_size=meta["vocab_size"], block_size=opts.block, dropout=0.0)
     import torch
-    auto = (str(pick_device("cpu", "auto", training=True)[1])[6:], torch.backends.mkldnn.matmul.fp32_precision)
+    auto = (str(pick_device("cpu", "auto", training=True, width=model["n_embd"])[1])[6:], torch.backends.mkldnn.matmul.fp32_precision)
     label = auto[0] + ", bf16 matmuls" * (auto[1] == "bf16")
     rows = [(name.format(auto=label), dtype, extra, matmul, str(ROOT)) for name, dtype, extra, matmul in ROWS]
     if opts.only:

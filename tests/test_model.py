@@ -143,6 +143,24 @@ def test_experts_are_padded_only_where_cpu_matmuls_run_in_bf16(monkeypatch):
         torch.backends.mkldnn.matmul.fp32_precision = "none"
 
 
+def test_auto_trains_in_bf16_autocast_on_amx_from_the_shipped_width_up(monkeypatch):
+    """dtype=auto on a CPU: float32 without AMX and to sample; training with AMX, bf16 matmuls in float32 below
+    runs.AUTOCAST_WIDTH and bf16 autocast from it up (measured: BENCHMARKS.md)."""
+    import runs
+    try:
+        for amx, training, width, dtype, precision in [
+                (False, True, 256, torch.float32, "none"), (True, False, 256, torch.float32, "none"),
+                (True, True, 128, torch.float32, "bf16"), (True, True, None, torch.float32, "bf16"),
+                (True, True, runs.AUTOCAST_WIDTH, torch.bfloat16, "none"), (True, True, 768, torch.bfloat16, "none")]:
+            monkeypatch.setattr(runs, "has_amx", lambda: amx)
+            assert runs.pick_device("cpu", "auto", training=training, width=width) == ("cpu", dtype)
+            assert torch.backends.mkldnn.matmul.fp32_precision == precision, (amx, training, width)
+            assert runs.pick_device("cpu", "float32", training=training, width=width) == ("cpu", torch.float32)
+            assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # an explicit dtype is kept
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
+
+
 def test_cpu_attention_is_torchs_causal_attention_in_float32_and_keeps_the_precision():
     torch.manual_seed(0)
     q, k = (torch.randn(2, 4, 70, 24, requires_grad=True) for _ in range(2))
