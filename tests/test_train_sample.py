@@ -84,6 +84,28 @@ def test_compiled_gap_is_zero_for_the_same_model_and_large_for_a_head_only_gradi
     assert model.training and all(p.grad is None for p in model.parameters())
 
 
+AS_IF_AMX = (  # train.py on a CPU taken for one with AMX, stopped once it has said what it trains in
+    "import sys, runs, train\n"
+    "runs.has_amx = lambda: True\n"
+    "train.load_data = lambda c: sys.exit(0)\n"
+    "train.main(sys.argv[1:])\n")
+
+
+@pytest.mark.parametrize("args, picked", [
+    (["--n_embd=256"], "bfloat16"),                                  # the shipped model's width: bf16 autocast
+    (["--n_embd=128"], "float32, with bf16 matmuls (AMX)"),          # the demo's: float32 with bf16 matmuls
+    (["--init_from={trained}"], "float32, with bf16 matmuls (AMX)"),  # a fine-tune: its checkpoint's width (32)
+])
+def test_auto_picks_by_the_width_of_the_model_it_trains(args, picked, trained, tmp_path):
+    """dtype=auto on a CPU with AMX: bf16 autocast from runs.AUTOCAST_WIDTH up, where a fine-tune's width is its
+    checkpoint's, not config.py's (768: autocast)."""
+    args = [a.format(trained=trained) for a in args]
+    r = subprocess.run([sys.executable, "-c", AS_IF_AMX, f"--out_dir={tmp_path / 'run'}", "--device=cpu", *args],
+                       capture_output=True, text=True, cwd=ROOT, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[0] == f"training on cpu in {picked}"
+
+
 def test_training_learns_and_fills_the_run_folder(trained):
     for name in ("checkpoint.pt", "best.pt", "config.json", "tokenizer.json", "metrics.jsonl", "tensorboard"):
         assert (trained / name).exists(), name
