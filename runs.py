@@ -132,9 +132,10 @@ def check_tokenizer(ckpt, tokenizer, path, tokenizer_path):
                          f"edited or replaced?); put the run's own tokenizer.json back")
 
 
-# Training on a CPU with AMX, dtype=auto autocasts to bf16 from this model width (n_embd) up, below it keeps float32 with
-# bf16 matmuls: bf16 autocast trains the shipped model (256) 1.6x faster than float32 and 1.2x faster than bf16
-# matmuls, but the demo's (128) 0.9x, slower than float32, for torch's bf16 elementwise kernels (BENCHMARKS.md).
+# Training on a CPU with AMX, dtype=auto autocasts to bf16 from this model width (n_embd) up, below it keeps float32
+# with bf16 matmuls: bf16 autocast trains the shipped model (256) 1.6x faster than float32 and 1.2x faster than bf16
+# matmuls at the same loss, a whole stage included, but the demo's (128) 0.9x, slower than float32, for torch's bf16
+# elementwise kernels (BENCHMARKS.md).
 AUTOCAST_WIDTH = 256
 
 

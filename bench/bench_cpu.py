@@ -128,7 +128,8 @@ def main():
     _, meta, _ = read_data(opts.data_dir)
     model.update(vocab_size=meta["vocab_size"], block_size=opts.block, dropout=0.0)
     import torch
-    auto = (str(pick_device("cpu", "auto", training=True, width=model["n_embd"])[1])[6:], torch.backends.mkldnn.matmul.fp32_precision)
+    auto_dtype = pick_device("cpu", "auto", training=True, width=model["n_embd"])[1]
+    auto = (str(auto_dtype)[6:], torch.backends.mkldnn.matmul.fp32_precision)
     label = auto[0] + ", bf16 matmuls" * (auto[1] == "bf16")
     rows = [(name.format(auto=label), dtype, extra, matmul, str(ROOT)) for name, dtype, extra, matmul in ROWS]
     if opts.only:
