@@ -160,9 +160,8 @@ def pick_device(device, dtype, training=False, width=None):
         if amx and (width or 0) >= AUTOCAST_WIDTH:
             dtype = "bfloat16"
     if kind == "cpu":
-        # To train on a CPU with AMX, dtype=auto autocasts to bf16 from AUTOCAST_WIDTH up; below it, it keeps every
-        # tensor float32 and has oneDNN round each matmul's inputs to bf16 for AMX's tiles (the CPU's counterpart of
-        # TF32): 1.19x float32 at the demo's size, the same loss. Not to sample: decoding's matmul shapes change with
+        # Below AUTOCAST_WIDTH, dtype=auto keeps every tensor float32 and has oneDNN round each matmul's inputs to
+        # bf16 for AMX's tiles (the CPU's counterpart of TF32). Not to sample: decoding's matmul shapes change with
         # every token, and oneDNN compiles a kernel for each (3x slower; BENCHMARKS.md, "bf16 on a CPU with AMX").
         # dtype=float32 is float32 throughout ("none": torch's default).
         torch.backends.mkldnn.matmul.fp32_precision = "bf16" if amx and dtype == "float32" else "none"
