@@ -439,4 +439,5 @@ def test_freed_memory_is_kept_for_the_next_step():
     run = lambda how: int(subprocess.run([sys.executable, "-c", probe, how], capture_output=True, text=True,
                                          check=True, cwd=Path(__file__).parents[1]).stdout)
     pages = 5 * 40 * (4 << 20) // resource.getpagesize()  # what five steps touch
-    assert run("tuned") < pages / 50 and run("default") > pages / 10  # default: all of it, or one step's
+    # tuned: 1,024 faults here, now and then 4,096 (pages / 50 exactly); default: all of it, or one step's (40,960)
+    assert run("tuned") < pages / 20 and run("default") > pages / 10
