@@ -132,16 +132,18 @@ def check_tokenizer(ckpt, tokenizer, path, tokenizer_path):
                          f"edited or replaced?); put the run's own tokenizer.json back")
 
 
-# Training on a CPU with AMX, dtype=auto autocasts to bf16 from this model width (n_embd) up, below it keeps float32
-# with bf16 matmuls: bf16 autocast trains the shipped model (256) 1.6x faster than float32 and 1.2x faster than bf16
-# matmuls at the same loss, a whole stage included, but the demo's (128) 0.9x, slower than float32, for torch's bf16
-# elementwise kernels (BENCHMARKS.md).
-AUTOCAST_WIDTH = 256
+# Training on a CPU with AMX, dtype=auto autocasts to bf16 where the windows are AUTOCAST_WINDOW tokens or longer or the
+# model is AUTOCAST_WIDTH wide (n_embd) or wider; below both it keeps float32 with bf16 matmuls. Autocast's bf16 flash
+# attention and matmuls win where they are most of a step, torch's slower bf16 elementwise kernels lose where they
+# are not: the shipped model (256 wide, windows of 512) trains 1.66x faster than float32 with autocast, 1.35x with
+# bf16 matmuls; the demo's (128 wide, windows of 128) 0.92x and 1.24x. Measured at 12 shapes (BENCHMARKS.md,
+# "dtype=auto picks by the window and the width").
+AUTOCAST_WINDOW, AUTOCAST_WIDTH = 256, 512
 
 
-def pick_device(device, dtype, training=False, width=None):
+def pick_device(device, dtype, training=False, width=None, window=None):
     """('cuda' | 'cpu' | ..., torch dtype) from the config's 'auto' or explicit values; `training`: for train.py, which
-    gives the model's `width` (n_embd)."""
+    gives the model's `width` (n_embd) and the `window` it trains on (block_size)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -157,12 +159,13 @@ def pick_device(device, dtype, training=False, width=None):
     amx = training and dtype == "auto" and kind == "cpu" and has_amx()
     if dtype == "auto":
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device.startswith("cuda") else "float32"
-        if amx and (width or 0) >= AUTOCAST_WIDTH:
+        if amx and ((window or 0) >= AUTOCAST_WINDOW or (width or 0) >= AUTOCAST_WIDTH):
             dtype = "bfloat16"
     if kind == "cpu":
-        # Below AUTOCAST_WIDTH, dtype=auto keeps every tensor float32 and has oneDNN round each matmul's inputs to
-        # bf16 for AMX's tiles (the CPU's counterpart of TF32). Not to sample: decoding's matmul shapes change with
-        # every token, and oneDNN compiles a kernel for each (3x slower; BENCHMARKS.md, "bf16 on a CPU with AMX").
+        # Below AUTOCAST_WINDOW and AUTOCAST_WIDTH, dtype=auto keeps every tensor float32 and has oneDNN round each
+        # matmul's inputs to bf16 for AMX's tiles (the CPU's counterpart of TF32). Not to sample: decoding's matmul
+        # shapes change with every token, and oneDNN compiles a kernel for each (3x slower; BENCHMARKS.md, "bf16 on a
+        # CPU with AMX").
         # dtype=float32 is float32 throughout ("none": torch's default).
         torch.backends.mkldnn.matmul.fp32_precision = "bf16" if amx and dtype == "float32" else "none"
         # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs. Flushed to zero they cost nothing; the

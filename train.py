@@ -236,11 +236,11 @@ def resolve_source(c, out_dir):
 
 
 def setup_device(c, width):
-    """Where this process trains a model `width` wide (n_embd): device, dtype and autocast context, and its rank among
-    world processes (torchrun)."""
+    """Where this process trains a model `width` wide (n_embd) on windows of c.block_size tokens: device, dtype and
+    autocast context, and its rank among world processes (torchrun)."""
     ddp = "RANK" in os.environ
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
-    device, dtype = pick_device(c.device, c.dtype, training=True, width=width)
+    device, dtype = pick_device(c.device, c.dtype, training=True, width=width, window=c.block_size)
     if ddp:
         device = f"cuda:{os.environ['LOCAL_RANK']}" if device.startswith("cuda") else device
         if device.startswith("cuda"):

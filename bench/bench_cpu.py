@@ -47,8 +47,9 @@ def train_row(spec):
     from dataset import get_batch, read_data
     from model import GPT, GPTConfig, autocast
     from runs import pick_device
-    width = {"width": spec["model"]["n_embd"]} if "width" in inspect.signature(pick_device).parameters else {}
-    _, dtype = pick_device("cpu", spec["dtype"], training=True, **width)  # (an earlier commit's may not take it)
+    shape = {"width": spec["model"]["n_embd"], "window": spec["block"]}
+    takes = inspect.signature(pick_device).parameters  # (an earlier commit's may not take them)
+    _, dtype = pick_device("cpu", spec["dtype"], training=True, **{k: v for k, v in shape.items() if k in takes})
     torch.set_num_threads(spec["threads"])
     if spec["matmul"]:
         torch.backends.mkldnn.matmul.fp32_precision = spec["matmul"]
@@ -128,7 +129,7 @@ def main():
     _, meta, _ = read_data(opts.data_dir)
     model.update(vocab_size=meta["vocab_size"], block_size=opts.block, dropout=0.0)
     import torch
-    auto_dtype = pick_device("cpu", "auto", training=True, width=model["n_embd"])[1]
+    auto_dtype = pick_device("cpu", "auto", training=True, width=model["n_embd"], window=opts.block)[1]
     auto = (str(auto_dtype)[6:], torch.backends.mkldnn.matmul.fp32_precision)
     label = auto[0] + ", bf16 matmuls" * (auto[1] == "bf16")
     rows = [(name.format(auto=label), dtype, extra, matmul, str(ROOT)) for name, dtype, extra, matmul in ROWS]

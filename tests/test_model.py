@@ -143,19 +143,26 @@ def test_experts_are_padded_only_where_cpu_matmuls_run_in_bf16(monkeypatch):
         torch.backends.mkldnn.matmul.fp32_precision = "none"
 
 
-def test_auto_trains_in_bf16_autocast_on_amx_from_the_shipped_width_up(monkeypatch):
-    """dtype=auto on a CPU: float32 without AMX and to sample; training with AMX, bf16 matmuls in float32 below
-    runs.AUTOCAST_WIDTH and bf16 autocast from it up (measured: BENCHMARKS.md)."""
+def test_auto_trains_in_bf16_autocast_on_amx_at_long_windows_or_large_widths(monkeypatch):
+    """dtype=auto on a CPU: float32 without AMX and to sample; training with AMX, bf16 autocast on windows from
+    runs.AUTOCAST_WINDOW up or at widths from runs.AUTOCAST_WIDTH up, else bf16 matmuls in float32 (measured:
+    BENCHMARKS.md)."""
     import runs
+    autocast, matmuls = (torch.bfloat16, "none"), (torch.float32, "bf16")
     try:
-        for amx, training, width, dtype, precision in [
-                (False, True, 256, torch.float32, "none"), (True, False, 256, torch.float32, "none"),
-                (True, True, 128, torch.float32, "bf16"), (True, True, None, torch.float32, "bf16"),
-                (True, True, runs.AUTOCAST_WIDTH, torch.bfloat16, "none"), (True, True, 768, torch.bfloat16, "none")]:
+        for amx, training, width, window, (dtype, precision) in [
+                (False, True, 256, 512, (torch.float32, "none")), (True, False, 256, 512, (torch.float32, "none")),
+                (True, True, 128, 128, matmuls), (True, True, None, None, matmuls), (True, True, 256, 128, matmuls),
+                (True, True, 128, runs.AUTOCAST_WINDOW - 1, matmuls),
+                (True, True, runs.AUTOCAST_WIDTH - 1, 128, matmuls),
+                (True, True, 128, runs.AUTOCAST_WINDOW, autocast), (True, True, None, 512, autocast),
+                (True, True, runs.AUTOCAST_WIDTH, 128, autocast), (True, True, 768, None, autocast),
+                (True, True, 256, 512, autocast)]:
             monkeypatch.setattr(runs, "has_amx", lambda: amx)
-            assert runs.pick_device("cpu", "auto", training=training, width=width) == ("cpu", dtype)
-            assert torch.backends.mkldnn.matmul.fp32_precision == precision, (amx, training, width)
-            assert runs.pick_device("cpu", "float32", training=training, width=width) == ("cpu", torch.float32)
+            assert runs.pick_device("cpu", "auto", training=training, width=width, window=window) == ("cpu", dtype)
+            assert torch.backends.mkldnn.matmul.fp32_precision == precision, (amx, training, width, window)
+            assert runs.pick_device("cpu", "float32", training=training, width=width, window=window) == (
+                "cpu", torch.float32)
             assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # an explicit dtype is kept
     finally:
         torch.backends.mkldnn.matmul.fp32_precision = "none"

@@ -92,13 +92,15 @@ AS_IF_AMX = (  # train.py on a CPU taken for one with AMX, stopped once it has s
 
 
 @pytest.mark.parametrize("args, picked", [
-    (["--n_embd=256"], "bfloat16"),                                  # the shipped model's width: bf16 autocast
-    (["--n_embd=128"], "float32, with bf16 matmuls (AMX)"),          # the demo's: float32 with bf16 matmuls
-    (["--init_from={trained}"], "float32, with bf16 matmuls (AMX)"),  # a fine-tune: its checkpoint's width (32)
+    (["--n_embd=256", "--block_size=512"], "bfloat16"),                    # the shipped model's: bf16 autocast
+    (["--n_embd=128", "--block_size=128"], "float32, with bf16 matmuls (AMX)"),  # the demo's: bf16 matmuls
+    (["--n_embd=128", "--block_size=256"], "bfloat16"),                    # a long window: autocast
+    (["--n_embd=768", "--block_size=128"], "bfloat16"),                    # a wide model: autocast
+    (["--init_from={trained}", "--block_size=128"], "float32, with bf16 matmuls (AMX)"),  # its checkpoint's width: 32
 ])
-def test_auto_picks_by_the_width_of_the_model_it_trains(args, picked, trained, tmp_path):
-    """dtype=auto on a CPU with AMX: bf16 autocast from runs.AUTOCAST_WIDTH up, where a fine-tune's width is its
-    checkpoint's, not config.py's (768: autocast)."""
+def test_auto_picks_by_the_window_and_the_width_of_the_model_it_trains(args, picked, trained, tmp_path):
+    """dtype=auto on a CPU with AMX: bf16 autocast on windows from runs.AUTOCAST_WINDOW up or at widths from
+    runs.AUTOCAST_WIDTH up, where a fine-tune's width is its checkpoint's, not config.py's (768: autocast)."""
     args = [a.format(trained=trained) for a in args]
     r = subprocess.run([sys.executable, "-c", AS_IF_AMX, f"--out_dir={tmp_path / 'run'}", "--device=cpu", *args],
                        capture_output=True, text=True, cwd=ROOT, env=ENV)
