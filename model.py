@@ -74,9 +74,10 @@ MODEL_KEYS = [f.name for f in fields(GPTConfig) if f.name != "vocab_size"]  # th
 
 def rope_angles(cfg, start, length, device):
     """(length, 1, rope_dim) cos and signed sin for absolute positions start .. start+length-1, to broadcast over
-    heads: the halves of the last dim form the rotated pairs, so cos repeats per half and sin is (-sin, sin)."""
+    heads: the halves of the last dim form the rotated pairs, so cos repeats per half and sin is (-sin, sin). `start`
+    is an int, or a tensor in a decode step recorded as a CUDA graph (DecodeGraph)."""
     inv_freq = cfg.rope_theta ** -(torch.arange(0, cfg.qk_rope_head_dim, 2, device=device).float() / cfg.qk_rope_head_dim)
-    t = torch.arange(start, start + length, device=device).float()
+    t = (torch.arange(length, device=device) + start).float()
     freqs = torch.outer(t, inv_freq)
     return torch.cat([freqs.cos(), freqs.cos()], -1)[:, None], torch.cat([-freqs.sin(), freqs.sin()], -1)[:, None]
 
@@ -174,6 +175,37 @@ class LatentCache:
         return cfg.n_layer * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * size, cfg.n_layer * 2 * cfg.n_embd * size
 
 
+class DecodeGraph:
+    """A decode step of `model` (one new token per row, batch_size rows, into `cache`) recorded once as a CUDA graph
+    and replayed at each position: its ~100 kernel launches a layer leave the host as one, where at batch 1 the
+    launches, not the GPU, bound decoding (BENCHMARKS.md, "GPU"). The step reads its token and position from tensors
+    of its own and attends to the whole cache with the later positions masked, so every replay has the same shapes.
+    Recording runs the step twice at position 0: build it before the prefill, which writes that position anew."""
+
+    def __init__(self, model, cache, batch_size):
+        device = cache.kv.device
+        self.token = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
+        kind = device.type  # (autocast's cache of cast weights must stay off while a graph records)
+        casts = (torch.autocast(kind, torch.get_autocast_dtype(kind), cache_enabled=False)
+                 if torch.is_autocast_enabled(kind) else nullcontext())
+        side = torch.cuda.Stream(device)  # a warm-up off the main stream, as recording wants
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), casts:
+            model(self.token, cache=cache, pos=self.pos)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), casts:
+            self.logits, _ = model(self.token, cache=cache, pos=self.pos)
+
+    def __call__(self, token, pos):
+        """Logits (B, 1, V) after `token` (B, 1) at position `pos`; the same tensor each call, rewritten."""
+        self.token.copy_(token)
+        self.pos.fill_(pos)
+        self.graph.replay()
+        return self.logits
+
+
 class MLA(nn.Module):
     """Multi-head Latent Attention."""
 
@@ -202,10 +234,15 @@ class MLA(nn.Module):
         c_kv, k_rope = self.wkv_a(x).split([cfg.kv_lora_rank, rope], dim=-1)
         c_kv = self.kv_norm(c_kv)                           # (B, T, d_c): all a decode step needs of K and V
         k_rope = apply_rope(k_rope[:, :, None], cos, sin)   # (B, T, 1, rope): one rotary key shared by all heads
-        if cache is not None:
+        static = isinstance(pos, torch.Tensor)  # a decode step recorded as a CUDA graph: the position is a tensor
+        if static:  # (the same writes, at positions read on the device)
+            at = torch.arange(T, device=x.device) + pos
+            cache.kv[self.layer_id, :B].index_copy_(1, at, c_kv.to(cache.kv.dtype))
+            cache.pe[self.layer_id, :B].index_copy_(1, at, k_rope[:, :, 0].to(cache.pe.dtype))
+        elif cache is not None:
             cache.kv[self.layer_id, :B, pos:pos + T] = c_kv.to(cache.kv.dtype)
             cache.pe[self.layer_id, :B, pos:pos + T] = k_rope[:, :, 0].to(cache.pe.dtype)
-        if cache is None or pos == 0:
+        if cache is None or (not static and pos == 0):
             # Plain path (training, prefill): up-project per head, causal flash attention.
             k_nope, v = self.wkv_b(c_kv).view(B, T, H, nope + dv).split([nope, dv], dim=-1)
             q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2)                       # (B, H, T, qk)
@@ -220,16 +257,17 @@ class MLA(nn.Module):
             y = y.transpose(1, 2)                                                            # (B, T, H, dv)
         else:
             # Absorbed path (decode): q_nope·(W_UK c) = (W_UKᵀ q_nope)·c, so attend to the cached latents directly,
-            # then apply W_UV to the weighted sum of latents.
-            S = pos + T
+            # then apply W_UV to the weighted sum of latents. A graph's step has one shape at every position: it
+            # attends to the whole cache, the positions after its own masked.
+            S = cache.length if static else pos + T
             w = self.wkv_b.weight.view(H, nope + dv, cfg.kv_lora_rank)
             kv, pe = cache.kv[self.layer_id, :B, :S], cache.pe[self.layer_id, :B, :S]   # (B, S, d_c), (B, S, rope)
             q_lat = torch.einsum("bthd,hdc->bthc", q_nope, w[:, :nope].to(q_nope.dtype))  # (B, T, H, d_c)
             scores = (torch.einsum("bthc,bsc->bhts", q_lat, kv.to(q_lat.dtype))
                       + torch.einsum("bthr,bsr->bhts", q_rope, pe.to(q_rope.dtype))) * self.softmax_scale
             scores = scores.float()
-            if T > 1:  # a run of given tokens: each sees the cache and those before it (one token sees all)
-                visible = torch.arange(S, device=x.device) <= torch.arange(pos, S, device=x.device)[:, None]  # (T, S)
+            if T > 1 or static:  # a run of given tokens: each sees the cache and those before it (one token sees all)
+                visible = torch.arange(S, device=x.device) <= (torch.arange(T, device=x.device) + pos)[:, None]
                 scores = scores.masked_fill(~visible, float("-inf"))
             p = scores.softmax(dim=-1).type_as(q_lat)
             o = torch.einsum("bhts,bsc->bthc", p, kv.to(p.dtype))                       # (B, T, H, d_c)
@@ -494,19 +532,21 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, allowed_fn=None, stop_id=None,
-                 generator=None, keep=0, forced=()):
+                 generator=None, keep=0, forced=(), graph=False):
         """Continue idx (B, T) by max_new_tokens using the latent cache. allowed_fn(idx) -> (B, V) bool mask of the
         tokens each sequence may take next. `forced` gives the token id to take at each absolute position (-1 where
         it is sampled), the same for every row: a run of them (a prompt) is appended at once and read in one forward
         pass. Sequences that emit stop_id are padded with it; once all have stopped the loop ends (checked every 16
         steps). Past block_size the window slides: the first `keep` tokens (START and the header) and the last half
-        block minus them are prefilled afresh."""
+        block minus them are prefilled afresh. With `graph` (CUDA), each step of one new token replays a DecodeGraph.
+        """
         cfg, B = self.cfg, idx.size(0)
         window, total, forced = cfg.block_size, idx.size(1) + max_new_tokens, list(forced)
         keep = min(keep, window // 4)  # a header longer than that (a tiny window) is cut when the window slides
         kind = idx.device.type  # under autocast the cache takes the autocast dtype (bf16: half the bytes of fp32)
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.tok_emb.weight.dtype
         cache = LatentCache(cfg, B, window, idx.device, dtype)
+        step_graph = DecodeGraph(self, cache, B) if graph else None  # (before the prefill: see DecodeGraph)
         last = lambda n: idx if idx.size(1) <= n else torch.cat([idx[:, :keep], idx[:, keep - n:]], dim=1)
         context = last(window)  # the first `keep` tokens and the latest ones, n in all
         logits, _ = self(context, cache=cache, pos=0)
@@ -539,6 +579,9 @@ class GPT(nn.Module):
                 context = last(window // 2)
                 logits, _ = self(context, cache=cache, pos=0)
                 pos = context.size(1)
+            elif step_graph is not None and new.size(1) == 1:
+                logits = step_graph(new, pos)
+                pos += 1
             else:
                 logits, _ = self(new, cache=cache, pos=pos)
                 pos += new.size(1)

@@ -1,5 +1,5 @@
-"""Generation speed at batch 1, 8, 32: tokens/s with the latent cache vs recomputing the whole window, and the
-cache's bytes per token vs a plain multi-head cache.
+"""Generation speed at batch 1, 8, 32: tokens/s with the latent cache (on CUDA also with each decode step a CUDA graph,
+model.DecodeGraph) vs recomputing the whole window, and the cache's bytes per token vs a plain multi-head cache.
 
 python bench/bench_generate.py [--new_tokens 512] [--key=value ...]   (any model field of config.py)
 
@@ -49,13 +49,18 @@ def main():
     print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, {new} new tokens after "
           f"{opts.prompt_tokens}; cache {latent} bytes/token (all layers) vs {mha} for plain multi-head K/V "
           f"({mha / latent:.1f}x smaller)")
-    print(f"{'batch':>5} {'latent cache tok/s':>19} {'recompute tok/s':>16} {'speed-up':>9}", flush=True)
+    graphs = device == "cuda"
+    print(f"{'batch':>5} {'latent cache tok/s':>19}" + f" {'+ CUDA graph tok/s':>19}" * graphs
+          + f" {'recompute tok/s':>16} {'speed-up':>9}", flush=True)
     for B in batches:  # a row as each is measured: a slow device keeps the rows before it
         idx = torch.randint(0, cfg.vocab_size, (B, opts.prompt_tokens), device=device)
         model.generate(idx, 8, top_k=100)  # warm-up
-        a = B * new / timed(lambda: model.generate(idx, new, top_k=100), device)
+        cached = [B * new / timed(lambda: model.generate(idx, new, top_k=100), device)]
+        if graphs:  # (recording the graph is part of each call, as it is of sampling)
+            model.generate(idx, 8, top_k=100, graph=True)
+            cached.append(B * new / timed(lambda: model.generate(idx, new, top_k=100, graph=True), device))
         b = B * new / timed(lambda: recompute(model, idx, new), device)
-        print(f"{B:5} {a:19,.0f} {b:16,.0f} {a / b:8.1f}x", flush=True)
+        print(f"{B:5}" + "".join(f" {a:19,.0f}" for a in cached) + f" {b:16,.0f} {max(cached) / b:8.1f}x", flush=True)
 
 
 if __name__ == "__main__":

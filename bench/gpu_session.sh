@@ -9,7 +9,8 @@
 #   (batch 32 x 512, vocab 909) and 3. generation at batch 1/8/32 with 512 new tokens; 4. a real training run of the
 #   shipped model's shape on DATA_DIR (bf16, eager), sample.py from it and from the shipped model (MIDI files to
 #   OUT_DIR/midi); 5. torchrun with one process over NCCL; 6. the same training compiled (train.py refuses it where
-#   the gradients are off); 7. training speed at the shipped shape; 8. a profile of decoding.
+#   the gradients are off); 7. training speed at the shipped shape; 8. a profile of decoding, without and with
+#   CUDA graphs (model.DecodeGraph: step 1 tests it, step 3 times it; sample.py takes it once it has been measured).
 # Everything printed goes to OUT_DIR/gpu.txt; the runs' metrics.jsonl are copied beside it. The first run (2026-12-04,
 # BENCHMARKS.md) took 8 minutes to step 7 and ran out at 8 minutes: keep timeout_s at 600.
 set -uo pipefail
@@ -80,5 +81,6 @@ fi
     "$PY bench/bench_train.py --vocab_size=716 --batch_size=8 --dispatch=grouped,loop $SHIPPED && \
      $PY bench/bench_train.py --vocab_size=716 --batch_size=32 --dispatch=grouped $SHIPPED"
   step 60 "8. what bounds generation at batch 1" $PY bench/gpu_profile.py --vocab_size=909
+  step 60 "8b. the same, each decode step a CUDA graph" $PY bench/gpu_profile.py --vocab_size=909 --graph
   nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm --format=csv
 } 2>&1 | tee "$out/gpu.txt"

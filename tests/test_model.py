@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import model
-from model import (GPT, CPUAttention, GPTConfig, LatentCache, MoE, RMSNorm, RMSNormFunction, apply_rope, model_args,
-                   pad_groups, rope_angles, sample_logits)
+from model import (GPT, CPUAttention, DecodeGraph, GPTConfig, LatentCache, MoE, RMSNorm, RMSNormFunction, apply_rope,
+                   model_args, pad_groups, rope_angles, sample_logits)
 from runs import load_checkpoint
 
 
@@ -35,6 +35,79 @@ def test_latent_cache_decoding_matches_full_forward(q_lora_rank):
         torch.testing.assert_close(step[:, -1], full[:, t], atol=1e-5, rtol=1e-5)
     step, _ = model(idx[:, 20:24], cache=cache, pos=20)             # several new tokens at once, absorbed
     torch.testing.assert_close(step[:, -1], full[:, 23], atol=1e-5, rtol=1e-5)
+
+
+def test_a_decode_step_at_a_tensor_position_is_the_plain_step():
+    """DecodeGraph's step (the position a tensor, the whole cache attended with the later positions masked) gives
+    the plain step's logits and cache, though the positions after it hold what an earlier window left there."""
+    torch.manual_seed(0)
+    model = GPT(tiny(), verbose=False).eval()
+    idx = torch.randint(0, 50, (2, 20))
+    caches = [LatentCache(model.cfg, 2, 32, "cpu", torch.float32) for _ in range(2)]
+    for cache in caches:
+        torch.manual_seed(1)
+        cache.kv.normal_(), cache.pe.normal_()  # a slid window's stale latents
+        model(idx[:, :5], cache=cache, pos=0)
+    for t in range(5, 20):
+        plain, _ = model(idx[:, t:t + 1], cache=caches[0], pos=t)
+        static, _ = model(idx[:, t:t + 1], cache=caches[1], pos=torch.tensor(t))
+        torch.testing.assert_close(static, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(caches[1].kv, caches[0].kv, atol=1e-5, rtol=1e-5)  # (the layers above round apart)
+    torch.testing.assert_close(caches[1].pe, caches[0].pe, atol=1e-5, rtol=1e-5)
+
+
+def test_generate_with_the_graphs_step_draws_what_it_draws_without(monkeypatch):
+    """generate(graph=True)'s loop on a CPU: DecodeGraph's step run as it is recorded (the position a tensor, and
+    position 0 written before the prefill), without the recording, which needs CUDA (the next test). The same tokens
+    through given tokens and slides of the window, and every single new token through the step."""
+    class Unrecorded:
+        def __init__(self, net, cache, batch_size):
+            self.net, self.cache, self.calls = net, cache, []
+            net(torch.zeros(batch_size, 1, dtype=torch.long), cache=cache, pos=torch.tensor(0))
+            steps.append(self)
+
+        def __call__(self, token, pos):
+            self.calls.append(pos)
+            return self.net(token, cache=self.cache, pos=torch.tensor(pos))[0]
+
+    steps, drawn = [], []  # (the logits of every draw, to compare: a random model's greedy tokens hardly heed them)
+    monkeypatch.setattr(model, "DecodeGraph", Unrecorded)
+    monkeypatch.setattr(model, "sample_logits", lambda logits, *a: drawn.append(logits) or sample_logits(logits, *a))
+    torch.manual_seed(0)
+    net = GPT(tiny(), verbose=False).eval()
+    idx = torch.randint(1, 50, (3, 4))
+    forced = [-1] * 10 + [7, 8, 9] + [-1] * 20 + [5]  # a run of three given tokens, then a single one
+    plain = net.generate(idx, 60, temperature=0, keep=2, forced=forced)
+    plain_logits, drawn[:] = drawn[:], []
+    assert torch.equal(net.generate(idx, 60, temperature=0, keep=2, forced=forced, graph=True), plain)
+    torch.testing.assert_close(drawn, plain_logits, atol=1e-5, rtol=1e-5)
+    calls = steps[0].calls
+    assert len(calls) > 40 and max(calls) == 31 and calls.count(31) > 1  # up to the window's end, after slides
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_generate_with_a_cuda_graph_draws_what_it_draws_without():
+    """The same tokens greedily with and without DecodeGraph, through given tokens and two slides of the window; in
+    bf16 autocast a replayed step's logits are the plain step's, and a replay makes no host sync."""
+    torch.manual_seed(0)
+    model = GPT(tiny(), verbose=False).cuda().eval()
+    idx = torch.randint(0, 50, (3, 4), device="cuda")
+    forced = [-1] * 10 + [7, 8, 9] + [-1] * 20 + [5]  # a run of three given tokens, then a single one
+    plain = model.generate(idx, 60, temperature=0, keep=2, forced=forced)
+    assert torch.equal(model.generate(idx, 60, temperature=0, keep=2, forced=forced, graph=True), plain)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        caches = [LatentCache(model.cfg, 3, 32, "cuda", torch.bfloat16) for _ in range(2)]
+        step = DecodeGraph(model, caches[1], 3)
+        for cache in caches:
+            model(idx, cache=cache, pos=0)
+        expected, _ = model(idx[:, :1], cache=caches[0], pos=4)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got = step(idx[:, :1], 4)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
 
 
 def test_mla_training_path_matches_the_equations():
