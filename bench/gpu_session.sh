@@ -12,7 +12,8 @@
 #   the gradients are off); 7. training speed at the shipped shape; 8. a profile of decoding, without and with
 #   CUDA graphs (model.DecodeGraph: step 1 tests it, step 3 times it; sample.py takes it once it has been measured).
 # Everything printed goes to OUT_DIR/gpu.txt; the runs' metrics.jsonl are copied beside it. The first run (2026-12-04,
-# BENCHMARKS.md) took 8 minutes to step 7 and ran out at 8 minutes: keep timeout_s at 600.
+# BENCHMARKS.md) took 8 minutes to step 7 and ran out at 8 minutes: keep timeout_s at 600, and to run some steps only
+# (those not yet measured first), name them: ONLY="1 3 8b" bash bench/gpu_session.sh DATA_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: bash bench/gpu_session.sh DATA_DIR [OUT_DIR]}
@@ -24,15 +25,17 @@ runs=$(mktemp -d)
 # The shipped model's shape (config.PRESETS["corpus"]) as model fields, for the benchmarks.
 SHIPPED="--n_layer=4 --n_head=4 --n_embd=256 --kv_lora_rank=128 --qk_nope_head_dim=32 --qk_rope_head_dim=32 \
 --v_head_dim=64 --n_shared_experts=1 --n_routed_experts=4 --top_k_experts=1 --expert_hidden=512 --block_size=512"
-step() {  # step SECONDS TITLE COMMAND...: run one step under a time limit, timed
+step() {  # step SECONDS TITLE COMMAND...: run one step under a time limit, timed (unless ONLY leaves it out)
   local limit=$1 title=$2
   shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" ${title%%.*} "* ]]; then return 0; fi
   echo; echo "=== $title ($(date -u +%H:%M:%S), limit ${limit}s): $*"
   local t0=$SECONDS
   timeout -k 5 "$limit" "$@"
   echo "--- rc $? in $((SECONDS - t0)) s"
 }
 summary() {  # summary RUN: median tokens/s and MFU of a run's logged steps after the first log, and its last losses
+  [ -f "$1/metrics.jsonl" ] || return 1  # (a step left out, or one that failed before its first log)
   $PY - "$1" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.jsonl")]
