@@ -4,7 +4,8 @@ python bench/bench_train.py [--key=value ...]   (any model field of config.py, p
 
 On CUDA: the default config, bf16 autocast, batch 32 x 512; the MoE dispatch variants of model.MoE in eager mode,
 then the grouped one under torch.compile. On CPU: a tiny config (override anything) in float32, compile only with
---compile_too. MFU uses GPT.flops_per_token's count.
+--compile_too. MFU uses GPT.flops_per_token's count. --profile then profiles a few eager steps of the grouped
+dispatch: the operations that take the most device and host time, and how busy the device was (what bounds a step).
 """
 import argparse
 import sys
@@ -36,7 +37,9 @@ def setup(parser):
     return opts, cfg, device, dtype, torch.cuda.get_device_name() if device == "cuda" else "CPU"
 
 
-def bench(model, batch, block, vocab, steps, device, dtype, compiled):
+def train_step(model, batch, block, vocab, device, dtype, compiled):
+    """A function that runs one training step of `model` (forward, backward, clipping, AdamW, the MoE biases) on a
+    fixed random batch."""
     torch.manual_seed(0)
     step_model = torch.compile(model) if compiled else model
     opt = model.configure_optimizers(0.03, 3e-4, (0.9, 0.95), device)
@@ -50,7 +53,11 @@ def bench(model, batch, block, vocab, steps, device, dtype, compiled):
         opt.step()
         opt.zero_grad(set_to_none=True)
         model.update_moe_biases()
+    return step
 
+
+def bench(model, batch, block, vocab, steps, device, dtype, compiled):
+    step = train_step(model, batch, block, vocab, device, dtype, compiled)
     for _ in range(3):  # warm-up (and compilation)
         step()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -67,12 +74,39 @@ def bench(model, batch, block, vocab, steps, device, dtype, compiled):
     return dt * 1e3, batch * block / dt, mfu, mem
 
 
+def profile_steps(model, batch, block, vocab, device, dtype, steps=5):
+    """Print what a training step spends its time on: torch.profiler over `steps` eager steps after a warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+    MoE.dispatch = "grouped"
+    step = train_step(model, batch, block, vocab, device, dtype, compiled=False)
+    for _ in range(3):
+        step()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device == "cuda")) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        wall = (time.perf_counter() - t0) / steps
+    events = prof.key_averages()
+    print(f"\nprofile of {steps} eager steps (grouped dispatch): {wall * 1e3:.1f} ms a step under the profiler")
+    if device == "cuda":
+        print(events.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=50))
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e3 / steps  # ms a step
+        print(f"a step: {wall * 1e3:.1f} ms of wall time, {busy:.1f} ms of kernels ({busy / (wall * 1e3):.0%} busy), "
+              f"{len(kernels) / steps:.0f} kernel launches")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--compile_too", action="store_true", help="also time torch.compile on CPU")
     parser.add_argument("--dispatch", default="grouped,loop,dense", help="MoE dispatch variants to time (eager)")
+    parser.add_argument("--profile", action="store_true", help="then profile a few eager steps (grouped dispatch)")
     opts, cfg, device, dtype, name = setup(parser)
     batch = opts.batch_size or (32 if device == "cuda" else 8)
     model = GPT(cfg).to(device)
@@ -87,6 +121,8 @@ def main():
         ms, tps, mfu, mem = bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, compiled)
         print(f"{dispatch + (' + compile' if compiled else ''):18} {ms:9.1f} {tps:11,.0f} "
               f"{'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}", flush=True)
+    if opts.profile:
+        profile_steps(model, batch, cfg.block_size, cfg.vocab_size, device, dtype)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 # pySmartDL platformdirs, as the device's README says); they are installed first when .whl is there.
 # In order of what matters most, each step under its own time limit, so that one that hangs leaves the rest:
 #   1. the CUDA-only tests (model.py) and compiled against eager gradients; 2. training speed at the original's config
-#   (batch 32 x 512, vocab 909) and 3. generation at batch 1/8/32 with 512 new tokens; 4. a real training run of the
+#   (batch 32 x 512, vocab 909), 2b. a profile of its step and 3. generation at batch 1/8/32 with 512 new tokens; 4. a real training run of the
 #   shipped model's shape on DATA_DIR (bf16, eager), sample.py from it and from the shipped model (MIDI files to
 #   OUT_DIR/midi); 5. torchrun with one process over NCCL; 6. the same training compiled (train.py refuses it where
 #   the gradients are off); 7. training speed at the shipped shape; 8. a profile of decoding, without and with
@@ -61,6 +61,8 @@ fi
   step 150 "1. CUDA-only tests" $PY -m pytest -q -p no:cacheprovider -x tests/test_model.py
   step 150 "1b. compiled against eager gradients" $PY bench/check_compile.py --vocab_size=909
   step 200 "2. training speed, the original's config" $PY bench/bench_train.py --vocab_size=909
+  step 90 "2b. what bounds training at the original's config (a profile)" $PY bench/bench_train.py \
+    --vocab_size=909 --dispatch=grouped --steps 5 --profile
   step 150 "3. generation speed, the original's config" $PY bench/bench_generate.py --vocab_size=909
   step 150 "4a. real training, the shipped model's shape, bf16 eager, 1,000 steps" $PY train.py --preset=corpus \
     --data_dir="$data" --out_dir="$runs/eager" --max_iters=1000 --lr_decay_iters=1000 --eval_interval=500 \
