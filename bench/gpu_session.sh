@@ -6,9 +6,9 @@
 # pySmartDL platformdirs, as the device's README says); they are installed first when .whl is there.
 # In order of what matters most, each step under its own time limit, so that one that hangs leaves the rest:
 #   1. the CUDA-only tests (model.py) and compiled against eager gradients; 2. training speed at the original's config
-#   (batch 32 x 512, vocab 909), 2b. a profile of its step and 3. generation at batch 1/8/32 with 512 new tokens; 4. a real training run of the
-#   shipped model's shape on DATA_DIR (bf16, eager), sample.py from it and from the shipped model (MIDI files to
-#   OUT_DIR/midi); 5. torchrun with one process over NCCL; 6. the same training compiled (train.py refuses it where
+#   (batch 32 x 512, vocab 909), 2b. a profile of its step and 3. generation at batch 1/8/32 with 512 new tokens;
+#   4. a real training run of the shipped model's shape on DATA_DIR (bf16, eager), sample.py from it and from the
+#   shipped model (MIDI files to OUT_DIR/midi); 5. torchrun with one process over NCCL; 6. the same training compiled (train.py refuses it where
 #   the gradients are off); 7. training speed at the shipped shape; 8. a profile of decoding, without and with
 #   CUDA graphs (model.DecodeGraph: step 1 tests it, step 3 times it; sample.py takes it once it has been measured).
 # Everything printed goes to OUT_DIR/gpu.txt; the runs' metrics.jsonl are copied beside it. The first run (2026-12-04,
