@@ -8,9 +8,10 @@
 #   1. the CUDA-only tests (model.py) and compiled against eager gradients; 2. training speed at the original's config
 #   (batch 32 x 512, vocab 909), 2b. a profile of its step and 3. generation at batch 1/8/32 with 512 new tokens;
 #   4. a real training run of the shipped model's shape on DATA_DIR (bf16, eager), sample.py from it and from the
-#   shipped model (MIDI files to OUT_DIR/midi); 5. torchrun with one process over NCCL; 6. the same training compiled (train.py refuses it where
-#   the gradients are off); 7. training speed at the shipped shape; 8. a profile of decoding, without and with
-#   CUDA graphs (model.DecodeGraph: step 1 tests it, step 3 times it; sample.py takes it once it has been measured).
+#   shipped model (MIDI files to OUT_DIR/midi); 5. torchrun with one process over NCCL; 6. the same training
+#   compiled (train.py refuses it where the gradients are off); 7. training speed at the shipped shape; 8. a profile
+#   of decoding, without and with CUDA graphs (model.DecodeGraph: step 1 tests it, step 3 times it; sample.py takes
+#   it once it has been measured).
 # Everything printed goes to OUT_DIR/gpu.txt; the runs' metrics.jsonl are copied beside it. The first run (2026-12-04,
 # BENCHMARKS.md) took 8 minutes to step 7 and ran out at 8 minutes: keep timeout_s at 600, and to run some steps only
 # (those not yet measured first), name them: ONLY="1 3 8b" bash bench/gpu_session.sh DATA_DIR.
