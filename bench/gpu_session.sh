@@ -11,7 +11,7 @@
 #   shipped model (MIDI files to OUT_DIR/midi); 5. torchrun with one process over NCCL; 6. the same training
 #   compiled (train.py refuses it where the gradients are off); 7. training speed at the shipped shape; 8. a profile
 #   of decoding, without and with CUDA graphs (model.DecodeGraph: step 1 tests it, step 3 times it; sample.py takes
-#   it once it has been measured).
+#   it once it has been measured); 9. `make model`'s first stage whole on DATA_DIR (its wall time).
 # Everything printed goes to OUT_DIR/gpu.txt; the runs' metrics.jsonl are copied beside it. The first run (2026-12-04,
 # BENCHMARKS.md) took 8 minutes to step 7 and ran out at 8 minutes: keep timeout_s at 600, and to run some steps only
 # (those not yet measured first), name them: ONLY="1 3 8b" bash bench/gpu_session.sh DATA_DIR.
@@ -88,5 +88,8 @@ fi
      $PY bench/bench_train.py --vocab_size=716 --batch_size=32 --dispatch=grouped $SHIPPED"
   step 60 "8. what bounds generation at batch 1" $PY bench/gpu_profile.py --vocab_size=909
   step 60 "8b. the same, each decode step a CUDA graph" $PY bench/gpu_profile.py --vocab_size=909 --graph
+  step 420 "9. make model's first stage whole (10,000 steps of 8 x 512; best run alone: ONLY=9)" $PY train.py \
+    --preset=corpus --data_dir="$data" --out_dir="$runs/stage1" --compile=False
+  summary "$runs/stage1" && cp "$runs/stage1/metrics.jsonl" "$out/stage1_metrics.jsonl"
   nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.sm --format=csv
 } 2>&1 | tee "$out/gpu.txt"
