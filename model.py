@@ -184,6 +184,9 @@ class DecodeGraph:
 
     def __init__(self, model, cache, batch_size):
         device = cache.kv.device
+        if device.type != "cuda":
+            raise ValueError(f"a DecodeGraph records a CUDA graph: the model and its cache want a CUDA device, "
+                             f"not {device}")
         self.token = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros((), dtype=torch.long, device=device)
         kind = device.type  # (autocast's cache of cast weights must stay off while a graph records)

@@ -83,6 +83,9 @@ def test_generate_with_the_graphs_step_draws_what_it_draws_without(monkeypatch):
     torch.testing.assert_close(drawn, plain_logits, atol=1e-5, rtol=1e-5)
     calls = steps[0].calls
     assert len(calls) > 40 and max(calls) == 31 and calls.count(31) > 1  # up to the window's end, after slides
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="CUDA device, not cpu"):
+        net.generate(idx, 4, graph=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
