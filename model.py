@@ -189,9 +189,9 @@ class DecodeGraph:
                              f"not {device}")
         self.token = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros((), dtype=torch.long, device=device)
-        kind = device.type  # (autocast's cache of cast weights must stay off while a graph records)
-        casts = (torch.autocast(kind, torch.get_autocast_dtype(kind), cache_enabled=False)
-                 if torch.is_autocast_enabled(kind) else nullcontext())
+        # autocast's cache of cast weights stays off while a graph records
+        casts = (torch.autocast("cuda", torch.get_autocast_dtype("cuda"), cache_enabled=False)
+                 if torch.is_autocast_enabled("cuda") else nullcontext())
         side = torch.cuda.Stream(device)  # a warm-up off the main stream, as recording wants
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), casts:
@@ -238,13 +238,10 @@ class MLA(nn.Module):
         c_kv = self.kv_norm(c_kv)                           # (B, T, d_c): all a decode step needs of K and V
         k_rope = apply_rope(k_rope[:, :, None], cos, sin)   # (B, T, 1, rope): one rotary key shared by all heads
         static = isinstance(pos, torch.Tensor)  # a decode step recorded as a CUDA graph: the position is a tensor
-        if static:  # (the same writes, at positions read on the device)
+        if cache is not None:  # (positions pos .. pos+T-1, an index the device reads where pos is a tensor)
             at = torch.arange(T, device=x.device) + pos
             cache.kv[self.layer_id, :B].index_copy_(1, at, c_kv.to(cache.kv.dtype))
             cache.pe[self.layer_id, :B].index_copy_(1, at, k_rope[:, :, 0].to(cache.pe.dtype))
-        elif cache is not None:
-            cache.kv[self.layer_id, :B, pos:pos + T] = c_kv.to(cache.kv.dtype)
-            cache.pe[self.layer_id, :B, pos:pos + T] = k_rope[:, :, 0].to(cache.pe.dtype)
         if cache is None or (not static and pos == 0):
             # Plain path (training, prefill): up-project per head, causal flash attention.
             k_nope, v = self.wkv_b(c_kv).view(B, T, H, nope + dv).split([nope, dv], dim=-1)

@@ -165,8 +165,7 @@ def pick_device(device, dtype, training=False, width=None, window=None):
         # Below AUTOCAST_WINDOW and AUTOCAST_WIDTH, dtype=auto keeps every tensor float32 and has oneDNN round each
         # matmul's inputs to bf16 for AMX's tiles (the CPU's counterpart of TF32). Not to sample: decoding's matmul
         # shapes change with every token, and oneDNN compiles a kernel for each (3x slower; BENCHMARKS.md, "bf16 on a
-        # CPU with AMX").
-        # dtype=float32 is float32 throughout ("none": torch's default).
+        # CPU with AMX"). dtype=float32 is float32 throughout ("none": torch's default).
         torch.backends.mkldnn.matmul.fp32_precision = "bf16" if amx and dtype == "float32" else "none"
         # Subnormal floats (below 1.2e-38) take a slow path on x86 CPUs. Flushed to zero they cost nothing; the
         # shipped model's run slowed by a third until it was restarted with this (BENCHMARKS.md: the cause is not
