@@ -315,18 +315,17 @@ def bf16_matmuls():
     return torch.is_autocast_enabled("cpu") or torch.backends.mkldnn.matmul.fp32_precision == "bf16"
 
 
-def pad_groups(xs, counts, expert, multiple=GROUP_ROWS):
-    """xs's rows, grouped by expert (counts[e] rows each, expert[i] the expert of row i), with zero rows after each
-    group up to a multiple of `multiple`: (padded rows, each group's end among them, where each row of xs went).
+def pad_groups(rows, counts, expert, multiple=GROUP_ROWS):
+    """Each pick's row (rows, grouped by expert: counts[e] rows each, expert[i] the expert of pick i) moved to where it
+    sits once each group is followed by zero rows up to a multiple of `multiple`: (those rows, each group's end).
     On a CPU the grouped GEMM is one matmul per expert, and oneDNN compiles a kernel for each new row count of a
     bf16 matmul: the counts change every step, and compiling took half of a bf16 training step; padded, a few dozen
     sizes recur (BENCHMARKS.md, "bf16 on a CPU with AMX"). The zero rows add at most multiple - 1 rows per expert
     (4 % of a float32 step, which compiles nothing, so float32 is left unpadded) and nothing flows back to them."""
     padded = (counts + multiple - 1) // multiple * multiple
     ends = padded.cumsum(0)
-    shift = ends - padded - (counts.cumsum(0) - counts)  # each group's padded start minus its start in xs
-    rows = torch.arange(len(xs), device=xs.device) + shift.index_select(0, expert)
-    return xs.new_zeros(int(ends[-1]), xs.size(1)).index_copy(0, rows, xs), ends, rows
+    shift = ends - padded - (counts.cumsum(0) - counts)  # each group's padded start minus its start unpadded
+    return rows + shift.index_select(0, expert), ends
 
 
 class MoE(nn.Module):
@@ -356,7 +355,7 @@ class MoE(nn.Module):
         weights, indices, scores = self.gate(flat)
         if self.dispatch == "dense" or (not torch.is_grad_enabled() and len(flat) <= 4 * E):
             # (also a sampler's few rows a step: fewer, larger operations than sorting them, for a few more FLOPs)
-            xs, w1, w2 = self.compute_dtype(flat)
+            xs, w1, w2 = self.in_compute_dtype(flat)
             y = F.gelu(xs @ w1, approximate=cfg.gelu_approximate) @ w2     # (E, N, d): every expert on every token
             gate_w = torch.zeros_like(scores).scatter_(1, indices, weights)  # (N, E): zero where not picked
             out = torch.einsum("end,ne->nd", y, gate_w.to(y.dtype)).view(B, T, d)
@@ -365,15 +364,18 @@ class MoE(nn.Module):
             counts = torch.zeros(E, dtype=torch.long, device=x.device).index_add_(0, expert, torch.ones_like(expert))
             # (not bincount: on CUDA it reads the largest index back to the host to size its output)
             order = expert.argsort(stable=True)           # all picks grouped by expert, no host sync
-            token = order // k                            # (index_select, not x[idx]: its backward is index_add_,
-            xs, ends, rows = flat.index_select(0, token), counts.cumsum(0), None  # not a slow index_put_)
+            rows = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=x.device))
+            ends, n_rows = counts.cumsum(0), len(rows)    # rows[i]: pick i's row among the grouped ones
             if x.device.type == "cpu" and bf16_matmuls():
-                xs, ends, rows = pad_groups(xs, counts, expert.index_select(0, order))
-            y = self.routed(xs, ends.to(torch.int32))
-            if rows is not None:
-                y = y.index_select(0, rows)
-            y = y * weights.flatten().index_select(0, order)[:, None].to(y.dtype)
-            out = torch.zeros_like(flat, dtype=y.dtype).index_add_(0, token, y).view(B, T, d)
+                rows, ends = pad_groups(rows, counts, expert)
+                n_rows = int(ends[-1])
+            picks = flat if k == 1 else flat.repeat_interleave(k, dim=0)  # one row per pick, in pick order
+            picks = picks.to(self.compute_dtype(x))
+            # one scatter into the expert groups and one gather back (their backward: the same two, swapped)
+            xs = picks.new_zeros(n_rows, d).index_copy(0, rows, picks)
+            y = self.routed(xs, ends.to(torch.int32)).index_select(0, rows)  # (N*k, d): back in pick order
+            y = y * weights.view(-1, 1).to(y.dtype)
+            out = (y if k == 1 else y.view(-1, k, d).sum(dim=1)).view(B, T, d)
         if self.shared is not None:
             out = out + self.shared(x)
         if not torch.is_grad_enabled():  # sampling or evaluating: no load to count, no balance loss to learn from
@@ -387,13 +389,17 @@ class MoE(nn.Module):
         return out, cfg.balance_factor * (f * P).sum(dim=-1).mean()
 
     def compute_dtype(self, x):
-        """x and the stacked expert weights in the dtype to compute in (autocast's, when it is on)."""
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        """The dtype to compute the experts in: autocast's, when it is on, else x's."""
+        return torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+
+    def in_compute_dtype(self, x):
+        """x and the stacked expert weights in the compute dtype."""
+        dtype = self.compute_dtype(x)
         return x.to(dtype), self.w1.to(dtype), self.w2.to(dtype)
 
     def routed(self, xs, offsets):
         """Each routed expert on its own rows of xs (grouped by expert; offsets = cumulative row counts)."""
-        xs, w1, w2 = self.compute_dtype(xs)
+        xs, w1, w2 = self.in_compute_dtype(xs)
         approximate = self.cfg.gelu_approximate
         if self.dispatch == "loop" or (xs.dtype != torch.bfloat16 and torch.compiler.is_compiling()):
             # (torch.compile's shape rules for _grouped_mm accept bf16 only, so float32 under compile comes here)

@@ -115,7 +115,8 @@ def main():
     parser.add_argument("--steps", type=configurator.typed("steps", 200), default=200)
     parser.add_argument("--rounds", type=configurator.typed("rounds", 2), default=2)
     parser.add_argument("--only", help="comma-separated row numbers to run (1-based), default all")
-    parser.add_argument("--before", metavar="REV", help="add a float32 row that runs the code of commit REV")
+    parser.add_argument("--before", metavar="REV", help="add a row of the default path (dtype=auto, as commit REV "
+                        "picks it) that runs the code of commit REV")
     parser.add_argument("--size", choices=("corpus", "config"), default="corpus")
     parser.add_argument("--batch", type=configurator.typed("batch_size", 16), default=16)
     parser.add_argument("--block", type=configurator.typed("block_size", 256), default=256)
@@ -144,7 +145,7 @@ def main():
     results = {name: [] for name, *_ in rows}
     with tempfile.TemporaryDirectory() as tmp:
         if opts.before:
-            rows.append((f"float32 at {opts.before}", "float32", {}, "none", checkout(opts.before, tmp)))
+            rows.append((f"default at {opts.before}", "auto", {}, None, checkout(opts.before, tmp)))
             results[rows[-1][0]] = []
         for r in range(opts.rounds):
             for name, dtype, extra, matmul, tree in rows:
