@@ -2,8 +2,9 @@
 # #39's GPU checks in one device call (under 10 minutes), for a machine with CUDA and without music21:
 #   bash bench/gpu_session.sh DATA_DIR [OUT_DIR]
 # DATA_DIR: a prepare.py output (train.bin, val.bin, meta.json), e.g. the corpus's, copied into the tree and carried.
-# sample.py writes MIDI through symusic, which the device lacks: carry its wheels in .whl (pip download ... symusic
-# pySmartDL platformdirs, as the device's README says); they are installed first when .whl is there.
+# sample.py writes MIDI through symusic, which the device lacks: carry its wheels in .whl; they are installed first
+# when .whl is there. `bash bench/gpu_carry.sh DATA_DIR` readies both (.gpu/bin, .whl) and keeps the tree under the
+# device's 64 MiB; `bash bench/gpu_carry.sh --undo` after the call.
 # In order of what matters most, each step under its own time limit, so that one that hangs leaves the rest:
 #   1. the CUDA-only tests (model.py) and compiled against eager gradients; 2. training speed at the original's config
 #   (batch 32 x 512, vocab 909), 2b. a profile of its step and 3. generation at batch 1/8/32 with 512 new tokens;
