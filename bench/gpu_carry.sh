@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What a GPU call of #39 (bench/gpu_session.sh) carries, made ready on this machine, and put back after:
 #   bash bench/gpu_carry.sh DATA_DIR   # before the call: DATA_DIR is a prepare.py output (the corpus's, or
-#                                      # make demo's data/demo/bin where it is not built: the same timings)
+#                                      # make demo's data/demo/bin where it is not built: timings alike, losses not)
 #   bash bench/gpu_carry.sh --undo     # after it (the stage weights back in git's index)
 # The device gets this checkout's tracked and not-ignored files, 64 MiB at most, and the stage weights under
 # models/corpus-stages are over 200 MB. So they leave git's index for the call (git rm --cached: the files stay where
