@@ -3,9 +3,11 @@
 python bench/bench_train.py [--key=value ...]   (any model field of config.py, plus the options below)
 
 On CUDA: the default config, bf16 autocast, batch 32 x 512; the MoE dispatch variants of model.MoE in eager mode,
-then the grouped one under torch.compile. On CPU: a tiny config (override anything) in float32, compile only with
---compile_too. MFU uses GPT.flops_per_token's count. --profile then profiles a few eager steps of the grouped
-dispatch: the operations that take the most device and host time, and how busy the device was (what bounds a step).
+then the grouped one under torch.compile and the grouped one with the whole step recorded as one CUDA graph (what a
+launch-bound step would gain; train.py does not record one). On CPU: a tiny config (override anything) in float32,
+compile only with --compile_too. MFU uses GPT.flops_per_token's count. --profile then profiles a few eager steps of
+the grouped dispatch: the operations that take the most device and host time, and how busy the device was (what
+bounds a step).
 """
 import argparse
 import sys
@@ -37,27 +39,44 @@ def setup(parser):
     return opts, cfg, device, dtype, torch.cuda.get_device_name() if device == "cuda" else "CPU"
 
 
-def train_step(model, batch, block, vocab, device, dtype, compiled):
+def train_step(model, batch, block, vocab, device, dtype, how="eager"):
     """A function that runs one training step of `model` (forward, backward, clipping, AdamW, the MoE biases) on a
-    fixed random batch."""
+    fixed random batch: eagerly, under torch.compile ("compile"), or recorded once as a CUDA graph and replayed
+    ("graph"; AdamW capturable, so its step count stays on the device)."""
     torch.manual_seed(0)
-    step_model = torch.compile(model) if compiled else model
+    step_model = torch.compile(model) if how == "compile" else model
     opt = model.configure_optimizers(0.03, 3e-4, (0.9, 0.95), device)
     x = torch.randint(0, vocab, (batch, block + 1), device=device)
+    if how == "graph":
+        for group in opt.param_groups:
+            group["capturable"] = True
+    # (a graph records autocast's casts of the weights as they are: its cache of cast weights stays off)
+    precision = torch.autocast(device, dtype, cache_enabled=False) if how == "graph" else autocast(device, dtype)
 
     def step():
-        with autocast(device, dtype):
+        with precision:
             _, loss = step_model(x[:, :-1], x[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=how != "graph")  # a graph's gradients are its own tensors, written anew each replay
         model.update_moe_biases()
-    return step
+    if how != "graph":
+        return step
+    side = torch.cuda.Stream()  # warm-up off the main stream, as recording wants
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
 
 
-def bench(model, batch, block, vocab, steps, device, dtype, compiled):
-    step = train_step(model, batch, block, vocab, device, dtype, compiled)
+def bench(model, batch, block, vocab, steps, device, dtype, how):
+    step = train_step(model, batch, block, vocab, device, dtype, how)
     for _ in range(3):  # warm-up (and compilation)
         step()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -78,7 +97,7 @@ def profile_steps(model, batch, block, vocab, device, dtype, steps=5):
     """Print what a training step spends its time on: torch.profiler over `steps` eager steps after a warm-up."""
     from torch.profiler import ProfilerActivity, profile
     MoE.dispatch = "grouped"
-    step = train_step(model, batch, block, vocab, device, dtype, compiled=False)
+    step = train_step(model, batch, block, vocab, device, dtype)
     for _ in range(3):
         step()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -110,17 +129,22 @@ def main():
     opts, cfg, device, dtype, name = setup(parser)
     batch = opts.batch_size or (32 if device == "cuda" else 8)
     model = GPT(cfg).to(device)
-    variants = [(d, False) for d in opts.dispatch.split(",")]
-    variants += [("grouped", True)] if device == "cuda" or opts.compile_too else []
-    print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, batch {batch} x {cfg.block_size}, "
-          f"{model.num_params() / 1e6:.1f}M params ({model.num_params(True) / 1e6:.1f}M active), "
-          f"{model.flops_per_token() / 1e6:.1f} MFLOP/token")
-    print(f"{'MoE dispatch':18} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}", flush=True)
-    for dispatch, compiled in variants:  # a row as each is measured: a compile that hangs keeps the rows before it
+    variants = [(d, "eager") for d in opts.dispatch.split(",")]
+    variants += [("grouped", "compile")] if device == "cuda" or opts.compile_too else []
+    variants += [("grouped", "graph")] if device == "cuda" else []
+    print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, "
+          f"batch {batch} x {cfg.block_size}, {model.num_params() / 1e6:.1f}M params "
+          f"({model.num_params(True) / 1e6:.1f}M active), {model.flops_per_token() / 1e6:.1f} MFLOP/token")
+    print(f"{'MoE dispatch':22} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}", flush=True)
+    for dispatch, how in variants:  # a row as each is measured: a compile that hangs keeps the rows before it
         MoE.dispatch = dispatch
-        ms, tps, mfu, mem = bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, compiled)
-        print(f"{dispatch + (' + compile' if compiled else ''):18} {ms:9.1f} {tps:11,.0f} "
-              f"{'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}", flush=True)
+        label = dispatch + {"eager": "", "compile": " + compile", "graph": " + CUDA graph"}[how]
+        try:
+            ms, tps, mfu, mem = bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, how)
+        except RuntimeError as e:  # (a step that cannot be recorded says why, and the rows after it still run)
+            print(f"{label:22} failed: {str(e).strip().splitlines()[0][:200]}", flush=True)
+            continue
+        print(f"{label:22} {ms:9.1f} {tps:11,.0f} {'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}", flush=True)
     if opts.profile:
         profile_steps(model, batch, cfg.block_size, cfg.vocab_size, device, dtype)
 

@@ -8,7 +8,7 @@
 # they are) and a .gitignore of their folder ignores them (the top .gitignore keeps that folder, and .git/info/exclude
 # cannot override it). DATA_DIR is copied to .gpu/bin and symusic's wheels, which sample.py writes MIDI with and the
 # device cannot fetch, to .whl; both are ignored through .git/info/exclude and named in the call's carry:
-#   run(command='ONLY="1 2b 3 8b" bash bench/gpu_session.sh .gpu/bin $OUT', carry=[".gpu", ".whl"], timeout_s=600)
+#   run(command='ONLY="1 3 7 8b" bash bench/gpu_session.sh .gpu/bin $OUT', carry=[".gpu", ".whl"], timeout_s=600)
 # Commit nothing between the two: the index would drop the stage weights from the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."

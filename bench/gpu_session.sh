@@ -10,12 +10,13 @@
 #   (batch 32 x 512, vocab 909), 2b. a profile of its step and 3. generation at batch 1/8/32 with 512 new tokens;
 #   4. a real training run of the shipped model's shape on DATA_DIR (bf16, eager), sample.py from it and from the
 #   shipped model (MIDI files to OUT_DIR/midi); 5. torchrun with one process over NCCL; 6. the same training
-#   compiled (train.py refuses it where the gradients are off); 7. training speed at the shipped shape; 8. a profile
+#   compiled (train.py refuses it where the gradients are off); 7. training speed at the shipped shape (steps 2 and 7
+#   add a row with the whole step as one CUDA graph: what a launch-bound step would gain); 8. a profile
 #   of decoding, without and with CUDA graphs (model.DecodeGraph: step 1 tests it, step 3 times it; sample.py takes
 #   it once it has been measured); 9. `make model`'s first stage whole on DATA_DIR (its wall time).
 # Everything printed goes to OUT_DIR/gpu.txt; the runs' metrics.jsonl are copied beside it. The first run (2026-12-04,
 # BENCHMARKS.md) took 8 minutes to step 7 and ran out at 8 minutes: keep timeout_s at 600, and to run some steps only
-# (those not yet measured first), name them: ONLY="1 3 8b" bash bench/gpu_session.sh DATA_DIR.
+# (those not yet measured first), name them: ONLY="1 3 7 8b" bash bench/gpu_session.sh DATA_DIR, then ONLY="2 2b 9".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: bash bench/gpu_session.sh DATA_DIR [OUT_DIR]}
@@ -84,7 +85,7 @@ fi
     --data_dir="$data" --out_dir="$runs/compiled" --max_iters=1000 --lr_decay_iters=1000 --eval_interval=500 \
     --eval_iters=20 --log_interval=50 --compile=True
   summary "$runs/compiled" && cp "$runs/compiled/metrics.jsonl" "$out/compiled_metrics.jsonl"
-  step 120 "7. training speed, the shipped model's shape, batch 8 and 32" bash -c \
+  step 180 "7. training speed, the shipped model's shape, batch 8 and 32" bash -c \
     "$PY bench/bench_train.py --vocab_size=716 --batch_size=8 --dispatch=grouped,loop $SHIPPED && \
      $PY bench/bench_train.py --vocab_size=716 --batch_size=32 --dispatch=grouped $SHIPPED"
   step 60 "8. what bounds generation at batch 1" $PY bench/gpu_profile.py --vocab_size=909
