@@ -3,11 +3,11 @@
 python bench/bench_train.py [--key=value ...]   (any model field of config.py, plus the options below)
 
 On CUDA: the default config, bf16 autocast, batch 32 x 512; the MoE dispatch variants of model.MoE in eager mode,
-then the grouped one under torch.compile and the grouped one with the whole step recorded as one CUDA graph (what a
-launch-bound step would gain; train.py does not record one). On CPU: a tiny config (override anything) in float32,
-compile only with --compile_too. MFU uses GPT.flops_per_token's count. --profile then profiles a few eager steps of
-the grouped dispatch: the operations that take the most device and host time, and how busy the device was (what
-bounds a step).
+then the grouped one under torch.compile, with the whole step recorded as one CUDA graph (what a launch-bound step
+would gain; train.py does not record one) and with torch's F.rms_norm in place of model.RMSNormFunction. On CPU: a
+tiny config (override anything) in float32, compile only with --compile_too. MFU uses GPT.flops_per_token's count.
+--profile then profiles a few eager steps of the grouped dispatch: the operations that take the most device and
+host time, and how busy the device was (what bounds a step).
 """
 import argparse
 import sys
@@ -15,10 +15,19 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import configurator  # noqa: E402
-from model import GPT, MODEL_KEYS, GPTConfig, MoE, autocast  # noqa: E402
+from model import GPT, MODEL_KEYS, GPTConfig, MoE, RMSNorm, autocast  # noqa: E402
+
+own_norm = RMSNorm.forward  # model.py's: RMSNormFunction's hand-written backward in training
+
+
+def composite_norm(self, x):
+    """torch's RMSNorm in float32, as RMSNormFunction computes it."""
+    return F.rms_norm(x.float(), self.weight.shape, self.weight, torch.finfo(torch.float32).eps).to(x.dtype)
+
 
 CPU_TINY = dict(n_layer=2, n_head=4, n_embd=128, kv_lora_rank=64, qk_nope_head_dim=16, qk_rope_head_dim=16,
                 v_head_dim=32, expert_hidden=512, block_size=128)
@@ -131,19 +140,25 @@ def main():
     model = GPT(cfg).to(device)
     variants = [(d, "eager") for d in opts.dispatch.split(",")]
     variants += [("grouped", "compile")] if device == "cuda" or opts.compile_too else []
-    variants += [("grouped", "graph")] if device == "cuda" else []
+    variants += [("grouped", "graph"), ("grouped", "F.rms_norm")] if device == "cuda" else []
     print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, "
           f"batch {batch} x {cfg.block_size}, {model.num_params() / 1e6:.1f}M params "
           f"({model.num_params(True) / 1e6:.1f}M active), {model.flops_per_token() / 1e6:.1f} MFLOP/token")
     print(f"{'MoE dispatch':22} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}", flush=True)
     for dispatch, how in variants:  # a row as each is measured: a compile that hangs keeps the rows before it
         MoE.dispatch = dispatch
-        label = dispatch + {"eager": "", "compile": " + compile", "graph": " + CUDA graph"}[how]
+        label = dispatch + {"eager": "", "compile": " + compile", "graph": " + CUDA graph",
+                            "F.rms_norm": ", F.rms_norm"}[how]
+        # (the last row: torch's own RMSNorm, fused kernels on CUDA, in place of RMSNormFunction's seven or so)
+        RMSNorm.forward = composite_norm if how == "F.rms_norm" else own_norm
         try:
-            ms, tps, mfu, mem = bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, how)
+            ms, tps, mfu, mem = bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype,
+                                      "eager" if how == "F.rms_norm" else how)
         except RuntimeError as e:  # (a step that cannot be recorded says why, and the rows after it still run)
             print(f"{label:22} failed: {str(e).strip().splitlines()[0][:200]}", flush=True)
             continue
+        finally:
+            RMSNorm.forward = own_norm
         print(f"{label:22} {ms:9.1f} {tps:11,.0f} {'n/a' if mfu is None else f'{mfu:.1%}':>7} {mem:9.1f}", flush=True)
     if opts.profile:
         profile_steps(model, batch, cfg.block_size, cfg.vocab_size, device, dtype)

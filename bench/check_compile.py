@@ -13,15 +13,10 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import setup  # noqa: E402
+from bench_train import composite_norm, setup  # noqa: E402
 from model import GPT, MoE, RMSNorm, autocast  # noqa: E402
-
-
-def composite_norm(self, x):
-    return F.rms_norm(x.float(), self.weight.shape, self.weight, torch.finfo(torch.float32).eps).to(x.dtype)
 
 
 def one_step(model, x, device, dtype, compiled, dispatch, norm=RMSNorm.forward):
