@@ -175,6 +175,21 @@ class LatentCache:
         return cfg.n_layer * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * size, cfg.n_layer * 2 * cfg.n_embd * size
 
 
+def record_cuda_graph(fn, device, warmups=1):
+    """fn() run `warmups` times on a side stream, as recording wants, then recorded once as a CUDA graph on `device`:
+    (the graph, what fn returned while it recorded: tensors each replay rewrites)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmups):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 class DecodeGraph:
     """A decode step of `model` (one new token per row, batch_size rows, into `cache`) recorded once as a CUDA graph
     and replayed at each position: its ~100 kernel launches a layer leave the host as one, where at batch 1 the
@@ -192,14 +207,11 @@ class DecodeGraph:
         # autocast's cache of cast weights stays off while a graph records
         casts = (torch.autocast("cuda", torch.get_autocast_dtype("cuda"), cache_enabled=False)
                  if torch.is_autocast_enabled("cuda") else nullcontext())
-        side = torch.cuda.Stream(device)  # a warm-up off the main stream, as recording wants
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side), casts:
-            model(self.token, cache=cache, pos=self.pos)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), casts:
-            self.logits, _ = model(self.token, cache=cache, pos=self.pos)
+
+        def step():
+            with casts:
+                return model(self.token, cache=cache, pos=self.pos)[0]
+        self.graph, self.logits = record_cuda_graph(step, device)
 
     def __call__(self, token, pos):
         """Logits (B, 1, V) after `token` (B, 1) at position `pos`; the same tensor each call, rewritten."""

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import configurator  # noqa: E402
-from model import GPT, MODEL_KEYS, GPTConfig, MoE, RMSNorm, autocast  # noqa: E402
+from model import GPT, MODEL_KEYS, GPTConfig, MoE, RMSNorm, autocast, record_cuda_graph  # noqa: E402
 
 own_norm = RMSNorm.forward  # model.py's: RMSNormFunction's hand-written backward in training
 
@@ -72,15 +72,7 @@ def train_step(model, batch, block, vocab, device, dtype, how="eager"):
         model.update_moe_biases()
     if how != "graph":
         return step
-    side = torch.cuda.Stream()  # warm-up off the main stream, as recording wants
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    graph, _ = record_cuda_graph(step, device, warmups=3)
     return graph.replay
 
 
@@ -138,22 +130,20 @@ def main():
     opts, cfg, device, dtype, name = setup(parser)
     batch = opts.batch_size or (32 if device == "cuda" else 8)
     model = GPT(cfg).to(device)
-    variants = [(d, "eager") for d in opts.dispatch.split(",")]
-    variants += [("grouped", "compile")] if device == "cuda" or opts.compile_too else []
-    variants += [("grouped", "graph"), ("grouped", "F.rms_norm")] if device == "cuda" else []
+    variants = [(d, "eager", own_norm) for d in opts.dispatch.split(",")]
+    variants += [("grouped", "compile", own_norm)] if device == "cuda" or opts.compile_too else []
+    # (the last row: torch's own RMSNorm, fused kernels on CUDA, in place of RMSNormFunction's several)
+    variants += [("grouped", "graph", own_norm), ("grouped", "eager", composite_norm)] if device == "cuda" else []
     print(f"\n{name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, "
           f"batch {batch} x {cfg.block_size}, {model.num_params() / 1e6:.1f}M params "
           f"({model.num_params(True) / 1e6:.1f}M active), {model.flops_per_token() / 1e6:.1f} MFLOP/token")
     print(f"{'MoE dispatch':22} {'ms/step':>9} {'tokens/s':>11} {'MFU':>7} {'peak GiB':>9}", flush=True)
-    for dispatch, how in variants:  # a row as each is measured: a compile that hangs keeps the rows before it
-        MoE.dispatch = dispatch
-        label = dispatch + {"eager": "", "compile": " + compile", "graph": " + CUDA graph",
-                            "F.rms_norm": ", F.rms_norm"}[how]
-        # (the last row: torch's own RMSNorm, fused kernels on CUDA, in place of RMSNormFunction's seven or so)
-        RMSNorm.forward = composite_norm if how == "F.rms_norm" else own_norm
+    for dispatch, how, norm in variants:  # a row as each is measured: a compile that hangs keeps the rows before it
+        MoE.dispatch, RMSNorm.forward = dispatch, norm
+        label = (dispatch + {"eager": "", "compile": " + compile", "graph": " + CUDA graph"}[how]
+                 + ", F.rms_norm" * (norm is composite_norm))
         try:
-            ms, tps, mfu, mem = bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype,
-                                      "eager" if how == "F.rms_norm" else how)
+            ms, tps, mfu, mem = bench(model, batch, cfg.block_size, cfg.vocab_size, opts.steps, device, dtype, how)
         except RuntimeError as e:  # (a step that cannot be recorded says why, and the rows after it still run)
             print(f"{label:22} failed: {str(e).strip().splitlines()[0][:200]}", flush=True)
             continue
