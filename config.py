@@ -150,7 +150,7 @@ max_bad_steps = 20         # NaN/inf losses in a row that stop the run (each one
 # --- system
 device = "auto"            # auto = cuda when present, else cpu; or cuda:1, cpu, mps ...
 dtype = "auto"             # auto = bfloat16 on CUDA when supported, else float16 on CUDA, else float32; training on a
-                           # CPU with AMX, bfloat16 for block_size >= 256 or n_embd >= 384, else float32 with bf16
+                           # CPU with AMX, bfloat16 for block_size >= 256 or n_embd >= 320, else float32 with bf16
                            # matmuls (float32: none)
 compile = False            # torch.compile the model; train.py first checks one step's gradients against eager's and
                            # refuses where they differ (torch 2.11 on an H200 lost all below the last norm: BENCHMARKS.md)
