@@ -136,7 +136,7 @@ def check_tokenizer(ckpt, tokenizer, path, tokenizer_path):
 # model is AUTOCAST_WIDTH wide (n_embd) or wider; below both it keeps float32 with bf16 matmuls. Autocast's bf16 flash
 # attention and matmuls win where they are most of a step, torch's slower bf16 elementwise kernels lose where they
 # are not: the shipped model (256 wide, windows of 512) trains 1.66x faster than float32 with autocast, 1.35x with
-# bf16 matmuls; the demo's (128 wide, windows of 128) 0.92x and 1.24x. Measured at 19 shapes (BENCHMARKS.md,
+# bf16 matmuls; the demo's (128 wide, windows of 128) 0.92x and 1.24x. Measured at 18 shapes (BENCHMARKS.md,
 # "dtype=auto picks by the window and the width", and the widths between 256 and 384 in the parts after it).
 AUTOCAST_WINDOW, AUTOCAST_WIDTH = 256, 320
 
