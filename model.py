@@ -310,11 +310,10 @@ class Gate(nn.Module):
         self.register_buffer("bias", torch.zeros(cfg.n_routed_experts))  # b_i: moves selection, never weights
 
     def forward(self, x):
-        # float32 even under autocast, which would round this matmul's inputs to bf16: a rounding that flips a token's
-        # pick moves the loss, and DeepSeek-V3 keeps its gating in full precision too (BENCHMARKS.md, "The gate in
-        # float32 under autocast")
-        with torch.autocast(x.device.type, enabled=False):
-            scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))      # (N, E)
+        # Under autocast this matmul still rounds its inputs to bf16 (autocast casts linear's, whatever their dtype).
+        # With it kept in float32 one batch's loss moved to float32's, but the first stage ended 0.012 nats worse
+        # than with it as it is (one run each: BENCHMARKS.md, "The gate in float32 under autocast"): not taken.
+        scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))          # (N, E)
         indices = torch.topk(scores + self.bias, self.cfg.top_k_experts, dim=-1).indices  # (N, k)
         weights = scores.gather(1, indices)
         if self.cfg.top_k_experts > 1:  # a single weight normalised would be exactly 1 and pass no gradient
