@@ -311,7 +311,7 @@ class Gate(nn.Module):
 
     def forward(self, x):
         # Under autocast this matmul still rounds its inputs to bf16 (autocast casts linear's, whatever their dtype).
-        # With it kept in float32 one batch's loss moved to float32's, but the first stage ended between two runs
+        # With it kept in float32 one batch's loss moved to float32's, but the first stage ended among three runs
         # without it (BENCHMARKS.md, "The gate in float32 under autocast"): no gain seen, not taken.
         scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))          # (N, E)
         indices = torch.topk(scores + self.bias, self.cfg.top_k_experts, dim=-1).indices  # (N, k)
