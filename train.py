@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -332,6 +333,50 @@ def build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env):
     return model
 
 
+def saved_bytes_per_token(model, ctx, length):
+    """Bytes that one training step keeps for its backward per token of the batch: the tensors autograd saves in a
+    forward pass of one window and of two, `length` tokens each, told apart from those it saves once per step
+    (weights cast to bf16) by their difference. Zeros in eval mode: no random draw, no MoE load counted."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    sizes = []
+    for rows in (1, 2):
+        saved = {}
+
+        def pack(t):
+            if (s := t.untyped_storage()).data_ptr() not in weights:
+                saved[s.data_ptr()] = s.nbytes()
+            return t
+        x = torch.zeros(rows, length, dtype=torch.long, device=next(model.parameters()).device)
+        model.eval()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx:
+            model(x, x)
+        model.train()
+        sizes.append(sum(saved.values()))
+    return max(0, sizes[1] - sizes[0]) / length
+
+
+def check_memory(model, c, env, resume):
+    """Refuse, before any long work, a batch that cannot fit: what one step keeps for its backward, and a fresh
+    AdamW's two moments (a resume has read them already), against the memory free now, where the model's weights
+    already are. A lower bound: a step also holds its gradients and passing tensors (the default model's training on
+    this 2-core CPU peaked at two to four times this), so a run refused here could never have trained, and one let
+    through may still not fit."""
+    per_token = saved_bytes_per_token(model, env.ctx, min(c.block_size, 128))
+    need = per_token * c.batch_size * c.block_size + (0 if resume else 2 * sum(
+        p.numel() * p.element_size() for p in model.parameters()))
+    if env.device_type == "cuda":
+        free, where = torch.cuda.mem_get_info(env.device)[0], env.device
+    elif env.device_type == "cpu":  # (processes of one torchrun share the machine)
+        need *= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        free, where = psutil.virtual_memory().available, "this machine"
+    else:
+        return
+    if need > free:
+        die(f"batch_size={c.batch_size} windows of block_size={c.block_size} tokens need at least {need / 2**30:.1f} "
+            f"GiB to train and {where} has {free / 2**30:.1f} GiB free: lower batch_size or block_size "
+            f"(gradient_accumulation_steps keeps the tokens per step)")
+
+
 class RunFolder:
     """The run folder, opened by the master process: self-contained (config, tokenizer, metrics, TensorBoard,
     checkpoints), and on resume its logs go on from the checkpoint's step. A fresh run (asked for with --overwrite
@@ -387,6 +432,7 @@ def main(argv=None):
     env = setup_device(c, ckpt["model_args"]["n_embd"] if ckpt else c.n_embd)
     splits, meta, tokenizer, heads, rules, mix = load_data(c)
     model = build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env)
+    check_memory(model, c, env, resume)
     optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), env.device_type)
     scaler = torch.amp.GradScaler(env.device_type, enabled=env.dtype == torch.float16)
     sampler = torch.Generator().manual_seed(c.seed)  # all ranks draw the same global batch, each takes its part

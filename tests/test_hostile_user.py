@@ -159,6 +159,13 @@ def test_a_run_folder_is_held_by_one_training_at_a_time(data, tmp_path):
     assert r.returncode == 0, r.stderr  # the lock went with its holder
 
 
+def test_a_batch_that_cannot_fit_is_refused_before_any_step(data, tmp_path):
+    run_dir = tmp_path / "r"
+    one_line(run("train.py", *train_args(data, run_dir, "--batch_size=100000000", "--max_iters=10"), timeout=120),
+             "batch_size=100000000 windows of block_size=32 tokens need at least")
+    assert not (run_dir / "checkpoint.pt").exists() and not (run_dir / "metrics.jsonl").exists()
+
+
 def evals_done(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["iter_num"]
 
