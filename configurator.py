@@ -84,7 +84,7 @@ def typed(name, default):
             else:
                 value = _parse_one(default, text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"wants a {type(default).__name__} like {default!r}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"wants {_kind_text(default)}, got {text!r}")
         if why := check(name, value):
             raise argparse.ArgumentTypeError(f"wants {why}, got {text!r}")
         return value
@@ -99,6 +99,16 @@ def option(group, flag, help, key=None, per_style=False):
     default = getattr(config, key)
     group.add_argument(f"--{flag}", type=typed(key, default), default=None if per_style else default,
                        help=help + (f" (default {default!r}, or the style's: config.STYLE_DEFAULTS)" * per_style))
+
+
+def _kind_text(default):
+    """What a value of `default`'s type looks like on the command line, in words."""
+    if isinstance(default, tuple):
+        return f"comma-separated values like {','.join(map(str, default))}" if default else "comma-separated values"
+    if isinstance(default, bool):
+        return "true or false"
+    return {int: "a whole number", float: "a number"}.get(type(default), f"a {type(default).__name__}") + \
+        f" like {default}"
 
 
 def _parse_one(default, text):

@@ -122,7 +122,7 @@ def test_shards_merge_by_copying(tmp_path):
     ([], "nothing to encode"),
     (["--corpus", "music21", "--composers", "mozart", "nobody"], "unknown composer(s) nobody"),
     (["--midi_dirs", "{empty}", "--shard", "3/2"], "--shard wants K/N"),
-    (["--midi_dirs", "{empty}", "--max_dur", "1.5"], "argument --max_dur: wants a int like 128, got '1.5'"),
+    (["--midi_dirs", "{empty}", "--max_dur", "1.5"], "argument --max_dur: wants a whole number like 128, got '1.5'"),
 ])
 def test_clear_one_line_errors(tmp_path, args, message):
     (tmp_path / "empty").mkdir()

@@ -185,7 +185,7 @@ def test_two_process_ddp_equals_one_process(data, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--data_dir=no/such/dir"], "no/such/dir: no meta.json here"),
     (["--init_from=resume"], "checkpoint.pt: no checkpoint here"),
-    (["--n_layer=two"], "argument --n_layer: wants a int like 3, got 'two'"),
+    (["--n_layer=two"], "argument --n_layer: wants a whole number like 3, got 'two'"),
     (["--learning_rat=1"], "unrecognized arguments: --learning_rat=1"),
     (["--block_size=100000"], "too few for block_size=100000"),
 ])
