@@ -336,7 +336,8 @@ def build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env):
 def saved_bytes_per_token(model, ctx, length):
     """Bytes that one training step keeps for its backward per token of the batch: the tensors autograd saves in a
     forward pass of one window and of two, `length` tokens each, told apart from those it saves once per step
-    (weights cast to bf16) by their difference. Zeros in eval mode: no random draw, no MoE load counted."""
+    (weights cast to bf16) by their difference. The windows are zeros and the model is in eval mode: no random draw,
+    no MoE load counted, so the run goes on as it would without this."""
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     sizes = []
     for rows in (1, 2):
