@@ -2,7 +2,7 @@
 
 python evaluate.py --out_dir models/<name> [--data_dir data/bin] [--num_samples 64]
 python evaluate.py --listen midi-samples/*.mid [--voices 4]   (what a music teacher counts in MIDI or .txt files)
-    [--against real/*.txt]                                      (... beside real pieces, and a classifier on both)
+    [--against real/]                                           (... beside real pieces, and a classifier on both)
     [--keep DEST]                                               (... and copy those a teacher keeps into DEST)
 python evaluate.py --forms data/text/music21/bach/*.txt          (the forms of real pieces, as --form auto draws them)
 python evaluate.py --out_dir models/corpus --cadence val/*.txt   (how well a run knows the last bars, by its view)
@@ -61,7 +61,8 @@ import torch.nn.functional as F
 import batch
 import config
 import configurator
-from batch import atomic_write, die, read_text, reason, swap_in, temp_name, writable_dir, write_json
+from batch import (atomic_write, die, find_files, read_text, reason, swap_in, temp_name, why_not_written, writable_dir,
+                   write_json)
 from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
                       style_settings)
 from dataset import read_data
@@ -731,12 +732,13 @@ def main(argv=None):
                        ("given_samples", "samples of each"),
                        ("style_samples", "samples per main style compared with every training original of it")]:
         configurator.option(parser, name, help)
-    parser.add_argument("--listen", nargs="+", help="MIDI files or encodings (.txt): print what a listener hears in "
-                                                    "them (the measures of listen()) and exit")
+    parser.add_argument("--listen", nargs="+", help="MIDI files or encodings (.txt), or folders of them: print what a "
+                                                    "listener hears in them (the measures of listen()) and exit")
     parser.add_argument("--voices", type=configurator.typed("parts", 4), default=4,
                         help="with --listen: the voices a beat should sound")
-    parser.add_argument("--against", nargs="+", help="with --listen: real pieces (MIDI files or encodings) to measure "
-                                                     "alike and to tell the files from by a classifier")
+    parser.add_argument("--against", nargs="+", help="with --listen: real pieces (MIDI files or encodings, or folders "
+                                                     "of them) to measure alike and to tell the files from by a "
+                                                     "classifier")
     parser.add_argument("--keep", metavar="DEST", help="with --listen and --against: copy into DEST (a new folder) the "
                                                        "files a teacher keeps beside the real pieces (keep_files), "
                                                        "e.g. samples' encodings to fine-tune on (MODEL.md)")
@@ -772,6 +774,8 @@ def main(argv=None):
             "DEST too")
     if args.keep and Path(args.keep).exists():
         die(f"--keep {args.keep}: already there; name a new folder (nothing in it is overwritten)")
+    if args.keep:
+        writable_dir(args.keep, "--keep", create=False)
     if args.listen:
         return listen_to_files(args.listen, args.voices, args.against, args.keep, args.keep_range, args.keep_opening)
     if args.forms:
@@ -878,10 +882,12 @@ def cadence_bits(model, itos, ids, keep, device):
 
 
 def of_encodings(tok, paths, take):
-    """[take(tokens, ids)] for the encodings (.txt) at `paths` that this run's tokenizer reads, each other file (or
-    one `take` raises ValueError on) one line that says why, the rest going on."""
-    rows = []
-    for path in map(Path, paths):
+    """[take(tokens, ids)] for the encodings (.txt) at `paths` (or in a folder among them) that this run's tokenizer
+    reads, each other file (or one `take` raises ValueError on) one line that says why, the rest going on."""
+    rows, (found, skipped) = [], files_among(paths, {".txt"})
+    for line in skipped:
+        print(f"skipped {line}")
+    for path in found:
         try:
             tokens = text_to_tokens(read_text(path))
             if why := validate(tokens, tok.spec):
@@ -1021,11 +1027,32 @@ def rules_of_files(model, tok, paths, device):
                   f"{pct(mass[~broke])} | {pct(mass[broke])} |")
 
 
-def readable_pieces(paths, flag):
-    """([(notes of pitched parts, Header)], [their paths]) of MIDI files or encodings; a file with no pitched notes
-    (empty, drums only, unreadable) is named with its reason and left out, and with none at all, one line."""
-    spec, pieces, kept, skipped = Spec(), [], [], []
+def files_among(paths, suffixes):
+    """(the files `paths` names, a folder among them walked for files of `suffixes` as encode_all.py walks its
+    folders, ["path: why" of each left out]): a path that is not there, a link back up, a folder not listed. In a
+    folder, a sample.py output's MIDI file and its encoding (X.mid, X.txt) are one piece, taken once, as the text."""
+    found, problems = [], []
     for path in map(Path, paths):
+        if path.is_dir():
+            walked = [p for _, p in find_files([path], suffixes, problems)]
+            texts = {p.with_suffix("") for p in walked if p.suffix.lower() == ".txt"}
+            found += [p for p in walked if p.suffix.lower() == ".txt" or p.with_suffix("") not in texts]
+        elif path.exists():
+            found.append(path)
+        else:
+            problems.append((path, "no such file or folder"))
+    return found, [f"{path}: {why}" for path, why in problems]
+
+
+def readable_pieces(paths, flag):
+    """([(notes of pitched parts, Header)], [their paths]) of MIDI files or encodings, those in a folder given among
+    them too (walked as encode_all.py walks its folders); a file with no pitched notes (empty, drums only,
+    unreadable) is named with its reason and left out, and with none at all, one line."""
+    spec, pieces, kept = Spec(), [], []
+    found, skipped = files_among(paths, MIDI_SUFFIXES | {".txt"})
+    if not found and not skipped:
+        die(f"{flag}: no MIDI file (.mid, .midi) or encoding (.txt) in {' '.join(map(str, paths))}")
+    for path in found:
         try:
             notes, header = read_for_listening(path, spec)
         except (OSError, ValueError) as e:
@@ -1135,6 +1162,8 @@ def copy_files(paths, dest):
                 die(f"--keep: two files named {path.name}; {dest} is not written")
             shutil.copyfile(path, tmp / path.name)
         swap_in(tmp, dest)
+    except OSError as e:
+        die(f"--keep: {dest} is not written ({why_not_written(e)})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -349,6 +349,14 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
             "--against", *sorted(tmp_path.glob("real*.txt")))
     assert r.returncode == 0, r.stderr
     assert "| files | 2 |" in r.stdout and "| real | 5 |" in r.stdout and "told apart from as many real" in r.stdout
+    (tmp_path / "real0.mid").write_bytes(b"")  # as sample.py writes X.mid beside X.txt: the one piece, read once
+    r2 = run("evaluate.py", "--listen", tmp_path / "real0.txt", tmp_path / "real3.txt", tmp_path / "gone.mid",
+             "--voices", 1, "--against", tmp_path)  # a folder of them is walked; a missing file is named
+    gone = f"skipped {tmp_path / 'gone.mid'}: no such file or folder\n"
+    assert r2.returncode == 0 and r2.stdout.startswith(gone) and r2.stdout.removeprefix(gone) == r.stdout, r2.stdout
+    (tmp_path / "empty").mkdir()
+    r = run("evaluate.py", "--listen", tmp_path / "empty")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "no MIDI file (.mid, .midi) or encoding" in r.stderr
     r = run("evaluate.py", "--against", tmp_path / "real0.txt")
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "give --listen FILES too" in r.stderr
 
@@ -420,6 +428,9 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     assert keep_files(plain, varied, 4, 4) == [] and keep_files(plain, varied + plain, 4, 4, percentile=100) == [0]
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
     assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1
+    r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep",
+            tmp_path / "real0.txt" / "kept")  # before the files are read
+    assert r.returncode != 0 and "cannot be created" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     r = run("evaluate.py", "--listen", *samples, "--keep", tmp_path / "k2")
     assert r.returncode != 0 and "give --listen FILES --against REAL too" in r.stderr
     r = run("evaluate.py", "--listen", tmp_path / "s_open.txt", "--against", tmp_path / "real0.txt", "--keep",
