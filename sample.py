@@ -174,6 +174,8 @@ def infill_bars(text, bars):
         first, last = int(first), int(last or first)
     except ValueError:
         die(f"--infill {text!r}: wants FIRST-LAST bars, e.g. 5-8")
+    if first > last:
+        die(f"--infill {text}: wants FIRST-LAST with FIRST <= LAST, e.g. {last}-{first}")
     if not 1 <= first <= last <= bars:
         die(f"--infill {text}: bars outside the piece, which has bars 1 to {bars}")
     return first, last

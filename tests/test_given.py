@@ -235,6 +235,7 @@ def test_given_material_errors_are_one_clear_line(trained, tmp_path, capsys):
     assert "--infill 3-5: bars outside the piece, which has bars 1 to 3" in r.stderr
     for args, message in [
             (["--prompt", piece, "--infill", "x"], "wants FIRST-LAST bars"),
+            (["--prompt", piece, "--infill", "3-2"], "--infill 3-2: wants FIRST-LAST with FIRST <= LAST, e.g. 2-3"),
             (["--infill", "1-2"], "give it with --prompt"),
             (["--melody", empty], "no notes"),
             (["--melody", tmp_path / "missing.mid"], "cannot read it"),
