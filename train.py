@@ -262,7 +262,9 @@ def load_data(c):
     splits, meta, tokenizer = read_data(c.data_dir)
     for split, data in splits.items():
         if len(data) <= c.block_size + 1:
-            die(f"{c.data_dir}/{split}.bin holds {len(data)} tokens, too few for block_size={c.block_size}")
+            more = "hold out more pieces (prepare.py --val_fraction)" if split == "val" else "add pieces"
+            die(f"{c.data_dir}/{split}.bin holds {len(data)} tokens, too few for block_size={c.block_size}: {more}, or "
+                f"train on windows shorter than {len(data) - 1} tokens (--block_size)")
     itos = json.loads(tokenizer)["itos"]
     heads = {split: piece_heads(data, itos) if c.anchor_header else None for split, data in splits.items()}
     rules = read_rules(c.data_dir, meta, len(splits["train"])) if c.rule_weight > 0 else None
