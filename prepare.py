@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import batch
+import config
 import configurator
 from batch import (DiskFull, atomic_write, clean_stale, die, find_files, lock, no_room, read_text, swap_in, temp_name,
                    writable_dir, write_json)
@@ -148,6 +149,11 @@ def main(argv=None):
         print(f"  note: {share:.0%} of the training tokens are augmented, not the {args.augmented_percentage:g} % "
               f"asked for: " + ("there are too few augmented copies" if share * 100 < args.augmented_percentage else
                                "copies come whole, and a few long pieces overshoot the share"))
+    for name, (tokens, *_) in (("train", n_train), ("val", n_val)):
+        if tokens <= config.block_size + 1:  # (train.py would refuse it at the default window)
+            print(f"  note: {name}.bin's {tokens:,} tokens are too few for train.py's windows of block_size="
+                  f"{config.block_size} tokens: " + ("raise --val_fraction, or train" if name == "val" else "train")
+                  + f" with --block_size under {tokens - 1}")
     if orphans:
         print(f"  {orphans} augmented files have no original in {main_root} and were left out")
     for r in rejected:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import config
 from conftest import ROOT, body
 from augment_all import shift
 from encoding_decoding import (AHEAD, Header, Spec, Tokenizer, notes_to_tokens, strip_leading_silence,
@@ -143,6 +144,8 @@ def test_prepare_splits_by_piece_without_leakage_and_counts_match(tmp_path):
     meta = json.loads((tmp_path / "bin/meta.json").read_text())
     tok = Tokenizer(SPEC)
     train, val = pieces_of(tmp_path / "bin/train.bin"), pieces_of(tmp_path / "bin/val.bin")
+    short = [name for name in ("train", "val") if meta[name]["tokens"] <= config.block_size + 1]  # said at once
+    assert short == ["val"] and [name for name in ("train", "val") if f"note: {name}.bin's" in r.stdout] == short, r.stdout
     assert meta["train"]["tokens"] == sum(map(len, train)) and meta["val"]["tokens"] == sum(map(len, val))
     assert meta["train"]["pieces"] == len(train) and meta["val"]["pieces"] == len(val) == len(meta["val_pieces"])
     assert all(validate(tok.decode(p), SPEC) is None for p in train + val)
