@@ -360,10 +360,10 @@ def saved_bytes_per_token(model, ctx, length):
 
 def check_memory(model, c, env, resume):
     """Refuse, before any long work, a batch that cannot fit: what one step keeps for its backward, and a fresh
-    AdamW's two moments (a resume has read them already), against the memory free now, where the model's weights
-    already are. A lower bound: a step also holds its gradients and passing tensors (the default model's training on
-    this 2-core CPU peaked at two to four times this), so a run refused here could never have trained, and one let
-    through may still not fit."""
+    AdamW's two moments (a resume has read them already), against the memory free now (on a CPU, with the swap's),
+    where the model's weights already are. A lower bound: a step also holds its gradients and passing tensors (the
+    default model's training on this 2-core CPU peaked at two to four times this), so a run refused here could never
+    have trained, and one let through may still not fit."""
     per_token = saved_bytes_per_token(model, env.ctx, min(c.block_size, 128))
     need = per_token * c.batch_size * c.block_size + (0 if resume else 2 * sum(
         p.numel() * p.element_size() for p in model.parameters()))
@@ -371,7 +371,7 @@ def check_memory(model, c, env, resume):
         free, where = torch.cuda.mem_get_info(env.device)[0], env.device
     elif env.device_type == "cpu":  # (processes of one torchrun share the machine)
         need *= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        free, where = psutil.virtual_memory().available, "this machine"
+        free, where = psutil.virtual_memory().available + psutil.swap_memory().free, "this machine (with swap)"
     else:
         return
     if need > free:
