@@ -65,11 +65,15 @@ def why_not_written(e):
 
 
 def main(script_main):
-    """Run a script's main(): a full disk ends it with one line, wherever the write was."""
+    """Run a script's main(): a full disk ends it with one line, wherever the write was, and so does Ctrl-C (each
+    file is written whole or not at all: atomic_open)."""
     try:
         script_main()
     except DiskFull as e:
         die(e.strerror)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every file written so far is whole, none is left half-written", file=sys.stderr)
+        sys.exit(130)
 
 
 def find_files(dirs, suffixes, problems=None):

@@ -1,6 +1,9 @@
 import os
 import time
 
+import pytest
+
+import batch
 from batch import Journal, atomic_write, parallel_map
 
 
@@ -68,3 +71,16 @@ def test_journal_ignores_a_line_cut_by_a_kill(tmp_path):
     with open(tmp_path / "j.jsonl", "a") as f:
         f.write('{"key": "c", "val')
     assert Journal(tmp_path / "j.jsonl").done == {"a": 1, "b": [2]}
+
+
+def test_ctrl_c_in_a_script_is_one_line_and_leaves_no_half_written_file(tmp_path, capsys):
+    def script():
+        atomic_write(tmp_path / "done.txt", "whole")
+        with batch.atomic_open(tmp_path / "half.txt") as f:
+            f.write(b"half")
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a write
+    with pytest.raises(SystemExit) as stop:
+        batch.main(script)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.strip() == "interrupted: every file written so far is whole, none is left half-written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.txt"]
