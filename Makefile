@@ -66,7 +66,7 @@ model: .venv/installed
 	for n in 1 2 3; do $(PY) plot.py --out_dir $(STAGES)/stage$$n && \
 		for f in metrics.jsonl loss.png; do cp $(STAGES)/stage$$n/$$f models/corpus/.$$f.tmp && \
 			mv models/corpus/.$$f.tmp models/corpus/stage$${n}_$$f; done; done
-	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32 \
+	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32 --overwrite \
 		--style_samples 128 --given_pieces 23
 	$(MAKE) samples
 

@@ -9,7 +9,8 @@ python evaluate.py --out_dir models/corpus --cadence val/*.txt   (how well a run
 python evaluate.py --out_dir models/corpus --rules val/*.txt     (does a run know the rules of part writing?)
 python evaluate.py --out_dir models/corpus --repeats val/*.txt   (can a run copy a bar it has heard?)
 
-Writes eval.json, eval.md and eval_histograms.png into the run folder.
+Writes eval.json, eval.md and eval_histograms.png into the run folder (with --overwrite where an earlier evaluation
+is there).
 - Likelihood: cross-entropy of the validation pieces (originals only) in bits per token and bits per note, for the
   model and for an interpolated Kneser-Ney n-gram model fitted on train.bin.
 - Grammar: the share of samples that decode cleanly, drawn with and without the sampler's grammar constraint.
@@ -718,6 +719,9 @@ def given_markdown(g):
     return lines
 
 
+EVAL_FILES = ("eval.json", "eval.md", "eval_histograms.png")  # what an evaluation writes into the run folder
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, help in [("ngram", "the order of the n-gram baseline"),
@@ -732,6 +736,8 @@ def main(argv=None):
                        ("given_samples", "samples of each"),
                        ("style_samples", "samples per main style compared with every training original of it")]:
         configurator.option(parser, name, help)
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace the run folder's earlier evaluation ({', '.join(EVAL_FILES)})")
     parser.add_argument("--listen", nargs="+", help="MIDI files or encodings (.txt), or folders of them: print what a "
                                                     "listener hears in them (the measures of listen()) and exit")
     parser.add_argument("--voices", type=configurator.typed("parts", 4), default=4,
@@ -791,15 +797,19 @@ def main(argv=None):
         return repeats_of_files(model, tok, args.repeats, device)
     writable_dir(run, "the run folder (eval.json goes there)")
     eval_key_controls(args, tok.spec)  # checked before any work
+    if (earlier := [name for name in EVAL_FILES if (run / name).exists()]) and not args.overwrite:
+        die(f"{run} holds an earlier evaluation ({', '.join(earlier)}): give --overwrite to replace it, or copy it "
+            f"away first")
     splits, meta, data_tokenizer = read_data(args.data_dir)
     if json.loads(data_tokenizer) != json.loads((run / "tokenizer.json").read_bytes()):
         die(f"{args.data_dir} was prepared with another tokenizer than {run}/tokenizer.json: evaluate on data prepared "
             f"with the run's tokenizer")
     report, hists = measure(args, model, tok, splits, meta, device)
     report = {"checkpoint": str(ckpt), **report}
+    text, png = markdown(report, args, run.name), histograms_png(hists)
+    # the three written one after the other once all are made: a kill falls between two of them only by a hair
+    atomic_write(run / "eval_histograms.png", png)
     write_json(run / "eval.json", report)
-    plot_histograms(hists, run / "eval_histograms.png")
-    text = markdown(report, args, run.name)
     atomic_write(run / "eval.md", text)
     print(text)
 
@@ -1203,18 +1213,22 @@ def read_for_listening(path, spec):
     return midi_to_notes(path.read_bytes(), spec)[:2]
 
 
-def plot_histograms(hists, path):
+def histograms_png(hists):
+    """The histograms of samples beside validation pieces, as PNG bytes."""
+    import io
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from batch import save_figure
     fig, axes = plt.subplots(2, math.ceil(len(hists) / 2), figsize=(4.7 * math.ceil(len(hists) / 2), 7))
     for ax, (name, (a, b)) in zip(axes.flat, hists.items()):
         ax.bar(np.arange(len(b)), b, alpha=0.5, label="validation")
         ax.bar(np.arange(len(a)), a, alpha=0.5, label="samples")
         ax.set_title(f"{name} (overlap {overlapping_area(a, b):.2f})")
         ax.legend(fontsize="small")
-    save_figure(fig, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return png.getvalue()
 
 
 if __name__ == "__main__":

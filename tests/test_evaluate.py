@@ -12,7 +12,8 @@ from ngram import KneserNey
 
 def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     r = run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--num_samples", 4, "--max_new_tokens", 60,
-            "--control_samples", 4, "--eval_bars", 2, "--eval_seconds", 3, "--style_samples", 6, "--main_style_pieces", 2)
+            "--control_samples", 4, "--eval_bars", 2, "--eval_seconds", 3, "--style_samples", 6, "--main_style_pieces", 2,
+            "--overwrite")  # (the other test's evaluation of the same run may be there)
     assert r.returncode == 0, r.stderr
     report = json.loads((trained / "eval.json").read_text())
     numbers = [v for d in report["likelihood"].values() for v in d.values()] + list(report["overlapping_area"].values())
@@ -48,8 +49,12 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
 
 def test_evaluate_survives_samples_shorter_than_the_memorization_window(trained, data):
     r = run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--num_samples", 3, "--max_new_tokens", 8,
-            "--control_samples", 2)
+            "--control_samples", 2, "--overwrite")
     assert r.returncode == 0, r.stderr
+    before = {name: (trained / name).read_bytes() for name in ("eval.json", "eval.md", "eval_histograms.png")}
+    r = run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--num_samples", 3)  # an earlier report is kept
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "give --overwrite to replace it" in r.stderr, r.stderr
+    assert before == {name: (trained / name).read_bytes() for name in before}
     assert longest_runs([np.arange(14)], np.arange(100)) == [15]  # fewer tokens than k: no shared k-gram
 
 
