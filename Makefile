@@ -25,9 +25,10 @@ demo: .venv/installed
 	$(PY) prepare.py --main_data_path $(DEMO)/text --augmented_data_path $(DEMO)/aug --output_base_dir $(DEMO)/bin \
 		--tokenizer_paths $(DEMO)/tokenizer.json --augmented_percentage 30
 	$(PY) train.py --preset=cpu_demo --data_dir=$(DEMO)/bin --out_dir=models/demo --overwrite  # the demo's own run
-	$(PY) sample.py --out_dir models/demo --num_samples 2 --style bach --bars 12 --output_dir midi-samples
-	$(PY) sample.py --out_dir models/demo --num_samples 2 --style fiddle --bars 16 --output_dir midi-samples
-	$(PY) sample.py --out_dir models/demo --num_samples 1 --style bach --melody $(DEMO)/text/music21/bach/bwv139.6.txt \
+	$(PY) sample.py --overwrite --out_dir models/demo --num_samples 2 --style bach --bars 12 --output_dir midi-samples
+	$(PY) sample.py --overwrite --out_dir models/demo --num_samples 2 --style fiddle --bars 16 --output_dir midi-samples
+	$(PY) sample.py --overwrite --out_dir models/demo --num_samples 1 --style bach \
+		--melody $(DEMO)/text/music21/bach/bwv139.6.txt \
 		--output_dir midi-samples  # a validation chorale's soprano (never trained on), harmonized
 	$(PY) plot.py --out_dir models/demo --midi midi-samples/demo_bach_seed1337_0.mid midi-samples/demo_bach_seed1337_1.mid \
 		midi-samples/demo_fiddle_seed1337_0.mid midi-samples/demo_fiddle_seed1337_1.mid \
@@ -66,8 +67,8 @@ model: .venv/installed
 	for n in 1 2 3; do $(PY) plot.py --out_dir $(STAGES)/stage$$n && \
 		for f in metrics.jsonl loss.png; do cp $(STAGES)/stage$$n/$$f models/corpus/.$$f.tmp && \
 			mv models/corpus/.$$f.tmp models/corpus/stage$${n}_$$f; done; done
-	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32 --overwrite \
-		--style_samples 128 --given_pieces 23
+	$(PY) evaluate.py --out_dir models/corpus --data_dir $(CORPUS)/bin --num_samples 256 --control_samples 32 \
+		--style_samples 128 --given_pieces 23 --overwrite
 	$(MAKE) samples
 
 # #37's line after the third stage, which `make model` runs on (its data): stage 4 (the whole piece in view,
@@ -130,10 +131,10 @@ endef
 # each step skipped where its output is there
 define draw
 	test -f $(POOLS)/$(1)/all/done || { for b in 12 16 20; do for s in $$(seq 1 12); do \
-		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --out_dir $(2) --style bach --bars $$b $(3) \
+		mkdir -p $(POOLS)/$(1)/all/bach_$$b && $(PY) sample.py --overwrite --out_dir $(2) --style bach --bars $$b $(3) \
 		--num_samples 32 --seed $$((2000 * $(1) - 1000 + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/bach_$$b || exit 1; \
 		done; done; for b in 16 32; do for s in $$(seq 1 $(5)); do mkdir -p $(POOLS)/$(1)/all/fiddle_$$b && \
-		$(PY) sample.py --out_dir $(2) --style fiddle --bars $$b $(4) --num_samples 32 \
+		$(PY) sample.py --overwrite --out_dir $(2) --style fiddle --bars $$b $(4) --num_samples 32 \
 		--seed $$((2000 * $(1) + 10 * b + s)) --output_dir $(POOLS)/$(1)/all/fiddle_$$b || exit 1; done; done; \
 		touch $(POOLS)/$(1)/all/done; }
 	test -d $(POOLS)/$(1)/keep/bach || $(PY) evaluate.py --listen $(POOLS)/$(1)/all/bach_*/*.txt \
@@ -204,7 +205,7 @@ ifeq ($(wildcard $(STAGES)/round8/model.pt),)
 	test -f $(POOLS)/8/all/harmonized/done || { i=0; for f in $$($(PY) -c "import json, pathlib; \
 		C = pathlib.Path('$(CORPUS)'); val = set(json.load(open(C / 'bin/meta.json'))['val_pieces']); print(*[p for \
 		p in sorted((C / 'text/music21/bach').glob('*.txt')) if f'music21/bach/{p.stem}' not in val][:160])"); do \
-		i=$$((i + 1)); s=$$(basename $$f .txt); test -f $(POOLS)/8/all/harmonized/.$$s || { $(PY) sample.py \
+		i=$$((i + 1)); s=$$(basename $$f .txt); test -f $(POOLS)/8/all/harmonized/.$$s || { $(PY) sample.py --overwrite \
 		--out_dir $(STAGES)/round7 --style bach --melody $$f --parts 4 --num_samples 4 --seed $$((8000 + i)) \
 		--voice_leading_rules parallels,crossing,ending --temperature 0.8 --top_p 0.95 \
 		--output_dir $(POOLS)/8/all/harmonized > /dev/null && \
@@ -257,16 +258,18 @@ endif
 SAMPLES := midi-samples/shipped
 HARMONIZED := midi-samples/harmonized
 samples: .venv/installed
-	$(PY) sample.py --style bach --bars 16 --num_samples 2 --seed 1 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style palestrina --bars 16 --num_samples 1 --seed 2 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style fiddle --bars 16 --num_samples 1 --seed 3 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style folk --bars 16 --num_samples 1 --seed 4 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style classical --bars 16 --num_samples 1 --seed 5 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style romantic --bars 16 --num_samples 1 --seed 6 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style baroque --bars 16 --num_samples 1 --seed 7 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style bach --bars 17 --form AABCD --num_samples 1 --seed 8 --musicxml --output_dir $(SAMPLES)
-	$(PY) sample.py --style fiddle --bars 16 --form AABB --num_samples 1 --seed 9 --musicxml --output_dir $(SAMPLES)
-	for m in bwv244.15_soprano altdeu10_tune147 own_tune; do $(PY) sample.py --style bach --melody \
+	$(PY) sample.py --overwrite --style bach --bars 16 --num_samples 2 --seed 1 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --overwrite --style palestrina --bars 16 --num_samples 1 --seed 2 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --overwrite --style fiddle --bars 16 --num_samples 1 --seed 3 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --overwrite --style folk --bars 16 --num_samples 1 --seed 4 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --overwrite --style classical --bars 16 --num_samples 1 --seed 5 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --overwrite --style romantic --bars 16 --num_samples 1 --seed 6 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --overwrite --style baroque --bars 16 --num_samples 1 --seed 7 --musicxml --output_dir $(SAMPLES)
+	$(PY) sample.py --overwrite --style bach --bars 17 --form AABCD --num_samples 1 --seed 8 --musicxml \
+		--output_dir $(SAMPLES)
+	$(PY) sample.py --overwrite --style fiddle --bars 16 --form AABB --num_samples 1 --seed 9 --musicxml \
+		--output_dir $(SAMPLES)
+	for m in bwv244.15_soprano altdeu10_tune147 own_tune; do $(PY) sample.py --overwrite --style bach --melody \
 		$(HARMONIZED)/given/$$m.mid --parts 4 --num_samples 2 --seed 1 --musicxml \
 		--output_dir $(HARMONIZED) || exit 1; done
 	$(PY) plot.py --midi $(SAMPLES)/*.mid $(HARMONIZED)/*.mid

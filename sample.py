@@ -262,6 +262,8 @@ def main(argv=None):
     configurator.option(parser, "output_dir", "where the samples go", key="samples_dir")
     parser.add_argument("--musicxml", action="store_true", help="also write each sample as a score (MusicXML)")
     parser.add_argument("--wav", action="store_true", help="also render WAV audio with FluidSynth")
+    parser.add_argument("--overwrite", action="store_true", help="replace a sample of the same name that another "
+                                                                 "command wrote (without it: beside it, as NAME-2)")
     parser.add_argument("--list_styles", action="store_true", help="print the styles this run knows and exit")
     control = parser.add_argument_group("controls (each enforced by the sampling mask)")
     control.add_argument("--style", help="the style token to start with (default: the model picks)")
@@ -343,9 +345,10 @@ def main(argv=None):
         tokens = finish(row)
         notes, header, bad = tokens_to_notes(tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
-        stem = out_dir / f"{name}_{i}"
+        text = tokens_to_text(tokens)
+        stem = out_dir / f"{name}_{i}" if args.overwrite else sample_stem(out_dir, f"{name}_{i}", text)
         path = lambda ext: stem.parent / (stem.name + ext)  # (a name may hold dots: bwv244.15_soprano)
-        atomic_write(path(".txt"), tokens_to_text(tokens))
+        atomic_write(path(".txt"), text)
         atomic_write(path(".mid"), notes_to_midi(notes, spec, header))
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, "
@@ -364,6 +367,22 @@ def main(argv=None):
                       f"and a .sf2 file at one of {', '.join(SOUNDFONTS)}")
                 args.wav = False
         print(line)
+
+
+def sample_stem(out_dir, name, text):
+    """Where a sample whose encoding is `text` goes: out_dir/name, unless another sample is there (another command
+    with the same seed, whose files a user may keep), then name-2, name-3, ..., the first free or holding this one."""
+    def holds_this(txt):
+        try:
+            return read_text(txt) == text
+        except ValueError:  # (not a sample's encoding: another file of the user's)
+            return False
+    for k in range(1, 10_000):
+        stem = out_dir / (name if k == 1 else f"{name}-{k}")
+        txt, mid = (stem.parent / (stem.name + ext) for ext in (".txt", ".mid"))
+        if not (txt.exists() or mid.exists()) or (txt.exists() and holds_this(txt)):
+            return stem
+    die(f"{out_dir}: 10,000 samples named {name}-*: give another --seed or --output_dir")
 
 
 def write_musicxml(score, path):

@@ -374,6 +374,20 @@ def test_a_rerun_of_sample_removes_what_a_killed_one_left(trained, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_sample_another_command_wrote_is_kept_beside_the_new_one(trained, tmp_path):
+    args = ["--out_dir", trained, "--output_dir", tmp_path, "--num_samples", 1]
+    assert run("sample.py", *args, "--max_new_tokens", 8).returncode == 0
+    first = files_of(tmp_path)
+    assert run("sample.py", *args, "--max_new_tokens", 8).returncode == 0 and files_of(tmp_path) == first  # the same
+    r = run("sample.py", *args, "--max_new_tokens", 30)  # the same seed and name, another sample
+    assert r.returncode == 0 and "tiny_seed1337_0-2.mid:" in r.stdout, r.stderr
+    now = files_of(tmp_path)
+    assert {k: now[k] for k in first} == first and set(now) == set(first) | {"tiny_seed1337_0-2.mid",
+                                                                              "tiny_seed1337_0-2.txt"}
+    assert run("sample.py", *args, "--max_new_tokens", 30, "--overwrite").returncode == 0  # replaced on purpose
+    assert files_of(tmp_path)["tiny_seed1337_0.txt"] == now["tiny_seed1337_0-2.txt"]
+
+
 def test_augment_where_every_piece_fails_exits_nonzero(tmp_path):
     (tmp_path / "text").mkdir()
     for k in range(2):
@@ -436,7 +450,7 @@ def test_a_full_disk_in_sample_keeps_the_older_samples(trained, tmp_path):
     for suffix in (".txt", ".mid"):
         (before / "out" / f"tiny_seed1337_0{suffix}").write_text("an older sample")
     r = on_a_full_disk(tmp_path, "sample.py", "--out_dir", trained, "--output_dir", tmp_path / "disk/out",
-                       "--num_samples", 1, "--max_new_tokens", 8, before=before)
+                       "--num_samples", 1, "--max_new_tokens", 8, "--overwrite", before=before)  # (replacing them)
     full_disk_line(r, tmp_path / "disk/out/tiny_seed1337_0.txt")
     assert "nothing older was replaced" in r.stderr
     assert files_of(tmp_path / "after/out") == files_of(before / "out")
