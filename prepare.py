@@ -43,6 +43,24 @@ def check_rule_styles(styles, tok):
                 f"that do: {', '.join(with_rules)}")
 
 
+DATASET_FILES = {"train.bin", "val.bin", "meta.json", "tokenizer.json", "train_rules.npz"}  # what a dataset holds
+
+
+def check_dataset_folder(out, inputs):
+    """The dataset folder is replaced whole (batch.swap_in): one line where that would delete what prepare.py did not
+    write, an input folder (or one holding it) or any other file, before any work."""
+    real = out.resolve()
+    for given in filter(None, inputs):
+        if (same := real == Path(given).resolve()) or real in Path(given).resolve().parents:
+            die(f"--output_base_dir {out} {'is' if same else 'holds'} the input folder {given}: the dataset would "
+                f"replace it and delete the encodings; give it a folder of its own, e.g. "
+                f"{out.parent / 'bin' if same else out / 'bin'}")
+    if out.is_dir() and (others := sorted(p.name for p in out.iterdir() if p.name not in DATASET_FILES)):
+        die(f"--output_base_dir {out} holds files prepare.py did not write ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}), and the dataset replaces the folder whole: give a new or empty "
+            f"folder, or a dataset's")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     configurator.option(parser, "main_data_path", "folder of original .txt encodings", key="text_dir")
@@ -66,6 +84,7 @@ def main(argv=None):
     out = Path(args.output_base_dir)
     if out.exists() and not out.is_dir():
         die(f"--output_base_dir {out} is a file, not a folder")
+    check_dataset_folder(out, [args.main_data_path, args.augmented_data_path])
     writable_dir(out.parent, "the folder of --output_base_dir")
     lock(out, "prepare.py")
     for p in clean_stale(out.parent):

@@ -186,6 +186,23 @@ def test_a_dataset_folder_is_held_by_one_prepare_at_a_time(data, tmp_path):
         holder.wait()
 
 
+def test_prepare_never_replaces_a_folder_with_what_it_did_not_write(data, tmp_path):
+    text = tmp_path / "text"
+    shutil.copytree(data.parent / "text", text)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "letter.txt").write_text("mine")
+    before = files_of(tmp_path)
+    for out, message in [(text, f"--output_base_dir {text} is the input folder {text}: the dataset would replace it"),
+                         (tmp_path, f"--output_base_dir {tmp_path} holds the input folder {text}"),
+                         (tmp_path / "docs", "holds files prepare.py did not write (letter.txt)")]:
+        one_line(run("prepare.py", "--main_data_path", text, "--output_base_dir", out,
+                     "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json"), message)
+        assert files_of(tmp_path) == before
+    for _ in range(2):  # a dataset's own folder is replaced by the next one, as a rerun does
+        assert run("prepare.py", "--main_data_path", text, "--output_base_dir", tmp_path / "bin",
+                   "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json").returncode == 0
+
+
 # --- the vocabulary and the files of a run
 
 
