@@ -405,6 +405,15 @@ def test_a_sample_another_command_wrote_is_kept_beside_the_new_one(trained, tmp_
     assert files_of(tmp_path)["tiny_seed1337_0.txt"] == now["tiny_seed1337_0-2.txt"]
 
 
+def test_augment_never_writes_its_variants_among_the_originals(tmp_path):
+    make_bin(tmp_path, n=3, tokenizer=None)  # encodings in tmp_path/text
+    before = files_of(tmp_path)
+    for out, where in [(tmp_path / "text", "is the input folder"), (tmp_path / "text/aug", "is inside the input folder")]:
+        one_line(run("augment_all.py", "--input_dirs", tmp_path / "text", "--output_dir", out),
+                 f"--output_dir {out} {where} {tmp_path / 'text'}: the variants would mix with the originals")
+        assert files_of(tmp_path) == before
+
+
 def test_augment_where_every_piece_fails_exits_nonzero(tmp_path):
     (tmp_path / "text").mkdir()
     for k in range(2):
