@@ -42,6 +42,22 @@ def unknown_tokens(encodings, vocab):
     return [(t, str(p)) for p, tokens in encodings.items() for t in sorted(set(tokens) - vocab)]
 
 
+def check_output(out):
+    """One line, before any work, where --output would replace what is not a tokenizer of its own: a folder, another
+    file, or the copy a run folder or a dataset holds (its weights or its ids were made with that one)."""
+    if out.is_dir():
+        die(f"--output {out} is a folder: name the JSON file, e.g. {out / 'tokenizer.json'}")
+    for holder, whose in (("config.json", "a run folder's, which its weights were trained"),
+                          ("meta.json", "a dataset's, which its ids were written")):
+        if out.name == "tokenizer.json" and (out.parent / holder).is_file():
+            die(f"--output {out} is {whose} with: write the new one elsewhere (e.g. data/mine/tokenizer.json)")
+    if out.exists():
+        try:
+            Tokenizer.load(out)
+        except (OSError, ValueError):
+            die(f"--output {out} is there and is not a tokenizer JSON: name another file")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dirs", nargs="+", default=[], help="folders of .txt encodings to check against it")
@@ -54,6 +70,7 @@ def main(argv=None):
         spec = Spec.of(args)
     except ValueError as e:
         die(e)
+    check_output(Path(args.output))
     files = [p for _, p in find_files(args.dirs, {".txt"})]
     encodings, unreadable = read_encodings(files)
     if args.base:

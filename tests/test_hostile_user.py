@@ -405,6 +405,17 @@ def test_a_sample_another_command_wrote_is_kept_beside_the_new_one(trained, tmp_
     assert files_of(tmp_path)["tiny_seed1337_0.txt"] == now["tiny_seed1337_0-2.txt"]
 
 
+def test_the_tokenizer_never_replaces_a_runs_or_a_datasets_own_copy(trained, data, tmp_path):
+    for folder, whose in [(trained, "a run folder's"), (data, "a dataset's")]:
+        before = (folder / "tokenizer.json").read_bytes()
+        one_line(run("simple_tokenizer.py", "--output", folder / "tokenizer.json"),
+                 f"--output {folder / 'tokenizer.json'} is {whose}")
+        assert (folder / "tokenizer.json").read_bytes() == before
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    one_line(run("simple_tokenizer.py", "--output", tmp_path / "notes.json"), "is there and is not a tokenizer JSON")
+    assert (tmp_path / "notes.json").read_text() == '{"mine": 1}'
+
+
 def test_augment_never_writes_its_variants_among_the_originals(tmp_path):
     make_bin(tmp_path, n=3, tokenizer=None)  # encodings in tmp_path/text
     before = files_of(tmp_path)
@@ -508,10 +519,12 @@ def test_a_full_disk_in_encode_says_a_rerun_resumes(tmp_path):
 def test_a_full_disk_in_the_tokenizer_keeps_the_older_one(tmp_path):
     before = tmp_path / "before"
     before.mkdir()
-    (before / "tok.json").write_text("the older tokenizer")
-    r = on_a_full_disk(tmp_path, "simple_tokenizer.py", "--output", tmp_path / "disk/tok.json", before=before)
+    older = (ROOT / "tokenizers/simple_tokenizer.json").read_bytes()
+    (before / "tok.json").write_bytes(older)
+    r = on_a_full_disk(tmp_path, "simple_tokenizer.py", "--output", tmp_path / "disk/tok.json", "--max_dur", 64,
+                       before=before)  # (another vocabulary)
     full_disk_line(r, tmp_path / "disk/tok.json")
-    assert (tmp_path / "after/tok.json").read_text() == "the older tokenizer"
+    assert (tmp_path / "after/tok.json").read_bytes() == older
 
 
 @needs_mount
