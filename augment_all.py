@@ -18,7 +18,7 @@ from pathlib import Path
 
 import batch
 import configurator
-from batch import atomic_write, die, find_files, parallel_map, read_text, writable_dir
+from batch import atomic_write, die, find_files, parallel_map, read_text, within, writable_dir
 from dataset import VARIANT, variant_name
 from encoding_decoding import (FirstEdition, Spec, check_edition, kind, text_to_tokens, tokens_to_text, validate,
                                value)
@@ -105,11 +105,11 @@ def main(argv=None):
         Spec.of(opts)  # its ranges make a vocabulary, checked before any file is read
     except ValueError as e:
         die(e)
-    out = Path(opts.output_dir).resolve()
     for d in opts.input_dirs:  # (prepare.py would read each variant there as a piece of its own, in val.bin too)
-        if out == (given := Path(d).resolve()) or given in out.parents:
-            die(f"--output_dir {opts.output_dir} is {'' if out == given else 'inside '}the input folder {d}: the "
-                f"variants would mix with the originals; give a folder beside it, e.g. {Path(d).parent / 'aug'}")
+        if within(opts.output_dir, d):
+            where = "is" if within(d, opts.output_dir) else "is inside"
+            die(f"--output_dir {opts.output_dir} {where} the input folder {d}: the variants would mix with the "
+                f"originals; give a folder beside it, e.g. {Path(d).parent / 'aug'}")
     writable_dir(opts.output_dir, "--output_dir")
     jobs = [(str(p), str(Path(opts.output_dir) / p.relative_to(d).with_suffix("")))
             for d, p in find_files(opts.input_dirs, {".txt"}) if not VARIANT.match(p.stem)]

@@ -2,6 +2,7 @@
 per-file timeout (a hung or crashed worker costs one file, not the batch), keep a resumable journal."""
 import atexit
 import errno
+import io
 import json
 import multiprocessing as mp
 import os
@@ -134,6 +135,12 @@ def read_text(path):
         raise ValueError(f"not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     except OSError as e:
         raise ValueError(f"cannot read it ({e.strerror})") from None
+
+
+def within(path, folder):
+    """Whether `path` is `folder` or lies inside it (links and ".." resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
 
 
 def writable_dir(path, what="output folder", create=True):
@@ -302,12 +309,18 @@ def atomic_write(path, data):
         f.write(data.encode() if isinstance(data, str) else data)
 
 
+def figure_png(fig):
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return png.getvalue()
+
+
 def save_figure(fig, path):
     """A matplotlib figure as a PNG file, written atomically, and closed."""
-    import matplotlib.pyplot as plt
-    with atomic_open(path) as f:
-        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    atomic_write(path, figure_png(fig))
 
 
 def write_json(path, obj):

@@ -62,8 +62,8 @@ import torch.nn.functional as F
 import batch
 import config
 import configurator
-from batch import (atomic_write, die, find_files, read_text, reason, swap_in, temp_name, why_not_written, writable_dir,
-                   write_json)
+from batch import (atomic_write, die, figure_png, find_files, read_text, reason, swap_in, temp_name, why_not_written,
+                   writable_dir, write_json)
 from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
                       style_settings)
 from dataset import read_data
@@ -1215,7 +1215,6 @@ def read_for_listening(path, spec):
 
 def histograms_png(hists):
     """The histograms of samples beside validation pieces, as PNG bytes."""
-    import io
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1225,10 +1224,7 @@ def histograms_png(hists):
         ax.bar(np.arange(len(a)), a, alpha=0.5, label="samples")
         ax.set_title(f"{name} (overlap {overlapping_area(a, b):.2f})")
         ax.legend(fontsize="small")
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return png.getvalue()
+    return figure_png(fig)
 
 
 if __name__ == "__main__":

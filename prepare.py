@@ -26,7 +26,7 @@ import batch
 import config
 import configurator
 from batch import (DiskFull, atomic_write, clean_stale, die, find_files, lock, no_room, read_text, swap_in, temp_name,
-                   writable_dir, write_json)
+                   within, writable_dir, write_json)
 from controls import style_rules
 from dataset import META_VERSION, piece_id, split, write_rules, write_split
 from encoding_decoding import Tokenizer, text_to_tokens
@@ -49,9 +49,9 @@ DATASET_FILES = {"train.bin", "val.bin", "meta.json", "tokenizer.json", "train_r
 def check_dataset_folder(out, inputs):
     """The dataset folder is replaced whole (batch.swap_in): one line where that would delete what prepare.py did not
     write, an input folder (or one holding it) or any other file, before any work."""
-    real = out.resolve()
     for given in filter(None, inputs):
-        if (same := real == Path(given).resolve()) or real in Path(given).resolve().parents:
+        if within(given, out):
+            same = within(out, given)
             die(f"--output_base_dir {out} {'is' if same else 'holds'} the input folder {given}: the dataset would "
                 f"replace it and delete the encodings; give it a folder of its own, e.g. "
                 f"{out.parent / 'bin' if same else out / 'bin'}")
