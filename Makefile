@@ -23,7 +23,7 @@ demo: .venv/installed
 	$(PY) simple_tokenizer.py --dirs $(DEMO)/text --output $(DEMO)/tokenizer.json
 	$(PY) augment_all.py --input_dirs $(DEMO)/text --output_dir $(DEMO)/aug
 	$(PY) prepare.py --main_data_path $(DEMO)/text --augmented_data_path $(DEMO)/aug --output_base_dir $(DEMO)/bin \
-		--tokenizer_paths $(DEMO)/tokenizer.json --augmented_percentage 30
+		--tokenizer_paths $(DEMO)/tokenizer.json --augmented_percentage 30 --overwrite  # the demo's own dataset
 	$(PY) train.py --preset=cpu_demo --data_dir=$(DEMO)/bin --out_dir=models/demo --overwrite  # the demo's own run
 	$(PY) sample.py --overwrite --out_dir models/demo --num_samples 2 --style bach --bars 12 --output_dir midi-samples
 	$(PY) sample.py --overwrite --out_dir models/demo --num_samples 2 --style fiddle --bars 16 --output_dir midi-samples

@@ -16,6 +16,7 @@ Pieces stream to disk one at a time.
 """
 import argparse
 import hashlib
+import json
 import random
 import shutil
 from pathlib import Path
@@ -61,12 +62,47 @@ def check_dataset_folder(out, inputs):
             f"folder, or a dataset's")
 
 
+def settings_of(meta):
+    """What a dataset was prepared from and with (meta.json's own keys); a key an older meta.json lacks is None."""
+    rules = meta.get("rules")
+    return {"inputs": meta.get("inputs"), "tokenizer": (meta.get("tokenizer") or {}).get("sha256"),
+            "seed": meta.get("seed"), "val_fraction": meta.get("val_fraction"),
+            "augmented_percentage": meta.get("augmented_percentage"), "given_share": meta.get("given_share"),
+            "given_kinds": meta.get("given_kinds") if meta.get("given_share") else None,
+            "rule_styles": sorted(rules) if isinstance(rules, dict) else None if "rules" not in meta else [],
+            "rule_scale": meta.get("rule_scale")}
+
+
+def check_replaced_dataset(out, new, overwrite):
+    """A rerun into a dataset's folder replaces it where it was prepared from the same folders with the same
+    settings (new encodings are read in, as the Makefile's reruns want); from other ones, only with --overwrite: a
+    run resumed on it would go on with other training and validation pieces. One line before any work."""
+    if overwrite or not (out / "meta.json").exists():
+        return
+    try:
+        old = settings_of(json.loads((out / "meta.json").read_text()))
+    except (OSError, ValueError, AttributeError) as e:
+        die(f"--output_base_dir {out} holds a dataset whose meta.json cannot be read ({e}): give --overwrite to "
+            f"replace it, or another folder")
+    now = settings_of(new)
+    differ = [k for k, v in now.items() if old[k] is not None and old[k] != v
+              and not (k == "given_kinds" and old["given_share"] != now["given_share"])]
+    if differ:
+        said = lambda v: ", ".join(filter(None, v)) or "none" if isinstance(v, list) else v  # noqa: E731
+        shown = "; ".join("another tokenizer" if k == "tokenizer" else f"{k} {said(old[k])} there, {said(now[k])} now"
+                          for k in differ[:3])
+        die(f"--output_base_dir {out} holds a dataset prepared with other settings ({shown}): give --overwrite to "
+            f"replace it (a run trained on it would resume on other data), or another folder")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     configurator.option(parser, "main_data_path", "folder of original .txt encodings", key="text_dir")
     parser.add_argument("--augmented_data_path", help="folder written by augment_all.py (optional)")
     configurator.option(parser, "output_base_dir", "the dataset folder it writes", key="data_dir")
     configurator.option(parser, "tokenizer_paths", "tokenizer JSON", key="tokenizer_path")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset in --output_base_dir prepared from other folders or settings")
     args = configurator.cli(parser, ["val_fraction", "augmented_percentage", "given_share", "given_kinds", "seed",
                                      "rule_styles", "rule_scale"], argv)
     try:
@@ -85,6 +121,16 @@ def main(argv=None):
     if out.exists() and not out.is_dir():
         die(f"--output_base_dir {out} is a file, not a folder")
     check_dataset_folder(out, [args.main_data_path, args.augmented_data_path])
+    given = (args.given_share, args.seed, args.given_kinds) if tok.version >= 4 else None
+    settings = {  # meta.json's record of what the dataset is made from and with
+        "inputs": [str(Path(p).resolve()) if p else None for p in (args.main_data_path, args.augmented_data_path)],
+        "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
+                      "sha256": hashlib.sha256(tok_bytes).hexdigest()},
+        "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
+        "given_share": args.given_share if given else 0.0, "given_kinds": list(args.given_kinds),
+        "rules": dict.fromkeys(args.rule_styles) if args.rule_styles else None,
+        "rule_scale": args.rule_scale if args.rule_styles else "none"}
+    check_replaced_dataset(out, settings, args.overwrite)
     writable_dir(out.parent, "the folder of --output_base_dir")
     lock(out, "prepare.py")
     for p in clean_stale(out.parent):
@@ -129,7 +175,6 @@ def main(argv=None):
     tmp, rss = out.parent / temp_name(out.name, "tmp"), [0]
     try:
         tmp.mkdir()
-        given = (args.given_share, args.seed, args.given_kinds) if tok.version >= 4 else None
         n_train = write_split(tmp / "train.bin", train_files, tok, rejected, rss, given)
         n_val = write_split(tmp / "val.bin", [originals[pid] for pid in val_ids], tok, rejected, rss)
         if not n_train[1] or not n_val[1]:
@@ -139,11 +184,7 @@ def main(argv=None):
         rules = write_rules(tmp / "train_rules.npz", np.memmap(tmp / "train.bin", dtype=np.uint16, mode="r"), tok,
                             args.rule_styles, args.rule_scale) if args.rule_styles else None
         meta = {
-            "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size,
-            "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
-                          "sha256": hashlib.sha256(tok_bytes).hexdigest()},
-            "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,
-            "given_share": args.given_share if given else 0.0, "given_kinds": list(args.given_kinds),
+            "version": META_VERSION, "dtype": "uint16", "vocab_size": tok.vocab_size, **settings,
             "train": {"tokens": n_train[0], "pieces": n_train[1], "augmented_pieces": len(chosen),
                       "augmented_tokens": aug_tokens, "given_pieces": n_train[2],
                       # where train.bin's copies are (its n-th piece, from 0): the rest are the originals
@@ -151,7 +192,7 @@ def main(argv=None):
             "val": {"tokens": n_val[0], "pieces": n_val[1]},
             "val_pieces": val_ids, "rejected": rejected,
             # per style: [pieces, tokens where its rules forbid some, tokens where the piece breaks them]
-            "rules": rules, "rule_scale": args.rule_scale if args.rule_styles else "none",
+            "rules": rules,  # (in place of settings' list of the styles)
         }
         atomic_write(tmp / "tokenizer.json", tok_bytes)  # the data carries its tokenizer
         write_json(tmp / "meta.json", meta)

@@ -203,6 +203,31 @@ def test_prepare_never_replaces_a_folder_with_what_it_did_not_write(data, tmp_pa
                    "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json").returncode == 0
 
 
+def test_prepare_replaces_a_dataset_of_other_settings_only_with_overwrite(data, tmp_path):
+    """A rerun with the dataset's own folders and settings replaces it (new encodings are read in); another
+    split, tokenizer or input folder is one line, the dataset kept, until --overwrite."""
+    text, out, other = tmp_path / "text", tmp_path / "bin", tmp_path / "other.json"
+    shutil.copytree(data.parent / "text", text)
+    (tmp_path / "aug").mkdir()
+    other.write_text(json.dumps(json.loads((data / "tokenizer.json").read_text()), indent=3))  # other bytes
+    common = ["--main_data_path", text, "--output_base_dir", out, "--tokenizer_paths", data / "tokenizer.json"]
+    assert run("prepare.py", *common).returncode == 0
+    before = files_of(out)
+    for extra, message in [(["--val_fraction", 0.3], "(val_fraction 0.05 there, 0.3 now)"),
+                           (["--augmented_data_path", tmp_path / "aug"], f"(inputs {text} there, {text}, "),
+                           (["--tokenizer_paths", other], "(another tokenizer)")]:
+        one_line(run("prepare.py", *common, *extra), f"{out} holds a dataset prepared with other settings " + message)
+        assert files_of(out) == before
+    r = run("prepare.py", *common, "--val_fraction", 0.3, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "meta.json").read_text())["val_fraction"] == 0.3
+    shutil.copy(text / "piece0.txt", text / "piece_new.txt")
+    r = run("prepare.py", *common, "--val_fraction", 0.3)  # the same settings, one more encoding: a rerun
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["train"]["pieces"] + meta["val"]["pieces"] == 25
+
+
 # --- the vocabulary and the files of a run
 
 
@@ -499,7 +524,7 @@ def test_a_full_disk_in_prepare_keeps_the_older_dataset(data, tmp_path):
     shutil.copytree(data, before / "bin")
     r = on_a_full_disk(tmp_path, "prepare.py", "--main_data_path", data.parent / "text", "--output_base_dir",
                        tmp_path / "disk/bin", "--tokenizer_paths", ROOT / "tokenizers/simple_tokenizer.json",
-                       before=before)
+                       "--overwrite", before=before)
     one_line(r, "the disk is full (No space left on device) while writing")
     assert f"{tmp_path / 'disk/bin'} is left as it was" in r.stderr
     assert files_of(tmp_path / "after/bin") == files_of(before / "bin")

@@ -164,7 +164,7 @@ def test_a_failed_prepare_leaves_the_old_dataset_whole(data, tmp_path):
     # a tokenizer that does not fit the encodings (other pitch range): every piece is rejected
     small = Tokenizer(Spec(pitch_range=(70, 80)))
     (tmp_path / "tok.json").write_text(json.dumps(small.to_dict()))
-    r = prepare(tmp_path, "--tokenizer_paths", tmp_path / "tok.json")
+    r = prepare(tmp_path, "--tokenizer_paths", tmp_path / "tok.json", "--overwrite")
     assert r.returncode != 0 and "left as it was" in r.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "bin").iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder or file, no lock
