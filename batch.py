@@ -284,9 +284,10 @@ def swap_in(new, out):
 
 
 @contextmanager
-def atomic_open(path):
+def atomic_open(path, exclusive=False):
     """A binary file that appears at `path` only when the block ends without error (temp file + os.replace),
-    so a reader, or a kill, never sees it half written. A full disk raises DiskFull, naming `path`."""
+    so a reader, or a kill, never sees it half written. A full disk raises DiskFull, naming `path`. `exclusive`:
+    never replace a file there, even one another process makes meanwhile (FileExistsError, nothing written)."""
     path = Path(path)
     tmp = None
     try:
@@ -295,7 +296,10 @@ def atomic_open(path):
         with os.fdopen(fd, "wb") as f:
             yield f
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it the permissions open() would
-        os.replace(tmp, path)
+        if exclusive:
+            publish_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException as e:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
@@ -304,8 +308,22 @@ def atomic_open(path):
         raise
 
 
-def atomic_write(path, data):
-    with atomic_open(path) as f:
+def publish_new(tmp, path):
+    """Rename the whole file `tmp` to `path` unless a file is there (FileExistsError, `tmp` kept): a hard link, which
+    the kernel refuses over an existing name; where the file system has none, the name is taken first (O_EXCL)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # (no hard links here: FAT, some network shares)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write(path, data, exclusive=False):
+    with atomic_open(path, exclusive) as f:
         f.write(data.encode() if isinstance(data, str) else data)
 
 

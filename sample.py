@@ -346,9 +346,11 @@ def main(argv=None):
         notes, header, bad = tokens_to_notes(tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
         text = tokens_to_text(tokens)
-        stem = out_dir / f"{name}_{i}" if args.overwrite else sample_stem(out_dir, f"{name}_{i}", text)
+        if args.overwrite:
+            atomic_write((stem := out_dir / f"{name}_{i}").parent / (stem.name + ".txt"), text)
+        else:
+            stem = claim_stem(out_dir, f"{name}_{i}", text)
         path = lambda ext: stem.parent / (stem.name + ext)  # (a name may hold dots: bwv244.15_soprano)
-        atomic_write(path(".txt"), text)
         atomic_write(path(".mid"), notes_to_midi(notes, spec, header))
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, "
@@ -369,9 +371,11 @@ def main(argv=None):
         print(line)
 
 
-def sample_stem(out_dir, name, text):
-    """Where a sample whose encoding is `text` goes: out_dir/name, unless another sample is there (another command
-    with the same seed, whose files a user may keep), then name-2, name-3, ..., the first free or holding this one."""
+def claim_stem(out_dir, name, text):
+    """Where a sample whose encoding is `text` goes, its .txt written there: out_dir/name, unless another sample is
+    there (another command with the same seed, whose files a user may keep), then name-2, name-3, ..., the first
+    free or holding this one. A name is taken by writing the .txt without replacing (batch.atomic_write exclusive),
+    so two commands at once never take the same one."""
     def holds_this(txt):
         try:
             return read_text(txt) == text
@@ -380,8 +384,15 @@ def sample_stem(out_dir, name, text):
     for k in range(1, 10_000):
         stem = out_dir / (name if k == 1 else f"{name}-{k}")
         txt, mid = (stem.parent / (stem.name + ext) for ext in (".txt", ".mid"))
-        if not (txt.exists() or mid.exists()) or (txt.exists() and holds_this(txt)):
+        if txt.exists() and holds_this(txt):
             return stem
+        if not (txt.exists() or mid.exists()):
+            try:
+                atomic_write(txt, text, exclusive=True)
+                return stem
+            except FileExistsError:  # taken by another command this instant
+                if holds_this(txt):
+                    return stem
     die(f"{out_dir}: 10,000 samples named {name}-*: give another --seed or --output_dir")
 
 

@@ -64,6 +64,24 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert os.listdir(tmp_path / "a") == ["x.txt"]
 
 
+def test_an_exclusive_write_never_replaces_a_file(tmp_path, monkeypatch):
+    atomic_write(tmp_path / "x.txt", "mine")
+    with pytest.raises(FileExistsError):
+        atomic_write(tmp_path / "x.txt", "theirs", exclusive=True)
+    assert (tmp_path / "x.txt").read_text() == "mine" and os.listdir(tmp_path) == ["x.txt"]
+    atomic_write(tmp_path / "y.txt", "new", exclusive=True)
+    assert (tmp_path / "y.txt").read_text() == "new"
+
+    def no_links(a, b):  # a file system without hard links: the name is taken with O_EXCL instead
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    with pytest.raises(FileExistsError):
+        atomic_write(tmp_path / "x.txt", "theirs", exclusive=True)
+    atomic_write(tmp_path / "z.txt", "new", exclusive=True)
+    assert (tmp_path / "x.txt").read_text() == "mine" and (tmp_path / "z.txt").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["x.txt", "y.txt", "z.txt"]
+
+
 def test_journal_ignores_a_line_cut_by_a_kill(tmp_path):
     j = Journal(tmp_path / "j.jsonl")
     j.add("a", 1)

@@ -430,6 +430,21 @@ def test_a_sample_another_command_wrote_is_kept_beside_the_new_one(trained, tmp_
     assert files_of(tmp_path)["tiny_seed1337_0.txt"] == now["tiny_seed1337_0-2.txt"]
 
 
+def test_two_samplers_at_once_never_take_one_name(tmp_path, monkeypatch):
+    """Another sample.py writes NAME between this one's look and its write: this one goes on to NAME-2."""
+    import sample
+    real = sample.atomic_write
+
+    def theirs_first(path, data, exclusive=False):
+        if exclusive and path.name == "run_seed1_0.txt" and not path.exists():
+            real(path, "theirs")  # the other command, this instant
+        return real(path, data, exclusive)
+    monkeypatch.setattr(sample, "atomic_write", theirs_first)
+    assert sample.claim_stem(tmp_path, "run_seed1_0", "mine") == tmp_path / "run_seed1_0-2"
+    assert files_of(tmp_path) == {"run_seed1_0.txt": b"theirs", "run_seed1_0-2.txt": b"mine"}
+    assert sample.claim_stem(tmp_path, "run_seed1_0", "mine") == tmp_path / "run_seed1_0-2"  # its own, again
+
+
 def test_the_tokenizer_never_replaces_a_runs_or_a_datasets_own_copy(trained, data, tmp_path):
     for folder, whose in [(trained, "a run folder's"), (data, "a dataset's")]:
         before = (folder / "tokenizer.json").read_bytes()
