@@ -335,38 +335,51 @@ def build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env):
     return model
 
 
-def saved_bytes_per_token(model, ctx, length):
-    """Bytes that one training step keeps for its backward per token of the batch: the tensors autograd saves in a
-    forward pass of one window and of two, `length` tokens each, told apart from those it saves once per step
-    (weights cast to bf16) by their difference. The windows are zeros and the model is in eval mode: no random draw,
-    no MoE load counted, so the run goes on as it would without this."""
+def saved_bytes(model, ctx, rows, length):
+    """Bytes of the tensors autograd saves for the backward in a training forward pass of `rows` windows of `length`
+    tokens, the weights (and their bf16 casts, saved once per pass) told apart by the caller. The windows are zeros;
+    the random draws of dropout and the MoE's load counts are put back as they were, so the run goes on as it would
+    without this."""
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    sizes = []
-    for rows in (1, 2):
-        saved = {}
+    saved = {}
 
-        def pack(t):
-            if (s := t.untyped_storage()).data_ptr() not in weights:
-                saved[s.data_ptr()] = s.nbytes()
-            return t
-        x = torch.zeros(rows, length, dtype=torch.long, device=next(model.parameters()).device)
-        model.eval()
+    def pack(t):
+        if (s := t.untyped_storage()).data_ptr() not in weights:
+            saved[s.data_ptr()] = s.nbytes()
+        return t
+    device = next(model.parameters()).device
+    loads = [moe.load.clone() for moe in model.moe_layers()]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        x = torch.zeros(rows, length, dtype=torch.long, device=device)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx:
             model(x, x)
-        model.train()
-        sizes.append(sum(saved.values()))
-    return max(0, sizes[1] - sizes[0]) / length
+    for moe, load in zip(model.moe_layers(), loads):
+        moe.load.copy_(load)
+    return sum(saved.values())
+
+
+def window_bytes(model, ctx, block_size):
+    """Bytes that one training window of block_size tokens keeps for its backward: a window's share (two windows'
+    saved bytes less one's) measured at two lengths, a * T + c * T^2 through them (attention with dropout keeps a
+    T x T matrix per head), then read at block_size, which may be too long to measure."""
+    lengths = sorted({min(block_size, 128), min(block_size, 256)})
+    per_window = [saved_bytes(model, ctx, 2, n) - saved_bytes(model, ctx, 1, n) for n in lengths]
+    if len(lengths) == 1:
+        return max(0, per_window[0])
+    (n1, n2), (w1, w2) = lengths, per_window
+    c = max(0.0, (w2 / n2 - w1 / n1) / (n2 - n1))
+    a = max(0.0, w1 / n1 - c * n1)
+    return a * block_size + c * block_size ** 2
 
 
 def check_memory(model, c, env, resume):
-    """Refuse, before any long work, a batch that cannot fit: what one step keeps for its backward, and a fresh
-    AdamW's two moments (a resume has read them already), against the memory free now (on a CPU, with the swap's),
-    where the model's weights already are. A lower bound: a step also holds its gradients and passing tensors (the
-    default model's training on this 2-core CPU peaked at two to four times this), so a run refused here could never
-    have trained, and one let through may still not fit."""
-    per_token = saved_bytes_per_token(model, env.ctx, min(c.block_size, 128))
-    need = per_token * c.batch_size * c.block_size + (0 if resume else 2 * sum(
-        p.numel() * p.element_size() for p in model.parameters()))
+    """Refuse, before any long work, a batch that cannot fit: what one step keeps for its backward, the gradients and
+    a fresh AdamW's two moments (a resume has read them already), against the memory free now (on a CPU, with the
+    swap's), where the model's weights already are. A lower bound: a step also holds passing tensors (the defaults'
+    forward-backward in float32 on a CPU peaked at about 1.3 times this, their training step in bf16 at about twice),
+    so a run refused here could never have trained, and one let through may still not fit."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = window_bytes(model, env.ctx, c.block_size) * c.batch_size + weights * (1 if resume else 3)
     if env.device_type == "cuda":
         free, where = torch.cuda.mem_get_info(env.device)[0], env.device
     elif env.device_type == "cpu":  # (processes of one torchrun share the machine)
@@ -378,6 +391,8 @@ def check_memory(model, c, env, resume):
         die(f"batch_size={c.batch_size} windows of block_size={c.block_size} tokens need at least {need / 2**30:.1f} "
             f"GiB to train and {where} has {free / 2**30:.1f} GiB free: lower batch_size or block_size "
             f"(gradient_accumulation_steps keeps the tokens per step)")
+    if env.master:
+        print(f"memory: a step needs at least {need / 2**30:.1f} GiB; {where} has {free / 2**30:.1f} GiB free")
 
 
 class RunFolder:
