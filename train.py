@@ -236,6 +236,20 @@ def resolve_source(c, out_dir):
     return ckpt, ckpt_path, resume
 
 
+def check_split(c, out_dir, meta):
+    """A resumed run validates on the pieces it validated on: data split with another seed or val_fraction would hold
+    pieces it trained on in val.bin (more pieces, split alike, are fine). One line, before any work."""
+    try:
+        was = json.loads((out_dir / "config.json").read_text()).get("data_meta") or {}
+    except (OSError, ValueError, AttributeError):  # (a run without one: nothing to compare)
+        return
+    for k in ("seed", "val_fraction"):
+        if k in was and k in meta and was[k] != meta[k]:
+            die(f"--data_dir {c.data_dir} was split with {k} {meta[k]} and this run's data with {was[k]}: resumed, it "
+                f"would validate on pieces it trained on; resume on data prepared with --{k} {was[k]}, or fine-tune "
+                f"with --init_from={out_dir} into another --out_dir")
+
+
 def setup_device(c, width):
     """Where this process trains a model `width` wide (n_embd) on windows of c.block_size tokens: device, dtype and
     autocast context, and its rank among world processes (torchrun)."""
@@ -449,6 +463,8 @@ def main(argv=None):
     ckpt, ckpt_path, resume = resolve_source(c, out_dir)
     env = setup_device(c, ckpt["model_args"]["n_embd"] if ckpt else c.n_embd)
     splits, meta, tokenizer, heads, rules, mix = load_data(c)
+    if resume:
+        check_split(c, out_dir, meta)
     model = build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env)
     check_memory(model, c, env, resume)
     optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), env.device_type)

@@ -135,6 +135,20 @@ def test_resume_keeps_the_runs_settings_and_refuses_another_shape(data, trained,
     assert not list(run_dir.glob(".*.tmp"))
 
 
+def test_resume_refuses_data_split_otherwise(data, trained, tmp_path):
+    other = tmp_path / "bin"
+    shutil.copytree(data, other)
+    meta = json.loads((other / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**meta, "val_fraction": 0.5}))  # as prepare.py --val_fraction 0.5
+    run_dir = tmp_path / "r"
+    shutil.copytree(trained, run_dir)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    r = run("train.py", f"--out_dir={run_dir}", f"--data_dir={other}", "--init_from=resume", "--max_iters=32")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"--data_dir {other} was split with val_fraction 0.5 and this run's data with 0.2: resumed" in r.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
 def test_resume_refuses_data_of_another_tokenizer_of_the_same_size(data, trained, tmp_path):
     other = tmp_path / "bin"
     shutil.copytree(data, other)
