@@ -154,7 +154,55 @@ def check_midi_header(data):
         if pos + 8 + length > len(data):
             raise ValueError(f"track {n} at byte {pos} claims {length} bytes but only {len(data) - pos - 8} remain "
                              f"(truncated file or bad chunk length)")
+        check_meta_events(data, pos + 8, pos + 8 + length, n)
         pos += 8 + length
+
+
+META_SIZES = {0x51: ("tempo", 3), 0x58: ("time signature", 4), 0x59: ("key signature", 2)}  # data bytes of each
+
+
+def _vlq(data, pos):
+    """(a variable-length quantity of a MIDI file, the position after it)."""
+    value = 0
+    while True:
+        byte, pos = data[pos], pos + 1
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, pos
+
+
+def check_meta_events(data, pos, end, n):
+    """Raise ValueError for a tempo, time or key signature event of track `n` (data[pos:end]) whose length is not
+    its kind's: symusic would read the next event's bytes as its data (a meter of 3/1, a tempo of 458,896 us) and
+    say nothing. Events are walked by their lengths (running status kept); where the bytes stop making events, the
+    rest is left to symusic, which reports damaged events itself."""
+    running = 0
+    try:
+        while pos < end:
+            pos = _vlq(data, pos)[1]  # (the delta time)
+            status = data[pos]
+            if status == 0xFF:
+                kind = data[pos + 1]
+                length, pos = _vlq(data, pos + 2)
+                if kind in META_SIZES and length != META_SIZES[kind][1]:
+                    name, size = META_SIZES[kind]
+                    raise ValueError(f"damaged track events: track {n} has a {name} event of {length} data "
+                                     f"byte{'' if length == 1 else 's'}, not {size}")
+                pos += length
+            elif status in (0xF0, 0xF7):  # system exclusive: a length, then its bytes
+                length, pos = _vlq(data, pos + 1)
+                pos += length
+            elif status & 0x80:
+                if status > 0xEF:  # (no other system message belongs in a file)
+                    return
+                running = status
+                pos += 2 if status >> 4 in (0xC, 0xD) else 3
+            elif running:  # running status: the byte is the first data byte
+                pos += 1 if running >> 4 in (0xC, 0xD) else 2
+            else:
+                return
+    except IndexError:
+        return
 
 
 def pickup_shift(meters, sample_freq):

@@ -185,10 +185,27 @@ def test_out_of_range_pitches_are_counted_and_unmatched_events_lost():
     (midi_file(track(on(60), off(60, delta=0x0FFFFFFF))), "max_piece_steps"),
     (midi_file(track(*[on(60) + off(60, delta=0x0FFFFFFF)] * 12)), "past 2"),  # ticks past int32's range
     (midi_file(track(vlq(0) + bytes([0x90, 60]))), "damaged track events"),  # a note-on cut off by the track's end
+    # a meta event shorter than its kind's: symusic read the next event's bytes as its data (3/1, 458,896 us)
+    (midi_file(track(meta(0x58, b"\x03"), on(60), off(60, delta=480))),
+     "track 0 has a time signature event of 1 data byte, not 4"),
+    (midi_file(scale(), track(meta(0x51, b"\x07"), on(60), off(60, delta=480))),
+     "track 1 has a tempo event of 1 data byte, not 3"),
 ])
 def test_bad_midi_gives_a_clear_reason(data, reason):
     with pytest.raises(ValueError, match=reason):
         midi_to_notes(data, SPEC)
+
+
+def test_meta_events_are_checked_past_system_exclusive_running_status_and_programs():
+    """The walk that checks meta events' lengths keeps its place through every kind of event a file holds."""
+    events = [vlq(0) + b"\xf0" + vlq(5) + b"\x7e\x7f\x09\x01\xf7", program(19), vlq(0) + b"\xb0\x07\x64",
+              vlq(0) + b"\x90\x3c\x50", vlq(240) + b"\x3c\x00",  # running status: a note-on, then its off
+              vlq(0) + b"\xd0\x40", vlq(0) + b"\xe0\x00\x40", meta(0x03, b"\xff\x58\x01\x03"),
+              meta(0x58, b"\x03\x03\x18\x08", delta=0x0FFF), meta(0x51, b"\x09\x27\xc0"), on(62), off(62, delta=480)]
+    notes, header, _ = midi_to_notes(midi_file(track(*events)), SPEC)
+    assert [n.pitch for n in notes] == [60, 62] and (header.meter, header.bpm) == ("3/8", 100.0)
+    with pytest.raises(ValueError, match="time signature event of 2 data bytes"):
+        midi_to_notes(midi_file(track(*events[:-3], meta(0x58, b"\x03\x03"), *events[-2:])), SPEC)
 
 
 def test_validator_says_where_it_breaks():
