@@ -392,15 +392,15 @@ def check_memory(model, c, env, resume):
     swap's), where the model's weights already are. A lower bound: a step also holds passing tensors (the defaults'
     forward-backward in float32 on a CPU peaked at about 1.3 times this, their training step in bf16 at about twice),
     so a run refused here could never have trained, and one let through may still not fit."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    need = window_bytes(model, env.ctx, c.block_size) * c.batch_size + weights * (1 if resume else 3)
     if env.device_type == "cuda":
-        free, where = torch.cuda.mem_get_info(env.device)[0], env.device
+        free, where, share = torch.cuda.mem_get_info(env.device)[0], env.device, 1
     elif env.device_type == "cpu":  # (processes of one torchrun share the machine)
-        need *= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         free, where = psutil.virtual_memory().available + psutil.swap_memory().free, "this machine (with swap)"
-    else:
+        share = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    else:  # (another device's free memory is not known here, nor its random stream forked)
         return
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = (window_bytes(model, env.ctx, c.block_size) * c.batch_size + weights * (1 if resume else 3)) * share
     if need > free:
         die(f"batch_size={c.batch_size} windows of block_size={c.block_size} tokens need at least {need / 2**30:.1f} "
             f"GiB to train and {where} has {free / 2**30:.1f} GiB free: lower batch_size or block_size "
