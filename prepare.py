@@ -17,6 +17,7 @@ Pieces stream to disk one at a time.
 import argparse
 import hashlib
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -123,7 +124,9 @@ def main(argv=None):
     check_dataset_folder(out, [args.main_data_path, args.augmented_data_path])
     given = (args.given_share, args.seed, args.given_kinds) if tok.version >= 4 else None
     settings = {  # meta.json's record of what the dataset is made from and with
-        "inputs": [str(Path(p).resolve()) if p else None for p in (args.main_data_path, args.augmented_data_path)],
+        # (from the dataset folder: a tree moved whole, or reached by another path, is the same dataset)
+        "inputs": [os.path.relpath(Path(p).resolve(), out.resolve()) if p else None
+                   for p in (args.main_data_path, args.augmented_data_path)],
         "tokenizer": {"source": str(args.tokenizer_paths), "path": "tokenizer.json",
                       "sha256": hashlib.sha256(tok_bytes).hexdigest()},
         "seed": args.seed, "val_fraction": args.val_fraction, "augmented_percentage": args.augmented_percentage,

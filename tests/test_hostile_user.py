@@ -214,7 +214,7 @@ def test_prepare_replaces_a_dataset_of_other_settings_only_with_overwrite(data, 
     assert run("prepare.py", *common).returncode == 0
     before = files_of(out)
     for extra, message in [(["--val_fraction", 0.3], "(val_fraction 0.05 there, 0.3 now)"),
-                           (["--augmented_data_path", tmp_path / "aug"], f"(inputs {text} there, {text}, "),
+                           (["--augmented_data_path", tmp_path / "aug"], "(inputs ../text there, ../text, ../aug now)"),
                            (["--tokenizer_paths", other], "(another tokenizer)")]:
         one_line(run("prepare.py", *common, *extra), f"{out} holds a dataset prepared with other settings " + message)
         assert files_of(out) == before
@@ -226,6 +226,11 @@ def test_prepare_replaces_a_dataset_of_other_settings_only_with_overwrite(data, 
     assert r.returncode == 0, r.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert meta["train"]["pieces"] + meta["val"]["pieces"] == 25
+    for name in ("text", "bin"):  # the tree moved whole: the same folders, a rerun
+        shutil.move(tmp_path / name, tmp_path / "moved" / name)
+    r = run("prepare.py", "--main_data_path", tmp_path / "moved/text", "--output_base_dir", tmp_path / "moved/bin",
+            "--tokenizer_paths", data / "tokenizer.json", "--val_fraction", 0.3)
+    assert r.returncode == 0, r.stderr
 
 
 # --- the vocabulary and the files of a run
