@@ -337,9 +337,12 @@ def main(argv=None):
     name = f"{run.name}_{args.style + '_' if args.style else ''}{task}seed{args.seed}"
     if args.melody:  # the melody as it is kept, to hear beside the harmonizations
         notes, header = melody
-        atomic_write(out_dir / f"{name}_melody.mid", notes_to_midi(notes, spec, replace(header, bpm=controls.bpm or
-                                                                                           header.bpm)))
-        print(f"{out_dir / name}_melody.mid: the melody given, {len(notes)} notes")
+        midi = notes_to_midi(notes, spec, replace(header, bpm=controls.bpm or header.bpm))
+        if args.overwrite:
+            atomic_write((stem := out_dir / f"{name}_melody").parent / (stem.name + ".mid"), midi)
+        else:
+            stem = claim_stem(out_dir, f"{name}_melody", midi, ext=".mid", beside=())
+        print(f"{stem}.mid: the melody given, {len(notes)} notes")
     forms = controls.forms()
     for i, row in enumerate(out):
         tokens = finish(row)
@@ -371,27 +374,29 @@ def main(argv=None):
         print(line)
 
 
-def claim_stem(out_dir, name, text):
-    """Where a sample whose encoding is `text` goes, its .txt written there: out_dir/name, unless another sample is
-    there (another command with the same seed, whose files a user may keep), then name-2, name-3, ..., the first
-    free or holding this one. A name is taken by writing the .txt without replacing (batch.atomic_write exclusive),
-    so two commands at once never take the same one."""
-    def holds_this(txt):
+def claim_stem(out_dir, name, data, ext=".txt", beside=(".mid",)):
+    """Where a sample whose `ext` file holds `data` (its encoding) goes, that file written there: out_dir/name, unless
+    another sample is there (another command with the same seed, whose files a user may keep: its `ext` or `beside`
+    files), then name-2, name-3, ..., the first free or holding this one. A name is taken by writing the file without
+    replacing (batch.atomic_write exclusive), so two commands at once never take the same one."""
+    data = data.encode() if isinstance(data, str) else data
+
+    def holds_this(path):
         try:
-            return read_text(txt) == text
-        except ValueError:  # (not a sample's encoding: another file of the user's)
+            return path.read_bytes() == data
+        except OSError:
             return False
     for k in range(1, 10_000):
         stem = out_dir / (name if k == 1 else f"{name}-{k}")
-        txt, mid = (stem.parent / (stem.name + ext) for ext in (".txt", ".mid"))
-        if txt.exists() and holds_this(txt):
+        path, *others = (stem.parent / (stem.name + e) for e in (ext, *beside))
+        if holds_this(path):
             return stem
-        if not (txt.exists() or mid.exists()):
+        if not (path.exists() or any(p.exists() for p in others)):
             try:
-                atomic_write(txt, text, exclusive=True)
+                atomic_write(path, data, exclusive=True)
                 return stem
             except FileExistsError:  # taken by another command this instant
-                if holds_this(txt):
+                if holds_this(path):
                     return stem
     die(f"{out_dir}: 10,000 samples named {name}-*: give another --seed or --output_dir")
 

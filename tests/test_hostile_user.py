@@ -448,6 +448,11 @@ def test_two_samplers_at_once_never_take_one_name(tmp_path, monkeypatch):
     assert sample.claim_stem(tmp_path, "run_seed1_0", "mine") == tmp_path / "run_seed1_0-2"
     assert files_of(tmp_path) == {"run_seed1_0.txt": b"theirs", "run_seed1_0-2.txt": b"mine"}
     assert sample.claim_stem(tmp_path, "run_seed1_0", "mine") == tmp_path / "run_seed1_0-2"  # its own, again
+    # the melody a harmonization keeps: another tune under the same name goes beside it, the same one stays
+    for tune, stem in [(b"MThd tune", "run_seed1_melody"), (b"MThd edited", "run_seed1_melody-2"),
+                       (b"MThd tune", "run_seed1_melody")]:
+        assert sample.claim_stem(tmp_path, "run_seed1_melody", tune, ext=".mid", beside=()) == tmp_path / stem
+    assert files_of(tmp_path)["run_seed1_melody.mid"] == b"MThd tune"
 
 
 def test_the_tokenizer_never_replaces_a_runs_or_a_datasets_own_copy(trained, data, tmp_path):
