@@ -2,7 +2,7 @@
 
 python prepare.py --main_data_path data/text --augmented_data_path data/aug --output_base_dir data/bin \
     --tokenizer_paths tokenizers/simple_tokenizer.json --augmented_percentage 30 [--val_fraction 0.05] [--seed 1337] \
-    [--given_share 0.25 [--given_kinds melody]] [--rule_styles bach,fiddle [--rule_scale key]]
+    [--given_share 0.25 [--given_kinds melody]] [--rule_styles bach,fiddle [--rule_scale key]] [--overwrite]
 
 The split is by piece and made before augmentation, from a stable hash of the piece id, so no copy of a validation
 piece reaches train.bin; val.bin holds originals only. With --given_share, that seeded share of the training
@@ -12,7 +12,8 @@ with --look_ahead (off by default: see the README's "Given material"). With --ru
 what the rules of part writing of those styles forbid at each token of train.bin where the piece keeps them (for
 train.py --rule_weight); with --rule_scale, each piece's own scale is among them, at every pitch: "used", the pitch
 classes it uses, or "key", its key signature's nine (config.py).
-Pieces stream to disk one at a time.
+Pieces stream to disk one at a time. A rerun replaces the dataset in --output_base_dir where it was prepared from the
+same folders with the same settings; from other ones, only with --overwrite.
 """
 import argparse
 import hashlib
