@@ -338,10 +338,7 @@ def main(argv=None):
     if args.melody:  # the melody as it is kept, to hear beside the harmonizations
         notes, header = melody
         midi = notes_to_midi(notes, spec, replace(header, bpm=controls.bpm or header.bpm))
-        if args.overwrite:
-            atomic_write((stem := out_dir / f"{name}_melody").parent / (stem.name + ".mid"), midi)
-        else:
-            stem = claim_stem(out_dir, f"{name}_melody", midi, ext=".mid", beside=())
+        stem = claim_stem(out_dir, f"{name}_melody", midi, ext=".mid", beside=(), overwrite=args.overwrite)
         print(f"{stem}.mid: the melody given, {len(notes)} notes")
     forms = controls.forms()
     for i, row in enumerate(out):
@@ -349,10 +346,7 @@ def main(argv=None):
         notes, header, bad = tokens_to_notes(tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
         text = tokens_to_text(tokens)
-        if args.overwrite:
-            atomic_write((stem := out_dir / f"{name}_{i}").parent / (stem.name + ".txt"), text)
-        else:
-            stem = claim_stem(out_dir, f"{name}_{i}", text)
+        stem = claim_stem(out_dir, f"{name}_{i}", text, overwrite=args.overwrite)
         path = lambda ext: stem.parent / (stem.name + ext)  # (a name may hold dots: bwv244.15_soprano)
         atomic_write(path(".mid"), notes_to_midi(notes, spec, header))
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
@@ -374,12 +368,16 @@ def main(argv=None):
         print(line)
 
 
-def claim_stem(out_dir, name, data, ext=".txt", beside=(".mid",)):
+def claim_stem(out_dir, name, data, ext=".txt", beside=(".mid",), overwrite=False):
     """Where a sample whose `ext` file holds `data` (its encoding) goes, that file written there: out_dir/name, unless
     another sample is there (another command with the same seed, whose files a user may keep: its `ext` or `beside`
     files), then name-2, name-3, ..., the first free or holding this one. A name is taken by writing the file without
-    replacing (batch.atomic_write exclusive), so two commands at once never take the same one."""
+    replacing (batch.atomic_write exclusive), so two commands at once never take the same one. `overwrite`: name, its
+    file replaced."""
     data = data.encode() if isinstance(data, str) else data
+    if overwrite:
+        atomic_write(out_dir / (name + ext), data)
+        return out_dir / name
 
     def holds_this(path):
         try:
