@@ -5,7 +5,6 @@ import ctypes
 import hashlib
 import io
 import json
-import pickle  # for its exception class only: torch raises it for a file that holds objects; nothing is unpickled
 from dataclasses import fields
 from pathlib import Path
 
@@ -66,10 +65,10 @@ def read_checkpoint(path, device="cpu", whole=False):
     resumed run, which reads everything) every part that has one: the error names the damaged parts."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:  # torch's own message would suggest the unsafe load
-        raise ValueError(f"{path}: not a readable checkpoint (it holds pickled Python objects, not only tensors and "
-                         f"plain values; this code does not load those)") from None
     except Exception as e:  # a truncated zip, a foreign file: all say the same to a user
+        if type(e).__name__ == "UnpicklingError":  # weights_only refused objects: torch would suggest the unsafe load
+            raise ValueError(f"{path}: not a readable checkpoint (it holds pickled Python objects, not only tensors "
+                             f"and plain values; this code does not load those)") from None
         raise ValueError(f"{path}: not a readable checkpoint ({reason(e)})") from None
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt) or not isinstance(ckpt["model"], dict) \
             or not isinstance(ckpt["model_args"], dict) or not isinstance(ckpt.get("sha256", {}), dict):
