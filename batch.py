@@ -66,12 +66,16 @@ def why_not_written(e):
 
 
 def main(script_main):
-    """Run a script's main(): a full disk ends it with one line, wherever the write was, and so does Ctrl-C (each
-    file is written whole or not at all: atomic_open)."""
+    """Run a script's main(): a full disk ends it with one line, wherever the write was, and so do a file the file
+    system refuses and Ctrl-C (each file is written whole or not at all: atomic_open)."""
     try:
         script_main()
     except DiskFull as e:
         die(e.strerror)
+    except OSError as e:  # a file that cannot be written or read where the script found it could (it changed meanwhile)
+        if e.filename is None:
+            raise
+        die(f"{e.filename}: {e.strerror or reason(e)}")
     except KeyboardInterrupt:
         print("\ninterrupted: every file written so far is whole, none is left half-written", file=sys.stderr)
         sys.exit(130)
@@ -145,8 +149,8 @@ def within(path, folder):
 
 def writable_dir(path, what="output folder", create=True):
     """Make sure `path` is (or can become) a folder we can write into; else one clear line and exit. Without
-    `create`, a missing folder is only checked (its nearest existing parent must be writable): a refused run then
-    leaves no empty folder behind, and the first file written there makes it (atomic_open)."""
+    `create`, a missing folder is only checked (a file can be made in its nearest existing parent): a refused run
+    then leaves no empty folder behind, and the first file written there makes it (atomic_open)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         die(f"{what} {path} is a file, not a folder")
@@ -154,16 +158,28 @@ def writable_dir(path, what="output folder", create=True):
         parent = next(p for p in path.absolute().parents if p.exists())
         if not parent.is_dir():
             die(f"{what} {path} cannot be created ({parent} is a file)")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            die(f"{what} {path} cannot be created ({parent} is not writable)")
+        if why := cannot_write_in(parent):
+            die(f"{what} {path} cannot be created (nothing can be written in {parent}: {why})")
         return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         die(f"{what} {path} cannot be created ({e.strerror})")
-    if not os.access(path, os.W_OK | os.X_OK):
-        die(f"{what} {path} is not writable")
+    if why := cannot_write_in(path):
+        die(f"{what} {path} is not writable ({why})")
     return path
+
+
+def cannot_write_in(folder):
+    """Why no file can be made in `folder` (its error's words), or None: a file is made there and removed, as
+    os.access answers yes to root on any folder not mounted read-only (and /proc, say, refuses root too)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    except OSError as e:
+        return e.strerror or reason(e)
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def _pid_alive(pid):

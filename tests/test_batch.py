@@ -102,3 +102,27 @@ def test_ctrl_c_in_a_script_is_one_line_and_leaves_no_half_written_file(tmp_path
     assert stop.value.code == 130
     assert capsys.readouterr().err.strip() == "interrupted: every file written so far is whole, none is left half-written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["done.txt"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, a folder no one can write in")
+def test_a_folder_nothing_can_be_written_in_is_refused_before_the_work(tmp_path, capsys):
+    # os.access says yes to root in /proc; a file made there says no (the check must not pass and the write fail later)
+    for create in (True, False):
+        with pytest.raises(SystemExit) as stop:
+            batch.writable_dir("/proc/no-such-folder", "--output_dir", create=create)
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.startswith("error: --output_dir /proc/no-such-folder cannot be created (")
+    assert batch.writable_dir(tmp_path / "new", create=False) == tmp_path / "new"
+    assert list(tmp_path.iterdir()) == []  # the probe leaves nothing behind, and no folder is made without `create`
+
+
+def test_a_write_the_file_system_refuses_is_one_line(tmp_path, capsys):
+    def script():
+        atomic_write(tmp_path / "a-file" / "sample.mid", b"MThd")  # a file where its folder should be
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        batch.main(script)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'a-file'}: File exists"
+    with pytest.raises(ValueError):  # not a file system's refusal: a bug, with its traceback
+        batch.main(lambda: int("x"))
