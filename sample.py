@@ -58,6 +58,8 @@ def read_piece(path, flag, spec, meter=None, one_meter=True):
     its first note dropped, or one line. Its bars are laid in `meter` where one is given, else, with `one_meter`, in
     its first (a note says so where it changes; given material is held in one meter), else in its own meters."""
     path = Path(path)
+    if path.is_dir():  # (music21 would read a folder's files as one piece, or fail inside)
+        die(f"{flag} {path} is a folder: give one file")
     try:
         if path.suffix.lower() in MIDI_SUFFIXES:
             notes, header, _ = midi_to_notes(path.read_bytes(), spec)

@@ -388,6 +388,15 @@ def test_a_prompt_in_seven_eight_keeps_its_meter_and_tempo(trained, tmp_path):
         assert 2 * 14 < max(n.end for n in notes) <= 3 * 14  # three bars of 7/8, in sixteenths
 
 
+def test_a_folder_given_as_a_piece_is_one_line(tmp_path, capsys):
+    import sample
+    (tmp_path / "tune.mid").write_bytes(midi_file(track(on(60), off(60, delta=480))))  # a folder with a piece in it
+    for given in (tmp_path, tmp_path.parent):
+        with pytest.raises(SystemExit):
+            sample.read_piece(given, "--melody", Spec())
+        assert capsys.readouterr().err == f"error: --melody {given} is a folder: give one file\n"
+
+
 def test_sample_finds_the_shipped_model_from_any_folder(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--num_samples", "1", "--max_new_tokens", "8",
                         "--output_dir", "out"], capture_output=True, text=True,
