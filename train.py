@@ -281,8 +281,12 @@ def load_data(c):
                 f"train on windows shorter than {len(data) - 1} tokens (--block_size)")
     itos = json.loads(tokenizer)["itos"]
     heads = {split: piece_heads(data, itos) if c.anchor_header else None for split, data in splits.items()}
+    check_window_holds_header(c, c.data_dir, heads.values())
     rules = read_rules(c.data_dir, meta, len(splits["train"])) if c.rule_weight > 0 else None
     mix = None
+    if c.mix_data_dir and not c.mix_share:
+        die(f"mix_data_dir={c.mix_data_dir} is read only with mix_share > 0 (the share of each batch's windows taken "
+            f"from it): give --mix_share too, or leave mix_data_dir out")
     if c.mix_share > 0:
         if not c.mix_data_dir:
             die("mix_share needs mix_data_dir: a folder prepare.py wrote with the same tokenizer")
@@ -296,7 +300,29 @@ def load_data(c):
         if len(mixed["train"]) <= c.block_size + 1:
             die(f"{c.mix_data_dir}/train.bin holds {len(mixed['train'])} tokens, too few for block_size={c.block_size}")
         mix = mixed["train"], piece_heads(mixed["train"], itos) if c.anchor_header else None
+        check_window_holds_header(c, c.mix_data_dir, [mix[1]])
     return splits, meta, tokenizer, heads, rules, mix
+
+
+def check_window_holds_header(c, data_dir, heads):
+    """One line and exit where a piece's header (START, style, tempo, meter, one inst per part), which every window
+    begins with (anchor_header: get_batch), leaves a window of block_size no token of the piece to learn."""
+    longest = max((int(h[1].max()) for h in heads if h is not None and len(h[1])), default=0)
+    if longest >= c.block_size:
+        die(f"block_size={c.block_size} is too short for {data_dir}: every window begins with its piece's header, "
+            f"and one here is {longest} tokens (START, style, tempo, meter, one inst per part): wants block_size > "
+            f"{longest} (or anchor_header=False)")
+
+
+def check_schedule(c):
+    """One line and exit where the learning-rate schedule cannot be what lr_at draws: a warm-up up to learning_rate,
+    then a cosine decay down to min_lr, ending at lr_decay_iters."""
+    if c.min_lr > c.learning_rate:
+        die(f"min_lr={c.min_lr} is above learning_rate={c.learning_rate}: the rate decays from learning_rate down to "
+            f"min_lr: wants min_lr <= learning_rate")
+    if c.warmup_iters > c.lr_decay_iters:
+        die(f"warmup_iters={c.warmup_iters} ends after lr_decay_iters={c.lr_decay_iters}: the decay follows the "
+            f"warm-up: wants warmup_iters <= lr_decay_iters")
 
 
 def rule_penalty(logits, forbidden, targets):
@@ -460,6 +486,7 @@ def main(argv=None):
     out_dir = Path(c.out_dir)
     if c.export:
         return export(out_dir, Path(c.export), c.overwrite)
+    check_schedule(c)
     ckpt, ckpt_path, resume = resolve_source(c, out_dir)
     env = setup_device(c, ckpt["model_args"]["n_embd"] if ckpt else c.n_embd)
     splits, meta, tokenizer, heads, rules, mix = load_data(c)

@@ -79,7 +79,7 @@ fi
     --num_samples 32 --style bach --bars 16 --output_dir "$runs/many"
   step 90 "5. torchrun, one process over NCCL" $PY -m torch.distributed.run --standalone --nproc_per_node=1 \
     train.py --preset=corpus --data_dir="$data" --out_dir="$runs/ddp" --max_iters=100 --lr_decay_iters=100 \
-    --eval_interval=100 --eval_iters=5 --log_interval=25
+    --warmup_iters=20 --eval_interval=100 --eval_iters=5 --log_interval=25
   summary "$runs/ddp"
   step 150 "6. the same training compiled (torch.compile), 1,000 steps" $PY train.py --preset=corpus \
     --data_dir="$data" --out_dir="$runs/compiled" --max_iters=1000 --lr_decay_iters=1000 --eval_interval=500 \

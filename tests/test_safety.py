@@ -52,6 +52,11 @@ CASES = [  # script, arguments ({run}, {data}, {bad} filled in), what the one li
     ("train.py", ["--gradient_accumulation_steps=0"], "argument --gradient_accumulation_steps: wants a number >= 1"),
     ("train.py", ["--dtype=float8"], "argument --dtype: wants one of auto, float32, bfloat16, float16"),
     ("train.py", ["--top_k_experts=3"], "need 1 <= top_k_experts <= n_routed_experts"),
+    ("train.py", ["--min_lr=1"], "min_lr=1.0 is above learning_rate=0.003"),
+    ("train.py", ["--warmup_iters=100", "--lr_decay_iters=10"], "warmup_iters=100 ends after lr_decay_iters=10"),
+    ("train.py", ["--mix_data_dir={data}"], "mix_data_dir={data} is read only with mix_share > 0"),
+    ("train.py", ["--block_size=4"], "block_size=4 is too short for {data}: every window begins with its piece's "
+                                     "header"),  # (it crashed in get_batch: a header longer than the window)
     ("train.py", ["--out_dir={bad}/a_file"], "is a file, not a folder"),
     ("train.py", ["--init_from={bad}/truncated_run"], "not a readable checkpoint"),
     ("train.py", ["--data_dir={bad}/corrupt_meta"], "meta.json is not a whole meta file"),
