@@ -58,7 +58,8 @@ def plot_run(run):
 def plot_piano_roll(mid, spec):
     """Draw a MIDI file's piano roll beside it; ValueError saying why it cannot be drawn."""
     if not Path(mid).is_file():
-        raise ValueError(f"{mid}: no such file")
+        raise ValueError(f"{mid}: a folder, not a MIDI file (give its files: {Path(mid) / '*.mid'})"
+                         if Path(mid).is_dir() else f"{mid}: no such file")
     try:
         notes, header, _ = midi_to_notes(Path(mid).read_bytes(), spec)
     except Exception as e:  # a damaged file is a ValueError; any other failure of the reader is told the same way

@@ -97,6 +97,22 @@ def check_replaced_dataset(out, new, overwrite):
             f"replace it (a run trained on it would resume on other data), or another folder")
 
 
+def check_augmented_path(args):
+    """One line and exit where --augmented_data_path would add nothing but copies of the originals, or read its
+    variants as originals (the same folder as --main_data_path, or one inside the other), or where an
+    --augmented_percentage is given without it."""
+    aug, main = args.augmented_data_path, args.main_data_path
+    if not aug:
+        if "augmented_percentage" in args.given and args.augmented_percentage > 0:
+            die(f"--augmented_percentage {args.augmented_percentage} is a share of augment_all.py's variants: give "
+                f"their folder too (--augmented_data_path)")
+        return
+    if within(aug, main) or within(main, aug):
+        where = "is" if within(main, aug) and within(aug, main) else "lies inside" if within(aug, main) else "holds"
+        die(f"--augmented_data_path {aug} {where} --main_data_path {main}: give the folder augment_all.py wrote its "
+            f"variants into, beside the originals")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     configurator.option(parser, "main_data_path", "folder of original .txt encodings", key="text_dir")
@@ -118,6 +134,7 @@ def main(argv=None):
     if args.rule_scale != "none" and not args.rule_styles:
         die(f"--rule_scale {args.rule_scale} puts each piece's own scale among its rules: it needs --rule_styles "
             f"(e.g. bach,fiddle)")
+    check_augmented_path(args)
     tok_bytes = Path(args.tokenizer_paths).read_bytes()
     out = Path(args.output_base_dir)
     if out.exists() and not out.is_dir():

@@ -76,6 +76,11 @@ CASES = [  # script, arguments ({run}, {data}, {bad} filled in), what the one li
     ("augment_all.py", ["--input_dirs", "{bad}", "--num_processes", "-1"], "argument --num_processes"),
     ("prepare.py", ["--tokenizer_paths", "{bad}/corrupt_tokenizer_run/tokenizer.json"], "not a tokenizer JSON"),
     ("plot.py", ["--midi", "{bad}/not.mid"], "cannot be read as MIDI (not a MIDI file"),
+    ("plot.py", ["--midi", "{bad}"], "{bad}: a folder, not a MIDI file (give its files: {bad}/*.mid)"),
+    ("prepare.py", ["--augmented_percentage", "40"], "--augmented_percentage 40.0 is a share of augment_all.py's "
+                                                     "variants: give their folder too"),
+    ("prepare.py", ["--augmented_data_path", "{data}/../text"], "--augmented_data_path {data}/../text is "
+                                                                "--main_data_path"),  # (its copies of the originals)
     ("plot.py", ["--out_dir", "{bad}/corrupt_metrics_run"], "metrics.jsonl: line 4 is not a record"),
     ("evaluate.py", ["--num_samples", "0"], "argument --num_samples: wants a number >= 1"),
     ("evaluate.py", ["--out_dir", "{bad}/truncated_run"], "not a readable checkpoint"),
