@@ -215,6 +215,26 @@ def pickup_shift(meters, sample_freq):
     return bar - short if meters[1][0] == short < bar else 0
 
 
+CHANGES = {  # what reading a file changed, in a listener's words ({n} and {s}: how many, and a plural's s)
+    "pitch_out_of_range": "{n} note{s} outside the pitch range {lo}-{hi} dropped",
+    "parts_merged": "{n} part{s} merged into others of their instrument family (a piece has at most {parts})",
+    "drums": "{n} drum note{s} dropped",
+    "duration_clamped": "{n} note{s} longer than {longest:g} quarter notes cut to that length",
+    "meter_replaced": "{n} meter{s} this vocabulary lacks read as another (of the same bar length, else 4/4)",
+    "repeats_not_expanded": "its repeats not played out",
+    "chord_symbol": "{n} chord symbol{s} dropped",
+    "grace_note": "{n} grace note{s} dropped",
+}
+
+
+def described_changes(dropped, spec):
+    """What reading a file changed (`dropped`: midi_to_notes' or score_to_notes' count), in words, or ""."""
+    lo, hi = spec.pitch_range
+    return ", ".join(CHANGES[k].format(n=dropped[k], s="" if dropped[k] == 1 else "s", lo=lo, hi=hi,
+                                       parts=spec.max_parts, longest=spec.max_dur / spec.sample_freq)
+                     for k in CHANGES if dropped.get(k))
+
+
 def midi_to_notes(data, spec, keep_drums=config.keep_drums, max_steps=config.max_piece_steps,
                   default_bpm=config.default_bpm):
     """MIDI file bytes -> (canonical notes, Header, Counter of what was dropped and why), read by symusic. A part

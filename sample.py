@@ -43,8 +43,8 @@ from controls import (PER_STYLE, Controls, Request, add_part, form_setting, harm
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text)
 from mask import draw
-from midi_io import (MIDI_SUFFIXES, instrument_name, instrument_number, midi_to_notes, notes_to_midi, notes_to_score,
-                     parse_score, score_to_notes)
+from midi_io import (MIDI_SUFFIXES, described_changes, instrument_name, instrument_number, midi_to_notes, notes_to_midi,
+                     notes_to_score, parse_score, score_to_notes)
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 
@@ -62,11 +62,11 @@ def read_piece(path, flag, spec, meter=None, one_meter=True):
         die(f"{flag} {path} is a folder: give one file")
     try:
         if path.suffix.lower() in MIDI_SUFFIXES:
-            notes, header, _ = midi_to_notes(path.read_bytes(), spec)
+            notes, header, dropped = midi_to_notes(path.read_bytes(), spec)
         elif path.suffix.lower() == ".txt":
-            notes, header, _ = tokens_to_notes(text_to_tokens(read_text(path)), spec)
+            (notes, header, _), dropped = tokens_to_notes(text_to_tokens(read_text(path)), spec), {}
         else:
-            notes, header, _ = score_to_notes(parse_score(path)[0][1], spec)
+            notes, header, dropped = score_to_notes(parse_score(path)[0][1], spec)
     except OSError as e:
         die(f"{flag} {path}: cannot read it ({e.strerror or e})")
     except Exception as e:  # music21's score readers raise their own kinds on a damaged file
@@ -76,8 +76,11 @@ def read_piece(path, flag, spec, meter=None, one_meter=True):
     notes, header, _ = tokens_to_notes(strip_leading_silence(notes_to_tokens(notes, spec, header)), spec)
     if header.changes and one_meter and not meter:
         print(f"note: {flag} {path} changes meter; it is read in its first, {header.meter}")
+    changes = described_changes(dropped, spec)
     if not notes:
-        die(f"{flag} {path}: no notes in it")
+        die(f"{flag} {path}: no notes in it" + (f" once read ({changes})" if changes else ""))
+    if changes:
+        print(f"note: {flag} {path} is read with {changes}")
     header = replace(header, bpm=bpm, bars=0)  # as many bars as the notes need
     return notes, replace(header, meter=meter, changes=()) if meter else replace(
         header, changes=()) if one_meter else header

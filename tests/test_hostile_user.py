@@ -397,6 +397,22 @@ def test_a_folder_given_as_a_piece_is_one_line(tmp_path, capsys):
         assert capsys.readouterr().err == f"error: --melody {given} is a folder: give one file\n"
 
 
+def test_what_reading_a_given_piece_changed_is_said(tmp_path, capsys):
+    import sample
+    (tmp_path / "low.mid").write_bytes(midi_file(track(on(0), off(0, delta=480), on(127), off(127, delta=480))))
+    with pytest.raises(SystemExit):  # (it said "no notes in it" of a file with two)
+        sample.read_piece(tmp_path / "low.mid", "--prompt", Spec())
+    assert capsys.readouterr().err == (f"error: --prompt {tmp_path / 'low.mid'}: no notes in it once read (2 notes "
+                                       f"outside the pitch range 21-108 dropped)\n")
+    parts = [track(bytes([0, 0xC0 | k % 9, 8 * k % 128]), on(40 + k, ch=k % 9), off(40 + k, ch=k % 9, delta=1920))
+             for k in range(20)]  # 20 parts of 16 instrument families: more than a piece holds
+    (tmp_path / "many.mid").write_bytes(midi_file(*parts))
+    notes, header = sample.read_piece(tmp_path / "many.mid", "--melody", Spec())
+    assert len(header.parts) == 16 and len(notes) == 20
+    assert (f"note: --melody {tmp_path / 'many.mid'} is read with 4 parts merged into others of their instrument "
+            f"family (a piece has at most 16)") in capsys.readouterr().out
+
+
 def test_sample_finds_the_shipped_model_from_any_folder(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--num_samples", "1", "--max_new_tokens", "8",
                         "--output_dir", "out"], capture_output=True, text=True,
