@@ -239,7 +239,7 @@ def parse_controls(args):
     except ValueError as e:
         die(f"--instruments: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
-                    scale=scale, pitch_range=args.pitch_range, bpm=args.bpm, parts=args.parts, instruments=instruments,
+                    scale=scale, pitch_range=args.pitch_range, bpm=args.bpm or args.tempo, parts=args.parts, instruments=instruments,
                     voice_leading=args.voice_leading, voice_leading_rules=args.voice_leading_rules, choir=args.choir,
                     choir_rules=args.choir_rules,
                     triad=key_triad(args.key) if args.key else None, form=chosen_form(args))
@@ -273,7 +273,7 @@ def main(argv=None):
     control = parser.add_argument_group("controls (each enforced by the sampling mask)")
     control.add_argument("--style", help="the style token to start with (default: the model picks)")
     control.add_argument("--tempo", type=configurator.typed("tempo", 90.0),
-                         help="BPM: force the tempo token of its bucket")
+                         help="BPM: force the tempo token of its bucket; the MIDI plays at this BPM exactly")
     control.add_argument("--meter", help="time signature, e.g. 3/4 (see --list_styles for the known ones)")
     control.add_argument("--parts", type=configurator.typed("parts", 4), help="how many parts (voices, instruments)")
     control.add_argument("--instruments", help="each part's instrument, names or General MIDI numbers: "
@@ -333,6 +333,9 @@ def main(argv=None):
         prompt, controls, material, melody = given_controls(args, tok, controls, run)
     elif args.prompt:
         prompt, controls = prompt_controls(args, spec, controls)
+    if controls.has_length and "max_new_tokens" in args.given:  # (the planned length sets the budget: draw)
+        die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
+            "piece given), and it ends there: drop --max_new_tokens")
     with autocast(device, dtype):
         out = draw(model, tok, Request(controls, tuple(prompt), material), args.num_samples, args.seed,
                    args.temperature, args.top_k or None, args.top_p, args.max_new_tokens)
@@ -350,10 +353,11 @@ def main(argv=None):
         tokens = finish(row)
         notes, header, bad = tokens_to_notes(tokens, spec)
         header = replace(header, bpm=controls.bpm or header.bpm)
-        text = tokens_to_text(tokens)
-        stem = claim_stem(out_dir, f"{name}_{i}", text, overwrite=args.overwrite)
+        # claimed by its MIDI file, what is heard: the same tokens at another --bpm are another sample
+        stem = claim_stem(out_dir, f"{name}_{i}", notes_to_midi(notes, spec, header), ext=".mid", beside=(".txt",),
+                          overwrite=args.overwrite)
         path = lambda ext: stem.parent / (stem.name + ext)  # (a name may hold dots: bwv244.15_soprano)
-        atomic_write(path(".mid"), notes_to_midi(notes, spec, header))
+        atomic_write(path(".txt"), tokens_to_text(tokens))
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, "
                 f"{', '.join(map(instrument_name, header.parts))}, {len(notes)} notes, {bars} bars, "
@@ -374,7 +378,7 @@ def main(argv=None):
 
 
 def claim_stem(out_dir, name, data, ext=".txt", beside=(".mid",), overwrite=False):
-    """Where a sample whose `ext` file holds `data` (its encoding) goes, that file written there: out_dir/name, unless
+    """Where a sample whose `ext` file holds `data` (its MIDI file) goes, that file written there: out_dir/name, unless
     another sample is there (another command with the same seed, whose files a user may keep: its `ext` or `beside`
     files), then name-2, name-3, ..., the first free or holding this one. A name is taken by writing the file without
     replacing (batch.atomic_write exclusive), so two commands at once never take the same one. `overwrite`: name, its

@@ -231,7 +231,7 @@ def test_list_styles(trained):
 
 def test_sample_script_obeys_every_control_on_the_written_midi(trained, tmp_path):
     r = run("sample.py", "--out_dir", trained, "--num_samples", 3, "--style", "fiddle", "--meter", "6/8",
-            "--tempo", 100, "--bars", 2, "--key", "D minor", "--pitch_range", "50,80", "--instruments",
+            "--tempo", 98, "--bars", 2, "--key", "D minor", "--pitch_range", "50,80", "--instruments",
             "violin,cello", "--output_dir", tmp_path)
     assert r.returncode == 0, r.stderr
     mids = sorted(tmp_path.glob("tiny_fiddle_seed1337_*.mid"))
@@ -240,7 +240,7 @@ def test_sample_script_obeys_every_control_on_the_written_midi(trained, tmp_path
         assert mid.with_suffix(".txt").read_text().split()[1:7] == ["style:fiddle", "tempo:100", "meter:6/8",
                                                                      "inst:40", "inst:42", "bar:2"]
         notes, header, _ = midi_to_notes(mid.read_bytes(), SPEC)
-        assert (round(header.bpm), header.meter) == (100, "6/8") and set(header.parts) <= {40, 42}
+        assert (round(header.bpm), header.meter) == (98, "6/8") and set(header.parts) <= {40, 42}  # (its token: 100)
         assert 12 < max(n.end for n in notes) <= 2 * 12
         assert all(p % 12 in key_pitch_classes("D minor") and 50 <= p <= 80 for _, p, _, _, _ in notes)
     r = run("sample.py", "--out_dir", trained, "--num_samples", 2, "--seconds", 3, "--bpm", 90, "--meter", "3/4",

@@ -458,6 +458,8 @@ def test_a_sample_another_command_wrote_is_kept_beside_the_new_one(trained, tmp_
                                                                               "tiny_seed1337_0-2.txt"}
     assert run("sample.py", *args, "--max_new_tokens", 30, "--overwrite").returncode == 0  # replaced on purpose
     assert files_of(tmp_path)["tiny_seed1337_0.txt"] == now["tiny_seed1337_0-2.txt"]
+    r = run("sample.py", *args, "--max_new_tokens", 30, "--bpm", 200)  # the same tokens, heard at another tempo
+    assert r.returncode == 0 and "tiny_seed1337_0-3.mid:" in r.stdout, r.stderr  # (it replaced the one at _0)
 
 
 def test_two_samplers_at_once_never_take_one_name(tmp_path, monkeypatch):
@@ -563,7 +565,7 @@ def test_a_full_disk_in_sample_keeps_the_older_samples(trained, tmp_path):
         (before / "out" / f"tiny_seed1337_0{suffix}").write_text("an older sample")
     r = on_a_full_disk(tmp_path, "sample.py", "--out_dir", trained, "--output_dir", tmp_path / "disk/out",
                        "--num_samples", 1, "--max_new_tokens", 8, "--overwrite", before=before)  # (replacing them)
-    full_disk_line(r, tmp_path / "disk/out/tiny_seed1337_0.txt")
+    full_disk_line(r, tmp_path / "disk/out/tiny_seed1337_0.mid")
     assert "nothing older was replaced" in r.stderr
     assert files_of(tmp_path / "after/out") == files_of(before / "out")
 

@@ -66,6 +66,7 @@ CASES = [  # script, arguments ({run}, {data}, {bad} filled in), what the one li
     ("sample.py", ["--top_p", "1.5"], "argument --top_p: wants a number > 0 and <= 1"),
     ("sample.py", ["--output_dir", "{bad}/a_file"], "--output_dir {bad}/a_file is a file, not a folder"),
     ("sample.py", ["--checkpoint", "nope.pt"], "no nope.pt here"),
+    ("sample.py", ["--bars", "4", "--max_new_tokens", "50"], "--max_new_tokens caps a piece of no planned length"),
     ("sample.py", ["--prompt", "{bad}/missing.mid"], "cannot read it"),
     ("sample.py", ["--prompt", "{bad}/not.mid"], "not a MIDI file"),
     ("sample.py", ["--out_dir", "{bad}/truncated_run"], "not a readable checkpoint"),

@@ -63,7 +63,8 @@ def test_compiled_gap_is_zero_for_the_same_model_and_large_for_a_head_only_gradi
     import argparse
     import train
     from model import GPT, GPTConfig, rope_angles
-    c = argparse.Namespace(data_dir=str(data), block_size=32, anchor_header=True, rule_weight=0.0, mix_share=0.0)
+    c = argparse.Namespace(data_dir=str(data), block_size=32, anchor_header=True, rule_weight=0.0, mix_share=0.0,
+                           mix_data_dir="")
     splits, meta, _, heads, _, _ = train.load_data(c)
     env = argparse.Namespace(device="cpu", ctx=contextlib.nullcontext())
     torch.manual_seed(0)
