@@ -239,9 +239,9 @@ def parse_controls(args):
     except ValueError as e:
         die(f"--instruments: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
-                    scale=scale, pitch_range=args.pitch_range, bpm=args.bpm or args.tempo, parts=args.parts, instruments=instruments,
-                    voice_leading=args.voice_leading, voice_leading_rules=args.voice_leading_rules, choir=args.choir,
-                    choir_rules=args.choir_rules,
+                    scale=scale, pitch_range=args.pitch_range, bpm=args.bpm or args.tempo, parts=args.parts,
+                    instruments=instruments, voice_leading=args.voice_leading,
+                    voice_leading_rules=args.voice_leading_rules, choir=args.choir, choir_rules=args.choir_rules,
                     triad=key_triad(args.key) if args.key else None, form=chosen_form(args))
 
 
