@@ -74,7 +74,7 @@ from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, begins_on_tonic
                       histogram, kernel_width, listen, logistic_accuracy, looped, other_lengths, out_of_range,
                       outside_key, overlapping_area, parallels, piece_form, piece_key, piece_measures, polyphony,
                       profile, repeated_notes, returning_notes, voice_ranges, worst_part_repeats)
-from midi_io import MIDI_SUFFIXES, midi_to_notes, notes_to_midi
+from midi_io import MIDI_SUFFIXES, described_changes, midi_to_notes, notes_to_midi
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
 
@@ -1064,7 +1064,7 @@ def readable_pieces(paths, flag):
         die(f"{flag}: no MIDI file (.mid, .midi) or encoding (.txt) in {' '.join(map(str, paths))}")
     for path in found:
         try:
-            notes, header = read_for_listening(path, spec)
+            notes, header, dropped = read_for_listening(path, spec)
         except (OSError, ValueError) as e:
             skipped.append(f"{path}: {reason(e)}")
             continue
@@ -1076,7 +1076,9 @@ def readable_pieces(paths, flag):
             pieces.append((pitched, header))
             kept.append(path)
         else:
-            skipped.append(f"{path}: no pitched notes to hear ({'drums only' if notes else 'no notes at all'})")
+            changes = described_changes(dropped, spec)  # (a file of notes all outside the pitch range, say)
+            skipped.append(f"{path}: no pitched notes to hear (" + ("drums only" if notes else "no notes at all")
+                           + (f" once read: {changes})" if changes else ")"))
     for line in skipped:
         print(f"skipped {line}")
     if not pieces:
@@ -1201,16 +1203,17 @@ def shown(value, fmt):
 
 
 def read_for_listening(path, spec):
-    """(notes, Header) of a MIDI file or a text encoding (.txt, any case), or ValueError saying why not."""
+    """(notes, Header, what reading changed) of a MIDI file or a text encoding (.txt, any case), or ValueError saying
+    why not."""
     if path.suffix.lower() == ".txt":
         tokens = text_to_tokens(read_text(path))
         check_edition(tokens, path)
         if why := validate(tokens, spec := spec.with_styles_of(tokens)):
             raise ValueError(f"not an encoding this code reads (token {why[0]}: {why[1]})")
-        return tokens_to_notes(tokens, spec)[:2]
+        return *tokens_to_notes(tokens, spec)[:2], {}
     if path.suffix.lower() not in MIDI_SUFFIXES:
         raise ValueError("neither a MIDI file (.mid, .midi) nor an encoding (.txt)")
-    return midi_to_notes(path.read_bytes(), spec)[:2]
+    return midi_to_notes(path.read_bytes(), spec)
 
 
 def histograms_png(hists):

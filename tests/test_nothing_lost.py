@@ -144,16 +144,18 @@ def test_listen_measures_only_pieces_with_pitched_notes(tmp_path):
     melody = [Note(4 * k, 60 + k % 5, 4, 80) for k in range(16)]
     write(tmp_path / "empty.mid", [])
     write(tmp_path / "drums.mid", [Note(2 * k, 36, 1, 90) for k in range(16)], Header(parts=(DRUMS,)))
+    write(tmp_path / "high.mid", [Note(0, 120, 4, 80)])  # above the piano's keys: read, nothing is left
     (tmp_path / "old.txt").write_text("START style:bach tempo:120 meter:4/4 n60 d4 v80 sepxx d4 n62 d4 END\n")
     (tmp_path / "MELODY.TXT").write_text(tokens_to_text(notes_to_tokens(melody, SPEC, Header(style="bach"))))
-    bad = [tmp_path / n for n in ("empty.mid", "drums.mid", "old.txt")]
+    bad = [tmp_path / n for n in ("empty.mid", "drums.mid", "high.mid", "old.txt")]
     r = run("evaluate.py", "--listen", *bad, tmp_path / "MELODY.TXT", "--voices", 1)
     assert r.returncode == 0 and "| 1 | 100% |" in r.stdout, r.stderr
     for line in ("empty.mid: no pitched notes to hear (no notes at all)", "drums.mid: no pitched notes to hear (drums "
-                 "only)", "old.txt: an encoding of the grammar's first edition"):
+                 "only)", "high.mid: no pitched notes to hear (no notes at all once read: 1 note outside the pitch "
+                 "range 21-108 dropped)", "old.txt: an encoding of the grammar's first edition"):
         assert line in r.stdout
     r = run("evaluate.py", "--listen", *bad)
-    assert "--listen: nothing measured: none of the 3 files" in r.stderr and r.returncode != 0
+    assert "--listen: nothing measured: none of the 4 files" in r.stderr and r.returncode != 0
 
 
 def test_augment_fails_a_file_the_grammar_rejects_and_augments_the_rest(tmp_path):
