@@ -174,7 +174,7 @@ def cannot_write_in(folder):
     """Why no file can be made in `folder` (its error's words), or None: a file is made there and removed, as
     os.access answers yes to root on any folder not mounted read-only (and /proc, say, refuses root too)."""
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=temp_name("write-probe", ""), suffix=".tmp")  # (clean_stale's)
     except OSError as e:
         return e.strerror or reason(e)
     os.close(fd)
