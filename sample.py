@@ -64,7 +64,8 @@ def read_piece(path, flag, spec, meter=None, one_meter=True):
         if path.suffix.lower() in MIDI_SUFFIXES:
             notes, header, dropped = midi_to_notes(path.read_bytes(), spec)
         elif path.suffix.lower() == ".txt":
-            (notes, header, _), dropped = tokens_to_notes(text_to_tokens(read_text(path)), spec), {}
+            notes, header, _ = tokens_to_notes(text_to_tokens(read_text(path)), spec)
+            dropped = {}  # (an encoding is read as it is)
         else:
             notes, header, dropped = score_to_notes(parse_score(path)[0][1], spec)
     except OSError as e:
