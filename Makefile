@@ -8,7 +8,7 @@ PY := .venv/bin/python
 
 venv: .venv/installed
 
-test: .venv/installed  # two workers: about 4 minutes on 2 cores (one: about 9)
+test: .venv/installed  # two workers: about 3 minutes on 2 cores (one: about 5)
 	$(PY) -m pytest -q -n 2 tests
 
 .PHONY: venv test

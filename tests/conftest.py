@@ -1,7 +1,12 @@
 """Shared fixtures: MIDI files built byte by byte, so tests need no data beyond music21's bundled corpus."""
+import contextlib
+import io
 import os
+import runpy
+import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -9,6 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import batch  # noqa: E402  (from the repo, found through the line above)
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and subprocess tests share the cores
 
 
@@ -97,10 +103,46 @@ TINY_MODEL = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--kv_lora_rank=16", "
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
-def run(script, *args, **kw):
-    """Run one of the repo's scripts in a subprocess, as a user would."""
+def run(script, *args, timeout=None):
+    """Run one of the repo's scripts as a user would, `python script args` in the repo's folder, but in this process:
+    a subprocess spends 2-3 s importing torch and music21, which was half of the suite on a slow CPU. The script runs
+    as __main__ (runpy), through the same lines a user's command takes, and what it changes in the process (argv,
+    the folder, torch's threads and precision, signal handlers, the locks it holds until exit) is put back after it.
+    Returns what subprocess.run would: returncode, stdout, stderr. (`timeout` is subprocess.run's: here a hang hangs
+    the test.) run_apart runs a script in a process of its own, for a test that needs one (another folder, a kill)."""
+    argv = [str(ROOT / script), *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    saved = (sys.argv[:], os.getcwd(), torch.get_num_threads(), torch.backends.mkldnn.matmul.fp32_precision,
+             {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)})
+    code = 0
+    try:
+        os.chdir(ROOT)
+        sys.argv[:] = argv
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(argv[0], run_name="__main__")
+            except SystemExit as e:  # as the interpreter does: None is 0, a text is printed and is 1
+                code = e.code if isinstance(e.code, int) or e.code is None else print(e.code, file=sys.stderr) or 1
+            except Exception:  # a traceback on stderr and 1, as the interpreter gives
+                traceback.print_exc()
+                code = 1
+    finally:
+        argv_before, cwd, threads, precision, handlers = saved
+        sys.argv[:] = argv_before
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.matmul.fp32_precision = precision
+        torch.set_flush_denormal(False)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        batch._unlock_all(os.getpid())  # the locks a script holds until its process exits
+    return subprocess.CompletedProcess(argv, code or 0, out.getvalue(), err.getvalue())
+
+
+def run_apart(script, *args, **kw):
+    """Run one of the repo's scripts in a subprocess of its own (in the repo's folder unless `cwd` says)."""
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, env=ENV, **kw)
+                          **{"cwd": ROOT, "env": ENV, **kw})
 
 
 def train_args(data, out, *extra):
@@ -121,13 +163,7 @@ def trained(data, tmp_path_factory):
     return out
 
 
-def sample_here(capsys, *args):
-    """sample.py's main() in this process (a subprocess costs seconds of imports): (exit code, stdout, stderr)."""
-    import sample
-    try:
-        sample.main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+def sample_here(*args):
+    """sample.py run as `run` does: (exit code, stdout, stderr)."""
+    r = run("sample.py", *args)
+    return r.returncode, r.stdout, r.stderr

@@ -616,20 +616,20 @@ def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     assert drawn_forms("x", 5, 1, bars=1) is None and drawn_forms("y", 5, 1) is None  # "AB" needs 2 bars
 
 
-def test_sample_takes_its_styles_row_where_no_flag_is_given(monkeypatch, capsys, tmp_path):
+def test_sample_takes_its_styles_row_where_no_flag_is_given(monkeypatch, tmp_path):
     import config
     from conftest import sample_here
     monkeypatch.setitem(config.STYLE_DEFAULTS, "bach", dict(voice_leading=True, choir=True, temperature=0.5,
                                                             top_p=0.9, forms={"AB": 1}))
     texts = lambda d: [p.read_text() for p in sorted(d.glob("*.txt"))]
     common = ["--style", "bach", "--bars", 4, "--num_samples", 2, "--seed", 5]
-    code, out, err = sample_here(capsys, *common, "--output_dir", tmp_path / "row")
+    code, out, err = sample_here(*common, "--output_dir", tmp_path / "row")
     assert code == 0 and out.count(", form AB") == 2, err
-    code, out, _ = sample_here(capsys, *common, "--voice_leading", "true", "--choir", "true", "--temperature", 0.5,
+    code, out, _ = sample_here(*common, "--voice_leading", "true", "--choir", "true", "--temperature", 0.5,
                                "--top_p", 0.9, "--form", "AB", "--output_dir", tmp_path / "flags")
     assert code == 0 and texts(tmp_path / "row") == texts(tmp_path / "flags")  # the row is those flags
-    code, out, _ = sample_here(capsys, *common, "--form", "none", "--temperature", 1.0, "--output_dir", tmp_path / "b")
+    code, out, _ = sample_here(*common, "--form", "none", "--temperature", 1.0, "--output_dir", tmp_path / "b")
     assert code == 0 and "form" not in out and texts(tmp_path / "b") != texts(tmp_path / "row")
-    code, out, _ = sample_here(capsys, "--style", "bach", "--num_samples", 1, "--max_new_tokens", 64,
+    code, out, _ = sample_here("--style", "bach", "--num_samples", 1, "--max_new_tokens", 64,
                                "--output_dir", tmp_path / "c")
     assert code == 0 and "form" not in out  # auto: no length asked, no form

@@ -1,19 +1,16 @@
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, midi_file, off, on, scale, track
+from conftest import midi_file, off, on, scale, track, run as run_script
 import configurator
 import encode_all
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "encode_all.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT)
+    return run_script("encode_all.py", *args)
 
 
 BAD = {

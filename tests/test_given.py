@@ -183,10 +183,10 @@ def write(path, notes, header=HEADER):
     return path
 
 
-def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys):
+def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path):
     notes = chorale(4, 8)
     melody = write(tmp_path / "tune.1.mid", [n for n in notes if n.part == 0], Header(bpm=96, parts=(73,)))
-    code, _, err = sample_here(capsys, "--out_dir", trained, "--melody", melody, "--num_samples", 2, "--parts", 3,
+    code, _, err = sample_here("--out_dir", trained, "--melody", melody, "--num_samples", 2, "--parts", 3,
                                "--output_dir", tmp_path / "h")
     assert code == 0, err
     written = sorted((tmp_path / "h").glob("tiny_harmonized_tune.1_seed1337_[0-9].mid"))  # (a dot in the name)
@@ -202,20 +202,20 @@ def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys
     from sample import write_musicxml
     score = tmp_path / "tune.musicxml"  # a score's first part is a melody too
     write_musicxml(notes_to_score([n for n in notes if n.part == 0], SPEC, Header(bpm=96, meter="3/4")), score)
-    code, _, err = sample_here(capsys, "--out_dir", trained, "--melody", score, "--num_samples", 1,
+    code, _, err = sample_here("--out_dir", trained, "--melody", score, "--num_samples", 1,
                                "--output_dir", tmp_path / "x")
     assert code == 0, err
     got, header, _ = midi_to_notes((tmp_path / "x/tiny_harmonized_tune_seed1337_0.mid").read_bytes(), SPEC)
     assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in notes if n.part == 0] and header.meter == "3/4"
     piece = write(tmp_path / "piece.mid", notes)
-    code, _, err = sample_here(capsys, "--out_dir", trained, "--prompt", piece, "--infill", "2-3", "--num_samples", 2,
+    code, _, err = sample_here("--out_dir", trained, "--prompt", piece, "--infill", "2-3", "--num_samples", 2,
                                "--output_dir", tmp_path / "i")
     assert code == 0, err
     for mid in (tmp_path / "i").glob("tiny_infill_piece_seed1337_*.mid"):
         got = midi_to_notes(mid.read_bytes(), SPEC)[0]
         assert [n for n in got if not 16 <= n.start < 48] == [n for n in notes if not 16 <= n.start < 48]
     three = write(tmp_path / "three.mid", [n for n in notes if n.part < 3], Header(bpm=96, parts=(52, 52, 52)))
-    code, _, err = sample_here(capsys, "--out_dir", trained, "--prompt", three, "--add_part", "bass",
+    code, _, err = sample_here("--out_dir", trained, "--prompt", three, "--add_part", "bass",
                                "--num_samples", 1, "--output_dir", tmp_path / "a")
     assert code == 0, err
     got, header, _ = midi_to_notes((tmp_path / "a" / "tiny_added_three_seed1337_0.mid").read_bytes(), SPEC)
@@ -223,7 +223,7 @@ def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path, capsys
     assert all(40 <= n.pitch <= 64 for n in got if n.part == 3)
 
 
-def test_given_material_errors_are_one_clear_line(trained, tmp_path, capsys):
+def test_given_material_errors_are_one_clear_line(trained, tmp_path):
     notes = chorale(3, 9)
     piece = write(tmp_path / "piece.mid", notes)
     empty = tmp_path / "empty.mid"
@@ -242,14 +242,14 @@ def test_given_material_errors_are_one_clear_line(trained, tmp_path, capsys):
             (["--melody", piece, "--bars", 4], "take their length from the piece"),
             (["--melody", piece, "--key", "C# major"], "outside --key/--scale/--pitch_range"),
             (["--prompt", piece, "--add_part", "kazoo"], "unknown instrument 'kazoo'")]:
-        code, _, err = sample_here(capsys, "--out_dir", trained, "--output_dir", tmp_path / "o", *args)
+        code, _, err = sample_here("--out_dir", trained, "--output_dir", tmp_path / "o", *args)
         assert code != 0 and message in err and len(err.strip().splitlines()) == 1, (args, err)
-    code, out, err = sample_here(capsys, "--out_dir", trained, "--melody", chords, "--num_samples", 1,
+    code, out, err = sample_here("--out_dir", trained, "--melody", chords, "--num_samples", 1,
                                  "--output_dir", tmp_path / "c")
     assert code == 0 and "its top line is taken (2 notes)" in out, err
 
 
-def test_a_run_trained_without_given_material_harmonizes_only_without_look_ahead(trained, tmp_path, capsys):
+def test_a_run_trained_without_given_material_harmonizes_only_without_look_ahead(trained, tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     for f in ("best.pt", "checkpoint.pt", "config.json", "tokenizer.json"):
@@ -258,10 +258,10 @@ def test_a_run_trained_without_given_material_harmonizes_only_without_look_ahead
     config["data_meta"]["given_share"] = 0.0
     (old / "config.json").write_text(json.dumps(config))
     melody = write(tmp_path / "tune.mid", [n for n in chorale(2, 1) if n.part == 0], Header())
-    code, _, err = sample_here(capsys, "--out_dir", old, "--melody", melody, "--look_ahead", "true",
+    code, _, err = sample_here("--out_dir", old, "--melody", melody, "--look_ahead", "true",
                                "--output_dir", tmp_path)
     assert code != 0 and "trained without given material" in err and len(err.strip().splitlines()) == 1
-    code, out, err = sample_here(capsys, "--out_dir", old, "--melody", melody, "--num_samples", 1,
+    code, out, err = sample_here("--out_dir", old, "--melody", melody, "--num_samples", 1,
                                  "--output_dir", tmp_path)
     assert code == 0 and "harmonized_tune_seed1337_0.mid" in out, err
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import ENV, ROOT, make_bin, midi_file, off, on, run, scale, track, train_args, vlq
+from conftest import ENV, ROOT, make_bin, midi_file, off, on, run, run_apart, scale, track, train_args, vlq
 from encoding_decoding import Spec, Tokenizer
 from midi_io import midi_to_notes
 
@@ -414,9 +414,7 @@ def test_what_reading_a_given_piece_changed_is_said(tmp_path, capsys):
 
 
 def test_sample_finds_the_shipped_model_from_any_folder(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--num_samples", "1", "--max_new_tokens", "8",
-                        "--output_dir", "out"], capture_output=True, text=True,
-                       cwd=tmp_path, env=ENV)
+    r = run_apart("sample.py", "--num_samples", 1, "--max_new_tokens", 8, "--output_dir", "out", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "out").glob("corpus_seed1337_0.mid"))
 

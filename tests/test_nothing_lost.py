@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ENV, ROOT, midi_file, on, off, run, sample_here, scale, track, train_args
+from conftest import ENV, ROOT, midi_file, on, off, run, run_apart, sample_here, scale, track, train_args
 from encoding_decoding import DRUMS, Header, Note, Spec, notes_to_tokens, tokens_to_text
 from midi_io import notes_to_midi
 from test_hostile_user import KILL_AT_SECOND_RENAME, files_of, full_disk_line, needs_mount, on_a_full_disk, one_line
@@ -47,8 +47,7 @@ def test_an_export_into_the_current_folder_leaves_nothing_above_it(trained, tmp_
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "config.py").write_text("# a user's own config\n")
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), f"--out_dir={trained}", "--export=."], cwd=repo,
-                       env=ENV, capture_output=True, text=True)
+    r = run_apart("train.py", f"--out_dir={trained}", "--export=.", cwd=repo)
     assert r.returncode == 0, r.stderr
     assert set(files_of(repo)) == EXPORTED | {"config.py"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no .repo.lock in the folder above
@@ -77,7 +76,7 @@ def test_a_training_run_leaves_no_lock_beside_its_folder(trained, data, tmp_path
 # --- damage a resume would train on
 
 
-def test_a_damaged_optimizer_state_is_named_on_resume_and_sampling_goes_on(trained, data, tmp_path, capsys):
+def test_a_damaged_optimizer_state_is_named_on_resume_and_sampling_goes_on(trained, data, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
     import torch
@@ -89,7 +88,7 @@ def test_a_damaged_optimizer_state_is_named_on_resume_and_sampling_goes_on(train
     (run_dir / "checkpoint.pt").write_bytes(raw)
     r = run("train.py", *train_args(data, run_dir, "--init_from=resume", "--max_iters=40"))
     one_line(r, f"{run_dir / 'checkpoint.pt'}: its optimizer state does not match the checksum recorded when it was saved")
-    code, out, err = sample_here(capsys, "--out_dir", run_dir, "--checkpoint", "checkpoint.pt", "--num_samples", 1,
+    code, out, err = sample_here("--out_dir", run_dir, "--checkpoint", "checkpoint.pt", "--num_samples", 1,
                                  "--max_new_tokens", 16, "--output_dir", tmp_path / "out")
     assert code == 0, err  # the weights are whole: a sample reads nothing else
 
@@ -117,24 +116,24 @@ def test_an_encode_with_files_that_timed_out_exits_nonzero_and_says_how_to_retry
 # --- input that is not what it claims
 
 
-def test_a_drum_part_is_not_a_melody_and_a_refused_run_makes_no_folder(trained, tmp_path, capsys):
+def test_a_drum_part_is_not_a_melody_and_a_refused_run_makes_no_folder(trained, tmp_path):
     drums = write(tmp_path / "drums.mid", [Note(2 * k, 36 + k % 3, 1, 90) for k in range(16)], Header(parts=(DRUMS,)))
-    code, _, err = sample_here(capsys, "--out_dir", trained, "--melody", drums, "--output_dir", tmp_path / "new")
+    code, _, err = sample_here("--out_dir", trained, "--melody", drums, "--output_dir", tmp_path / "new")
     assert code != 0 and "--melody" in err and "its first part is a drum part, not a melody" in err, err
-    code, out, err = sample_here(capsys, "--out_dir", trained, "--list_styles", "--output_dir", tmp_path / "new")
+    code, out, err = sample_here("--out_dir", trained, "--list_styles", "--output_dir", tmp_path / "new")
     assert code == 0 and out.startswith("styles: "), err
-    code, _, err = sample_here(capsys, "--out_dir", trained, "--style", "nosuch", "--output_dir", tmp_path / "new")
+    code, _, err = sample_here("--out_dir", trained, "--style", "nosuch", "--output_dir", tmp_path / "new")
     assert code != 0 and "nosuch" in err
     assert not (tmp_path / "new").exists()
-    code, _, err = sample_here(capsys, "--out_dir", trained, "--num_samples", 1, "--max_new_tokens", 8,
+    code, _, err = sample_here("--out_dir", trained, "--num_samples", 1, "--max_new_tokens", 8,
                                "--output_dir", tmp_path / "new" / "deeper")
     assert code == 0 and (tmp_path / "new/deeper/tiny_seed1337_0.mid").is_file(), err  # made as it is written to
 
 
-def test_a_seventeenth_part_is_one_too_many(trained, tmp_path, capsys):
+def test_a_seventeenth_part_is_one_too_many(trained, tmp_path):
     piece = write(tmp_path / "sixteen.mid", [Note(4 * k, 40 + 3 * p, 4, 80, p) for k in range(4) for p in range(16)],
                   Header(parts=tuple(range(16))))
-    code, _, err = sample_here(capsys, "--out_dir", trained, "--prompt", piece, "--add_part", "bass",
+    code, _, err = sample_here("--out_dir", trained, "--prompt", piece, "--add_part", "bass",
                                "--output_dir", tmp_path / "o")
     assert code != 0 and ("has 16 parts already: a part added would be part 17, one more than the 16 this run "
                           "writes") in err, err
@@ -256,11 +255,11 @@ def test_a_full_disk_in_an_export_leaves_the_folder_as_it_was(trained, tmp_path)
     assert files_of(tmp_path / "after/shared") == files_of(before / "shared")
 
 
-def test_odd_melodies_and_pieces_sample_whole(trained, tmp_path, capsys, monkeypatch):
+def test_odd_melodies_and_pieces_sample_whole(trained, tmp_path, monkeypatch):
     """A melody in 7/8, and as an encoding (.txt); an infill across a meter change; a drum part added;
     a drum piece as a score; --wav without FluidSynth: each writes what it says, or says why not, in one line."""
     def sample(*args):
-        code, out, err = sample_here(capsys, "--out_dir", trained, "--num_samples", 1, "--output_dir", tmp_path / "o",
+        code, out, err = sample_here("--out_dir", trained, "--num_samples", 1, "--output_dir", tmp_path / "o",
                                      *args)
         assert code == 0, err
         return out

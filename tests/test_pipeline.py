@@ -1,25 +1,18 @@
 """first_silence_cleaner, simple_tokenizer, augment_all and prepare on small hand-made encodings."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import config
-from conftest import ROOT, body
+from conftest import ROOT, body, run
 from augment_all import shift
 from encoding_decoding import (AHEAD, Header, Spec, Tokenizer, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text, validate)
 
 SPEC = Spec()
-
-
-def run(script, *args):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT)
 
 
 def write_corpus(root, n=30):

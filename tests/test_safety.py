@@ -242,8 +242,7 @@ def meta_event(kind, data, declared=None):
 
 
 def encode(tmp_path, *extra):
-    return subprocess.run([sys.executable, str(ROOT / "encode_all.py"), "--text_dir", tmp_path / "text", *map(str, extra)],
-                          capture_output=True, text=True, cwd=ROOT, env=ENV)
+    return run("encode_all.py", "--text_dir", tmp_path / "text", *extra)
 
 
 def test_repaired_midi_and_missing_files_are_reported(tmp_path):

@@ -365,7 +365,7 @@ def test_the_shipped_models_samples_are_the_same_bytes(tmp_path):
         assert (tmp_path / name).read_bytes() == (ROOT / "midi-samples/shipped" / name).read_bytes(), name
 
 
-def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path, capsys):
+def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
     shipped = ROOT / "models/corpus"
     for name in ("model.pt", "config.json", "tokenizer.json", "metrics.jsonl", "loss.png", "expert_load.png",
                  "MODEL.md", "eval.json", "eval.md", "eval_histograms.png"):
@@ -403,7 +403,7 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path, capsys):
         assert bar(b) and [x for x in bar(b + 2) if x[0] >= lead] == bar(b)
     r = run("sample.py", "--melody", mid, "--form", "AB", "--output_dir", tmp_path / "f")
     assert r.returncode != 0 and "--form repeats a sample's own phrases" in r.stderr
-    code, _, err = sample_here(capsys, "--melody", mid, "--form", "none", "--num_samples", 1, "--output_dir",
+    code, _, err = sample_here("--melody", mid, "--form", "none", "--num_samples", 1, "--output_dir",
                                tmp_path / "n")  # a form turned off (a default's, one day) is no form
     assert code == 0 and list((tmp_path / "n").glob("*harmonized*_0.mid")), err
 
@@ -451,11 +451,11 @@ PINNED = {  # tests/pinned/<name>: the then shipped model's (stage 3's) samples 
 
 
 @pytest.mark.parametrize("name", PINNED)
-def test_the_shipped_models_samples_with_forms_rules_and_given_material_are_pinned(name, tmp_path, capsys):
+def test_the_shipped_models_samples_with_forms_rules_and_given_material_are_pinned(name, tmp_path):
     args = [str(a).replace("HARMONIZED", str(ROOT / "midi-samples/harmonized")).replace(
         "PINNED", str(ROOT / "tests/pinned")) for a in PINNED[name]]
     (tmp_path / "corpus").symlink_to(ROOT / "models/corpus-stages/stage3")  # the weights, named as they shipped
-    code, _, err = sample_here(capsys, *args, "--out_dir", tmp_path / "corpus", "--num_samples", 2,
+    code, _, err = sample_here(*args, "--out_dir", tmp_path / "corpus", "--num_samples", 2,
                                "--output_dir", tmp_path / "out")
     assert code == 0, err
     want = sorted((ROOT / "tests/pinned" / name).iterdir())
