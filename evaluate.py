@@ -213,7 +213,7 @@ def adherence(sample, spec, args, styles, style_profiles, real):
     n, out = args.control_samples, {}
     if len(styles) > 1:
         hits, ref = {}, {}
-        share = lambda pieces, s: float(np.mean([closest_style(through_midi(x, spec)[0], styles, style_profiles) == s
+        share = lambda pieces, s: float(np.mean([closest_style(through_midi(x, spec), styles, style_profiles, spec.sample_freq) == s
                                                  for x in pieces]))
         for k, s in enumerate(styles):
             hits[s] = share(sample(n, args.max_new_tokens, args.seed + 10 + k, Controls(style=s)), s)
@@ -258,7 +258,6 @@ class Pieces:
         self.val_notes = self.notes_of(val_tokens)
         self.val_decoded = [tokens_to_notes(t, tok.spec)[:2] for t in val_tokens]
         self.val_cut_decoded = [tokens_to_notes(self.cut(p), tok.spec)[:2] for p in self.val]
-        self.val_cut = [n for n, _ in self.val_cut_decoded]
         self.rng = np.random.default_rng(args.seed)
         self.train_styles = np.array([style_of(tok.decode([int(i) for i in p[:4]])) for p in self.train_pieces])
         copies = meta["train"].get("augmented_at")  # None: prepared before prepare.py said where the copies are
@@ -312,12 +311,13 @@ def sample_statistics(args, spec, pieces, sample):
     grammar = {("constrained" if c else "unconstrained"): float(np.mean([decodes_cleanly(t, spec) for t in s]))
                for c, s in samples.items()}
     sampled = [finish(t) for t in samples[True]]
-    sample_notes, real_notes = pieces.notes_of(sampled), pieces.notes_of(pieces.real(args.num_samples))
-    widths = {name: kernel_width(pieces.val_cut, name, args.num_samples) for name in {**STATS, **PIECE_STATS}}
-    hists = {name: (histogram(sample_notes, name, w), histogram(pieces.val_cut, name, w)) for name, w in widths.items()}
+    drawn, real, val, sf = (pieces.decoded_of(sampled), pieces.decoded_of(pieces.real(args.num_samples)),
+                            pieces.val_cut_decoded, spec.sample_freq)
+    widths = {name: kernel_width(val, name, args.num_samples, sf) for name in {**STATS, **PIECE_STATS}}
+    hists = {name: (histogram(drawn, name, sf, w), histogram(val, name, sf, w)) for name, w in widths.items()}
     return sampled, hists, {
         "grammar_valid_share": grammar, "overlapping_area": {name: overlapping_area(a, b) for name, (a, b) in hists.items()},
-        "reference_overlapping_area": {name: overlapping_area(histogram(real_notes, name, widths[name]), b)
+        "reference_overlapping_area": {name: overlapping_area(histogram(real, name, sf, widths[name]), b)
                                        for name, (_, b) in hists.items()},
         "kernel_widths": {name: v for name, v in widths.items() if v}}
 
@@ -325,21 +325,21 @@ def sample_statistics(args, spec, pieces, sample):
 def style_statistics(args, pieces, sample, likelihood):
     """Per style: the likelihood of its validation pieces and the statistics of samples asked for it (and of real
     pieces of it) against them; also each style's profile and its real pieces, for the adherence test."""
-    profiles, per_style, real = {}, {}, {}
+    profiles, per_style, real, sf = {}, {}, {}, pieces.tok.spec.sample_freq
     for k, style in enumerate(pieces.styles):
         which = pieces.val_styles == style
-        mine = [n for n, w in zip(pieces.val_cut, which) if w]
-        profiles[style] = profile(mine)
-        asked = pieces.notes_of(finish(t) for t in sample(args.control_samples, args.max_new_tokens,
-                                                          args.seed + 100 + k, Controls(style=style)))
+        mine = [d for d, w in zip(pieces.val_cut_decoded, which) if w]
+        profiles[style] = profile(mine, sf)
+        asked = pieces.decoded_of(finish(t) for t in sample(args.control_samples, args.max_new_tokens,
+                                                            args.seed + 100 + k, Controls(style=style)))
         real[style] = pieces.real(args.control_samples, style)
         lik, r = likelihood(which)
-        w = {name: kernel_width(mine, name, args.control_samples) for name in {**STATS, **PIECE_STATS}}
-        area = lambda notes: {name: overlapping_area(histogram(notes, name, w[name]), histogram(mine, name, w[name]))
-                              for name in w}
+        w = {name: kernel_width(mine, name, args.control_samples, sf) for name in {**STATS, **PIECE_STATS}}
+        area = lambda ps: {name: overlapping_area(histogram(ps, name, sf, w[name]), histogram(mine, name, sf, w[name]))
+                           for name in w}
         per_style[style] = {"val_pieces": int(which.sum()), "likelihood": lik, "bits_per_note_vs_ngram": r,
                             "overlapping_area": area(asked),
-                            "reference_overlapping_area": area(pieces.notes_of(real[style])),
+                            "reference_overlapping_area": area(pieces.decoded_of(real[style])),
                             "kernel_widths": {name: v for name, v in w.items() if v},
                             "main": bool(which.sum() >= args.main_style_pieces)}
     return per_style, profiles, real
@@ -402,10 +402,9 @@ def against_originals(args, spec, pieces, sample, styles):
             args.style_samples, 0, args.seed + 600 + k, *style_defaults(style, args.style_samples,
                                                                         args.seed + 600 + k, bars)))
         voices = Counter(len(h.parts) for _, h in originals).most_common(1)[0][0]
-        notes = lambda ps: [n for n, _ in ps]
-        w = {name: kernel_width(notes(originals), name, args.style_samples) for name in PIECE_STATS}
-        area = lambda ps: {name: overlapping_area(histogram(notes(ps), name, w[name]),
-                                                  histogram(notes(originals), name, w[name])) for name in w}
+        w = {name: kernel_width(originals, name, args.style_samples, spec.sample_freq) for name in PIECE_STATS}
+        area = lambda ps: {name: overlapping_area(histogram(ps, name, spec.sample_freq, w[name]),
+                                                  histogram(originals, name, spec.sample_freq, w[name])) for name in w}
         on = lambda ps: float(np.mean([c == voices for n, _ in ps for c in polyphony(n)])) if ps else None
         features = lambda ps: [piece_measures(n, h, voices, spec.sample_freq) for n, h in ps]
         order = np.random.default_rng(args.seed + k).permutation(len(originals))

@@ -16,19 +16,19 @@ import numpy as np
 import config
 from encoding_decoding import as_note
 
-STATS = {  # name -> (number of bins, values of one piece's notes)
-    "pitch_class": (12, lambda notes: [n.pitch % 12 for n in notes]),
-    "pitch": (128, lambda notes: [n.pitch for n in notes]),
-    "duration": (33, lambda notes: [min(n.dur, 32) for n in notes]),
-    "inter_onset_interval": (33, lambda notes: np.minimum(np.diff(sorted({n.start for n in notes})), 32)),
-    "notes_per_bar": (41, lambda notes: [min(c, 40) for c in Counter(n.start // 16 for n in notes).values()]),
-    "polyphony": (11, lambda notes: [min(c, 10) for c in polyphony(notes)]),
+STATS = {  # name -> (number of bins, values of one piece from its notes, header and grid steps per quarter note)
+    "pitch_class": (12, lambda notes, header, sf: [n.pitch % 12 for n in notes]),
+    "pitch": (128, lambda notes, header, sf: [n.pitch for n in notes]),
+    "duration": (33, lambda notes, header, sf: [min(n.dur, 32) for n in notes]),
+    "inter_onset_interval": (33, lambda notes, header, sf: np.minimum(np.diff(sorted({n.start for n in notes})), 32)),
+    "notes_per_bar": (41, lambda notes, header, sf: [min(len(b), 40) for b in bar_contents(notes, header, sf) if b]),
+    "polyphony": (11, lambda notes, header, sf: [min(c, 10) for c in polyphony(notes)]),
 }
 PIECE_STATS = {  # one value per piece (its mean or its span), so that whole pieces are compared, per style too
-    "piece_notes_per_bar": (41, lambda notes: [min(round(np.mean(STATS["notes_per_bar"][1](notes))), 40)]),
-    "piece_polyphony_x2": (21, lambda notes: [min(round(2 * np.mean(polyphony(notes))), 20)]),
-    "piece_pitch_range": (89, lambda notes: [np.ptp(STATS["pitch"][1](notes))]),
-    "piece_mean_pitch": (128, lambda notes: [round(np.mean(STATS["pitch"][1](notes)))]),
+    "piece_notes_per_bar": (41, lambda *piece: [min(round(np.mean(STATS["notes_per_bar"][1](*piece))), 40)]),
+    "piece_polyphony_x2": (21, lambda notes, header, sf: [min(round(2 * np.mean(polyphony(notes))), 20)]),
+    "piece_pitch_range": (89, lambda notes, header, sf: [np.ptp([n.pitch for n in notes])]),
+    "piece_mean_pitch": (128, lambda notes, header, sf: [round(np.mean([n.pitch for n in notes]))]),
 }
 # --- what a listener hears: voices, parallels, the final chord, repeated bars (the same code for samples and real
 # pieces; the voices of a beat are its sounding notes, highest first, so one-part MIDI files are measured alike)
@@ -331,26 +331,27 @@ def polyphony(notes):
     return [sum(n.start <= t < n.end for n in notes) for t in onsets]
 
 
-def histogram(pieces, name, width=0.0):
-    """The normalised histogram of a statistic over pieces; width > 0 smooths it with a Gaussian kernel of that many
-    bins (a kernel density estimate on the bins)."""
+def histogram(pieces, name, sample_freq, width=0.0):
+    """The normalised histogram of a statistic over pieces, each (notes, header); width > 0 smooths it with a Gaussian
+    kernel of that many bins (a kernel density estimate on the bins)."""
     bins, values = {**STATS, **PIECE_STATS}[name]
     counts = np.zeros(bins)
-    for notes in pieces:
+    for notes, header in pieces:
         if notes:
             notes = list(map(as_note, notes))  # plain (start, pitch, dur, vel) tuples are read as Notes
-            counts += np.bincount(np.asarray(values(notes), dtype=np.int64), minlength=bins)[:bins]
+            counts += np.bincount(np.asarray(values(notes, header, sample_freq), dtype=np.int64), minlength=bins)[:bins]
     if width > 0:
         grid = np.arange(bins)
         counts = np.exp(-0.5 * ((grid[:, None] - grid[None, :]) / width) ** 2) @ counts
     return counts / max(counts.sum(), 1)
 
 
-def kernel_width(pieces, name, n):
+def kernel_width(pieces, name, n, sample_freq):
     """The kernel width (Silverman's rule of thumb) for a per-piece statistic, from its spread over `pieces`, in a
     comparison whose smaller side has n pieces: a few dozen single values per side would leave most of 128 bins
     empty, so that even two sets of real pieces would share little area. 0 for the note-level statistics."""
-    values = ([x for notes in pieces if notes for x in PIECE_STATS[name][1](list(map(as_note, notes)))]
+    values = ([x for notes, header in pieces if notes
+               for x in PIECE_STATS[name][1](list(map(as_note, notes)), header, sample_freq)]
               if name in PIECE_STATS else [])
     if len(values) < 2:
         return 0.0
@@ -363,9 +364,9 @@ def overlapping_area(p, q):
     return float(np.minimum(p, q).sum())
 
 
-def profile(pieces):
-    """The normalised histograms of a set of pieces, one per statistic."""
-    return {name: histogram(pieces, name) for name in STATS}
+def profile(pieces, sample_freq):
+    """The normalised histograms of a set of pieces, each (notes, header), one per statistic."""
+    return {name: histogram(pieces, name, sample_freq) for name in STATS}
 
 
 def closeness(a, b):
@@ -373,9 +374,9 @@ def closeness(a, b):
     return float(np.mean([overlapping_area(a[k], b[k]) for k in STATS]))
 
 
-def closest_style(notes, styles, style_profiles):
-    """The style whose profile is closest to one piece's statistics."""
-    mine = profile([notes])
+def closest_style(piece, styles, style_profiles, sample_freq):
+    """The style whose profile is closest to one piece's statistics (its notes and header)."""
+    mine = profile([piece], sample_freq)
     return max(styles, key=lambda t: closeness(mine, style_profiles[t]))
 
 
@@ -398,7 +399,7 @@ def piece_measures(notes, header, voices, sample_freq):
     ranged, wide = (out_of_range(chords, config.usual_ranges), wide_upper_voices(chords)) if voices == 4 else (
         (0, 0), (0, 0))
     struck, after = repeated_notes(notes)
-    return [float(PIECE_STATS[name][1](notes)[0]) for name in PIECE_STATS] + [
+    return [float(PIECE_STATS[name][1](notes, header, sample_freq)[0]) for name in PIECE_STATS] + [
         float(np.mean(np.equal(polyphony(notes), voices))), full_beats(chords, voices), 100 * par / max(moves, 1),
         repeated_bars(notes, header, sample_freq), float(np.mean([n.dur for n in notes])),
         float(ends_on_tonic(notes, key)), outside_key(notes, key), ranged[0] / max(ranged[1], 1),

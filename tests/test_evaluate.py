@@ -6,6 +6,7 @@ import pytest
 import config
 from conftest import run
 from evaluate import longest_runs
+from encoding_decoding import Header, as_note
 from measures import histogram, overlapping_area
 from ngram import KneserNey
 
@@ -113,9 +114,26 @@ def test_numpy_kneser_ney_equals_the_dict_one():
 def test_overlapping_area_of_a_histogram_with_itself_is_one():
     notes = [(0, 60, 4, 80), (0, 64, 4, 80), (4, 67, 2, 80), (8, 72, 8, 80)]
     for name in ("pitch_class", "pitch", "duration", "inter_onset_interval", "notes_per_bar", "polyphony"):
-        h = histogram([notes], name)
+        h = histogram([(notes, Header())], name, 4)
         assert abs(overlapping_area(h, h) - 1) < 1e-12
     assert overlapping_area(np.array([1.0, 0]), np.array([0, 1.0])) == 0
+
+
+def test_notes_per_bar_are_counted_in_the_pieces_own_bars():
+    """A waltz's bars hold 12 steps, a jig's 12, a march's 16, and a piece that changes meter has bars of both: a
+    teacher counts the notes in each bar, not in every 16 steps (as this once did, whatever the meter)."""
+    from measures import PIECE_STATS, STATS
+    per_bar = lambda notes, header: list(STATS["notes_per_bar"][1](notes, header, 4))
+    crotchets = [(4 * k, 60 + k % 5, 4, 80) for k in range(12)]  # 12 quarter notes
+    assert per_bar(list(map(as_note, crotchets)), Header(meter="3/4")) == [3, 3, 3, 3]
+    assert per_bar(list(map(as_note, crotchets)), Header(meter="4/4")) == [4, 4, 4]
+    quavers = [(2 * k, 67, 2, 80) for k in range(12)]  # 12 eighth notes: two bars of 6/8
+    assert per_bar(list(map(as_note, quavers)), Header(meter="6/8")) == [6, 6]
+    changes = Header(meter="4/4", changes=((1, "3/4"),))  # one bar of 4/4, then 3/4
+    assert per_bar(list(map(as_note, crotchets)), changes) == [4, 3, 3, 2]
+    waltz = [(list(map(as_note, crotchets)), Header(meter="3/4"))]
+    assert PIECE_STATS["piece_notes_per_bar"][1](*waltz[0], 4) == [3]
+    assert histogram(waltz, "notes_per_bar", 4)[3] == 1
 
 
 def test_memorization_finds_a_planted_copy():
@@ -176,15 +194,14 @@ def test_kernel_smoothing_lets_few_pieces_of_one_distribution_share_area():
     the kernel density estimate much more, and two different distributions stay apart."""
     from measures import kernel_width
     rng = np.random.default_rng(0)
-    pieces = lambda centre: [[(0, int(p), 4, 80)] for p in rng.normal(centre, 4, 30).round()]
+    pieces = lambda centre: [([(0, int(p), 4, 80)], Header()) for p in rng.normal(centre, 4, 30).round()]
     a, b, far = pieces(60), pieces(60), pieces(75)
-    w = kernel_width(a, "piece_mean_pitch", 30)
-    assert 1 < w < 4 and kernel_width(a, "pitch", 30) == 0
-    raw = overlapping_area(histogram(a, "piece_mean_pitch"), histogram(b, "piece_mean_pitch"))
-    smooth = overlapping_area(histogram(a, "piece_mean_pitch", w), histogram(b, "piece_mean_pitch", w))
-    assert raw < 0.7 < smooth
-    assert overlapping_area(histogram(a, "piece_mean_pitch", w), histogram(far, "piece_mean_pitch", w)) < 0.3
-    assert histogram(a, "piece_mean_pitch", w).sum() == pytest.approx(1)
+    w = kernel_width(a, "piece_mean_pitch", 30, 4)
+    assert 1 < w < 4 and kernel_width(a, "pitch", 30, 4) == 0
+    mean_pitch = lambda ps, width=0.0: histogram(ps, "piece_mean_pitch", 4, width)
+    assert overlapping_area(mean_pitch(a), mean_pitch(b)) < 0.7 < overlapping_area(mean_pitch(a, w), mean_pitch(b, w))
+    assert overlapping_area(mean_pitch(a, w), mean_pitch(far, w)) < 0.3
+    assert mean_pitch(a, w).sum() == pytest.approx(1)
 
 
 def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
