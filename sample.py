@@ -329,6 +329,10 @@ def main(argv=None):
         return
     if errors := controls.errors(spec):
         die("; ".join(errors))
+    if not args.style:  # (said, since no style's rules hold then: an added part, say, may stay silent)
+        print("note: no --style: the model picks each sample's style, and no style's defaults (config.STYLE_DEFAULTS: "
+              "rules of part writing, a form, sampling settings) fill what the command line leaves unset; "
+              "--style NAME brings them (--list_styles)")
     prompt, material = [], None  # what comes after START before anything is drawn
     if args.melody or args.infill or args.add_part:
         prompt, controls, material, melody = given_controls(args, tok, controls, run)
@@ -360,10 +364,12 @@ def main(argv=None):
         path = lambda ext: stem.parent / (stem.name + ext)  # (a name may hold dots: bwv244.15_soprano)
         atomic_write(path(".txt"), tokens_to_text(tokens))
         bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
+        silent = sorted(set(range(len(header.parts))) - {n.part for n in notes})  # parts the header names, unheard
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, "
                 f"{', '.join(map(instrument_name, header.parts))}, {len(notes)} notes, {bars} bars, "
                 f"{len(tokens)} tokens" + (f", {bad} bad groups" if bad else "")
-                + (f", form {form}" if (form := forms and forms[i % len(forms)]) else ""))
+                + (f", form {form}" if (form := forms and forms[i % len(forms)]) else "")
+                + (f", silent: {', '.join(f'part {k + 1}' for k in silent)}" if silent else ""))
         if args.musicxml:
             write_musicxml(notes_to_score(notes, spec, header), path(".musicxml"))
             line += f", {stem}.musicxml"

@@ -139,6 +139,20 @@ def test_a_seventeenth_part_is_one_too_many(trained, tmp_path):
                           "writes") in err, err
 
 
+def test_a_part_that_never_sounds_is_named_and_so_is_a_style_left_to_the_model(tmp_path):
+    """A one-bar chord held by one part, a soprano added: without --style no style's rules hold, and the shipped
+    model ends the piece at once; the sample's line says which part is silent (it said nothing), and a note says
+    what no --style means. Bach's rules (--style bach) have every part sound."""
+    chord = write(tmp_path / "chord.mid", [Note(0, 48 + k, 16, 90) for k in range(4)])
+    code, out, err = sample_here("--prompt", chord, "--add_part", "soprano", "--num_samples", 1,
+                                 "--output_dir", tmp_path / "o")
+    assert code == 0 and out.splitlines()[-1].endswith("4 notes, 1 bars, 18 tokens, silent: part 2"), out + err
+    assert "note: no --style: the model picks each sample's style, and no style's defaults" in out
+    code, out, err = sample_here("--prompt", chord, "--add_part", "soprano", "--style", "bach", "--num_samples", 1,
+                                 "--output_dir", tmp_path / "o")
+    assert code == 0 and "silent" not in out and "no --style" not in out and ", 5 notes, " in out, out + err
+
+
 def test_listen_measures_only_pieces_with_pitched_notes(tmp_path):
     melody = [Note(4 * k, 60 + k % 5, 4, 80) for k in range(16)]
     write(tmp_path / "empty.mid", [])
