@@ -213,8 +213,8 @@ def adherence(sample, spec, args, styles, style_profiles, real):
     n, out = args.control_samples, {}
     if len(styles) > 1:
         hits, ref = {}, {}
-        share = lambda pieces, s: float(np.mean([closest_style(through_midi(x, spec), styles, style_profiles, spec.sample_freq) == s
-                                                 for x in pieces]))
+        closest = lambda x: closest_style(through_midi(x, spec), styles, style_profiles, spec.sample_freq)
+        share = lambda pieces, s: float(np.mean([closest(x) == s for x in pieces]))
         for k, s in enumerate(styles):
             hits[s] = share(sample(n, args.max_new_tokens, args.seed + 10 + k, Controls(style=s)), s)
             ref[s] = share(real[s], s)

@@ -134,6 +134,10 @@ def test_notes_per_bar_are_counted_in_the_pieces_own_bars():
     waltz = [(list(map(as_note, crotchets)), Header(meter="3/4"))]
     assert PIECE_STATS["piece_notes_per_bar"][1](*waltz[0], 4) == [3]
     assert histogram(waltz, "notes_per_bar", 4)[3] == 1
+    from measures import closest_style, profile  # a piece is told by its own bars: this one is a waltz's
+    styles = {"waltz": profile(waltz, 4), "march": profile([(crotchets, Header(meter="4/4"))], 4)}
+    assert closest_style((crotchets, Header(meter="3/4")), ["march", "waltz"], styles, 4) == "waltz"
+    assert closest_style((crotchets, Header(meter="4/4")), ["waltz", "march"], styles, 4) == "march"
 
 
 def test_memorization_finds_a_planted_copy():
