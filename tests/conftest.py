@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,10 @@ def run(script, *args, timeout=None):
     try:
         os.chdir(ROOT)
         sys.argv[:] = argv
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")  # the interpreter's: each warning once per place, on stderr (not pytest's)
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+                warnings.formatwarning(message, category, filename, lineno, line))
             try:
                 runpy.run_path(argv[0], run_name="__main__")
             except SystemExit as e:  # as the interpreter does: None is 0, a text is printed and is 1
