@@ -388,29 +388,27 @@ def test_a_prompt_in_seven_eight_keeps_its_meter_and_tempo(trained, tmp_path):
         assert 2 * 14 < max(n.end for n in notes) <= 3 * 14  # three bars of 7/8, in sixteenths
 
 
-def test_a_folder_given_as_a_piece_is_one_line(tmp_path, capsys):
-    import sample
+def test_a_folder_given_as_a_piece_is_one_line(tmp_path):
     (tmp_path / "tune.mid").write_bytes(midi_file(track(on(60), off(60, delta=480))))  # a folder with a piece in it
     for given in (tmp_path, tmp_path.parent):
-        with pytest.raises(SystemExit):
-            sample.read_piece(given, "--melody", Spec())
-        assert capsys.readouterr().err == f"error: --melody {given} is a folder: give one file\n"
+        one_line(run("sample.py", "--melody", given, "--output_dir", tmp_path / "o"),
+                 f"--melody {given} is a folder: give one file")
 
 
-def test_what_reading_a_given_piece_changed_is_said(tmp_path, capsys):
-    import sample
+def test_what_reading_a_given_piece_changed_is_said(tmp_path):
     (tmp_path / "low.mid").write_bytes(midi_file(track(on(0), off(0, delta=480), on(127), off(127, delta=480))))
-    with pytest.raises(SystemExit):  # (it said "no notes in it" of a file with two)
-        sample.read_piece(tmp_path / "low.mid", "--prompt", Spec())
-    assert capsys.readouterr().err == (f"error: --prompt {tmp_path / 'low.mid'}: no notes in it once read (2 notes "
-                                       f"outside the pitch range 21-108 dropped)\n")
+    r = run("sample.py", "--prompt", tmp_path / "low.mid", "--output_dir", tmp_path / "o")
+    one_line(r, f"error: --prompt {tmp_path / 'low.mid'}: no notes in it once read (2 notes outside the pitch range "
+                f"21-108 dropped)")  # (it said "no notes in it" of a file with two)
     parts = [track(bytes([0, 0xC0 | k % 9, 8 * k % 128]), on(40 + k, ch=k % 9), off(40 + k, ch=k % 9, delta=1920))
              for k in range(20)]  # 20 parts of 16 instrument families: more than a piece holds
     (tmp_path / "many.mid").write_bytes(midi_file(*parts))
-    notes, header = sample.read_piece(tmp_path / "many.mid", "--melody", Spec())
-    assert len(header.parts) == 16 and len(notes) == 20
+    r = run("sample.py", "--melody", tmp_path / "many.mid", "--style", "bach", "--num_samples", 1,
+            "--output_dir", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
     assert (f"note: --melody {tmp_path / 'many.mid'} is read with 4 parts merged into others of their instrument "
-            f"family (a piece has at most 16)") in capsys.readouterr().out
+            f"family (a piece has at most 16)") in r.stdout
+    assert "the melody given, 1 notes" in r.stdout  # its first part, one note (and 16 parts were read)
 
 
 def test_sample_finds_the_shipped_model_from_any_folder(tmp_path):
