@@ -18,6 +18,7 @@ import config
 from controls import Controls
 from encoding_decoding import (AHEAD, AHEAD_STATES, DRUMS, END, GRAMMAR, HEADER, MORE, START, as_note, bar_steps, kind,
                                value)
+from model import sample_logits
 
 
 # Aarden's key profiles (the weights of the Essen folk songs' pitch classes above a major and a minor tonic, as
@@ -878,6 +879,18 @@ def rule_breaks(tok, pieces, controls, device="cpu", batch_tokens=65536, progres
         if progress is not None:
             progress(len(rows))
     return out
+
+
+@torch.no_grad()
+def draw_styles(model, tok, n, seed, temperature=1.0, top_k=None, top_p=None):
+    """Each of n samples' style, drawn as the first token after START would be (the model's choice among the run's
+    styles) but before the rest, so that the style's defaults can hold for what follows. Same seed, same styles."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([tok.stoi[f"style:{s}"] for s in tok.spec.styles], device=device)
+    logits, _ = model(torch.full((1, 1), tok.stoi[START], device=device))
+    picks = sample_logits(logits[:, -1].float()[:, ids].expand(n, -1), temperature, top_k, top_p,
+                          torch.Generator(device).manual_seed(seed))
+    return [tok.spec.styles[i] for i in picks.tolist()]
 
 
 def draw(model, tok, request, n, seed, temperature=1.0, top_k=None, top_p=None, max_new=1024, constrained=True):

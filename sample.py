@@ -16,7 +16,8 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
 A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
 Bach's rules (the tonic ending and the choir's; under a --melody, --infill or --add_part all four of part writing),
 a form drawn from real chorales' (--form auto) and the sampling settings measured best for it; any flag given wins
-(--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone).
+(--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone). Without --style,
+each sample's style is drawn first (the model's choice) and its defaults hold for it in the same way.
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other
@@ -42,7 +43,7 @@ from controls import (PER_STYLE, Controls, Request, add_part, form_setting, harm
                       key_triad, pitch_class, style_settings, top_line)
 from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text)
-from mask import draw
+from mask import draw, draw_styles
 from midi_io import (MIDI_SUFFIXES, described_changes, instrument_name, instrument_number, midi_to_notes, notes_to_midi,
                      notes_to_score, parse_score, score_to_notes)
 from model import autocast
@@ -254,6 +255,25 @@ def chosen_form(args):
                         free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
 
 
+def style_groups(args, model, tok, controls, chosen, with_given):
+    """(style, sample numbers, controls, settings) for each style the samples take: --style's for all of them, else
+    each sample's drawn first (mask.draw_styles: the model's choice), so that the style's defaults
+    (config.STYLE_DEFAULTS: its rules, form and sampling settings) fill what the command line leaves unset for it
+    too, as they would under --style."""
+    if args.style:
+        return [(args.style, list(range(args.num_samples)), controls, args)]
+    styles = draw_styles(model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p)
+    groups = []
+    for style in dict.fromkeys(styles):  # in the order first drawn
+        rows = [i for i, s in enumerate(styles) if s == style]
+        settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, with_given), "style": style,
+                                         "num_samples": len(rows)})
+        groups.append((style, rows, replace(controls, style=style, voice_leading=settings.voice_leading,
+                                            voice_leading_rules=settings.voice_leading_rules, choir=settings.choir,
+                                            form=chosen_form(settings)), settings))
+    return groups
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="file in the run folder (default: best.pt, else checkpoint.pt)")
@@ -272,7 +292,8 @@ def main(argv=None):
                                                                  "command wrote (without it: beside it, as NAME-2)")
     parser.add_argument("--list_styles", action="store_true", help="print the styles this run knows and exit")
     control = parser.add_argument_group("controls (each enforced by the sampling mask)")
-    control.add_argument("--style", help="the style token to start with (default: the model picks)")
+    control.add_argument("--style", help="the style token to start with, and its defaults (default: each sample's "
+                                         "drawn first, the model's choice, with that style's defaults)")
     control.add_argument("--tempo", type=configurator.typed("tempo", 90.0),
                          help="BPM: force the tempo token of its bucket; the MIDI plays at this BPM exactly")
     control.add_argument("--meter", help="time signature, e.g. 3/4 (see --list_styles for the known ones)")
@@ -305,9 +326,9 @@ def main(argv=None):
                                      "seed", "device", "dtype", "voice_leading_rules", "choir_rules"], argv,
                             own={"out_dir": SHIPPED})
     own = {"voice_leading", "choir", "form"}  # None where the command line leaves them unset
-    vars(args).update(style_settings(args.style, {k: getattr(args, k) for k in PER_STYLE
-                                                  if k in own or k in args.given},
-                                     with_given=bool(args.melody or args.infill or args.add_part)))
+    chosen = {k: getattr(args, k) for k in PER_STYLE if k in own or k in args.given}  # what the command line set
+    with_given = bool(args.melody or args.infill or args.add_part)
+    vars(args).update(style_settings(args.style, chosen, with_given))
     if args.key and args.scale:
         die("give --key or --scale, not both")
     if (args.infill or args.add_part) and not args.prompt:
@@ -329,10 +350,6 @@ def main(argv=None):
         return
     if errors := controls.errors(spec):
         die("; ".join(errors))
-    if not args.style:  # (said, since no style's rules hold then: an added part, say, may stay silent)
-        print("note: no --style: the model picks each sample's style, and no style's defaults (config.STYLE_DEFAULTS: "
-              "rules of part writing, a form, sampling settings) fill what the command line leaves unset; "
-              "--style NAME brings them (--list_styles)")
     prompt, material = [], None  # what comes after START before anything is drawn
     if args.melody or args.infill or args.add_part:
         prompt, controls, material, melody = given_controls(args, tok, controls, run)
@@ -341,9 +358,16 @@ def main(argv=None):
     if controls.has_length and "max_new_tokens" in args.given:  # (the planned length sets the budget: draw)
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
-    with autocast(device, dtype):
-        out = draw(model, tok, Request(controls, tuple(prompt), material), args.num_samples, args.seed,
-                   args.temperature, args.top_k or None, args.top_p, args.max_new_tokens)
+    out, forms = [], []
+    for style, rows, c, settings in style_groups(args, model, tok, controls, chosen, with_given):
+        if errors := c.errors(spec):
+            die(f"--style {style}'s defaults: " + "; ".join(errors))
+        with autocast(device, dtype):
+            drawn = draw(model, tok, Request(c, tuple(prompt), material), len(rows), args.seed,
+                         settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
+        out += zip(rows, drawn)
+        forms += zip(rows, (c.forms()[j % len(c.forms())] if c.forms() else "" for j in range(len(rows))))
+    out, forms = [t for _, t in sorted(out)], [f for _, f in sorted(forms)]
     piece = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
     task = "harmonized" if args.melody else "infill" if args.infill else "added" if args.add_part else ""
     task = f"{task}_{Path(piece).stem}_" if piece else ""  # named after the piece given
@@ -353,7 +377,6 @@ def main(argv=None):
         midi = notes_to_midi(notes, spec, replace(header, bpm=controls.bpm or header.bpm))
         stem = claim_stem(out_dir, f"{name}_melody", midi, ext=".mid", beside=(), overwrite=args.overwrite)
         print(f"{stem}.mid: the melody given, {len(notes)} notes")
-    forms = controls.forms()
     for i, row in enumerate(out):
         tokens = finish(row)
         notes, header, bad = tokens_to_notes(tokens, spec)
@@ -368,7 +391,7 @@ def main(argv=None):
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, "
                 f"{', '.join(map(instrument_name, header.parts))}, {len(notes)} notes, {bars} bars, "
                 f"{len(tokens)} tokens" + (f", {bad} bad groups" if bad else "")
-                + (f", form {form}" if (form := forms and forms[i % len(forms)]) else "")
+                + (f", form {forms[i]}" if forms[i] else "")
                 + (f", silent: {', '.join(f'part {k + 1}' for k in silent)}" if silent else ""))
         if args.musicxml:
             write_musicxml(notes_to_score(notes, spec, header), path(".musicxml"))

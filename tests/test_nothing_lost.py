@@ -139,18 +139,47 @@ def test_a_seventeenth_part_is_one_too_many(trained, tmp_path):
                           "writes") in err, err
 
 
-def test_a_part_that_never_sounds_is_named_and_so_is_a_style_left_to_the_model(tmp_path):
-    """A one-bar chord held by one part, a soprano added: without --style no style's rules hold, and the shipped
-    model ends the piece at once; the sample's line says which part is silent (it said nothing), and a note says
-    what no --style means. Bach's rules (--style bach) have every part sound."""
+def test_a_part_that_never_sounds_is_named(tmp_path):
+    """A one-bar chord held by one part, a soprano added: with Bach's rule that every part sounds turned off, the
+    shipped model ends the piece at once, and the sample's line says which part is silent (it said nothing). Bach's
+    defaults have every part sound."""
     chord = write(tmp_path / "chord.mid", [Note(0, 48 + k, 16, 90) for k in range(4)])
-    code, out, err = sample_here("--prompt", chord, "--add_part", "soprano", "--num_samples", 1,
-                                 "--output_dir", tmp_path / "o")
+    code, out, err = sample_here("--prompt", chord, "--add_part", "soprano", "--style", "bach", "--voice_leading",
+                                 "false", "--num_samples", 1, "--output_dir", tmp_path / "o")
     assert code == 0 and out.splitlines()[-1].endswith("4 notes, 1 bars, 18 tokens, silent: part 2"), out + err
-    assert "note: no --style: the model picks each sample's style, and no style's defaults" in out
     code, out, err = sample_here("--prompt", chord, "--add_part", "soprano", "--style", "bach", "--num_samples", 1,
                                  "--output_dir", tmp_path / "o")
-    assert code == 0 and "silent" not in out and "no --style" not in out and ", 5 notes, " in out, out + err
+    assert code == 0 and "silent" not in out and ", 5 notes, " in out, out + err
+
+
+def test_without_a_style_each_sample_takes_the_defaults_of_the_style_drawn_for_it(tmp_path):
+    """No --style: each sample's style is drawn first, the model's choice, and its row of config.STYLE_DEFAULTS then
+    holds as under --style (it was the model alone: no rules, no form, whatever style it wrote). Same seed, same
+    files; a flag given still wins."""
+    from mask import draw_styles
+    from runs import load_run
+    model, tok, _ = load_run(ROOT / "models/corpus", "cpu")
+    styles = draw_styles(model, tok, 4, 1337, 0.9, 100, 1.0)
+    assert styles == draw_styles(model, tok, 4, 1337, 0.9, 100, 1.0) and len(set(styles)) > 1  # (a mix, seeded)
+    assert {"bach", "fiddle"} & set(styles)  # styles with rules and forms of their own, checked below
+    common = ["--bars", 4, "--num_samples", 4, "--output_dir"]
+    code, out, err = sample_here(*common, tmp_path / "auto")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if ".mid: " in line]
+    assert [line.split(".mid: ")[1].split(",")[0] for line in lines] == styles
+    for k, style in enumerate(styles):  # the same sample as --style gives it: all its defaults held
+        if style in ("bach", "fiddle"):  # (the styles with forms and rules)
+            rows = [i for i, s in enumerate(styles) if s == style]
+            code, out, err = sample_here(*common[:2], "--style", style, "--num_samples", len(rows),
+                                         "--output_dir", tmp_path / style)
+            assert code == 0, err
+            mine = (tmp_path / f"auto/corpus_seed1337_{k}.txt").read_text()
+            assert mine == (tmp_path / f"{style}/corpus_{style}_seed1337_{rows.index(k)}.txt").read_text()
+            assert (", form " in lines[k]) == (", form " in [line for line in out.splitlines() if ".mid: " in line][
+                rows.index(k)])
+    code, out, err = sample_here(*common, tmp_path / "alone", "--voice_leading", "false", "--choir", "false",
+                                 "--form", "none", "--temperature", 0.9, "--top_p", 1)
+    assert code == 0 and ", form " not in out, err
 
 
 def test_listen_measures_only_pieces_with_pitched_notes(tmp_path):
