@@ -256,21 +256,21 @@ def chosen_form(args):
 
 
 def style_groups(args, model, tok, controls, chosen, with_given):
-    """(style, sample numbers, controls, settings) for each style the samples take: --style's for all of them, else
+    """(sample numbers, controls, settings) for each style the samples take: --style's for all of them, else
     each sample's drawn first (mask.draw_styles: the model's choice), so that the style's defaults
     (config.STYLE_DEFAULTS: its rules, form and sampling settings) fill what the command line leaves unset for it
     too, as they would under --style."""
     if args.style:
-        return [(args.style, list(range(args.num_samples)), controls, args)]
+        return [(list(range(args.num_samples)), controls, args)]
     styles = draw_styles(model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p)
     groups = []
     for style in dict.fromkeys(styles):  # in the order first drawn
         rows = [i for i, s in enumerate(styles) if s == style]
         settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, with_given), "style": style,
                                          "num_samples": len(rows)})
-        groups.append((style, rows, replace(controls, style=style, voice_leading=settings.voice_leading,
-                                            voice_leading_rules=settings.voice_leading_rules, choir=settings.choir,
-                                            form=chosen_form(settings)), settings))
+        groups.append((rows, replace(controls, style=style, voice_leading=settings.voice_leading,
+                                     voice_leading_rules=settings.voice_leading_rules, choir=settings.choir,
+                                     form=chosen_form(settings)), settings))
     return groups
 
 
@@ -359,9 +359,7 @@ def main(argv=None):
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
     out, forms = [], []
-    for style, rows, c, settings in style_groups(args, model, tok, controls, chosen, with_given):
-        if errors := c.errors(spec):
-            die(f"--style {style}'s defaults: " + "; ".join(errors))
+    for rows, c, settings in style_groups(args, model, tok, controls, chosen, with_given):
         with autocast(device, dtype):
             drawn = draw(model, tok, Request(c, tuple(prompt), material), len(rows), args.seed,
                          settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
