@@ -27,8 +27,8 @@ STATS = {  # name -> (number of bins, values of one piece from its notes, header
 PIECE_STATS = {  # one value per piece (its mean or its span), so that whole pieces are compared, per style too
     "piece_notes_per_bar": (41, lambda *piece: [min(round(np.mean(STATS["notes_per_bar"][1](*piece))), 40)]),
     "piece_polyphony_x2": (21, lambda notes, header, sf: [min(round(2 * np.mean(polyphony(notes))), 20)]),
-    "piece_pitch_range": (89, lambda notes, header, sf: [np.ptp([n.pitch for n in notes])]),
-    "piece_mean_pitch": (128, lambda notes, header, sf: [round(np.mean([n.pitch for n in notes]))]),
+    "piece_pitch_range": (89, lambda *piece: [np.ptp(STATS["pitch"][1](*piece))]),
+    "piece_mean_pitch": (128, lambda *piece: [round(np.mean(STATS["pitch"][1](*piece)))]),
 }
 # --- what a listener hears: voices, parallels, the final chord, repeated bars (the same code for samples and real
 # pieces; the voices of a beat are its sounding notes, highest first, so one-part MIDI files are measured alike)

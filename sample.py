@@ -358,14 +358,13 @@ def main(argv=None):
     if controls.has_length and "max_new_tokens" in args.given:  # (the planned length sets the budget: draw)
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
-    out, forms = [], []
+    out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
     for rows, c, settings in style_groups(args, model, tok, controls, chosen, with_given):
         with autocast(device, dtype):
             drawn = draw(model, tok, Request(c, tuple(prompt), material), len(rows), args.seed,
                          settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
-        out += zip(rows, drawn)
-        forms += zip(rows, (c.forms()[j % len(c.forms())] if c.forms() else "" for j in range(len(rows))))
-    out, forms = [t for _, t in sorted(out)], [f for _, f in sorted(forms)]
+        for j, (i, row) in enumerate(zip(rows, drawn)):
+            out[i], forms[i] = row, c.forms()[j % len(c.forms())] if c.forms() else ""
     piece = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
     task = "harmonized" if args.melody else "infill" if args.infill else "added" if args.add_part else ""
     task = f"{task}_{Path(piece).stem}_" if piece else ""  # named after the piece given

@@ -82,7 +82,6 @@ def make_bin(root, n=24, header=None, tokenizer=ROOT / "tokenizers/simple_tokeni
     """A tiny prepared dataset (text encodings -> train.bin/val.bin/meta.json/tokenizer.json) under root/bin;
     with tokenizer=None only the encodings are written (under root/text)."""
     from encoding_decoding import Header, Spec, canonical, notes_to_tokens, tokens_to_text
-    import prepare
     spec = Spec()
     for i in range(n):  # little two-part pieces: a rising line over a held bass, each in its own key
         notes = [(4 * k, 48 + i % 12, 16, 70, 1) for k in range(0, 24, 4)]
@@ -92,8 +91,9 @@ def make_bin(root, n=24, header=None, tokenizer=ROOT / "tokenizers/simple_tokeni
         path.write_text(tokens_to_text(notes_to_tokens(canonical(notes, spec), spec, header or Header(parts=(0, 32)))))
     if tokenizer is None:
         return None
-    prepare.main(["--main_data_path", str(root / "text"), "--output_base_dir", str(root / "bin"),
-                  "--tokenizer_paths", str(tokenizer), "--val_fraction", "0.2", "--given_share", "0.25"])
+    r = run("prepare.py", "--main_data_path", root / "text", "--output_base_dir", root / "bin", "--tokenizer_paths",
+            tokenizer, "--val_fraction", 0.2, "--given_share", 0.25)
+    assert r.returncode == 0, r.stderr
     return root / "bin"
 
 
