@@ -159,6 +159,8 @@ def given_controls(args, tok, controls, run):
     elif args.infill:
         span = infill_bars(args.infill, header.bars_needed(notes, spec.sample_freq))
         prompt, given, bars = infill(notes, header, spec, *span, ahead)
+        # its header is drawn under the mask, which forces the controls' (the sample's style, not the file's)
+        prompt = [None if kind(t) in HEADER + ("inst",) else t for t in prompt]
         controls = replace(controls, instruments=header.parts)
     else:
         if len(header.parts) >= spec.max_parts:

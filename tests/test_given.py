@@ -223,6 +223,19 @@ def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path):
     assert all(40 <= n.pitch <= 64 for n in got if n.part == 3)
 
 
+def test_an_infill_takes_the_samples_style_not_the_files(trained, tmp_path):
+    """The infill's header is the sample's: its style (--style), tempo (--tempo), meter and parts, as the rules
+    that hold for it are that style's. (Its header was the file's, read in the run's first style: an infill under
+    --style fiddle was written, and conditioned, as bach.)"""
+    from encoding_decoding import text_to_tokens
+    piece = write(tmp_path / "piece.mid", chorale(4, 8))
+    code, _, err = sample_here("--out_dir", trained, "--prompt", piece, "--infill", "2-3", "--style", "fiddle",
+                               "--tempo", 75, "--output_dir", tmp_path)
+    assert code == 0, err
+    tokens = text_to_tokens((tmp_path / "tiny_fiddle_infill_piece_seed1337_0.txt").read_text())
+    assert tokens[1:5] == ["style:fiddle", "tempo:75", "meter:4/4", "inst:52"], tokens[:6]
+
+
 def test_given_material_errors_are_one_clear_line(trained, tmp_path):
     notes = chorale(3, 9)
     piece = write(tmp_path / "piece.mid", notes)
