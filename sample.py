@@ -17,7 +17,8 @@ A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves uns
 Bach's rules (the tonic ending and the choir's; under a --melody, --infill or --add_part all four of part writing),
 a form drawn from real chorales' (--form auto) and the sampling settings measured best for it; any flag given wins
 (--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone). Without --style,
-each sample's style is drawn first (the model's choice) and its defaults hold for it in the same way.
+each sample's style is drawn first (the model's choice, having heard the piece given, if any) and its defaults hold
+for it in the same way.
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other
@@ -102,7 +103,8 @@ def read_prompt(path, spec, bars, meter=None):
 
 
 def prompt_controls(args, spec, controls):
-    """(the prompt's tokens after START, controls with the prompt's header) for --prompt: the header takes the
+    """(the prompt's tokens after START, controls with the prompt's header, the prompt's bars as read: tokens from
+    START) for --prompt: the header takes the
     prompt's tempo, meter and parts unless --tempo or --meter force others (a forced meter lays the prompt's bars
     anew), the MIDI is written at the prompt's own tempo (unless --tempo or --bpm), and the bar lines' countdown is
     left to the mask (--bars or the model). What changes is said in a note."""
@@ -121,17 +123,19 @@ def prompt_controls(args, spec, controls):
     if plan is not None and bars >= plan:
         die(f"--prompt {args.prompt}: its {bars} bars already reach the --bars/--seconds target ({plan} bars)")
     # the header's values and every bar line are drawn under the mask (which forces the header to the prompt's)
-    return [None if kind(t) in HEADER + ("inst", "bar") else t for t in tokens], controls
+    return [None if kind(t) in HEADER + ("inst", "bar") else t for t in tokens], controls, [START] + tokens
 
 
 VOICE_RANGES = {"soprano": (60, 81), "alto": (53, 74), "tenor": (48, 69), "bass": (40, 64)}  # a choir's, MIDI
 
 
 def given_controls(args, tok, controls, run):
-    """(prompt tokens after START, controls, Given, the melody) for --melody, --infill or --add_part: the piece read
-    whole, its tempo, meter and length (and, for --infill and --add_part, its parts) held by the controls, its given
-    notes checked against --key/--scale/--pitch_range; the melody is (notes, header) of the line a --melody gives,
-    as it is kept (None otherwise). With --look_ahead, it is also shown ahead (a run trained so)."""
+    """(prompt tokens after START, controls, Given, the melody, the piece) for --melody, --infill or --add_part: the
+    piece read whole, its tempo, meter and length (and, for --infill and --add_part, its parts) held by the controls,
+    its given notes checked against --key/--scale/--pitch_range; the melody is (notes, header) of the line a --melody
+    gives, as it is kept (None otherwise); the piece, its tokens as read from START, that the samples' style is
+    drawn by (for a --melody of one part, only its tempo and meter and --instruments: alone, a line sounds like a
+    folk song to the model, whatever its style). With --look_ahead, it is also shown ahead (a run trained so)."""
     spec, flag, ahead = tok.spec, "--melody" if args.melody else "--prompt", args.look_ahead
     if ahead and not learnt_given(tok, run):
         die(f"{run} was trained without given material: --look_ahead needs a run whose data prepare.py wrote with "
@@ -141,7 +145,10 @@ def given_controls(args, tok, controls, run):
     if (args.infill or args.add_part) and controls.part_count() is not None:
         die("--infill and --add_part keep the piece's parts: give --parts/--instruments only with --melody")
     notes, header = read_piece(args.melody or args.prompt, flag, spec, controls.meter)
-    melody = None
+    piece, melody = notes_to_tokens(notes, spec, header), None
+    if args.melody and len(header.parts) == 1:  # the header, with the parts that --instruments gives, if it does
+        piece = notes_to_tokens([], spec, replace(header, parts=controls.instruments or ()))
+        piece = piece[:[kind(t) for t in piece].index("bar")]
     check_pitches([n for n in notes if not args.melody or n.part == 0], header, controls,
                   f"{flag} {args.melody or args.prompt}")
     if args.melody:
@@ -173,7 +180,7 @@ def given_controls(args, tok, controls, run):
         controls = replace(controls, instruments=header.parts + (inst,))
     controls = replace(controls, bars=bars, tempo=controls.tempo or header.bpm, meter=header.meter,
                        bpm=controls.bpm or (header.bpm if controls.tempo is None else None))
-    return prompt, controls, given, melody
+    return prompt, controls, given, melody, piece
 
 
 def infill_bars(text, bars):
@@ -257,14 +264,16 @@ def chosen_form(args):
                         free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
 
 
-def style_groups(args, model, tok, controls, chosen, with_given):
+def style_groups(args, model, tok, controls, chosen, with_given, piece=None, material=None):
     """(sample numbers, controls, settings) for each style the samples take: --style's for all of them, else
-    each sample's drawn first (mask.draw_styles: the model's choice), so that the style's defaults
+    each sample's drawn first (mask.draw_styles: the model's choice, weighed by the likelihood of the `piece` given,
+    tokens from START, and of the parts the given `material` needs), so that the style's defaults
     (config.STYLE_DEFAULTS: its rules, form and sampling settings) fill what the command line leaves unset for it
     too, as they would under --style."""
     if args.style:
         return [(list(range(args.num_samples)), controls, args)]
-    styles = draw_styles(model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p)
+    styles = draw_styles(model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p,
+                         piece, material.min_parts if material else 1)
     groups = []
     for style in dict.fromkeys(styles):  # in the order first drawn
         rows = [i for i, s in enumerate(styles) if s == style]
@@ -295,7 +304,8 @@ def main(argv=None):
     parser.add_argument("--list_styles", action="store_true", help="print the styles this run knows and exit")
     control = parser.add_argument_group("controls (each enforced by the sampling mask)")
     control.add_argument("--style", help="the style token to start with, and its defaults (default: each sample's "
-                                         "drawn first, the model's choice, with that style's defaults)")
+                                         "drawn first, the model's choice having heard the piece given, if any, "
+                                         "with that style's defaults)")
     control.add_argument("--tempo", type=configurator.typed("tempo", 90.0),
                          help="BPM: force the tempo token of its bucket; the MIDI plays at this BPM exactly")
     control.add_argument("--meter", help="time signature, e.g. 3/4 (see --list_styles for the known ones)")
@@ -352,24 +362,24 @@ def main(argv=None):
         return
     if errors := controls.errors(spec):
         die("; ".join(errors))
-    prompt, material = [], None  # what comes after START before anything is drawn
+    prompt, material, piece = [], None, None  # what comes after START before anything is drawn; the piece given
     if args.melody or args.infill or args.add_part:
-        prompt, controls, material, melody = given_controls(args, tok, controls, run)
+        prompt, controls, material, melody, piece = given_controls(args, tok, controls, run)
     elif args.prompt:
-        prompt, controls = prompt_controls(args, spec, controls)
+        prompt, controls, piece = prompt_controls(args, spec, controls)
     if controls.has_length and "max_new_tokens" in args.given:  # (the planned length sets the budget: draw)
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
     out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
-    for rows, c, settings in style_groups(args, model, tok, controls, chosen, with_given):
+    for rows, c, settings in style_groups(args, model, tok, controls, chosen, with_given, piece, material):
         with autocast(device, dtype):
             drawn = draw(model, tok, Request(c, tuple(prompt), material), len(rows), args.seed,
                          settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
         for j, (i, row) in enumerate(zip(rows, drawn)):
             out[i], forms[i] = row, c.forms()[j % len(c.forms())] if c.forms() else ""
-    piece = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
+    source = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
     task = "harmonized" if args.melody else "infill" if args.infill else "added" if args.add_part else ""
-    task = f"{task}_{Path(piece).stem}_" if piece else ""  # named after the piece given
+    task = f"{task}_{Path(source).stem}_" if source else ""  # named after the piece given
     name = f"{run.name}_{args.style + '_' if args.style else ''}{task}seed{args.seed}"
     if args.melody:  # the melody as it is kept, to hear beside the harmonizations
         notes, header = melody

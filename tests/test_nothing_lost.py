@@ -182,6 +182,29 @@ def test_without_a_style_each_sample_takes_the_defaults_of_the_style_drawn_for_i
     assert code == 0 and ", form " not in out, err
 
 
+def test_without_a_style_a_piece_given_weighs_the_draw_of_the_style(tmp_path):
+    """No --style, a piece given (a prompt, or one to fill in): the samples' style is drawn as the model would
+    choose it having heard the piece (P(style | START) P(piece | style)), not blind. A held-out chorale (never
+    trained on) gives Bach, whose defaults then hold; blind, the same seed draws a mix. A lone melody is weighed by
+    its tempo and meter and by a harmonization's second part, not by its notes (alone, a line sounds like a folk song
+    to the model, whatever its style): no folk song (one part), whose harmonizations left a part silent."""
+    import music21
+    from mask import draw_styles
+    from runs import load_run
+    model, tok, _ = load_run(ROOT / "models/corpus", "cpu")
+    blind = draw_styles(model, tok, 4, 1337, 0.9, None, 1.0)
+    assert len(set(blind)) > 1
+    chorale = music21.corpus.getWork("bach/bwv139.6")
+    styles = lambda out: [line.split(".mid: ")[1].split(",")[0] for line in out.splitlines() if "_seed1337_" in line
+                          and ".mid: the melody" not in line]
+    for how in (["--prompt_bars", 4, "--bars", 8], ["--infill", "3-4"]):
+        code, out, err = sample_here("--prompt", chorale, *how, "--num_samples", 4, "--output_dir", tmp_path)
+        assert code == 0 and styles(out) == ["bach"] * 4, out + err
+    tune = write(tmp_path / "tune.mid", [Note(4 * k, 67 + k % 5, 4, 80) for k in range(16)])
+    code, out, err = sample_here("--melody", tune, "--num_samples", 4, "--output_dir", tmp_path)
+    assert code == 0 and "folk" in blind and "folk" not in styles(out) and "silent" not in out, out + err
+
+
 def test_listen_measures_only_pieces_with_pitched_notes(tmp_path):
     melody = [Note(4 * k, 60 + k % 5, 4, 80) for k in range(16)]
     write(tmp_path / "empty.mid", [])
