@@ -24,31 +24,48 @@ from encoding_decoding import (FirstEdition, Spec, check_edition, kind, text_to_
                                value)
 
 
+def shifter(tokens, spec):
+    """shift for one piece, its tokens read once (a piece gives 107 variants): (pitch=0, velocity=0, tempo=0) ->
+    shift(tokens, spec, pitch, velocity, tempo)."""
+    (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
+    kinds = [kind(t) for t in tokens]
+    drums = [value(t) == "drums" for t, k in zip(tokens, kinds) if k == "inst"]
+    notes, velocities, tempos, part = [], [], [], 0  # (index, pitch) of pitched notes, (index, part, velocity), index
+    for i, (t, k) in enumerate(zip(tokens, kinds)):
+        if k == "p":
+            part = int(t[1:])
+        elif k == "n" and not (part < len(drums) and drums[part]):
+            notes.append((i, int(t[1:])))
+        elif k == "v":
+            velocities.append((i, part, int(t[1:])))
+        elif k == "tempo":
+            tempos.append(i)
+    low, high = min((p for _, p in notes), default=None), max((p for _, p in notes), default=None)
+
+    def shifted(pitch=0, velocity=0, tempo=0):
+        if pitch and notes and not p0 <= low + pitch <= high + pitch <= p1:
+            return None
+        out, dropped, last = list(tokens), set(), {}
+        for i, p in notes if pitch else ():
+            out[i] = f"n{p + pitch}"
+        for i, part, v in velocities:
+            v = min(max(v + velocity, v0), v1)
+            if last.get(part) == v:
+                dropped.add(i)
+            else:
+                out[i], last[part] = f"v{v}", v
+        for i in tempos if tempo else ():
+            out[i] = spec.tempo_token(float(value(tokens[i])), tempo)
+        return [t for i, t in enumerate(out) if i not in dropped] if dropped else out
+    return shifted
+
+
 def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
     """Tokens of a canonical encoding with every note of a pitched part moved `pitch` semitones (drums stay: their
     pitches name drums), every velocity `velocity` louder (clamped; one that clamping makes equal to its part's last is
     dropped, as the normal form has it) and the tempo token `tempo` buckets faster (clamped); None if a note would
-    leave the pitch range. One pass over the tokens: the order within a part is kept by a shift."""
-    (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
-    drums = [value(t) == "drums" for t in tokens if kind(t) == "inst"]
-    out, part, vel = [], 0, {}
-    for t in tokens:
-        k = kind(t)
-        if k == "p":
-            part = int(t[1:])
-        elif k == "n" and pitch and not (part < len(drums) and drums[part]):
-            if not p0 <= (p := int(t[1:]) + pitch) <= p1:
-                return None
-            t = f"n{p}"
-        elif k == "v":
-            v = min(max(int(t[1:]) + velocity, v0), v1)
-            if vel.get(part) == v:
-                continue
-            t, vel[part] = f"v{v}", v
-        elif k == "tempo" and tempo:
-            t = spec.tempo_token(float(value(t)), tempo)
-        out.append(t)
-    return out
+    leave the pitch range. The order within a part is kept by a shift."""
+    return shifter(tokens, spec)(pitch, velocity, tempo)
 
 
 def variants(opts, name):
@@ -84,8 +101,8 @@ def augment_one(opts, job):
             counts["already there"], kept = counts["already there"] + 1, kept + 1
             continue
         if tokens is None:
-            tokens = readable(src, spec)
-        if (shifted := shift(tokens, spec, p, v, t)) is None:
+            tokens = shifter(readable(src, spec), spec)
+        if (shifted := tokens(p, v, t)) is None:
             counts["pitch out of range"] += 1
             continue
         atomic_write(dest, tokens_to_text(shifted))
