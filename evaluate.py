@@ -67,14 +67,14 @@ from batch import (atomic_write, die, figure_png, find_files, read_text, reason,
 from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
                       style_settings)
 from dataset import read_data
-from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, check_edition, finish, header_end,
-                               kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
+from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, finish, header_end, kind,
+                               notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, begins_on_tonic, closest_style, ends_on_tonic,
                       histogram, kernel_width, listen, logistic_accuracy, looped, other_lengths, out_of_range,
                       outside_key, overlapping_area, parallels, piece_form, piece_key, piece_measures, polyphony,
                       profile, repeated_notes, returning_notes, voice_ranges, worst_part_repeats)
-from midi_io import MIDI_SUFFIXES, described_changes, midi_to_notes, notes_to_midi
+from midi_io import MIDI_SUFFIXES, described_changes, midi_to_notes, notes_to_midi, read_music
 from ngram import KneserNey, split_pieces
 from runs import learnt_given, load_run, pick_device
 
@@ -1063,7 +1063,7 @@ def readable_pieces(paths, flag):
         die(f"{flag}: no MIDI file (.mid, .midi) or encoding (.txt) in {' '.join(map(str, paths))}")
     for path in found:
         try:
-            notes, header, dropped = read_for_listening(path, spec)
+            notes, header, dropped = read_music(path, spec, scores=False)
         except (OSError, ValueError) as e:
             skipped.append(f"{path}: {reason(e)}")
             continue
@@ -1199,20 +1199,6 @@ LISTENED = [("full_beats", "beats with all voices sounding", ".0%"),
 
 def shown(value, fmt):
     return "–" if value is None else format(value, fmt)
-
-
-def read_for_listening(path, spec):
-    """(notes, Header, what reading changed) of a MIDI file or a text encoding (.txt, any case), or ValueError saying
-    why not."""
-    if path.suffix.lower() == ".txt":
-        tokens = text_to_tokens(read_text(path))
-        check_edition(tokens, path)
-        if why := validate(tokens, spec := spec.with_styles_of(tokens)):
-            raise ValueError(f"not an encoding this code reads (token {why[0]}: {why[1]})")
-        return *tokens_to_notes(tokens, spec)[:2], {}
-    if path.suffix.lower() not in MIDI_SUFFIXES:
-        raise ValueError("neither a MIDI file (.mid, .midi) nor an encoding (.txt)")
-    return midi_to_notes(path.read_bytes(), spec)
 
 
 def histograms_png(hists):

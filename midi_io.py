@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 import config
+from batch import read_text
 from encoding_decoding import (DRUMS, STYLE_NAME, Header, Note, Spec, as_note, bar_steps, canonical, canonical_rows,
-                               meter_fraction, notes_to_tokens, rows_to_notes, text_to_tokens, tokens_to_notes,
-                               tokens_to_text)
+                               check_edition, meter_fraction, notes_to_tokens, rows_to_notes, text_to_tokens,
+                               tokens_to_notes, tokens_to_text, validate)
 
 MIDI_SUFFIXES = {".mid", ".midi"}  # what is read as a MIDI file (any case)
 WRITABLE = (1, 2, 4, 8, 16, 32)  # the denominators of the time signatures notes_to_midi writes
@@ -349,6 +350,24 @@ def score_to_notes(score, spec, default_velocity=config.default_velocity, defaul
     meter, changes = meters_by_bar([(0, meters[0][1])] + meters[1:] if meters else [], spec.sample_freq)
     header = Header(bpm=next((b for b in marks if b), default_bpm), meter=meter, parts=programs, changes=changes)
     return canonical(notes, spec, dropped), fit_meters(header, spec, dropped), dropped
+
+
+def read_music(path, spec, scores=True):
+    """(notes, Header, what reading dropped) of a MIDI file, a text encoding (.txt, any case: checked against the
+    grammar, read as it is; a style the spec lacks is read as one) or, with `scores`, a score that music21 reads (its
+    first tune); ValueError saying why not (FirstEdition for an encoding of the grammar's first edition)."""
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        tokens = text_to_tokens(read_text(path))
+        check_edition(tokens, path)
+        if why := validate(tokens, spec := spec.with_styles_of(tokens)):
+            raise ValueError(f"not an encoding this code reads (token {why[0]}: {why[1]})")
+        return *tokens_to_notes(tokens, spec)[:2], {}
+    if path.suffix.lower() in MIDI_SUFFIXES:
+        return midi_to_notes(path.read_bytes(), spec)
+    if not scores:
+        raise ValueError("neither a MIDI file (.mid, .midi) nor an encoding (.txt)")
+    return score_to_notes(parse_score(path)[0][1], spec)
 
 
 def parse_score(path):

@@ -39,14 +39,13 @@ import numpy as np
 import batch
 import config
 import configurator
-from batch import atomic_open, atomic_write, clean_stale, die, read_text, reason, temp_name, writable_dir
+from batch import atomic_open, atomic_write, clean_stale, die, reason, temp_name, writable_dir
 from controls import (PER_STYLE, Controls, Request, add_part, form_setting, harmonize, infill, key_pitch_classes,
                       key_triad, pitch_class, style_settings, top_line)
-from encoding_decoding import (DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, strip_leading_silence,
-                               text_to_tokens, tokens_to_notes, tokens_to_text)
+from encoding_decoding import (DRUMS, END, HEADER, START, FirstEdition, finish, kind, notes_to_tokens,
+                               strip_leading_silence, tokens_to_notes, tokens_to_text)
 from mask import draw, draw_styles
-from midi_io import (MIDI_SUFFIXES, described_changes, instrument_name, instrument_number, midi_to_notes, notes_to_midi,
-                     notes_to_score, parse_score, score_to_notes)
+from midi_io import described_changes, instrument_name, instrument_number, notes_to_midi, notes_to_score, read_music
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 
@@ -63,17 +62,13 @@ def read_piece(path, flag, spec, meter=None, one_meter=True):
     if path.is_dir():  # (music21 would read a folder's files as one piece, or fail inside)
         die(f"{flag} {path} is a folder: give one file")
     try:
-        if path.suffix.lower() in MIDI_SUFFIXES:
-            notes, header, dropped = midi_to_notes(path.read_bytes(), spec)
-        elif path.suffix.lower() == ".txt":
-            notes, header, _ = tokens_to_notes(text_to_tokens(read_text(path)), spec)
-            dropped = {}  # (an encoding is read as it is)
-        else:
-            notes, header, dropped = score_to_notes(parse_score(path)[0][1], spec)
+        notes, header, dropped = read_music(path, spec)
+    except FirstEdition as e:  # (it names the file)
+        die(f"{flag} {e}")
     except OSError as e:
         die(f"{flag} {path}: cannot read it ({e.strerror or e})")
     except Exception as e:  # music21's score readers raise their own kinds on a damaged file
-        die(f"{flag} {path}: not a readable MIDI file or score ({reason(e)})")
+        die(f"{flag} {path}: not a readable MIDI file, score or encoding ({reason(e)})")
     bpm = header.bpm  # the file's own, not its token's bucket
     header = replace(header, style=spec.styles[0])  # any style of the run's, so that its tokens read back
     notes, header, _ = tokens_to_notes(strip_leading_silence(notes_to_tokens(notes, spec, header)), spec)

@@ -8,6 +8,7 @@ from conftest import run
 from evaluate import longest_runs
 from encoding_decoding import Header, as_note
 from measures import histogram, overlapping_area
+from midi_io import read_music
 from ngram import KneserNey
 
 
@@ -423,21 +424,21 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     assert "kept 2 of 9 files" in r.stdout and "| kept | 2 |" in r.stdout
     assert (tmp_path / "kept" / kept[0]).read_bytes() == (tmp_path / kept[0]).read_bytes()
     import evaluate
-    pieces = [evaluate.read_for_listening(p, Spec())[:2] for p in samples]
-    real = [evaluate.read_for_listening(tmp_path / "real0.txt", Spec())[:2]]  # all major: the minor one left out
+    pieces = [read_music(p, Spec(), scores=False)[:2] for p in samples]
+    real = [read_music(tmp_path / "real0.txt", Spec(), scores=False)[:2]]  # all major: the minor one left out
     assert [samples[i].name for i in keep_files(pieces, real, 4, 4)] == ["s_major0.txt", "s_major1.txt",
                                                                           "s_major2.txt"]
     # each piece against the real pieces' spread: with a real piece that stands as still, the 90th percentile of
     # their repeats (25 % and 50 %) is 47.5 %, still under it; the 100th is 50 %, and it is kept
-    real.append(evaluate.read_for_listening(tmp_path / "s_still.txt", Spec())[:2])
+    real.append(read_music(tmp_path / "s_still.txt", Spec(), scores=False)[:2])
     assert "s_still.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
     assert "s_still.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
     # the same with the notes outside the key: real ones with none and 2 of 12 put the 90th percentile under 2 of 12
-    real.append(evaluate.read_for_listening(tmp_path / "s_astray.txt", Spec())[:2])
+    real.append(read_music(tmp_path / "s_astray.txt", Spec(), scores=False)[:2])
     assert "s_astray.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
     assert "s_astray.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
     # and the part that repeats most (of those with 8 notes or more): none among the real ones but the frozen alto
-    real.append(evaluate.read_for_listening(tmp_path / "s_frozen.txt", Spec())[:2])
+    real.append(read_music(tmp_path / "s_frozen.txt", Spec(), scores=False)[:2])
     assert "s_frozen.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
     assert "s_frozen.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
     # and the notes going back to the pitch before their part's last: nine chords rocking between I and IV, every
@@ -450,7 +451,7 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     # and the rhythm: against a real piece whose first chord is struck twice at half the length (half its notes not
     # of its commonest length), the cadence in one length throughout is left out, unless a real piece is as plain
     plain = [(c_major, Header(style="bach", parts=(52, 52, 52, 52)))]
-    varied = [evaluate.read_for_listening(tmp_path / "s_still.txt", Spec())[:2]]
+    varied = [read_music(tmp_path / "s_still.txt", Spec(), scores=False)[:2]]
     assert keep_files(plain, varied, 4, 4) == [] and keep_files(plain, varied + plain, 4, 4, percentile=100) == [0]
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
     assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1

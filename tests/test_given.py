@@ -243,6 +243,11 @@ def test_given_material_errors_are_one_clear_line(trained, tmp_path):
     empty.write_bytes(midi_file(track()))
     chords = tmp_path / "chords.mid"
     chords.write_bytes(midi_file(track(on(60), on(64), off(60, delta=480), off(64), on(67), off(67, delta=480))))
+    old, broken, latin1 = tmp_path / "old.txt", tmp_path / "broken.txt", tmp_path / "latin1.txt"  # encodings
+    old.write_text("START style:bach tempo:121 meter:4/4 n60 d4 v80 sepxx d4 n62 d4 v80 END\n")
+    broken.write_text("START style:bach tempo:121 meter:4/4 inst:0 bar:1 pos:0 p0 d4 n60 v80 END\n")
+    latin1.write_bytes("START style:bach tempo:121 meter:4/4 inst:0 bar:1 pos:0 n60 d4 v80 END # \xe9t\xe9\n"
+                       .encode("latin-1"))
     r = run("sample.py", "--out_dir", trained, "--prompt", piece, "--infill", "3-5")  # as a user meets it
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
     assert "--infill 3-5: bars outside the piece, which has bars 1 to 3" in r.stderr
@@ -254,7 +259,10 @@ def test_given_material_errors_are_one_clear_line(trained, tmp_path):
             (["--melody", tmp_path / "missing.mid"], "cannot read it"),
             (["--melody", piece, "--bars", 4], "take their length from the piece"),
             (["--melody", piece, "--key", "C# major"], "outside --key/--scale/--pitch_range"),
-            (["--prompt", piece, "--add_part", "kazoo"], "unknown instrument 'kazoo'")]:
+            (["--prompt", piece, "--add_part", "kazoo"], "unknown instrument 'kazoo'"),
+            (["--prompt", old, "--bars", 4], "an encoding of the grammar's first edition"),  # (read as notes before)
+            (["--melody", broken], "not an encoding this code reads (token 8: 'd4' cannot follow state 'part' (expected n))"),
+            (["--prompt", latin1, "--add_part", "bass"], "not UTF-8 text (byte 73")]:
         code, _, err = sample_here("--out_dir", trained, "--output_dir", tmp_path / "o", *args)
         assert code != 0 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     code, out, err = sample_here("--out_dir", trained, "--melody", chords, "--num_samples", 1,
