@@ -99,10 +99,10 @@ def read_prompt(path, spec, bars, meter=None):
 
 def prompt_controls(args, spec, controls):
     """(the prompt's tokens after START, controls with the prompt's header, the prompt's bars as read: tokens from
-    START) for --prompt: the header takes the
-    prompt's tempo, meter and parts unless --tempo or --meter force others (a forced meter lays the prompt's bars
-    anew), the MIDI is written at the prompt's own tempo (unless --tempo or --bpm), and the bar lines' countdown is
-    left to the mask (--bars or the model). What changes is said in a note."""
+    START) for --prompt: the header takes the prompt's tempo, meter and parts unless --tempo or --meter force others
+    (a forced meter lays the prompt's bars anew), the MIDI is written at the prompt's own tempo (unless --tempo or
+    --bpm), and the bar lines' countdown is left to the mask (--bars or the model). What changes is said in a
+    note."""
     if controls.part_count() is not None:
         die("--prompt brings its own parts: give --parts/--instruments only without a prompt")
     tokens, header = read_prompt(args.prompt, spec, args.prompt_bars, controls.meter)
