@@ -109,14 +109,22 @@ def run(script, *args, timeout=None):
     a subprocess spends 2-3 s importing torch and music21, which was half of the suite on a slow CPU. The script runs
     as __main__ (runpy), through the same lines a user's command takes, and what it changes in the process (argv,
     the folder, torch's threads and precision, signal handlers, the locks it holds until exit) is put back after it.
-    Returns what subprocess.run would: returncode, stdout, stderr. (`timeout` is subprocess.run's: here a hang hangs
-    the test.) run_apart runs a script in a process of its own, for a test that needs one (another folder, a kill)."""
+    Returns what subprocess.run would: returncode, stdout, stderr; past `timeout` seconds it raises TimeoutExpired,
+    as subprocess.run does (an alarm stops the script, whatever it catches). run_apart runs a script in a process
+    of its own, for a test that needs one (another folder, a kill)."""
     argv = [str(ROOT / script), *map(str, args)]
     out, err = io.StringIO(), io.StringIO()
     saved = (sys.argv[:], os.getcwd(), torch.get_num_threads(), torch.backends.mkldnn.matmul.fp32_precision,
-             {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)})
-    code = 0
+             {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)})
+    code, late = 0, []
+
+    def too_long(signum, frame):
+        late.append(True)
+        raise subprocess.TimeoutExpired(argv, timeout)
     try:
+        if timeout:
+            signal.signal(signal.SIGALRM, too_long)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
         os.chdir(ROOT)
         sys.argv[:] = argv
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
@@ -131,6 +139,7 @@ def run(script, *args, timeout=None):
                 traceback.print_exc()
                 code = 1
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         argv_before, cwd, threads, precision, handlers = saved
         sys.argv[:] = argv_before
         os.chdir(cwd)
@@ -140,6 +149,8 @@ def run(script, *args, timeout=None):
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         batch._unlock_all(os.getpid())  # the locks a script holds until its process exits
+    if late:  # (even where the script caught it and went on to exit)
+        raise subprocess.TimeoutExpired(argv, timeout, out.getvalue(), err.getvalue())
     return subprocess.CompletedProcess(argv, code or 0, out.getvalue(), err.getvalue())
 
 

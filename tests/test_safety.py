@@ -315,8 +315,8 @@ def start_encode(tmp_path):
                          # a shell ignores Ctrl-C in what it starts in the background (`make test &`): undo that,
                          # so that SIGINT reaches the script as it does at a terminal
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 60
-    while time.time() < deadline and not (tmp_path / "text/.encode_journal.jsonl").exists():
+    deadline, journal = time.time() + 60, tmp_path / "text/.encode_journal.jsonl"
+    while time.time() < deadline and not (journal.exists() and journal.stat().st_size):  # a piece done, to resume
         time.sleep(0.05)
     assert p.poll() is None, "the encode finished before it could be stopped"
     return p, psutil.Process(p.pid).children()
@@ -330,3 +330,17 @@ def test_ctrl_c_on_encode_says_a_rerun_resumes(tmp_path):
     assert not psutil.wait_procs(workers, timeout=10)[1]
     r = encode(tmp_path, "--midi_dirs", tmp_path / "in")
     assert r.returncode == 0 and "resuming:" in r.stdout
+
+
+def test_a_script_run_in_the_tests_process_stops_at_its_timeout(data, tmp_path):
+    """conftest's run keeps subprocess.run's `timeout` although the script runs in pytest's process: a script that
+    runs past it raises TimeoutExpired (a hang fails its test, not the suite), and the process is as before."""
+    threads, alarm = torch.get_num_threads(), signal.getsignal(signal.SIGALRM)
+    t0 = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run("train.py", *train_args(data, tmp_path / "long", "--max_iters=1000000", "--eval_interval=1000000"),
+            timeout=2)
+    assert time.monotonic() - t0 < 30 and torch.get_num_threads() == threads
+    assert signal.getsignal(signal.SIGALRM) == alarm and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    r = run("train.py", *train_args(data, tmp_path / "short", "--max_iters=2", "--eval_interval=2"), timeout=120)
+    assert r.returncode == 0, r.stderr  # (and the next script runs as before)
