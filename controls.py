@@ -198,20 +198,28 @@ def top_line(notes):
 
 def harmonize(melody, header, spec, ahead=True):
     """(prompt tokens after START, Given, bars) that write the parts under a melody: its notes are part 0, every
-    other part is free, and the piece is as long as the melody (laid in the header's meter)."""
+    other part is free from the melody's first note on (a pickup is the choir's, not an introduction before it), and
+    the piece is as long as the melody (laid in the header's meter)."""
     bars = header.bars_needed(melody, spec.sample_freq)
     lines = header.bar_lines(spec.sample_freq, bars)
     blocks = tuple(map(tuple, ahead_blocks(melody, lines))) if ahead else None
-    return [], Given(tuple(melody), tuple(range(1, spec.max_parts)), blocks=blocks, min_parts=2, on_top=0), bars
+    return [], Given(tuple(melody), tuple(range(1, spec.max_parts)), (first_onset(melody), 1 << 30), blocks,
+                     min_parts=2, on_top=0), bars
 
 
 def add_part(notes, header, spec, ahead=True):
-    """(prompt tokens after START, Given, bars) that write one new part, after the header's, against all of them."""
+    """(prompt tokens after START, Given, bars) that write one new part, after the header's, against all of them,
+    from their first note on."""
     bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, bars)
     blocks = tuple(map(tuple, ahead_blocks(notes, lines))) if ahead else None
     n = len(header.parts)
-    return [], Given(tuple(notes), (n,), blocks=blocks, min_parts=n + 1), bars
+    return [], Given(tuple(notes), (n,), (first_onset(notes), 1 << 30), blocks, min_parts=n + 1), bars
+
+
+def first_onset(notes):
+    """The step of the earliest note's onset (0 for none)."""
+    return min((as_note(n).start for n in notes), default=0)
 
 
 def infill(notes, header, spec, first, last, ahead=True):
