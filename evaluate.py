@@ -255,8 +255,8 @@ class Pieces:
         self.val_styles = np.array([style_of(t) for t in val_tokens])
         self.styles = sorted(set(self.val_styles))
         self.val_keeps = [header_end(t) or 1 for t in val_tokens]
-        self.val_notes = self.notes_of(val_tokens)
         self.val_decoded = [tokens_to_notes(t, tok.spec)[:2] for t in val_tokens]
+        self.val_notes = [notes for notes, _ in self.val_decoded]
         self.val_cut_decoded = [tokens_to_notes(self.cut(p), tok.spec)[:2] for p in self.val]
         self.rng = np.random.default_rng(args.seed)
         self.train_styles = np.array([style_of(tok.decode([int(i) for i in p[:4]])) for p in self.train_pieces])
@@ -267,9 +267,6 @@ class Pieces:
 
     def cut(self, ids):
         return first_tokens(ids, self.max_new, self.tok)
-
-    def notes_of(self, pieces):
-        return [tokens_to_notes(t, self.tok.spec)[0] for t in pieces]
 
     def decoded_of(self, pieces):
         """(notes, header) of each piece that has notes."""

@@ -142,8 +142,7 @@ def given_controls(args, tok, controls, run):
     notes, header = read_piece(args.melody or args.prompt, flag, spec, controls.meter)
     piece, melody = notes_to_tokens(notes, spec, header), None
     if args.melody and len(header.parts) == 1:  # the header, with the parts that --instruments gives, if it does
-        piece = notes_to_tokens([], spec, replace(header, parts=controls.instruments or ()))
-        piece = piece[:[kind(t) for t in piece].index("bar")]
+        piece = [START] + spec.header_tokens(replace(header, parts=controls.instruments or ()))
     check_pitches([n for n in notes if not args.melody or n.part == 0], header, controls,
                   f"{flag} {args.melody or args.prompt}")
     if args.melody:
