@@ -5,13 +5,14 @@ python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --t
     [--bars 16 | --seconds 60] [--form AABA] [--key "D minor" | --scale 0,2,4,5,7,9,11] [--pitch_range 48,84]
     [--prompt song.mid --prompt_bars 4] [--bpm 120] [--max_new_tokens 1024] [--seed 1] [--output_dir midi-samples]
     [--musicxml] [--wav] [--list_styles]
-python sample.py --melody tune.mid [--style bach] [--parts 4]     # harmonize: the tune is the top part, exactly
+python sample.py --melody tune.mid [--style bach] [--parts 3]     # harmonize: the tune is the top part, exactly
 python sample.py --prompt piece.mid --infill 5-8                  # bars 5 to 8 anew, every other note kept
 python sample.py --prompt piece.mid --add_part bass               # one new part against the piece's parts
     [--look_ahead true]                                           # (given material also shown ahead)
     [--voice_leading true]     # no part rests once begun, no parallel fifths or octaves, no crossing, a tonic
                                # last bar (where the mask can keep them)
     [--choir true]             # four voices in their ranges, the upper ones within an octave, no leap over one
+                               # (a --melody with no --parts or --instruments: four parts)
 
 A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
 Bach's rules (the tonic ending and the choir's; under a --melody, --infill or --add_part all four of part writing),
@@ -40,8 +41,8 @@ import batch
 import config
 import configurator
 from batch import atomic_open, atomic_write, clean_stale, die, reason, temp_name, writable_dir
-from controls import (PER_STYLE, Controls, Request, add_part, form_setting, harmonize, infill, key_pitch_classes,
-                      key_triad, pitch_class, style_settings, top_line)
+from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form_setting, harmonize, infill,
+                      key_pitch_classes, key_triad, pitch_class, style_settings, top_line)
 from encoding_decoding import (DRUMS, END, HEADER, START, FirstEdition, finish, kind, notes_to_tokens,
                                strip_leading_silence, tokens_to_notes, tokens_to_text)
 from mask import draw, draw_styles
@@ -265,7 +266,7 @@ def style_groups(args, model, tok, controls, chosen, with_given, piece=None, mat
     (config.STYLE_DEFAULTS: its rules, form and sampling settings) fill what the command line leaves unset for it
     too, as they would under --style."""
     if args.style:
-        return [(list(range(args.num_samples)), controls, args)]
+        return [(list(range(args.num_samples)), choir_voices(controls, material), args)]
     styles = draw_styles(model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p,
                          piece, material.min_parts if material else 1)
     groups = []
@@ -273,9 +274,10 @@ def style_groups(args, model, tok, controls, chosen, with_given, piece=None, mat
         rows = [i for i, s in enumerate(styles) if s == style]
         settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, with_given), "style": style,
                                          "num_samples": len(rows)})
-        groups.append((rows, replace(controls, style=style, voice_leading=settings.voice_leading,
-                                     voice_leading_rules=settings.voice_leading_rules, choir=settings.choir,
-                                     form=chosen_form(settings)), settings))
+        groups.append((rows, choir_voices(replace(controls, style=style, voice_leading=settings.voice_leading,
+                                                  voice_leading_rules=settings.voice_leading_rules,
+                                                  choir=settings.choir, form=chosen_form(settings)), material),
+                       settings))
     return groups
 
 

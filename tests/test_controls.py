@@ -616,6 +616,20 @@ def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     assert drawn_forms("x", 5, 1, bars=1) is None and drawn_forms("y", 5, 1) is None  # "AB" needs 2 bars
 
 
+def test_a_harmonization_under_the_choir_is_for_four_voices():
+    from dataclasses import replace
+    from controls import choir_voices, harmonize, infill
+    from encoding_decoding import Note
+    melody, header = [Note(4 * k, 67, 4, 80) for k in range(8)], Header(parts=(52,))
+    sung = harmonize(melody, header, SPEC)[1]
+    assert choir_voices(Controls(choir=True), sung).parts == 4
+    for c in (Controls(), Controls(choir=True, parts=3), Controls(choir=True, instruments=(52, 52))):
+        assert choir_voices(c, sung) == c  # no choir, or the parts asked for
+    filled = infill(melody, replace(header, bars=2), SPEC, 1, 1)[1]
+    assert choir_voices(Controls(choir=True), filled) == Controls(choir=True) == choir_voices(Controls(choir=True),
+                                                                                             None)
+
+
 def test_sample_takes_its_styles_row_where_no_flag_is_given(monkeypatch, tmp_path):
     import config
     from conftest import sample_here

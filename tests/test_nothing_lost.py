@@ -205,6 +205,24 @@ def test_without_a_style_a_piece_given_weighs_the_draw_of_the_style(tmp_path):
     assert code == 0 and "folk" in blind and "folk" not in styles(out) and "silent" not in out, out + err
 
 
+def test_a_melody_harmonized_under_the_choirs_rules_takes_four_voices(tmp_path):
+    """A melody harmonized in Bach's style (its defaults: the choir's rules, which are for four voices) with no
+    --parts takes four parts, the melody and three under it (the parts were left to the model, which wrote five or
+    eight for 6 of 16 chorale sopranos, a piano's beside the voices, where no choir rule holds); --parts and
+    --instruments still choose."""
+    import music21
+    from midi_io import midi_to_notes, read_music
+    notes, header, _ = read_music(music21.corpus.getWork("bach/bwv157.5"), SPEC)
+    soprano = write(tmp_path / "soprano.mid", [n for n in notes if n.part == 0], Header(bpm=header.bpm, parts=(52,)))
+    for args, parts in (([], 4), (["--parts", 3], 3), (["--instruments", "19,19,19,19,19"], 5)):
+        out = tmp_path / str(parts)
+        code, _, err = sample_here("--style", "bach", "--melody", soprano, "--num_samples", 2, *args,
+                                   "--output_dir", out)
+        assert code == 0, err
+        for mid in sorted(out.glob("*_seed1337_[0-9].mid")):
+            assert len(midi_to_notes(mid.read_bytes(), SPEC)[1].parts) == parts, (args, mid.name)
+
+
 def test_listen_measures_only_pieces_with_pitched_notes(tmp_path):
     melody = [Note(4 * k, 60 + k % 5, 4, 80) for k in range(16)]
     write(tmp_path / "empty.mid", [])
