@@ -167,9 +167,10 @@ look_ahead = False         # given material (--melody, --infill, --add_part) als
                            # better on the demo model (README, "Given material")
 voice_leading = False      # part writing's first rules, kept by the mask where they leave the sampler a choice:
                            # every part sounds from the first onset to the end, no parallel fifths or octaves, no
-                           # part crosses its neighbours, and the last bar is the tonic triad (of --key, or the key
-                           # its notes suggest)
-voice_leading_rules = ("rests", "parallels", "crossing", "ending")  # which of those four --voice_leading keeps
+                           # part crosses its neighbours, the last bar is the tonic triad (of --key, or the key its
+                           # notes suggest), and so is the first onset where the key is known before it (--key, or a
+                           # melody's)
+voice_leading_rules = ("rests", "parallels", "crossing", "ending", "beginning")  # which of those --voice_leading keeps
 usual_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
                            # 99th percentile in the 368 four-part Bach chorales of music21's corpus (evaluate.py counts
                            # the four-note beats with a voice outside them: 5.5 % of the chorales')
@@ -213,8 +214,8 @@ given_samples = 4          # samples of each
 STYLE_DEFAULTS = {
     "bach": dict(voice_leading=True, voice_leading_rules=("ending",), choir=True, temperature=0.9, top_p=1.0,
                  forms={"": 55.2, "AABC": 19.4, "ABABCDE": 13.1, "AAB": 6.9, "ABCBDEFG": 2.7, "ABCBDE": 2.7},
-                 with_given=dict(voice_leading_rules=("rests", "parallels", "crossing", "ending"), temperature=0.8,
-                                 top_p=0.95)),
+                 with_given=dict(voice_leading_rules=("rests", "parallels", "crossing", "ending", "beginning"),
+                                 temperature=0.8, top_p=0.95)),
     "fiddle": dict(voice_leading=True, temperature=0.9, top_p=0.95,
                    forms={"AABB": 51.4, "AAAABCBC": 15.5, "": 5.4, "AAAABBBB": 5.0, "ABABCBCB": 4.6, "AABAAB": 4.4,
                           "ABCC": 4.0, "ABABCCCC": 3.7, "AABC": 3.1, "AAAABBBC": 2.9}),

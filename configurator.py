@@ -45,7 +45,8 @@ LIMITS = {
 TUPLE_ITEMS = {"rule_styles": ""}  # the type of the items of a tuple whose default is empty
 CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16"), "gelu_approximate": ("none", "tanh"),
            "choir_rules": ("range", "spacing", "leap", "repeat", "swing"),
-           "voice_leading_rules": ("rests", "parallels", "crossing", "ending"), "rule_scale": ("none", "used", "key"),
+           "voice_leading_rules": ("rests", "parallels", "crossing", "ending", "beginning"),
+           "rule_scale": ("none", "used", "key"),
            "given_kinds": ("melody", "parts", "bars")}
 
 

@@ -72,6 +72,7 @@ class Controls:
     voice_leading: bool = False  # part writing's first rules: every part sounds from the first onset to the end
                                  # (no rests), no two parts move in parallel fifths, octaves or unisons, no part
                                  # crosses its neighbours, and the last bar is the tonic triad, the tonic in the bass
+                                 # (and the first onset, where the key is known before it: --key, or a melody's)
     triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key; None: the key that the
                                # notes so far and all given ones (a melody) suggest
     form: str = None           # phrases as letters, e.g. "AABA": the planned bars shared out among them in order, and
@@ -79,7 +80,7 @@ class Controls:
                                # piece's last bar, its cadence, and a bar its model phrase is too short for), while
                                # a new letter does not open as an earlier phrase did (soft: mask.Contrast); or a
                                # tuple of forms, one per sample in turn ("" for none), as --form auto draws them
-    voice_leading_rules: tuple = ("rests", "parallels", "crossing", "ending")  # which of those voice_leading keeps
+    voice_leading_rules: tuple = config.voice_leading_rules  # which of those voice_leading keeps
     choir_rules: tuple = config.choir_rules  # which of the choir's rules (below) it keeps
     choir: bool = False        # for four voices: each in its range (config.choir_ranges), the alto within an octave
                                # under the soprano and the tenor under the alto, no leap over an octave, no voice

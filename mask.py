@@ -48,6 +48,14 @@ def estimated_triads(weights, holds=-1):
     return triads[best]
 
 
+def relative_triads(triads):
+    """(B, 3) tonic triads (tonic, third, fifth) -> those of their relative keys: a major key's minor a third below,
+    a minor key's major a third above (one key signature, read from another tonic)."""
+    tonic, minor = triads[:, 0], (triads[:, 1] - triads[:, 0]) % 12 == 3
+    rel = torch.where(minor, tonic + 3, tonic + 9) % 12
+    return torch.stack([rel, (rel + torch.where(minor, 4, 3)) % 12, (rel + 7) % 12], 1)
+
+
 def grammar_tables(itos):
     """The grammar as lookup tables over token ids, for the sampler's mask:
     (states, allowed, next_state) where allowed[s][i] says whether token id i may come in state s and
@@ -523,21 +531,33 @@ class VoiceLeading(Rule):
     this onset (both moving the same way, from and to the same perfect interval) and does not cross the parts next to
     it (at most the pitch of the one above, at least that of the one below, where they sound), and in the last bar
     the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest),
-    the tonic in the lowest of several parts (the last the header names), none held into it. Soft: where the rules
-    leave nothing canonical they give way, those on parallels and crossing (`preferred`, the ParallelsAndCrossing
-    rule) first. `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
+    the tonic in the lowest of several parts (the last the header names), none held into it; and the piece's first
+    onset is the tonic triad of the key known before it (Controls.triad, or the one the given notes suggest), or its
+    relative key's where only that holds the given notes struck there, or free where neither does (a harmonized
+    melody: having heard only its first note, the model opened BWV 139.6's E major soprano on a C major chord), the
+    root in the lowest part. Soft: where the rules leave nothing canonical they give way, those on parallels and
+    crossing (`preferred`, the ParallelsAndCrossing rule) first. `parts_due`: a part must still sound at the current
+    onset (the piece may not close yet)."""
     soft = True
 
     def __init__(self, c, controls, material):
         device = c.value.device
-        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending
+        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning
         self.triad = None if controls.triad is None else torch.tensor(controls.triad, device=device)[None, :]  # (1, 3)
         self.material = material  # (the Material rule, or None)
         self.g_weight, self.g_last = torch.zeros(12, dtype=torch.float64, device=device), -1
-        if material is not None:  # the given notes count for the key from the start
+        given = list(map(as_note, material.material.notes)) if material is not None else []
+        if given:  # the given notes count for the key from the start
             self.g_weight.index_add_(0, material.pitch[:-1] % 12, material.dur[:-1].double())
-            if material.material.notes:  # the pitch class of the top given note that starts last: the triad holds it
-                self.g_last = max((n.start, n.pitch) for n in map(as_note, material.material.notes))[1] % 12
+            # the pitch class of the top given note that starts last: the triad holds it
+            self.g_last = max((n.start, n.pitch) for n in given)[1] % 12
+        # the first onset's triad, (1, 3) or None: that of the key known before it (--key's, or the one the given
+        # notes suggest), or its relative key's where only that holds the given notes struck first
+        self.opening = None
+        if "beginning" in self.rules and (self.triad is not None or given):
+            key = self.triad if self.triad is not None else estimated_triads(self.g_weight[None], self.g_last)
+            first = {n.pitch % 12 for n in given if n.start == min(m.start for m in given)}
+            self.opening = next((t for t in (key, relative_triads(key)) if first <= set(t[0].tolist())), None)
 
     def reset(self, c, batch_size, device):
         # per part, the step and pitch of its latest onset, and the pitch of the note before it
@@ -545,6 +565,7 @@ class VoiceLeading(Rule):
             torch.full((batch_size, c.spec.max_parts), -1, dtype=torch.long, device=device) for _ in range(3))
         # and the durations per pitch class of the pitched notes so far, the given ones' all from the start: the key
         self.pc_weight = self.g_weight.expand(batch_size, -1).clone()
+        self.first_at = torch.full((batch_size,), -1, dtype=torch.long, device=device)  # the first onset's step
 
     def consume(self, c, s):
         P = c.spec.max_parts
@@ -555,6 +576,7 @@ class VoiceLeading(Rule):
             keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
             keep(self.onset_pitch, moved, s.value[:, t])
             keep(self.onset_at, at, s.clock[:, t])
+            self.first_at = torch.where(at & (self.first_at < 0), s.clock[:, t], self.first_at)
         pitched = s.dur & ~c.drum.gather(1, s.part.clamp(max=P - 1))
         if s.given is not None:  # (counted from the start)
             pitched &= ~s.given
@@ -612,6 +634,10 @@ class VoiceLeading(Rule):
         ok &= ~c.is_n | ~col(last & ending) | ((pc[:, None, :] == triad[:, :, None]).any(1)
                                                & (~col(c.part == bass) | (pc == triad[:, :1])))
         ok &= ~c.is_d | ~col(~last & ending) | (col(clock) + v <= col(last_bar_at))
+        if self.opening is not None:  # the first onset: its triad, the root in the bass
+            first = (self.first_at < 0) | (self.first_at == clock)
+            ok &= ~c.is_n | ~col(mine & first) | ((pc[:, None, :] == self.opening[:, :, None]).any(1)
+                                                 & (~col(c.part == bass) | (pc == self.opening[:, :1])))
         self.parts_due = low < P
         return ok
 

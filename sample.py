@@ -10,12 +10,13 @@ python sample.py --prompt piece.mid --infill 5-8                  # bars 5 to 8 
 python sample.py --prompt piece.mid --add_part bass               # one new part against the piece's parts
     [--look_ahead true]                                           # (given material also shown ahead)
     [--voice_leading true]     # no part rests once begun, no parallel fifths or octaves, no crossing, a tonic
-                               # last bar (where the mask can keep them)
+                               # last bar, and a tonic first chord where the key is known before it (--key or a
+                               # melody's) (where the mask can keep them)
     [--choir true]             # four voices in their ranges, the upper ones within an octave, no leap over one
                                # (a --melody with no --parts or --instruments: four parts)
 
 A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
-Bach's rules (the tonic ending and the choir's; under a --melody, --infill or --add_part all four of part writing),
+Bach's rules (the tonic ending and the choir's; under a --melody, --infill or --add_part all five of part writing),
 a form drawn from real chorales' (--form auto) and the sampling settings measured best for it; any flag given wins
 (--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone). Without --style,
 each sample's style is drawn first (the model's choice, having heard the piece given, if any) and its defaults hold
@@ -317,7 +318,8 @@ def main(argv=None):
                                          "or --seconds); auto: each sample's drawn from the forms of the style's "
                                          "real pieces; none: no form", per_style=True)
     configurator.option(control, "voice_leading", "true: no part rests once begun, no parallel fifths or octaves, no "
-                                                  "crossing, a tonic last bar (where the mask can keep them)",
+                                                  "crossing, a tonic last bar and, where the key is known before "
+                                                  "it (--key, a melody), first chord (where the mask can keep them)",
                         per_style=True)
     configurator.option(control, "choir", "true: for four voices, each in its range (config.choir_ranges), the "
                                           "upper voices within an octave, no leap over an octave (where the mask can "

@@ -382,6 +382,19 @@ def test_voice_leading_ends_on_the_tonic():
     assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [62, 67, 71]
 
 
+def test_voice_leading_begins_on_the_tonic_where_the_key_is_known():
+    rules = ("rests", "parallels", "crossing", "ending", "beginning")
+    # --key C: the first onset is C major's triad, the lowest part (the last named) on the tonic
+    allowed = voice_mask("pos:0", triad=(0, 4, 7), rules=rules)
+    assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [60, 64, 67, 72]
+    allowed = voice_mask("pos:0 n76 d4 v80 p1", triad=(0, 4, 7), rules=rules)
+    assert [k for k in range(36, 72) if allowed[TOK.stoi[f"n{k}"]]] == [36, 48, 60]
+    # after it, free; and without a key known before the first note, no such rule
+    assert voice_mask("pos:0 n76 d4 v80 p1 n60 d4 v80 pos:4 p0", triad=(0, 4, 7), rules=rules)[TOK.stoi["n74"]]
+    assert voice_mask("pos:0", rules=rules)[TOK.stoi["n62"]]
+    assert voice_mask("pos:0", triad=(0, 4, 7))[TOK.stoi["n62"]]  # (nor without the rule)
+
+
 def test_voice_leading_keeps_parts_from_crossing():
     # the lower part at or under the upper one's note (G4); the upper part's next note at or over the held C4
     allowed = voice_mask("pos:0 n67 d4 v80 p1")

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import config
 from conftest import body, midi_file, off, on, run, sample_here, track
 from controls import Controls, add_part, harmonize, infill, top_line
 from encoding_decoding import (AHEAD, DRUMS, END, START, Header, Note, Spec, Tokenizer, canonical, finish,
@@ -117,6 +118,29 @@ def test_a_voice_led_harmonization_ends_on_a_tonic_triad_holding_the_melodys_las
         root = bass.pop()
         assert any(last <= triad and 11 in triad for triad in ({root, (root + 3) % 12, (root + 7) % 12},
                                                                 {root, (root + 4) % 12, (root + 7) % 12}))
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_a_voice_led_harmonization_opens_on_the_tonic_triad(ahead):
+    """Rule "beginning": the first onset is the tonic triad of the key the melody suggests, the root in the bass, or
+    its relative key's where only that triad holds the melody's first note (the shipped model, heard only that
+    first note, opened BWV 139.6's E major soprano on a C major chord); the rules without it leave the model's."""
+    def first_chords(pitches, rules):
+        melody = [Note(4 * k, p, 4, 80, 0) for k, p in enumerate(pitches)]
+        prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead)
+        controls = Controls(style="bach", bars=bars, meter="4/4", instruments=(52,) * 4, voice_leading=True,
+                            voice_leading_rules=rules, choir=True)  # (a voice in its range: room for the root)
+        for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 8, 6, prompt):
+            notes = tokens_to_notes(tokens, SPEC)[0]
+            assert [n for n in notes if n.part == 0] == melody
+            yield ({n.pitch % 12 for n in notes if n.start == 0},
+                   {n.pitch % 12 for n in notes if n.start == 0 and n.part == 3})  # (the bass: the last part)
+    g_major = [71, 72, 74, 72, 71, 69, 67, 66, 64, 66, 67, 71, 74, 71, 69, 67]  # opens on B, the third
+    e_minor = [74, 71, 67, 66, 64, 66, 67, 71, 72, 71, 69, 67, 66, 64, 63, 64]  # read in E minor, opens on D
+    for pitches, triad in ((g_major, {7, 11, 2}), (e_minor, {7, 11, 2})):
+        for chord, bass in first_chords(pitches, config.voice_leading_rules):
+            assert chord <= triad and bass == {7}, (chord, bass)
+    assert any(not chord <= {7, 11, 2} for chord, _ in first_chords(g_major, ("rests", "ending")))
 
 
 def test_an_infill_keeps_every_other_note_and_its_seams():
