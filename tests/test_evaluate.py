@@ -242,6 +242,10 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert not frozen_part(notes + line([55, 55, 55, 57, 57, 55, 55, 57]))  # 4 of 7: too few notes to tell
     assert not frozen_part(notes + line([55, 55, 57, 57, 57, 55, 55, 57, 59, 55]))  # G G A A A G G A B G: 4 of 9
     assert r["ends_not_a_triad"] == 0  # it ends on the bass's C alone: fewer than three notes, not a dissonance
+    from measures import comes_home
+    assert r["comes_home"] == 0 and not comes_home(notes)  # from C major's triad to the bass's C alone: no triad
+    home = notes[:-1] + [(28, 60, 4, 80, 3), (28, 63, 4, 80, 0), (28, 67, 4, 80, 1)]
+    assert comes_home(home) and not comes_home(notes[4:-1] + home[-3:])  # C minor after C major; G B D ... C
     from measures import LAST_CHORDS, last_chord, triad_root
     assert (triad_root({0, 4, 7}), triad_root({9, 0, 4}), triad_root({7, 2}), triad_root({2, 5})) == (0, 9, 7, 2)
     assert triad_root({11, 2, 5}) is None and triad_root({0, 4, 8}) is None and triad_root({7, 11, 2, 5}) is None
