@@ -270,7 +270,7 @@ samples: .venv/installed
 	$(PY) sample.py --overwrite --style fiddle --bars 16 --form AABB --num_samples 1 --seed 9 --musicxml \
 		--output_dir $(SAMPLES)
 	for m in bwv244.15_soprano altdeu10_tune147 own_tune; do $(PY) sample.py --overwrite --style bach --melody \
-		$(HARMONIZED)/given/$$m.mid --parts 4 --num_samples 2 --seed 1 --musicxml \
+		$(HARMONIZED)/given/$$m.mid --num_samples 2 --seed 1 --musicxml \
 		--output_dir $(HARMONIZED) || exit 1; done
 	$(PY) plot.py --midi $(SAMPLES)/*.mid $(HARMONIZED)/*.mid
 
