@@ -212,7 +212,8 @@ given_samples = 4          # samples of each
 # where Bach has 3.4, all four rules bring it to 0.8, while its own chorales need only the ending rule
 # (models/corpus/MODEL.md).
 STYLE_DEFAULTS = {
-    "bach": dict(voice_leading=True, voice_leading_rules=("ending",), choir=True, temperature=0.9, top_p=1.0,
+    "bach": dict(voice_leading=True, voice_leading_rules=("ending", "beginning"), choir=True, temperature=0.9,
+                 top_p=1.0,
                  forms={"": 55.2, "AABC": 19.4, "ABABCDE": 13.1, "AAB": 6.9, "ABCBDEFG": 2.7, "ABCBDE": 2.7},
                  with_given=dict(voice_leading_rules=("rests", "parallels", "crossing", "ending", "beginning"),
                                  temperature=0.8, top_p=0.95)),
