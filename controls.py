@@ -257,8 +257,8 @@ def style_settings(style, given, with_given=False):
 def choir_voices(controls, material):
     """The controls of a sample under Controls.choir, whose rules are for four voices: a melody harmonized (given on
     top) with no --parts or --instruments takes four parts, as a chorale has them (left free, the shipped model gave
-    6 of 16 chorale sopranos five or eight parts, a piano's beside the voices, and the choir's rules held for none of
-    them); any other sample as it is."""
+    5 of 16 harmonizations of chorale sopranos five or eight parts, a piano's beside the voices, and the choir's rules
+    held for none of them); any other sample as it is."""
     if controls.choir and material is not None and material.on_top == 0 and controls.part_count() is None:
         return replace(controls, parts=4)
     return controls

@@ -108,7 +108,7 @@ def begins_on_tonic(notes, key=None):
 def comes_home(notes):
     """Whether the last onset's chord is a triad on the root of the first onset's triad (its mode may change: a
     Picardy third, a minor opening's major close): where the piece set out from, wherever the key analysis hears it
-    (Bach's four-part chorales: 85 %)."""
+    (the demo's 413 Bach chorales: 87 %)."""
     notes = list(map(as_note, notes))
     root = triad_root(first_pitch_classes(notes)) if notes else None
     return root is not None and triad_root(final_pitch_classes(notes)) == root

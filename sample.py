@@ -10,8 +10,8 @@ python sample.py --prompt piece.mid --infill 5-8                  # bars 5 to 8 
 python sample.py --prompt piece.mid --add_part bass               # one new part against the piece's parts
     [--look_ahead true]                                           # (given material also shown ahead)
     [--voice_leading true]     # no part rests once begun, no parallel fifths or octaves, no crossing, a tonic
-                               # last bar, and a tonic first chord where the key is known before it (--key or a
-                               # melody's) (where the mask can keep them)
+                               # last bar and, where the key is known before it (--key, a melody), first chord;
+                               # where the mask can keep them
     [--choir true]             # four voices in their ranges, the upper ones within an octave, no leap over one
                                # (a --melody with no --parts or --instruments: four parts)
 
