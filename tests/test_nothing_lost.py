@@ -208,8 +208,8 @@ def test_without_a_style_a_piece_given_weighs_the_draw_of_the_style(tmp_path):
 def test_a_melody_harmonized_under_the_choirs_rules_takes_four_voices(tmp_path):
     """A melody harmonized in Bach's style (its defaults: the choir's rules, which are for four voices) with no
     --parts takes four parts, the melody and three under it (the parts were left to the model, which wrote five or
-    eight for 5 of 16 harmonizations of chorale sopranos, a piano's beside the voices, where no choir rule holds); --parts and
-    --instruments still choose."""
+    eight for 5 of 16 harmonizations of chorale sopranos, a piano's beside the voices, where no choir rule holds);
+    --parts and --instruments still choose."""
     import music21
     from midi_io import midi_to_notes, read_music
     notes, header, _ = read_music(music21.corpus.getWork("bach/bwv157.5"), SPEC)
