@@ -173,6 +173,8 @@ class Given:
     blocks: tuple = None
     min_parts: int = 1
     on_top: int = None         # a given part no other pitched part sounds above (a harmonized melody: part 0)
+    bass: int = None           # a free part that is the bass (an added bass), whose first and last notes voice
+                               # leading's tonic chords root; None: the lowest of several free parts
 
 
 @dataclass(frozen=True)
@@ -208,14 +210,15 @@ def harmonize(melody, header, spec, ahead=True):
                      min_parts=2, on_top=0), bars
 
 
-def add_part(notes, header, spec, ahead=True):
+def add_part(notes, header, spec, ahead=True, bass=False):
     """(prompt tokens after START, Given, bars) that write one new part, after the header's, against all of them,
-    from their first note on."""
+    from their first note on; with `bass`, the new part is the bass."""
     bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, bars)
     blocks = tuple(map(tuple, ahead_blocks(notes, lines))) if ahead else None
     n = len(header.parts)
-    return [], Given(tuple(notes), (n,), (first_onset(notes), 1 << 30), blocks, min_parts=n + 1), bars
+    return [], Given(tuple(notes), (n,), (first_onset(notes), 1 << 30), blocks, min_parts=n + 1,
+                     bass=n if bass else None), bars
 
 
 def first_onset(notes):

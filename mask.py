@@ -33,7 +33,9 @@ KEY_PROFILES = ((17.7661, 0.145624, 14.9265, 0.160186, 19.8049, 11.3587, 0.29124
 def estimated_triads(weights, holds=-1):
     """(B, 12) durations per pitch class -> (B, 3) the tonic triads of their likeliest keys (Krumhansl and Schmuckler's
     method: the key whose profile correlates best with the durations; a major key on ties), among the keys whose
-    triad holds the pitch class `holds` (a given melody's last note) where it is >= 0."""
+    triad holds the pitch class `holds` (a given melody's last note) where it is >= 0: one per row ((B,) or a
+    number), or several ((B or 1, k): the given parts' last chord, its top note first), those after the first
+    dropped where no key's triad holds them all."""
     def standardized(x):
         x = x - x.mean(-1, keepdim=True)
         return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-9)
@@ -42,8 +44,10 @@ def estimated_triads(weights, holds=-1):
     k = torch.arange(24, device=weights.device)
     tonic, minor = k % 12, (k >= 12).long()
     triads = torch.stack([tonic, (tonic + 4 - minor) % 12, (tonic + 7) % 12], 1)      # (24, 3)
-    holds = torch.as_tensor(holds, device=weights.device).view(-1, 1)                 # (B or 1, 1)
-    fits = (triads[None] == holds[..., None]).any(2) | (holds < 0)                   # (B or 1, 24)
+    holds = torch.as_tensor(holds, device=weights.device)
+    holds = holds.view(-1, 1) if holds.dim() <= 1 else holds                         # (B or 1, k)
+    inside = (triads[None, :, :, None] == holds[:, None, None, :]).any(2) | (holds[:, None, :] < 0)  # (B|1, 24, k)
+    fits = torch.where(inside.all(2).any(1, keepdim=True), inside.all(2), inside[:, :, 0])  # (B or 1, 24)
     best = (standardized(weights) @ standardized(keys).T).masked_fill(~fits, float("-inf")).argmax(1)
     return triads[best]
 
@@ -530,14 +534,15 @@ class VoiceLeading(Rule):
     passed over), a part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at
     this onset (both moving the same way, from and to the same perfect interval) and does not cross the parts next to
     it (at most the pitch of the one above, at least that of the one below, where they sound), and in the last bar
-    the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest),
-    the tonic in the lowest of several parts (the last the header names), none held into it; and the piece's first
-    onset is the tonic triad of the key known before it (Controls.triad, or the one the given notes suggest), or its
-    relative key's where only that holds the given notes struck there, or free where neither does (a harmonized
-    melody: having heard only its first note, the model opened BWV 139.6's E major soprano on a C major chord), the
-    root in the lowest part. Soft: where the rules leave nothing canonical they give way, those on parallels and
-    crossing (`preferred`, the ParallelsAndCrossing rule) first. `parts_due`: a part must still sound at the current
-    onset (the piece may not close yet)."""
+    the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest
+    whose triad holds the given notes struck last: a melody's last note, the given parts' last chord where one triad
+    holds it all), the tonic in the bass (the lowest of several written parts, the last the header names, or
+    Given.bass: an added bass), none held into it; and the piece's first onset is the tonic triad of the key known
+    before it (Controls.triad, or the one the given notes suggest), or its relative key's where only that holds the
+    given notes struck there, or free where neither does (a harmonized melody: having heard only its first note, the
+    model opened BWV 139.6's E major soprano on a C major chord), the root in the bass. Soft: where the rules leave
+    nothing canonical they give way, those on parallels and crossing (`preferred`, the ParallelsAndCrossing rule)
+    first. `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
 
     def __init__(self, c, controls, material):
@@ -549,8 +554,11 @@ class VoiceLeading(Rule):
         given = list(map(as_note, material.material.notes)) if material is not None else []
         if given:  # the given notes count for the key from the start
             self.g_weight.index_add_(0, material.pitch[:-1] % 12, material.dur[:-1].double())
-            # the pitch class of the top given note that starts last: the triad holds it
-            self.g_last = max((n.start, n.pitch) for n in given)[1] % 12
+            # the pitch classes of the given notes that start last, the top one first: the triad holds it, and the
+            # others too where a key's triad holds them all (an added part's last chord: the given parts' close)
+            end, top = max((n.start, n.pitch) for n in given)
+            self.g_last = torch.tensor([[top % 12] + sorted({n.pitch % 12 for n in given if n.start == end}
+                                                            - {top % 12})], device=device)
         # the first onset's triad, (1, 3) or None: that of the key known before it (--key's, or the one the given
         # notes suggest), or its relative key's where only that holds the given notes struck first
         self.opening = None
@@ -630,6 +638,8 @@ class VoiceLeading(Rule):
         triad = self.triad if self.triad is not None else estimated_triads(self.pc_weight, self.g_last)
         pc = c.value[None, :] % 12
         bass = torch.where(active.sum(1) > 1, torch.where(active, parts, -1).amax(1), -1)  # (one line: no bass)
+        if self.material is not None and self.material.material.bass is not None:  # (an added bass)
+            bass = torch.full_like(bass, self.material.material.bass)
         ending = mine & ("ending" in self.rules)
         ok &= ~c.is_n | ~col(last & ending) | ((pc[:, None, :] == triad[:, :, None]).any(1)
                                                & (~col(c.part == bass) | (pc == triad[:, :1])))

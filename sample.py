@@ -172,7 +172,7 @@ def given_controls(args, tok, controls, run):
         inst, voice = add_part_instrument(args.add_part, header)
         if voice and not controls.pitch_range:
             controls = replace(controls, pitch_range=VOICE_RANGES[voice])
-        prompt, given, bars = add_part(notes, header, spec, ahead)
+        prompt, given, bars = add_part(notes, header, spec, ahead, bass=voice == "bass")
         controls = replace(controls, instruments=header.parts + (inst,))
     controls = replace(controls, bars=bars, tempo=controls.tempo or header.bpm, meter=header.meter,
                        bpm=controls.bpm or (header.bpm if controls.tempo is None else None))

@@ -2,6 +2,7 @@
 sample.py's --melody, --infill and --add_part."""
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import config
 from conftest import body, midi_file, off, on, run, sample_here, track
 from controls import Controls, add_part, harmonize, infill, top_line
 from encoding_decoding import (AHEAD, DRUMS, END, START, Header, Note, Spec, Tokenizer, canonical, finish,
-                               given_variant, notes_to_tokens, tokens_to_notes, validate)
+                               given_variant, kind, notes_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, mask_rows
 from midi_io import midi_to_notes, notes_to_midi
 from model import sample_logits
@@ -167,6 +168,42 @@ def test_an_added_part_leaves_the_given_parts_alone():
         got, head, _ = tokens_to_notes(tokens, SPEC)
         assert head.parts == (52, 52, 52, 32) and [n for n in got if n.part < 3] == notes
         assert all(40 <= n.pitch <= 64 for n in got if n.part == 3)
+
+
+def test_an_added_bass_roots_the_first_and_last_chords():
+    """--add_part bass under voice leading: the bass's first and last notes are the tonic's root, as the lowest of a
+    harmonization's written parts are (before, an added part was the only one written, so no rule knew it for the
+    bass: it could open and close on the third or fifth); the key's triad holds the given parts' last chord, so parts
+    that close on another triad get its root (the top note alone left BWV 244.15's close on D major under a B)."""
+    upper = [(76, 72, 67), (74, 71, 67), (72, 69, 64), (71, 67, 62), (72, 67, 64), (74, 71, 65), (72, 67, 64),
+             (71, 67, 62), (72, 67, 64)]  # I V vi V I V7 I V I, a chord a beat and the last held: C major
+    bass = [48, 43, 45, 43, 48, 43, 48, 43, 48]
+    notes = canonical([Note(4 * k, p, 4 if k < 8 else 16, 80, v) for k, chord in enumerate(upper)
+                       for v, p in enumerate(chord + (bass[k],))], SPEC)
+    given = [n for n in notes if n.part < 3]
+    tokens = notes_to_tokens(notes, SPEC, HEADER, given=given)
+    bass_at = [i for i in range(1, len(tokens)) if tokens[i - 1] == "p3"]
+    first, last = bass_at[0], bass_at[-1]  # the bass's first and last pitches
+    for is_bass, rooted in ((True, True), (False, False)):
+        prompt, material, bars = add_part(given, replace(HEADER, parts=HEADER.parts[:3]), SPEC, ahead=False,
+                                          bass=is_bass)
+        controls = Controls(bars=bars, meter="4/4", instruments=HEADER.parts, voice_leading=True)
+        rows = mask_rows(GrammarMask(TOK, "cpu", controls, material=material), TOK.encode(tokens), "cpu")
+        for i in (first, last):
+            pcs = {int(t[1:]) % 12 for t, ok in zip(TOK.itos, rows[i - 1]) if ok and kind(t) == "n"}
+            assert (pcs == {0}) == rooted and pcs <= {0, 4, 7}, (tokens[i], pcs)
+    # parts that close on E major's triad (a half cadence in A minor): the bass closes on E, where the top note (B)
+    # alone would leave the key that the piece's notes suggest among those whose triad holds it (G major: G under E)
+    upper[-1], bass[-1] = (71, 68, 64), 40
+    notes = canonical([Note(4 * k, p, 4 if k < 8 else 16, 80, v) for k, chord in enumerate(upper)
+                       for v, p in enumerate(chord + (bass[k],))], SPEC)
+    given = [n for n in notes if n.part < 3]
+    tokens = notes_to_tokens(notes, SPEC, HEADER, given=given)
+    prompt, material, bars = add_part(given, replace(HEADER, parts=HEADER.parts[:3]), SPEC, ahead=False, bass=True)
+    controls = Controls(bars=bars, meter="4/4", instruments=HEADER.parts, voice_leading=True)
+    rows = mask_rows(GrammarMask(TOK, "cpu", controls, material=material), TOK.encode(tokens), "cpu")
+    last = [i for i in range(1, len(tokens)) if tokens[i - 1] == "p3"][-1]
+    assert {int(t[1:]) % 12 for t, ok in zip(TOK.itos, rows[last - 1]) if ok and kind(t) == "n"} == {4}
 
 
 @pytest.mark.parametrize("task", ["melody", "infill", "add_part"])
