@@ -564,7 +564,8 @@ class VoiceLeading(Rule):
         self.opening = None
         if "beginning" in self.rules and (self.triad is not None or given):
             key = self.triad if self.triad is not None else estimated_triads(self.g_weight[None], self.g_last)
-            first = {n.pitch % 12 for n in given if n.start == min(m.start for m in given)}
+            begin = min((n.start for n in given), default=None)
+            first = {n.pitch % 12 for n in given if n.start == begin}
             self.opening = next((t for t in (key, relative_triads(key)) if first <= set(t[0].tolist())), None)
 
     def reset(self, c, batch_size, device):
@@ -640,14 +641,14 @@ class VoiceLeading(Rule):
         bass = torch.where(active.sum(1) > 1, torch.where(active, parts, -1).amax(1), -1)  # (one line: no bass)
         if self.material is not None and self.material.material.bass is not None:  # (an added bass)
             bass = torch.full_like(bass, self.material.material.bass)
+        # (B, V): the notes of triad t (B or 1, 3), its root in the bass
+        chord = lambda t: (pc[:, None, :] == t[:, :, None]).any(1) & (~col(c.part == bass) | (pc == t[:, :1]))
         ending = mine & ("ending" in self.rules)
-        ok &= ~c.is_n | ~col(last & ending) | ((pc[:, None, :] == triad[:, :, None]).any(1)
-                                               & (~col(c.part == bass) | (pc == triad[:, :1])))
+        ok &= ~c.is_n | ~col(last & ending) | chord(triad)
         ok &= ~c.is_d | ~col(~last & ending) | (col(clock) + v <= col(last_bar_at))
         if self.opening is not None:  # the first onset: its triad, the root in the bass
             first = (self.first_at < 0) | (self.first_at == clock)
-            ok &= ~c.is_n | ~col(mine & first) | ((pc[:, None, :] == self.opening[:, :, None]).any(1)
-                                                 & (~col(c.part == bass) | (pc == self.opening[:, :1])))
+            ok &= ~c.is_n | ~col(mine & first) | chord(self.opening)
         self.parts_due = low < P
         return ok
 

@@ -267,7 +267,7 @@ def style_groups(args, model, tok, controls, chosen, with_given, piece=None, mat
     (config.STYLE_DEFAULTS: its rules, form and sampling settings) fill what the command line leaves unset for it
     too, as they would under --style."""
     if args.style:
-        return [(list(range(args.num_samples)), choir_voices(controls, material), args)]
+        return [(list(range(args.num_samples)), controls, args)]
     styles = draw_styles(model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p,
                          piece, material.min_parts if material else 1)
     groups = []
@@ -275,10 +275,9 @@ def style_groups(args, model, tok, controls, chosen, with_given, piece=None, mat
         rows = [i for i, s in enumerate(styles) if s == style]
         settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, with_given), "style": style,
                                          "num_samples": len(rows)})
-        groups.append((rows, choir_voices(replace(controls, style=style, voice_leading=settings.voice_leading,
-                                                  voice_leading_rules=settings.voice_leading_rules,
-                                                  choir=settings.choir, form=chosen_form(settings)), material),
-                       settings))
+        groups.append((rows, replace(controls, style=style, voice_leading=settings.voice_leading,
+                                     voice_leading_rules=settings.voice_leading_rules, choir=settings.choir,
+                                     form=chosen_form(settings)), settings))
     return groups
 
 
@@ -371,7 +370,7 @@ def main(argv=None):
     out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
     for rows, c, settings in style_groups(args, model, tok, controls, chosen, with_given, piece, material):
         with autocast(device, dtype):
-            drawn = draw(model, tok, Request(c, tuple(prompt), material), len(rows), args.seed,
+            drawn = draw(model, tok, Request(choir_voices(c, material), tuple(prompt), material), len(rows), args.seed,
                          settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
         for j, (i, row) in enumerate(zip(rows, drawn)):
             out[i], forms[i] = row, c.forms()[j % len(c.forms())] if c.forms() else ""
