@@ -534,7 +534,7 @@ class VoiceLeading(Rule):
     passed over), a part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at
     this onset (both moving the same way, from and to the same perfect interval) and does not cross the parts next to
     it (at most the pitch of the one above, at least that of the one below, where they sound), and in the last bar
-    the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given ones suggest
+    the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given pitched ones suggest
     whose triad holds the given notes struck last: a melody's last note, the given parts' last chord where one triad
     holds it all), the tonic in the bass (the lowest of several written parts, the last the header names, or
     Given.bass: an added bass), none held into it; and the piece's first onset is the tonic triad of the key known
@@ -551,9 +551,13 @@ class VoiceLeading(Rule):
         self.triad = None if controls.triad is None else torch.tensor(controls.triad, device=device)[None, :]  # (1, 3)
         self.material = material  # (the Material rule, or None)
         self.g_weight, self.g_last = torch.zeros(12, dtype=torch.float64, device=device), -1
-        given = list(map(as_note, material.material.notes)) if material is not None else []
-        if given:  # the given notes count for the key from the start
-            self.g_weight.index_add_(0, material.pitch[:-1] % 12, material.dur[:-1].double())
+        # the given notes of pitched parts (a drum's note number is a sound, not a pitch)
+        drums = {k for k, i in enumerate(controls.instruments or ()) if i == DRUMS}
+        notes = map(as_note, material.material.notes) if material is not None else ()
+        given = [n for n in notes if n.part not in drums]
+        if given:  # they count for the key from the start
+            self.g_weight.index_add_(0, torch.tensor([n.pitch % 12 for n in given], device=device),
+                                     torch.tensor([n.dur for n in given], dtype=torch.float64, device=device))
             # the pitch classes of the given notes that start last, the top one first: the triad holds it, and the
             # others too where a key's triad holds them all (an added part's last chord: the given parts' close)
             end, top = max((n.start, n.pitch) for n in given)

@@ -206,6 +206,25 @@ def test_an_added_bass_roots_the_first_and_last_chords():
     assert {int(t[1:]) % 12 for t, ok in zip(TOK.itos, rows[last - 1]) if ok and kind(t) == "n"} == {4}
 
 
+def test_a_drum_part_given_is_no_pitch_to_voice_leading():
+    """A drum's note number names a sound: a piece's drums count neither for the key that voice leading estimates nor
+    for the last chord it holds (before, a closing triangle, note 81, was heard as an A over a C major close, and the
+    added bass closed on F or A)."""
+    upper = [(76, 72, 67), (74, 71, 67), (72, 67, 64), (74, 71, 65), (72, 67, 64)]  # I V I V7 I: C major
+    notes = [Note(4 * k, p, 4 if k < 4 else 16, 80, v) for k, chord in enumerate(upper) for v, p in enumerate(chord)]
+    notes += [Note(4 * k, 42, 2, 80, 3) for k in range(4)] + [Note(16, 81, 16, 80, 3), Note(16, 49, 16, 80, 3)]
+    header = Header(style="bach", bpm=96, meter="4/4", parts=(52, 52, 52, DRUMS))
+    given = canonical(notes, SPEC)
+    bass = canonical(given + [Note(4 * k, p, 4 if k < 4 else 16, 80, 4) for k, p in enumerate((48, 43, 48, 43, 48))],
+                     SPEC)
+    tokens = notes_to_tokens(bass, SPEC, replace(header, parts=header.parts + (52,)), given=given)
+    last = [i for i in range(1, len(tokens)) if tokens[i - 1] == "p4"][-1]  # the bass's last pitch
+    prompt, material, bars = add_part(given, header, SPEC, ahead=False, bass=True)
+    controls = Controls(bars=bars, meter="4/4", instruments=header.parts + (52,), voice_leading=True)
+    rows = mask_rows(GrammarMask(TOK, "cpu", controls, material=material), TOK.encode(tokens), "cpu")
+    assert {int(t[1:]) % 12 for t, ok in zip(TOK.itos, rows[last - 1]) if ok and kind(t) == "n"} == {0}
+
+
 @pytest.mark.parametrize("task", ["melody", "infill", "add_part"])
 def test_the_mask_allows_every_token_of_a_real_piece_with_given_material(task):
     """Teacher forcing: the encoding a given variant writes is what the mask draws, token for token, after the
