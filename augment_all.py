@@ -20,52 +20,7 @@ import batch
 import configurator
 from batch import atomic_write, die, find_files, parallel_map, read_text, within, writable_dir
 from dataset import VARIANT, variant_name
-from encoding_decoding import (FirstEdition, Spec, check_edition, kind, text_to_tokens, tokens_to_text, validate,
-                               value)
-
-
-def shifter(tokens, spec):
-    """shift for one piece, its tokens read once (a piece gives 107 variants): (pitch=0, velocity=0, tempo=0) ->
-    shift(tokens, spec, pitch, velocity, tempo)."""
-    (p0, p1), (v0, v1) = spec.pitch_range, spec.velocity_range
-    kinds = [kind(t) for t in tokens]
-    drums = [value(t) == "drums" for t, k in zip(tokens, kinds) if k == "inst"]
-    notes, velocities, tempos, part = [], [], [], 0  # (index, pitch) of pitched notes, (index, part, velocity), index
-    for i, (t, k) in enumerate(zip(tokens, kinds)):
-        if k == "p":
-            part = int(t[1:])
-        elif k == "n" and not (part < len(drums) and drums[part]):
-            notes.append((i, int(t[1:])))
-        elif k == "v":
-            velocities.append((i, part, int(t[1:])))
-        elif k == "tempo":
-            tempos.append(i)
-    low, high = min((p for _, p in notes), default=None), max((p for _, p in notes), default=None)
-
-    def shifted(pitch=0, velocity=0, tempo=0):
-        if pitch and notes and not p0 <= low + pitch <= high + pitch <= p1:
-            return None
-        out, dropped, last = list(tokens), set(), {}
-        for i, p in notes if pitch else ():
-            out[i] = f"n{p + pitch}"
-        for i, part, v in velocities:
-            v = min(max(v + velocity, v0), v1)
-            if last.get(part) == v:
-                dropped.add(i)
-            else:
-                out[i], last[part] = f"v{v}", v
-        for i in tempos if tempo else ():
-            out[i] = spec.tempo_token(float(value(tokens[i])), tempo)
-        return [t for i, t in enumerate(out) if i not in dropped] if dropped else out
-    return shifted
-
-
-def shift(tokens, spec, pitch=0, velocity=0, tempo=0):
-    """Tokens of a canonical encoding with every note of a pitched part moved `pitch` semitones (drums stay: their
-    pitches name drums), every velocity `velocity` louder (clamped; one that clamping makes equal to its part's last is
-    dropped, as the normal form has it) and the tempo token `tempo` buckets faster (clamped); None if a note would
-    leave the pitch range. The order within a part is kept by a shift."""
-    return shifter(tokens, spec)(pitch, velocity, tempo)
+from encoding_decoding import FirstEdition, Spec, check_edition, shifter, text_to_tokens, tokens_to_text, validate
 
 
 def variants(opts, name):

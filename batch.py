@@ -343,6 +343,37 @@ def atomic_write(path, data, exclusive=False):
         f.write(data.encode() if isinstance(data, str) else data)
 
 
+def claim_stem(out_dir, name, data, ext=".txt", beside=(".mid",), overwrite=False):
+    """Where a sample whose `ext` file holds `data` (its MIDI file) goes, that file written there: out_dir/name, unless
+    another sample is there (another command with the same seed, whose files a user may keep: its `ext` or `beside`
+    files), then name-2, name-3, ..., the first free or holding this one. A name is taken by writing the file without
+    replacing (atomic_write exclusive), so two commands at once never take the same one. `overwrite`: name, its
+    file replaced."""
+    data = data.encode() if isinstance(data, str) else data
+    if overwrite:
+        atomic_write(out_dir / (name + ext), data)
+        return out_dir / name
+
+    def holds_this(path):
+        try:
+            return path.read_bytes() == data
+        except OSError:
+            return False
+    for k in range(1, 10_000):
+        stem = out_dir / (name if k == 1 else f"{name}-{k}")
+        path, *others = (stem.parent / (stem.name + e) for e in (ext, *beside))
+        if holds_this(path):
+            return stem
+        if not (path.exists() or any(p.exists() for p in others)):
+            try:
+                atomic_write(path, data, exclusive=True)
+                return stem
+            except FileExistsError:  # taken by another command this instant
+                if holds_this(path):
+                    return stem
+    die(f"{out_dir}: 10,000 samples named {name}-*: give another --seed or --output_dir")
+
+
 def figure_png(fig):
     """A matplotlib figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt

@@ -67,19 +67,16 @@ from batch import (atomic_write, die, figure_png, find_files, read_text, reason,
 from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
                       style_settings)
 from dataset import read_data
-from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, finish, header_end, kind,
-                               notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
+from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, decodes_cleanly, finish, first_tokens,
+                               header_end, kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, begins_on_tonic, closest_style, ends_on_tonic,
                       histogram, kernel_width, listen, logistic_accuracy, looped, other_lengths, out_of_range,
                       outside_key, overlapping_area, parallels, piece_form, piece_key, piece_measures, polyphony,
                       profile, repeated_notes, returning_notes, voice_ranges, worst_part_repeats)
 from midi_io import MIDI_SUFFIXES, described_changes, midi_to_notes, notes_to_midi, read_music
-from ngram import KneserNey, split_pieces
+from ngram import KneserNey, longest_runs, split_pieces
 from runs import learnt_given, load_run, pick_device
-
-MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 16"
-
 
 def training_windows(n, keep, block):
     """(i, h) for each window a piece of n tokens is read in as training reads it: tokens i .. i + block - h - 1
@@ -130,33 +127,6 @@ def model_nats(model, pieces, keeps, device, batch_size=32, allowed=None, counte
     return total
 
 
-def longest_runs(samples, train, k=MEMO_K):
-    """For each sample (int array), the longest run it shares with `train` (int array), or k-1 if none reaches k."""
-    def hashes(a):
-        h = np.zeros(max(len(a) - k + 1, 0), dtype=np.uint64)
-        if not len(h):  # shorter than k: no k-gram to share
-            return h
-        for t in range(k):
-            h = h * np.uint64(1_000_003) + a[t:len(a) - k + 1 + t].astype(np.uint64)
-        return h
-    th = hashes(train)
-    order = np.argsort(th, kind="stable")
-    sorted_h = th[order]
-    runs = []
-    for s in samples:
-        best = k - 1
-        for i, h in enumerate(hashes(s)):
-            lo, hi = np.searchsorted(sorted_h, h), np.searchsorted(sorted_h, h, side="right")
-            for j in order[lo:hi]:
-                if i > 0 and j > 0 and s[i - 1] == train[j - 1]:
-                    continue  # inside a longer run that started earlier
-                n = min(len(s) - i, len(train) - j)
-                eq = s[i:i + n] == train[j:j + n]
-                best = max(best, n if eq.all() else int(np.argmin(eq)))
-        runs.append(best)
-    return runs
-
-
 def note_events(ids, itos):
     """Token ids -> one id per note, onset or bar line, so runs can be counted in notes rather than tokens."""
     tokens = [itos[i] for i in ids]
@@ -170,18 +140,6 @@ def note_events(ids, itos):
             cur = []
         cur.append(t)
     return groups + ([" ".join(cur)] if cur else [])
-
-
-def decodes_cleanly(tokens, spec):
-    """Whether a sample follows the grammar up to its END; one that ran out of tokens may end mid-group."""
-    upto = tokens[:tokens.index(END) + 1] if END in tokens else tokens
-    err = validate(upto, spec)
-    return err is None or (END not in tokens and err[0] == len(upto))
-
-
-def first_tokens(ids, max_new, tok):
-    """A piece's first max_new tokens after START, closed after its last whole group: the most a sample holds."""
-    return finish(tok.decode([int(i) for i in ids[:max_new + 1]]))
 
 
 def through_midi(tokens, spec):

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 import config
-from batch import read_text
-from encoding_decoding import (DRUMS, STYLE_NAME, Header, Note, Spec, as_note, bar_steps, canonical, canonical_rows,
-                               check_edition, meter_fraction, notes_to_tokens, rows_to_notes, text_to_tokens,
-                               tokens_to_notes, tokens_to_text, validate)
+from batch import atomic_write, die, read_text, reason
+from encoding_decoding import (DRUMS, STYLE_NAME, FirstEdition, Header, Note, Spec, as_note, bar_steps, canonical,
+                               canonical_rows, check_edition, meter_fraction, notes_to_tokens, rows_to_notes,
+                               strip_leading_silence, text_to_tokens, tokens_to_notes, tokens_to_text, validate)
 
 MIDI_SUFFIXES = {".mid", ".midi"}  # what is read as a MIDI file (any case)
 WRITABLE = (1, 2, 4, 8, 16, 32)  # the denominators of the time signatures notes_to_midi writes
@@ -370,6 +370,36 @@ def read_music(path, spec, scores=True):
     return score_to_notes(parse_score(path)[0][1], spec)
 
 
+def read_piece(path, flag, spec, meter=None, one_meter=True):
+    """(notes, Header) of a whole MIDI file, score (MusicXML, ABC, ...) or text encoding (.txt), whole bars before
+    its first note dropped, or one line. Its bars are laid in `meter` where one is given, else, with `one_meter`, in
+    its first (a note says so where it changes; given material is held in one meter), else in its own meters."""
+    path = Path(path)
+    if path.is_dir():  # (music21 would read a folder's files as one piece, or fail inside)
+        die(f"{flag} {path} is a folder: give one file")
+    try:
+        notes, header, dropped = read_music(path, spec)
+    except FirstEdition as e:  # (it names the file)
+        die(f"{flag} {e}")
+    except OSError as e:
+        die(f"{flag} {path}: cannot read it ({e.strerror or e})")
+    except Exception as e:  # music21's score readers raise their own kinds on a damaged file
+        die(f"{flag} {path}: not a readable MIDI file, score or encoding ({reason(e)})")
+    bpm = header.bpm  # the file's own, not its token's bucket
+    header = replace(header, style=spec.styles[0])  # any style of the run's, so that its tokens read back
+    notes, header, _ = tokens_to_notes(strip_leading_silence(notes_to_tokens(notes, spec, header)), spec)
+    if header.changes and one_meter and not meter:
+        print(f"note: {flag} {path} changes meter; it is read in its first, {header.meter}")
+    changes = described_changes(dropped, spec)
+    if not notes:
+        die(f"{flag} {path}: no notes in it" + (f" once read ({changes})" if changes else ""))
+    if changes:
+        print(f"note: {flag} {path} is read with {changes}")
+    header = replace(header, bpm=bpm, bars=0)  # as many bars as the notes need
+    return notes, replace(header, meter=meter, changes=()) if meter else replace(
+        header, changes=()) if one_meter else header
+
+
 def parse_score(path):
     """A score file -> list of (suffix, Score): one per tune of a many-tune file (ABC opus), else one."""
     from music21 import converter
@@ -487,6 +517,12 @@ def notes_to_score(notes, spec, header=Header()):
             lay_pickup(part, q(pad))
         score.insert(0, part)
     return score
+
+
+def write_musicxml(score, path):
+    """A music21 Score as MusicXML, written atomically (music21 writes a file of its own choosing first)."""
+    from music21.musicxml.m21ToXml import GeneralObjectExporter
+    atomic_write(path, GeneralObjectExporter(score).parse())
 
 
 def lay_pickup(part, pad):

@@ -1,6 +1,9 @@
 """The n-gram baseline of evaluate.py: an interpolated Kneser-Ney model over token ids, fitted on train.bin, whose
-bits per token and per note the model must beat."""
+bits per token and per note the model must beat; and the longest runs of tokens that samples share with train.bin
+(memorization), found through shared k-grams."""
 import numpy as np
+
+MEMO_K = 16  # runs are found through shared 16-grams; shorter ones count as "< 16"
 
 
 def split_pieces(ids, start_id):
@@ -74,3 +77,30 @@ class KneserNey:
     def nats(self, piece):
         """Negative log-likelihood of a piece's tokens after its first (START)."""
         return float(-np.log(self.probs(self.padded(piece))[1:]).sum())
+
+
+def longest_runs(samples, train, k=MEMO_K):
+    """For each sample (int array), the longest run it shares with `train` (int array), or k-1 if none reaches k."""
+    def hashes(a):
+        h = np.zeros(max(len(a) - k + 1, 0), dtype=np.uint64)
+        if not len(h):  # shorter than k: no k-gram to share
+            return h
+        for t in range(k):
+            h = h * np.uint64(1_000_003) + a[t:len(a) - k + 1 + t].astype(np.uint64)
+        return h
+    th = hashes(train)
+    order = np.argsort(th, kind="stable")
+    sorted_h = th[order]
+    runs = []
+    for s in samples:
+        best = k - 1
+        for i, h in enumerate(hashes(s)):
+            lo, hi = np.searchsorted(sorted_h, h), np.searchsorted(sorted_h, h, side="right")
+            for j in order[lo:hi]:
+                if i > 0 and j > 0 and s[i - 1] == train[j - 1]:
+                    continue  # inside a longer run that started earlier
+                n = min(len(s) - i, len(train) - j)
+                eq = s[i:i + n] == train[j:j + n]
+                best = max(best, n if eq.all() else int(np.argmin(eq)))
+        runs.append(best)
+    return runs

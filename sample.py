@@ -41,49 +41,19 @@ import numpy as np
 import batch
 import config
 import configurator
-from batch import atomic_open, atomic_write, clean_stale, die, reason, temp_name, writable_dir
+from batch import atomic_open, atomic_write, claim_stem, clean_stale, die, temp_name, writable_dir
 from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form_setting, harmonize, infill,
                       key_pitch_classes, key_triad, pitch_class, style_settings, top_line)
-from encoding_decoding import (DRUMS, END, HEADER, START, FirstEdition, finish, kind, notes_to_tokens,
-                               strip_leading_silence, tokens_to_notes, tokens_to_text)
+from encoding_decoding import DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, tokens_to_notes, tokens_to_text
 from mask import draw, draw_styles
-from midi_io import described_changes, instrument_name, instrument_number, notes_to_midi, notes_to_score, read_music
+from midi_io import (instrument_name, instrument_number, notes_to_midi, notes_to_score, read_piece,
+                     write_musicxml)
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 
 SHIPPED = str(Path(__file__).resolve().parent / config.shipped_run)  # found from whatever folder sample.py runs in
 SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
-
-
-def read_piece(path, flag, spec, meter=None, one_meter=True):
-    """(notes, Header) of a whole MIDI file, score (MusicXML, ABC, ...) or text encoding (.txt), whole bars before
-    its first note dropped, or one line. Its bars are laid in `meter` where one is given, else, with `one_meter`, in
-    its first (a note says so where it changes; given material is held in one meter), else in its own meters."""
-    path = Path(path)
-    if path.is_dir():  # (music21 would read a folder's files as one piece, or fail inside)
-        die(f"{flag} {path} is a folder: give one file")
-    try:
-        notes, header, dropped = read_music(path, spec)
-    except FirstEdition as e:  # (it names the file)
-        die(f"{flag} {e}")
-    except OSError as e:
-        die(f"{flag} {path}: cannot read it ({e.strerror or e})")
-    except Exception as e:  # music21's score readers raise their own kinds on a damaged file
-        die(f"{flag} {path}: not a readable MIDI file, score or encoding ({reason(e)})")
-    bpm = header.bpm  # the file's own, not its token's bucket
-    header = replace(header, style=spec.styles[0])  # any style of the run's, so that its tokens read back
-    notes, header, _ = tokens_to_notes(strip_leading_silence(notes_to_tokens(notes, spec, header)), spec)
-    if header.changes and one_meter and not meter:
-        print(f"note: {flag} {path} changes meter; it is read in its first, {header.meter}")
-    changes = described_changes(dropped, spec)
-    if not notes:
-        die(f"{flag} {path}: no notes in it" + (f" once read ({changes})" if changes else ""))
-    if changes:
-        print(f"note: {flag} {path} is read with {changes}")
-    header = replace(header, bpm=bpm, bars=0)  # as many bars as the notes need
-    return notes, replace(header, meter=meter, changes=()) if meter else replace(
-        header, changes=()) if one_meter else header
 
 
 def read_prompt(path, spec, bars, meter=None):
@@ -411,43 +381,6 @@ def main(argv=None):
                       f"and a .sf2 file at one of {', '.join(SOUNDFONTS)}")
                 args.wav = False
         print(line)
-
-
-def claim_stem(out_dir, name, data, ext=".txt", beside=(".mid",), overwrite=False):
-    """Where a sample whose `ext` file holds `data` (its MIDI file) goes, that file written there: out_dir/name, unless
-    another sample is there (another command with the same seed, whose files a user may keep: its `ext` or `beside`
-    files), then name-2, name-3, ..., the first free or holding this one. A name is taken by writing the file without
-    replacing (batch.atomic_write exclusive), so two commands at once never take the same one. `overwrite`: name, its
-    file replaced."""
-    data = data.encode() if isinstance(data, str) else data
-    if overwrite:
-        atomic_write(out_dir / (name + ext), data)
-        return out_dir / name
-
-    def holds_this(path):
-        try:
-            return path.read_bytes() == data
-        except OSError:
-            return False
-    for k in range(1, 10_000):
-        stem = out_dir / (name if k == 1 else f"{name}-{k}")
-        path, *others = (stem.parent / (stem.name + e) for e in (ext, *beside))
-        if holds_this(path):
-            return stem
-        if not (path.exists() or any(p.exists() for p in others)):
-            try:
-                atomic_write(path, data, exclusive=True)
-                return stem
-            except FileExistsError:  # taken by another command this instant
-                if holds_this(path):
-                    return stem
-    die(f"{out_dir}: 10,000 samples named {name}-*: give another --seed or --output_dir")
-
-
-def write_musicxml(score, path):
-    """A music21 Score as MusicXML, written atomically (music21 writes a file of its own choosing first)."""
-    from music21.musicxml.m21ToXml import GeneralObjectExporter
-    atomic_write(path, GeneralObjectExporter(score).parse())
 
 
 if __name__ == "__main__":

@@ -5,11 +5,10 @@ import pytest
 
 import config
 from conftest import run
-from evaluate import longest_runs
 from encoding_decoding import Header, as_note
 from measures import histogram, overlapping_area
 from midi_io import read_music
-from ngram import KneserNey
+from ngram import KneserNey, longest_runs
 
 
 def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
@@ -151,7 +150,7 @@ def test_memorization_finds_a_planted_copy():
 
 def test_decodes_cleanly_judges_the_raw_sample():
     from encoding_decoding import Spec
-    from evaluate import decodes_cleanly
+    from encoding_decoding import decodes_cleanly
     spec = Spec()
     head = "START style:bach tempo:121 meter:4/4 inst:0 bar:1 pos:0"
     assert decodes_cleanly(f"{head} n60 d4 v80 END n3".split(), spec)
@@ -164,10 +163,8 @@ def test_decodes_cleanly_judges_the_raw_sample():
 def test_validation_pieces_are_cut_like_samples(data):
     """A piece compared with samples of max_new tokens keeps at most its first max_new tokens after START, in whole
     groups, closed with END; a shorter piece stays whole."""
-    from encoding_decoding import END, START, validate
-    from evaluate import first_tokens
+    from encoding_decoding import END, START, Tokenizer, first_tokens, validate
     from ngram import split_pieces
-    from encoding_decoding import Tokenizer
     tok = Tokenizer.load(data / "tokenizer.json")
     piece = split_pieces(np.fromfile(data / "val.bin", dtype=np.uint16).astype(np.int64), tok.stoi[START])[0]
     whole = tok.decode([int(i) for i in piece])

@@ -278,8 +278,7 @@ def test_harmonize_infill_and_add_part_write_real_midi(trained, tmp_path):
     # beside them, the melody as it was kept, to hear what was given
     got, header, _ = midi_to_notes((tmp_path / "h/tiny_harmonized_tune.1_seed1337_melody.mid").read_bytes(), SPEC)
     assert got == [n for n in notes if n.part == 0] and header.parts == (73,) and round(header.bpm) == 96
-    from midi_io import notes_to_score
-    from sample import write_musicxml
+    from midi_io import notes_to_score, write_musicxml
     score = tmp_path / "tune.musicxml"  # a score's first part is a melody too
     write_musicxml(notes_to_score([n for n in notes if n.part == 0], SPEC, Header(bpm=96, meter="3/4")), score)
     code, _, err = sample_here("--out_dir", trained, "--melody", score, "--num_samples", 1,

@@ -460,21 +460,21 @@ def test_a_sample_another_command_wrote_is_kept_beside_the_new_one(trained, tmp_
 
 def test_two_samplers_at_once_never_take_one_name(tmp_path, monkeypatch):
     """Another sample.py writes NAME between this one's look and its write: this one goes on to NAME-2."""
-    import sample
-    real = sample.atomic_write
+    import batch
+    real = batch.atomic_write
 
     def theirs_first(path, data, exclusive=False):
         if exclusive and path.name == "run_seed1_0.txt" and not path.exists():
             real(path, "theirs")  # the other command, this instant
         return real(path, data, exclusive)
-    monkeypatch.setattr(sample, "atomic_write", theirs_first)
-    assert sample.claim_stem(tmp_path, "run_seed1_0", "mine") == tmp_path / "run_seed1_0-2"
+    monkeypatch.setattr(batch, "atomic_write", theirs_first)
+    assert batch.claim_stem(tmp_path, "run_seed1_0", "mine") == tmp_path / "run_seed1_0-2"
     assert files_of(tmp_path) == {"run_seed1_0.txt": b"theirs", "run_seed1_0-2.txt": b"mine"}
-    assert sample.claim_stem(tmp_path, "run_seed1_0", "mine") == tmp_path / "run_seed1_0-2"  # its own, again
+    assert batch.claim_stem(tmp_path, "run_seed1_0", "mine") == tmp_path / "run_seed1_0-2"  # its own, again
     # the melody a harmonization keeps: another tune under the same name goes beside it, the same one stays
     for tune, stem in [(b"MThd tune", "run_seed1_melody"), (b"MThd edited", "run_seed1_melody-2"),
                        (b"MThd tune", "run_seed1_melody")]:
-        assert sample.claim_stem(tmp_path, "run_seed1_melody", tune, ext=".mid", beside=()) == tmp_path / stem
+        assert batch.claim_stem(tmp_path, "run_seed1_melody", tune, ext=".mid", beside=()) == tmp_path / stem
     assert files_of(tmp_path)["run_seed1_melody.mid"] == b"MThd tune"
 
 

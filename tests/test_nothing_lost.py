@@ -383,7 +383,7 @@ def test_odd_melodies_and_pieces_sample_whole(trained, tmp_path, monkeypatch):
 def test_a_melody_of_5000_notes_is_read_and_planned_whole(tmp_path):
     """(Sampling its 20,000 tokens takes minutes even on the tests' tiny model: the reading and the plan are checked.)"""
     from controls import harmonize
-    from sample import read_piece
+    from midi_io import read_piece
     melody = [Note(2 * k, 60 + k % 7, 2, 80) for k in range(5000)]
     notes, header = read_piece(write(tmp_path / "long.mid", melody), "--melody", SPEC)
     _, given, bars = harmonize(notes, header, SPEC)

@@ -8,8 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import config
 from conftest import ROOT, body, run
-from augment_all import shift
-from encoding_decoding import (AHEAD, Header, Spec, Tokenizer, notes_to_tokens, strip_leading_silence,
+from encoding_decoding import (AHEAD, Header, Spec, Tokenizer, notes_to_tokens, shift, strip_leading_silence,
                                text_to_tokens, tokens_to_notes, tokens_to_text, validate)
 
 SPEC = Spec()
