@@ -16,8 +16,9 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
                                # (a --melody with no --parts or --instruments: four parts)
 
 A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
-Bach's rules (the tonic ending and the choir's; under a --melody, --infill or --add_part all five of part writing),
-a form drawn from real chorales' (--form auto) and the sampling settings measured best for it; any flag given wins
+Bach's rules (the tonic ending and the choir's; under --key or --scale no parallels either; under a --melody,
+--infill or --add_part all five of part writing), a form drawn from real chorales' (--form auto) and the sampling
+settings measured best for it; any flag given wins
 (--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone). Without --style,
 each sample's style is drawn first (the model's choice, having heard the piece given, if any) and its defaults hold
 for it in the same way.
@@ -230,12 +231,12 @@ def chosen_form(args):
                         free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
 
 
-def style_groups(args, model, tok, controls, chosen, with_given, piece=None, material=None):
+def style_groups(args, model, tok, controls, chosen, when, piece=None, material=None):
     """(sample numbers, controls, settings) for each style the samples take: --style's for all of them, else
     each sample's drawn first (mask.draw_styles: the model's choice, weighed by the likelihood of the `piece` given,
     tokens from START, and of the parts the given `material` needs), so that the style's defaults
     (config.STYLE_DEFAULTS: its rules, form and sampling settings) fill what the command line leaves unset for it
-    too, as they would under --style."""
+    too, as they would under --style (`when`: style_settings' with_given and with_scale)."""
     if args.style:
         return [(list(range(args.num_samples)), controls, args)]
     styles = draw_styles(model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p,
@@ -243,7 +244,7 @@ def style_groups(args, model, tok, controls, chosen, with_given, piece=None, mat
     groups = []
     for style in dict.fromkeys(styles):  # in the order first drawn
         rows = [i for i, s in enumerate(styles) if s == style]
-        settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, with_given), "style": style,
+        settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, **when), "style": style,
                                          "num_samples": len(rows)})
         groups.append((rows, replace(controls, style=style, voice_leading=settings.voice_leading,
                                      voice_leading_rules=settings.voice_leading_rules, choir=settings.choir,
@@ -306,8 +307,8 @@ def main(argv=None):
                             own={"out_dir": SHIPPED})
     own = {"voice_leading", "choir", "form"}  # None where the command line leaves them unset
     chosen = {k: getattr(args, k) for k in PER_STYLE if k in own or k in args.given}  # what the command line set
-    with_given = bool(args.melody or args.infill or args.add_part)
-    vars(args).update(style_settings(args.style, chosen, with_given))
+    when = dict(with_given=bool(args.melody or args.infill or args.add_part), with_scale=bool(args.key or args.scale))
+    vars(args).update(style_settings(args.style, chosen, **when))
     if args.key and args.scale:
         die("give --key or --scale, not both")
     if (args.infill or args.add_part) and not args.prompt:
@@ -338,7 +339,7 @@ def main(argv=None):
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
     out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
-    for rows, c, settings in style_groups(args, model, tok, controls, chosen, with_given, piece, material):
+    for rows, c, settings in style_groups(args, model, tok, controls, chosen, when, piece, material):
         with autocast(device, dtype):
             drawn = draw(model, tok, Request(choir_voices(c, material), tuple(prompt), material), len(rows), args.seed,
                          settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
