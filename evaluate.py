@@ -57,7 +57,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import batch
 import config
@@ -70,61 +69,14 @@ from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, decodes_cleanly, finish, first_tokens,
                                header_end, kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
-from measures import (MEASURES, PIECE_STATS, STATS, beat_chords, begins_on_tonic, closest_style, ends_on_tonic,
-                      histogram, kernel_width, listen, logistic_accuracy, looped, other_lengths, out_of_range,
-                      outside_key, overlapping_area, parallels, piece_form, piece_key, piece_measures, polyphony,
-                      profile, repeated_notes, returning_notes, voice_ranges, worst_part_repeats)
+from measures import (MEASURES, PIECE_STATS, STATS, begins_on_tonic, closest_style, ends_on_tonic, histogram,
+                      form_shares, kept_pieces, kernel_width, listen, logistic_accuracy, looped, other_lengths,
+                      outside_key, overlapping_area, parallels, piece_form, piece_measures, polyphony, profile,
+                      repeated_notes, returning_notes, voice_ranges)
 from midi_io import MIDI_SUFFIXES, described_changes, midi_to_notes, notes_to_midi, read_music
 from ngram import KneserNey, longest_runs, split_pieces
 from runs import learnt_given, load_run, pick_device
-
-def training_windows(n, keep, block):
-    """(i, h) for each window a piece of n tokens is read in as training reads it: tokens i .. i + block - h - 1
-    after the piece's first h tokens (START and its header, `keep`; none in the first window, h = 0)."""
-    i = 0
-    while i < n - 1:
-        h = keep if i else 0
-        yield i, h
-        i += block - h
-
-
-@torch.no_grad()
-def model_nats(model, pieces, keeps, device, batch_size=32, allowed=None, counted=None):
-    """Negative log-likelihood of each piece's tokens after START, in windows of block_size: each window after a
-    piece's first starts afresh with the piece's first keeps[k] tokens (START and its header, as sampling keeps
-    them) in front, so long pieces are scored with at most block_size tokens of context. With `allowed` (per piece,
-    (len - 1, V) bool: what the sampler's mask allows at each position, from mask_rows) the probabilities are the
-    sampler's, renormalized over what it allows (a token the mask forces costs nothing); with `counted` (per
-    piece, (len - 1,) bool) only those positions are summed."""
-    B = model.cfg.block_size
-    windows = []
-    for k, p in enumerate(pieces):
-        for i, h in training_windows(len(p), keeps[k], B):
-            x = np.concatenate([p[:h], p[i:i + B - h]])
-            y = p[i + 1:i + B - h + 1]
-            if counted is not None:
-                y = np.where(counted[k][i:i + len(y)], y, -1)
-            windows.append((k, x, np.concatenate([np.full(h, -1), y]), i, h))
-    total = np.zeros(len(pieces))
-    for i in range(0, len(windows), batch_size):
-        chunk = windows[i:i + batch_size]
-        x = torch.zeros(len(chunk), B, dtype=torch.long)
-        y = torch.full((len(chunk), B), -1, dtype=torch.long)
-        for j, (_, a, b, _, _) in enumerate(chunk):
-            x[j, :len(a)] = torch.from_numpy(a.astype(np.int64))
-            y[j, :len(b)] = torch.from_numpy(b.astype(np.int64))
-        logits, _ = model(x.to(device))
-        logits, y = logits.float(), y.to(device)
-        if allowed is not None:
-            ok = torch.ones_like(logits, dtype=torch.bool)
-            for j, (k, a, _, at, h) in enumerate(chunk):
-                rows = allowed[k][at:at + len(a) - h]
-                ok[j, h:h + len(rows)] = rows
-            ok |= ~ok.gather(2, y.clamp(min=0)[..., None])  # a token the mask would not draw: scored unmasked
-            logits = logits.masked_fill(~ok, float("-inf"))
-        nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-1, reduction="none")
-        np.add.at(total, [k for k, *_ in chunk], nll.sum(1).cpu().numpy())
-    return total
+from scoring import CADENCE_VIEWS, COPIED_BARS, cadence_bits, model_nats, next_token_probs, repeat_bits
 
 
 def note_events(ids, itos):
@@ -700,13 +652,13 @@ def main(argv=None):
                                                      "of them) to measure alike and to tell the files from by a "
                                                      "classifier")
     parser.add_argument("--keep", metavar="DEST", help="with --listen and --against: copy into DEST (a new folder) the "
-                                                       "files a teacher keeps beside the real pieces (keep_files), "
+                                                       "files a teacher keeps beside the real pieces (kept_pieces), "
                                                        "e.g. samples' encodings to fine-tune on (MODEL.md)")
     parser.add_argument("--keep_range", type=configurator.typed("keep_range", False), default=False,
-                        help="with --keep and --voices 4: bound the voices' range too (keep_files' `ranges`)")
+                        help="with --keep and --voices 4: bound the voices' range too (kept_pieces' `ranges`)")
     parser.add_argument("--keep_opening", type=configurator.typed("keep_opening", False), default=False,
                         help="with --keep and more than one voice: keep only pieces that begin on the tonic triad "
-                             "too (keep_files' `opening`)")
+                             "too (kept_pieces' `opening`)")
     parser.add_argument("--cadence", nargs="+", help="encodings (.txt) of pieces the run never trained on: how well "
                                                      "it knows each one's last bar, with and without its opening "
                                                      "in view, against its other bars (teacher-forced), and exit")
@@ -770,9 +722,8 @@ def main(argv=None):
 
 def forms_of_files(paths, least=0.02):
     """evaluate.py --forms: per style (the encoding's, or a MIDI file's folder), how often each form is found in the
-    pieces (measures.piece_form), and the forms of at least `least` of them as a row of config.STYLE_DEFAULTS, in
-    percent of the pieces: "" (no repeated phrase) its own share, the rarer forms' share given to the kept forms
-    with repeats in proportion, so that as many samples repeat a phrase as real pieces do."""
+    pieces (measures.piece_form), and the forms of at least `least` of them as a row of config.STYLE_DEFAULTS
+    (measures.form_shares)."""
     forms = defaultdict(Counter)
     for (notes, header), path in zip(*readable_pieces(paths, "--forms")):
         style = header.style if path.suffix.lower() == ".txt" else path.parent.name
@@ -781,68 +732,8 @@ def forms_of_files(paths, least=0.02):
         total = sum(found.values())
         print(f"{style}: {total} pieces, {len(found)} forms ('' none)\n" + "\n".join(
             f"  {form or '(none)':10s} {n:5d} {n / total:6.1%}" for form, n in found.most_common()))
-        kept = {form: n for form, n in found.most_common() if n >= least * total}
-        repeated, kept_repeated = total - found[""], sum(n for form, n in kept.items() if form)
-        scale = lambda form: repeated / kept_repeated if form else 1  # the rarer forms' share, in proportion
-        share = {form: round(100 * n / total * scale(form), 1) for form, n in kept.items()}
-        print(f"  forms={share!r},  # % of the {total} pieces ({sum(kept.values())} of them in these forms)")
-
-
-CADENCE_VIEWS = (64, 128, 256)  # tokens before a piece's end that --cadence shows the model, besides a whole window
-
-
-def bar_spans(names):
-    """Each bar of a piece's tokens (names, from START to END) as (its bar line's index, the next bar line's or the
-    END's, its notes): a bar is its bar line and every token up to the next."""
-    lines = [i for i, t in enumerate(names) if kind(t) == "bar"] + [len(names) - 1]
-    return [(a, b, sum(kind(t) == "n" for t in names[a:b])) for a, b in zip(lines, lines[1:])]
-
-
-@torch.no_grad()
-def window_bits(model, ids, keep, device):
-    """(len(ids),) tensor: [i] the bits of token i (0 for START) teacher-forced as training windows show the piece
-    (training_windows: START and the header, `keep` tokens, in front after the first)."""
-    ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
-    out = torch.zeros(len(ids), device=device)
-    for i, h in training_windows(len(ids), keep, window):
-        y = ids[i + 1:i + window - h + 1]
-        x = torch.cat([ids[:h], ids[i:i + len(y)]])
-        got = F.cross_entropy(model(x[None])[0][0].float(), torch.cat([ids[1:h + 1], y]), reduction="none")
-        out[i + 1:i + 1 + len(y)] = got[h:] / math.log(2)
-    return out
-
-
-@torch.no_grad()
-def cadence_bits(model, itos, ids, keep, device):
-    """Teacher-forced bits per note of one piece (token ids from START, read by `itos`; `keep` tokens of START and
-    header): {view: its last bar's bits per note} where the model sees START and the header, then the `view` tokens
-    before the piece's end ("N tokens" of CADENCE_VIEWS, "a window": block_size - keep) and the whole piece
-    ("whole"; "fits": whether it fits one window); and "others": its other bars' mean, each bar seen as training
-    windows show it (consecutive windows of block_size, each after the first with START and header in front, as
-    training_windows). A bar's bits: its bar line and every token up to the next bar line (or the END, not
-    counted), over its notes. ValueError for a piece without notes."""
-    ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
-    bits = lambda x, y: F.cross_entropy(model(x[None])[0][0].float(), y, reduction="none") / math.log(2)
-    spans = [(a, b, n) for a, b, n in bar_spans([itos[t] for t in ids.tolist()]) if n]
-    if not spans:
-        raise ValueError("no notes in it")
-
-    def tail(view):  # the bits of tokens len - view .. len - 1 (0-based), with START and the header in front
-        start = max(keep, len(ids) - 1 - view)
-        got = bits(torch.cat([ids[:keep], ids[start:-1]]), torch.cat([ids[1:keep + 1], ids[start + 1:]]))[keep:]
-        return start, got  # got[j]: the bits of token start + 1 + j
-
-    (a, b, n), out = spans[-1], {}
-    for view, name in [(v, f"{v} tokens") for v in CADENCE_VIEWS] + [(window - keep, "a window")]:
-        start, got = tail(view)
-        if a > start:  # the bar line in view
-            out[name] = float(got[a - start - 1:b - start - 1].sum()) / n
-    out["whole"] = float(bits(ids[:-1], ids[1:])[a - 1:b - 1].sum()) / n  # (past a window: positions it was never
-    out["fits"] = len(ids) <= window                                     # trained at)
-    seen = window_bits(model, ids, keep, device)  # seen[i]: the bits of token i in the training windows
-    others = [float(seen[c:d].sum()) / m for c, d, m in spans[:-1]]
-    out["others"] = float(np.mean(others)) if others else None
-    return out
+        share = form_shares(found, least)
+        print(f"  forms={share!r},  # % of the {total} pieces ({sum(found[f] for f in share)} of them in these forms)")
 
 
 def of_encodings(tok, paths, take):
@@ -881,40 +772,6 @@ def cadence_of_files(model, tok, paths, device):
               + f" | {mean('whole', some)} |")
 
 
-COPIED_BARS = 4  # --repeats writes a piece's bars 2 to 5 again as its bars 6 to 9
-
-
-def repeat_bits(model, itos, ids, keep, device, copied=COPIED_BARS):
-    """Can a run copy? Teacher-forced bits of one piece (token ids from START, read by `itos`; `keep` tokens of
-    START and header), as training windows show it (window_bits), each as (bits, notes): "repeated", of the
-    bars that repeat an earlier bar note for note (a bar: its bar line and every token up to the next; its notes'
-    tokens the same as the earlier bar's), and "others", of the rest; then, of the piece with its bars 2 to
-    1 + `copied` written again as the next `copied` bars (their own bar lines kept, the bars after them as they
-    were), "first written", those bars, and "written again", their copies, which a model that copies pays little
-    for (None where the piece has fewer than 2 + 2 * copied bars). ValueError for a piece without notes."""
-    bars = lambda ids: bar_spans([itos[t] for t in ids])
-    bits = lambda ids: window_bits(model, ids, keep, device).tolist()  # [i]: the bits of token i
-    total = lambda b, spans: (sum(sum(b[x:y]) for x, y, _ in spans), sum(n for _, _, n in spans))
-    ids, every = list(ids), bars(ids)
-    if not any(n for _, _, n in every):
-        raise ValueError("no notes in it")
-    b, seen, repeated, others = bits(ids), set(), [], []
-    for a, z, n in (s for s in every if s[2]):
-        body = tuple(ids[a + 1:z])
-        (repeated if body in seen else others).append((a, z, n))
-        seen.add(body)
-    out = {"repeated": total(b, repeated) if repeated else None, "others": total(b, others)}
-    if len(every) < 2 + 2 * copied:
-        return {**out, "first written": None, "written again": None}
-    again = ids[:every[1 + copied][0]]
-    for k in range(1 + copied, 1 + 2 * copied):  # bar k's line, then bar k - copied's notes
-        again += [ids[every[k][0]]] + ids[every[k - copied][0] + 1:every[k - copied][1]]
-    again += ids[every[1 + 2 * copied][0]:]
-    b, every = bits(again), bars(again)
-    return {**out, "first written": total(b, every[1:1 + copied]),
-            "written again": total(b, every[1 + copied:1 + 2 * copied])}
-
-
 def repeats_of_files(model, tok, paths, device):
     """evaluate.py --repeats: repeat_bits over the encodings given, as one table."""
     rows = of_encodings(tok, paths, lambda tokens, ids: repeat_bits(model, tok.itos, ids, header_end(tokens), device))
@@ -934,20 +791,6 @@ def repeats_of_files(model, tok, paths, device):
 
 RULE_FAMILIES = {"parallels and crossing": ("parallels", "crossing"), "the last bar's tonic triad": ("ending",),
                  "no rests": ("rests",), "the choir's range, spacing, leaps and repeats": ()}  # () : the choir's rules
-
-
-@torch.no_grad()
-def next_token_probs(model, ids, keep, device):
-    """(len(ids), V): row t is the probability of each token at position t (row 0 unused), teacher-forced as training
-    windows show the piece (training_windows: START and the header, `keep` tokens, in front after the first)."""
-    ids, window = torch.as_tensor(ids, device=device), model.cfg.block_size
-    out = torch.zeros(len(ids), model.cfg.vocab_size, device=device)
-    for i, h in training_windows(len(ids), keep, window):
-        x = torch.cat([ids[:h], ids[i:i + window - h]])
-        probs = model(x[None])[0][0].float().softmax(-1)[h:]  # row j predicts token i + 1 + j
-        n = min(len(probs), len(ids) - i - 1)
-        out[i + 1:i + 1 + n] = probs[:n]
-    return out
 
 
 def rules_of_files(model, tok, paths, device):
@@ -1045,13 +888,13 @@ def listen_to_files(paths, voices, against=None, keep=None, keep_range=False, ke
     table; a file with none (empty, drums only, unreadable) is named with its reason and left out. With `against`
     (real pieces): their row too, and how often a classifier on the pieces' measures (MEASURES) tells the files
     from as many of them, beside two halves of them (about 50 %: what it cannot tell apart), drawn by a fixed seed.
-    With `keep` (a new folder): the files keep_files picks are copied there (with `keep_range`, the voices' range
+    With `keep` (a new folder): the files kept_pieces picks are copied there (with `keep_range`, the voices' range
     among its bounds; with `keep_opening`, only those that begin on the tonic triad), and their row is printed too."""
     sf, (files, file_paths) = Spec().sample_freq, readable_pieces(paths, "--listen")
     rows = [("files", files)]
     rows += [("real", readable_pieces(against, "--against")[0])] if against else []
     if keep:
-        picked = keep_files(files, rows[1][1], voices, sf, ranges=keep_range, opening=keep_opening)
+        picked = kept_pieces(files, rows[1][1], voices, sf, ranges=keep_range, opening=keep_opening)
         rows += [("kept", [files[i] for i in picked])] if picked else []
         copy_files([file_paths[i] for i in picked], Path(keep))
         print(f"kept {len(picked)} of {len(files)} files in {keep}")
@@ -1068,54 +911,6 @@ def listen_to_files(paths, voices, against=None, keep=None, keep_range=False, ke
         told, halves = logistic_accuracy(a, b[:len(a)]), logistic_accuracy(b[:half], b[half:2 * half])
         print(f"told apart from as many real pieces by a classifier: {shown(told, '.0%')} (two halves of the real "
               f"pieces: {shown(halves, '.0%')})" + ("; – too few pieces to tell" if None in (told, halves) else ""))
-
-
-def keep_files(pieces, real, voices, sample_freq, seed=0, percentile=90, ranges=False, opening=False):
-    """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
-    triad of their key, move in parallel fifths and octaves (with more than one voice), repeat their parts' last
-    pitches (a voice standing still avoids parallels too; all parts together and the part that repeats most, of
-    those with at least 8 notes), go back to the pitch before their parts' last (returning_notes: a texture rocking
-    between two chords avoids them as well), stray outside their key and loop one phrase (looped: a tune of one
-    2-bar phrase eight times ends on its tonic too) at most as often as `percentile` % of the real pieces do, and
-    vary their rhythm at least as much (other_lengths: a piece in crotchets throughout avoids much of the rest; the
-    rounds of distillation learnt it), each piece by itself (so that what is kept is spread about as the real
-    pieces are, not all better than their mean), then the major or the minor ones left out (by `seed`) until minor
-    keys are as common as among the real pieces. With `ranges` (four voices), two more bounds: the share of its
-    four-note beats with a voice outside its usual range (config.usual_ranges) and its span from lowest to highest
-    pitch (models/corpus/MODEL.md: the samples' voices wander wider than Bach's). With `opening` (more than one
-    voice), they begin on the tonic triad too (begins_on_tonic: the samples set out from another chord).
-    Pure: evaluate.py --keep copies them."""
-    # parallels per move; repeated notes per note, in all parts and the worst; returning notes; notes outside the
-    # key; a loop; notes not of the commonest length, negated (the fewer, the plainer: the bound is the real
-    # pieces' 100 - percentile)
-    def measured(notes, header, key):
-        chords = beat_chords(notes, sample_freq)
-        count, moves = parallels(chords, voices) if voices > 1 else (0, 1)
-        struck, after = repeated_notes(notes)
-        back, later = returning_notes(notes)
-        varied, total = other_lengths(notes)
-        shares = (count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), back / max(later, 1),
-                  outside_key(notes, key), float(looped(notes, header, sample_freq)), -varied / max(total, 1))
-        if ranges and voices == 4:
-            out, beats = out_of_range(chords, config.usual_ranges)
-            shares += (out / max(beats, 1), float(np.ptp([as_note(n).pitch for n in notes])))
-        return shares, moves > 0
-
-    real_keys = [piece_key(notes) for notes, _ in real]
-    bound = np.percentile([measured(n, h, k)[0] for (n, h), k in zip(real, real_keys)], percentile, axis=0)
-    share = np.mean([key is not None and key[1] == "minor" for key in real_keys])
-    keys = [piece_key(notes) for notes, _ in pieces]
-    kept = [i for i, ((notes, header), key) in enumerate(zip(pieces, keys)) if ends_on_tonic(notes, key) and (
-        not (opening and voices > 1) or begins_on_tonic(notes, key)) and (
-        (m := measured(notes, header, key))[1] and all(np.array(m[0]) <= bound))]
-    minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
-    major = sorted(set(kept) - set(minor))
-    rng = np.random.default_rng(seed)
-    if minor and len(minor) < share * len(kept):  # too few minor ones: fewer majors
-        major = sorted(rng.permutation(major)[:round(len(minor) * (1 - share) / share)].tolist())
-    elif len(minor) > share * len(kept):  # too many: fewer minors
-        minor = sorted(rng.permutation(minor)[:round(len(major) * share / (1 - share))].tolist())
-    return sorted(minor + major)
 
 
 def copy_files(paths, dest):

@@ -450,3 +450,62 @@ def voice_ranges(pieces, voices):
         out.append([float(np.median([a for a, _ in spans])), float(np.median([b for _, b in spans]))] if spans
                    else None)
     return out
+
+
+def form_shares(found, least=0.02):
+    """{form: % of the pieces} of the forms found (a Counter of piece_form's) in at least `least` of the pieces, as a
+    row of config.STYLE_DEFAULTS draws them: "" (no repeated phrase) its own share, the rarer forms' share given to
+    the kept forms with repeats in proportion, so that as many samples repeat a phrase as real pieces do."""
+    total = sum(found.values())
+    kept = {form: n for form, n in found.most_common() if n >= least * total}
+    repeated, kept_repeated = total - found[""], sum(n for form, n in kept.items() if form)
+    scale = lambda form: repeated / kept_repeated if form else 1  # the rarer forms' share, in proportion
+    return {form: round(100 * n / total * scale(form), 1) for form, n in kept.items()}
+
+
+def kept_pieces(pieces, real, voices, sample_freq, seed=0, percentile=90, ranges=False, opening=False):
+    """Indices of the pieces [(notes, Header)] a teacher keeps beside the real ones: those that end on the tonic
+    triad of their key, move in parallel fifths and octaves (with more than one voice), repeat their parts' last
+    pitches (a voice standing still avoids parallels too; all parts together and the part that repeats most, of
+    those with at least 8 notes), go back to the pitch before their parts' last (returning_notes: a texture rocking
+    between two chords avoids them as well), stray outside their key and loop one phrase (looped: a tune of one
+    2-bar phrase eight times ends on its tonic too) at most as often as `percentile` % of the real pieces do, and
+    vary their rhythm at least as much (other_lengths: a piece in crotchets throughout avoids much of the rest; the
+    rounds of distillation learnt it), each piece by itself (so that what is kept is spread about as the real
+    pieces are, not all better than their mean), then the major or the minor ones left out (by `seed`) until minor
+    keys are as common as among the real pieces. With `ranges` (four voices), two more bounds: the share of its
+    four-note beats with a voice outside its usual range (config.usual_ranges) and its span from lowest to highest
+    pitch (models/corpus/MODEL.md: the samples' voices wander wider than Bach's). With `opening` (more than one
+    voice), they begin on the tonic triad too (begins_on_tonic: the samples set out from another chord).
+    evaluate.py --keep copies them."""
+    # parallels per move; repeated notes per note, in all parts and the worst; returning notes; notes outside the
+    # key; a loop; notes not of the commonest length, negated (the fewer, the plainer: the bound is the real
+    # pieces' 100 - percentile)
+    def measured(notes, header, key):
+        chords = beat_chords(notes, sample_freq)
+        count, moves = parallels(chords, voices) if voices > 1 else (0, 1)
+        struck, after = repeated_notes(notes)
+        back, later = returning_notes(notes)
+        varied, total = other_lengths(notes)
+        shares = (count / max(moves, 1), struck / max(after, 1), worst_part_repeats(notes), back / max(later, 1),
+                  outside_key(notes, key), float(looped(notes, header, sample_freq)), -varied / max(total, 1))
+        if ranges and voices == 4:
+            out, beats = out_of_range(chords, config.usual_ranges)
+            shares += (out / max(beats, 1), float(np.ptp([as_note(n).pitch for n in notes])))
+        return shares, moves > 0
+
+    real_keys = [piece_key(notes) for notes, _ in real]
+    bound = np.percentile([measured(n, h, k)[0] for (n, h), k in zip(real, real_keys)], percentile, axis=0)
+    share = np.mean([key is not None and key[1] == "minor" for key in real_keys])
+    keys = [piece_key(notes) for notes, _ in pieces]
+    kept = [i for i, ((notes, header), key) in enumerate(zip(pieces, keys)) if ends_on_tonic(notes, key) and (
+        not (opening and voices > 1) or begins_on_tonic(notes, key)) and (
+        (m := measured(notes, header, key))[1] and all(np.array(m[0]) <= bound))]
+    minor = [i for i in kept if keys[i] is not None and keys[i][1] == "minor"]
+    major = sorted(set(kept) - set(minor))
+    rng = np.random.default_rng(seed)
+    if minor and len(minor) < share * len(kept):  # too few minor ones: fewer majors
+        major = sorted(rng.permutation(major)[:round(len(minor) * (1 - share) / share)].tolist())
+    elif len(minor) > share * len(kept):  # too many: fewer minors
+        minor = sorted(rng.permutation(minor)[:round(len(major) * share / (1 - share))].tolist())
+    return sorted(minor + major)

@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -180,7 +181,7 @@ def test_validation_pieces_are_cut_like_samples(data):
 def test_model_nats_scores_every_token_once(keep):
     """With uniform logits each token after START costs ln(vocab), whatever the windows and the header kept."""
     import torch
-    from evaluate import model_nats
+    from scoring import model_nats
     from model import GPT, GPTConfig
     model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16, kv_lora_rank=8,
                           qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=8, expert_hidden=16), verbose=False)
@@ -348,7 +349,7 @@ def test_keep_leaves_out_a_tune_that_loops_one_phrase_unless_real_ones_do():
     """A tune of one 2-bar phrase four times, ending on its tonic with nothing else amiss, is kept only where as
     many real tunes loop."""
     from encoding_decoding import Header
-    from evaluate import keep_files
+    from measures import kept_pieces
     # a 2-bar phrase from `start`: four crotchets, then a whole note (G, or the tonic: a second ending)
     phrase = lambda start, last, run=(60, 62, 64, 65): [(start + 4 * b, p, 4, 80, 0) for b, p in enumerate(run)] + [
         (start + 16, last, 16, 80, 0)]  # C D E F | G
@@ -356,11 +357,11 @@ def test_keep_leaves_out_a_tune_that_loops_one_phrase_unless_real_ones_do():
     b = (64, 65, 67, 69)  # E F G A | G
     aabb = phrase(0, 67) + phrase(32, 67) + phrase(64, 67, b) + phrase(96, 60, b)
     pieces, real = [(loop, Header()), (aabb, Header())], [(aabb, Header())]
-    assert keep_files(pieces, real, 1, 4) == [1]
-    assert keep_files(pieces, real + [(loop, Header())], 1, 4, percentile=100) == [0, 1]
+    assert kept_pieces(pieces, real, 1, 4) == [1]
+    assert kept_pieces(pieces, real + [(loop, Header())], 1, 4, percentile=100) == [0, 1]
 
 
-def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones(tmp_path, capsys):
+def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones(tmp_path):
     from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
     for k, phrases in enumerate(["AABB", "AABB", "AaBB", "ABCD", "AABC"]):
         (tmp_path / f"real{k}.txt").write_text(tokens_to_text(notes_to_tokens(tune(phrases), Spec(),
@@ -368,10 +369,9 @@ def test_evaluate_prints_the_forms_of_real_pieces_and_tells_files_from_real_ones
     r = run("evaluate.py", "--forms", *sorted(tmp_path.glob("real*.txt")))
     assert r.returncode == 0, r.stderr
     assert "fiddle: 5 pieces, 3 forms" in r.stdout and "forms={'AABB': 60.0, '': 20.0, 'AABC': 20.0}" in r.stdout
-    import evaluate  # a form under `least` is left out, its share given to the kept forms with repeats
-    (tmp_path / "real4.txt").write_text((tmp_path / "real3.txt").read_text())  # now AABB 3 (one a second ending),
-    evaluate.forms_of_files(sorted(tmp_path.glob("real*.txt")), least=0.3)     # "" 2: AABB takes AABC's 20 %
-    assert "forms={'AABB': 60.0, '': 40.0}" in capsys.readouterr().out
+    from measures import form_shares  # a form under `least` is left out, its share given to kept forms with repeats
+    assert form_shares(Counter({"AABB": 3, "": 2}), least=0.3) == {"AABB": 60.0, "": 40.0}
+    assert form_shares(Counter({"AABB": 3, "": 1, "AABC": 1}), least=0.3) == {"AABB": 80.0}  # with AABC's 20 %
 
     r = run("evaluate.py", "--listen", tmp_path / "real0.txt", tmp_path / "real3.txt", "--voices", 1,
             "--against", *sorted(tmp_path.glob("real*.txt")))
@@ -394,7 +394,7 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     parts and in the part repeating most) and notes outside the key of 90 % of the real pieces, minor keys as common
     as among the real pieces; a folder that is there already is one line."""
     from encoding_decoding import Header, Spec, notes_to_tokens, tokens_to_text
-    from evaluate import keep_files
+    from measures import kept_pieces
     chord = lambda at, pitches, d=16: [(at, p, d, 80, v) for v, p in enumerate(pitches)]
     c_major = chord(0, (72, 67, 64, 48)) + chord(16, (74, 67, 65, 55)) + chord(32, (72, 67, 64, 48))
     a_minor = chord(0, (72, 69, 64, 45)) + chord(16, (71, 68, 64, 52)) + chord(32, (72, 69, 64, 45))
@@ -424,36 +424,35 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     assert "s_minor.txt" in kept and len(kept) == 2 and kept[0].startswith("s_major"), kept
     assert "kept 2 of 9 files" in r.stdout and "| kept | 2 |" in r.stdout
     assert (tmp_path / "kept" / kept[0]).read_bytes() == (tmp_path / kept[0]).read_bytes()
-    import evaluate
     pieces = [read_music(p, Spec(), scores=False)[:2] for p in samples]
     real = [read_music(tmp_path / "real0.txt", Spec(), scores=False)[:2]]  # all major: the minor one left out
-    assert [samples[i].name for i in keep_files(pieces, real, 4, 4)] == ["s_major0.txt", "s_major1.txt",
+    assert [samples[i].name for i in kept_pieces(pieces, real, 4, 4)] == ["s_major0.txt", "s_major1.txt",
                                                                           "s_major2.txt"]
     # each piece against the real pieces' spread: with a real piece that stands as still, the 90th percentile of
     # their repeats (25 % and 50 %) is 47.5 %, still under it; the 100th is 50 %, and it is kept
     real.append(read_music(tmp_path / "s_still.txt", Spec(), scores=False)[:2])
-    assert "s_still.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
-    assert "s_still.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
+    assert "s_still.txt" not in [samples[i].name for i in kept_pieces(pieces, real, 4, 4)]
+    assert "s_still.txt" in [samples[i].name for i in kept_pieces(pieces, real, 4, 4, percentile=100)]
     # the same with the notes outside the key: real ones with none and 2 of 12 put the 90th percentile under 2 of 12
     real.append(read_music(tmp_path / "s_astray.txt", Spec(), scores=False)[:2])
-    assert "s_astray.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
-    assert "s_astray.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
+    assert "s_astray.txt" not in [samples[i].name for i in kept_pieces(pieces, real, 4, 4)]
+    assert "s_astray.txt" in [samples[i].name for i in kept_pieces(pieces, real, 4, 4, percentile=100)]
     # and the part that repeats most (of those with 8 notes or more): none among the real ones but the frozen alto
     real.append(read_music(tmp_path / "s_frozen.txt", Spec(), scores=False)[:2])
-    assert "s_frozen.txt" not in [samples[i].name for i in keep_files(pieces, real, 4, 4)]
-    assert "s_frozen.txt" in [samples[i].name for i in keep_files(pieces, real, 4, 4, percentile=100)]
+    assert "s_frozen.txt" not in [samples[i].name for i in kept_pieces(pieces, real, 4, 4)]
+    assert "s_frozen.txt" in [samples[i].name for i in kept_pieces(pieces, real, 4, 4, percentile=100)]
     # and the notes going back to the pitch before their part's last: nine chords rocking between I and IV, every
     # voice a b a b ..., with no parallels, no repeated note and a tonic ending, kept only where a real piece rocks
     # as much
     rock = [n for i in range(9) for n in chord(16 * i, ((77, 69, 65, 53) if i % 2 else (79, 67, 64, 48)),
                                                32 if i == 8 else 16)]
     rocking = [(rock, Header(style="bach", parts=(52, 52, 52, 52)))]
-    assert keep_files(rocking, real, 4, 4) == [] and keep_files(rocking, real + rocking, 4, 4, percentile=100) == [0]
+    assert kept_pieces(rocking, real, 4, 4) == [] and kept_pieces(rocking, real + rocking, 4, 4, percentile=100) == [0]
     # and the rhythm: against a real piece whose first chord is struck twice at half the length (half its notes not
     # of its commonest length), the cadence in one length throughout is left out, unless a real piece is as plain
     plain = [(c_major, Header(style="bach", parts=(52, 52, 52, 52)))]
     varied = [read_music(tmp_path / "s_still.txt", Spec(), scores=False)[:2]]
-    assert keep_files(plain, varied, 4, 4) == [] and keep_files(plain, varied + plain, 4, 4, percentile=100) == [0]
+    assert kept_pieces(plain, varied, 4, 4) == [] and kept_pieces(plain, varied + plain, 4, 4, percentile=100) == [0]
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep", tmp_path / "kept")
     assert r.returncode != 0 and "already there" in r.stderr and r.stderr.count("\n") == 1
     r = run("evaluate.py", "--listen", *samples, "--against", tmp_path / "real0.txt", "--keep",
@@ -470,15 +469,15 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
     low = chord(0, (72, 67, 64, 36)) + chord(16, (74, 67, 65, 43)) + chord(32, (72, 67, 64, 36))
     write("s_low.txt", low)
     both = [(notes, Header(style="bach", parts=(52, 52, 52, 52))) for notes in (c_major, low)]
-    assert keep_files(both, plain, 4, 4) == [0, 1] and keep_files(both, plain, 4, 4, ranges=True) == [0]
-    assert keep_files(both, plain + both[1:], 4, 4, percentile=100, ranges=True) == [0, 1]
+    assert kept_pieces(both, plain, 4, 4) == [0, 1] and kept_pieces(both, plain, 4, 4, ranges=True) == [0]
+    assert kept_pieces(both, plain + both[1:], 4, 4, percentile=100, ranges=True) == [0, 1]
     # with the opening bounded: the same cadence set out from the subdominant (F A C, then I V I, still C major by
     # the key analysis) is left out only then, and only with more than one voice
     away = chord(0, (72, 69, 65, 53)) + [(at + 16, *rest) for at, *rest in c_major]
     write("s_away.txt", away)
     both = [(notes, Header(style="bach", parts=(52, 52, 52, 52))) for notes in (c_major, away)]
-    assert keep_files(both, plain, 4, 4) == [0, 1] and keep_files(both, plain, 4, 4, opening=True) == [0]
-    assert keep_files(both, plain, 1, 4, opening=True) == [0, 1]
+    assert kept_pieces(both, plain, 4, 4) == [0, 1] and kept_pieces(both, plain, 4, 4, opening=True) == [0]
+    assert kept_pieces(both, plain, 1, 4, opening=True) == [0, 1]
     # each bound from the command line, and without --keep or with one voice, one line
     for flag, name, one_voice in (("--keep_range", "s_low.txt", "give --keep DEST and --voices 4 (not 1)"),
                                   ("--keep_opening", "s_away.txt", "more than one voice (--voices 1)")):
@@ -492,7 +491,7 @@ def test_keep_copies_what_a_teacher_keeps_beside_the_real_pieces(tmp_path):
 
 
 def test_repeats_counts_the_bars_heard_before_and_writes_bars_again(trained, data, tmp_path):
-    import evaluate
+    from scoring import repeat_bits
     from encoding_decoding import Header, Spec, header_end, notes_to_tokens
     from runs import load_run
     model, tok, _ = load_run(trained, "cpu")
@@ -501,13 +500,13 @@ def test_repeats_counts_the_bars_heard_before_and_writes_bars_again(trained, dat
     tunes[7] = tunes[2]
     notes = [(16 * k + 4 * i, p, 4, 80, 0) for k, bar in enumerate(tunes) for i, p in enumerate(bar)]
     piece = notes_to_tokens(notes, Spec(), Header(parts=(0,)))
-    out = evaluate.repeat_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
+    out = repeat_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
     assert out["repeated"][1] == 4 and out["others"][1] == 44  # the eighth bar's four notes, and the rest
     assert out["first written"][1] == out["written again"][1] == 16  # bars 2-5, then again as bars 6-9
     assert all(bits > 0 for bits, _ in out.values())
     short = notes[:9 * 4]  # nine bars: too few to write four again
     piece = notes_to_tokens(short, Spec(), Header(parts=(0,)))
-    out = evaluate.repeat_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
+    out = repeat_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
     assert out["written again"] is None and out["first written"] is None and out["others"][1] == 32
     (tmp_path / "bad.txt").write_text("START nonsense")
     r = run("evaluate.py", "--out_dir", trained, "--repeats", *sorted((data.parent / "text").glob("*.txt"))[:4],
@@ -517,16 +516,16 @@ def test_repeats_counts_the_bars_heard_before_and_writes_bars_again(trained, dat
 
 
 def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
-    import evaluate
+    from scoring import cadence_bits
     from encoding_decoding import Header, Spec, header_end, notes_to_tokens
     from runs import load_run
     model, tok, _ = load_run(trained, "cpu")
     piece = (data.parent / "text" / "piece0.txt").read_text().split()  # longer than the tiny model's window (32)
-    out = evaluate.cadence_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
+    out = cadence_bits(model, tok.itos, tok.encode(piece), header_end(piece), "cpu")
     assert not out["fits"] and {"64 tokens", "a window", "whole", "others"} <= set(out)
     assert all(np.isfinite(v) and v > 0 for k, v in out.items() if k != "fits")
     short = notes_to_tokens([(0, 60, 4, 80, 0), (16, 62, 4, 80, 0)], Spec(), Header(parts=(0,)))  # two bars
-    out = evaluate.cadence_bits(model, tok.itos, tok.encode(short), header_end(short), "cpu")
+    out = cadence_bits(model, tok.itos, tok.encode(short), header_end(short), "cpu")
     assert out["fits"] and out["whole"] == pytest.approx(out["a window"])  # a window holds it all: the same view
     (tmp_path / "bad.txt").write_text("START nonsense")
     r = run("evaluate.py", "--out_dir", trained, "--cadence", *sorted((data.parent / "text").glob("*.txt"))[:4],
