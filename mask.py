@@ -534,9 +534,9 @@ class VoiceLeading(Rule):
     passed over), a part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at
     this onset (both moving the same way, from and to the same perfect interval) and does not cross the parts next to
     it (at most the pitch of the one above, at least that of the one below, where they sound), and in the last bar
-    the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given pitched ones suggest
-    whose triad holds the given notes struck last: a melody's last note, the given parts' last chord where one triad
-    holds it all), the tonic in the bass (the lowest of several written parts, the last the header names, or
+    the notes are the tonic triad (Controls.triad, or that of the key the notes so far and all given pitched ones
+    suggest whose triad holds the given notes struck last: a melody's last note, the given parts' last chord where
+    one triad holds it all), the tonic in the bass (the lowest of several written parts, the last the header names, or
     Given.bass: an added bass), none held into it; and the piece's first onset is the tonic triad of the key known
     before it (Controls.triad, or the one the given notes suggest), or its relative key's where only that holds the
     given notes struck there, or free where neither does (a harmonized melody: having heard only its first note, the

@@ -18,10 +18,9 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
 A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
 Bach's rules (the tonic ending and the choir's; under --key or --scale no parallels either; under a --melody,
 --infill or --add_part all five of part writing), a form drawn from real chorales' (--form auto) and the sampling
-settings measured best for it; any flag given wins
-(--voice_leading false --choir false --form none --temperature 0.9 --top_p 1: the model alone). Without --style,
-each sample's style is drawn first (the model's choice, having heard the piece given, if any) and its defaults hold
-for it in the same way.
+settings measured best for it; any flag given wins (--voice_leading false --choir false --form none --temperature 0.9
+--top_p 1: the model alone). Without --style, each sample's style is drawn first (the model's choice, having heard
+the piece given, if any) and its defaults hold for it in the same way.
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other
@@ -47,8 +46,7 @@ from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form
                       key_pitch_classes, key_triad, pitch_class, style_settings, top_line)
 from encoding_decoding import DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, tokens_to_notes, tokens_to_text
 from mask import draw, draw_styles
-from midi_io import (instrument_name, instrument_number, notes_to_midi, notes_to_score, read_piece,
-                     write_musicxml)
+from midi_io import instrument_name, instrument_number, notes_to_midi, notes_to_score, read_piece, write_musicxml
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 
