@@ -609,6 +609,16 @@ class GPT(nn.Module):
         return idx
 
 
+def rule_penalty(logits, forbidden, targets):
+    """The rules' penalty (unlikelihood training, Welleck et al. 2019): at each target where the rules forbid some
+    tokens, -log(1 - P(those tokens)), summed and divided by the window's targets (as the cross-entropy is)."""
+    logits = logits.float()
+    log_p = logits.masked_fill(~forbidden, float("-inf")).logsumexp(-1) - logits.logsumexp(-1)  # (B, T); -inf: none
+    ruled = forbidden.any(-1) & (targets >= 0)
+    penalty = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))  # (a forbidden token the model is sure of: bounded)
+    return torch.where(ruled, penalty, 0.0).sum() / (targets >= 0).sum().clamp(min=1)
+
+
 def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """One token id per row of logits (B, V): greedy at temperature 0, else top-k / nucleus sampling."""
     if temperature == 0:

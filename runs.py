@@ -1,6 +1,7 @@
-"""Run folders and checkpoints: the device a run uses, checkpoints written and read back (weights_only, checked
-against the sha256 of their weights and tokenizer, their model shapes checked before anything is allocated), and a
-run folder loaded as a model with its tokenizer. Scripts import this; model.py stays the network alone."""
+"""Run folders and checkpoints: the device a run uses (and what a training window keeps there for its backward, for
+train.py's memory check), checkpoints written and read back (weights_only, checked against the sha256 of their
+weights and tokenizer, their model shapes checked before anything is allocated), and a run folder loaded as a model
+with its tokenizer. Scripts import this; model.py stays the network alone."""
 import ctypes
 import hashlib
 import io
@@ -260,3 +261,40 @@ def learnt_given(tok, run):
     except (OSError, ValueError, AttributeError):
         meta = {}
     return meta.get("given_share", 1.0) > 0
+
+
+def saved_bytes(model, ctx, rows, length):
+    """Bytes of the tensors autograd saves for the backward in a training forward pass of `rows` windows of `length`
+    tokens, the weights (and their bf16 casts, saved once per pass) told apart by the caller. The windows are zeros;
+    the random draws of dropout and the MoE's load counts are put back as they were, so the run goes on as it would
+    without this."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        if (s := t.untyped_storage()).data_ptr() not in weights:
+            saved[s.data_ptr()] = s.nbytes()
+        return t
+    device = next(model.parameters()).device
+    loads = [moe.load.clone() for moe in model.moe_layers()]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        x = torch.zeros(rows, length, dtype=torch.long, device=device)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx:
+            model(x, x)
+    for moe, load in zip(model.moe_layers(), loads):
+        moe.load.copy_(load)
+    return sum(saved.values())
+
+
+def window_bytes(model, ctx, block_size):
+    """Bytes that one training window of block_size tokens keeps for its backward: a window's share (two windows'
+    saved bytes less one's) measured at two lengths, a * T + c * T^2 through them (attention with dropout keeps a
+    T x T matrix per head), then read at block_size, which may be too long to measure."""
+    lengths = sorted({min(block_size, 128), min(block_size, 256)})
+    per_window = [saved_bytes(model, ctx, 2, n) - saved_bytes(model, ctx, 1, n) for n in lengths]
+    if len(lengths) == 1:
+        return max(0, per_window[0])
+    (n1, n2), (w1, w2) = lengths, per_window
+    c = max(0.0, (w2 / n2 - w1 / n1) / (n2 - n1))
+    a = max(0.0, w1 / n1 - c * n1)
+    return a * block_size + c * block_size ** 2

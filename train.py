@@ -32,9 +32,9 @@ import configurator
 from batch import atomic_write, clean_stale, die, lock, read_jsonl, temp_name, why_not_written, writable_dir, write_json
 from dataset import draw_starts, get_batch, piece_heads, read_data, read_rules, rule_targets
 from encoding_decoding import Spec, Tokenizer, kind
-from model import GPT, MODEL_KEYS, GPTConfig, autocast, bf16_matmuls, model_args
+from model import GPT, MODEL_KEYS, GPTConfig, autocast, bf16_matmuls, model_args, rule_penalty
 from runs import (WEIGHT_FILES, check_tokenizer, find_checkpoint, holds_a_run, load_weights, model_config, pick_device,
-                  read_checkpoint, save_checkpoint, with_checksums)
+                  read_checkpoint, save_checkpoint, window_bytes, with_checksums)
 
 TRAIN_KEYS = MODEL_KEYS + [
     "data_dir", "out_dir", "init_from", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
@@ -325,16 +325,6 @@ def check_schedule(c):
             f"warm-up: wants warmup_iters <= lr_decay_iters")
 
 
-def rule_penalty(logits, forbidden, targets):
-    """The rules' penalty (unlikelihood training, Welleck et al. 2019): at each target where the rules forbid some
-    tokens, -log(1 - P(those tokens)), summed and divided by the window's targets (as the cross-entropy is)."""
-    logits = logits.float()
-    log_p = logits.masked_fill(~forbidden, float("-inf")).logsumexp(-1) - logits.logsumexp(-1)  # (B, T); -inf: none
-    ruled = forbidden.any(-1) & (targets >= 0)
-    penalty = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))  # (a forbidden token the model is sure of: bounded)
-    return torch.where(ruled, penalty, 0.0).sum() / (targets >= 0).sum().clamp(min=1)
-
-
 def compiled_gap(model, compiled, splits, c, env, heads):
     """How far the compiled model's gradients are from eager's on two validation windows: ||g_compiled - g_eager||
     over ||g_eager||, all parameters together, in eval mode (no dropout, no MoE load counted). On one H200 with
@@ -373,43 +363,6 @@ def build_model(c, ckpt, ckpt_path, resume, tokenizer, meta, env):
         except ValueError as e:
             die(e)
     return model
-
-
-def saved_bytes(model, ctx, rows, length):
-    """Bytes of the tensors autograd saves for the backward in a training forward pass of `rows` windows of `length`
-    tokens, the weights (and their bf16 casts, saved once per pass) told apart by the caller. The windows are zeros;
-    the random draws of dropout and the MoE's load counts are put back as they were, so the run goes on as it would
-    without this."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        if (s := t.untyped_storage()).data_ptr() not in weights:
-            saved[s.data_ptr()] = s.nbytes()
-        return t
-    device = next(model.parameters()).device
-    loads = [moe.load.clone() for moe in model.moe_layers()]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        x = torch.zeros(rows, length, dtype=torch.long, device=device)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx:
-            model(x, x)
-    for moe, load in zip(model.moe_layers(), loads):
-        moe.load.copy_(load)
-    return sum(saved.values())
-
-
-def window_bytes(model, ctx, block_size):
-    """Bytes that one training window of block_size tokens keeps for its backward: a window's share (two windows'
-    saved bytes less one's) measured at two lengths, a * T + c * T^2 through them (attention with dropout keeps a
-    T x T matrix per head), then read at block_size, which may be too long to measure."""
-    lengths = sorted({min(block_size, 128), min(block_size, 256)})
-    per_window = [saved_bytes(model, ctx, 2, n) - saved_bytes(model, ctx, 1, n) for n in lengths]
-    if len(lengths) == 1:
-        return max(0, per_window[0])
-    (n1, n2), (w1, w2) = lengths, per_window
-    c = max(0.0, (w2 / n2 - w1 / n1) / (n2 - n1))
-    a = max(0.0, w1 / n1 - c * n1)
-    return a * block_size + c * block_size ** 2
 
 
 def check_memory(model, c, env, resume):

@@ -529,20 +529,19 @@ def test_freed_memory_is_kept_for_the_next_step():
 
 
 def test_the_memory_check_sees_attentions_square_and_leaves_the_run_as_it_was():
-    """train.window_bytes measures in training mode: dropout keeps a T x T matrix per head, so a window of twice
-    the length keeps more than twice the bytes, read off two shorter lengths as measured; the random stream and
-    the MoE's load counts are as they were."""
+    """runs.window_bytes (train.py's memory check) measures in training mode: dropout keeps a T x T matrix per head,
+    so a window of twice the length keeps more than twice the bytes, read off two shorter lengths as measured; the
+    random stream and the MoE's load counts are as they were."""
     import contextlib
-    import train
+    from runs import saved_bytes, window_bytes
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=64, n_layer=1, n_head=4, n_embd=64, kv_lora_rank=16, qk_nope_head_dim=8,
                       qk_rope_head_dim=8, v_head_dim=16, expert_hidden=64, block_size=512, dropout=0.1), verbose=False)
     for moe in m.moe_layers():
         moe.load.fill_(3.0)
     rng = torch.get_rng_state()
-    at = {n: train.window_bytes(m, contextlib.nullcontext(), n) for n in (256, 512)}
+    at = {n: window_bytes(m, contextlib.nullcontext(), n) for n in (256, 512)}
     assert torch.equal(torch.get_rng_state(), rng) and all(moe.load.eq(3.0).all() for moe in m.moe_layers())
     assert at[512] > 2.2 * at[256]
-    measured = train.saved_bytes(m, contextlib.nullcontext(), 2, 512) - train.saved_bytes(m, contextlib.nullcontext(),
-                                                                                          1, 512)
+    measured = saved_bytes(m, contextlib.nullcontext(), 2, 512) - saved_bytes(m, contextlib.nullcontext(), 1, 512)
     assert abs(at[512] - measured) < 0.02 * measured

@@ -489,7 +489,7 @@ def test_the_rules_targets_line_up_with_the_windows_targets():
 
 
 def test_the_rules_penalty_is_minus_log_of_what_they_leave():
-    from train import rule_penalty
+    from model import rule_penalty
     logits = torch.log(torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]]])).requires_grad_()
     forbidden = torch.tensor([[[False, True, True], [False, False, False], [True, False, False]]])
     targets = torch.tensor([[0, 2, -1]])  # the last target is a header's: neither counted nor divided by
