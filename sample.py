@@ -43,7 +43,7 @@ import config
 import configurator
 from batch import atomic_open, atomic_write, claim_stem, clean_stale, die, temp_name, writable_dir
 from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form_setting, harmonize, infill,
-                      key_pitch_classes, key_triad, pitch_class, style_settings, top_line)
+                      key_pitch_classes, key_triad, minor_key_note, pitch_class, style_settings, top_line)
 from encoding_decoding import DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, tokens_to_notes, tokens_to_text
 from mask import draw, draw_styles
 from midi_io import instrument_name, instrument_number, notes_to_midi, notes_to_score, read_piece, write_musicxml
@@ -337,7 +337,10 @@ def main(argv=None):
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
     out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
-    for rows, c, settings in style_groups(args, model, tok, controls, chosen, when, piece, material):
+    groups = style_groups(args, model, tok, controls, chosen, when, piece, material)
+    if note := minor_key_note(args.key, {settings.style for _, _, settings in groups}):
+        print(note)
+    for rows, c, settings in groups:
         with autocast(device, dtype):
             drawn = draw(model, tok, Request(choir_voices(c, material), tuple(prompt), material), len(rows), args.seed,
                          settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)

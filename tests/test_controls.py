@@ -634,6 +634,14 @@ def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     assert drawn_forms("x", 5, 1, bars=1) is None and drawn_forms("y", 5, 1) is None  # "AB" needs 2 bars
 
 
+def test_a_chorale_in_a_natural_minor_key_is_pointed_to_the_harmonic_minor():
+    from controls import minor_key_note
+    assert '--key "F# harmonic minor" has it' in minor_key_note("F# minor", {"fiddle", "bach"})
+    for key, styles in (("D harmonic minor", {"bach"}), ("D dorian", {"bach"}), ("D minor", {"fiddle", "folk"}),
+                        (None, {"bach"}), ("D", {"bach"})):
+        assert minor_key_note(key, styles) is None, (key, styles)
+
+
 def test_a_harmonization_under_the_choir_is_for_four_voices():
     from dataclasses import replace
     from controls import choir_voices, harmonize, infill

@@ -228,9 +228,10 @@ def test_bachs_defaults_open_on_the_tonic_of_the_key_asked_for(tmp_path):
     from controls import Controls
     from encoding_decoding import Tokenizer, text_to_tokens, tokens_to_notes
     from mask import rule_breaks
-    code, _, err = sample_here("--style", "bach", "--key", "D minor", "--bars", 4, "--num_samples", 4, "--seed", 21,
-                               "--output_dir", tmp_path)
+    code, out, err = sample_here("--style", "bach", "--key", "D minor", "--bars", 4, "--num_samples", 4, "--seed", 21,
+                                 "--output_dir", tmp_path)
     assert code == 0, err
+    assert '--key "D harmonic minor" has it' in out  # (the leading tone Bach closes on: controls.minor_key_note)
     pieces = []
     for txt in sorted(tmp_path.glob("*.txt")):
         pieces.append(text_to_tokens(txt.read_text()))
