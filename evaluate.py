@@ -66,13 +66,12 @@ from batch import (atomic_write, die, figure_png, find_files, read_text, reason,
 from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
                       style_settings)
 from dataset import read_data
-from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, as_note, decodes_cleanly, finish, first_tokens,
+from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, decodes_cleanly, finish, first_tokens,
                                header_end, kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
-from measures import (MEASURES, PIECE_STATS, STATS, begins_on_tonic, closest_style, ends_on_tonic, histogram,
-                      form_shares, kept_pieces, kernel_width, listen, logistic_accuracy, looped, other_lengths,
-                      outside_key, overlapping_area, parallels, piece_form, piece_measures, polyphony, profile,
-                      repeated_notes, returning_notes, voice_ranges)
+from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, form_shares, kept_pieces, kernel_width,
+                      listen, logistic_accuracy, overlapping_area, piece_form, piece_measures, polyphony, profile,
+                      voice_ranges)
 from midi_io import MIDI_SUFFIXES, described_changes, midi_to_notes, notes_to_midi, read_music
 from ngram import KneserNey, longest_runs, split_pieces
 from runs import learnt_given, load_run, pick_device
