@@ -15,8 +15,8 @@ import numpy as np
 import config
 from batch import atomic_write, die, read_text, reason
 from encoding_decoding import (DRUMS, STYLE_NAME, FirstEdition, Header, Note, Spec, as_note, bar_steps, canonical,
-                               canonical_rows, check_edition, meter_fraction, notes_to_tokens, rows_to_notes,
-                               strip_leading_silence, text_to_tokens, tokens_to_notes, tokens_to_text, validate)
+                               canonical_rows, check_edition, kind, meter_fraction, notes_to_tokens, rows_to_notes,
+                               strip_leading_silence, text_to_tokens, tokens_to_notes, tokens_to_text, validate, value)
 
 MIDI_SUFFIXES = {".mid", ".midi"}  # what is read as a MIDI file (any case)
 WRITABLE = (1, 2, 4, 8, 16, 32)  # the denominators of the time signatures notes_to_midi writes
@@ -368,6 +368,15 @@ def read_music(path, spec, scores=True):
     if not scores:
         raise ValueError("neither a MIDI file (.mid, .midi) nor an encoding (.txt)")
     return score_to_notes(parse_score(path)[0][1], spec)
+
+
+def named_style(path, spec):
+    """The style a text encoding's header names (a sample sample.py wrote, a piece encode_all.py encoded), where the
+    run knows it; None for a MIDI file or score, which names none, and for a style the run lacks."""
+    if Path(path).suffix.lower() != ".txt":
+        return None
+    style = next((value(t) for t in text_to_tokens(read_text(path))[:2] if kind(t) == "style"), None)
+    return style if style in spec.styles else None
 
 
 def read_piece(path, flag, spec, meter=None, one_meter=True):

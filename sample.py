@@ -20,7 +20,8 @@ Bach's rules (the tonic ending and the choir's; under --key or --scale no parall
 --infill or --add_part all five of part writing), a form drawn from real chorales' (--form auto) and the sampling
 settings measured best for it; any flag given wins (--voice_leading false --choir false --form none --temperature 0.9
 --top_p 1: the model alone). Without --style, each sample's style is drawn first (the model's choice, having heard
-the piece given, if any) and its defaults hold for it in the same way.
+the piece given, if any) and its defaults hold for it in the same way; a --prompt that is a text encoding (.txt)
+naming a style the run knows gives its own, for continuing or filling in (not for --add_part).
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other
@@ -46,7 +47,8 @@ from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form
                       key_pitch_classes, key_triad, minor_key_note, pitch_class, style_settings, top_line)
 from encoding_decoding import DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, tokens_to_notes, tokens_to_text
 from mask import draw, draw_styles
-from midi_io import instrument_name, instrument_number, notes_to_midi, notes_to_score, read_piece, write_musicxml
+from midi_io import (instrument_name, instrument_number, named_style, notes_to_midi, notes_to_score, read_piece,
+                     write_musicxml)
 from model import autocast
 from runs import learnt_given, load_run, pick_device
 
@@ -229,16 +231,17 @@ def chosen_form(args):
                         free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
 
 
-def style_groups(args, model, tok, controls, chosen, when, piece=None, material=None):
-    """(sample numbers, controls, settings) for each style the samples take: --style's for all of them, else
-    each sample's drawn first (mask.draw_styles: the model's choice, weighed by the likelihood of the `piece` given,
+def style_groups(args, model, tok, controls, chosen, when, piece=None, material=None, named=None):
+    """(sample numbers, controls, settings) for each style the samples take: --style's for all of them, else the
+    style `named` by the text encoding they continue or fill in, else each sample's drawn first (mask.draw_styles: the model's choice, weighed by the likelihood of the `piece` given,
     tokens from START, and of the parts the given `material` needs), so that the style's defaults
     (config.STYLE_DEFAULTS: its rules, form and sampling settings) fill what the command line leaves unset for it
     too, as they would under --style (`when`: style_settings' with_given and with_scale)."""
     if args.style:
         return [(list(range(args.num_samples)), controls, args)]
-    styles = draw_styles(model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p,
-                         piece, material.min_parts if material else 1)
+    styles = [named] * args.num_samples if named else draw_styles(
+        model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p, piece,
+        material.min_parts if material else 1)
     groups = []
     for style in dict.fromkeys(styles):  # in the order first drawn
         rows = [i for i, s in enumerate(styles) if s == style]
@@ -337,7 +340,12 @@ def main(argv=None):
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
     out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
-    groups = style_groups(args, model, tok, controls, chosen, when, piece, material)
+    # a text encoding's own style (a sample's, a piece encode_all.py wrote) holds for what continues or fills it
+    named = named_style(args.prompt, spec) if args.prompt and not (args.style or args.add_part) else None
+    if named:
+        print(f"note: --prompt {args.prompt} names its style, {named}: the samples take it and its defaults "
+              f"(--style for another)")
+    groups = style_groups(args, model, tok, controls, chosen, when, piece, material, named)
     if note := minor_key_note(args.key, {settings.style for _, _, settings in groups}):
         print(note)
     for rows, c, settings in groups:

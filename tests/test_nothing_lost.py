@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -203,6 +204,31 @@ def test_without_a_style_a_piece_given_weighs_the_draw_of_the_style(tmp_path):
     tune = write(tmp_path / "tune.mid", [Note(4 * k, 67 + k % 5, 4, 80) for k in range(16)])
     code, out, err = sample_here("--melody", tune, "--num_samples", 4, "--output_dir", tmp_path)
     assert code == 0 and "folk" in blind and "folk" not in styles(out) and "silent" not in out, out + err
+
+
+def test_a_text_encoding_given_keeps_the_style_it_names(tmp_path):
+    """No --style, a --prompt that is a text encoding (a sample's .txt, a piece encode_all.py wrote) naming a style
+    the run knows: what continues or fills it in takes that style and its defaults, as it is named (it was weighed,
+    which puts a chorale under Bach's). An --add_part is still weighed (the piece's style may have no such part), and
+    so is a style the run lacks or a MIDI file (which names none)."""
+    import music21
+    from midi_io import named_style, read_music
+    notes, header, _ = read_music(music21.corpus.getWork("bach/bwv139.6"), SPEC)
+    notes = [n for n in notes if n.start < header.bar_lines(SPEC.sample_freq, 6)[-1]]  # its first 6 bars
+    styles = lambda out: [line.split(".mid: ")[1].split(",")[0] for line in out.splitlines() if "_seed1337_" in line]
+    for named in ("palestrina", "lieder"):
+        (tmp_path / f"{named}.txt").write_text(tokens_to_text(notes_to_tokens(notes, Spec(styles=(named,)),
+                                                                              replace(header, style=named))))
+    write(tmp_path / "chorale.mid", notes, header)
+    run_spec = Spec(styles=("bach", "palestrina"))
+    assert [named_style(tmp_path / f, run_spec) for f in ("palestrina.txt", "lieder.txt", "chorale.mid")] == [
+        "palestrina", None, None]
+    for how, n in ((["--infill", "3-4"], 2), (["--prompt_bars", 4, "--bars", 6], 1), (["--add_part", "bass"], 1)):
+        code, out, err = sample_here("--prompt", tmp_path / "palestrina.txt", *how, "--num_samples", n,
+                                     "--output_dir", tmp_path / "o")
+        kept = how[0] != "--add_part"
+        assert code == 0 and ("names its style, palestrina" in out) == kept, out + err
+        assert styles(out) == ["palestrina" if kept else "bach"] * n, out + err
 
 
 def test_a_melody_harmonized_under_the_choirs_rules_takes_four_voices(tmp_path):
