@@ -6,6 +6,7 @@ import ctypes
 import hashlib
 import io
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -172,7 +173,23 @@ def pick_device(device, dtype, training=False, width=None, window=None):
         # pinned down, the flush is a cheap guard).
         torch.set_flush_denormal(True)
         keep_freed_memory()
+        if not training:
+            torch.set_num_threads(free_threads())
     return device, getattr(torch, dtype)
+
+
+def free_threads():
+    """Threads to sample on: torch's own number (a thread per core), less the cores that other work keeps busy (what
+    the whole machine used of its CPUs over a tenth of a second, this process waiting), at least one;
+    OMP_NUM_THREADS, where it is set, wins. A decode step is many small parallel regions, and each waits for its
+    slowest thread: on 2 cores with a training run beside it, two threads sampled 3.5 times slower than one
+    (BENCHMARKS.md, "Sampling beside a training run"). One thread draws the same tokens as two."""
+    if os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads() == 1:  # (nothing to look for)
+        return torch.get_num_threads()
+    import psutil
+    cpus = psutil.cpu_count() or 1
+    busy = psutil.cpu_percent(interval=0.1) / 100 * cpus
+    return max(1, min(torch.get_num_threads(), round(cpus - busy)))
 
 
 def has_amx():

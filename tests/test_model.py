@@ -246,6 +246,26 @@ def test_auto_trains_in_bf16_autocast_on_amx_at_long_windows_or_large_widths(mon
         torch.backends.mkldnn.matmul.fp32_precision = "none"
 
 
+def test_sampling_takes_the_cores_other_work_leaves_idle(monkeypatch):
+    """To sample on a CPU: a thread for each core that other work leaves idle (the machine's use of its CPUs over a
+    tenth of a second), at least one, at most torch's own number; OMP_NUM_THREADS given by hand wins (two threads
+    beside a training run on 2 cores sampled 3.5x slower than one: BENCHMARKS.md)."""
+    import psutil
+    import runs
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    for cpus, percent, threads in [(2, 0, 2), (2, 20, 2), (2, 50, 1), (2, 100, 1), (16, 20, 8), (16, 60, 6)]:
+        monkeypatch.setattr(psutil, "cpu_count", lambda: cpus)
+        monkeypatch.setattr(psutil, "cpu_percent", lambda interval: percent)
+        assert runs.free_threads() == threads, (cpus, percent)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runs.free_threads() == 8  # (torch's number, which OMP_NUM_THREADS set)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval: pytest.fail("one thread: nothing to look for"))
+    assert runs.free_threads() == 1
+
+
 def test_cpu_attention_is_torchs_causal_attention_in_float32_and_keeps_the_precision():
     torch.manual_seed(0)
     q, k = (torch.randn(2, 4, 70, 24, requires_grad=True) for _ in range(2))
