@@ -233,10 +233,11 @@ def chosen_form(args):
 
 def style_groups(args, model, tok, controls, chosen, when, piece=None, material=None, named=None):
     """(sample numbers, controls, settings) for each style the samples take: --style's for all of them, else the
-    style `named` by the text encoding they continue or fill in, else each sample's drawn first (mask.draw_styles: the model's choice, weighed by the likelihood of the `piece` given,
-    tokens from START, and of the parts the given `material` needs), so that the style's defaults
-    (config.STYLE_DEFAULTS: its rules, form and sampling settings) fill what the command line leaves unset for it
-    too, as they would under --style (`when`: style_settings' with_given and with_scale)."""
+    style `named` by the text encoding they continue or fill in, else each sample's drawn first (mask.draw_styles:
+    the model's choice, weighed by the likelihood of the `piece` given, tokens from START, and of the parts the given
+    `material` needs), so that the style's defaults (config.STYLE_DEFAULTS: its rules, form and sampling settings)
+    fill what the command line leaves unset for it too, as they would under --style (`when`: style_settings'
+    with_given and with_scale)."""
     if args.style:
         return [(list(range(args.num_samples)), controls, args)]
     styles = [named] * args.num_samples if named else draw_styles(
