@@ -231,15 +231,19 @@ def chosen_form(args):
                         free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
 
 
-def style_groups(args, model, tok, controls, chosen, when, piece=None, material=None, named=None):
+def style_groups(args, model, tok, controls, chosen, when, piece=None, material=None):
     """(sample numbers, controls, settings) for each style the samples take: --style's for all of them, else the
-    style `named` by the text encoding they continue or fill in, else each sample's drawn first (mask.draw_styles:
-    the model's choice, weighed by the likelihood of the `piece` given, tokens from START, and of the parts the given
-    `material` needs), so that the style's defaults (config.STYLE_DEFAULTS: its rules, form and sampling settings)
-    fill what the command line leaves unset for it too, as they would under --style (`when`: style_settings'
-    with_given and with_scale)."""
+    style a --prompt text encoding names, for continuing or filling it in (midi_io.named_style), else each sample's
+    drawn first (mask.draw_styles: the model's choice, weighed by the likelihood of the `piece` given, tokens from
+    START, and of the parts the given `material` needs), so that the style's defaults (config.STYLE_DEFAULTS: its
+    rules, form and sampling settings) fill what the command line leaves unset for it too, as they would under
+    --style (`when`: style_settings' with_given and with_scale)."""
     if args.style:
         return [(list(range(args.num_samples)), controls, args)]
+    named = named_style(args.prompt, tok.spec) if args.prompt and not args.add_part else None
+    if named:  # a sample's own style, or one encode_all.py wrote: it holds for what continues or fills it
+        print(f"note: --prompt {args.prompt} names its style, {named}: the samples take it and its defaults "
+              f"(--style for another)")
     styles = [named] * args.num_samples if named else draw_styles(
         model, tok, args.num_samples, args.seed, args.temperature, args.top_k or None, args.top_p, piece,
         material.min_parts if material else 1)
@@ -341,12 +345,7 @@ def main(argv=None):
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
     out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
-    # a text encoding's own style (a sample's, a piece encode_all.py wrote) holds for what continues or fills it
-    named = named_style(args.prompt, spec) if args.prompt and not (args.style or args.add_part) else None
-    if named:
-        print(f"note: --prompt {args.prompt} names its style, {named}: the samples take it and its defaults "
-              f"(--style for another)")
-    groups = style_groups(args, model, tok, controls, chosen, when, piece, material, named)
+    groups = style_groups(args, model, tok, controls, chosen, when, piece, material)
     if note := minor_key_note(args.key, {settings.style for _, _, settings in groups}):
         print(note)
     for rows, c, settings in groups:
