@@ -248,14 +248,12 @@ PER_STYLE = ("voice_leading", "voice_leading_rules", "choir", "form", "temperatu
 # config.STYLE_DEFAULTS sets per style
 
 
-def style_settings(style, given, with_given=False, with_scale=False):
+def style_settings(style, given, with_given=False):
     """The settings PER_STYLE for a sample of `style`: each as `given` (name -> value, None or absent where the
-    command line leaves it unset), else as the style's row of config.STYLE_DEFAULTS has it (its `with_scale` over it
-    where --key or --scale holds the notes to a scale, and its `with_given` over that where the sample is given
-    material), else as config.py."""
+    command line leaves it unset), else as the style's row of config.STYLE_DEFAULTS has it (its `with_given` over it
+    where the sample is given material), else as config.py."""
     row = config.STYLE_DEFAULTS.get(style, {}) if style else {}
-    for name, holds in (("with_scale", with_scale), ("with_given", with_given)):
-        row = {**row, **row.get(name, {})} if holds else row
+    row = {**row, **row.get("with_given", {})} if with_given else row
     return {k: given[k] if given.get(k) is not None else row.get(k, getattr(config, k)) for k in PER_STYLE}
 
 

@@ -276,9 +276,9 @@ def listening(args, spec, pieces, sample, styles):
 
 def style_defaults(style, n, seed, bars=None, controls=Controls(), with_given=False):
     """(controls, sampling knobs) of n samples of `style` with its defaults (config.STYLE_DEFAULTS, as sample.py
-    --style takes them, `with_given` as under given material, and as under a scale where `controls` hold one): its
-    rules on `controls`, with `bars` its forms drawn, and its temperature and top-p."""
-    s = style_settings(style, {}, with_given, with_scale=controls.scale is not None)
+    --style takes them, `with_given` as under given material): its rules on `controls`, with `bars` its forms drawn,
+    and its temperature and top-p."""
+    s = style_settings(style, {}, with_given)
     form = form_setting(s["form"], style, n, seed, bars, free=bars is not None)
     return replace(controls, style=style, bars=bars or controls.bars, voice_leading=s["voice_leading"],
                    voice_leading_rules=s["voice_leading_rules"], choir=s["choir"], form=form), dict(

@@ -231,13 +231,13 @@ def chosen_form(args):
                         free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
 
 
-def style_groups(args, model, tok, controls, chosen, when, piece=None, material=None):
+def style_groups(args, model, tok, controls, chosen, with_given, piece=None, material=None):
     """(sample numbers, controls, settings) for each style the samples take: --style's for all of them, else the
     style a --prompt text encoding names, for continuing or filling it in (midi_io.named_style), else each sample's
     drawn first (mask.draw_styles: the model's choice, weighed by the likelihood of the `piece` given, tokens from
     START, and of the parts the given `material` needs), so that the style's defaults (config.STYLE_DEFAULTS: its
     rules, form and sampling settings) fill what the command line leaves unset for it too, as they would under
-    --style (`when`: style_settings' with_given and with_scale)."""
+    --style (`with_given`: given material)."""
     if args.style:
         return [(list(range(args.num_samples)), controls, args)]
     named = named_style(args.prompt, tok.spec) if args.prompt and not args.add_part else None
@@ -250,7 +250,7 @@ def style_groups(args, model, tok, controls, chosen, when, piece=None, material=
     groups = []
     for style in dict.fromkeys(styles):  # in the order first drawn
         rows = [i for i, s in enumerate(styles) if s == style]
-        settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, **when), "style": style,
+        settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, with_given), "style": style,
                                          "num_samples": len(rows)})
         groups.append((rows, replace(controls, style=style, voice_leading=settings.voice_leading,
                                      voice_leading_rules=settings.voice_leading_rules, choir=settings.choir,
@@ -313,8 +313,8 @@ def main(argv=None):
                             own={"out_dir": SHIPPED})
     own = {"voice_leading", "choir", "form"}  # None where the command line leaves them unset
     chosen = {k: getattr(args, k) for k in PER_STYLE if k in own or k in args.given}  # what the command line set
-    when = dict(with_given=bool(args.melody or args.infill or args.add_part), with_scale=bool(args.key or args.scale))
-    vars(args).update(style_settings(args.style, chosen, **when))
+    with_given = bool(args.melody or args.infill or args.add_part)
+    vars(args).update(style_settings(args.style, chosen, with_given))
     if args.key and args.scale:
         die("give --key or --scale, not both")
     if (args.infill or args.add_part) and not args.prompt:
@@ -345,7 +345,7 @@ def main(argv=None):
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
     out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
-    groups = style_groups(args, model, tok, controls, chosen, when, piece, material)
+    groups = style_groups(args, model, tok, controls, chosen, with_given, piece, material)
     if note := minor_key_note(args.key, {settings.style for _, _, settings in groups}):
         print(note)
     for rows, c, settings in groups:

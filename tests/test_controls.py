@@ -624,11 +624,6 @@ def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
         voice_leading=True, voice_leading_rules=("parallels",), choir=config.choir, form=config.form,
         temperature=0.5, top_p=0.6)  # under given material the row's with_given, and still the flags over it
     assert style_settings("x", {})["voice_leading_rules"] == config.voice_leading_rules
-    monkeypatch.setitem(config.STYLE_DEFAULTS["x"], "with_scale", dict(voice_leading_rules=("ending",), top_p=0.4))
-    rules = lambda **when: style_settings("x", {}, **when)["voice_leading_rules"]
-    assert rules(with_scale=True) == ("ending",) and style_settings("x", {}, with_scale=True)["top_p"] == 0.4
-    assert rules() == config.voice_leading_rules and rules(with_given=True, with_scale=True) == ("parallels",)
-    assert style_settings("x", {"top_p": 0.6}, with_scale=True)["top_p"] == 0.6  # (given material's over a scale's)
     forms = drawn_forms("x", 400, seed=1)
     assert set(forms) == {"AB", ""} and 0.68 < forms.count("AB") / 400 < 0.82 and forms == drawn_forms("x", 400, 1)
     assert drawn_forms("x", 5, 1, bars=1) is None and drawn_forms("y", 5, 1) is None  # "AB" needs 2 bars
