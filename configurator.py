@@ -154,6 +154,11 @@ def cli(parser, keys, argv=None, own=None):
     preset = {k: v for k, v in config.PRESETS.get(args.preset, {}).items() if k in chosen}
     given = {k: v for k, v in vars(args).items() if k in chosen}
     chosen.update(preset)
+    for k in set(chosen) - set(given):  # config.py's own values and a preset's: a user edits that file too
+        if why := check(k, chosen[k]):
+            print(f"error: {k} = {chosen[k]!r} in config.py{' or its preset' * (k in preset)} wants {why}",
+                  file=sys.stderr)
+            sys.exit(2)
     chosen.update(given)
     # `given`: the keys set on this command line, by name or through --preset (a resumed run keeps the rest)
     return argparse.Namespace(**{**vars(args), **chosen, "given": set(preset) | set(given)})

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, replace
 
 import config
+import configurator
 from encoding_decoding import HEADER, ahead_blocks, as_note, kind, notes_to_tokens
 
 
@@ -246,6 +247,38 @@ def infill(notes, header, spec, first, last, ahead=True):
 
 PER_STYLE = ("voice_leading", "voice_leading_rules", "choir", "form", "temperature", "top_p")  # what
 # config.STYLE_DEFAULTS sets per style
+
+
+def style_defaults_problem(table):
+    """None where `table` (config.STYLE_DEFAULTS, which a user edits) sets only what a style's row may: PER_STYLE, each
+    of the type of config.py's own value and within its bounds (configurator.check), `forms` (form -> how often it
+    is drawn) and `with_given` (PER_STYLE again); else one line naming the first entry that is not."""
+    def setting(where, key, value, more=()):
+        if key not in PER_STYLE:
+            return f"{where} is not a setting per style: one of {', '.join((*PER_STYLE, *more))}"
+        default = getattr(config, key)
+        if not (type(value) is type(default) or type(default) is float and type(value) is int):
+            return f"{where} = {value!r} wants a {type(default).__name__} like {default!r}"
+        why = configurator.check(key, value)
+        return why and f"{where} = {value!r} wants {why}"
+
+    for style, row in table.items():
+        if not isinstance(row, dict):
+            return f"config.STYLE_DEFAULTS[{style!r}] wants a dict of settings"
+        for key, value in row.items():
+            where = f"config.STYLE_DEFAULTS[{style!r}][{key!r}]"
+            if key == "forms":
+                if not isinstance(value, dict) or not all(
+                        isinstance(f, str) and type(p) in (int, float) and p >= 0 for f, p in value.items()):
+                    return f'{where} wants a dict of forms (letters, "" for none) to how often each is drawn (%)'
+            elif key == "with_given":
+                if not isinstance(value, dict):
+                    return f"{where} wants a dict of settings"
+                if why := next((w for k, v in value.items() if (w := setting(f"{where}[{k!r}]", k, v))), None):
+                    return why
+            elif why := setting(where, key, value, ("forms", "with_given")):
+                return why
+    return None
 
 
 def style_settings(style, given, with_given=False):

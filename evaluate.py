@@ -63,8 +63,8 @@ import config
 import configurator
 from batch import (atomic_write, die, figure_png, find_files, read_text, reason, swap_in, temp_name, why_not_written,
                    writable_dir, write_json)
-from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_rules,
-                      style_settings)
+from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_defaults_problem,
+                      style_rules, style_settings)
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, decodes_cleanly, finish, first_tokens,
                                header_end, kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
@@ -672,6 +672,8 @@ def main(argv=None):
                                                    "forms (measures.piece_form), as --form auto draws them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
                                      "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
+    if why := style_defaults_problem(config.STYLE_DEFAULTS):
+        die(why)
     if args.against and not args.listen:
         die("--against names the real pieces to set beside --listen's files: give --listen FILES too")
     if args.keep and not args.against:

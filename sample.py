@@ -44,7 +44,8 @@ import config
 import configurator
 from batch import atomic_open, atomic_write, claim_stem, clean_stale, die, temp_name, writable_dir
 from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form_setting, harmonize, infill,
-                      key_pitch_classes, key_triad, minor_key_note, pitch_class, style_settings, top_line)
+                      key_pitch_classes, key_triad, minor_key_note, pitch_class, style_defaults_problem, style_settings,
+                      top_line)
 from encoding_decoding import DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, tokens_to_notes, tokens_to_text
 from mask import draw, draw_styles
 from midi_io import (instrument_name, instrument_number, named_style, notes_to_midi, notes_to_score, read_piece,
@@ -311,6 +312,8 @@ def main(argv=None):
     args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
                                      "seed", "device", "dtype", "voice_leading_rules", "choir_rules"], argv,
                             own={"out_dir": SHIPPED})
+    if why := style_defaults_problem(config.STYLE_DEFAULTS):
+        die(why)
     own = {"voice_leading", "choir", "form"}  # None where the command line leaves them unset
     chosen = {k: getattr(args, k) for k in PER_STYLE if k in own or k in args.given}  # what the command line set
     with_given = bool(args.melody or args.infill or args.add_part)

@@ -343,6 +343,34 @@ def test_evaluate_checks_its_key_before_the_work(trained, data):
              "--eval_key: 'X' is not a pitch class")
 
 
+def test_a_mistake_in_config_py_is_one_line_before_the_work(trained, data, tmp_path, monkeypatch):
+    """config.py is edited by hand: a value out of its bounds, or a row of STYLE_DEFAULTS that sets what no style
+    can (a misspelt name, or with_scale, which went on 2026-12-06), was used as it stood, or silently ignored."""
+    import config
+    from controls import style_defaults_problem
+    assert style_defaults_problem(config.STYLE_DEFAULTS) is None
+    for row, message in ((dict(with_scale=dict(voice_leading_rules=("parallels",))), "['with_scale'] is not a setting"),
+                         (dict(temprature=0.8), "['temprature'] is not a setting per style"),
+                         (dict(voice_leading_rules="parallels"), "['voice_leading_rules'] = 'parallels' wants a tuple"),
+                         (dict(voice_leading_rules=("parallel",)), "wants one of rests, parallels, crossing"),
+                         (dict(with_given=dict(top_p=0)), "['with_given']['top_p'] = 0 wants a number > 0 and <= 1"),
+                         (dict(forms={"AB": "3"}), "['forms'] wants a dict of forms")):
+        assert message in style_defaults_problem({"bach": row}), row
+    assert style_defaults_problem({"bach": dict(temperature=1, forms={"AB": 3, "": 1.5})}) is None  # 1 for 1.0
+    monkeypatch.setitem(config.STYLE_DEFAULTS, "bach", {**config.STYLE_DEFAULTS["bach"], "temprature": 0.8})
+    for script, args in (("sample.py", ["--out_dir", trained, "--output_dir", tmp_path / "out"]),
+                         ("evaluate.py", ["--out_dir", trained, "--data_dir", data])):
+        one_line(run(script, *args, timeout=120), "config.STYLE_DEFAULTS['bach']['temprature'] is not a setting")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setitem(config.STYLE_DEFAULTS, "bach", {k: v for k, v in config.STYLE_DEFAULTS["bach"].items()
+                                                        if k != "temprature"})
+    monkeypatch.setattr(config, "top_p", 1.5)
+    one_line(run("sample.py", "--out_dir", trained, "--output_dir", tmp_path / "out", timeout=120),
+             "top_p = 1.5 in config.py wants a number > 0 and <= 1")
+    assert run("sample.py", "--out_dir", trained, "--output_dir", tmp_path / "out", "--top_p", 0.9, "--num_samples", 1,
+               "--max_new_tokens", 8, timeout=120).returncode == 0  # the command line's value stands in for it
+
+
 # --- plots
 
 
