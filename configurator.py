@@ -154,7 +154,7 @@ def cli(parser, keys, argv=None, own=None):
     preset = {k: v for k, v in config.PRESETS.get(args.preset, {}).items() if k in chosen}
     given = {k: v for k, v in vars(args).items() if k in chosen}
     chosen.update(preset)
-    for k in set(chosen) - set(given):  # config.py's own values and a preset's: a user edits that file too
+    for k in [k for k in chosen if k not in given]:  # config.py's own values and a preset's: a user edits it too
         if why := check(k, chosen[k]):
             print(f"error: {k} = {chosen[k]!r} in config.py{' or its preset' * (k in preset)} wants {why}",
                   file=sys.stderr)
