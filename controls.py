@@ -20,6 +20,11 @@ KEY_MODES = {  # semitones above the tonic
 }
 
 
+# The pitch classes of a key above its tonic, as a listener hears them in a piece: major, and minor with its raised
+# sixth and seventh (the melodic and harmonic minor's leading tone belongs to the key)
+KEY_STEPS = {"major": {0, 2, 4, 5, 7, 9, 11}, "minor": {0, 2, 3, 5, 7, 8, 9, 10, 11}}
+
+
 NOTE_NAMES = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
 
@@ -74,8 +79,13 @@ class Controls:
                                  # (no rests), no two parts move in parallel fifths, octaves or unisons, no part
                                  # crosses its neighbours, and the last bar is the tonic triad, the tonic in the bass
                                  # (and the first onset, where the key is known before it: --key, or a melody's)
-    triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key; None: the key that the
-                               # notes so far and all given ones (a melody) suggest
+    triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key, or a tuple of them, one
+                               # per sample in turn (--key auto's, drawn); None: the key that the notes so far and all
+                               # given ones (a melody) suggest
+    in_key: bool = False       # with `triad`: every pitched part's notes in its key (KEY_STEPS above the tonic, in the
+                               # mode of its third), a note outside it only where its part moves on by a semitone (a
+                               # chromatic note resolved, as a raised fourth leads into the dominant) and no more
+                               # than one note in 30 outside (Bach's chorales: 3.3 %); soft
     form: str = None           # phrases as letters, e.g. "AABA": the planned bars shared out among them in order, and
                                # a letter seen before repeats its first phrase note for note in every part (but the
                                # piece's last bar, its cadence, and a bar its model phrase is too short for), while
@@ -120,6 +130,11 @@ class Controls:
     def forms(self):
         """The forms asked for, one per sample in turn: () for none."""
         return () if self.form is None else (self.form,) if isinstance(self.form, str) else tuple(self.form)
+
+    def triads(self):
+        """The tonic triads asked for, one per sample in turn: () for none."""
+        t = self.triad
+        return () if t is None else (tuple(t),) if isinstance(t[0], int) else tuple(map(tuple, t))
 
     def part_count(self):
         return len(self.instruments) if self.instruments is not None else self.parts
@@ -251,8 +266,8 @@ PER_STYLE = ("voice_leading", "voice_leading_rules", "choir", "form", "temperatu
 
 def style_defaults_problem(table):
     """None where `table` (config.STYLE_DEFAULTS, which a user edits) sets only what a style's row may: PER_STYLE, each
-    of the type of config.py's own value and within its bounds (configurator.check), `forms` (form -> how often it
-    is drawn) and `with_given` (PER_STYLE again); else one line naming the first entry that is not."""
+    of the type of config.py's own value and within its bounds (configurator.check), `forms` and `keys` (form or key
+    -> how often it is drawn) and `with_given` (PER_STYLE again); else one line naming the first entry that is not."""
     def setting(where, key, value, more=()):
         if key not in PER_STYLE:
             return f"{where} is not a setting per style: one of {', '.join((*PER_STYLE, *more))}"
@@ -271,12 +286,20 @@ def style_defaults_problem(table):
                 if not isinstance(value, dict) or not all(
                         isinstance(f, str) and type(p) in (int, float) and p >= 0 for f, p in value.items()):
                     return f'{where} wants a dict of forms (letters, "" for none) to how often each is drawn (%)'
+            elif key == "keys":
+                if not isinstance(value, dict) or not all(
+                        isinstance(k, str) and type(p) in (int, float) and p >= 0 for k, p in value.items()):
+                    return f'{where} wants a dict of keys ("G major", "A minor") to how often each is drawn (%)'
+                try:
+                    list(map(key_triad, value))
+                except ValueError as e:
+                    return f"{where}: {e}"
             elif key == "with_given":
                 if not isinstance(value, dict):
                     return f"{where} wants a dict of settings"
                 if why := next((w for k, v in value.items() if (w := setting(f"{where}[{k!r}]", k, v))), None):
                     return why
-            elif why := setting(where, key, value, ("forms", "with_given")):
+            elif why := setting(where, key, value, ("forms", "keys", "with_given")):
                 return why
     return None
 
@@ -290,11 +313,36 @@ def style_settings(style, given, with_given=False):
     return {k: given[k] if given.get(k) is not None else row.get(k, getattr(config, k)) for k in PER_STYLE}
 
 
+def named_key(key):
+    """A --key setting's key name, or None for none and auto (no key named: auto draws its own, key_setting)."""
+    return None if key is None or key.strip().lower() in ("", "none", "auto") else key
+
+
+def key_setting(key, style, n, seed, free=True):
+    """A --key setting as Controls takes it: (the fields of Controls it sets, the keys drawn). A key's name holds
+    every sample to its scale and its tonic triad (the first and last chords, under voice leading's rules); auto draws
+    a key for each of n samples of `style` where the sample is `free` (no prompt, given material or --scale: they
+    bring their own pitches; drawn_keys), its tonic triad held and its notes in it, a chromatic one resolved
+    (Controls.in_key); none, or auto where the style lists no keys: no key. ValueError for a name that is not a key."""
+    if named_key(key):
+        return dict(scale=key_pitch_classes(key), triad=key_triad(key), in_key=False), ()
+    drawn = drawn_keys(style, n, seed) if free and key is not None and key.strip().lower() == "auto" else ()
+    return dict(scale=None, triad=tuple(map(key_triad, drawn)) or None, in_key=bool(drawn)), drawn
+
+
+def drawn_keys(style, n, seed):
+    """--key auto: a key's name for each of n samples, drawn by `seed` (a stream apart from the forms') with the
+    weights of the style's keys in config.STYLE_DEFAULTS (how often the key analysis hears each in its real pieces);
+    () where the style lists none."""
+    keys = config.STYLE_DEFAULTS.get(style, {}).get("keys", {}) if style else {}
+    return tuple(random.Random(f"keys {seed}").choices(list(keys), list(keys.values()), k=n)) if keys else ()
+
+
 def minor_key_note(key, styles):
     """A note for a chorale asked for in a natural minor key (--key "D minor" under Bach's style, one of `styles`):
     it has no leading tone, and Bach's chorales close on one (48 chorales of --key "D minor" began and ended on the
     tonic in 58 %, of "D harmonic minor" in 90 %: README, "Defaults per style"); None for any other key or style."""
-    if not key or "bach" not in styles or parse_key(key)[1] != KEY_MODES["minor"]:
+    if not named_key(key) or "bach" not in styles or parse_key(key)[1] != KEY_MODES["minor"]:
         return None
     tonic = key.split()[0]
     return (f'note: --key "{key}" is the natural minor, without the raised seventh that Bach\'s chorales close on; '

@@ -63,15 +63,15 @@ import config
 import configurator
 from batch import (atomic_write, die, figure_png, find_files, read_text, reason, swap_in, temp_name, why_not_written,
                    writable_dir, write_json)
-from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, style_defaults_problem,
-                      style_rules, style_settings)
+from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, key_setting,
+                      style_defaults_problem, style_rules, style_settings)
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, decodes_cleanly, finish, first_tokens,
                                header_end, kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, draw, mask_rows, rule_breaks
 from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, form_shares, kept_pieces, kernel_width,
-                      listen, logistic_accuracy, overlapping_area, piece_form, piece_measures, polyphony, profile,
-                      voice_ranges)
+                      listen, logistic_accuracy, overlapping_area, piece_form, piece_key, piece_measures, polyphony,
+                      profile, voice_ranges)
 from midi_io import MIDI_SUFFIXES, described_changes, midi_to_notes, notes_to_midi, read_music
 from ngram import KneserNey, longest_runs, split_pieces
 from runs import learnt_given, load_run, pick_device
@@ -277,11 +277,13 @@ def listening(args, spec, pieces, sample, styles):
 def style_defaults(style, n, seed, bars=None, controls=Controls(), with_given=False):
     """(controls, sampling knobs) of n samples of `style` with its defaults (config.STYLE_DEFAULTS, as sample.py
     --style takes them, `with_given` as under given material): its rules on `controls`, with `bars` its forms drawn,
-    and its temperature and top-p."""
+    without given material or a scale its keys (config.key), and its temperature and top-p."""
     s = style_settings(style, {}, with_given)
     form = form_setting(s["form"], style, n, seed, bars, free=bars is not None)
+    key, drawn = key_setting(config.key, style, n, seed, free=not with_given and controls.scale is None)
     return replace(controls, style=style, bars=bars or controls.bars, voice_leading=s["voice_leading"],
-                   voice_leading_rules=s["voice_leading_rules"], choir=s["choir"], form=form), dict(
+                   voice_leading_rules=s["voice_leading_rules"], choir=s["choir"], form=form,
+                   **(key if drawn else {})), dict(
         temperature=s["temperature"], top_p=s["top_p"])
 
 
@@ -669,7 +671,8 @@ def main(argv=None):
                                                      "for bars that repeat earlier ones, and for bars written again "
                                                      "(can it copy?), and exit")
     parser.add_argument("--forms", nargs="+", help="MIDI files or encodings (.txt) of real pieces: print each style's "
-                                                   "forms (measures.piece_form), as --form auto draws them, and exit")
+                                                   "forms (measures.piece_form) and keys (measures.piece_key), as "
+                                                   "--form auto and --key auto draw them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
                                      "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
     if why := style_defaults_problem(config.STYLE_DEFAULTS):
@@ -721,20 +724,29 @@ def main(argv=None):
     print(text)
 
 
-def forms_of_files(paths, least=0.02):
+KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")  # a tonic's name, by pitch class
+
+
+def forms_of_files(paths, least=0.02, least_key=0.01):
     """evaluate.py --forms: per style (the encoding's, or a MIDI file's folder), how often each form is found in the
     pieces (measures.piece_form), and the forms of at least `least` of them as a row of config.STYLE_DEFAULTS
-    (measures.form_shares)."""
-    forms = defaultdict(Counter)
+    (measures.form_shares); and its keys as the key analysis hears them (measures.piece_key), those of at least
+    `least_key` of the pieces as the row's `keys` (--key auto draws them)."""
+    forms, keys = defaultdict(Counter), defaultdict(Counter)
     for (notes, header), path in zip(*readable_pieces(paths, "--forms")):
         style = header.style if path.suffix.lower() == ".txt" else path.parent.name
         forms[style][piece_form(notes, header, Spec().sample_freq)] += 1
+        tonic, mode = piece_key(notes)
+        keys[style][f"{KEY_NAMES[tonic]} {mode}"] += 1
     for style, found in sorted(forms.items()):
         total = sum(found.values())
         print(f"{style}: {total} pieces, {len(found)} forms ('' none)\n" + "\n".join(
             f"  {form or '(none)':10s} {n:5d} {n / total:6.1%}" for form, n in found.most_common()))
         share = form_shares(found, least)
         print(f"  forms={share!r},  # % of the {total} pieces ({sum(found[f] for f in share)} of them in these forms)")
+        share = {k: round(100 * n / total, 1) for k, n in keys[style].most_common() if n >= least_key * total}
+        print(f"  keys={share!r},  # % of the {total} pieces ({sum(keys[style][k] for k in share)} of them in these "
+              f"keys)")
 
 
 def of_encodings(tok, paths, take):

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 import config
+from controls import KEY_STEPS
 from encoding_decoding import as_note
 
 STATS = {  # name -> (number of bins, values of one piece from its notes, header and grid steps per quarter note)
@@ -157,11 +158,6 @@ def last_chord(notes, key=None):
     if root is None:
         return "not a triad"
     return {7: "dominant", 5: "subdominant"}.get((root - key[0]) % 12, "other triad")
-
-
-# The pitch classes of a key above its tonic: major, and minor with its raised sixth and seventh (the melodic and
-# harmonic minor's leading tone belongs to the key)
-KEY_STEPS = {"major": {0, 2, 4, 5, 7, 9, 11}, "minor": {0, 2, 3, 5, 7, 8, 9, 10, 11}}
 
 
 def outside_key(notes, key):

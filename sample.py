@@ -2,7 +2,8 @@
 
 python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --top_k 100 [--top_p 0.95]
     [--style bach] [--tempo 90] [--meter 3/4] [--parts 4 | --instruments violin,violin,viola,cello]
-    [--bars 16 | --seconds 60] [--form AABA] [--key "D minor" | --scale 0,2,4,5,7,9,11] [--pitch_range 48,84]
+    [--bars 16 | --seconds 60] [--form AABA] [--key "D minor" | --key none | --scale 0,2,4,5,7,9,11]
+    [--pitch_range 48,84]
     [--prompt song.mid --prompt_bars 4] [--bpm 120] [--max_new_tokens 1024] [--seed 1] [--output_dir midi-samples]
     [--musicxml] [--wav] [--list_styles]
 python sample.py --melody tune.mid [--style bach] [--parts 3]     # harmonize: the tune is the top part, exactly
@@ -16,9 +17,10 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
                                # (a --melody with no --parts or --instruments: four parts)
 
 A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
-Bach's rules (the tonic ending and the choir's; under --key or --scale no parallels either; under a --melody,
---infill or --add_part all five of part writing), a form drawn from real chorales' (--form auto) and the sampling
-settings measured best for it; any flag given wins (--voice_leading false --choir false --form none --temperature 0.9
+Bach's rules (no parallels, the tonic first and last chords, and the choir's; under a --melody, --infill or
+--add_part all five of part writing), a key and a form drawn from real chorales' (--key auto: its tonic triad the
+first and last chords, a chromatic note only now and then, resolved; --form auto) and the sampling settings
+measured best for it; any flag given wins (--voice_leading false --choir false --form none --temperature 0.9
 --top_p 1: the model alone). Without --style, each sample's style is drawn first (the model's choice, having heard
 the piece given, if any) and its defaults hold for it in the same way; a --prompt that is a text encoding (.txt)
 naming a style the run knows gives its own, for continuing or filling in (not for --add_part).
@@ -44,7 +46,7 @@ import config
 import configurator
 from batch import atomic_open, atomic_write, claim_stem, clean_stale, die, temp_name, writable_dir
 from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form_setting, harmonize, infill,
-                      key_pitch_classes, key_triad, minor_key_note, pitch_class, style_defaults_problem, style_settings,
+                      key_setting, minor_key_note, named_key, pitch_class, style_defaults_problem, style_settings,
                       top_line)
 from encoding_decoding import DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, tokens_to_notes, tokens_to_text
 from mask import draw, draw_styles
@@ -209,8 +211,9 @@ def render_wav(mid, wav, peak_db=-1.0):
 def parse_controls(args):
     """Controls from sample.py's arguments, or one clear line on what is wrong with them."""
     try:
-        scale = (key_pitch_classes(args.key) if args.key else
-                 tuple(sorted({pitch_class(p.strip()) for p in args.scale.split(",")})) if args.scale else None)
+        key = chosen_key(args)[0]
+        if args.scale:
+            key["scale"] = tuple(sorted({pitch_class(p.strip()) for p in args.scale.split(",")}))
     except ValueError as e:
         die(f"--key/--scale: {e}")
     try:
@@ -218,10 +221,10 @@ def parse_controls(args):
     except ValueError as e:
         die(f"--instruments: {e}")
     return Controls(style=args.style, tempo=args.tempo, meter=args.meter, bars=args.bars, seconds=args.seconds,
-                    scale=scale, pitch_range=args.pitch_range, bpm=args.bpm or args.tempo, parts=args.parts,
+                    pitch_range=args.pitch_range, bpm=args.bpm or args.tempo, parts=args.parts,
                     instruments=instruments, voice_leading=args.voice_leading,
                     voice_leading_rules=args.voice_leading_rules, choir=args.choir, choir_rules=args.choir_rules,
-                    triad=key_triad(args.key) if args.key else None, form=chosen_form(args))
+                    form=chosen_form(args), **key)
 
 
 def chosen_form(args):
@@ -230,6 +233,14 @@ def chosen_form(args):
     of config.STYLE_DEFAULTS lists no forms."""
     return form_setting(args.form, args.style, args.num_samples, args.seed, args.bars,
                         free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
+
+
+def chosen_key(args):
+    """--key as Controls takes it (controls.key_setting): (its fields, the keys drawn); auto draws one per sample
+    from the keys of the style's real pieces, none without --style, with --scale, a prompt or given material, or for
+    a style whose row of config.STYLE_DEFAULTS lists no keys."""
+    return key_setting(args.key, args.style, args.num_samples, args.seed,
+                       free=not (args.scale or args.prompt or args.melody))
 
 
 def style_groups(args, model, tok, controls, chosen, with_given, piece=None, material=None):
@@ -253,9 +264,10 @@ def style_groups(args, model, tok, controls, chosen, with_given, piece=None, mat
         rows = [i for i, s in enumerate(styles) if s == style]
         settings = argparse.Namespace(**{**vars(args), **style_settings(style, chosen, with_given), "style": style,
                                          "num_samples": len(rows)})
+        key, drawn = chosen_key(settings)  # (a key named, or none, is the command line's, in `controls` already)
         groups.append((rows, replace(controls, style=style, voice_leading=settings.voice_leading,
                                      voice_leading_rules=settings.voice_leading_rules, choir=settings.choir,
-                                     form=chosen_form(settings)), settings))
+                                     form=chosen_form(settings), **(key if drawn else {})), settings))
     return groups
 
 
@@ -303,7 +315,11 @@ def main(argv=None):
                                           "keep them)", per_style=True)
     configurator.option(control, "look_ahead", "true: given material also shown a bar or two ahead (a run trained "
                                                "with prepare.py --given_share)")
-    control.add_argument("--key", help='only pitches of this scale, e.g. "D minor", "F# major", "G dorian"')
+    configurator.option(control, "key", 'only pitches of this scale, its tonic triad the first and last chords under '
+                                        '--voice_leading, e.g. "D minor", "F# major", "G dorian"; auto: each sample\'s '
+                                        'key drawn from the keys of the style\'s real pieces, its tonic triad the '
+                                        'first and last chords, its notes in it but for a chromatic one in 30 that '
+                                        'moves on by a semitone; none: no key')
     control.add_argument("--scale", help="only these pitch classes, e.g. 0,2,4,7,9 or C,D,E,G,A")
     control.add_argument("--pitch_range", type=configurator.typed("pitch_range", (48, 84)),
                          help="LOW,HIGH: only MIDI pitches inside it, e.g. 48,84")
@@ -318,7 +334,7 @@ def main(argv=None):
     chosen = {k: getattr(args, k) for k in PER_STYLE if k in own or k in args.given}  # what the command line set
     with_given = bool(args.melody or args.infill or args.add_part)
     vars(args).update(style_settings(args.style, chosen, with_given))
-    if args.key and args.scale:
+    if named_key(args.key) and args.scale:
         die("give --key or --scale, not both")
     if (args.infill or args.add_part) and not args.prompt:
         die("--infill and --add_part work on a piece: give it with --prompt")
@@ -347,7 +363,8 @@ def main(argv=None):
     if controls.has_length and "max_new_tokens" in args.given:  # (the planned length sets the budget: draw)
         die("--max_new_tokens caps a piece of no planned length; this one's is planned (by --bars/--seconds or the "
             "piece given), and it ends there: drop --max_new_tokens")
-    out, forms = [None] * args.num_samples, [""] * args.num_samples  # each sample's tokens and form, in its place
+    out, forms, keys = ([None] * args.num_samples, [""] * args.num_samples,  # each sample's tokens, form and key
+                        [""] * args.num_samples)                              # drawn, in its place
     groups = style_groups(args, model, tok, controls, chosen, with_given, piece, material)
     if note := minor_key_note(args.key, {settings.style for _, _, settings in groups}):
         print(note)
@@ -356,7 +373,9 @@ def main(argv=None):
             drawn = draw(model, tok, Request(choir_voices(c, material), tuple(prompt), material), len(rows), args.seed,
                          settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
         for j, (i, row) in enumerate(zip(rows, drawn)):
+            drawn_keys = chosen_key(settings)[1]
             out[i], forms[i] = row, c.forms()[j % len(c.forms())] if c.forms() else ""
+            keys[i] = drawn_keys[j % len(drawn_keys)] if drawn_keys else ""
     source = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
     task = "harmonized" if args.melody else "infill" if args.infill else "added" if args.add_part else ""
     task = f"{task}_{Path(source).stem}_" if source else ""  # named after the piece given
@@ -380,7 +399,7 @@ def main(argv=None):
         line = (f"{stem}.mid: {header.style}, {header.bpm:g} BPM, {header.meter}, "
                 f"{', '.join(map(instrument_name, header.parts))}, {len(notes)} notes, {bars} bars, "
                 f"{len(tokens)} tokens" + (f", {bad} bad groups" if bad else "")
-                + (f", form {forms[i]}" if forms[i] else "")
+                + (f", form {forms[i]}" if forms[i] else "") + (f", key {keys[i]}" if keys[i] else "")
                 + (f", silent: {', '.join(f'part {k + 1}' for k in silent)}" if silent else ""))
         if args.musicxml:
             write_musicxml(notes_to_score(notes, spec, header), path(".musicxml"))

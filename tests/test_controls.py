@@ -629,6 +629,49 @@ def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     assert drawn_forms("x", 5, 1, bars=1) is None and drawn_forms("y", 5, 1) is None  # "AB" needs 2 bars
 
 
+def test_a_key_drawn_per_sample_holds_its_tonic_triad_and_resolves_its_chromatic_notes(monkeypatch):
+    from dataclasses import replace
+    import config
+    from controls import drawn_forms, key_pitch_classes, key_setting
+    assert key_setting("D minor", "bach", 3, 1) == (dict(scale=key_pitch_classes("D minor"), triad=(2, 5, 9),
+                                                         in_key=False), ())  # a name: its scale
+    monkeypatch.setitem(config.STYLE_DEFAULTS, "x", dict(forms={"AB": 3, "": 1}, keys={"G major": 3, "A minor": 1}))
+    key, names = key_setting("auto", "x", 400, seed=1)
+    assert key["scale"] is None and key["in_key"] and len(key["triad"]) == len(names) == 400
+    assert set(zip(key["triad"], names)) == {((7, 11, 2), "G major"), ((9, 0, 4), "A minor")}
+    assert 0.68 < names.count("G major") / 400 < 0.82 and key_setting("AUTO", "x", 400, 1) == (key, names)
+    pairs = set(zip(names, drawn_forms("x", 400, 1)))  # a stream apart from the forms': any key with any form
+    assert len(pairs) == 4
+    for key, style, free in (("auto", "x", False), ("none", "x", True), (None, "x", True), ("auto", "folk", True),
+                             ("auto", None, True)):
+        assert key_setting(key, style, 4, 1, free) == (dict(scale=None, triad=None, in_key=False), ()), key
+    with pytest.raises(ValueError):
+        key_setting("H major", "x", 4, 1)
+    # each row its own key, in turn: the first chord and the last bar on its tonic triad, the bass on the tonic
+    controls = Controls(voice_leading=True, voice_leading_rules=("rests", "ending", "beginning"),
+                        triad=((0, 4, 7), (7, 11, 2)))
+    for bars in (2, 1):  # the first onset of two bars, then the first onset of the last bar
+        head = f"START style:bach tempo:121 meter:4/4 inst:52 inst:52 bar:{bars} pos:0".split()
+        allowed = GrammarMask(TOK, "cpu", controls=controls)(torch.tensor([TOK.encode(head)] * 3))
+        got = [[k for k in range(60, 73) if row[TOK.stoi[f"n{k}"]]] for row in allowed]
+        assert got == [[60, 64, 67, 72], [62, 67, 71], [60, 64, 67, 72]], bars
+    row = "pos:0 n76 d4 v80 p1 n60 d4 v80 pos:4 p0".split()  # after the first onset, free
+    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 bar:2".split()
+    assert GrammarMask(TOK, "cpu", controls=controls)(torch.tensor([TOK.encode(head + row)]))[0, TOK.stoi["n74"]]
+    # in its key: a note outside it (F#4 in C major, not in G major) moves on by a semitone in its part, at the next
+    # onset; and no more than one note in 30 is outside the key
+    mask = lambda row: GrammarMask(TOK, "cpu", controls=replace(controls, voice_leading=False, in_key=True))(
+        torch.tensor([TOK.encode(head + row.split())] * 2))
+    pitches = lambda allowed: [[k for k in range(60, 73) if r[TOK.stoi[f"n{k}"]]] for r in allowed]
+    g_major = [60, 62, 64, 66, 67, 69, 71, 72]
+    assert pitches(mask("pos:0 n66 d4 v80 p1 n50 d4 v80 pos:4 p0")) == [[65, 67], g_major]  # (no room for another)
+    assert mask("pos:0 n66 d4 v80 p1 n50 d4 v80 pos:4 p1")[:, TOK.stoi["n43"]].all()  # the other part: free
+    bar = " ".join(f"pos:{k} n{64 + 3 * (k % 2)} d1" + " v80" * (k == 0) + " p1 n48 d1" + " v80" * (k == 0)
+                   for k in range(16))  # 32 notes in both keys
+    assert pitches(mask(bar + " bar:1 pos:0 p0")) == [list(range(60, 73))] * 2  # room for one outside
+    assert pitches(mask(bar + " bar:1 pos:0 p0 n66 d4 p1 n48 d4 pos:4 p0")) == [[65, 67], list(range(60, 73))]
+
+
 def test_a_chorale_in_a_natural_minor_key_is_pointed_to_the_harmonic_minor():
     from controls import minor_key_note
     assert '--key "F# harmonic minor" has it' in minor_key_note("F# minor", {"fiddle", "bach"})
@@ -655,16 +698,17 @@ def test_sample_takes_its_styles_row_where_no_flag_is_given(monkeypatch, tmp_pat
     import config
     from conftest import sample_here
     monkeypatch.setitem(config.STYLE_DEFAULTS, "bach", dict(voice_leading=True, choir=True, temperature=0.5,
-                                                            top_p=0.9, forms={"AB": 1}))
+                                                            top_p=0.9, forms={"AB": 1}, keys={"G major": 1}))
     texts = lambda d: [p.read_text() for p in sorted(d.glob("*.txt"))]
     common = ["--style", "bach", "--bars", 4, "--num_samples", 2, "--seed", 5]
     code, out, err = sample_here(*common, "--output_dir", tmp_path / "row")
-    assert code == 0 and out.count(", form AB") == 2, err
+    assert code == 0 and out.count(", form AB, key G major") == 2, err
     code, out, _ = sample_here(*common, "--voice_leading", "true", "--choir", "true", "--temperature", 0.5,
                                "--top_p", 0.9, "--form", "AB", "--output_dir", tmp_path / "flags")
     assert code == 0 and texts(tmp_path / "row") == texts(tmp_path / "flags")  # the row is those flags
-    code, out, _ = sample_here(*common, "--form", "none", "--temperature", 1.0, "--output_dir", tmp_path / "b")
-    assert code == 0 and "form" not in out and texts(tmp_path / "b") != texts(tmp_path / "row")
+    code, out, _ = sample_here(*common, "--form", "none", "--key", "none", "--temperature", 1.0,
+                               "--output_dir", tmp_path / "b")
+    assert code == 0 and "form" not in out and ", key" not in out and texts(tmp_path / "b") != texts(tmp_path / "row")
     code, out, _ = sample_here("--style", "bach", "--num_samples", 1, "--max_new_tokens", 64,
                                "--output_dir", tmp_path / "c")
     assert code == 0 and "form" not in out  # auto: no length asked, no form

@@ -354,7 +354,9 @@ def test_a_mistake_in_config_py_is_one_line_before_the_work(trained, data, tmp_p
                          (dict(voice_leading_rules="parallels"), "['voice_leading_rules'] = 'parallels' wants a tuple"),
                          (dict(voice_leading_rules=("parallel",)), "wants one of rests, parallels, crossing"),
                          (dict(with_given=dict(top_p=0)), "['with_given']['top_p'] = 0 wants a number > 0 and <= 1"),
-                         (dict(forms={"AB": "3"}), "['forms'] wants a dict of forms")):
+                         (dict(forms={"AB": "3"}), "['forms'] wants a dict of forms"),
+                         (dict(keys=("G major",)), "['keys'] wants a dict of keys"),
+                         (dict(keys={"H major": 1}), "['keys']: 'H' is not a pitch class")):
         assert message in style_defaults_problem({"bach": row}), row
     assert style_defaults_problem({"bach": dict(temperature=1, forms={"AB": 3, "": 1.5})}) is None  # 1 for 1.0
     monkeypatch.setitem(config.STYLE_DEFAULTS, "bach", {**config.STYLE_DEFAULTS["bach"], "temprature": 0.8})
