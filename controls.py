@@ -82,10 +82,11 @@ class Controls:
     triad: tuple = None        # that triad's pitch classes (tonic, third, fifth), from --key, or a tuple of them, one
                                # per sample in turn (--key auto's, drawn); None: the key that the notes so far and all
                                # given ones (a melody) suggest
-    in_key: bool = False       # with `triad`: every pitched part's notes in its key (KEY_STEPS above the tonic, in the
-                               # mode of its third), a note outside it only where its part moves on by a semitone (a
-                               # chromatic note resolved, as a raised fourth leads into the dominant) and no more
-                               # than one note in 30 outside (Bach's chorales: 3.3 %); soft
+    in_key: bool = False       # with `triad`: every pitched part's notes in its key (the mode of its third: major, or
+                               # minor with its raised sixth and seventh, mask.InKey), a note outside it only where
+                               # its part moves on by a semitone (a chromatic note resolved, as a raised fourth leads
+                               # into the dominant) and no more than one note in 30 outside (Bach's chorales: 3.3 %);
+                               # soft
     form: str = None           # phrases as letters, e.g. "AABA": the planned bars shared out among them in order, and
                                # a letter seen before repeats its first phrase note for note in every part (but the
                                # piece's last bar, its cadence, and a bar its model phrase is too short for), while

@@ -702,20 +702,22 @@ class Ending(Rule):
 
 
 class InKey(Rule):
-    """Controls.in_key: the notes of every written pitched part in each row's key (Controls.triad's, in turn: KEY_STEPS
-    above its tonic, major or minor as its third is), a note outside it only while at most `share` of the piece's
-    notes are, and only where its part moves on by a semitone (to the key's note beside it: no two notes outside a
-    key lie a semitone apart), so that a chromatic note is a leading tone resolved, or a passing one: the next note
-    of the part that struck one, at a later onset, is at most a semitone from it. Soft. (Without the share, 96
-    chorales of Bach's defaults went 9 % of their notes outside the key drawn and were heard in it in 38; with it,
-    1.9 % and 64: models/corpus/MODEL.md.)"""
+    """Controls.in_key: the notes of every written pitched part in each row's key (Controls.triad's, in turn: the major
+    scale above its tonic, or `minor`, as its third is), a note outside it only while at most `share` of the piece's
+    notes are, and only where its part moves on by a semitone (to the key's note beside it: no two notes outside
+    these keys lie a semitone apart), so that a chromatic note is a leading tone resolved, or a passing one: the next
+    note of the part that struck one, at a later onset, is at most a semitone from it. Soft. (Without the share, 96
+    chorales of Bach's defaults went 9 % of their notes outside the key drawn and were heard in it in 38; with it, 2 %
+    and 64, with the natural seventh outside a minor key 72: models/corpus/MODEL.md.)"""
     soft = True
+    minor = KEY_STEPS["minor"] - {10}  # the minor Bach writes: its raised sixth and seventh, the natural seventh a
+    # chromatic note (with it in the key, chorales asked for in D minor wrote F major: README, "Defaults per style")
 
     def __init__(self, c, controls, material):
         device = c.value.device
         triads = torch.tensor(controls.triads(), device=device)                       # (R, 3)
         minor = ((triads[:, 1] - triads[:, 0]) % 12 == 3).long()
-        steps = torch.tensor([[k in KEY_STEPS[m] for k in range(12)] for m in ("major", "minor")], device=device)
+        steps = torch.tensor([[k in m for k in range(12)] for m in (KEY_STEPS["major"], self.minor)], device=device)
         self.key = steps[minor].gather(1, (torch.arange(12, device=device)[None, :] - triads[:, :1]) % 12)  # (R, 12)
         self.material = material  # (the Material rule, or None)
 

@@ -670,6 +670,9 @@ def test_a_key_drawn_per_sample_holds_its_tonic_triad_and_resolves_its_chromatic
                    for k in range(16))  # 32 notes in both keys
     assert pitches(mask(bar + " bar:1 pos:0 p0")) == [list(range(60, 73))] * 2  # room for one outside
     assert pitches(mask(bar + " bar:1 pos:0 p0 n66 d4 p1 n48 d4 pos:4 p0")) == [[65, 67], list(range(60, 73))]
+    # a minor key as Bach writes it: its raised sixth and seventh in it, its natural seventh (G in A minor) not
+    a_minor = GrammarMask(TOK, "cpu", controls=Controls(triad=(9, 0, 4), in_key=True))
+    assert pitches(a_minor(torch.tensor([TOK.encode(head + ["pos:0"])]))) == [[60, 62, 64, 65, 66, 68, 69, 71, 72]]
 
 
 def test_a_chorale_in_a_natural_minor_key_is_pointed_to_the_harmonic_minor():
