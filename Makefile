@@ -93,8 +93,9 @@ stage4: .venv/installed
 # as it ends and skipped where STAGES holds it (a round of 800 steps takes about an hour on a slow 2 cores, its
 # samples about an hour and a half).
 POOLS := $(CORPUS)/distill_pools
-# Bach's defaults as the rounds drew their chorales (before round 8 shipped with only the ending rule)
-ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperature 0.8 --top_p 0.95
+# Bach's defaults as the rounds drew their chorales (before round 8 shipped with only the ending rule; no key drawn:
+# --key auto came after them)
+ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --key none --temperature 0.8 --top_p 0.95
 # Rounds 9 on: a second line from stage 4, drawn at temperature 1 (round 8's chorales had come to crotchets only:
 # each round sharpened by 0.8 and top-p 0.95 made the next plainer) with the rules on parallels, crossing voices,
 # rests and the ending, --keep bounding the rhythm and the returning notes too; the tunes' picks three times over;
@@ -104,7 +105,7 @@ ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --temperatur
 # chorales' voices kept in their ranges by --keep, from round 16 only chorales that begin on the tonic triad (most of
 # the samples set out from another chord and end in another key: models/corpus/MODEL.md)
 LINE_DRAW := --temperature 1.0 --top_p 1.0
-LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending $(LINE_DRAW)
+LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending --key none $(LINE_DRAW)
 LINE_TUNES := 3
 # $(call fit,N,run,init,seed,mix share (corpus_distill's)): round N's pool made train.bin, and its 800 steps
 define fit
