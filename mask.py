@@ -868,10 +868,10 @@ class GrammarMask:
     """allowed_fn for GPT.generate: the grammar and a request's controls as one mask over the next token, a cursor
     and rules. Every rule is a lookup or a comparison over (B, V) on the device, so rows of one batch may be in
     different states. The hard rules (the grammar, parts, the countdown, given material, form, the ending, the key
-    and range, a prompt's slots) all hold; the soft rules of part writing (Controls.voice_leading, Controls.choir)
-    and a form's new letters (Contrast) hold where they leave a canonical token, the latest in the list given up
-    first; the canonical form holds where it leaves any token; where nothing is left the row may only end. Inside a
-    block of given material its token is the only one.
+    and range, a prompt's slots) all hold; the soft rules of part writing (Controls.voice_leading, Controls.choir),
+    a drawn key's (Controls.in_key) and a form's new letters (Contrast) hold where they leave a canonical token, the
+    latest in the list given up first; the canonical form holds where it leaves any token; where nothing is left the
+    row may only end. Inside a block of given material its token is the only one.
 
     A new control: a field of Controls, a flag, and a Rule added to the list in __init__."""
 
