@@ -2,8 +2,9 @@
 
 Scripts read these names through `configurator.cli()`, which adds `--key=value` overrides (type-checked against the
 default and against configurator.LIMITS, unknown keys rejected) and `--preset=name` (a small overlay from PRESETS)
-to their own arguments. The values written here are held to LIMITS too, and sample.py and evaluate.py check
-STYLE_DEFAULTS' rows (controls.style_defaults_problem): a mistake is one line before any work.
+to their own arguments. The values written here are checked too: each of its kind as config.py is read
+(configurator.KINDS: a list for a tuple, "false" for False), each within LIMITS where a script reads it, and sample.py
+and evaluate.py check STYLE_DEFAULTS' rows (controls.style_defaults_problem): a mistake is one line before any work.
 """
 
 # --- encoding (the token grammar's ranges; the tokenizer JSON records the ones it was built from)

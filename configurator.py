@@ -42,7 +42,24 @@ LIMITS = {
 }
 
 
-TUPLE_ITEMS = {"rule_styles": ""}  # the type of the items of a tuple whose default is empty
+# The kind of value each name of config.py takes where it is not a whole number, and of the items of its tuples where
+# they are not numbers: config.py is edited by hand, and a value of another kind ("false" for False, a list for a
+# tuple, "3" for 3) is one line when it is read (config_problem), not a traceback far off or a wrong run
+KINDS = {name: kind for kind, names in (
+    (bool, "keep_drums bias anchor_header compile look_ahead voice_leading choir"),
+    (float, "default_bpm file_timeout val_fraction augmented_percentage given_share dropout rope_theta route_scale "
+            "bias_update_speed balance_factor learning_rate min_lr weight_decay beta1 beta2 grad_clip "
+            "piece_start_share rule_weight rule_share mix_share temperature top_p eval_seconds"),
+    (str, "text_dir shard aug_dir tokenizer_path samples_dir rule_scale gelu_approximate data_dir out_dir init_from "
+          "mix_data_dir device dtype form key shipped_run eval_key"),
+    (tuple, "pitch_range velocity_range tempo_range meters aug_pitch_shifts aug_velocity_shifts aug_tempo_shifts "
+            "given_kinds rule_styles voice_leading_rules usual_ranges choir_ranges choir_rules eval_pitch_range"),
+    (dict, "corpus_styles")) for name in names.split()}
+ITEM_KINDS = {name: kind for kind, names in ((str, "meters given_kinds rule_styles voice_leading_rules choir_rules"),
+                                             (tuple, "usual_ranges choir_ranges")) for name in names.split()}
+KIND_WORDS = {bool: "True or False", int: "a whole number", float: "a number", str: "text in quotes",
+              tuple: "a tuple, (A, B, ...)", dict: "a dict"}
+ITEM_WORDS = {float: "a tuple of numbers", str: "a tuple of names in quotes", tuple: "a tuple of (LOW, HIGH) pairs"}
 CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16"), "gelu_approximate": ("none", "tanh"),
            "choir_rules": ("range", "spacing", "leap", "repeat", "swing"),
            "voice_leading_rules": ("rests", "parallels", "crossing", "ending", "beginning"),
@@ -74,13 +91,34 @@ def check(name, value):
     return None
 
 
+def kind_problem(name, value):
+    """None if `value` is of the kind config name `name` takes (KINDS; an int where a number is), else that kind in
+    words."""
+    of = lambda v, kind: type(v) is kind or kind is float and type(v) is int
+    kind = KINDS.get(name, int)
+    if not of(value, kind):
+        return KIND_WORDS[kind]
+    item = ITEM_KINDS.get(name, float)
+    return ITEM_WORDS[item] if kind is tuple and not all(of(v, item) for v in value) else None
+
+
+def config_problem():
+    """One line on the first value of config.py that is not of its kind (kind_problem), else None: checked as
+    config.py is read, before a script builds anything from it (its bounds are `cli`'s, where a command line's value
+    may stand in for it)."""
+    for name, value in vars(config).items():
+        if not name.startswith("_") and name.islower() and (why := kind_problem(name, value)):
+            return f"{name} = {value!r} in config.py wants {why}"
+    return None
+
+
 def typed(name, default):
     """An argparse `type` that reads a value of the same type as `default` (tuples are comma-separated) and
     checks it against LIMITS and CHOICES under `name`; scripts use it for their own numeric arguments too."""
     def parse(text):
         try:
             if isinstance(default, tuple):
-                item = default[0] if default else TUPLE_ITEMS.get(name, 0)  # (an empty default: its items' type)
+                item = default[0] if default else ITEM_KINDS.get(name, int)()  # (an empty default: its items' kind)
                 value = tuple(_parse_one(item, t) for t in text.split(",") if t)
             else:
                 value = _parse_one(default, text)
@@ -155,10 +193,15 @@ def cli(parser, keys, argv=None, own=None):
     given = {k: v for k, v in vars(args).items() if k in chosen}
     chosen.update(preset)
     for k in [k for k in chosen if k not in given]:  # config.py's own values and a preset's: a user edits it too
-        if why := check(k, chosen[k]):
+        if why := kind_problem(k, chosen[k]) or check(k, chosen[k]):
             print(f"error: {k} = {chosen[k]!r} in config.py{' or its preset' * (k in preset)} wants {why}",
                   file=sys.stderr)
             sys.exit(2)
     chosen.update(given)
     # `given`: the keys set on this command line, by name or through --preset (a resumed run keeps the rest)
     return argparse.Namespace(**{**vars(args), **chosen, "given": set(preset) | set(given)})
+
+
+if why := config_problem():  # (as config.py is read: before any script builds a dataclass or a run from its values)
+    print(f"error: {why}", file=sys.stderr)
+    sys.exit(2)

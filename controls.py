@@ -267,15 +267,12 @@ PER_STYLE = ("voice_leading", "voice_leading_rules", "choir", "form", "temperatu
 
 def style_defaults_problem(table):
     """None where `table` (config.STYLE_DEFAULTS, which a user edits) sets only what a style's row may: PER_STYLE, each
-    of the type of config.py's own value and within its bounds (configurator.check), `forms` and `keys` (form or key
+    of its kind and within its bounds (configurator.kind_problem, check), `forms` and `keys` (form or key
     -> how often it is drawn) and `with_given` (PER_STYLE again); else one line naming the first entry that is not."""
     def setting(where, key, value, more=()):
         if key not in PER_STYLE:
             return f"{where} is not a setting per style: one of {', '.join((*PER_STYLE, *more))}"
-        default = getattr(config, key)
-        if not (type(value) is type(default) or type(default) is float and type(value) is int):
-            return f"{where} = {value!r} wants a {type(default).__name__} like {default!r}"
-        why = configurator.check(key, value)
+        why = configurator.kind_problem(key, value) or configurator.check(key, value)
         return why and f"{where} = {value!r} wants {why}"
 
     for style, row in table.items():
