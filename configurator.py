@@ -42,14 +42,15 @@ LIMITS = {
 }
 
 
-# The kind of value each name of config.py takes where it is not a whole number, and of the items of its tuples where
-# they are not numbers: config.py is edited by hand, and a value of another kind ("false" for False, a list for a
-# tuple, "3" for 3) is one line when it is read (config_problem), not a traceback far off or a wrong run
+# The kind of value each name of config.py takes where it is not a whole number (the names in LIMITS but not here), and
+# of the items of its tuples where they are not numbers: config.py is edited by hand, and a value of another kind
+# ("false" for False, a list for a tuple, "3" for 3) is one line when it is read (config_problem), not a traceback far
+# off or a wrong run. A name in neither (a user's own) is not checked.
 KINDS = {name: kind for kind, names in (
     (bool, "keep_drums bias anchor_header compile look_ahead voice_leading choir"),
     (float, "default_bpm file_timeout val_fraction augmented_percentage given_share dropout rope_theta route_scale "
             "bias_update_speed balance_factor learning_rate min_lr weight_decay beta1 beta2 grad_clip "
-            "piece_start_share rule_weight rule_share mix_share temperature top_p eval_seconds"),
+            "piece_start_share rule_weight rule_share mix_share temperature top_p eval_seconds seconds tempo bpm"),
     (str, "text_dir shard aug_dir tokenizer_path samples_dir rule_scale gelu_approximate data_dir out_dir init_from "
           "mix_data_dir device dtype form key shipped_run eval_key"),
     (tuple, "pitch_range velocity_range tempo_range meters aug_pitch_shifts aug_velocity_shifts aug_tempo_shifts "
@@ -92,10 +93,12 @@ def check(name, value):
 
 
 def kind_problem(name, value):
-    """None if `value` is of the kind config name `name` takes (KINDS; an int where a number is), else that kind in
-    words."""
+    """None if `value` is of the kind config name `name` takes (KINDS, else a whole number where LIMITS bounds it; an
+    int where a number is), else that kind in words."""
     of = lambda v, kind: type(v) is kind or kind is float and type(v) is int
-    kind = KINDS.get(name, int)
+    kind = KINDS.get(name, int if name in LIMITS else None)
+    if kind is None:
+        return None
     if not of(value, kind):
         return KIND_WORDS[kind]
     item = ITEM_KINDS.get(name, float)

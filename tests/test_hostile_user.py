@@ -347,17 +347,19 @@ def test_a_mistake_in_config_py_is_one_line_before_the_work(trained, data, tmp_p
     """config.py is edited by hand: a value out of its bounds, or a row of STYLE_DEFAULTS that sets what no style
     can (a misspelt name, or with_scale, which went on 2026-12-06), was used as it stood, or silently ignored."""
     import config
-    from configurator import config_problem
+    from configurator import KINDS, LIMITS, config_problem
     from controls import style_defaults_problem
     # a value of another kind than config.py's own (False written "false", a list for a tuple), as config.py is read
     assert config_problem() is None  # (a new value of config.py that is not a whole number: its kind in KINDS)
+    assert all(k in KINDS or k in LIMITS for k, v in vars(config).items() if k.islower() and not k.startswith("_"))
     for name, value, message in (("choir", "false", "choir = 'false' in config.py wants True or False"),
                                  ("voice_leading_rules", ["parallels"], "['parallels'] in config.py wants a tuple"),
                                  ("n_layer", "3", "n_layer = '3' in config.py wants a whole number"),
                                  ("usual_ranges", ([62, 78],), "wants a tuple of (LOW, HIGH) pairs"),
-                                 ("temperature", 1, None)):  # (an int for a number)
+                                 ("temperature", 1, None),  # (an int for a number)
+                                 ("my_own_setting", "x", None)):  # (a user's own name: not config's to judge)
         with monkeypatch.context() as m:
-            m.setattr(config, name, value)
+            m.setattr(config, name, value, raising=False)
             assert message in config_problem() if message else config_problem() is None, name
     r = subprocess.run([sys.executable, "-c", "import config; config.voice_leading_rules = ['parallels']; import sample"],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
