@@ -186,8 +186,8 @@ choir_rules = ("range", "spacing", "leap", "repeat", "swing")  # which of those 
 form = "auto"              # phrases as letters (AABA: the second phrase repeats the first note for note); none: no
                            # form; auto (with --bars or --seconds, no prompt or given material): each sample's form
                            # drawn from the forms of its style's real pieces, STYLE_DEFAULTS' `forms`
-key = "auto"               # a key's name ("D minor", "F# major", "G dorian"): only that scale's pitches, its tonic triad
-                           # the first and last chords under voice_leading; none: no key; auto (no prompt, given
+key = "auto"               # a key's name ("D minor", "F# major", "G dorian"): only that scale's pitches, its tonic
+                           # triad the first and last chords under voice_leading; none: no key; auto (no prompt, given
                            # material or --scale): each sample's key drawn from the keys of its style's real pieces,
                            # STYLE_DEFAULTS' `keys`, its tonic triad voice_leading's first and last chords, its notes
                            # in the key but for a chromatic one in 30 that moves on by a semitone (Controls.in_key);
@@ -217,12 +217,12 @@ given_samples = 4          # samples of each
 # them: the forms of 2 % or more of the real pieces, "" for none (music21's bach folder and ryansMammoth as the demo
 # encodes them; 1,058 Essen folk songs, an eighth of them). `keys`: --key auto's keys and how often each is drawn,
 # as evaluate.py --forms prints them (those of 1 % or more of the pieces): free, the chorales set out from their tonic
-# in 42 % and came home in 44 % (Bach: 78 %, 84 %), in a key drawn 67 % and 99 % (README). `with_given`: what differs where the sample is given
-# material (--melody, --infill, --add_part): the model alone harmonizes a soprano with 10.2 parallels per 100 moves
-# where Bach has 3.4, all five rules bring it to 1.0 (models/corpus/MODEL.md). Bach's own chorales keep the rule on
-# parallels too: the choir's rule on swings moves a voice on where it would go back, into parallels more often
-# (without the rule on parallels, twice Bach's), and held to a key's notes the model's chromatic notes are pushed to
-# their neighbours, into more again (README "Defaults per style").
+# in 42 % and came home in 44 % (Bach: 78 %, 84 %), in a key drawn 76 % and 99 % (README). `with_given`: what differs
+# where the sample is given material (--melody, --infill, --add_part): the model alone harmonizes a soprano with 10.2
+# parallels per 100 moves where Bach has 3.4, all five rules bring it to 1.0 (models/corpus/MODEL.md). Bach's own
+# chorales keep the rule on parallels too: the choir's rule on swings moves a voice on where it would go back, into
+# parallels more often (without the rule on parallels, twice Bach's), and held to a key's notes the model's chromatic
+# notes are pushed to their neighbours, into more again (README "Defaults per style").
 STYLE_DEFAULTS = {
     "bach": dict(voice_leading=True, voice_leading_rules=("parallels", "ending", "beginning"), choir=True,
                  temperature=0.9, top_p=1.0,

@@ -280,16 +280,13 @@ def style_defaults_problem(table):
             return f"config.STYLE_DEFAULTS[{style!r}] wants a dict of settings"
         for key, value in row.items():
             where = f"config.STYLE_DEFAULTS[{style!r}][{key!r}]"
-            if key == "forms":
+            if key in ("forms", "keys"):
                 if not isinstance(value, dict) or not all(
                         isinstance(f, str) and type(p) in (int, float) and p >= 0 for f, p in value.items()):
-                    return f'{where} wants a dict of forms (letters, "" for none) to how often each is drawn (%)'
-            elif key == "keys":
-                if not isinstance(value, dict) or not all(
-                        isinstance(k, str) and type(p) in (int, float) and p >= 0 for k, p in value.items()):
-                    return f'{where} wants a dict of keys ("G major", "A minor") to how often each is drawn (%)'
+                    what = 'forms (letters, "" for none)' if key == "forms" else 'keys ("G major", "A minor")'
+                    return f"{where} wants a dict of {what} to how often each is drawn (%)"
                 try:
-                    list(map(key_triad, value))
+                    list(map(key_triad, value)) if key == "keys" else None
                 except ValueError as e:
                     return f"{where}: {e}"
             elif key == "with_given":

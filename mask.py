@@ -712,6 +712,7 @@ class InKey(Rule):
     soft = True
     minor = KEY_STEPS["minor"] - {10}  # the minor Bach writes: its raised sixth and seventh, the natural seventh a
     # chromatic note (with it in the key, chorales asked for in D minor wrote F major: README, "Defaults per style")
+    share = 1 / 30  # of a piece's notes outside its key, at most: Bach's chorales have 3.3 % (evaluate.py --listen)
 
     def __init__(self, c, controls, material):
         device = c.value.device
@@ -720,8 +721,6 @@ class InKey(Rule):
         steps = torch.tensor([[k in m for k in range(12)] for m in (KEY_STEPS["major"], self.minor)], device=device)
         self.key = steps[minor].gather(1, (torch.arange(12, device=device)[None, :] - triads[:, :1]) % 12)  # (R, 12)
         self.material = material  # (the Material rule, or None)
-
-    share = 1 / 30  # of a piece's notes outside its key, at most: Bach's chorales have 3.3 % (evaluate.py --listen)
 
     def reset(self, c, batch_size, device):
         self.row_key = self.key[torch.arange(batch_size, device=device) % self.key.size(0)]       # (B, 12)
@@ -885,8 +884,8 @@ class GrammarMask:
         self.rules += [given] if given else []
         self.rules += [form] if form else []
         # the soft rules, in the order they hold (the last gives way first): voice leading's main rules, the choir's,
-        # those on parallels and crossing, a key's chromatic notes resolved, then a form's new letters; before the ending, which waits for the parts
-        # voice leading says are due
+        # those on parallels and crossing, a key's chromatic notes resolved, then a form's new letters; before the
+        # ending, which waits for the parts voice leading says are due
         self.rules += [voice] if voice else []
         self.rules += [Choir(c, given, controls.choir_rules)] if controls.choir else []
         self.rules += [ParallelsAndCrossing(voice)] if voice else []

@@ -372,8 +372,8 @@ def main(argv=None):
         with autocast(device, dtype):
             drawn = draw(model, tok, Request(choir_voices(c, material), tuple(prompt), material), len(rows), args.seed,
                          settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
+        drawn_keys = chosen_key(settings)[1]
         for j, (i, row) in enumerate(zip(rows, drawn)):
-            drawn_keys = chosen_key(settings)[1]
             out[i], forms[i] = row, c.forms()[j % len(c.forms())] if c.forms() else ""
             keys[i] = drawn_keys[j % len(drawn_keys)] if drawn_keys else ""
     source = args.melody or args.prompt if args.melody or args.infill or args.add_part else None
