@@ -115,6 +115,13 @@ def bar_steps(meter, sample_freq):
     return max(1, round(n * 4 * sample_freq / d))
 
 
+def beat_steps(meter, sample_freq):
+    """Grid steps in one beat of `meter`: a dotted note in a compound meter (6/8, 9/8, 12/8: three eighths), else the
+    note its denominator names ("3/4" -> 4, "2/2" -> 8 at 4 steps per quarter); a quarter for a bad meter."""
+    n, d = meter_fraction(meter) or (4, 4)
+    return max(1, round((3 if n % 3 == 0 and n > 3 and d >= 8 else 1) * 4 * sample_freq / d))
+
+
 @dataclass(frozen=True)
 class Spec:
     """The ranges and lists that fix the closed vocabulary; the tokenizer JSON stores them."""

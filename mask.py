@@ -16,8 +16,8 @@ import torch
 
 import config
 from controls import KEY_STEPS, Controls
-from encoding_decoding import (AHEAD, AHEAD_STATES, DRUMS, END, GRAMMAR, HEADER, MORE, START, as_note, bar_steps, kind,
-                               value)
+from encoding_decoding import (AHEAD, AHEAD_STATES, DRUMS, END, GRAMMAR, HEADER, MORE, START, as_note, bar_steps,
+                               beat_steps, kind, value)
 from model import sample_logits
 
 
@@ -105,6 +105,7 @@ class Cursor:
         self.next_state = tensor(next_state)                             # (S, V) state index
         kinds, numbers = token_values(itos, spec)
         self.kind, self.number = tensor(kinds), tensor(numbers, dtype=torch.float64)
+        self.beats = tensor([beat_steps(value(t), spec.sample_freq) if kind(t) == "meter" else 0 for t in itos])
         self.value = self.number.long()
         is_ = lambda k: self.kind == VALUED.index(k)
         (self.is_n, self.is_d, self.is_v, self.is_p, self.is_pos, self.is_bar, self.is_meter, self.is_tempo,
@@ -545,10 +546,14 @@ class VoiceLeading(Rule):
     crossing (`preferred`, the ParallelsAndCrossing rule) first. `parts_due`: a part must still sound at the current
     onset (the piece may not close yet)."""
     soft = True
+    dominant = torch.tensor([[7, 11, 2, 5], [7, 10, 2, 5]])  # the dominant's seventh chord above the tonic, its root
+    # first, and where a scale held (--key) has no leading tone, with the minor third it has (v in natural minor)
 
     def __init__(self, c, controls, material):
         device = c.value.device
-        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning
+        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning, cadence
+        self.scale = None if controls.scale is None else torch.tensor([k in controls.scale for k in range(12)],
+                                                                      device=device)  # (12,) a scale held
         triads = controls.triads()  # (R, 3) or None: row r takes triad r % R
         self.triad = torch.tensor(triads, device=device) if triads else None
         self.material = material  # (the Material rule, or None)
@@ -565,6 +570,10 @@ class VoiceLeading(Rule):
             end, top = max((n.start, n.pitch) for n in given)
             self.g_last = torch.tensor([[top % 12] + sorted({n.pitch % 12 for n in given if n.start == end}
                                                             - {top % 12})], device=device)
+        # the given pitched notes' onsets, ends and pitch classes (G,), or None: where one sounds on the step the
+        # cadence's dominant does and is no note of it, that row has no cadence
+        self.given = tuple(torch.tensor(x, device=device) for x in zip(*[(n.start, n.start + n.dur, n.pitch % 12)
+                                                                        for n in given])) if given else None
         # the first onset's triad, (R or 1, 3) or None: that of the key known before it (--key's, or the one the
         # given notes suggest), or its relative key's where only that holds the given notes struck first
         self.opening = None
@@ -655,6 +664,32 @@ class VoiceLeading(Rule):
         ending = mine & ("ending" in self.rules)
         ok &= ~c.is_n | ~col(last & ending) | chord(triad)
         ok &= ~c.is_d | ~col(~last & ending) | (col(clock) + v <= col(last_bar_at))
+        if "cadence" in self.rules:  # the last beat before the last bar: the dominant (V or V7), its root in the bass
+            close = last_bar_at - c.beats[c.meter.clamp(min=0)].clamp(min=1)  # (B,) where the beat begins
+            known = torch.ones_like(last) if c.plan is not None else c.bars_left < c.more  # (the bars left known)
+            dominant = (triad[:, :1] + self.dominant[0].to(pc.device)) % 12           # (B or 1, 4), its root first
+            if self.scale is not None:  # a scale held: its own third, a note outside it the root again (none)
+                dominant = (triad[:, :1] + self.dominant.to(pc.device)[self.scale[dominant[:, 1]].long() ^ 1]) % 12
+                dominant = torch.where(self.scale[dominant], dominant, dominant[:, :1])
+                known = known & self.scale[dominant[:, 0]]
+            if self.given is not None:  # not where a given note sounding in that beat is no note of it
+                start, end, given_pc = self.given
+                sounding = (start[None, :] < col(last_bar_at)) & (end[None, :] > col(close))     # (B, G)
+                known = known & ~(sounding & ~(given_pc[None, :, None] == dominant[:, None, :]).any(2)).any(1)
+            due = mine & known & ~last
+            ok &= ~c.is_n | ~col(due & (clock >= close)) | chord(dominant)
+            # and its leading tone sounds: where no part holds it or has struck it at this onset, the part above the
+            # bass strikes it (its third: V without it was the model's in a third of 96 chorales)
+            K = c.until.size(2)
+            leading = (torch.arange(K, device=pc.device)[None, :] % 12 == dominant[:, 1:2]).expand(len(clock), -1)
+            heard = ((c.until > clock[:, None, None]) & leading[:, None, :]).any(2).any(1)        # (B,)
+            heard |= dominant[:, 1] != (triad[:, 0] + 11) % 12  # (a scale held without it: none to sound)
+            lacks = due & (clock >= close) & (c.part == bass - 1) & ~heard
+            ok &= ~c.is_n | ~col(lacks) | (pc == dominant[:, 1:2])
+            # a note of another pitch (the bass's: another than the root) ends by that beat
+            now = c.pitch % 12
+            fits = (col(now) == dominant).any(1) & ((c.part != bass) | (now == dominant[:, 0]))
+            ok &= ~c.is_d | ~col(due & ~fits) | (col(clock) + v <= col(close))
         if self.opening is not None:  # the first onset: its triad, the root in the bass
             first = (self.first_at < 0) | (self.first_at == clock)
             ok &= ~c.is_n | ~col(mine & first) | chord(self.row_opening)

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import midi_file, on, off, run, track, vlq
 from controls import Controls, key_pitch_classes, key_triad
-from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, canonical, finish,
+from encoding_decoding import (DRUMS, END, START, Header, Spec, Tokenizer, bar_steps, beat_steps, canonical, finish,
                                notes_to_tokens, tokens_to_notes, tokens_to_text, validate)
 from mask import GrammarMask, estimated_triads, mask_rows, rule_breaks
 from midi_io import midi_to_notes, notes_to_midi, parse_score, score_to_notes, text_to_midi
@@ -393,6 +393,32 @@ def test_voice_leading_begins_on_the_tonic_where_the_key_is_known():
     assert voice_mask("pos:0 n76 d4 v80 p1 n60 d4 v80 pos:4 p0", triad=(0, 4, 7), rules=rules)[TOK.stoi["n74"]]
     assert voice_mask("pos:0", rules=rules)[TOK.stoi["n62"]]
     assert voice_mask("pos:0", triad=(0, 4, 7))[TOK.stoi["n62"]]  # (nor without the rule)
+
+
+def test_voice_leading_closes_on_the_dominant():
+    """Rule "cadence": the last beat before the last bar is the dominant's triad or seventh chord (C major's: G B D
+    F), its root in the lowest part and its leading tone (B) sounding (the part above the bass strikes it where none
+    holds it); a note of another pitch ends by that beat; earlier, and without the rule, free."""
+    rules = ("rests", "parallels", "crossing", "ending", "cadence")
+    pitches = lambda allowed, lo, hi: [k for k in range(lo, hi) if allowed[TOK.stoi[f"n{k}"]]]
+    row = "pos:0 n72 d12 v80 p1 n48 d12 v80 pos:12 p0"
+    assert pitches(voice_mask(row, triad=(0, 4, 7), rules=rules), 60, 73) == [71]  # (two parts: the upper one)
+    assert pitches(voice_mask(row + " n71 d4 v80 p1", triad=(0, 4, 7), rules=rules), 36, 61) == [43, 55]
+    held = "pos:0 n71 d16 v80 p1 n48 d8 v80 pos:8 p1 n55 d4 pos:12 p1"  # B held: the bass's G again
+    assert pitches(voice_mask(held, triad=(0, 4, 7), rules=rules), 36, 61) == [43, 55]
+    assert voice_mask(row, triad=(0, 4, 7))[TOK.stoi["n72"]]  # (not without the rule)
+    assert voice_mask(row, bars=3, triad=(0, 4, 7), rules=rules)[TOK.stoi["n72"]]  # (nor two bars before the last)
+    at_8 = "pos:0 n72 d8 v80 p1 n48 d8 v80 pos:8 p0 "
+    allowed = voice_mask(at_8 + "n72", triad=(0, 4, 7), rules=rules)  # C: to the beat at most
+    assert allowed[TOK.stoi["d4"]] and not allowed[TOK.stoi["d8"]]
+    assert voice_mask(at_8 + "n74", triad=(0, 4, 7), rules=rules)[TOK.stoi["d8"]]  # D: through it
+    assert (beat_steps("4/4", 4), beat_steps("3/4", 4), beat_steps("6/8", 4), beat_steps("2/2", 4)) == (4, 4, 6, 8)
+    # --key "D minor" holds the natural minor's notes: its dominant is A C E (G), none of them the leading tone C#
+    head = "START style:bach tempo:121 meter:4/4 inst:52 inst:52 bar:2".split()
+    controls = Controls(voice_leading=True, triad=key_triad("D minor"), scale=key_pitch_classes("D minor"),
+                        voice_leading_rules=rules)
+    allowed = GrammarMask(TOK, "cpu", controls=controls)(torch.tensor([TOK.encode(head + row.split())]))[0]
+    assert pitches(allowed, 60, 73) == [60, 64, 67, 69, 72]
 
 
 def test_voice_leading_keeps_parts_from_crossing():

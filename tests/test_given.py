@@ -121,6 +121,25 @@ def test_a_voice_led_harmonization_ends_on_a_tonic_triad_holding_the_melodys_las
                                                                 {root, (root + 4) % 12, (root + 7) % 12}))
 
 
+def test_a_voice_led_harmonization_closes_on_the_dominant_where_the_melody_allows():
+    """Rule "cadence": the last beat before the last bar is the dominant's chord (G major's: D F# A C), its root in
+    the bass, where the melody's note there is one of its notes (A); where it is not (B), the parts go free."""
+    def last_beats(last_but_one):
+        pitches = [67, 69, 71, 72, 74, 72, 71, 69, 67, 66, 64, 66, 67, 71, 74, last_but_one]
+        melody = [Note(4 * k, p, 4, 80, 0) for k, p in enumerate(pitches)] + [Note(64, 67, 16, 80, 0)]
+        prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
+        controls = Controls(style="bach", bars=bars, meter="4/4", instruments=(52,) * 4, voice_leading=True,
+                            triad=(7, 11, 2), voice_leading_rules=("rests", "parallels", "ending", "cadence"))
+        for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 4, 7, prompt):
+            notes = tokens_to_notes(tokens, SPEC)[0]
+            assert [n for n in notes if n.part == 0] == melody
+            beat = [n for n in notes if n.start < 64 and n.end > 60]
+            yield {n.pitch % 12 for n in beat}, {n.pitch % 12 for n in beat if n.part == 3}
+    for chord, bass in last_beats(69):
+        assert chord <= {2, 6, 9, 0} and bass == {2}, (chord, bass)
+    assert any(not chord <= {2, 6, 9, 0} for chord, _ in last_beats(71))
+
+
 @pytest.mark.parametrize("ahead", [False, True])
 def test_a_voice_led_harmonization_opens_on_the_tonic_triad(ahead):
     """Rule "beginning": the first onset is the tonic triad of the key the melody suggests, the root in the bass, or

@@ -445,7 +445,8 @@ PINNED = {  # tests/pinned/<name>: the then shipped model's (stage 3's) samples 
     # shipped model's harmonization of own_tune.mid, seed 1, as it was then; prm's samples were written again when a
     # sample without --style came to draw its style first and take its defaults, 2026-12-06, and again when that
     # draw came to weigh the prompt's likelihood under each style: folk and folk, now bach and bach, 2026-12-06; and
-    # the second again when Bach's defaults took the rule on parallels, 2026-12-06)
+    # the second again when Bach's defaults took the rule on parallels, 2026-12-06; both when they took the cadence,
+    # 2026-12-07)
     "formvl": ["--style", "bach", "--bars", 5, "--form", "AAB", "--voice_leading", "true", "--seed", 13, *OLD_BACH],
     "mel": ["--style", "bach", "--melody", "HARMONIZED/given/own_tune.mid", "--parts", 4, "--voice_leading", "true",
             "--seed", 14, *OLD_BACH],
