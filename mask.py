@@ -534,15 +534,19 @@ class VoiceLeading(Rule):
     sounds, and at an onset every part whose note has ended gets a new one: parts rise within an onset, so none may be
     passed over), a part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at
     this onset (both moving the same way, from and to the same perfect interval) and does not cross the parts next to
-    it (at most the pitch of the one above, at least that of the one below, where they sound), and in the last bar
-    the notes are the tonic triad (Controls.triad, each row its own in turn where several are given, or that of the
+    it (at most the pitch of the one above, at least that of the one below, where they sound), and from the final
+    chord on (the last bar's first step, or the last given onset where that comes later in the bar: a chorale's
+    melody closing on its third beat) the notes are the tonic triad (Controls.triad, each row its own in turn where
+    several are given, or that of the
     key the notes so far and all given pitched ones suggest whose triad holds the given notes struck last: a melody's
     last note, the given parts' last chord where one triad holds it all), the tonic in the bass (the lowest of several
     written parts, the last the header names, or Given.bass: an added bass), none held into it; and the piece's
     first onset is the tonic triad of the key known before it (Controls.triad, or the one the given notes suggest),
     or its relative key's where only that holds the given notes struck there, or free where neither does (a
     harmonized melody: having heard only its first note, the model opened BWV 139.6's E major soprano on a C major
-    chord), the root in the bass. Soft: where the rules leave nothing canonical they give way, those on parallels and
+    chord), the root in the bass; with `cadence`, the beat before the final chord is the dominant's triad or seventh
+    chord, its root in the bass and its leading tone sounding, where the bars left are known and the given notes in
+    that beat are its notes. Soft: where the rules leave nothing canonical they give way, those on parallels and
     crossing (`preferred`, the ParallelsAndCrossing rule) first. `parts_due`: a part must still sound at the current
     onset (the piece may not close yet)."""
     soft = True
@@ -661,22 +665,29 @@ class VoiceLeading(Rule):
             bass = torch.full_like(bass, self.material.material.bass)
         # (B, V): the notes of triad t (B or 1, 3), its root in the bass
         chord = lambda t: (pc[:, None, :] == t[:, :, None]).any(1) & (~col(c.part == bass) | (pc == t[:, :1]))
+        # the final chord: at the last bar's first step, or, where given notes are struck later in it (a chorale's
+        # melody closing on its third beat), at the last of them
+        final_at = last_bar_at if self.given is None else torch.maximum(last_bar_at, self.given[0].max())
+        at_end = last & (clock >= final_at)
         ending = mine & ("ending" in self.rules)
-        ok &= ~c.is_n | ~col(last & ending) | chord(triad)
-        ok &= ~c.is_d | ~col(~last & ending) | (col(clock) + v <= col(last_bar_at))
-        if "cadence" in self.rules:  # the last beat before the last bar: the dominant (V or V7), its root in the bass
-            close = last_bar_at - c.beats[c.meter.clamp(min=0)].clamp(min=1)  # (B,) where the beat begins
+        ok &= ~c.is_n | ~col(at_end & ending) | chord(triad)
+        ok &= ~c.is_d | ~col(~at_end & ending) | (col(clock) + v <= col(final_at))
+        if "cadence" in self.rules:  # the beat before the final chord: the dominant (V or V7), its root in the bass
+            close = final_at - c.beats[c.meter.clamp(min=0)].clamp(min=1)  # (B,) where the beat before it begins
             known = torch.ones_like(last) if c.plan is not None else c.bars_left < c.more  # (the bars left known)
             dominant = (triad[:, :1] + self.dominant[0].to(pc.device)) % 12           # (B or 1, 4), its root first
             if self.scale is not None:  # a scale held: its own third, a note outside it the root again (none)
                 dominant = (triad[:, :1] + self.dominant.to(pc.device)[self.scale[dominant[:, 1]].long() ^ 1]) % 12
                 dominant = torch.where(self.scale[dominant], dominant, dominant[:, :1])
                 known = known & self.scale[dominant[:, 0]]
-            if self.given is not None:  # not where a given note sounding in that beat is no note of it
+            if self.given is not None:  # not where a given note sounding in that beat is no note of it, but for
+                # the tonic struck after the beat's start (a melody's 2 1 | 1 anticipates its last note)
                 start, end, given_pc = self.given
-                sounding = (start[None, :] < col(last_bar_at)) & (end[None, :] > col(close))     # (B, G)
-                known = known & ~(sounding & ~(given_pc[None, :, None] == dominant[:, None, :]).any(2)).any(1)
-            due = mine & known & ~last
+                sounding = (start[None, :] < col(final_at)) & (end[None, :] > col(close))        # (B, G)
+                fits = (given_pc[None, :, None] == dominant[:, None, :]).any(2)                  # (B or 1, G)
+                fits = fits | (given_pc[None, :] == triad[:, :1]) & (start[None, :] > col(close))
+                known = known & ~(sounding & ~fits).any(1)
+            due = mine & known & ~at_end
             ok &= ~c.is_n | ~col(due & (clock >= close)) | chord(dominant)
             # and its leading tone sounds: where no part holds it or has struck it at this onset, the part above the
             # bass strikes it (its third: V without it was the model's in a third of 96 chorales)

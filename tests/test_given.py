@@ -140,6 +140,29 @@ def test_a_voice_led_harmonization_closes_on_the_dominant_where_the_melody_allow
     assert any(not chord <= {2, 6, 9, 0} for chord, _ in last_beats(71))
 
 
+def test_a_melody_closing_on_its_third_beat_gets_its_cadence_there():
+    """A chorale's melody often closes on the last bar's third beat (B A | G): the final chord is struck with its last
+    note, the dominant in the beat before it, and the last bar's first beat is free (it was held to the tonic triad,
+    under the melody's 3 2 1: I I I, no cadence; 40 harmonizations of validation chorales reached their last chord
+    from the dominant in 8 %, Bach's own in 75 %)."""
+    pitches = [67, 69, 71, 72, 74, 72, 71, 69, 67, 66, 64, 66]
+    melody = [Note(4 * k, p, 4, 80, 0) for k, p in enumerate(pitches)]
+    melody += [Note(48, 71, 4, 80, 0), Note(52, 69, 4, 80, 0), Note(56, 67, 8, 80, 0)]
+    prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
+    controls = Controls(style="bach", bars=bars, meter="4/4", instruments=(52,) * 4, voice_leading=True,
+                        triad=(7, 11, 2), voice_leading_rules=("rests", "parallels", "ending", "cadence"))
+    opened = []
+    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 6, 8, prompt):
+        notes = tokens_to_notes(tokens, SPEC)[0]
+        assert [n for n in notes if n.part == 0] == melody
+        at = lambda t: {(n.pitch % 12, n.part == 3) for n in notes if n.start <= t < n.end}
+        assert {pc for pc, _ in at(56)} <= {7, 11, 2} and {pc for pc, bass in at(56) if bass} == {7}
+        assert all(n.end <= 56 for n in notes if n.start < 56)  # struck anew
+        assert {pc for pc, _ in at(52)} <= {2, 6, 9, 0} and {pc for pc, bass in at(52) if bass} == {2}
+        opened.append({pc for pc, _ in at(48)})
+    assert any(not chord <= {7, 11, 2} for chord in opened)  # the last bar's first beat: the model's
+
+
 @pytest.mark.parametrize("ahead", [False, True])
 def test_a_voice_led_harmonization_opens_on_the_tonic_triad(ahead):
     """Rule "beginning": the first onset is the tonic triad of the key the melody suggests, the root in the bass, or
