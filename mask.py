@@ -680,13 +680,17 @@ class VoiceLeading(Rule):
                 dominant = (triad[:, :1] + self.dominant.to(pc.device)[self.scale[dominant[:, 1]].long() ^ 1]) % 12
                 dominant = torch.where(self.scale[dominant], dominant, dominant[:, :1])
                 known = known & self.scale[dominant[:, 0]]
+            given_lt = torch.zeros_like(known)
             if self.given is not None:  # not where a given note sounding in that beat is no note of it, but for
-                # the tonic struck after the beat's start (a melody's 2 1 | 1 anticipates its last note)
+                # a note of the tonic triad struck after the beat's start (a melody's 2 1 | 1 anticipates its last
+                # note) and the tonic held into the beat and left in it (1 7 | 1: a suspension)
                 start, end, given_pc = self.given
                 sounding = (start[None, :] < col(final_at)) & (end[None, :] > col(close))        # (B, G)
                 fits = (given_pc[None, :, None] == dominant[:, None, :]).any(2)                  # (B or 1, G)
-                fits = fits | (given_pc[None, :] == triad[:, :1]) & (start[None, :] > col(close))
+                fits = fits | ((given_pc[None, :, None] == triad[:, None, :]).any(2) & (start[None, :] > col(close))
+                               | (given_pc[None, :] == triad[:, :1]) & (end[None, :] < col(final_at)))
                 known = known & ~(sounding & ~fits).any(1)
+                given_lt = (sounding & (given_pc[None, :] == dominant[:, 1:2])).any(1)  # (no leading tone doubled)
             due = mine & known & ~at_end
             ok &= ~c.is_n | ~col(due & (clock >= close)) | chord(dominant)
             # and its leading tone sounds: where no part holds it or has struck it at this onset, the part above the
@@ -694,7 +698,7 @@ class VoiceLeading(Rule):
             K = c.until.size(2)
             leading = (torch.arange(K, device=pc.device)[None, :] % 12 == dominant[:, 1:2]).expand(len(clock), -1)
             heard = ((c.until > clock[:, None, None]) & leading[:, None, :]).any(2).any(1)        # (B,)
-            heard |= dominant[:, 1] != (triad[:, 0] + 11) % 12  # (a scale held without it: none to sound)
+            heard |= (dominant[:, 1] != (triad[:, 0] + 11) % 12) | given_lt  # (a scale held without it: none)
             lacks = due & (clock >= close) & (c.part == bass - 1) & ~heard
             ok &= ~c.is_n | ~col(lacks) | (pc == dominant[:, 1:2])
             # a note of another pitch (the bass's: another than the root) ends by that beat

@@ -161,6 +161,13 @@ def test_a_melody_closing_on_its_third_beat_gets_its_cadence_there():
         assert {pc for pc, _ in at(52)} <= {2, 6, 9, 0} and {pc for pc, bass in at(52) if bass} == {2}
         opened.append({pc for pc, _ in at(48)})
     assert any(not chord <= {7, 11, 2} for chord in opened)  # the last bar's first beat: the model's
+    # the melody's G held into that beat and left for F# in it (1 7 | 1, a suspension): the parts' dominant under it
+    melody[-3:] = [Note(48, 67, 6, 80, 0), Note(54, 66, 2, 80, 0), Note(56, 67, 8, 80, 0)]
+    prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
+    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 6, 9, prompt):
+        notes = tokens_to_notes(tokens, SPEC)[0]
+        written = {(n.pitch % 12, n.part == 3) for n in notes if n.part > 0 and n.start < 56 and n.end > 52}
+        assert {pc for pc, _ in written} <= {2, 6, 9, 0} and {pc for pc, bass in written if bass} == {2}, written
 
 
 @pytest.mark.parametrize("ahead", [False, True])
