@@ -171,8 +171,8 @@ voice_leading = False      # part writing's first rules, kept by the mask where 
                            # every part sounds from the first onset to the end, no parallel fifths or octaves, no
                            # part crosses its neighbours, the last bar is the tonic triad (of --key, or the key its
                            # notes suggest), and so is the first onset where the key is known before it (--key, or a
-                           # melody's); with "cadence", the last beat before the last bar is the dominant (V or V7),
-                           # its root in the bass, its leading tone sounding (Bach's default, measured: README)
+                           # melody's); with "cadence", the beat before the last chord is the dominant (V or V7), its
+                           # root in the bass, its leading tone sounding (Bach's default, measured: README)
 voice_leading_rules = ("rests", "parallels", "crossing", "ending", "beginning")  # which of those --voice_leading keeps
 usual_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
                            # 99th percentile in the 368 four-part Bach chorales of music21's corpus (evaluate.py counts

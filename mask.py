@@ -537,14 +537,13 @@ class VoiceLeading(Rule):
     it (at most the pitch of the one above, at least that of the one below, where they sound), and from the final
     chord on (the last bar's first step, or the last given onset where that comes later in the bar: a chorale's
     melody closing on its third beat) the notes are the tonic triad (Controls.triad, each row its own in turn where
-    several are given, or that of the
-    key the notes so far and all given pitched ones suggest whose triad holds the given notes struck last: a melody's
-    last note, the given parts' last chord where one triad holds it all), the tonic in the bass (the lowest of several
-    written parts, the last the header names, or Given.bass: an added bass), none held into it; and the piece's
-    first onset is the tonic triad of the key known before it (Controls.triad, or the one the given notes suggest),
-    or its relative key's where only that holds the given notes struck there, or free where neither does (a
-    harmonized melody: having heard only its first note, the model opened BWV 139.6's E major soprano on a C major
-    chord), the root in the bass; with `cadence`, the beat before the final chord is the dominant's triad or seventh
+    several are given, or that of the key the notes so far and all given pitched ones suggest whose triad holds the
+    given notes struck last: a melody's last note, the given parts' last chord where one triad holds it all), the
+    tonic in the bass (the lowest of several written parts, the last the header names, or Given.bass: an added bass),
+    none held into it; and the piece's first onset is the tonic triad of the key known before it (Controls.triad, or
+    the one the given notes suggest), or its relative key's where only that holds the given notes struck there, or
+    free where neither does (a harmonized melody: having heard only its first note, the model opened BWV 139.6's E
+    major soprano on a C major chord), the root in the bass; with `cadence`, the beat before the final chord is the dominant's triad or seventh
     chord, its root in the bass and its leading tone sounding, where the bars left are known and the given notes in
     that beat are its notes. Soft: where the rules leave nothing canonical they give way, those on parallels and
     crossing (`preferred`, the ParallelsAndCrossing rule) first. `parts_due`: a part must still sound at the current
@@ -686,10 +685,11 @@ class VoiceLeading(Rule):
                 # note) and the tonic held into the beat and left in it (1 7 | 1: a suspension)
                 start, end, given_pc = self.given
                 sounding = (start[None, :] < col(final_at)) & (end[None, :] > col(close))        # (B, G)
-                fits = (given_pc[None, :, None] == dominant[:, None, :]).any(2)                  # (B or 1, G)
-                fits = fits | ((given_pc[None, :, None] == triad[:, None, :]).any(2) & (start[None, :] > col(close))
-                               | (given_pc[None, :] == triad[:, :1]) & (end[None, :] < col(final_at)))
-                known = known & ~(sounding & ~fits).any(1)
+                given_fits = (given_pc[None, :, None] == dominant[:, None, :]).any(2)            # (B or 1, G)
+                given_fits = given_fits | ((given_pc[None, :, None] == triad[:, None, :]).any(2)
+                                           & (start[None, :] > col(close))
+                                           | (given_pc[None, :] == triad[:, :1]) & (end[None, :] < col(final_at)))
+                known = known & ~(sounding & ~given_fits).any(1)
                 given_lt = (sounding & (given_pc[None, :] == dominant[:, 1:2])).any(1)  # (no leading tone doubled)
             due = mine & known & ~at_end
             ok &= ~c.is_n | ~col(due & (clock >= close)) | chord(dominant)

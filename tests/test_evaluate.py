@@ -254,6 +254,19 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
         end = [(32, p, 16, 80, v) for v, p in enumerate(sorted(pitches, reverse=True))]
         assert last_chord(notes[:-1] + end, (0, "major")) == name
         assert name != "tonic" or last_chord(notes[:-1] + end) == name  # by music21's key: C major
+    from measures import CADENCES, cadence
+    before = lambda *chords: [(4 * k, p, 4, 80, v) for k, c in enumerate(chords) for v, p in enumerate(c)]
+    tonic = (72, 67, 64, 48)
+    assert cadence(before((72, 64, 57, 53), (71, 67, 62, 55), tonic)) == "authentic"  # IV V I
+    assert cadence(before((71, 65, 62, 50), tonic)) == "authentic"  # vii (B D F) I
+    assert cadence(before((71, 65, 62, 55), tonic, tonic)) == "authentic"  # V7, then I struck twice
+    assert cadence(before((72, 65, 60, 53), tonic)) == "plagal"  # IV I
+    assert cadence(before((74, 69, 65, 50), tonic)) == "other"  # ii I
+    assert cadence(before((72, 67, 62, 55), tonic)) == "other"  # V with the tonic over it, no leading tone
+    assert cadence(before((71, 65, 62, 55), (71, 65, 62, 55))) is None  # it ends on V7: no triad
+    assert {cadence(before(c, tonic)) for c in ((71, 67, 62, 55), (72, 65, 60, 53), (74, 69, 65, 50))} == set(CADENCES)
+    assert listen([(before((71, 67, 62, 55), tonic), Header()), (before((74, 69, 65, 50), tonic), Header())], 4,
+                  4)["authentic_cadence"] == 0.5
     from measures import leaps
     assert leaps([[72, 64, 55, 48], [86, 64, 55, 48], [60], [72, 64, 55, 34]], 4) == (1, 4)  # 72 -> 86 (after [60]: none)
     # one piece's measures, a classifier's features: 6 of 8 onsets and beats with four notes sounding, 3 parallels in
