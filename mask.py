@@ -529,25 +529,25 @@ class Contrast(Rule):
 
 
 class VoiceLeading(Rule):
-    """Controls.voice_leading, part writing's first rules, over the parts that the sampler writes (not drums, not
-    given material's): no part rests once the piece has begun (an onset or bar line only while every part still
-    sounds, and at an onset every part whose note has ended gets a new one: parts rise within an onset, so none may be
-    passed over), a part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at
-    this onset (both moving the same way, from and to the same perfect interval) and does not cross the parts next to
-    it (at most the pitch of the one above, at least that of the one below, where they sound), and from the final
-    chord on (the last bar's first step, or the last given onset where that comes later in the bar: a chorale's
-    melody closing on its third beat) the notes are the tonic triad (Controls.triad, each row its own in turn where
-    several are given, or that of the key the notes so far and all given pitched ones suggest whose triad holds the
-    given notes struck last: a melody's last note, the given parts' last chord where one triad holds it all), the
-    tonic in the bass (the lowest of several written parts, the last the header names, or Given.bass: an added bass),
-    none held into it; and the piece's first onset is the tonic triad of the key known before it (Controls.triad, or
-    the one the given notes suggest), or its relative key's where only that holds the given notes struck there, or
-    free where neither does (a harmonized melody: having heard only its first note, the model opened BWV 139.6's E
-    major soprano on a C major chord), the root in the bass; with `cadence`, the beat before the final chord is the dominant's triad or seventh
-    chord, its root in the bass and its leading tone sounding, where the bars left are known and the given notes in
-    that beat are its notes. Soft: where the rules leave nothing canonical they give way, those on parallels and
-    crossing (`preferred`, the ParallelsAndCrossing rule) first. `parts_due`: a part must still sound at the current
-    onset (the piece may not close yet)."""
+    """Controls.voice_leading, part writing's first rules, over the parts that the sampler writes (not drums, not given
+    material's): no part rests once the piece has begun (an onset or bar line only while every part still sounds, and at
+    an onset every part whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a
+    part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset (both
+    moving the same way, from and to the same perfect interval) and does not cross the parts next to it (at most the
+    pitch of the one above, at least that of the one below, where they sound), and from the final chord on (the last
+    bar's first step, or where the given notes close later in the bar: their last onset, or the first of the same
+    pitches struck again up to it; a chorale's melody closes on its third beat) the notes are the tonic triad
+    (Controls.triad, each row its own in turn where several are given, or that of the key the notes so far and all given
+    pitched ones suggest whose triad holds the given notes struck last: a melody's last note, the given parts' last
+    chord where one triad holds it all), the tonic in the bass (the lowest of several written parts, the last the header
+    names, or Given.bass: an added bass), none held into it; and the piece's first onset is the tonic triad of the key
+    known before it (Controls.triad, or the one the given notes suggest), or its relative key's where only that holds
+    the given notes struck there, or free where neither does (a harmonized melody: having heard only its first note, the
+    model opened BWV 139.6's E major soprano on a C major chord), the root in the bass; with `cadence`, the beat before
+    the final chord is the dominant's triad or seventh chord, its root in the bass and its leading tone sounding, where
+    the bars left are known and the given notes in that beat are its notes. Soft: where the rules leave nothing
+    canonical they give way, those on parallels and crossing (`preferred`, the ParallelsAndCrossing rule) first.
+    `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
     dominant = torch.tensor([[7, 11, 2, 5], [7, 10, 2, 5]])  # the dominant's seventh chord above the tonic, its root
     # first, and where a scale held (--key) has no leading tone, with the minor third it has (v in natural minor)
@@ -577,6 +577,16 @@ class VoiceLeading(Rule):
         # cadence's dominant does and is no note of it, that row has no cadence
         self.given = tuple(torch.tensor(x, device=device) for x in zip(*[(n.start, n.start + n.dur, n.pitch % 12)
                                                                         for n in given])) if given else None
+        # where the given notes' close begins: their last onset, or the first of the same pitches struck again up to
+        # it without a rest (a melody's 2 1 1: Bach's V comes before its first 1)
+        onsets = sorted({n.start for n in given})
+        struck = lambda t: ({n.pitch for n in given if n.start == t},
+                            max(n.start + n.dur for n in given if n.start == t))  # (pitches, their end)
+        self.close_given = onsets[-1] if given else None
+        for t, later in zip(reversed(onsets[:-1]), reversed(onsets[1:])):
+            if struck(t)[0] != struck(onsets[-1])[0] or struck(t)[1] < later:
+                break
+            self.close_given = t
         # the first onset's triad, (R or 1, 3) or None: that of the key known before it (--key's, or the one the
         # given notes suggest), or its relative key's where only that holds the given notes struck first
         self.opening = None
@@ -664,9 +674,9 @@ class VoiceLeading(Rule):
             bass = torch.full_like(bass, self.material.material.bass)
         # (B, V): the notes of triad t (B or 1, 3), its root in the bass
         chord = lambda t: (pc[:, None, :] == t[:, :, None]).any(1) & (~col(c.part == bass) | (pc == t[:, :1]))
-        # the final chord: at the last bar's first step, or, where given notes are struck later in it (a chorale's
-        # melody closing on its third beat), at the last of them
-        final_at = last_bar_at if self.given is None else torch.maximum(last_bar_at, self.given[0].max())
+        # the final chord: at the last bar's first step, or, where the given notes close later in it (a chorale's
+        # melody on its third beat), there
+        final_at = last_bar_at if self.given is None else last_bar_at.clamp(min=self.close_given)
         at_end = last & (clock >= final_at)
         ending = mine & ("ending" in self.rules)
         ok &= ~c.is_n | ~col(at_end & ending) | chord(triad)
