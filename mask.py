@@ -555,6 +555,7 @@ class VoiceLeading(Rule):
     def __init__(self, c, controls, material):
         device = c.value.device
         self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning, cadence
+        self.dominant = VoiceLeading.dominant.to(device)
         self.scale = None if controls.scale is None else torch.tensor([k in controls.scale for k in range(12)],
                                                                       device=device)  # (12,) a scale held
         triads = controls.triads()  # (R, 3) or None: row r takes triad r % R
@@ -583,8 +584,10 @@ class VoiceLeading(Rule):
         struck = lambda t: ({n.pitch for n in given if n.start == t},
                             max(n.start + n.dur for n in given if n.start == t))  # (pitches, their end)
         self.close_given = onsets[-1] if given else None
+        last_pitches = struck(onsets[-1])[0] if given else None
         for t, later in zip(reversed(onsets[:-1]), reversed(onsets[1:])):
-            if struck(t)[0] != struck(onsets[-1])[0] or struck(t)[1] < later:
+            pitches, end = struck(t)
+            if pitches != last_pitches or end < later:
                 break
             self.close_given = t
         # the first onset's triad, (R or 1, 3) or None: that of the key known before it (--key's, or the one the
@@ -684,9 +687,9 @@ class VoiceLeading(Rule):
         if "cadence" in self.rules:  # the beat before the final chord: the dominant (V or V7), its root in the bass
             close = final_at - c.beats[c.meter.clamp(min=0)].clamp(min=1)  # (B,) where the beat before it begins
             known = torch.ones_like(last) if c.plan is not None else c.bars_left < c.more  # (the bars left known)
-            dominant = (triad[:, :1] + self.dominant[0].to(pc.device)) % 12           # (B or 1, 4), its root first
+            dominant = (triad[:, :1] + self.dominant[0]) % 12                         # (B or 1, 4), its root first
             if self.scale is not None:  # a scale held: its own third, a note outside it the root again (none)
-                dominant = (triad[:, :1] + self.dominant.to(pc.device)[self.scale[dominant[:, 1]].long() ^ 1]) % 12
+                dominant = (triad[:, :1] + self.dominant[self.scale[dominant[:, 1]].long() ^ 1]) % 12
                 dominant = torch.where(self.scale[dominant], dominant, dominant[:, :1])
                 known = known & self.scale[dominant[:, 0]]
             given_lt = torch.zeros_like(known)
