@@ -172,7 +172,8 @@ voice_leading = False      # part writing's first rules, kept by the mask where 
                            # part crosses its neighbours, the last bar is the tonic triad (of --key, or the key its
                            # notes suggest), and so is the first onset where the key is known before it (--key, or a
                            # melody's); with "cadence", the beat before the last chord is the dominant (V or V7), its
-                           # root in the bass, its leading tone sounding (Bach's default, measured: README)
+                           # root in the bass, its leading tone sounding (Bach's default, measured: README); with
+                           # "third", the last chord sounds its third, not a bare fifth (Bach's default too)
 voice_leading_rules = ("rests", "parallels", "crossing", "ending", "beginning")  # which of those --voice_leading keeps
 usual_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
                            # 99th percentile in the 368 four-part Bach chorales of music21's corpus (evaluate.py counts
@@ -226,14 +227,14 @@ given_samples = 4          # samples of each
 # parallels more often (without the rule on parallels, twice Bach's), and held to a key's notes the model's chromatic
 # notes are pushed to their neighbours, into more again (README "Defaults per style").
 STYLE_DEFAULTS = {
-    "bach": dict(voice_leading=True, voice_leading_rules=("parallels", "ending", "beginning", "cadence"), choir=True,
-                 temperature=0.9, top_p=1.0,
+    "bach": dict(voice_leading=True, voice_leading_rules=("parallels", "ending", "beginning", "cadence", "third"),
+                 choir=True, temperature=0.9, top_p=1.0,
                  forms={"": 55.2, "AABC": 19.4, "ABABCDE": 13.1, "AAB": 6.9, "ABCBDEFG": 2.7, "ABCBDE": 2.7},
                  keys={"G major": 14.3, "A minor": 11.9, "G minor": 10.7, "A major": 7.7, "D major": 7.7,
                        "D minor": 7.3, "B minor": 7.0, "F major": 6.8, "Bb major": 6.1, "C major": 5.3, "E minor": 4.8,
                        "C minor": 2.4, "E major": 2.4, "Eb major": 2.2, "F# minor": 1.9},
                  with_given=dict(voice_leading_rules=("rests", "parallels", "crossing", "ending", "beginning",
-                                                      "cadence"), temperature=0.8, top_p=0.95)),
+                                                      "cadence", "third"), temperature=0.8, top_p=0.95)),
     "fiddle": dict(voice_leading=True, temperature=0.9, top_p=0.95,
                    forms={"AABB": 51.4, "AAAABCBC": 15.5, "": 5.4, "AAAABBBB": 5.0, "ABABCBCB": 4.6, "AABAAB": 4.4,
                           "ABCC": 4.0, "ABABCCCC": 3.7, "AABC": 3.1, "AAAABBBC": 2.9}),

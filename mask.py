@@ -545,8 +545,9 @@ class VoiceLeading(Rule):
     the given notes struck there, or free where neither does (a harmonized melody: having heard only its first note, the
     model opened BWV 139.6's E major soprano on a C major chord), the root in the bass; with `cadence`, the beat before
     the final chord is the dominant's triad or seventh chord, its root in the bass and its leading tone sounding, where
-    the bars left are known and the given notes in that beat are its notes. Soft: where the rules leave nothing
-    canonical they give way, those on parallels and crossing (`preferred`, the ParallelsAndCrossing rule) first.
+    the bars left are known and the given notes in that beat are its notes; with `third`, the final chord sounds its
+    third (the part above the bass strikes it where none sounds), with three parts or more. Soft: where the rules leave
+    nothing canonical they give way, those on parallels and crossing (`preferred`, the ParallelsAndCrossing rule) first.
     `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
     dominant = torch.tensor([[7, 11, 2, 5], [7, 10, 2, 5]])  # the dominant's seventh chord above the tonic, its root
@@ -684,6 +685,14 @@ class VoiceLeading(Rule):
         ending = mine & ("ending" in self.rules)
         ok &= ~c.is_n | ~col(at_end & ending) | chord(triad)
         ok &= ~c.is_d | ~col(~at_end & ending) | (col(clock) + v <= col(final_at))
+        pitch_pc = torch.arange(c.until.size(2), device=pc.device) % 12  # (K,) each pitch's class
+        # (B,): whether a part holds the pitch class pcs (B or 1, 1) or has struck it at this onset
+        sounds = lambda pcs: ((c.until > clock[:, None, None]) & (pitch_pc == pcs[:, :, None])).any(2).any(1)
+        if "third" in self.rules:  # and the final chord has its third: where no part holds it or has struck it at
+            # this onset, the part above the bass strikes it (a bare fifth or octave closed 14 of 96 chorales at
+            # Bach's defaults, Bach's one in 200); with three parts or more
+            lacks = ending & at_end & (c.part == bass - 1) & (active.sum(1) >= 3) & ~sounds(triad[:, 1:2])
+            ok &= ~c.is_n | ~col(lacks) | (pc == triad[:, 1:2])
         if "cadence" in self.rules:  # the beat before the final chord: the dominant (V or V7), its root in the bass
             close = final_at - c.beats[c.meter.clamp(min=0)].clamp(min=1)  # (B,) where the beat before it begins
             known = torch.ones_like(last) if c.plan is not None else c.bars_left < c.more  # (the bars left known)
@@ -708,9 +717,7 @@ class VoiceLeading(Rule):
             ok &= ~c.is_n | ~col(due & (clock >= close)) | chord(dominant)
             # and its leading tone sounds: where no part holds it or has struck it at this onset, the part above the
             # bass strikes it (its third: V without it was the model's in a third of 96 chorales)
-            K = c.until.size(2)
-            leading = (torch.arange(K, device=pc.device)[None, :] % 12 == dominant[:, 1:2]).expand(len(clock), -1)
-            heard = ((c.until > clock[:, None, None]) & leading[:, None, :]).any(2).any(1)        # (B,)
+            heard = sounds(dominant[:, 1:2])
             heard |= (dominant[:, 1] != (triad[:, 0] + 11) % 12) | given_lt  # (a scale held without it: none)
             lacks = due & (clock >= close) & (c.part == bass - 1) & ~heard
             ok &= ~c.is_n | ~col(lacks) | (pc == dominant[:, 1:2])

@@ -267,6 +267,12 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert {cadence(before(c, tonic)) for c in ((71, 67, 62, 55), (72, 65, 60, 53), (74, 69, 65, 50))} == set(CADENCES)
     assert listen([(before((71, 67, 62, 55), tonic), Header()), (before((74, 69, 65, 50), tonic), Header())], 4,
                   4)["authentic_cadence"] == 0.5
+    from measures import close_has_third  # C E G, C E C (a minor third: A C A), not C G C G nor C C C C nor V7
+    assert close_has_third(before(tonic)) and close_has_third(before((72, 64, 60, 48))) and close_has_third(
+        before((69, 60, 57, 45)))
+    assert not any(close_has_third(before(c)) for c in ((72, 67, 60, 48), (72, 60, 48, 36), (71, 65, 62, 55)))
+    assert close_has_third(before((72, 67, 64, 48), (72, 67, 55, 48))) is False  # (the last onset's chord counts)
+    assert listen([(before(tonic), Header()), (before((72, 67, 60, 48)), Header())], 4, 4)["close_has_third"] == 0.5
     from measures import leaps
     assert leaps([[72, 64, 55, 48], [86, 64, 55, 48], [60], [72, 64, 55, 34]], 4) == (1, 4)  # 72 -> 86 (after [60]: none)
     # one piece's measures, a classifier's features: 6 of 8 onsets and beats with four notes sounding, 3 parallels in
