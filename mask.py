@@ -555,7 +555,7 @@ class VoiceLeading(Rule):
 
     def __init__(self, c, controls, material):
         device = c.value.device
-        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning, cadence
+        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning, cadence, third
         self.dominant = VoiceLeading.dominant.to(device)
         self.scale = None if controls.scale is None else torch.tensor([k in controls.scale for k in range(12)],
                                                                       device=device)  # (12,) a scale held
