@@ -6,6 +6,7 @@ python evaluate.py --listen midi-samples/*.mid [--voices 4]   (what a music teac
     [--keep DEST]                                               (... and copy those a teacher keeps into DEST)
 python evaluate.py --forms data/text/music21/bach/*.txt          (the forms of real pieces, as --form auto draws them)
 python evaluate.py --out_dir models/corpus --cadence val/*.txt   (how well a run knows the last bars, by its view)
+python evaluate.py --out_dir models/corpus --styles val/*.txt    (the style a run hears in each piece)
 python evaluate.py --out_dir models/corpus --rules val/*.txt     (does a run know the rules of part writing?)
 python evaluate.py --out_dir models/corpus --repeats val/*.txt   (can a run copy a bar it has heard?)
 
@@ -68,7 +69,7 @@ from controls import (Controls, Request, form_setting, harmonize, infill, key_pi
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, decodes_cleanly, finish, first_tokens,
                                header_end, kind, notes_to_tokens, text_to_tokens, tokens_to_notes, validate)
-from mask import GrammarMask, draw, mask_rows, rule_breaks
+from mask import GrammarMask, draw, mask_rows, rule_breaks, style_logits
 from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, form_shares, kept_pieces, kernel_width,
                       listen, logistic_accuracy, overlapping_area, piece_form, piece_key, piece_measures, polyphony,
                       profile, voice_ranges)
@@ -670,6 +671,9 @@ def main(argv=None):
     parser.add_argument("--repeats", nargs="+", help="encodings (.txt) of pieces: teacher-forced, what the run pays "
                                                      "for bars that repeat earlier ones, and for bars written again "
                                                      "(can it copy?), and exit")
+    parser.add_argument("--styles", nargs="+", help="encodings (.txt) of pieces the run never trained on: the style "
+                                                    "it finds likeliest for each (as a piece given without --style "
+                                                    "draws its samples' style), per style named, and exit")
     parser.add_argument("--forms", nargs="+", help="MIDI files or encodings (.txt) of real pieces: print each style's "
                                                    "forms (measures.piece_form) and keys (measures.piece_key), as "
                                                    "--form auto and --key auto draw them, and exit")
@@ -705,6 +709,8 @@ def main(argv=None):
         return rules_of_files(model, tok, args.rules, device)
     if args.repeats:
         return repeats_of_files(model, tok, args.repeats, device)
+    if args.styles:
+        return styles_of_files(model, tok, args.styles)
     writable_dir(run, "the run folder (eval.json goes there)")
     eval_key_controls(args, tok.spec)  # checked before any work
     if (earlier := [name for name in EVAL_FILES if (run / name).exists()]) and not args.overwrite:
@@ -800,6 +806,27 @@ def repeats_of_files(model, tok, paths, device):
           f"note |\n|---|---|\n| those repeating an earlier bar note for note | {cell('repeated')} |\n| the others "
           f"| {cell('others')} |\n| bars 2-{1 + c}, as written | {cell('first written')} |\n| the same bars "
           f"written again as bars {2 + c}-{1 + 2 * c} (a model that copies pays little) | {cell('written again')} |")
+
+
+def styles_of_files(model, tok, paths):
+    """evaluate.py --styles: for each encoding given, the style the run finds likeliest for it (mask.style_logits:
+    P(style | START) P(piece | style), as a piece given without --style draws its samples' style), and the margin in
+    nats of the style it names over the likeliest other, as one table per named style. A run whose style token has
+    drifted from the real pieces of the style hears them as another (models/corpus/MODEL.md, "Round 17")."""
+    styles = tok.spec.styles
+    rows = of_encodings(tok, paths, lambda tokens, ids: (
+        Header.of_tokens(tokens[:2]).style, style_logits(model, tok, tokens)[0].cpu()))
+    if not rows:
+        die("--styles: no encoding of this run's vocabulary among the files")
+    print("| named style | pieces | heard as (pieces) | margin of the named style over the likeliest other, "
+          "median (least), nats |\n|---|---|---|---|")
+    for named in sorted({n for n, _ in rows}):
+        some = [lo for n, lo in rows if n == named]
+        heard = Counter(styles[int(lo.argmax())] for lo in some)
+        k = styles.index(named)
+        margins = [float(lo[k] - torch.cat([lo[:k], lo[k + 1:]]).max()) for lo in some]
+        print(f"| {named} | {len(some)} | {', '.join(f'{s} {c}' for s, c in heard.most_common())} | "
+              f"{np.median(margins):+.1f} ({min(margins):+.1f}) |")
 
 
 RULE_FAMILIES = {"parallels and crossing": ("parallels", "crossing"), "the last bar's tonic triad": ("ending",),

@@ -1053,11 +1053,21 @@ def rule_breaks(tok, pieces, controls, device="cpu", batch_tokens=65536, progres
 @torch.no_grad()
 def draw_styles(model, tok, n, seed, temperature=1.0, top_k=None, top_p=None, piece=None, min_parts=1):
     """Each of n samples' style, drawn as the first token after START would be (the model's choice among the run's
-    styles) but before the rest, so that the style's defaults can hold for what follows. With `piece` (the tokens
-    from START of a piece given, its style token any), the choice is weighed by how likely the model finds the piece
-    under each style (its first block_size tokens): P(style | START) P(piece | style), Bayes' rule. A piece that
-    stops at its meter (its parts to be drawn) with `min_parts` 2 is weighed by the chance of a first part and a
-    second (over the first's instrument): a harmonization's. Same seed, same styles."""
+    styles) but before the rest, so that the style's defaults can hold for what follows; with `piece`, weighed by it
+    (style_logits). Same seed, same styles."""
+    logits = style_logits(model, tok, piece, min_parts)
+    device = logits.device
+    picks = sample_logits(logits.expand(n, -1), temperature, top_k, top_p, torch.Generator(device).manual_seed(seed))
+    return [tok.spec.styles[i] for i in picks.tolist()]
+
+
+@torch.no_grad()
+def style_logits(model, tok, piece=None, min_parts=1):
+    """(1, S) the log odds of the run's styles (tok.spec.styles) as the first token after START. With `piece` (the
+    tokens from START of a piece given, its style token any), each is weighed by how likely the model finds the piece
+    under it (its first block_size tokens): P(style | START) P(piece | style), Bayes' rule. A piece that stops at its
+    meter (its parts to be drawn) with `min_parts` 2 is weighed by the chance of a first part and a second (over the
+    first's instrument): a harmonization's."""
     device = next(model.parameters()).device
     ids = torch.tensor([tok.stoi[f"style:{s}"] for s in tok.spec.styles], device=device)
     logits, _ = model(torch.full((1, 1), tok.stoi[START], device=device))
@@ -1073,8 +1083,7 @@ def draw_styles(model, tok, n, seed, temperature=1.0, top_k=None, top_p=None, pi
             y = torch.cat([x.repeat_interleave(len(insts), 0), insts.repeat(len(ids))[:, None]], 1)
             second = torch.log_softmax(model(y)[0][:, -1].float(), -1)[:, insts].logsumexp(1)  # another after it
             logits = logits + (first + second.view(len(ids), -1)).logsumexp(1)[None]
-    picks = sample_logits(logits.expand(n, -1), temperature, top_k, top_p, torch.Generator(device).manual_seed(seed))
-    return [tok.spec.styles[i] for i in picks.tolist()]
+    return logits
 
 
 def draw(model, tok, request, n, seed, temperature=1.0, top_k=None, top_p=None, max_new=1024, constrained=True):

@@ -534,6 +534,33 @@ def test_repeats_counts_the_bars_heard_before_and_writes_bars_again(trained, dat
         r.stderr
 
 
+def test_styles_says_which_style_a_run_hears_in_each_piece(trained, data, tmp_path):
+    """evaluate.py --styles: per style the pieces name, how many the run hears as each style (the likeliest under
+    mask.style_logits, which weighs a piece given without --style) and the named style's margin over the likeliest
+    other; with no piece, style_logits is the run's own first choice after START."""
+    from collections import Counter
+    import torch
+    from encoding_decoding import START, Header
+    from mask import style_logits
+    from runs import load_run
+    model, tok, _ = load_run(trained, "cpu")
+    ids = [tok.stoi[f"style:{s}"] for s in tok.spec.styles]
+    with torch.no_grad():
+        first = model(torch.tensor([[tok.stoi[START]]]))[0][0, -1, ids].float()
+    assert torch.allclose(style_logits(model, tok)[0], first)
+    files = sorted((data.parent / "text").glob("*.txt"))[:4]
+    pieces = [f.read_text().split() for f in files]
+    heard = Counter(tok.spec.styles[int(style_logits(model, tok, p)[0].argmax())] for p in pieces)
+    named = Counter(Header.of_tokens(p[:2]).style for p in pieces)
+    (tmp_path / "bad.txt").write_text("START nonsense")
+    r = run("evaluate.py", "--out_dir", trained, "--styles", *files, tmp_path / "bad.txt")
+    assert r.returncode == 0 and f"skipped {tmp_path / 'bad.txt'}:" in r.stdout, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and " nats |" not in line]
+    assert [row.split(" | ")[:2] for row in rows] == [[f"| {s}", str(n)] for s, n in sorted(named.items())]
+    if len(named) == 1:  # (one style named: every piece's heard style counted in its row)
+        assert rows[0].split(" | ")[2] == ", ".join(f"{s} {c}" for s, c in heard.most_common())
+
+
 def test_cadence_scores_a_last_bar_in_each_view_and_says_so(trained, data, tmp_path):
     from scoring import cadence_bits
     from encoding_decoding import Header, Spec, header_end, notes_to_tokens
