@@ -545,8 +545,9 @@ class VoiceLeading(Rule):
     the given notes struck there, or free where neither does (a harmonized melody: having heard only its first note, the
     model opened BWV 139.6's E major soprano on a C major chord), the root in the bass; with `cadence`, the beat before
     the final chord is the dominant's triad or seventh chord, its root in the bass and its leading tone sounding, where
-    the bars left are known and the given notes in that beat are its notes; with `third`, the final chord sounds its
-    third (the part above the bass strikes it where none sounds), with three parts or more. Soft: where the rules leave
+    the bars left are known and the given notes in that beat are its notes; with `third`, the final chord and the
+    first (with `beginning`) sound their third (the part above the bass strikes it where none sounds), with three
+    parts or more. Soft: where the rules leave
     nothing canonical they give way, those on parallels and crossing (`preferred`, the ParallelsAndCrossing rule) first.
     `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
@@ -728,6 +729,10 @@ class VoiceLeading(Rule):
         if self.opening is not None:  # the first onset: its triad, the root in the bass
             first = (self.first_at < 0) | (self.first_at == clock)
             ok &= ~c.is_n | ~col(mine & first) | chord(self.row_opening)
+            if "third" in self.rules:  # and its third, as the last chord's (Bach's first chords: 194 of 200)
+                third = self.row_opening[:, 1:2]
+                lacks = mine & first & (c.part == bass - 1) & (active.sum(1) >= 3) & ~sounds(third)
+                ok &= ~c.is_n | ~col(lacks) | (pc == third)
         self.parts_due = low < P
         return ok
 

@@ -160,13 +160,23 @@ def last_chord(notes, key=None):
     return {7: "dominant", 5: "subdominant"}.get((root - key[0]) % 12, "other triad")
 
 
-def close_has_third(notes):
-    """Whether the last onset's chord (Notes) is a triad that sounds its third, not a bare fifth or octave: Bach's
-    chorales close with it in 199 of the demo's first 200 (models/corpus/MODEL.md)."""
-    notes = list(map(as_note, notes))
-    pitch_classes = final_pitch_classes(notes) if notes else set()
+def full_triad(pitch_classes):
+    """Whether these pitch classes are a triad that sounds its third, not a bare fifth or octave."""
     root = triad_root(pitch_classes)
     return root is not None and bool({(root + 3) % 12, (root + 4) % 12} & pitch_classes)
+
+
+def close_has_third(notes):
+    """Whether the last onset's chord (Notes) is a triad that sounds its third: Bach's chorales close with it in 199
+    of the demo's first 200 (models/corpus/MODEL.md)."""
+    notes = list(map(as_note, notes))
+    return bool(notes) and full_triad(final_pitch_classes(notes))
+
+
+def opening_has_third(notes):
+    """Whether the first onset's chord (Notes) is a triad that sounds its third (Bach's chorales: 194 of 200)."""
+    notes = list(map(as_note, notes))
+    return bool(notes) and full_triad(first_pitch_classes(notes))
 
 
 CADENCES = ("authentic", "plagal", "other")
@@ -330,7 +340,7 @@ def listen(pieces, voices, sample_freq):
     its last pitch again in over half its notes (frozen_part), the share of pieces that loop one phrase (looped),
     with more than one voice the share of pieces whose last chord is not a triad (last_chord), of those whose last
     chord stands on the first one's root (comes_home), of those that reach it from its dominant (cadence) and of
-    those whose last chord sounds its third (close_has_third), and,
+    those whose last and first chords sound their third (close_has_third, opening_has_third), and,
     for four voices, the share of four-note beats with a voice outside its range (config.usual_ranges) and the upper
     voices more than an octave apart per 100 four-note beats."""
     chords = [beat_chords(n, sample_freq) for n, _ in pieces]
@@ -364,6 +374,7 @@ def listen(pieces, voices, sample_freq):
         out["comes_home"] = float(np.mean([comes_home(n) for n, _ in pieces]))
         out["authentic_cadence"] = float(np.mean([cadence(n) == "authentic" for n, _ in pieces]))
         out["close_has_third"] = float(np.mean([close_has_third(n) for n, _ in pieces]))
+        out["opening_has_third"] = float(np.mean([opening_has_third(n) for n, _ in pieces]))
     return out
 
 

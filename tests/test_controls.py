@@ -423,11 +423,12 @@ def test_voice_leading_closes_on_the_dominant():
 
 def test_voice_leading_closes_on_a_full_triad():
     """Rule "third": the last chord sounds its third (E in C major): where no part holds it or has struck it at this
-    onset, the part above the bass strikes it; not where one has, nor with two parts, nor without the rule."""
+    onset, the part above the bass strikes it; not where one has, nor with two parts, nor without the rule. So does
+    the first chord, with the rule on the beginning."""
     rules = ("rests", "parallels", "crossing", "ending", "third")
     pitches = lambda allowed, lo, hi: [k for k in range(lo, hi) if allowed[TOK.stoi[f"n{k}"]]]
-    def allowed(row, rules=rules, parts=3):
-        head = f"START style:bach tempo:121 meter:4/4 {'inst:52 ' * parts}bar:1".split()
+    def allowed(row, rules=rules, parts=3, bars=1):
+        head = f"START style:bach tempo:121 meter:4/4 {'inst:52 ' * parts}bar:{bars}".split()
         controls = Controls(voice_leading=True, triad=(0, 4, 7), voice_leading_rules=rules)
         return GrammarMask(TOK, "cpu", controls=controls)(torch.tensor([TOK.encode(head + row.split())]))[0]
     assert pitches(allowed("pos:0 n72 d16 v80 p1"), 48, 73) == [52, 64]  # C on top: the middle part takes E
@@ -437,6 +438,11 @@ def test_voice_leading_closes_on_a_full_triad():
     four = "pos:0 n72 d16 v80 p1 n67 d16 v80 p2"  # C G: the tenor, above the bass, takes E
     assert pitches(allowed(four, parts=4), 48, 68) == [52, 64]
     assert pitches(allowed("pos:0 n72 d8 v80 p1", parts=2), 36, 73) == [36, 48, 60, 72]  # two parts: free
+    opening = ("rests", "parallels", "crossing", "beginning", "third")  # the first of two bars: E again
+    assert pitches(allowed("pos:0 n72 d4 v80 p1", opening, bars=2), 48, 73) == [52, 64]
+    assert pitches(allowed("pos:0 n72 d4 v80 p1", opening[:-1], bars=2), 48, 73) == [48, 52, 55, 60, 64, 67, 72]
+    assert len(pitches(allowed("pos:0 n72 d4 v80 p1 n64 d4 v80 p2 n48 d4 v80 pos:4 p0 n74 d4 p1", opening, bars=2),
+                       48, 73)) > 2  # (the second onset: free)
 
 
 def test_voice_leading_keeps_parts_from_crossing():

@@ -272,7 +272,11 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
         before((69, 60, 57, 45)))
     assert not any(close_has_third(before(c)) for c in ((72, 67, 60, 48), (72, 60, 48, 36), (71, 65, 62, 55)))
     assert close_has_third(before((72, 67, 64, 48), (72, 67, 55, 48))) is False  # (the last onset's chord counts)
-    assert listen([(before(tonic), Header()), (before((72, 67, 60, 48)), Header())], 4, 4)["close_has_third"] == 0.5
+    heard = listen([(before(tonic), Header()), (before((72, 67, 60, 48)), Header())], 4, 4)
+    assert heard["close_has_third"] == 0.5 and heard["opening_has_third"] == 0.5  # (one chord: first and last)
+    from measures import opening_has_third
+    assert opening_has_third(before((72, 64, 55, 48), (72, 67, 60, 48))) and not opening_has_third(
+        before((72, 67, 60, 48), tonic))
     from measures import leaps
     assert leaps([[72, 64, 55, 48], [86, 64, 55, 48], [60], [72, 64, 55, 34]], 4) == (1, 4)  # 72 -> 86 (after [60]: none)
     # one piece's measures, a classifier's features: 6 of 8 onsets and beats with four notes sounding, 3 parallels in
