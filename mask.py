@@ -547,8 +547,8 @@ class VoiceLeading(Rule):
     the final chord is the dominant's triad or seventh chord, its root in the bass and its leading tone sounding, where
     the bars left are known and the given notes in that beat are its notes; with `third`, the final chord and the
     first (with `beginning`) sound their third (the part above the bass strikes it where none sounds), with three
-    parts or more. Soft: where the rules leave
-    nothing canonical they give way, those on parallels and crossing (`preferred`, the ParallelsAndCrossing rule) first.
+    parts or more. Soft: where the rules leave nothing canonical they give way, those on parallels and crossing
+    (`preferred`, the ParallelsAndCrossing rule) first.
     `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
     dominant = torch.tensor([[7, 11, 2, 5], [7, 10, 2, 5]])  # the dominant's seventh chord above the tonic, its root
