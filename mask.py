@@ -687,13 +687,15 @@ class VoiceLeading(Rule):
         ok &= ~c.is_n | ~col(at_end & ending) | chord(triad)
         ok &= ~c.is_d | ~col(~at_end & ending) | (col(clock) + v <= col(final_at))
         pitch_pc = torch.arange(c.until.size(2), device=pc.device) % 12  # (K,) each pitch's class
-        # (B,): whether a part holds the pitch class pcs (B or 1, 1) or has struck it at this onset
-        sounds = lambda pcs: ((c.until > clock[:, None, None]) & (pitch_pc == pcs[:, :, None])).any(2).any(1)
-        if "third" in self.rules:  # and the final chord has its third: where no part holds it or has struck it at
-            # this onset, the part above the bass strikes it (a bare fifth or octave closed 14 of 96 chorales at
-            # Bach's defaults, Bach's one in 200); with three parts or more
-            lacks = ending & at_end & (c.part == bass - 1) & (active.sum(1) >= 3) & ~sounds(triad[:, 1:2])
-            ok &= ~c.is_n | ~col(lacks) | (pc == triad[:, 1:2])
+
+        def sounded(where, pcs):  # (B, V): where `where` (B,) and no part holds the pitch class pcs (B or 1, 1) or
+            # has struck it at this onset, the part above the bass strikes it
+            heard = ((c.until > clock[:, None, None]) & (pitch_pc == pcs[:, :, None])).any(2).any(1)
+            return ~c.is_n | ~col(where & (c.part == bass - 1) & ~heard) | (pc == pcs)
+        full = active.sum(1) >= 3  # (a third asked for with three parts or more)
+        if "third" in self.rules:  # and the final chord has its third (a bare fifth or octave closed 14 of 96
+            # chorales at Bach's defaults, Bach's one in 200)
+            ok &= sounded(ending & at_end & full, triad[:, 1:2])
         if "cadence" in self.rules:  # the beat before the final chord: the dominant (V or V7), its root in the bass
             close = final_at - c.beats[c.meter.clamp(min=0)].clamp(min=1)  # (B,) where the beat before it begins
             known = torch.ones_like(last) if c.plan is not None else c.bars_left < c.more  # (the bars left known)
@@ -718,10 +720,8 @@ class VoiceLeading(Rule):
             ok &= ~c.is_n | ~col(due & (clock >= close)) | chord(dominant)
             # and its leading tone sounds: where no part holds it or has struck it at this onset, the part above the
             # bass strikes it (its third: V without it was the model's in a third of 96 chorales)
-            heard = sounds(dominant[:, 1:2])
-            heard |= (dominant[:, 1] != (triad[:, 0] + 11) % 12) | given_lt  # (a scale held without it: none)
-            lacks = due & (clock >= close) & (c.part == bass - 1) & ~heard
-            ok &= ~c.is_n | ~col(lacks) | (pc == dominant[:, 1:2])
+            spared = (dominant[:, 1] != (triad[:, 0] + 11) % 12) | given_lt  # (a scale held without it: none)
+            ok &= sounded(due & (clock >= close) & ~spared, dominant[:, 1:2])
             # a note of another pitch (the bass's: another than the root) ends by that beat
             now = c.pitch % 12
             fits = (col(now) == dominant).any(1) & ((c.part != bass) | (now == dominant[:, 0]))
@@ -730,9 +730,7 @@ class VoiceLeading(Rule):
             first = (self.first_at < 0) | (self.first_at == clock)
             ok &= ~c.is_n | ~col(mine & first) | chord(self.row_opening)
             if "third" in self.rules:  # and its third, as the last chord's (Bach's first chords: 194 of 200)
-                third = self.row_opening[:, 1:2]
-                lacks = mine & first & (c.part == bass - 1) & (active.sum(1) >= 3) & ~sounds(third)
-                ok &= ~c.is_n | ~col(lacks) | (pc == third)
+                ok &= sounded(mine & first & full, self.row_opening[:, 1:2])
         self.parts_due = low < P
         return ok
 
