@@ -179,12 +179,19 @@ def _one_line_error(message):
     sys.exit(2)
 
 
+def one_line_errors(parser):
+    """`parser`, its mistakes one line each (no usage block) and no abbreviated flags (--learning_rat=1 must be an
+    error, not learning_rate): every script's parser goes through here."""
+    parser.allow_abbrev = False
+    parser.error = _one_line_error
+    return parser
+
+
 def cli(parser, keys, argv=None, own=None):
     """Parse a script's own arguments plus `--preset` and `--key=value` overrides of the config `keys`; `own` holds
     the script's own defaults for some of them."""
     values = {**defaults(), **(own or {})}
-    parser.allow_abbrev = False  # --learning_rat=1 must be an error, not learning_rate
-    parser.error = _one_line_error
+    one_line_errors(parser)
     group = parser.add_argument_group("config overrides (see config.py)")
     group.add_argument("--preset", choices=sorted(config.PRESETS), help="overlay a preset from config.PRESETS")
     for k in keys:

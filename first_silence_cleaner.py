@@ -6,11 +6,13 @@ import argparse
 
 import batch
 from batch import atomic_write, die, find_files, read_text
+from configurator import one_line_errors
 from encoding_decoding import FirstEdition, check_edition, strip_leading_silence, text_to_tokens, tokens_to_text
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--dirs", nargs="+", required=True, help="folders of .txt encodings (searched recursively)")
     parser.add_argument("--dry-run", action="store_true", help="only count the files that would change")
     args = parser.parse_args(argv)

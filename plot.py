@@ -15,6 +15,7 @@ import matplotlib.ticker  # noqa: E402
 
 import batch  # noqa: E402
 from batch import clean_stale, die, read_jsonl, reason, save_figure, why_not_written  # noqa: E402
+from configurator import one_line_errors  # noqa: E402
 from encoding_decoding import Spec  # noqa: E402
 from midi_io import midi_to_notes, part_names  # noqa: E402
 
@@ -88,7 +89,8 @@ def plot_piano_roll(mid, spec):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--out_dir", help="a run folder: draw its loss curves and expert load")
     parser.add_argument("--midi", nargs="+", default=[], help="MIDI files: draw a piano roll of each")
     args = parser.parse_args(argv)

@@ -338,6 +338,28 @@ def test_a_number_out_of_range_is_one_line(trained, tmp_path, args, message):
     one_line(run("sample.py", "--out_dir", trained, "--output_dir", tmp_path, *args, timeout=120), message)
 
 
+SCRIPTS = ("encode_all", "first_silence_cleaner", "simple_tokenizer", "augment_all", "prepare", "train", "sample",
+           "plot", "evaluate")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_flag_no_script_knows_is_one_line(script, capsys):
+    with pytest.raises(SystemExit) as stop:
+        __import__(script).main(["--bogus=1"])
+    lines = capsys.readouterr().err.strip().splitlines()  # --bogus, or a required argument missing, in one line
+    assert stop.value.code == 2 and len(lines) == 1 and ("--bogus" in lines[0] or "required" in lines[0]), lines
+
+
+@pytest.mark.parametrize("script, args, unknown", [
+    ("plot", "--out_d x", "--out_d x"), ("sample", "--out_d x", "--out_d x"), ("evaluate", "--out_d x", "--out_d x"),
+    ("first_silence_cleaner", "--dirs x --dry", "--dry")])
+def test_no_script_takes_an_abbreviated_flag(script, args, unknown, capsys):
+    with pytest.raises(SystemExit) as stop:
+        __import__(script).main(args.split())
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and lines == [f"error: unrecognized arguments: {unknown} (see --help)"], lines
+
+
 def test_evaluate_checks_its_key_before_the_work(trained, data):
     one_line(run("evaluate.py", "--out_dir", trained, "--data_dir", data, "--eval_key", "X minor", timeout=120),
              "--eval_key: 'X' is not a pitch class")
