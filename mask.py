@@ -547,8 +547,9 @@ class VoiceLeading(Rule):
     the final chord is the dominant's triad or seventh chord, its root in the bass and its leading tone sounding, where
     the bars left are known and the given notes in that beat are its notes; with `third`, the final chord and the
     first (with `beginning`) sound their third (the part above the bass strikes it where none sounds), with three
-    parts or more. Soft: where the rules leave nothing canonical they give way, those on parallels and crossing
-    (`preferred`, the ParallelsAndCrossing rule) first.
+    parts or more. In those chords the bass sounds under the other parts. Soft: where the rules leave nothing canonical
+    they give way, those on parallels, crossing and the bass under those chords (`preferred`, the
+    ParallelsAndCrossing rule) first.
     `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
     dominant = torch.tensor([[7, 11, 2, 5], [7, 10, 2, 5]])  # the dominant's seventh chord above the tonic, its root
@@ -679,12 +680,15 @@ class VoiceLeading(Rule):
             bass = torch.full_like(bass, self.material.material.bass)
         # (B, V): the notes of triad t (B or 1, 3), its root in the bass
         chord = lambda t: (pc[:, None, :] == t[:, :, None]).any(1) & (~col(c.part == bass) | (pc == t[:, :1]))
+        rooted = torch.zeros_like(last)  # (B,) where a chord with its root in the bass is asked for at this onset
+        under = torch.where(sounding & (parts != col(bass)), self.onset_pitch, 1 << 30).amin(1)  # (B,)
         # the final chord: at the last bar's first step, or, where the given notes close later in it (a chorale's
         # melody on its third beat), there
         final_at = last_bar_at if self.given is None else last_bar_at.clamp(min=self.close_given)
         at_end = last & (clock >= final_at)
         ending = mine & ("ending" in self.rules)
         ok &= ~c.is_n | ~col(at_end & ending) | chord(triad)
+        rooted |= at_end & ending
         ok &= ~c.is_d | ~col(~at_end & ending) | (col(clock) + v <= col(final_at))
         pitch_pc = torch.arange(c.until.size(2), device=pc.device) % 12  # (K,) each pitch's class
 
@@ -718,6 +722,7 @@ class VoiceLeading(Rule):
                 given_lt = (sounding & (given_pc[None, :] == dominant[:, 1:2])).any(1)  # (no leading tone doubled)
             due = mine & known & ~at_end
             ok &= ~c.is_n | ~col(due & (clock >= close)) | chord(dominant)
+            rooted |= due & (clock >= close)
             # and its leading tone sounds: where no part holds it or has struck it at this onset, the part above the
             # bass strikes it (its third: V without it was the model's in a third of 96 chorales)
             spared = (dominant[:, 1] != (triad[:, 0] + 11) % 12) | given_lt  # (a scale held without it: none)
@@ -729,8 +734,12 @@ class VoiceLeading(Rule):
         if self.opening is not None:  # the first onset: its triad, the root in the bass
             first = (self.first_at < 0) | (self.first_at == clock)
             ok &= ~c.is_n | ~col(mine & first) | chord(self.row_opening)
+            rooted |= mine & first
             if "third" in self.rules:  # and its third, as the last chord's (Bach's first chords: 194 of 200)
                 ok &= sounded(mine & first & full, self.row_opening[:, 1:2])
+        # and there the bass sounds under every other part, where parts may cross elsewhere (a tenor under it turned 4
+        # of 96 last chords over at Bach's defaults): a preference, as crossing is, given up before the chord
+        self.preferred &= ~c.is_n | ~col(rooted & (c.part == bass)) | (v <= col(under))
         self.parts_due = low < P
         return ok
 

@@ -382,6 +382,22 @@ def test_voice_leading_ends_on_the_tonic():
     assert [k for k in range(60, 73) if allowed[TOK.stoi[f"n{k}"]]] == [62, 67, 71]
 
 
+def test_the_bass_of_the_first_and_last_chords_sounds_under_the_other_parts():
+    """Bach's defaults let parts cross; a tenor under the bass would turn the tonic chord over (a six-four)."""
+    rules = ("parallels", "ending", "beginning", "cadence")
+    controls = Controls(voice_leading=True, triad=(0, 4, 7), voice_leading_rules=rules)
+    bass = lambda row, bars=1: [k for k in range(21, 72) if GrammarMask(TOK, "cpu", controls=controls)(torch.tensor(
+        [TOK.encode(f"START style:bach tempo:121 meter:4/4 inst:52 inst:52 inst:52 bar:{bars} {row}".split())]))[
+        0, TOK.stoi[f"n{k}"]]]
+    # one bar, its first chord the last: C major's, on C under the tenor
+    assert bass("pos:0 n72 d16 v80 p1 n55 d16 v80 p2") == [24, 36, 48]  # under the tenor's G3
+    assert bass("pos:0 n72 d16 v80 p1 n43 d16 v80 p2") == [24, 36]      # under its G2
+    assert bass("pos:0 n72 d16 v80 p1 n64 d16 v80 p2") == [24, 36, 48, 60]
+    # the dominant before the last bar: on G under the tenor's D3
+    row = "pos:0 n72 d12 v80 p1 n64 d12 v80 p2 n48 d12 v80 pos:12 p0 n71 d4 v80 p1 n50 d4 v80 p2"
+    assert bass(row, bars=2) == [31, 43]
+
+
 def test_voice_leading_begins_on_the_tonic_where_the_key_is_known():
     rules = ("rests", "parallels", "crossing", "ending", "beginning")
     # --key C: the first onset is C major's triad, the lowest part (the last named) on the tonic
