@@ -737,8 +737,9 @@ class VoiceLeading(Rule):
             rooted |= mine & first
             if "third" in self.rules:  # and its third, as the last chord's (Bach's first chords: 194 of 200)
                 ok &= sounded(mine & first & full, self.row_opening[:, 1:2])
-        # and there the bass sounds under every other part, where parts may cross elsewhere (a tenor under it turned 4
-        # of 96 last chords over at Bach's defaults): a preference, as crossing is, given up before the chord
+        # and there the bass sounds under every other part, where parts may cross elsewhere (a tenor under it turned the
+        # dominant over in 3 of 96 chorales at Bach's defaults, the last chord in 1): a preference, as crossing is,
+        # given up before the chord
         self.preferred &= ~c.is_n | ~col(rooted & (c.part == bass)) | (v <= col(under))
         self.parts_due = low < P
         return ok
