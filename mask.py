@@ -540,16 +540,16 @@ class VoiceLeading(Rule):
     (Controls.triad, each row its own in turn where several are given, or that of the key the notes so far and all given
     pitched ones suggest whose triad holds the given notes struck last: a melody's last note, the given parts' last
     chord where one triad holds it all), the tonic in the bass (the lowest of several written parts, the last the header
-    names, or Given.bass: an added bass), none held into it; and the piece's first onset is the tonic triad of the key
-    known before it (Controls.triad, or the one the given notes suggest), or its relative key's where only that holds
-    the given notes struck there, or free where neither does (a harmonized melody: having heard only its first note, the
-    model opened BWV 139.6's E major soprano on a C major chord), the root in the bass; with `cadence`, the beat before
-    the final chord is the dominant's triad or seventh chord, its root in the bass and its leading tone sounding, where
-    the bars left are known and the given notes in that beat are its notes; with `third`, the final chord and the
-    first (with `beginning`) sound their third (the part above the bass strikes it where none sounds), with three
-    parts or more. In those chords the bass sounds under the other parts. Soft: where the rules leave nothing canonical
-    they give way, those on parallels, crossing and the bass under those chords (`preferred`, the
-    ParallelsAndCrossing rule) first.
+    names, or Given.bass: an added bass), none held into it, and with several parts struck once and held to the end; and
+    the piece's first onset is the tonic triad of the key known before it (Controls.triad, or the one the given notes
+    suggest), or its relative key's where only that holds the given notes struck there, or free where neither does (a
+    harmonized melody: having heard only its first note, the model opened BWV 139.6's E major soprano on a C major
+    chord), the root in the bass; with `cadence`, the beat before the final chord is the dominant's triad or seventh
+    chord, its root in the bass and its leading tone sounding, where the bars left are known and the given notes in that
+    beat are its notes; with `third`, the final chord and the first (with `beginning`) sound their third (the part above
+    the bass strikes it where none sounds), with three parts or more. In those chords the bass sounds under the other
+    parts. Soft: where the rules leave nothing canonical they give way, those on parallels, crossing and the bass under
+    those chords (`preferred`, the ParallelsAndCrossing rule) first.
     `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
     dominant = torch.tensor([[7, 11, 2, 5], [7, 10, 2, 5]])  # the dominant's seventh chord above the tonic, its root
@@ -690,6 +690,20 @@ class VoiceLeading(Rule):
         ok &= ~c.is_n | ~col(at_end & ending) | chord(triad)
         rooted |= at_end & ending
         ok &= ~c.is_d | ~col(~at_end & ending) | (col(clock) + v <= col(final_at))
+        # with several parts, the final chord is struck once and held to the end, as Bach's are (198 of 200 strike it
+        # once; at the defaults 76 of 96 struck it three times, a crotchet each beat): a written note from it on
+        # reaches the end, a part holding one strikes no other, and once all hold, no onset comes (but a drum's)
+        chorded = at_end & ending & (bass >= 0)
+        ok &= ~c.is_d | ~col(chorded) | (col(clock) + v == col(c.ends_at))
+        holding = active & (self.onset_at < col(clock)) & sounding                                  # (B, P)
+        closing = at_end & ("ending" in self.rules) & (bass >= 0)
+        ok &= ~c.is_n | ~col(chorded) | ~holding.gather(1, p)
+        ok &= ~c.is_p | ~col(closing) | ~holding.gather(1, v.clamp(0, P - 1).expand(len(clock), -1))
+        held = last & (bass >= 0) & (torch.where(active, ends, 1 << 40).amin(1) >= c.ends_at) & ~c.drum.any(1)
+        onset_ok = torch.zeros_like(v, dtype=torch.bool)  # (given notes still to come bring their onsets: a
+        if self.material is not None:                      # melody's G struck again over the parts held)
+            onset_ok = col(c.bar_start) + v == col(self.material.start[self.material.next])
+        ok &= ~c.is_pos | ~col(held & ("ending" in self.rules)) | onset_ok
         pitch_pc = torch.arange(c.until.size(2), device=pc.device) % 12  # (K,) each pitch's class
 
         def sounded(where, pcs):  # (B, V): where `where` (B,) and no part holds the pitch class pcs (B or 1, 1) or

@@ -398,6 +398,22 @@ def test_the_bass_of_the_first_and_last_chords_sounds_under_the_other_parts():
     assert bass(row, bars=2) == [31, 43]
 
 
+def test_the_final_chord_is_struck_once_and_held_to_the_end():
+    """Bach strikes his last chord once (198 of 200 chorales); the defaults struck it each beat in 76 of 96."""
+    controls = Controls(voice_leading=True, triad=(0, 4, 7), voice_leading_rules=("parallels", "ending"))
+    allowed = lambda row, bars=1, inst="inst:52 inst:52 inst:52": GrammarMask(TOK, "cpu", controls=controls)(
+        torch.tensor([TOK.encode(f"START style:bach tempo:121 meter:4/4 {inst} bar:{bars} {row}".split())]))[0]
+    names = lambda a, kind: [t for t in TOK.itos if t.startswith(kind) and a[TOK.stoi[t]]]
+    assert names(allowed("pos:0 n72"), "d") == ["d16"]  # to the end of the last bar
+    assert names(allowed("pos:4 n72"), "d") == ["d12"]
+    chord = "pos:0 n72 d16 v80 p1 n64 d16 v80 p2 n48 d16 v80"
+    assert names(allowed(chord), "pos:") == [] and allowed(chord)[TOK.stoi[END]]  # all held: the piece ends
+    held = "pos:0 n72 d16 v80 p1 n64 d16 v80 pos:4"  # the bass came later: the others hold, it alone strikes
+    assert names(allowed(held), "p") == ["p2"]
+    assert "d4" in names(allowed("pos:0 n72", bars=2), "d")  # before the last bar, free
+    assert "d4" in names(allowed("pos:0 n72", inst="inst:73"), "d")  # a tune's last bar may arpeggiate its tonic
+
+
 def test_voice_leading_begins_on_the_tonic_where_the_key_is_known():
     rules = ("rests", "parallels", "crossing", "ending", "beginning")
     # --key C: the first onset is C major's triad, the lowest part (the last named) on the tonic
