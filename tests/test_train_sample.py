@@ -446,7 +446,8 @@ PINNED = {  # tests/pinned/<name>: the then shipped model's (stage 3's) samples 
     # sample without --style came to draw its style first and take its defaults, 2026-12-06, and again when that
     # draw came to weigh the prompt's likelihood under each style: folk and folk, now bach and bach, 2026-12-06; and
     # the second again when Bach's defaults took the rule on parallels, 2026-12-06; both when they took the cadence,
-    # 2026-12-07)
+    # 2026-12-07; and these and formvl's when the final chord came to be struck once and held to the end, 2026-12-07:
+    # only their last bars changed)
     "formvl": ["--style", "bach", "--bars", 5, "--form", "AAB", "--voice_leading", "true", "--seed", 13, *OLD_BACH],
     "mel": ["--style", "bach", "--melody", "HARMONIZED/given/own_tune.mid", "--parts", 4, "--voice_leading", "true",
             "--seed", 14, *OLD_BACH],
