@@ -274,6 +274,13 @@ def test_what_a_listener_hears_is_counted_as_a_teacher_counts():
     assert close_has_third(before((72, 67, 64, 48), (72, 67, 55, 48))) is False  # (the last onset's chord counts)
     heard = listen([(before(tonic), Header()), (before((72, 67, 60, 48)), Header())], 4, 4)
     assert heard["close_has_third"] == 0.5 and heard["opening_has_third"] == 0.5  # (one chord: first and last)
+    from measures import close_struck_once  # V I, not V I I nor V I with a note of I struck again
+    assert close_struck_once(before((71, 67, 62, 55), tonic)) and not close_struck_once(before((71, 67, 62, 55), tonic,
+                                                                                            (72, 64, 60, 48)))
+    held = [(0, p, 4, 80, v) for v, p in enumerate((71, 67, 62, 55))] + [(4, 72, 4, 80, 0)] + [
+        (4, p, 8, 80, v) for v, p in enumerate((67, 64, 48), 1)]  # I held under the soprano, which moves to E in it
+    assert close_struck_once(held) and not close_struck_once(held + [(8, 76, 4, 80, 0)])
+    assert heard["close_struck_once"] == 1.0  # (one chord)
     from measures import opening_has_third
     assert opening_has_third(before((72, 64, 55, 48), (72, 67, 60, 48))) and not opening_has_third(
         before((72, 67, 60, 48), tonic))
