@@ -691,7 +691,7 @@ class VoiceLeading(Rule):
         rooted |= at_end & ending
         ok &= ~c.is_d | ~col(~at_end & ending) | (col(clock) + v <= col(final_at))
         # with several parts, the final chord is struck once and held to the end, as Bach's are (198 of 200 strike it
-        # once; at the defaults 76 of 96 struck it three times, a crotchet each beat): a written note from it on
+        # once; at the defaults 85 of 96 struck it again on later beats, crotchets): a written note from it on
         # reaches the end, a part holding one strikes no other, and once all hold, no onset comes (but a drum's)
         chorded = at_end & ending & (bass >= 0)
         ok &= ~c.is_d | ~col(chorded) | (col(clock) + v == col(c.ends_at))

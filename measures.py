@@ -177,7 +177,7 @@ def close_struck_once(notes):
     """Whether the last chord (Notes) is struck once: the onset before the last one sounds a pitch class outside the
     last onset's triad (either third; its pitch classes where it is no triad), so the close is not that chord struck
     again beat after beat in other voicings (Bach's chorales: 198 of the demo's first 200; Bach's defaults struck it
-    on each beat in 76 of 96 before the rule that holds it)."""
+    again in 85 of 96 before the rule that holds it)."""
     notes = list(map(as_note, notes))
     onsets = sorted({n.start for n in notes})
     if len(onsets) < 2:
