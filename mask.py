@@ -693,10 +693,10 @@ class VoiceLeading(Rule):
         # with several parts, the final chord is struck once and held to the end, as Bach's are (198 of 200 strike it
         # once; at the defaults 85 of 96 struck it again on later beats, crotchets): a written note from it on
         # reaches the end, a part holding one strikes no other, and once all hold, no onset comes (but a drum's)
-        chorded = at_end & ending & (bass >= 0)
+        closing = at_end & ("ending" in self.rules) & (bass >= 0)
+        chorded = closing & mine                                                                    # (B,)
         ok &= ~c.is_d | ~col(chorded) | (col(clock) + v == col(c.ends_at))
         holding = active & (self.onset_at < col(clock)) & sounding                                  # (B, P)
-        closing = at_end & ("ending" in self.rules) & (bass >= 0)
         ok &= ~c.is_n | ~col(chorded) | ~holding.gather(1, p)
         ok &= ~c.is_p | ~col(closing) | ~holding.gather(1, v.clamp(0, P - 1).expand(len(clock), -1))
         held = last & (bass >= 0) & (torch.where(active, ends, 1 << 40).amin(1) >= c.ends_at) & ~c.drum.any(1)
