@@ -35,6 +35,7 @@ tables on the device), so every sample is a well-formed piece that obeys them. S
 import argparse
 import shutil
 import subprocess
+import sys
 import wave
 from dataclasses import replace
 from pathlib import Path
@@ -340,6 +341,10 @@ def main(argv=None):
         die("--infill and --add_part work on a piece: give it with --prompt")
     if sum(map(bool, (args.melody, args.infill, args.add_part))) > 1 or (args.melody and args.prompt):
         die("give one of --melody, --prompt ... --infill, --prompt ... --add_part, or a plain --prompt")
+    written = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else map(str, argv))}  # (no flag cut short)
+    if "--prompt_bars" in written and (not args.prompt or with_given):
+        die(f"--prompt_bars {args.prompt_bars} counts the opening bars of a plain --prompt that the samples continue "
+            f"(--infill and --add_part keep the whole piece): give it with --prompt song.mid, or drop it")
     controls = parse_controls(args)
     if controls.form and (args.melody or args.infill or args.add_part):
         die("--form repeats a sample's own phrases: give it without --melody, --infill or --add_part")

@@ -408,6 +408,8 @@ def test_given_material_errors_are_one_clear_line(trained, tmp_path):
             (["--prompt", piece, "--infill", "x"], "wants FIRST-LAST bars"),
             (["--prompt", piece, "--infill", "3-2"], "--infill 3-2: wants FIRST-LAST with FIRST <= LAST, e.g. 2-3"),
             (["--infill", "1-2"], "give it with --prompt"),
+            (["--prompt_bars", 2], "--prompt_bars 2 counts the opening bars of a plain --prompt"),
+            (["--prompt", piece, "--infill", "1-2", "--prompt_bars", 2], "give it with --prompt song.mid, or drop it"),
             (["--melody", empty], "no notes"),
             (["--melody", tmp_path / "missing.mid"], "cannot read it"),
             (["--melody", piece, "--bars", 4], "take their length from the piece"),
