@@ -75,7 +75,7 @@ from measures import (MEASURES, PIECE_STATS, STATS, closest_style, histogram, fo
                       profile, voice_ranges)
 from midi_io import MIDI_SUFFIXES, described_changes, midi_to_notes, notes_to_midi, read_music
 from ngram import KneserNey, longest_runs, split_pieces
-from runs import learnt_given, load_run, pick_device
+from runs import learnt_given, load_run, pick_device, share_cores
 from scoring import CADENCE_VIEWS, COPIED_BARS, cadence_bits, model_nats, next_token_probs, repeat_bits
 
 
@@ -411,6 +411,7 @@ def given_material(args, model, tok, pieces, device):
     kept = {k: [] for k in drawn}
     filled, filled_ok, bits = [], [], defaultdict(lambda: [0.0, 0])
     for k, (notes, header) in enumerate(chorales):
+        share_cores(device)
         bars = header.bars_needed(notes, spec.sample_freq)
         soprano = [n for n in notes if n.part == 0]
         for ahead, defaults, name in ways:
@@ -481,8 +482,12 @@ def measure(args, model, tok, splits, meta, device):
     pieces = Pieces(args, tok, splits, meta)
     likelihood, fit_tokens = likelihoods(args, model, tok, pieces, device)
     knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
-    sample = lambda n, max_new, seed, controls=Controls(), constrained=True, own=None: draw(
-        model, tok, Request(controls), n, seed, **{**knobs, **(own or {})}, max_new=max_new, constrained=constrained)
+
+    def sample(n, max_new, seed, controls=Controls(), constrained=True, own=None):
+        share_cores(device)  # (as other work on the machine starts and stops)
+        return draw(model, tok, Request(controls), n, seed, **{**knobs, **(own or {})}, max_new=max_new,
+                    constrained=constrained)
+
     sampled, hists, statistics = sample_statistics(args, tok.spec, pieces, sample)
     pooled, ratio = likelihood(np.ones(len(pieces.val), dtype=bool))
     per_style, profiles, real = style_statistics(args, pieces, sample, likelihood)

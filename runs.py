@@ -179,17 +179,31 @@ def pick_device(device, dtype, training=False, width=None, window=None):
 
 
 def free_threads():
-    """Threads to sample on: torch's own number (a thread per core), less the cores that other work keeps busy (what
-    the whole machine used of its CPUs over a tenth of a second, this process waiting), at least one;
-    OMP_NUM_THREADS, where it is set, wins. A decode step is many small parallel regions, and each waits for its
-    slowest thread: on 2 cores with a training run beside it, two threads sampled 3.5 times slower than one
-    (BENCHMARKS.md, "Sampling beside a training run"). One thread draws the same tokens as two."""
-    if os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads() == 1:  # (nothing to look for)
+    """Threads to sample on: torch's own number as this process first asked (a thread per core), less the cores that
+    other work keeps busy (what the whole machine used of its CPUs over a tenth of a second, this process waiting),
+    at least one; OMP_NUM_THREADS, where it is set, wins. A decode step is many small parallel regions, and each
+    waits for its slowest thread: on 2 cores with a training run beside it, two threads sampled 3.5 times slower than
+    one (BENCHMARKS.md, "Sampling beside a training run"). One thread draws the same tokens as two. A long job asks
+    again as it goes (`share_cores`): evaluate.py, started beside `make samples`, had sampled on one thread for
+    all of its 2 h 48 min, long after the other work was done."""
+    global _cores
+    _cores = _cores or torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS") or _cores == 1:  # (nothing to look for)
         return torch.get_num_threads()
     import psutil
     cpus = psutil.cpu_count() or 1
     busy = psutil.cpu_percent(interval=0.1) / 100 * cpus
-    return max(1, min(torch.get_num_threads(), round(cpus - busy)))
+    return max(1, min(_cores, round(cpus - busy)))
+
+
+_cores = None  # torch's thread count before free_threads first lowered it
+
+
+def share_cores(device):
+    """Sample on the threads free now (free_threads) where `device` is a CPU: a long job calls it before each batch,
+    as other work on the machine starts and stops."""
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(free_threads())
 
 
 def has_amx():
