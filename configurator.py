@@ -63,7 +63,8 @@ KIND_WORDS = {bool: "True or False", int: "a whole number", float: "a number", s
 ITEM_WORDS = {float: "a tuple of numbers", str: "a tuple of names in quotes", tuple: "a tuple of (LOW, HIGH) pairs"}
 CHOICES = {"dtype": ("auto", "float32", "bfloat16", "float16"), "gelu_approximate": ("none", "tanh"),
            "choir_rules": ("range", "spacing", "leap", "repeat", "swing"),
-           "voice_leading_rules": ("rests", "parallels", "crossing", "ending", "beginning", "cadence", "third"),
+           "voice_leading_rules": ("rests", "parallels", "crossing", "ending", "beginning", "cadence", "third",
+                                   "phrases"),
            "rule_scale": ("none", "used", "key"),
            "given_kinds": ("melody", "parts", "bars")}
 

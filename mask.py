@@ -72,6 +72,7 @@ def grammar_tables(itos):
     return states, allowed, next_state
 
 
+PHRASE_BARS = 4  # with voice_leading_rules' "phrases", a phrase closes every so many bars (of a planned length)
 VALUED = ("n", "d", "v", "p", "pos", "bar", "meter", "tempo", "inst")  # the token kinds whose value the mask reads
 
 
@@ -547,8 +548,9 @@ class VoiceLeading(Rule):
     chord), the root in the bass; with `cadence`, the beat before the final chord is the dominant's triad or seventh
     chord, its root in the bass and its leading tone sounding, where the bars left are known and the given notes in that
     beat are its notes; with `third`, the final chord and the first (with `beginning`) sound their third (the part above
-    the bass strikes it where none sounds), with three parts or more. In those chords the bass sounds under the other
-    parts. Soft: where the rules leave nothing canonical they give way, those on parallels, crossing and the bass under
+    the bass strikes it where none sounds), with three parts or more; with `phrases`, in a piece of planned length a
+    phrase closes every PHRASE_BARS bars but the last, its bar's last two beats one chord held to the bar line (but
+    where the form repeats that bar). In those chords the bass sounds under the other parts. Soft: where the rules leave nothing canonical they give way, those on parallels, crossing and the bass under
     those chords (`preferred`, the ParallelsAndCrossing rule) first.
     `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
@@ -557,7 +559,9 @@ class VoiceLeading(Rule):
 
     def __init__(self, c, controls, material):
         device = c.value.device
-        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning, cadence, third
+        self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning, cadence, third,
+        # phrases
+        self.form = None  # (the Form rule, where there is one: a bar it repeats closes no phrase of its own)
         self.dominant = VoiceLeading.dominant.to(device)
         self.scale = None if controls.scale is None else torch.tensor([k in controls.scale for k in range(12)],
                                                                       device=device)  # (12,) a scale held
@@ -704,6 +708,20 @@ class VoiceLeading(Rule):
         if self.material is not None:                      # melody's G struck again over the parts held)
             onset_ok = col(c.bar_start) + v == col(self.material.start[self.material.next])
         ok &= ~c.is_pos | ~col(held & ("ending" in self.rules)) | onset_ok
+        if "phrases" in self.rules and c.plan is not None:  # every PHRASE_BARS bars but the last, a phrase closes:
+            # its bar's last two beats are one chord held to the bar line (Bach's chorales hold 2.7 chords a piece
+            # for a half note or more before the last, on the first or third beat, most two or four bars apart; the
+            # defaults without this rule held 0.5), no onset within them and every note struck from them on held
+            bar = c.bars - 1                                                             # (B,) from 0
+            closes = (bar >= 0) & ((bar + 1) % PHRASE_BARS == 0) & (bar < c.plan - 1)
+            if self.form is not None:  # (a bar the form repeats holds its model bar's notes)
+                closes &= ~self.form.source(bar, c.plan)[0]
+            bar_end = c.bar_start + c.bar_len
+            hold_from = (bar_end - 2 * c.beats[c.meter.clamp(min=0)].clamp(min=1)).clamp(min=c.bar_start)
+            ok &= ~c.is_pos | ~col(closes) | (col(c.bar_start) + v <= col(hold_from))
+            reach = col(clock) + v
+            ok &= ~c.is_d | ~col(closes & mine) | (reach == col(bar_end)) | (col(clock < hold_from)
+                                                                             & (reach <= col(hold_from)))
         pitch_pc = torch.arange(c.until.size(2), device=pc.device) % 12  # (K,) each pitch's class
 
         def sounded(where, pcs):  # (B, V): where `where` (B,) and no part holds the pitch class pcs (B or 1, 1) or
@@ -976,6 +994,8 @@ class GrammarMask:
         given = Material(c, tok, material) if material is not None else None
         voice = VoiceLeading(c, controls, given) if controls.voice_leading else None
         form = Form(c, controls) if controls.form else None
+        if voice is not None:
+            voice.form = form
         self.countdown = Countdown(c, slots)
         self.rules = [Grammar(c, tok, controls, material), Parts(c, tok, controls), self.countdown]
         self.rules += [given] if given else []

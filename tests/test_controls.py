@@ -414,6 +414,27 @@ def test_the_final_chord_is_struck_once_and_held_to_the_end():
     assert "d4" in names(allowed("pos:0 n72", inst="inst:73"), "d")  # a tune's last bar may arpeggiate its tonic
 
 
+def test_a_phrase_closes_on_a_chord_held_every_fourth_bar():
+    """Rule "phrases": in a piece of planned length, the last two beats of every fourth bar but the last are one chord
+    held to the bar line (Bach's chorales hold 2.7 chords a piece so; the defaults without the rule 0.5): no onset
+    within them, a note struck there lasts to the bar line, one struck before ends by them or lasts to it too."""
+    def allowed(row, rules=("parallels", "phrases"), form=None):
+        controls = Controls(voice_leading=True, bars=8, voice_leading_rules=rules, form=form)
+        three = ("bar:8 pos:0 n72 d16 v80 p1 n48 d16 v80 bar:7 pos:0 n72 d12 p1 n48 d16 pos:12 p0 n71 d4 "
+                 "bar:6 pos:0 n72 d16 p1 n48 d16")  # three bars, the second with a note on its last beat
+        return GrammarMask(TOK, "cpu", controls=controls)(torch.tensor([TOK.encode(
+            f"START style:bach tempo:121 meter:4/4 inst:52 inst:52 {three} {row}".split())]))[0]
+    names = lambda a, kind: [t for t in TOK.itos if t.startswith(kind) and a[TOK.stoi[t]]]
+    assert names(allowed("bar:5 pos:0 n72"), "d") == ["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d16"]
+    assert names(allowed("bar:5 pos:0 n72 d8 p1 n48 d8"), "pos:") == ["pos:1", "pos:2", "pos:3", "pos:4", "pos:5",
+                                                                     "pos:6", "pos:7", "pos:8"]
+    assert names(allowed("bar:5 pos:0 n72 d8 p1 n48 d8 pos:8 p0 n71"), "d") == ["d8"]
+    assert "d12" in names(allowed("bar:5 pos:0 n72", rules=("parallels",)), "d")  # (not without the rule)
+    after = "bar:5 pos:0 n72 d16 p1 n48 d16 bar:4 pos:0 n72"
+    assert "d12" in names(allowed(after), "d")  # the next bar is free
+    assert names(allowed("bar:5 pos:0 n72", form="AAAA"), "d") == ["d12"]  # a bar the form repeats: its model's
+
+
 def test_voice_leading_begins_on_the_tonic_where_the_key_is_known():
     rules = ("rests", "parallels", "crossing", "ending", "beginning")
     # --key C: the first onset is C major's triad, the lowest part (the last named) on the tonic
