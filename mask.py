@@ -711,14 +711,15 @@ class VoiceLeading(Rule):
         if "phrases" in self.rules and c.plan is not None:  # every PHRASE_BARS bars but the last, a phrase closes:
             # its bar's last two beats are one chord held to the bar line (Bach's chorales hold 2.7 chords a piece
             # for a half note or more before the last, on the first or third beat, most two or four bars apart; the
-            # defaults without this rule held 0.5), no onset within them and every note struck from them on held
+            # defaults without this rule held 0.5), no onset within them (but a drum's or a given note's) and every
+            # written note struck from them on held
             bar = c.bars - 1                                                             # (B,) from 0
             closes = (bar >= 0) & ((bar + 1) % PHRASE_BARS == 0) & (bar < c.plan - 1)
             if self.form is not None:  # (a bar the form repeats holds its model bar's notes)
                 closes &= ~self.form.source(bar, c.plan)[0]
             bar_end = c.bar_start + c.bar_len
             hold_from = (bar_end - 2 * c.beats[c.meter.clamp(min=0)].clamp(min=1)).clamp(min=c.bar_start)
-            ok &= ~c.is_pos | ~col(closes) | (col(c.bar_start) + v <= col(hold_from))
+            ok &= ~c.is_pos | ~col(closes & ~c.drum.any(1)) | (col(c.bar_start) + v <= col(hold_from)) | onset_ok
             reach = col(clock) + v
             ok &= ~c.is_d | ~col(closes & mine) | (reach == col(bar_end)) | (col(clock < hold_from)
                                                                              & (reach <= col(hold_from)))

@@ -418,17 +418,18 @@ def test_a_phrase_closes_on_a_chord_held_every_fourth_bar():
     """Rule "phrases": in a piece of planned length, the last two beats of every fourth bar but the last are one chord
     held to the bar line (Bach's chorales hold 2.7 chords a piece so; the defaults without the rule 0.5): no onset
     within them, a note struck there lasts to the bar line, one struck before ends by them or lasts to it too."""
-    def allowed(row, rules=("parallels", "phrases"), form=None):
+    def allowed(row, rules=("parallels", "phrases"), form=None, inst="inst:52 inst:52"):
         controls = Controls(voice_leading=True, bars=8, voice_leading_rules=rules, form=form)
         three = ("bar:8 pos:0 n72 d16 v80 p1 n48 d16 v80 bar:7 pos:0 n72 d12 p1 n48 d16 pos:12 p0 n71 d4 "
                  "bar:6 pos:0 n72 d16 p1 n48 d16")  # three bars, the second with a note on its last beat
         return GrammarMask(TOK, "cpu", controls=controls)(torch.tensor([TOK.encode(
-            f"START style:bach tempo:121 meter:4/4 inst:52 inst:52 {three} {row}".split())]))[0]
+            f"START style:bach tempo:121 meter:4/4 {inst} {three} {row}".split())]))[0]
     names = lambda a, kind: [t for t in TOK.itos if t.startswith(kind) and a[TOK.stoi[t]]]
     assert names(allowed("bar:5 pos:0 n72"), "d") == ["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d16"]
     assert names(allowed("bar:5 pos:0 n72 d8 p1 n48 d8"), "pos:") == ["pos:1", "pos:2", "pos:3", "pos:4", "pos:5",
                                                                      "pos:6", "pos:7", "pos:8"]
     assert names(allowed("bar:5 pos:0 n72 d8 p1 n48 d8 pos:8 p0 n71"), "d") == ["d8"]
+    assert "pos:12" in names(allowed("bar:5 pos:0 n72 d8 p1 n48 d8", inst="inst:52 inst:52 inst:drums"), "pos:")
     assert "d12" in names(allowed("bar:5 pos:0 n72", rules=("parallels",)), "d")  # (not without the rule)
     after = "bar:5 pos:0 n72 d16 p1 n48 d16 bar:4 pos:0 n72"
     assert "d12" in names(allowed(after), "d")  # the next bar is free
