@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -192,8 +193,17 @@ def free_threads():
         return torch.get_num_threads()
     import psutil
     cpus = psutil.cpu_count() or 1
-    busy = psutil.cpu_percent(interval=0.1) / 100 * cpus
-    return max(1, min(_cores, round(cpus - busy)))
+    return max(1, min(_cores, round(cpus - busy_elsewhere(psutil))))
+
+
+def busy_elsewhere(psutil, seconds=0.1):
+    """The cores that other processes keep busy: what the whole machine used of its CPUs over `seconds`, less what
+    this process used (its OpenMP threads spin on for a while after a batch, and read as other work: evaluate.py,
+    looking again between batches, saw itself and fell to one thread)."""
+    me = psutil.Process()
+    psutil.cpu_percent(None), me.cpu_percent(None)  # (both count from here)
+    time.sleep(seconds)
+    return max(0.0, psutil.cpu_percent(None) / 100 * (psutil.cpu_count() or 1) - me.cpu_percent(None) / 100)
 
 
 _cores = None  # torch's thread count before free_threads first lowered it
