@@ -549,7 +549,7 @@ class VoiceLeading(Rule):
     chord, its root in the bass and its leading tone sounding, where the bars left are known and the given notes in that
     beat are its notes; with `third`, the final chord and the first (with `beginning`) sound their third (the part above
     the bass strikes it where none sounds), with three parts or more; with `phrases`, in a piece of planned length a
-    phrase closes every PHRASE_BARS bars but the last, its bar's last two beats one chord held to the bar line (but
+    phrase closes every PHRASE_BARS bars but in the last two, its bar's last two beats one chord held to the bar line (but
     where the form repeats that bar). In those chords the bass sounds under the other parts. Soft: where the rules leave nothing canonical they give way, those on parallels, crossing and the bass under
     those chords (`preferred`, the ParallelsAndCrossing rule) first.
     `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
@@ -708,13 +708,15 @@ class VoiceLeading(Rule):
         if self.material is not None:                      # melody's G struck again over the parts held)
             onset_ok = col(c.bar_start) + v == col(self.material.start[self.material.next])
         ok &= ~c.is_pos | ~col(held & ("ending" in self.rules)) | onset_ok
-        if "phrases" in self.rules and c.plan is not None:  # every PHRASE_BARS bars but the last, a phrase closes:
-            # its bar's last two beats are one chord held to the bar line (Bach's chorales hold 2.7 chords a piece
+        if "phrases" in self.rules and c.plan is not None:  # every PHRASE_BARS bars but in the last two, a phrase
+            # closes: its bar's last two beats are one chord held to the bar line (Bach's chorales hold 2.7 chords a piece
             # for a half note or more before the last, on the first or third beat, most two or four bars apart; the
             # defaults without this rule held 0.5), no onset within them (but a drum's or a given note's) and every
             # written note struck from them on held
             bar = c.bars - 1                                                             # (B,) from 0
-            closes = (bar >= 0) & ((bar + 1) % PHRASE_BARS == 0) & (bar < c.plan - 1)
+            closes = (bar >= 0) & ((bar + 1) % PHRASE_BARS == 0) & (bar < c.plan - 2)  # (the last two bars: the
+            # cadence's; a close in the bar before the last held the beat the dominant wants, and eval.md's chorales
+            # of 17 bars lost their cadence and their held last chord)
             if self.form is not None:  # (a bar the form repeats holds its model bar's notes)
                 closes &= ~self.form.source(bar, c.plan)[0]
             bar_end = c.bar_start + c.bar_len

@@ -415,13 +415,14 @@ def test_the_final_chord_is_struck_once_and_held_to_the_end():
 
 
 def test_a_phrase_closes_on_a_chord_held_every_fourth_bar():
-    """Rule "phrases": in a piece of planned length, the last two beats of every fourth bar but the last are one chord
-    held to the bar line (Bach's chorales hold 2.7 chords a piece so; the defaults without the rule 0.5): no onset
-    within them, a note struck there lasts to the bar line, one struck before ends by them or lasts to it too."""
-    def allowed(row, rules=("parallels", "phrases"), form=None, inst="inst:52 inst:52"):
-        controls = Controls(voice_leading=True, bars=8, voice_leading_rules=rules, form=form)
-        three = ("bar:8 pos:0 n72 d16 v80 p1 n48 d16 v80 bar:7 pos:0 n72 d12 p1 n48 d16 pos:12 p0 n71 d4 "
-                 "bar:6 pos:0 n72 d16 p1 n48 d16")  # three bars, the second with a note on its last beat
+    """Rule "phrases": in a piece of planned length, the last two beats of every fourth bar but in the last two bars
+    (the cadence's) are one chord held to the bar line (Bach's chorales hold 2.7 chords a piece so; the defaults
+    without the rule 0.5): no onset within them, a note struck there lasts to the bar line, one struck before ends by
+    them or lasts to it too."""
+    def allowed(row, rules=("parallels", "phrases"), form=None, inst="inst:52 inst:52", bars=8):
+        controls = Controls(voice_leading=True, bars=bars, voice_leading_rules=rules, form=form)
+        three = (f"bar:{bars} pos:0 n72 d16 v80 p1 n48 d16 v80 bar:{bars - 1} pos:0 n72 d12 p1 n48 d16 pos:12 p0 n71 "
+                 f"d4 bar:{bars - 2} pos:0 n72 d16 p1 n48 d16")  # three bars, the second with a note on its last beat
         return GrammarMask(TOK, "cpu", controls=controls)(torch.tensor([TOK.encode(
             f"START style:bach tempo:121 meter:4/4 {inst} {three} {row}".split())]))[0]
     names = lambda a, kind: [t for t in TOK.itos if t.startswith(kind) and a[TOK.stoi[t]]]
@@ -433,6 +434,7 @@ def test_a_phrase_closes_on_a_chord_held_every_fourth_bar():
     assert "d12" in names(allowed("bar:5 pos:0 n72", rules=("parallels",)), "d")  # (not without the rule)
     after = "bar:5 pos:0 n72 d16 p1 n48 d16 bar:4 pos:0 n72"
     assert "d12" in names(allowed(after), "d")  # the next bar is free
+    assert "d12" in names(allowed("bar:2 pos:0 n72", bars=5), "d")  # the bar before the last: the cadence's
     assert names(allowed("bar:5 pos:0 n72", form="AAAA"), "d") == ["d12"]  # a bar the form repeats: its model's
 
 
