@@ -174,8 +174,8 @@ voice_leading = False      # part writing's first rules, kept by the mask where 
                            # melody's); with "cadence", the beat before the last chord is the dominant (V or V7), its
                            # root in the bass, its leading tone sounding (Bach's default, measured: README); with
                            # "third", the first and last chords sound their third, not a bare fifth (Bach's too); with
-                           # "phrases", every fourth bar but the last closes a phrase on a chord held for its last two
-                           # beats (a piece of planned length)
+                           # "phrases", every fourth bar (but in the last two) closes a phrase on a chord held for its
+                           # last two beats (a piece of planned length)
 voice_leading_rules = ("rests", "parallels", "crossing", "ending", "beginning")  # which of those --voice_leading keeps
 usual_ranges = ((62, 78), (57, 71), (52, 67), (40, 60))  # soprano, alto, tenor, bass (MIDI): each voice's 1st to
                            # 99th percentile in the 368 four-part Bach chorales of music21's corpus (evaluate.py counts
