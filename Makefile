@@ -95,7 +95,8 @@ stage4: .venv/installed
 POOLS := $(CORPUS)/distill_pools
 # Bach's defaults as the rounds drew their chorales (before round 8 shipped with only the ending rule; no key drawn:
 # --key auto came after them)
-ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --key none --temperature 0.8 --top_p 0.95
+ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --key none --temperature 0.8 --top_p 0.95 \
+	--rhythm_temperature 0
 # Rounds 9 on: a second line from stage 4, drawn at temperature 1 (round 8's chorales had come to crotchets only:
 # each round sharpened by 0.8 and top-p 0.95 made the next plainer) with the rules on parallels, crossing voices,
 # rests and the ending, --keep bounding the rhythm and the returning notes too; the tunes' picks three times over;
@@ -104,7 +105,7 @@ ROUND_BACH := --voice_leading_rules rests,parallels,crossing,ending --key none -
 # 13 the classes it uses, which leant toward major; round 14 on its key signature's nine), from round 15 with the
 # chorales' voices kept in their ranges by --keep, from round 16 only chorales that begin on the tonic triad (most of
 # the samples set out from another chord and end in another key: models/corpus/MODEL.md)
-LINE_DRAW := --temperature 1.0 --top_p 1.0
+LINE_DRAW := --temperature 1.0 --rhythm_temperature 0 --top_p 1.0
 LINE_BACH := --voice_leading_rules rests,parallels,crossing,ending --key none $(LINE_DRAW)
 LINE_TUNES := 3
 # $(call fit,N,run,init,seed,mix share (corpus_distill's)): round N's pool made train.bin, and its 800 steps
@@ -208,7 +209,7 @@ ifeq ($(wildcard $(STAGES)/round8/model.pt),)
 		p in sorted((C / 'text/music21/bach').glob('*.txt')) if f'music21/bach/{p.stem}' not in val][:160])"); do \
 		i=$$((i + 1)); s=$$(basename $$f .txt); test -f $(POOLS)/8/all/harmonized/.$$s || { $(PY) sample.py --overwrite \
 		--out_dir $(STAGES)/round7 --style bach --melody $$f --parts 4 --num_samples 4 --seed $$((8000 + i)) \
-		--voice_leading_rules parallels,crossing,ending --temperature 0.8 --top_p 0.95 \
+		--voice_leading_rules parallels,crossing,ending --temperature 0.8 --top_p 0.95 --rhythm_temperature 0 \
 		--output_dir $(POOLS)/8/all/harmonized > /dev/null && \
 		touch $(POOLS)/8/all/harmonized/.$$s || exit 1; }; done && touch $(POOLS)/8/all/harmonized/done; }
 	test -d $(POOLS)/8/keep/harmonized || $(PY) evaluate.py --listen $(POOLS)/8/all/harmonized/*.txt \

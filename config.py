@@ -162,6 +162,9 @@ num_samples = 3
 temperature = 0.9
 top_k = 100                # 0 = off
 top_p = 1.0                # nucleus sampling; 1.0 = off
+rhythm_temperature = 0.0   # the temperature a note's duration is drawn at; 0 = --temperature's. The model is sure of
+                           # its rhythm where it should not be: Bach writes a quaver 2-5 % of the times it gives one
+                           # under 1 %, and a piece it starts in crotchets stays in them (README, "Bach's rhythm")
 max_new_tokens = 1024
 prompt_bars = 4            # bars of a --prompt, counted in its own meter
 look_ahead = False         # given material (--melody, --infill, --add_part) also shown a bar or two ahead, as a run
@@ -224,8 +227,10 @@ given_samples = 4          # samples of each
 # in 42 % and came home in 44 % (Bach: 78 %, 84 %), in a key drawn 76 % and 99 % (README); "cadence": the last chord
 # reached from its dominant in 39 %, with it 100 % (Bach: 83 %); "third": the first and last chords with their third
 # in 82 and 85 %, with it 99 and 100 % (Bach: 194 and 199 of 200); "phrases": chords held a half note or more before
-# the last 0.5 a chorale, with it 4.8 (Bach: 2.7), notes of a half note 1 and 9 % (Bach: 7 %). `with_given`: what differs
-# where the sample is given material (--melody, --infill, --add_part): the model alone harmonizes a soprano with 10.2
+# the last 0.5 a chorale, with it 4.8 (Bach: 2.7), notes of a half note 1 and 9 % (Bach: 7 %); `rhythm_temperature`
+# 1.5: chorales in crotchets throughout (quavers under 5 % of the notes) 77 of 96 at 0.9, 8 at 1.5 (Bach: 4 of 200),
+# quavers 4 → 25 % of the notes (Bach: 36 %; README, "Bach's rhythm"). `with_given`: what differs where the sample is
+# given material (--melody, --infill, --add_part): the model alone harmonizes a soprano with 10.2
 # parallels per 100 moves where Bach has 3.4, the first five rules bring it to 1.0 (models/corpus/MODEL.md). Bach's own
 # chorales keep the rule on parallels too: the choir's rule on swings moves a voice on where it would go back, into
 # parallels more often (without the rule on parallels, twice Bach's), and held to a key's notes the model's chromatic
@@ -233,13 +238,14 @@ given_samples = 4          # samples of each
 STYLE_DEFAULTS = {
     "bach": dict(voice_leading=True, voice_leading_rules=("parallels", "ending", "beginning", "cadence", "third",
                                                           "phrases"),
-                 choir=True, temperature=0.9, top_p=1.0,
+                 choir=True, temperature=0.9, rhythm_temperature=1.5, top_p=1.0,
                  forms={"": 55.2, "AABC": 19.4, "ABABCDE": 13.1, "AAB": 6.9, "ABCBDEFG": 2.7, "ABCBDE": 2.7},
                  keys={"G major": 14.3, "A minor": 11.9, "G minor": 10.7, "A major": 7.7, "D major": 7.7,
                        "D minor": 7.3, "B minor": 7.0, "F major": 6.8, "Bb major": 6.1, "C major": 5.3, "E minor": 4.8,
                        "C minor": 2.4, "E major": 2.4, "Eb major": 2.2, "F# minor": 1.9},
                  with_given=dict(voice_leading_rules=("rests", "parallels", "crossing", "ending", "beginning",
-                                                      "cadence", "third"), temperature=0.8, top_p=0.95)),
+                                                      "cadence", "third"), temperature=0.8, rhythm_temperature=0.0,
+                                 top_p=0.95)),
     "fiddle": dict(voice_leading=True, temperature=0.9, top_p=0.95,
                    forms={"AABB": 51.4, "AAAABCBC": 15.5, "": 5.4, "AAAABBBB": 5.0, "ABABCBCB": 4.6, "AABAAB": 4.4,
                           "ABCC": 4.0, "ABABCCCC": 3.7, "AABC": 3.1, "AAAABBBC": 2.9}),

@@ -261,7 +261,8 @@ def infill(notes, header, spec, first, last, ahead=True):
 
 # --- the defaults of a style
 
-PER_STYLE = ("voice_leading", "voice_leading_rules", "choir", "form", "temperature", "top_p")  # what
+PER_STYLE = ("voice_leading", "voice_leading_rules", "choir", "form", "temperature", "rhythm_temperature",
+             "top_p")  # what
 # config.STYLE_DEFAULTS sets per style
 
 

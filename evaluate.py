@@ -285,7 +285,7 @@ def style_defaults(style, n, seed, bars=None, controls=Controls(), with_given=Fa
     return replace(controls, style=style, bars=bars or controls.bars, voice_leading=s["voice_leading"],
                    voice_leading_rules=s["voice_leading_rules"], choir=s["choir"], form=form,
                    **(key if drawn else {})), dict(
-        temperature=s["temperature"], top_p=s["top_p"])
+        temperature=s["temperature"], rhythm_temperature=s["rhythm_temperature"], top_p=s["top_p"])
 
 
 # --- each main style against every training original of it: per-piece statistics and a classifier
@@ -403,7 +403,8 @@ def given_material(args, model, tok, pieces, device):
     spec, chorales = tok.spec, given_pieces(pieces, args.given_pieces)
     if not chorales:
         return None
-    knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
+    knobs = dict(temperature=args.temperature, rhythm_temperature=args.rhythm_temperature, top_k=args.top_k or None,
+                 top_p=args.top_p)
     modes = 2 if learnt_given(tok, args.out_dir) else 1
     ways = [(False, False, "at its onsets"), (False, True, "at its onsets, the style's defaults"),
             (True, False, "shown ahead")][:modes + 1]  # (shown ahead?, the style's defaults?, name)
@@ -481,7 +482,8 @@ def measure(args, model, tok, splits, meta, device):
     """Every measure, as one report of plain values (what eval.json holds), and the histograms to draw."""
     pieces = Pieces(args, tok, splits, meta)
     likelihood, fit_tokens = likelihoods(args, model, tok, pieces, device)
-    knobs = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p)
+    knobs = dict(temperature=args.temperature, rhythm_temperature=args.rhythm_temperature, top_k=args.top_k or None,
+                 top_p=args.top_p)
 
     def sample(n, max_new, seed, controls=Controls(), constrained=True, own=None):
         share_cores(device)  # (as other work on the machine starts and stops)
@@ -509,7 +511,8 @@ def markdown(report, args, name):
     """eval.md: the report as tables."""
     r, memo, control = report, report["memorization"], report["control_adherence"]
     widths = report["kernel_widths"]
-    knob_text = f"temperature {args.temperature:g}, top_k {args.top_k or 'off'}, top_p {args.top_p:g}"
+    knob_text = (f"temperature {args.temperature:g}" + (f", durations at {args.rhythm_temperature:g}" if
+                 args.rhythm_temperature else "") + f", top_k {args.top_k or 'off'}, top_p {args.top_p:g}")
     lines = [f"# Evaluation of {name}", "", f"{r['val_pieces']} validation pieces, {r['val_tokens']:,} tokens, "
              f"{r['val_notes']:,} notes; {args.num_samples} samples of up to {args.max_new_tokens} tokens "
              f"({knob_text}).", "", "| model | bits/token | bits/note |", "|---|---|---|"]
@@ -682,8 +685,8 @@ def main(argv=None):
     parser.add_argument("--forms", nargs="+", help="MIDI files or encodings (.txt) of real pieces: print each style's "
                                                    "forms (measures.piece_form) and keys (measures.piece_key), as "
                                                    "--form auto and --key auto draw them, and exit")
-    args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature", "top_k",
-                                     "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
+    args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature",
+                                     "rhythm_temperature", "top_k", "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
     if why := style_defaults_problem(config.STYLE_DEFAULTS):
         die(why)
     if args.against and not args.listen:

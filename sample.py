@@ -1,6 +1,7 @@
 """Sample new pieces from a trained run, always valid, and write them as MIDI (and token text).
 
 python sample.py [--out_dir models/corpus] --num_samples 5 --temperature 0.9 --top_k 100 [--top_p 0.95]
+    [--rhythm_temperature 1.5]                                    # a note's duration drawn at its own temperature
     [--style bach] [--tempo 90] [--meter 3/4] [--parts 4 | --instruments violin,violin,viola,cello]
     [--bars 16 | --seconds 60] [--form AABA] [--key "D minor" | --key none | --scale 0,2,4,5,7,9,11]
     [--pitch_range 48,84]
@@ -20,10 +21,11 @@ A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves uns
 Bach's rules (no parallels, the tonic first and last chords, and the choir's; under a --melody, --infill or
 --add_part all five of part writing), a key and a form drawn from real chorales' (--key auto: its tonic triad the
 first and last chords, a chromatic note only now and then, resolved; --form auto) and the sampling settings
-measured best for it; any flag given wins (--voice_leading false --choir false --form none --temperature 0.9
---top_p 1: the model alone). Without --style, each sample's style is drawn first (the model's choice, having heard
-the piece given, if any) and its defaults hold for it in the same way; a --prompt that is a text encoding (.txt)
-naming a style the run knows gives its own, for continuing or filling in (not for --add_part).
+measured best for it (Bach's durations at a temperature of their own); any flag given wins (--voice_leading false
+--choir false --form none --key none --temperature 0.9 --rhythm_temperature 0 --top_p 1: the model alone). Without
+--style, each sample's style is drawn first (the model's choice, having heard the piece given, if any) and its
+defaults hold for it in the same way; a --prompt that is a text encoding (.txt) naming a style the run knows gives its
+own, for continuing or filling in (not for --add_part).
 
 Without --out_dir it samples from models/corpus beside this script, the model that ships in the repo
 (models/corpus/MODEL.md), from whatever folder it is run. Given material (a melody, the rest of a piece, its other
@@ -326,8 +328,9 @@ def main(argv=None):
                          help="LOW,HIGH: only MIDI pitches inside it, e.g. 48,84")
     control.add_argument("--bpm", type=configurator.typed("bpm", 120.0),
                          help="write the MIDI at this tempo instead of the header's")
-    args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                                     "seed", "device", "dtype", "voice_leading_rules", "choir_rules"], argv,
+    args = configurator.cli(parser, ["out_dir", "num_samples", "temperature", "rhythm_temperature", "top_k", "top_p",
+                                     "max_new_tokens", "seed", "device", "dtype", "voice_leading_rules", "choir_rules"],
+                            argv,
                             own={"out_dir": SHIPPED})
     if why := style_defaults_problem(config.STYLE_DEFAULTS):
         die(why)
@@ -376,7 +379,8 @@ def main(argv=None):
     for rows, c, settings in groups:
         with autocast(device, dtype):
             drawn = draw(model, tok, Request(choir_voices(c, material), tuple(prompt), material), len(rows), args.seed,
-                         settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens)
+                         settings.temperature, args.top_k or None, settings.top_p, args.max_new_tokens,
+                         rhythm_temperature=settings.rhythm_temperature)
         drawn_keys = chosen_key(settings)[1]
         for j, (i, row) in enumerate(zip(rows, drawn)):
             out[i], forms[i] = row, c.forms()[j % len(c.forms())] if c.forms() else ""

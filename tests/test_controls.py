@@ -336,6 +336,23 @@ def test_voice_leading_forbids_parallel_fifths_and_octaves():
     assert allowed[TOK.stoi["n62"]]
 
 
+
+def test_no_parallels_between_beats_through_a_passing_note():
+    """From beat to beat, as a teacher counts them (measures.parallels): a fifth (C5 over F4) whose soprano rises to
+    E5 through a passing D5 may not become the fifth E5 over A4 on the next beat, nor where the soprano's E5 came on
+    the half beat and holds; another interval, a contrary motion, or without the rule on parallels, it may. (The
+    rule before saw only the passing note, a sixth over F4: 125 of the 163 parallels of 96 chorales whose durations
+    were drawn at 1.5.)"""
+    rules = ("parallels",)
+    passing = voice_mask("pos:0 n72 d2 v80 p1 n65 d4 v80 pos:2 p0 n74 d2 pos:4 p0 n76 d4 p1", rules=rules)
+    early = voice_mask("pos:0 n72 d2 v80 p1 n65 d4 v80 pos:2 p0 n76 d4 pos:4 p1", rules=rules)
+    for allowed in (passing, early):
+        assert not allowed[TOK.stoi["n69"]]                                       # parallel fifths
+        assert allowed[TOK.stoi["n67"]] and allowed[TOK.stoi["n57"]] and allowed[TOK.stoi["n65"]]  # a sixth, contrary,
+        # oblique
+    assert voice_mask("pos:0 n72 d2 v80 p1 n65 d4 v80 pos:2 p0 n74 d2 pos:4 p0 n76 d4 p1",
+                      rules=("crossing",))[TOK.stoi["n69"]]
+
 def test_voice_leading_keeps_only_the_rules_asked_for():
     """--voice_leading_rules parallels (Palestrina's default): no parallels, but a part may rest and cross, and the
     last bar is free."""
@@ -418,7 +435,7 @@ def test_a_phrase_closes_on_a_chord_held_every_fourth_bar():
     """Rule "phrases": in a piece of planned length, the last two beats of every fourth bar but in the last two bars
     (the cadence's) are one chord held to the bar line (Bach's chorales hold 2.7 chords a piece so; the defaults
     without the rule 0.5): no onset within them, a note struck there lasts to the bar line, one struck before ends by
-    them or lasts to it too."""
+    them or lasts to it too; and before the last bar no note lasts longer than a bar."""
     def allowed(row, rules=("parallels", "phrases"), form=None, inst="inst:52 inst:52", bars=8):
         controls = Controls(voice_leading=True, bars=bars, voice_leading_rules=rules, form=form)
         three = (f"bar:{bars} pos:0 n72 d16 v80 p1 n48 d16 v80 bar:{bars - 1} pos:0 n72 d12 p1 n48 d16 pos:12 p0 n71 "
@@ -434,9 +451,61 @@ def test_a_phrase_closes_on_a_chord_held_every_fourth_bar():
     assert "d12" in names(allowed("bar:5 pos:0 n72", rules=("parallels",)), "d")  # (not without the rule)
     after = "bar:5 pos:0 n72 d16 p1 n48 d16 bar:4 pos:0 n72"
     assert "d12" in names(allowed(after), "d")  # the next bar is free
+    assert max(int(d[1:]) for d in names(allowed(after), "d")) == 16  # no note longer than a bar: a breath
+    assert "d24" in names(allowed(after, rules=("parallels",)), "d")   # (not without the rule)
     assert "d12" in names(allowed("bar:2 pos:0 n72", bars=5), "d")  # the bar before the last: the cadence's
     assert names(allowed("bar:5 pos:0 n72", form="AAAA"), "d") == ["d12"]  # a bar the form repeats: its model's
 
+
+
+def test_a_notes_duration_is_drawn_at_a_temperature_of_its_own():
+    """--rhythm_temperature: where a note's duration is due (after its pitch), the mask's pool() divides the logits by
+    the durations' temperature over the draw's, so that they are drawn at it; every other token as before. Drawn
+    almost greedily (0.001) from a small model, each duration is the likeliest one the mask allows, teacher-forced;
+    at the draw's own temperature (and at 0) the samples are the same as without it."""
+    from controls import Request
+    from mask import draw
+    from model import GPT, GPTConfig
+    head = "START style:bach tempo:121 meter:4/4 inst:52 bar:4 pos:0 n60".split()
+    mask, logits = GrammarMask(TOK, "cpu", rhythm=2.0), torch.randn(1, TOK.vocab_size)
+    mask(torch.tensor([TOK.encode(head)]))
+    torch.testing.assert_close(mask.pool(logits), logits / 2)
+    mask(torch.tensor([TOK.encode(head + ["d4"])]))
+    torch.testing.assert_close(mask.pool(logits), logits)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=256, n_layer=1, n_head=2, n_embd=32, kv_lora_rank=16,
+                          qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16, n_shared_experts=1,
+                          n_routed_experts=2, top_k_experts=1, expert_hidden=32, dropout=0.0), verbose=False).eval()
+    request = Request(Controls(bars=2, parts=2))
+    plain = draw(model, TOK, request, 3, 7, 0.9)
+    assert draw(model, TOK, request, 3, 7, 0.9, rhythm_temperature=0.9) == plain == draw(
+        model, TOK, request, 3, 7, 0.9, rhythm_temperature=0)
+    sure = draw(model, TOK, request, 3, 7, 0.9, rhythm_temperature=1e-3)
+    assert sure != plain
+    checked = 0
+    for row in sure:
+        ids = TOK.encode(row[:row.index(END) if END in row else len(row)][:256])
+        with torch.no_grad():
+            scores = model(torch.tensor([ids]))[0][0]
+        allowed = mask_rows(GrammarMask(TOK, "cpu", Controls(bars=2, parts=2)), ids, "cpu")
+        for t in range(len(ids) - 1):
+            if TOK.itos[ids[t + 1]][0] == "d":
+                assert scores[t].masked_fill(~allowed[t], float("-inf")).argmax() == ids[t + 1]
+                checked += 1
+    assert checked >= 6
+
+
+def test_every_part_strikes_the_final_chord():
+    """Rule "ending", without "rests": the last bar opens with the final chord (pos:0 only) and every part strikes it
+    there, the soprano first (drawn at Bach's rhythm_temperature, a soprano had rested through the last bar and an
+    alto come in on its third beat); without the rule, free."""
+    row, names = "pos:0 n72 d16 v80 p1 n60 d16 v80 bar:1", lambda a, kind: [t for t in TOK.itos if t.startswith(
+        kind) and a[TOK.stoi[t]]]
+    assert names(voice_mask(row, triad=(0, 4, 7), rules=("ending",)), "pos:") == ["pos:0"]
+    assert "pos:4" in names(voice_mask(row, triad=(0, 4, 7), rules=("parallels",)), "pos:")
+    # (the alto, p1, the part last named, strikes with a pitch alone: the soprano, p0, is named)
+    assert names(voice_mask(row + " pos:0", triad=(0, 4, 7), rules=("ending",)), "") == ["p0"]
+    assert voice_mask(row + " pos:0", triad=(0, 4, 7), rules=("parallels",))[TOK.stoi["n60"]]
 
 def test_voice_leading_begins_on_the_tonic_where_the_key_is_known():
     rules = ("rests", "parallels", "crossing", "ending", "beginning")
@@ -723,12 +792,12 @@ def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     monkeypatch.setitem(config.STYLE_DEFAULTS, "x", dict(voice_leading=True, temperature=0.5, forms={"AB": 3, "": 1}))
     assert style_settings("x", {"voice_leading": None, "temperature": 0.7}) == dict(
         voice_leading=True, voice_leading_rules=config.voice_leading_rules, choir=config.choir, form=config.form,
-        temperature=0.7, top_p=config.top_p)
+        temperature=0.7, rhythm_temperature=config.rhythm_temperature, top_p=config.top_p)
     assert style_settings(None, {}) == style_settings("not listed", {}) == {k: getattr(config, k) for k in PER_STYLE}
     monkeypatch.setitem(config.STYLE_DEFAULTS["x"], "with_given", dict(voice_leading_rules=("parallels",), top_p=0.5))
     assert style_settings("x", {"top_p": 0.6}, with_given=True) == dict(
         voice_leading=True, voice_leading_rules=("parallels",), choir=config.choir, form=config.form,
-        temperature=0.5, top_p=0.6)  # under given material the row's with_given, and still the flags over it
+        temperature=0.5, rhythm_temperature=config.rhythm_temperature, top_p=0.6)  # under given material the row's with_given, and still the flags over it
     assert style_settings("x", {})["voice_leading_rules"] == config.voice_leading_rules
     forms = drawn_forms("x", 400, seed=1)
     assert set(forms) == {"AB", ""} and 0.68 < forms.count("AB") / 400 < 0.82 and forms == drawn_forms("x", 400, 1)

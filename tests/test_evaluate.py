@@ -28,7 +28,8 @@ def test_evaluate_on_a_tiny_model_gives_finite_numbers(trained, data):
     assert set(report["per_style"]) == {"other"} and report["per_style"]["other"]["val_pieces"] == report["val_pieces"]
     assert report["main_styles"] == ["other"] and report["val_pieces"] >= 2  # --main_style_pieces 2
     # samples are drawn as sample.py draws them, and compared with pieces of their length
-    assert report["sampling"] == {"temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p}
+    assert report["sampling"] == {"temperature": config.temperature, "rhythm_temperature": config.rhythm_temperature,
+                                  "top_k": config.top_k, "top_p": config.top_p}
     assert report["compared_tokens"] == 60
     for areas in (report["reference_overlapping_area"], report["per_style"]["other"]["reference_overlapping_area"]):
         assert set(areas) == set(report["overlapping_area"]) and all(0 <= v <= 1 for v in areas.values())
