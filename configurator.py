@@ -31,7 +31,8 @@ LIMITS = {
     "gradient_accumulation_steps": (1, None), "max_iters": (0, None), "warmup_iters": (0, None),
     "lr_decay_iters": (0, None), "eval_interval": (1, None), "eval_iters": (1, None), "log_interval": (1, None),
     "max_bad_steps": (1, None), "piece_start_share": (0, 1), "rule_weight": (0, None), "rule_share": (0, 1), "mix_share": (0, [1]),
-    "num_samples": (1, 1024), "temperature": (0, None), "rhythm_temperature": (0, None), "top_k": (0, None), "top_p": ([0], 1),
+    "num_samples": (1, 1024), "temperature": (0, None), "rhythm_temperature": (0, None), "top_k": (0, None),
+    "top_p": ([0], 1),
     "max_new_tokens": (1, 10**6),
     # scripts' own arguments; a length control is bounded so that a typo cannot start a days-long run
     "prompt_bars": (1, None), "parts": (1, 16), "bars": (1, 1000), "seconds": ([0], 3600), "tempo": BPM, "bpm": BPM,
@@ -50,7 +51,8 @@ KINDS = {name: kind for kind, names in (
     (bool, "keep_drums bias anchor_header compile look_ahead voice_leading choir"),
     (float, "default_bpm file_timeout val_fraction augmented_percentage given_share dropout rope_theta route_scale "
             "bias_update_speed balance_factor learning_rate min_lr weight_decay beta1 beta2 grad_clip "
-            "piece_start_share rule_weight rule_share mix_share temperature rhythm_temperature top_p eval_seconds seconds tempo bpm"),
+            "piece_start_share rule_weight rule_share mix_share temperature rhythm_temperature top_p eval_seconds "
+            "seconds tempo bpm"),
     (str, "text_dir shard aug_dir tokenizer_path samples_dir rule_scale gelu_approximate data_dir out_dir init_from "
           "mix_data_dir device dtype form key shipped_run eval_key"),
     (tuple, "pitch_range velocity_range tempo_range meters aug_pitch_shifts aug_velocity_shifts aug_tempo_shifts "

@@ -686,7 +686,8 @@ def main(argv=None):
                                                    "forms (measures.piece_form) and keys (measures.piece_key), as "
                                                    "--form auto and --key auto draw them, and exit")
     args = configurator.cli(parser, ["out_dir", "data_dir", "num_samples", "max_new_tokens", "temperature",
-                                     "rhythm_temperature", "top_k", "top_p", "seed", "device"], argv, own={"num_samples": config.eval_num_samples})
+                                     "rhythm_temperature", "top_k", "top_p", "seed", "device"], argv,
+                            own={"num_samples": config.eval_num_samples})
     if why := style_defaults_problem(config.STYLE_DEFAULTS):
         die(why)
     if args.against and not args.listen:

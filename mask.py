@@ -112,7 +112,7 @@ class Cursor:
         (self.is_n, self.is_d, self.is_v, self.is_p, self.is_pos, self.is_bar, self.is_meter, self.is_tempo,
          self.is_inst) = (is_(k) for k in VALUED)
         self.is_ahead = tensor([t == AHEAD for t in itos])
-        self.duration_due = ~(self.grammar & ~self.is_d).any(1)          # (S,) the states where only a duration may come
+        self.duration_due = ~(self.grammar & ~self.is_d).any(1)          # (S,) where only a duration may come
         self.in_block = tensor([s in AHEAD_STATES for s in states])     # (S,) a block's states
         self.state_id = {s: i for i, s in enumerate(states)}
         self.end = tok.stoi[END]
@@ -535,14 +535,16 @@ class VoiceLeading(Rule):
     material's): no part rests once the piece has begun (an onset or bar line only while every part still sounds, and at
     an onset every part whose note has ended gets a new one: parts rise within an onset, so none may be passed over), a
     part's new pitch makes no parallel fifth, octave or unison with a part that has already moved at this onset (both
-    moving the same way, from and to the same perfect interval) and does not cross the parts next to it (at most the
-    pitch of the one above, at least that of the one below, where they sound), and from the final chord on (the last
-    bar's first step, or where the given notes close later in the bar: their last onset, or the first of the same
-    pitches struck again up to it; a chorale's melody closes on its third beat) the notes are the tonic triad
+    moving the same way, from and to the same perfect interval), nor, on a beat, with a part sounding there, from the
+    pitches both sounded on the beat before (a passing note between them), and does not cross the parts next to it (at
+    most the pitch of the one above, at least that of the one below, where they sound), and from the final chord on
+    (the last bar's first step, or where the given notes close later in the bar: their last onset, or the first of the
+    same pitches struck again up to it; a chorale's melody closes on its third beat) the notes are the tonic triad
     (Controls.triad, each row its own in turn where several are given, or that of the key the notes so far and all given
     pitched ones suggest whose triad holds the given notes struck last: a melody's last note, the given parts' last
     chord where one triad holds it all), the tonic in the bass (the lowest of several written parts, the last the header
-    names, or Given.bass: an added bass), none held into it, and with several parts struck once and held to the end; and
+    names, or Given.bass: an added bass), none held into it, every part striking it at its first step, and with several
+    parts struck once and held to the end; and
     the piece's first onset is the tonic triad of the key known before it (Controls.triad, or the one the given notes
     suggest), or its relative key's where only that holds the given notes struck there, or free where neither does (a
     harmonized melody: having heard only its first note, the model opened BWV 139.6's E major soprano on a C major
@@ -551,8 +553,9 @@ class VoiceLeading(Rule):
     beat are its notes; with `third`, the final chord and the first (with `beginning`) sound their third (the part above
     the bass strikes it where none sounds), with three parts or more; with `phrases`, in a piece of planned length a
     phrase closes every PHRASE_BARS bars but in the last two, its bar's last two beats one chord held to the bar line (but
-    where the form repeats that bar). In those chords the bass sounds under the other parts. Soft: where the rules leave nothing canonical they give way, those on parallels, crossing and the bass under
-    those chords (`preferred`, the ParallelsAndCrossing rule) first.
+    where the form repeats that bar), and before the last bar no note lasts longer than a bar. In those chords the bass
+    sounds under the other parts. Soft: where the rules leave nothing canonical they give way, those on parallels,
+    crossing and the bass under those chords (`preferred`, the ParallelsAndCrossing rule) first.
     `parts_due`: a part must still sound at the current onset (the piece may not close yet)."""
     soft = True
     HISTORY = 6  # onsets kept per part: a beat of semiquavers and the note before it

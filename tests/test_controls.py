@@ -797,7 +797,8 @@ def test_a_styles_defaults_fill_what_the_command_line_leaves_unset(monkeypatch):
     monkeypatch.setitem(config.STYLE_DEFAULTS["x"], "with_given", dict(voice_leading_rules=("parallels",), top_p=0.5))
     assert style_settings("x", {"top_p": 0.6}, with_given=True) == dict(
         voice_leading=True, voice_leading_rules=("parallels",), choir=config.choir, form=config.form,
-        temperature=0.5, rhythm_temperature=config.rhythm_temperature, top_p=0.6)  # under given material the row's with_given, and still the flags over it
+        temperature=0.5, rhythm_temperature=config.rhythm_temperature,
+        top_p=0.6)  # under given material the row's with_given, and still the flags over it
     assert style_settings("x", {})["voice_leading_rules"] == config.voice_leading_rules
     forms = drawn_forms("x", 400, seed=1)
     assert set(forms) == {"AB", ""} and 0.68 < forms.count("AB") / 400 < 0.82 and forms == drawn_forms("x", 400, 1)

@@ -451,7 +451,8 @@ def test_evaluate_harmonizes_and_fills_in_and_prices_the_given_material(trained)
     model, tok, _ = load_run(trained, "cpu")
     pieces = [(chorale(10, k), HEADER) for k in range(2)]
     val = SimpleNamespace(val_decoded=pieces, val_styles=np.array(["bach", "bach"]))
-    args = SimpleNamespace(out_dir=trained, given_pieces=1, given_samples=1, temperature=1.0, rhythm_temperature=0.0, top_k=0, top_p=1.0,
+    args = SimpleNamespace(out_dir=trained, given_pieces=1, given_samples=1, temperature=1.0, rhythm_temperature=0.0,
+                           top_k=0, top_p=1.0,
                            seed=1)
     g = evaluate.given_material(args, model, tok, val, "cpu")
     drawn = {"at its onsets", "at its onsets, the style's defaults", "shown ahead"}  # (bach: Bach's rules)
