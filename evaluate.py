@@ -275,6 +275,12 @@ def listening(args, spec, pieces, sample, styles):
     return out
 
 
+def sampling_knobs(args):
+    """The draw's settings from the command line (mask.draw's keywords), as eval.json records them."""
+    return dict(temperature=args.temperature, rhythm_temperature=args.rhythm_temperature, top_k=args.top_k or None,
+                top_p=args.top_p)
+
+
 def style_defaults(style, n, seed, bars=None, controls=Controls(), with_given=False):
     """(controls, sampling knobs) of n samples of `style` with its defaults (config.STYLE_DEFAULTS, as sample.py
     --style takes them, `with_given` as under given material): its rules on `controls`, with `bars` its forms drawn,
@@ -403,8 +409,7 @@ def given_material(args, model, tok, pieces, device):
     spec, chorales = tok.spec, given_pieces(pieces, args.given_pieces)
     if not chorales:
         return None
-    knobs = dict(temperature=args.temperature, rhythm_temperature=args.rhythm_temperature, top_k=args.top_k or None,
-                 top_p=args.top_p)
+    knobs = sampling_knobs(args)
     modes = 2 if learnt_given(tok, args.out_dir) else 1
     ways = [(False, False, "at its onsets"), (False, True, "at its onsets, the style's defaults"),
             (True, False, "shown ahead")][:modes + 1]  # (shown ahead?, the style's defaults?, name)
@@ -482,8 +487,7 @@ def measure(args, model, tok, splits, meta, device):
     """Every measure, as one report of plain values (what eval.json holds), and the histograms to draw."""
     pieces = Pieces(args, tok, splits, meta)
     likelihood, fit_tokens = likelihoods(args, model, tok, pieces, device)
-    knobs = dict(temperature=args.temperature, rhythm_temperature=args.rhythm_temperature, top_k=args.top_k or None,
-                 top_p=args.top_p)
+    knobs = sampling_knobs(args)
 
     def sample(n, max_new, seed, controls=Controls(), constrained=True, own=None):
         share_cores(device)  # (as other work on the machine starts and stops)

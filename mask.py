@@ -615,14 +615,14 @@ class VoiceLeading(Rule):
     def reset(self, c, batch_size, device):
         rows = torch.arange(batch_size, device=device)  # each row's key and first chord, (B, 3), where known
         self.row_triad, self.row_opening = (t if t is None else t[rows % t.size(0)] for t in (self.triad, self.opening))
-        # per part, the step and pitch of its latest onset, and the pitch of the note before it
-        self.onset_at, self.onset_pitch, self.prev_pitch = (
-            torch.full((batch_size, c.spec.max_parts), -1, dtype=torch.long, device=device) for _ in range(3))
-        # per part, its latest HISTORY onsets, the latest first: step, pitch (the first, highest, there) and end, for
-        # the pitch each part sounded on the beat before (parallels between beats, with notes between them)
+        # per part, its latest HISTORY onsets, the latest first: step, pitch (the first, highest, there) and end; the
+        # step and pitch of its latest onset and the pitch of the note before it are views of them, and the pitch each
+        # part sounded on the beat before is read from them (parallels between beats, with notes between them)
         self.hist_at, self.hist_pitch, self.hist_end = (
             torch.full((batch_size, c.spec.max_parts, self.HISTORY), -1, dtype=torch.long, device=device)
             for _ in range(3))
+        self.onset_at, self.onset_pitch, self.prev_pitch = (self.hist_at[..., 0], self.hist_pitch[..., 0],
+                                                            self.hist_pitch[..., 1])
         # and the durations per pitch class of the pitched notes so far, the given ones' all from the start: the key
         self.pc_weight = self.g_weight.expand(batch_size, -1).clone()
         self.first_at = torch.full((batch_size,), -1, dtype=torch.long, device=device)  # the first onset's step
@@ -632,10 +632,6 @@ class VoiceLeading(Rule):
         for t in range(s.n):  # each part's latest onset and the pitch before it: its first (highest) note there
             at, p = s.note[:, t], s.part[:, t].clamp(max=P - 1)[:, None]
             moved = at & (self.onset_at.gather(1, p)[:, 0] != s.clock[:, t])
-            keep = lambda a, where, new: a.scatter_(1, p, torch.where(where, new, a.gather(1, p)[:, 0])[:, None])
-            keep(self.prev_pitch, moved, self.onset_pitch.gather(1, p)[:, 0])
-            keep(self.onset_pitch, moved, s.value[:, t])
-            keep(self.onset_at, at, s.clock[:, t])
             self.first_at = torch.where(at & (self.first_at < 0), s.clock[:, t], self.first_at)
             k = p[:, :, None].expand(-1, 1, self.HISTORY)
             for h, new in ((self.hist_at, s.clock[:, t]), (self.hist_pitch, s.value[:, t]),
@@ -643,10 +639,10 @@ class VoiceLeading(Rule):
                 old = h.gather(1, k)                                                      # (B, 1, HISTORY)
                 h.scatter_(1, k, torch.where(moved[:, None, None], torch.cat([new[:, None, None], old[..., :-1]], 2),
                                              old))
-            ends = s.dur[:, t] & (self.hist_at[:, :, 0].gather(1, p)[:, 0] == s.clock[:, t])  # the note's end, the
-            end0 = self.hist_end[:, :, 0].gather(1, p)[:, 0]                                  # longest there
-            self.hist_end[:, :, 0].scatter_(1, p, torch.where(ends, torch.maximum(end0, s.clock[:, t] + s.value[:, t]),
-                                                             end0)[:, None])
+            ends = s.dur[:, t] & (self.onset_at.gather(1, p)[:, 0] == s.clock[:, t])  # the note's end, the longest
+            end0 = self.hist_end[..., 0].gather(1, p)[:, 0]                             # there
+            self.hist_end[..., 0].scatter_(1, p, torch.where(ends, torch.maximum(end0, s.clock[:, t] + s.value[:, t]),
+                                                            end0)[:, None])
         pitched = s.dur & ~c.drum.gather(1, s.part.clamp(max=P - 1))
         if s.given is not None:  # (counted from the start)
             pitched &= ~s.given
