@@ -557,9 +557,11 @@ class GPT(nn.Module):
         """Continue idx (B, T) by max_new_tokens using the latent cache. allowed_fn(idx) -> (B, V) bool mask of the
         tokens each sequence may take next. `forced` gives the token id to take at each absolute position (-1 where
         it is sampled), the same for every row: a run of them (a prompt) is appended at once and read in one forward
-        pass. Sequences that emit stop_id are padded with it; once all have stopped the loop ends (checked every 16
-        steps). Past block_size the window slides: the first `keep` tokens (START and the header) and the last half
-        block minus them are prefilled afresh. With `graph` (CUDA), each step of one new token replays a DecodeGraph.
+        pass. Where allowed_fn leaves every row one token (a given part's notes, the grammar's next step), it is taken
+        without the model, and the run of them is read in one pass when a choice comes. Sequences that emit stop_id
+        are padded with it; once all have stopped the loop ends (checked every 16 steps). Past block_size the window
+        slides: the first `keep` tokens (START and the header) and the last half block minus them are prefilled
+        afresh. With `graph` (CUDA), each step of one new token replays a DecodeGraph.
         """
         cfg, B = self.cfg, idx.size(0)
         window, total, forced = cfg.block_size, idx.size(1) + max_new_tokens, list(forced)
@@ -573,18 +575,28 @@ class GPT(nn.Module):
         logits, _ = self(context, cache=cache, pos=0)
         pos = context.size(1)
         done = torch.zeros(B, dtype=torch.bool, device=idx.device)
-        step = 0
+        step = unread = 0  # unread: the latest tokens, not yet in the cache (read when a choice needs the logits)
         while idx.size(1) < total:
             at = idx.size(1)
             run = 0
             while at + run < min(len(forced), total) and forced[at + run] >= 0:
                 run += 1
+            allowed = allowed_fn(idx) if allowed_fn is not None and not run else None
             if run:  # given tokens: all of them at once
                 new = torch.tensor(forced[at:at + run], device=idx.device).expand(B, -1)
+            elif allowed is not None and bool(((allowed.sum(1) == 1) | done).all()):
+                # the mask leaves each row one token (a given part's notes, the grammar's next step): taken without
+                # the model's logits, drawn from the mask alone (the same token, and the same random numbers taken)
+                only = torch.zeros(allowed.shape, device=idx.device).masked_fill(~allowed, float("-inf"))
+                new = sample_logits(only, temperature, top_k, top_p, generator)[:, None]
             else:
+                if unread:
+                    read = idx[:, -unread:]
+                    logits = (step_graph(read, pos) if step_graph is not None and unread == 1
+                              else self(read, cache=cache, pos=pos)[0])
+                    pos, unread = pos + unread, 0
                 logits = logits[:, -1].float()
-                if allowed_fn is not None:
-                    allowed = allowed_fn(idx)
+                if allowed is not None:
                     if pool := getattr(allowed_fn, "pool", None):  # a mask that reads some logits its own way
                         logits = pool(logits)
                     logits = logits.masked_fill(~allowed, float("-inf"))
@@ -596,16 +608,11 @@ class GPT(nn.Module):
             step += 1
             if stop_id is not None and step % 16 == 0 and bool(done.all()):  # a host sync: not every step
                 break
-            if pos + new.size(1) > window:  # the cache is full: slide
+            unread += new.size(1)
+            if pos + unread > window:  # the cache is full: slide
                 context = last(window // 2)
                 logits, _ = self(context, cache=cache, pos=0)
-                pos = context.size(1)
-            elif step_graph is not None and new.size(1) == 1:
-                logits = step_graph(new, pos)
-                pos += 1
-            else:
-                logits, _ = self(new, cache=cache, pos=pos)
-                pos += new.size(1)
+                pos, unread = context.size(1), 0
         return idx
 
 

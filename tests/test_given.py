@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import config
-from conftest import body, midi_file, off, on, run, sample_here, track
+from conftest import ROOT, body, midi_file, off, on, run, sample_here, track
 from controls import Controls, add_part, harmonize, infill, top_line
 from encoding_decoding import (AHEAD, DRUMS, END, START, Header, Note, Spec, Tokenizer, canonical, finish,
                                given_variant, kind, notes_to_tokens, tokens_to_notes, validate)
@@ -213,6 +213,36 @@ def test_an_infill_keeps_every_other_note_and_its_seams():
         assert all(n.end <= hi for n in got if lo <= n.start < hi)  # nothing new rings into the given bars
         for a in got:  # no key struck again while it sounds in its part, at either seam
             assert not any(b.part == a.part and b.pitch == a.pitch and a.start < b.start < a.end for b in got)
+
+
+def test_what_the_mask_leaves_no_choice_is_read_at_once_and_draws_what_reading_each_token_draws():
+    """An infill on the shipped model: after the gap every token is given, one per step under the mask, and the model
+    read each as it came. Now a run of tokens the mask leaves no choice is taken without the model and read in one
+    pass when a choice comes, and the draw is the same as a loop's that runs the whole model again at every token."""
+    from controls import Request
+    from mask import draw
+    from runs import load_run
+    model, tok, _ = load_run(ROOT / "models/corpus", "cpu")
+    prompt, material, bars = infill(chorale(3, 1), HEADER, SPEC, 2, 2)
+    request = Request(hold(HEADER, bars), tuple(prompt), material)
+    reads = []
+    hook = model.register_forward_hook(lambda module, args, out: reads.append(args[0].size(1)))
+    got = draw(model, tok, request, 1, seed=3, max_new=400)[0]
+    hook.remove()
+    mask = GrammarMask(tok, "cpu", request.controls, [None] * (1 + len(prompt)), material)
+    forced = [tok.stoi[t] for t in prompt]
+    idx, generator, choices = torch.tensor([[tok.stoi[START], *forced]]), torch.Generator().manual_seed(3), 0
+    torch.manual_seed(3)
+    while idx[0, -1] != tok.stoi[END]:
+        allowed = mask(idx)
+        choices += int(allowed.sum() > 1)
+        with torch.no_grad():
+            logits = mask.pool(model(idx)[0][:, -1].float()).masked_fill(~allowed, float("-inf"))
+        idx = torch.cat([idx, sample_logits(logits, 1.0, None, None, generator)[:, None]], 1)
+    assert got[:got.index(END) + 1] == tok.decode(idx[0].tolist())
+    drawn = idx.size(1) - 1 - len(prompt)  # (118 tokens: 64 chosen, then the last bar, given, and END)
+    assert len(reads) == 1 + choices and reads[1] >= len(prompt)  # START; the prompt, read when the first choice comes
+    assert sum(reads) <= idx.size(1) - 40 and choices < drawn - 40  # the last bar's notes: never read, nor needed
 
 
 def test_an_added_part_leaves_the_given_parts_alone():
@@ -449,7 +479,7 @@ def test_evaluate_harmonizes_and_fills_in_and_prices_the_given_material(trained)
     import evaluate
     from runs import load_run
     model, tok, _ = load_run(trained, "cpu")
-    pieces = [(chorale(10, k), HEADER) for k in range(2)]
+    pieces = [(chorale(4, k), HEADER) for k in range(2)]
     val = SimpleNamespace(val_decoded=pieces, val_styles=np.array(["bach", "bach"]))
     args = SimpleNamespace(out_dir=trained, given_pieces=1, given_samples=1, temperature=1.0, rhythm_temperature=0.0,
                            top_k=0, top_p=1.0,
