@@ -127,7 +127,7 @@ def test_bars_are_a_plan_on_random_logits(seed, bars, meter, end_bias):
         assert not header.changes  # a planned length holds its meter
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**31), bar_bias=st.floats(3, 8))
 def test_a_free_length_is_counted_down_to_its_end(seed, bar_bias):
     for tokens in random_walk(GrammarMask(TOK, "cpu"), 3, seed, bar_bias=bar_bias, steps=2500):
@@ -135,7 +135,7 @@ def test_a_free_length_is_counted_down_to_its_end(seed, bar_bias):
             check_sample(tokens)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2**31), seconds=st.floats(0.5, 12), bpm=st.sampled_from([None, 60.0, 150.0]))
 def test_seconds_become_the_bars_they_last(seed, seconds, bpm):
     controls = Controls(seconds=seconds, bpm=bpm)
@@ -654,7 +654,7 @@ def repeats(form, bars):
 FORMS = ["AABA", "AABB", "ABAB", "AAB", "ABCA", "BAYAB"]
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31), forms=st.one_of(st.sampled_from(FORMS),
                                                    st.lists(st.sampled_from(FORMS + [""]), min_size=2, max_size=3)),
        bars=st.integers(4, 9), rules=st.booleans())

@@ -195,10 +195,13 @@ def test_without_a_style_a_piece_given_weighs_the_draw_of_the_style(tmp_path):
     model, tok, _ = load_run(ROOT / "models/corpus", "cpu")
     blind = draw_styles(model, tok, 4, 1337, 0.9, None, 1.0)
     assert len(set(blind)) > 1
-    chorale = music21.corpus.getWork("bach/bwv139.6")
+    from midi_io import read_music
+    notes, header, _ = read_music(music21.corpus.getWork("bach/bwv139.6"), SPEC)
+    chorale = write(tmp_path / "chorale.mid", [n for n in notes if n.start < header.bar_lines(SPEC.sample_freq, 6)[-1]],
+                    header)  # its first 6 bars
     styles = lambda out: [line.split(".mid: ")[1].split(",")[0] for line in out.splitlines() if "_seed1337_" in line
                           and ".mid: the melody" not in line]
-    for how in (["--prompt_bars", 4, "--bars", 8], ["--infill", "3-4"]):
+    for how in (["--prompt_bars", 4, "--bars", 6], ["--infill", "3-4"]):
         code, out, err = sample_here("--prompt", chorale, *how, "--num_samples", 4, "--output_dir", tmp_path)
         assert code == 0 and styles(out) == ["bach"] * 4, out + err
     tune = write(tmp_path / "tune.mid", [Note(4 * k, 67 + k % 5, 4, 80) for k in range(16)])
@@ -239,7 +242,9 @@ def test_a_melody_harmonized_under_the_choirs_rules_takes_four_voices(tmp_path):
     import music21
     from midi_io import midi_to_notes, read_music
     notes, header, _ = read_music(music21.corpus.getWork("bach/bwv157.5"), SPEC)
-    soprano = write(tmp_path / "soprano.mid", [n for n in notes if n.part == 0], Header(bpm=header.bpm, parts=(52,)))
+    end = header.bar_lines(SPEC.sample_freq, 4)[-1]  # (its first four bars)
+    soprano = write(tmp_path / "soprano.mid", [n for n in notes if n.part == 0 and n.start < end],
+                    Header(bpm=header.bpm, meter=header.meter, parts=(52,)))
     code, _, err = sample_here("--style", "bach", "--melody", soprano, "--num_samples", 2, "--output_dir", tmp_path)
     assert code == 0, err
     for mid in sorted(tmp_path.glob("*_seed1337_[0-9].mid")):
