@@ -5,12 +5,13 @@ python bench/bench_sample.py [--out_dir models/corpus] [--before REV] [--rounds 
     [-- sample.py args]
 
 Each row runs sample.py in a fresh process with --num_samples 8 --max_new_tokens 1024 (and the arguments after --;
-one given again there wins) into a temporary folder, with OMP_NUM_THREADS set to each of --threads (a row each:
---threads 1,2; "-" leaves it unset, as a user's shell does). The rows take turns for --rounds rounds, since a shared
-machine's speed drifts by 10-20 % over minutes; the table gives each row's median and all its times, and the longest
-sample's tokens (both rows draw the same samples only where the code draws them alike). With --busy N, a neighbour
-process keeps N threads on float32 matmuls all the while (a training run beside the sampling, as the README has a
-user keep one in the background).
+one given again there wins; no --max_new_tokens where they plan the length: --bars, --seconds, --melody, --infill,
+--add_part) into a temporary folder, with OMP_NUM_THREADS set to each of --threads (a row each: --threads 1,2; "-"
+leaves it unset, as a user's shell does). The rows take turns for --rounds rounds, since a shared machine's speed
+drifts by 10-20 % over minutes; the table gives each row's median and all its times, and the longest sample's tokens
+(both rows draw the same samples only where the code draws them alike). With --busy N, a neighbour process keeps N
+threads on float32 matmuls all the while (a training run beside the sampling, as the README has a user keep one in
+the background).
 """
 import argparse
 import os
@@ -35,14 +36,18 @@ while True:
 """
 
 
+PLANNED = {"--bars", "--seconds", "--melody", "--infill", "--add_part"}  # flags that plan a piece's length
+
+
 def timed_run(tree, args, threads):
     """(seconds, the longest sample's tokens) of one sample.py run from the folder `tree`, with OMP_NUM_THREADS
     `threads` ("-": unset)."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, str(Path(tree) / "sample.py"), "--num_samples", "8", "--max_new_tokens",
-                            "1024", "--output_dir", out, *args], capture_output=True, text=True,
+        cap = [] if PLANNED & set(args) else ["--max_new_tokens", "1024"]  # (a planned length ends where planned)
+        r = subprocess.run([sys.executable, str(Path(tree) / "sample.py"), "--num_samples", "8", *cap,
+                            "--output_dir", out, *args], capture_output=True, text=True,
                            env=env if threads == "-" else {**env, "OMP_NUM_THREADS": threads})
         seconds = time.perf_counter() - t0
     if r.returncode:
@@ -77,7 +82,8 @@ def main():
     finally:
         if neighbour:
             neighbour.kill()
-    print(f"\nsample.py --num_samples 8 --max_new_tokens 1024 {' '.join(args[2:])} (the later wins) on "
+    print(f"\nsample.py --num_samples 8 {'' if PLANNED & set(args) else '--max_new_tokens 1024 '}{' '.join(args[2:])} "
+          f"(the later wins) on "
           f"{Path(opts.out_dir).name}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
           f"{f'a neighbour busy on {opts.busy} threads' if opts.busy else 'nothing beside it'}, "
           f"{time.strftime('%Y-%m-%d')}")
