@@ -345,13 +345,18 @@ def minor_key_note(key, styles):
             f'--key "{tonic} harmonic minor" has it')
 
 
+CHOIR = 52  # General MIDI's choir aahs: the voices of a chorale (363 of Bach's 410 in music21's corpus are four of them)
+
+
 def choir_voices(controls, material):
     """The controls of a sample under Controls.choir, whose rules are for four voices: a melody harmonized (given on
-    top) with no --parts or --instruments takes four parts, as a chorale has them (left free, the shipped model gave
-    5 of 16 harmonizations of chorale sopranos five or eight parts, a piano's beside the voices, and the choir's rules
-    held for none of them); any other sample as it is."""
+    top) with no --parts or --instruments takes four parts, as a chorale has them, sung by a choir (left free, the
+    shipped model gave 5 of 16 harmonizations of chorale sopranos five or eight parts, a piano's beside the voices,
+    and the choir's rules held for none of them; held to four, 6 of 24 harmonizations of validation chorales'
+    sopranos, sung, had the melody and two voices under it on a piano, the bass in the choir); any other sample as it
+    is."""
     if controls.choir and material is not None and material.on_top == 0 and controls.part_count() is None:
-        return replace(controls, parts=4)
+        return replace(controls, instruments=(CHOIR,) * 4)
     return controls
 
 

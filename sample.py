@@ -15,7 +15,7 @@ python sample.py --prompt piece.mid --add_part bass               # one new part
                                # last bar and, where the key is known before it (--key, a melody), first chord;
                                # where the mask can keep them
     [--choir true]             # four voices in their ranges, the upper ones within an octave, no leap over one
-                               # (a --melody with no --parts or --instruments: four parts)
+                               # (a --melody with no --parts or --instruments: four parts, a choir's)
 
 A style's defaults (config.STYLE_DEFAULTS) fill what the command line leaves unset: `--style bach --bars 16` gets
 Bach's rules (no parallels, the tonic first and last chords, and the choir's; under a --melody, --infill or

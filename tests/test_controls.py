@@ -863,9 +863,9 @@ def test_a_harmonization_under_the_choir_is_for_four_voices():
     from dataclasses import replace
     from controls import choir_voices, harmonize, infill
     from encoding_decoding import Note
-    melody, header = [Note(4 * k, 67, 4, 80) for k in range(8)], Header(parts=(52,))
+    melody, header = [Note(4 * k, 67, 4, 80) for k in range(8)], Header(parts=(0,))  # (a tune on a piano)
     sung = harmonize(melody, header, SPEC)[1]
-    assert choir_voices(Controls(choir=True), sung).parts == 4
+    assert choir_voices(Controls(choir=True), sung).instruments == (52, 52, 52, 52)  # four voices of a choir
     for c in (Controls(), Controls(choir=True, parts=3), Controls(choir=True, instruments=(52, 52))):
         assert choir_voices(c, sung) == c  # no choir, or the parts asked for
     filled = infill(melody, replace(header, bars=2), SPEC, 1, 1)[1]

@@ -236,19 +236,20 @@ def test_a_text_encoding_given_keeps_the_style_it_names(tmp_path):
 
 def test_a_melody_harmonized_under_the_choirs_rules_takes_four_voices(tmp_path):
     """A melody harmonized in Bach's style (its defaults: the choir's rules, which are for four voices) with no
-    --parts takes four parts, the melody and three under it (the parts were left to the model, which wrote five or
-    eight for 5 of 16 harmonizations of chorale sopranos, a piano's beside the voices, where no choir rule holds).
-    (--parts and --instruments still choose: tests/test_controls.py.)"""
+    --parts takes four parts, the melody and three under it, sung by a choir whatever the melody's file says (the
+    parts were left to the model, which wrote five or eight for 5 of 16 harmonizations of chorale sopranos, a piano's
+    beside the voices, where no choir rule holds; held to four, it put the melody and two voices on a piano in 6 of
+    24). (--parts and --instruments still choose: tests/test_controls.py.)"""
     import music21
     from midi_io import midi_to_notes, read_music
     notes, header, _ = read_music(music21.corpus.getWork("bach/bwv157.5"), SPEC)
     end = header.bar_lines(SPEC.sample_freq, 4)[-1]  # (its first four bars)
     soprano = write(tmp_path / "soprano.mid", [n for n in notes if n.part == 0 and n.start < end],
-                    Header(bpm=header.bpm, meter=header.meter, parts=(52,)))
+                    Header(bpm=header.bpm, meter=header.meter, parts=(0,)))  # (on a piano)
     code, _, err = sample_here("--style", "bach", "--melody", soprano, "--num_samples", 2, "--output_dir", tmp_path)
     assert code == 0, err
     for mid in sorted(tmp_path.glob("*_seed1337_[0-9].mid")):
-        assert len(midi_to_notes(mid.read_bytes(), SPEC)[1].parts) == 4, mid.name
+        assert midi_to_notes(mid.read_bytes(), SPEC)[1].parts == (52, 52, 52, 52), mid.name
 
 
 def test_bachs_defaults_open_on_the_tonic_of_the_key_asked_for(tmp_path):
