@@ -145,9 +145,10 @@ define draw
 		--against $(CORPUS)/text/music21/ryansMammoth/*.txt --keep $(POOLS)/$(1)/keep/fiddle
 endef
 # $(call round,N,run to sample,run to train,init,first round pooled (1),runs of 32 tunes at each length (9),
-# mix share (corpus_distill's)): round N, each step skipped where its output is there
+# mix share (corpus_distill's)): round N, each step skipped where its output is there (the tunes' durations at the
+# temperature's, as the rounds drew them before the fiddle's default of 1.5)
 define round
-	$(call draw,$(1),$(2),$(ROUND_BACH),,$(or $(6),9))
+	$(call draw,$(1),$(2),$(ROUND_BACH),--rhythm_temperature 0,$(or $(6),9))
 	test -d $(POOLS)/$(1)/pool || { rm -rf $(POOLS)/$(1)/pool.tmp && mkdir $(POOLS)/$(1)/pool.tmp && \
 		for k in $$(seq $(or $(5),1) $(1)); do test -d $(POOLS)/$$k/keep || { echo "round $(1) pools round $$k's \
 		picks, which are not in $(POOLS)/$$k/keep: remove $(STAGES)/round$$k to make them again"; exit 1; }; \
