@@ -230,7 +230,7 @@ given_samples = 4          # samples of each
 # the last 0.5 a chorale, with it 4.8 (Bach: 2.7), notes of a half note 1 and 9 % (Bach: 7 %); `rhythm_temperature`
 # 1.5: chorales in crotchets throughout (quavers under 5 % of the notes) 77 of 96 at 0.9, 8 at 1.5 (Bach: 4 of 200),
 # quavers 4 → 25 % of the notes (Bach: 36 %; README, "Bach's rhythm"); the fiddle tunes' too, notes not of a tune's
-# commonest length 9 → 21 % (the real tunes: 20 %). `with_given`: what differs where the sample is
+# commonest length 9 → 20 % (the real tunes: 20 %; 128 tunes). `with_given`: what differs where the sample is
 # given material (--melody, --infill, --add_part): the model alone harmonizes a soprano with 10.2
 # parallels per 100 moves where Bach has 3.4, the first five rules bring it to 1.0 (models/corpus/MODEL.md); its
 # durations at 1.5 too: under 16 validation chorales' sopranos (4 harmonizations each), quavers 12 → 26 % of the
