@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import config
 import configurator
 from encoding_decoding import HEADER, ahead_blocks, as_note, kind, notes_to_tokens
+from midi_io import instrument_number
 
 
 KEY_MODES = {  # semitones above the tonic
@@ -345,9 +346,6 @@ def minor_key_note(key, styles):
             f'--key "{tonic} harmonic minor" has it')
 
 
-CHOIR = 52  # General MIDI's choir aahs: the voices of a chorale (363 of Bach's 410 in music21's corpus are four of them)
-
-
 def choir_voices(controls, material):
     """The controls of a sample under Controls.choir, whose rules are for four voices: a melody harmonized (given on
     top) with no --parts or --instruments takes four parts, as a chorale has them, sung by a choir (left free, the
@@ -356,7 +354,8 @@ def choir_voices(controls, material):
     sopranos, sung, had the melody and two voices under it on a piano, the bass in the choir); any other sample as it
     is."""
     if controls.choir and material is not None and material.on_top == 0 and controls.part_count() is None:
-        return replace(controls, instruments=(CHOIR,) * 4)
+        return replace(controls, instruments=(instrument_number("choir"),) * 4)  # (363 of Bach's 410 chorales in
+        # music21's corpus are four choir parts)
     return controls
 
 
