@@ -192,7 +192,10 @@ choir = False              # four voices as a choir master wants them: each in i
 choir_rules = ("range", "spacing", "leap", "repeat", "swing")  # which of those --choir keeps (measured: README)
 form = "auto"              # phrases as letters (AABA: the second phrase repeats the first note for note); none: no
                            # form; auto (with --bars or --seconds, no prompt or given material): each sample's form
-                           # drawn from the forms of its style's real pieces, STYLE_DEFAULTS' `forms`
+                           # drawn from the forms of its style's real pieces, STYLE_DEFAULTS' `forms`; with a
+                           # melody to harmonize or a part to add: the given notes' own form, their repeats
+repeat_bars = 3            # under form auto, where given notes repeat a run of at least this many earlier bars (not
+                           # the last), the parts written under them repeat theirs (controls.given_repeats)
 key = "auto"               # a key's name ("D minor", "F# major", "G dorian"): only that scale's pitches, its tonic
                            # triad the first and last chords under voice_leading; none: no key; auto (no prompt, given
                            # material or --scale): each sample's key drawn from the keys of its style's real pieces,

@@ -193,6 +193,8 @@ class Given:
     on_top: int = None         # a given part no other pitched part sounds above (a harmonized melody: part 0)
     bass: int = None           # a free part that is the bass (an added bass), whose first and last notes voice
                                # leading's tonic chords root; None: the lowest of several free parts
+    repeats: tuple = ()        # (bar, model bar) pairs, from 0 (given_repeats): where the given notes repeat earlier
+                               # bars, the free parts repeat theirs too (mask.Form)
 
 
 @dataclass(frozen=True)
@@ -217,26 +219,63 @@ def top_line(notes):
     return line, line != sorted(as_note(n)._replace(part=0) for n in notes)
 
 
-def harmonize(melody, header, spec, ahead=True):
+def harmonize(melody, header, spec, ahead=True, repeats=0):
     """(prompt tokens after START, Given, bars) that write the parts under a melody: its notes are part 0, every
     other part is free from the melody's first note on (a pickup is the choir's, not an introduction before it), and
-    the piece is as long as the melody (laid in the header's meter)."""
+    the piece is as long as the melody (laid in the header's meter). With `repeats` (a number of bars), where the
+    melody repeats a run of so many bars or more, the parts under it repeat theirs (given_repeats)."""
     bars = header.bars_needed(melody, spec.sample_freq)
     lines = header.bar_lines(spec.sample_freq, bars)
     blocks = tuple(map(tuple, ahead_blocks(melody, lines))) if ahead else None
     return [], Given(tuple(melody), tuple(range(1, spec.max_parts)), (first_onset(melody), 1 << 30), blocks,
-                     min_parts=2, on_top=0), bars
+                     min_parts=2, on_top=0, repeats=given_repeats(melody, lines, repeats)), bars
 
 
-def add_part(notes, header, spec, ahead=True, bass=False):
+def add_part(notes, header, spec, ahead=True, bass=False, repeats=0):
     """(prompt tokens after START, Given, bars) that write one new part, after the header's, against all of them,
-    from their first note on; with `bass`, the new part is the bass."""
+    from their first note on; with `bass`, the new part is the bass; with `repeats`, it repeats itself where they
+    repeat a run of so many bars or more (given_repeats)."""
     bars = max(header.bars, header.bars_needed(notes, spec.sample_freq))
     lines = header.bar_lines(spec.sample_freq, bars)
     blocks = tuple(map(tuple, ahead_blocks(notes, lines))) if ahead else None
     n = len(header.parts)
     return [], Given(tuple(notes), (n,), (first_onset(notes), 1 << 30), blocks, min_parts=n + 1,
-                     bass=n if bass else None), bars
+                     bass=n if bass else None, repeats=given_repeats(notes, lines, repeats)), bars
+
+
+def given_repeats(notes, lines, least):
+    """The bars where given notes repeat earlier ones, as Given.repeats: ((bar, model bar), ...), from 0, for the
+    bars of `lines` (each bar's first step, then the end). A run of at least `least` bars (0: none) whose notes
+    (onset in the bar, part, pitch, duration) are those of as many earlier bars, each bar holding some and the
+    piece's last bar left out (its cadence); the longest run from each bar on, the earliest model on a tie. No given
+    note is tied into a run or its model, nor rings out of a run's last bar: the free parts' notes are cut at a
+    run's ends, where a given one could not be (in Bach's chorales, where the melody repeats a run of 3 bars or
+    more, the whole harmony repeats in 77 % of the bars: README, "Repeats")."""
+    notes, n = list(map(as_note, notes)), len(lines) - 2  # (bars but the last)
+    if least < 1 or n < least:
+        return ()
+    bar = [tuple(sorted((x.start - lo, x.part, x.pitch, x.dur) for x in notes if lo <= x.start < hi))
+           for lo, hi in zip(lines, lines[1:])]
+    tied = [any(x.start < line < x.start + x.dur for x in notes) for line in lines]  # a note sounds across the line
+    out, t = [], 1
+    while t < n:
+        best = (0, 0)  # (run, model)
+        for s in range(t):
+            if tied[s] or tied[t]:
+                continue
+            k = 0
+            while t + k < n and bar[t + k] and bar[t + k] == bar[s + k]:
+                k += 1
+            while k and tied[t + k]:  # (a run's last given note ends by its bar line)
+                k -= 1
+            best = max(best, (k, -s))
+        k, s = best[0], -best[1]
+        if k >= least:
+            out += [(t + j, s + j) for j in range(k)]
+            t += k
+        else:
+            t += 1
+    return tuple(out)
 
 
 def first_onset(notes):
@@ -379,6 +418,12 @@ def form_setting(form, style, n, seed, bars=None, free=True):
     if form.lower() != "auto":
         return form
     return drawn_forms(style, n, seed, bars) if free else None
+
+
+def form_repeats(form):
+    """The `repeats` of harmonize and add_part under a form setting: auto takes the given notes' own form, where they
+    repeat config.repeat_bars bars or more; none (or letters, which a sample with given material may not take) none."""
+    return config.repeat_bars if form.lower() == "auto" else 0
 
 
 def drawn_forms(style, n, seed, bars=None):

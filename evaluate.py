@@ -64,7 +64,7 @@ import config
 import configurator
 from batch import (atomic_write, die, figure_png, find_files, read_text, reason, swap_in, temp_name, why_not_written,
                    writable_dir, write_json)
-from controls import (Controls, Request, form_setting, harmonize, infill, key_pitch_classes, key_setting,
+from controls import (Controls, Request, form_repeats, form_setting, harmonize, infill, key_pitch_classes, key_setting,
                       style_defaults_problem, style_rules, style_settings)
 from dataset import read_data
 from encoding_decoding import (DRUMS, END, HEADER, START, Header, Spec, decodes_cleanly, finish, first_tokens,
@@ -420,10 +420,11 @@ def given_material(args, model, tok, pieces, device):
         share_cores(device)
         bars = header.bars_needed(notes, spec.sample_freq)
         soprano = [n for n in notes if n.part == 0]
-        for ahead, defaults, name in ways:
-            prompt, material, bars = harmonize(soprano, header, spec, ahead)
+        for ahead, defaults, name in ways:  # (under the defaults, the melody's repeats are the form)
+            repeats = form_repeats(style_settings(header.style, {}, with_given=True)["form"]) if defaults else 0
+            prompt, material, bars = harmonize(soprano, header, spec, ahead, repeats)
             held, own = hold_piece(header, bars), {}
-            if defaults:  # the rules and knobs of the chorales' style (a melody brings its own phrases: no form)
+            if defaults:  # the rules and knobs of the chorales' style
                 held, own = style_defaults(header.style, args.given_samples, 0, controls=held, with_given=True)
             for t in draw(model, tok, Request(held, tuple(prompt), material), args.given_samples,
                           args.seed + 300 + k, **{**knobs, **own}):

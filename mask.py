@@ -404,11 +404,14 @@ class Form(Rule):
     and its bar line once all are written; before the first of them (a phrase that opened with a pickup) the bar is
     free, its notes ending by that onset. No note rings into a repeated bar's notes unless that bar repeats the one
     after its own bar's model; there a note is cut short (with --voice_leading, none rings into the last bar either:
-    the cadence is struck anew). Each row logs its notes."""
+    the cadence is struck anew). Each row logs its notes. Given.repeats map bars to model bars instead (given notes
+    that repeat earlier ones, whose tokens Material forces alike): there a given note's velocity is Material's, and
+    no note rings on past a run's last bar (where other given notes lie)."""
 
-    def __init__(self, c, controls):
-        self.forms = [f.upper() or "A" for f in controls.forms()]  # "": no form, one phrase that repeats none
+    def __init__(self, c, controls, material=None):
+        self.forms = [f.upper() or "A" for f in controls.forms()] or ["A"]  # "": no form, one phrase that repeats none
         self.voice_leading = controls.voice_leading
+        self.repeats = dict(material.repeats) if material is not None and material.repeats else None
 
     def reset(self, c, batch_size, device):
         # row r takes form r (in turn): each phrase's model phrase, phrases past a row's own letters their own model
@@ -416,10 +419,22 @@ class Form(Rule):
         width = max(map(len, rows))
         self.form = torch.tensor([[f.index(x) for x in f] + list(range(len(f), width)) for f in rows], device=device)
         self.m = torch.tensor([len(f) for f in rows], device=device)
+        if self.repeats:  # each bar's model bar (-1: none, as every bar past the last listed), the bar after its
+            # run (the bars that repeat those after its model), and the runs' first bars
+            runs, self.run_starts, width = self.repeats, [], max(self.repeats) + 2
+            self.bar_map, self.run_end = torch.full((width,), -1, device=device), torch.zeros(width, dtype=torch.long)
+            for b in sorted(runs):
+                self.bar_map[b], end = runs[b], b + 1
+                while runs.get(end, -2) == runs[end - 1] + 1:
+                    end += 1
+                self.run_end[b] = end
+                self.run_starts += [b] if runs.get(b - 1, -2) != runs[b] - 1 else []
+            self.run_end = self.run_end.to(device)
         # each row's notes so far in the order written (bar, onset in it, part, pitch, steps), a spare last column
         # taking what is not a note, and how many there are
         self.log = torch.full((batch_size, 5, 64), -1, dtype=torch.long, device=device)
         self.n_log = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)  # the latest note given material's
 
     def consume(self, c, s):  # each note is logged at its duration
         while self.log.size(2) < s.seen // 2 + s.n + 1:  # (a note takes two tokens at least)
@@ -429,6 +444,7 @@ class Form(Rule):
         for row, x in zip(self.log.unbind(1), (s.bars, s.pos, s.part, s.pitch, s.value)):
             row.scatter_(1, slot, x)
         self.n_log = self.n_log + s.dur.sum(1)
+        self.just_given = s.given[:, -1] if s.given is not None else torch.zeros_like(self.n_log, dtype=torch.bool)
 
     def phrase_start(self, i, bars):
         """The first bar (from 0) of phrase i in a piece of `bars` (B,): ceil(i * bars / m), m the row's letters."""
@@ -436,7 +452,10 @@ class Form(Rule):
 
     def source(self, c, bars):
         """((B,) whether bar c (B,) (from 0) repeats a bar, (B,) the bar it repeats) in a piece of `bars` (B,): phrase
-        i holds the bars from its phrase_start up to the next one's."""
+        i holds the bars from its phrase_start up to the next one's (or Given.repeats says)."""
+        if self.repeats:
+            src = self.bar_map[c.clamp(0, self.bar_map.size(0) - 1)]
+            return (c >= 0) & (c < bars - 1) & (src >= 0), src
         start = lambda i: self.phrase_start(i, bars)
         i = torch.minimum(c.clamp(min=0) * self.m // bars.clamp(min=1), self.m - 1)
         j = self.form.gather(1, i[:, None])[:, 0]
@@ -469,20 +488,25 @@ class Form(Rule):
         # how far a note may ring: to the notes of the first later phrase that repeats other bars than those after
         # c's model, or to this bar's first repeated onset
         limit = torch.where(free, cur.bar_start + d_pos, ends_at)
-        for i in range(m):
-            s = self.phrase_start(i, plan)
+        starts = ([torch.full_like(c, b) for b in self.run_starts] if self.repeats else
+                  [self.phrase_start(i, plan) for i in range(m)])  # (B,) each: the first bars that may repeat others
+        for s in starts:
             s_copied, s_src, _, _, s_lead = model_bar(s)
             foreign = (s > c) & s_copied & ~(copied & (s_src - src == s - c))
             at_s = cur.bar_start + (s - c) * cur.bar_len + s_lead
             limit = torch.where(foreign, torch.minimum(limit, at_s), limit)
-        if self.voice_leading:
+        if self.repeats:  # a run's notes end by its last bar line
+            end = self.run_end[c.clamp(0, self.run_end.size(0) - 1)]
+            limit = torch.where(copied, torch.minimum(limit, cur.bar_start + (end - c) * cur.bar_len), limit)
+        if self.voice_leading and not self.repeats:  # (a run of repeats ends before the last bar, cut there)
             limit = torch.where(c < plan - 1, torch.minimum(limit, ends_at - cur.bar_len), limit)
         fits = col(clock) + v <= col(limit)
         repeat = ((~cur.is_pos | col(more) & ((v == col(d_pos)) | col(free) & (v < col(d_pos))))
                   & (~cur.is_p | col(free) | col(here) & (v == col(d_part)))
                   & (~cur.is_n | col(free) | col(here & (cur.part == d_part)) & (v == col(d_pitch)))
                   & (~cur.is_d | torch.where(col(free), fits, v == col(torch.minimum(d_dur, limit - clock))))
-                  & (~cur.is_v | first | col(free)) & (~cur.is_bar | col(~more)) & ~cur.is_meter)
+                  & (~cur.is_v | first | col(free | self.just_given)) & (~(cur.is_bar | cur.is_ahead) | col(~more))
+                  & ~cur.is_meter)  # (a block of given notes ahead stands before the bar line, after the bar's notes)
         return torch.where(col(copied), repeat, ~cur.is_d | fits)
 
 
@@ -1041,7 +1065,7 @@ class GrammarMask:
         self.rhythm = rhythm  # pool(): the durations' temperature over the draw's
         given = Material(c, tok, material) if material is not None else None
         voice = VoiceLeading(c, controls, given) if controls.voice_leading else None
-        form = Form(c, controls) if controls.form else None
+        form = Form(c, controls, material) if controls.form or material is not None and material.repeats else None
         if voice is not None:
             voice.form = form
         self.countdown = Countdown(c, slots)
@@ -1055,7 +1079,7 @@ class GrammarMask:
         self.rules += [Choir(c, given, controls.choir_rules)] if controls.choir else []
         self.rules += [ParallelsAndCrossing(voice)] if voice else []
         self.rules += [InKey(c, controls, given)] if controls.in_key and controls.triad is not None else []
-        self.rules += [Contrast(form)] if form else []
+        self.rules += [Contrast(form)] if controls.form else []
         self.rules += [Ending(given, voice), KeyAndRange(c, tok, controls, given), Slots(c, slots), Canonical()]
         self.material = given
 

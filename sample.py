@@ -48,9 +48,9 @@ import batch
 import config
 import configurator
 from batch import atomic_open, atomic_write, claim_stem, clean_stale, die, temp_name, writable_dir
-from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form_setting, harmonize, infill,
-                      key_setting, minor_key_note, named_key, pitch_class, style_defaults_problem, style_settings,
-                      top_line)
+from controls import (PER_STYLE, Controls, Request, add_part, choir_voices, form_repeats, form_setting, harmonize,
+                      infill, key_setting, minor_key_note, named_key, pitch_class, style_defaults_problem,
+                      style_settings, top_line)
 from encoding_decoding import DRUMS, END, HEADER, START, finish, kind, notes_to_tokens, tokens_to_notes, tokens_to_text
 from mask import draw, draw_styles
 from midi_io import (instrument_name, instrument_number, named_style, notes_to_midi, notes_to_score, read_piece,
@@ -132,7 +132,7 @@ def given_controls(args, tok, controls, run):
         if changed:
             print(f"note: --melody {args.melody} has chords or overlapping notes in its first part; its top line "
                   f"is taken ({len(line)} notes)")
-        prompt, given, bars = harmonize(line, header, spec, ahead)
+        prompt, given, bars = harmonize(line, header, spec, ahead, form_repeats(args.form))
         if controls.part_count() is not None and controls.part_count() < 2:
             die("--melody: a harmonization has at least 2 parts (the melody and one more)")
         melody = (line, replace(header, parts=header.parts[:1], bars=bars))
@@ -149,7 +149,7 @@ def given_controls(args, tok, controls, run):
         inst, voice = add_part_instrument(args.add_part, header)
         if voice and not controls.pitch_range:
             controls = replace(controls, pitch_range=VOICE_RANGES[voice])
-        prompt, given, bars = add_part(notes, header, spec, ahead, bass=voice == "bass")
+        prompt, given, bars = add_part(notes, header, spec, ahead, voice == "bass", form_repeats(args.form))
         controls = replace(controls, instruments=header.parts + (inst,))
     controls = replace(controls, bars=bars, tempo=controls.tempo or header.bpm, meter=header.meter,
                        bpm=controls.bpm or (header.bpm if controls.tempo is None else None))
@@ -308,7 +308,9 @@ def main(argv=None):
     configurator.option(control, "form", "phrases as letters, e.g. AABA or AABB: the bars shared out among them, a "
                                          "letter seen before repeating its first phrase note for note (needs --bars "
                                          "or --seconds); auto: each sample's drawn from the forms of the style's "
-                                         "real pieces; none: no form", per_style=True)
+                                         "real pieces, or with --melody or --add_part the given notes' own: where "
+                                         "they repeat a run of bars (config.repeat_bars or more), the parts written "
+                                         "repeat theirs; none: no form", per_style=True)
     configurator.option(control, "voice_leading", "true: no part rests once begun, no parallel fifths or octaves, no "
                                                   "crossing, a tonic last bar and, where the key is known before "
                                                   "it (--key, a melody), first chord (where the mask can keep them)",
@@ -350,7 +352,8 @@ def main(argv=None):
             f"(--infill and --add_part keep the whole piece): give it with --prompt song.mid, or drop it")
     controls = parse_controls(args)
     if controls.form and (args.melody or args.infill or args.add_part):
-        die("--form repeats a sample's own phrases: give it without --melody, --infill or --add_part")
+        die(f"--form {args.form}: letters repeat a sample's own phrases; with --melody, --infill or --add_part "
+            f"give auto (the given notes' own repeats) or none")
     out_dir = writable_dir(args.output_dir, "--output_dir", create=False)  # checked before any work is spent,
     clean_stale(out_dir)  # made when the first sample is written; what a killed run left half written goes
     run = Path(args.out_dir)

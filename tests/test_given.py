@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 import config
 from conftest import ROOT, body, midi_file, off, on, run, sample_here, track
-from controls import Controls, add_part, harmonize, infill, top_line
+from controls import Controls, add_part, given_repeats, harmonize, infill, top_line
 from encoding_decoding import (AHEAD, DRUMS, END, START, Header, Note, Spec, Tokenizer, canonical, finish,
                                given_variant, kind, notes_to_tokens, tokens_to_notes, validate)
 from mask import GrammarMask, mask_rows
@@ -99,6 +99,71 @@ def test_a_melody_is_kept_note_for_note_on_random_logits(ahead):
         # the melody is the top voice at every one of its notes (drums aside)
         pitched = [n for n in notes if n.part > 0 and header.parts[n.part] != DRUMS]
         assert not any(o.pitch > m.pitch and o.start < m.end and m.start < o.end for m in melody for o in pitched)
+
+
+def phrase(pitches, at):
+    """A bar of melody from step `at`: quarters, a half note where a pitch is None's predecessor (held on)."""
+    notes = []
+    for k, p in enumerate(pitches):
+        if p is None:
+            notes[-1] = notes[-1]._replace(dur=notes[-1].dur + 4)
+        else:
+            notes.append(Note(at + 4 * k, p, 4, 80, 0))
+    return notes
+
+
+def test_given_repeats_are_the_runs_of_bars_the_given_notes_repeat():
+    """Bars 4-6 repeat bars 0-2 (a chorale's Stollen sung again): their model bars, where the run is at least as
+    long as asked; not the last bar, a run that a note is tied into, nor the bar a note rings out of."""
+    x = [[67, 69, 71, 72], [74, None, 72, 71], [69, 67, 66, 67]]
+    bars = lambda rows: [n for b, row in enumerate(rows) for n in phrase(row, 16 * b)]
+    lines = list(range(0, 16 * 9, 16))  # 8 bars
+    melody = bars(x + [[71, 72, 74, 76]] + x + [[67, None, None, None]])
+    assert given_repeats(melody, lines, 3) == given_repeats(melody, lines, 2) == ((4, 0), (5, 1), (6, 2))
+    assert given_repeats(melody, lines, 4) == given_repeats(melody, lines, 0) == ()
+    # the last bar is the cadence: a run that reaches it stops before it
+    assert given_repeats(bars(x + [[71, 72, 74, 76]] + x), lines[:-1], 2) == ((4, 0), (5, 1))
+    # a note tied into bar 4: no run starts there; a note rung out of bar 6: the run ends before it
+    tied = melody[:15] + [melody[15]._replace(dur=8)] + [n._replace(start=n.start + 4, dur=n.dur - 4)
+                                                        if n.start == 64 else n for n in melody[16:]]
+    assert given_repeats(tied, lines, 2) == ((5, 1), (6, 2))
+    rung = [n._replace(dur=8) if n.start == 108 else n for n in melody if n.start != 112]
+    assert given_repeats(rung, lines, 2) == ((4, 0), (5, 1)) and given_repeats(rung, lines, 3) == ()
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_where_a_melody_repeats_its_bars_the_parts_under_it_repeat_theirs(ahead):
+    """A chorale's Stollen sung twice (a pickup, bars 1-3, a close and the next pickup in bar 4, bars 5-7 again), then
+    a bar whose last note is tied into the last: under the melody's repeats (form auto) every part of bars 5-7 sings
+    what it sang in bars 1-3, no note rings into the run or past it, and the rules of part writing and the melody
+    still hold; on random logits without them the parts go elsewhere."""
+    x = [[67, 69, 71, 72], [74, None, 72, 71], [69, 67, 66, 67]]
+    stollen = [n for b, row in enumerate(x) for n in phrase(row, 16 * (b + 1))]
+    melody = ([Note(12, 67, 4, 80, 0)] + stollen + phrase([71, None, 69, 67], 64)
+              + [n._replace(start=n.start + 64) for n in stollen] + phrase([72, 71, 69, 71], 128))
+    melody[-1] = melody[-1]._replace(dur=8)
+    melody += [Note(148, 69, 4, 80, 0), Note(152, 67, 8, 80, 0)]
+    prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead, repeats=3)
+    assert bars == 10 and material.repeats == ((5, 1), (6, 2), (7, 3))
+    controls = Controls(style="bach", bars=bars, meter="4/4", instruments=(52,) * 4, voice_leading=True, choir=True)
+    lines = HEADER.bar_lines(SPEC.sample_freq, bars)
+    # a bar's notes, those ringing past its run's end (bar 4 for bars 1-3, bar 8 for 5-7) cut there as a repeat cuts
+    # (and their velocities aside: a repeat, as a form's, names none but the melody's)
+    bar = lambda notes, b: [(n.start - lines[b], n.part, n.pitch, min(n.end - lines[b], 16 * (4 - b % 4)))
+                            for n in notes if lines[b] <= n.start < lines[b + 1]]
+    for repeats in (material.repeats, ()) if not ahead else (material.repeats,):
+        same = []
+        for tokens in walk(GrammarMask(TOK, "cpu", controls, material=replace(material, repeats=repeats)), 3, 3,
+                           prompt):
+            assert validate(tokens, SPEC) is None
+            notes, header, _ = tokens_to_notes(tokens, SPEC)
+            assert [n for n in notes if n.part == 0] == melody and header.bars == bars
+            assert not any(o.pitch > m.pitch and o.start < m.end and m.start < o.end
+                           for m in melody for o in notes if o.part > 0)
+            same.append(all(bar(notes, b) == bar(notes, model) for b, model in material.repeats))
+            if repeats:  # no note sounds across the run's first or last bar line
+                assert not any(n.start < lines[at] < n.end for n in notes for at in (5, 8))
+        assert all(same) if repeats else not any(same)
 
 
 def test_a_voice_led_harmonization_ends_on_a_tonic_triad_holding_the_melodys_last_note():

@@ -402,7 +402,7 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
         lead = bar(b)[0][0]
         assert bar(b) and [x for x in bar(b + 2) if x[0] >= lead] == bar(b)
     r = run("sample.py", "--melody", mid, "--form", "AB", "--output_dir", tmp_path / "f")
-    assert r.returncode != 0 and "--form repeats a sample's own phrases" in r.stderr
+    assert r.returncode != 0 and "--form AB: letters repeat a sample's own phrases" in r.stderr
     code, _, err = sample_here("--melody", mid, "--form", "none", "--num_samples", 1, "--output_dir",
                                tmp_path / "n")  # a form turned off (a default's, one day) is no form
     assert code == 0 and list((tmp_path / "n").glob("*harmonized*_0.mid")), err
