@@ -391,16 +391,22 @@ def test_the_shipped_model_is_whole_and_samples_by_default(tmp_path):
     got, header, _ = midi_to_notes((tmp_path / "h/corpus_bach_harmonized_corpus_bach_seed1337_0_seed1337_0.mid")
                                    .read_bytes(), Spec())
     assert [n[:3] for n in got if n.part == 0] == [n[:3] for n in melody] and len(header.parts) == 4
-    # --form AAB in 5 bars: bars 3 and 4 repeat bars 1 and 2 (after any pickup's lead-in), bar 5 is the cadence
-    r = run("sample.py", "--style", "fiddle", "--bars", 5, "--form", "AAB", "--num_samples", 1, "--output_dir",
+    # --form AAB in 8 bars: bars 4-6 repeat bars 1-3 (after any pickup's lead-in), bars 7-8 are new
+    r = run("sample.py", "--style", "fiddle", "--bars", 8, "--form", "AAB", "--num_samples", 1, "--output_dir",
             tmp_path / "f")
     assert r.returncode == 0, r.stderr
     notes, header, _ = midi_to_notes((tmp_path / "f/corpus_fiddle_seed1337_0.mid").read_bytes(), Spec())
-    lines = header.bar_lines(Spec().sample_freq, 5)
+    lines = header.bar_lines(Spec().sample_freq, 8)
     bar = lambda b: [(n.start - lines[b], n.pitch, n.part) for n in notes if lines[b] <= n.start < lines[b + 1]]
-    for b in (0, 1):
+    for b in (0, 1, 2):
         lead = bar(b)[0][0]
-        assert bar(b) and [x for x in bar(b + 2) if x[0] >= lead] == bar(b)
+        assert bar(b) and [x for x in bar(b + 3) if x[0] >= lead] == bar(b)
+    # that tune harmonized: where its melody repeats those 3 bars (--form auto, the default), so do the parts under it
+    r = run("sample.py", "--melody", tmp_path / "f/corpus_fiddle_seed1337_0.mid", "--style", "bach", "--num_samples", 1,
+            "--output_dir", tmp_path / "fh")
+    assert r.returncode == 0, r.stderr
+    notes, header, _ = midi_to_notes(next((tmp_path / "fh").glob("*harmonized*_0.mid")).read_bytes(), Spec())
+    assert len(header.parts) == 4 and bar(0) and all(bar(b + 3) == bar(b) for b in (0, 1, 2))
     r = run("sample.py", "--melody", mid, "--form", "AB", "--output_dir", tmp_path / "f")
     assert r.returncode != 0 and "--form AB: letters repeat a sample's own phrases" in r.stderr
     code, _, err = sample_here("--melody", mid, "--form", "none", "--num_samples", 1, "--output_dir",
