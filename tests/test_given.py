@@ -241,6 +241,15 @@ def test_a_melody_closing_on_its_third_beat_gets_its_cadence_there():
         written = lambda a, b: {(n.pitch % 12, n.part == 3) for n in notes if n.part > 0 and n.start < b and n.end > a}
         assert {pc for pc, _ in written(48, 52)} <= {2, 6, 9, 0} and {pc for pc, b in written(48, 52) if b} == {2}
         assert {pc for pc, _ in written(52, 64)} <= {7, 11, 2} and {pc for pc, b in written(52, 64) if b} == {7}
+    # its G anticipated by a quaver (A A G | G): the dominant holds under the anticipation, the close is the last G
+    # (Bach's, in all 30 of his chorales whose melody closes so)
+    melody[-3:] = [Note(48, 69, 4, 80, 0), Note(52, 69, 2, 80, 0), Note(54, 67, 2, 80, 0), Note(56, 67, 8, 80, 0)]
+    prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
+    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 6, 11, prompt):
+        notes = tokens_to_notes(tokens, SPEC)[0]
+        written = lambda a, b: {(n.pitch % 12, n.part == 3) for n in notes if n.part > 0 and n.start < b and n.end > a}
+        assert {pc for pc, _ in written(52, 56)} <= {2, 6, 9, 0} and {pc for pc, b in written(52, 56) if b} == {2}
+        assert {pc for pc, _ in written(56, 64)} <= {7, 11, 2} and all(n.end <= 56 for n in notes if n.start < 56)
 
 
 @pytest.mark.parametrize("ahead", [False, True])
