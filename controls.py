@@ -250,7 +250,7 @@ def given_repeats(notes, lines, least):
     piece's last bar left out (its cadence); the longest run from each bar on, the earliest model on a tie. No given
     note is tied into a run or its model, nor rings out of a run's last bar: the free parts' notes are cut at a
     run's ends, where a given one could not be (in Bach's chorales, where the melody repeats a run of 3 bars or
-    more, the whole harmony repeats in 77 % of the bars: README, "Repeats")."""
+    more, the whole harmony repeats in 77 % of the bars: README, "Defaults per style")."""
     notes, n = list(map(as_note, notes)), len(lines) - 2  # (bars but the last)
     if least < 1 or n < least:
         return ()
