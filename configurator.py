@@ -38,7 +38,7 @@ LIMITS = {
     "prompt_bars": (1, None), "parts": (1, 16), "bars": (1, 1000), "seconds": ([0], 3600), "tempo": BPM, "bpm": BPM,
     "ngram": (1, 10), "ngram_max_tokens": (1, None), "memorization_threshold": (1, None), "control_samples": (1, None),
     "main_style_pieces": (1, None), "eval_bars": (1, 1000), "eval_seconds": ([0], 3600), "eval_pitch_range": (0, 127),
-    "eval_num_samples": (1, 1024), "given_pieces": (1, None), "given_samples": (1, 1024),
+    "eval_num_samples": (1, 1024), "given_pieces": (1, None), "given_samples": (1, 1024), "repeat_bars": (1, None),
     "style_samples": (2, 1024),
 }
 
