@@ -232,8 +232,8 @@ def parse_controls(args):
 
 def chosen_form(args):
     """--form as Controls takes it (controls.form_setting): --form auto draws one per sample from the style's real
-    pieces, none without --style, --bars or --seconds, with a prompt or given material, or for a style whose row
-    of config.STYLE_DEFAULTS lists no forms."""
+    pieces, none without --style, --bars or --seconds, with a prompt or given material (whose own repeats it takes:
+    controls.form_repeats), or for a style whose row of config.STYLE_DEFAULTS lists no forms."""
     return form_setting(args.form, args.style, args.num_samples, args.seed, args.bars,
                         free=bool(args.bars or args.seconds) and not (args.prompt or args.melody))
 
