@@ -123,10 +123,13 @@ def test_given_repeats_are_the_runs_of_bars_the_given_notes_repeat():
     assert given_repeats(melody, lines, 4) == given_repeats(melody, lines, 0) == ()
     # the last bar is the cadence: a run that reaches it stops before it
     assert given_repeats(bars(x + [[71, 72, 74, 76]] + x), lines[:-1], 2) == ((4, 0), (5, 1))
-    # a note tied into bar 4: no run starts there; a note rung out of bar 6: the run ends before it
-    tied = melody[:15] + [melody[15]._replace(dur=8)] + [n._replace(start=n.start + 4, dur=n.dur - 4)
-                                                        if n.start == 64 else n for n in melody[16:]]
-    assert given_repeats(tied, lines, 2) == ((5, 1), (6, 2))
+    # bars 4-7 repeat bars 0-3 (bar 1 opens on a rest), but bar 4's last note is tied over bar 5's rest: no run
+    # starts on it (its notes are bar 1's, its sound is not); a note rung out of bar 6: the run ends before it
+    y = [[67, 69, 71, 72], [None, 74, 72, 71], [69, 67, 66, 67], [71, 72, 74, 76]]
+    tied = [n for b, row in enumerate(y + y) for n in phrase(row[row[0] is None:], 16 * b + 4 * (row[0] is None))]
+    tied = [n._replace(dur=8) if n.start == 76 else n for n in tied] + [Note(128, 67, 16, 80, 0)]
+    assert given_repeats(tied, lines + [144], 2) == ((6, 2), (7, 3))  # (else bars 5-7 from bar 1)
+    assert given_repeats([n._replace(dur=4) for n in tied], lines + [144], 2) == ((4, 0), (5, 1), (6, 2), (7, 3))
     rung = [n._replace(dur=8) if n.start == 108 else n for n in melody if n.start != 112]
     assert given_repeats(rung, lines, 2) == ((4, 0), (5, 1)) and given_repeats(rung, lines, 3) == ()
 
