@@ -134,8 +134,7 @@ def test_given_repeats_are_the_runs_of_bars_the_given_notes_repeat():
     assert given_repeats(rung, lines, 2) == ((4, 0), (5, 1)) and given_repeats(rung, lines, 3) == ()
 
 
-@pytest.mark.parametrize("ahead", [False, True])
-def test_where_a_melody_repeats_its_bars_the_parts_under_it_repeat_theirs(ahead):
+def test_where_a_melody_repeats_its_bars_the_parts_under_it_repeat_theirs():
     """A chorale's Stollen sung twice (a pickup, bars 1-3, a close and the next pickup in bar 4, bars 5-7 again), then
     a bar whose last note is tied into the last: under the melody's repeats (form auto) every part of bars 5-7 sings
     what it sang in bars 1-3, no note rings into the run or past it, and the rules of part writing and the melody
@@ -146,7 +145,8 @@ def test_where_a_melody_repeats_its_bars_the_parts_under_it_repeat_theirs(ahead)
               + [n._replace(start=n.start + 64) for n in stollen] + phrase([72, 71, 69, 71], 128))
     melody[-1] = melody[-1]._replace(dur=8)
     melody += [Note(148, 69, 4, 80, 0), Note(152, 67, 8, 80, 0)]
-    prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead, repeats=3)
+    prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=True, repeats=3)  # (shown ahead, as it can
+    # deadlock: a block must wait for the bar's repeated notes)
     assert bars == 10 and material.repeats == ((5, 1), (6, 2), (7, 3))
     controls = Controls(style="bach", bars=bars, meter="4/4", instruments=(52,) * 4, voice_leading=True, choir=True)
     lines = HEADER.bar_lines(SPEC.sample_freq, bars)
@@ -154,7 +154,7 @@ def test_where_a_melody_repeats_its_bars_the_parts_under_it_repeat_theirs(ahead)
     # (and their velocities aside: a repeat, as a form's, names none but the melody's)
     bar = lambda notes, b: [(n.start - lines[b], n.part, n.pitch, min(n.end - lines[b], 16 * (4 - b % 4)))
                             for n in notes if lines[b] <= n.start < lines[b + 1]]
-    for repeats in (material.repeats, ()) if not ahead else (material.repeats,):
+    for repeats in (material.repeats, ()):
         same = []
         for tokens in walk(GrammarMask(TOK, "cpu", controls, material=replace(material, repeats=repeats)), 3, 3,
                            prompt):
@@ -248,7 +248,7 @@ def test_a_melody_closing_on_its_third_beat_gets_its_cadence_there():
     # (Bach's, in all 30 of his chorales whose melody closes so)
     melody[-3:] = [Note(48, 69, 4, 80, 0), Note(52, 69, 2, 80, 0), Note(54, 67, 2, 80, 0), Note(56, 67, 8, 80, 0)]
     prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
-    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 6, 11, prompt):
+    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 3, 11, prompt):
         notes = tokens_to_notes(tokens, SPEC)[0]
         written = lambda a, b: {(n.pitch % 12, n.part == 3) for n in notes if n.part > 0 and n.start < b and n.end > a}
         assert {pc for pc, _ in written(52, 56)} <= {2, 6, 9, 0} and {pc for pc, b in written(52, 56) if b} == {2}
