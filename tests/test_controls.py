@@ -116,7 +116,7 @@ def check_sample(tokens, bars=None):
     return notes, header
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2**31), bars=st.integers(1, 4), meter=st.sampled_from([None, "3/4", "6/8", "2/2"]),
        end_bias=st.floats(-3, 6))
 def test_bars_are_a_plan_on_random_logits(seed, bars, meter, end_bias):
@@ -149,7 +149,7 @@ def test_seconds_become_the_bars_they_last(seed, seconds, bpm):
             len(countdown(tokens)) == 1 and seconds < bar_seconds)  # the nearest whole number of bars, at least one
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2**31), key=st.sampled_from(["D minor", "C major", "F# dorian", "Bb blues"]),
        low=st.integers(30, 70), width=st.integers(7, 30), bars=st.sampled_from([None, 2]))
 def test_key_and_pitch_range_are_never_violated_in_pitched_parts(seed, key, low, width, bars):
@@ -654,7 +654,7 @@ def repeats(form, bars):
 FORMS = ["AABA", "AABB", "ABAB", "AAB", "ABCA", "BAYAB"]
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**31), forms=st.one_of(st.sampled_from(FORMS),
                                                    st.lists(st.sampled_from(FORMS + [""]), min_size=2, max_size=3)),
        bars=st.integers(4, 9), rules=st.booleans())
