@@ -408,10 +408,11 @@ class Form(Rule):
     that repeat earlier ones, whose tokens Material forces alike): there a given note's velocity is Material's, and
     no note rings on past a run's last bar (where other given notes lie)."""
 
-    def __init__(self, c, controls, material=None):
+    def __init__(self, c, controls, given=None):
         self.forms = [f.upper() or "A" for f in controls.forms()] or ["A"]  # "": no form, one phrase that repeats none
         self.voice_leading = controls.voice_leading
-        self.repeats = dict(material.repeats) if material is not None and material.repeats else None
+        self.given = given  # (the Material rule, or None)
+        self.repeats = dict(given.material.repeats) if given is not None and given.material.repeats else None
 
     def reset(self, c, batch_size, device):
         # row r takes form r (in turn): each phrase's model phrase, phrases past a row's own letters their own model
@@ -434,7 +435,6 @@ class Form(Rule):
         # taking what is not a note, and how many there are
         self.log = torch.full((batch_size, 5, 64), -1, dtype=torch.long, device=device)
         self.n_log = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.just_given = torch.zeros(batch_size, dtype=torch.bool, device=device)  # the latest note given material's
 
     def consume(self, c, s):  # each note is logged at its duration
         while self.log.size(2) < s.seen // 2 + s.n + 1:  # (a note takes two tokens at least)
@@ -444,7 +444,6 @@ class Form(Rule):
         for row, x in zip(self.log.unbind(1), (s.bars, s.pos, s.part, s.pitch, s.value)):
             row.scatter_(1, slot, x)
         self.n_log = self.n_log + s.dur.sum(1)
-        self.just_given = s.given[:, -1] if s.given is not None else torch.zeros_like(self.n_log, dtype=torch.bool)
 
     def phrase_start(self, i, bars):
         """The first bar (from 0) of phrase i in a piece of `bars` (B,): ceil(i * bars / m), m the row's letters."""
@@ -505,7 +504,8 @@ class Form(Rule):
                   & (~cur.is_p | col(free) | col(here) & (v == col(d_part)))
                   & (~cur.is_n | col(free) | col(here & (cur.part == d_part)) & (v == col(d_pitch)))
                   & (~cur.is_d | torch.where(col(free), fits, v == col(torch.minimum(d_dur, limit - clock))))
-                  & (~cur.is_v | first | col(free | self.just_given)) & (~(cur.is_bar | cur.is_ahead) | col(~more))
+                  & (~cur.is_v | first | col(free | (self.given is not None and self.given.just_given)))
+                  & (~(cur.is_bar | cur.is_ahead) | col(~more))
                   & ~cur.is_meter)  # (a block of given notes ahead stands before the bar line, after the bar's notes)
         return torch.where(col(copied), repeat, ~cur.is_d | fits)
 
@@ -1069,7 +1069,7 @@ class GrammarMask:
         self.rhythm = rhythm  # pool(): the durations' temperature over the draw's
         given = Material(c, tok, material) if material is not None else None
         voice = VoiceLeading(c, controls, given) if controls.voice_leading else None
-        form = Form(c, controls, material) if controls.form or material is not None and material.repeats else None
+        form = Form(c, controls, given) if controls.form or material is not None and material.repeats else None
         if voice is not None:
             voice.form = form
         self.countdown = Countdown(c, slots)
