@@ -8,8 +8,8 @@ PY := .venv/bin/python
 
 venv: .venv/installed
 
-test: .venv/installed  # two workers: about 3 minutes on 2 cores (one: about 5)
-	$(PY) -m pytest -q -n 2 tests
+test: .venv/installed  # two workers, each taking the next test as it is free
+	$(PY) -m pytest -q -n 2 --dist worksteal tests
 
 .PHONY: venv test
 

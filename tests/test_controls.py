@@ -127,7 +127,7 @@ def test_bars_are_a_plan_on_random_logits(seed, bars, meter, end_bias):
         assert not header.changes  # a planned length holds its meter
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 2**31), bar_bias=st.floats(3, 8))
 def test_a_free_length_is_counted_down_to_its_end(seed, bar_bias):
     for tokens in random_walk(GrammarMask(TOK, "cpu"), 3, seed, bar_bias=bar_bias, steps=2500):
@@ -602,7 +602,7 @@ def test_rule_breaks_steps_pieces_in_batches_as_the_sampler_steps_one():
     assert breaks(0) == ["n62"] and breaks(1) == [] and breaks(2) == ["n62"]
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**31), bars=st.integers(1, 3))
 def test_voice_leading_keeps_every_part_sounding_on_random_logits(seed, bars):
     controls = Controls(bars=bars, instruments=(52, 52, 52), voice_leading=True, triad=(2, 6, 9))  # (drums may rest)
@@ -879,9 +879,9 @@ def test_sample_takes_its_styles_row_where_no_flag_is_given(monkeypatch, tmp_pat
     monkeypatch.setitem(config.STYLE_DEFAULTS, "bach", dict(voice_leading=True, choir=True, temperature=0.5,
                                                             top_p=0.9, forms={"AB": 1}, keys={"G major": 1}))
     texts = lambda d: [p.read_text() for p in sorted(d.glob("*.txt"))]
-    common = ["--style", "bach", "--bars", 4, "--num_samples", 2, "--seed", 5]
+    common = ["--style", "bach", "--bars", 4, "--num_samples", 1, "--seed", 5]
     code, out, err = sample_here(*common, "--output_dir", tmp_path / "row")
-    assert code == 0 and out.count(", form AB, key G major") == 2, err
+    assert code == 0 and out.count(", form AB, key G major") == 1, err
     code, out, _ = sample_here(*common, "--voice_leading", "true", "--choir", "true", "--temperature", 0.5,
                                "--top_p", 0.9, "--form", "AB", "--output_dir", tmp_path / "flags")
     assert code == 0 and texts(tmp_path / "row") == texts(tmp_path / "flags")  # the row is those flags

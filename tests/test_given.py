@@ -220,7 +220,7 @@ def test_a_melody_closing_on_its_third_beat_gets_its_cadence_there():
     controls = Controls(style="bach", bars=bars, meter="4/4", instruments=(52,) * 4, voice_leading=True,
                         triad=(7, 11, 2), voice_leading_rules=("rests", "parallels", "ending", "cadence"))
     opened = []
-    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 6, 8, prompt):
+    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 4, 8, prompt):
         notes = tokens_to_notes(tokens, SPEC)[0]
         assert [n for n in notes if n.part == 0] == melody
         at = lambda t: {(n.pitch % 12, n.part == 3) for n in notes if n.start <= t < n.end}
@@ -232,14 +232,14 @@ def test_a_melody_closing_on_its_third_beat_gets_its_cadence_there():
     # the melody's G held into that beat and left for F# in it (1 7 | 1, a suspension): the parts' dominant under it
     melody[-3:] = [Note(48, 67, 6, 80, 0), Note(54, 66, 2, 80, 0), Note(56, 67, 8, 80, 0)]
     prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
-    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 6, 9, prompt):
+    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 4, 9, prompt):
         notes = tokens_to_notes(tokens, SPEC)[0]
         written = {(n.pitch % 12, n.part == 3) for n in notes if n.part > 0 and n.start < 56 and n.end > 52}
         assert {pc for pc, _ in written} <= {2, 6, 9, 0} and {pc for pc, bass in written if bass} == {2}, written
     # the melody's G struck again (A G | G): the close begins with its first G, the dominant in the beat before it
     melody[-3:] = [Note(48, 69, 4, 80, 0), Note(52, 67, 4, 80, 0), Note(56, 67, 8, 80, 0)]
     prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead=False)
-    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 6, 10, prompt):
+    for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 4, 10, prompt):
         notes = tokens_to_notes(tokens, SPEC)[0]
         written = lambda a, b: {(n.pitch % 12, n.part == 3) for n in notes if n.part > 0 and n.start < b and n.end > a}
         assert {pc for pc, _ in written(48, 52)} <= {2, 6, 9, 0} and {pc for pc, b in written(48, 52) if b} == {2}
@@ -265,7 +265,7 @@ def test_a_voice_led_harmonization_opens_on_the_tonic_triad(ahead):
         prompt, material, bars = harmonize(melody, HEADER, SPEC, ahead)
         controls = Controls(style="bach", bars=bars, meter="4/4", instruments=(52,) * 4, voice_leading=True,
                             voice_leading_rules=rules, choir=True)  # (a voice in its range: room for the root)
-        for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 8, 6, prompt):
+        for tokens in walk(GrammarMask(TOK, "cpu", controls, material=material), 5, 6, prompt):
             notes = tokens_to_notes(tokens, SPEC)[0]
             assert [n for n in notes if n.part == 0] == melody
             yield ({n.pitch % 12 for n in notes if n.start == 0},
@@ -275,7 +275,8 @@ def test_a_voice_led_harmonization_opens_on_the_tonic_triad(ahead):
     for pitches, triad in ((g_major, {7, 11, 2}), (e_minor, {7, 11, 2})):
         for chord, bass in first_chords(pitches, config.voice_leading_rules):
             assert chord <= triad and bass == {7}, (chord, bass)
-    assert any(not chord <= {7, 11, 2} for chord, _ in first_chords(g_major, ("rests", "ending")))
+    if not ahead:  # (the control, once)
+        assert any(not chord <= {7, 11, 2} for chord, _ in first_chords(g_major, ("rests", "ending")))
 
 
 def test_an_infill_keeps_every_other_note_and_its_seams():
@@ -474,13 +475,11 @@ def test_the_parts_written_begin_with_the_given_ones(trained, tmp_path):
     melody = write(tmp_path / "pickup.mid", [n for n in late if n.part == 0], Header(parts=(73,)))
     three = write(tmp_path / "three.mid", [n for n in late if n.part < 3], Header(parts=(52, 52, 52)))
     for args in (["--melody", melody, "--parts", 4], ["--prompt", three, "--add_part", "bass"]):
-        for seed in (1, 2):
-            out = tmp_path / f"{args[0]}{seed}"
-            code, _, err = sample_here("--out_dir", trained, *args, "--num_samples", 2, "--seed", seed,
-                                       "--output_dir", out)
-            assert code == 0, err
-            for mid in out.glob("*_seed*_[0-9].mid"):
-                assert min(n.start for n in midi_to_notes(mid.read_bytes(), SPEC)[0]) == 12, (args, mid.name)
+        out = tmp_path / args[0]
+        code, _, err = sample_here("--out_dir", trained, *args, "--num_samples", 4, "--output_dir", out)
+        assert code == 0, err
+        for mid in out.glob("*_seed*_[0-9].mid"):
+            assert min(n.start for n in midi_to_notes(mid.read_bytes(), SPEC)[0]) == 12, (args, mid.name)
 
 
 def test_an_infill_takes_the_samples_style_not_the_files(trained, tmp_path):

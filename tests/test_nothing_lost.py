@@ -160,10 +160,10 @@ def test_without_a_style_each_sample_takes_the_defaults_of_the_style_drawn_for_i
     from mask import draw_styles
     from runs import load_run
     model, tok, _ = load_run(ROOT / "models/corpus", "cpu")
-    styles = draw_styles(model, tok, 4, 1337, 0.9, 100, 1.0)
-    assert styles == draw_styles(model, tok, 4, 1337, 0.9, 100, 1.0) and len(set(styles)) > 1  # (a mix, seeded)
-    assert {"bach", "fiddle"} & set(styles)  # styles with rules and forms of their own, checked below
-    common = ["--bars", 4, "--num_samples", 4, "--output_dir"]
+    styles = draw_styles(model, tok, 3, 1337, 0.9, 100, 1.0)
+    assert styles == draw_styles(model, tok, 3, 1337, 0.9, 100, 1.0) and len(set(styles)) > 1  # (a mix, seeded)
+    assert {"bach", "fiddle"} <= set(styles)  # styles with rules and forms of their own, checked below
+    common = ["--bars", 4, "--num_samples", 3, "--output_dir"]
     code, out, err = sample_here(*common, tmp_path / "auto")
     assert code == 0, err
     lines = [line for line in out.splitlines() if ".mid: " in line]
@@ -202,8 +202,8 @@ def test_without_a_style_a_piece_given_weighs_the_draw_of_the_style(tmp_path):
     styles = lambda out: [line.split(".mid: ")[1].split(",")[0] for line in out.splitlines() if "_seed1337_" in line
                           and ".mid: the melody" not in line]
     for how in (["--prompt_bars", 4, "--bars", 6], ["--infill", "3-4"]):
-        code, out, err = sample_here("--prompt", chorale, *how, "--num_samples", 4, "--output_dir", tmp_path)
-        assert code == 0 and styles(out) == ["bach"] * 4, out + err
+        code, out, err = sample_here("--prompt", chorale, *how, "--num_samples", 2, "--output_dir", tmp_path)
+        assert code == 0 and styles(out) == ["bach"] * 2, out + err
     tune = write(tmp_path / "tune.mid", [Note(4 * k, 67 + k % 5, 4, 80) for k in range(16)])
     code, out, err = sample_here("--melody", tune, "--num_samples", 4, "--output_dir", tmp_path)
     assert code == 0 and "folk" in blind and "folk" not in styles(out) and "silent" not in out, out + err
@@ -226,7 +226,7 @@ def test_a_text_encoding_given_keeps_the_style_it_names(tmp_path):
     run_spec = Spec(styles=("bach", "palestrina"))
     assert [named_style(tmp_path / f, run_spec) for f in ("palestrina.txt", "lieder.txt", "chorale.mid")] == [
         "palestrina", None, None]
-    for how, n in ((["--infill", "3-4"], 2), (["--prompt_bars", 4, "--bars", 6], 1), (["--add_part", "bass"], 1)):
+    for how, n in ((["--infill", "3-4"], 1), (["--prompt_bars", 4, "--bars", 6], 1), (["--add_part", "bass"], 1)):
         code, out, err = sample_here("--prompt", tmp_path / "palestrina.txt", *how, "--num_samples", n,
                                      "--output_dir", tmp_path / "o")
         kept = how[0] != "--add_part"
@@ -261,7 +261,7 @@ def test_bachs_defaults_open_on_the_tonic_of_the_key_asked_for(tmp_path):
     from controls import Controls
     from encoding_decoding import Tokenizer, text_to_tokens, tokens_to_notes
     from mask import rule_breaks
-    code, out, err = sample_here("--style", "bach", "--key", "D minor", "--bars", 4, "--num_samples", 4, "--seed", 21,
+    code, out, err = sample_here("--style", "bach", "--key", "D minor", "--bars", 4, "--num_samples", 3, "--seed", 21,
                                  "--output_dir", tmp_path)
     assert code == 0, err
     assert '--key "D harmonic minor" has it' in out  # (the leading tone Bach closes on: controls.minor_key_note)
