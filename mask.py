@@ -431,6 +431,7 @@ class Form(Rule):
                 self.run_end[b] = end
                 self.run_starts += [b] if runs.get(b - 1, -2) != runs[b] - 1 else []
             self.run_end = self.run_end.to(device)
+            self.run_starts = torch.tensor(self.run_starts, dtype=torch.long, device=device)
         # each row's notes so far in the order written (bar, onset in it, part, pitch, steps), a spare last column
         # taking what is not a note, and how many there are
         self.log = torch.full((batch_size, 5, 64), -1, dtype=torch.long, device=device)
@@ -450,14 +451,14 @@ class Form(Rule):
         return (i * bars + self.m - 1) // self.m
 
     def source(self, c, bars):
-        """((B,) whether bar c (B,) (from 0) repeats a bar, (B,) the bar it repeats) in a piece of `bars` (B,): phrase
-        i holds the bars from its phrase_start up to the next one's (or Given.repeats says)."""
+        """(whether bar c (B,) or (K, B) (from 0) repeats a bar, the bar it repeats), each c's shape, in a piece of
+        `bars` (B,): phrase i holds the bars from its phrase_start up to the next one's (or Given.repeats says)."""
         if self.repeats:
             src = self.bar_map[c.clamp(0, self.bar_map.size(0) - 1)]
             return (c >= 0) & (c < bars - 1) & (src >= 0), src
         start = lambda i: self.phrase_start(i, bars)
         i = torch.minimum(c.clamp(min=0) * self.m // bars.clamp(min=1), self.m - 1)
-        j = self.form.gather(1, i[:, None])[:, 0]
+        j = self.form.gather(1, i.reshape(-1, i.size(-1)).T).T.reshape(i.shape)  # (each row's letters: form[b, i])
         src = start(j) + c - start(i)
         return (c >= 0) & (c < bars - 1) & (j != i) & (src < start(j + 1)), src
 
@@ -471,13 +472,18 @@ class Form(Rule):
         logged = torch.arange(log_bar.size(1), device=v.device)[None, :] < col(self.n_log)
         top = log_bar.size(1) - 1
 
-        def model_bar(b):  # (B,) for bars b (from 0): the index of its model's first note, their count, its onset
-            copied, src = self.source(b, plan)
-            at = (logged & (log_bar <= col(src))).sum(1)
-            count = (logged & (log_bar == col(src + 1))).sum(1)
-            return copied, src, at, count, torch.where(count > 0, log_pos.gather(1, col(at.clamp(max=top)))[:, 0], 0)
-
-        copied, src, at, count, lead = model_bar(c)
+        # the bars that may repeat others (the first of each phrase, or of each run of Given.repeats), under c
+        starts = (self.run_starts[:, None].expand(-1, len(c)) if self.repeats else
+                  self.phrase_start(torch.arange(m, device=c.device)[:, None], plan))              # (K, B)
+        bars = torch.cat([c[None], starts])                                                       # (1 + K, B)
+        # of each, whether it repeats a bar, the bar it repeats, the index of its model's first note, their count
+        # and its onset
+        copied, src = self.source(bars, plan)
+        at = (logged & (log_bar <= src[..., None])).sum(2)
+        count = (logged & (log_bar == src[..., None] + 1)).sum(2)
+        lead = torch.where(count > 0, log_pos.gather(1, at.clamp(max=top).T).T, 0)
+        (copied, s_copied), (src, s_src), (at, _), (count, _), (lead, s_lead) = (
+            (x[0], x[1:]) for x in (copied, src, at, count, lead))
         done = (logged & (log_bar == col(cur.bars)) & (log_pos >= col(lead))).sum(1)  # its notes written so far
         due = col((at + done).clamp(max=top))
         d_pos, d_part, d_pitch, d_dur = (x.gather(1, due)[:, 0] for x in (log_pos, log_part, log_pitch, log_dur))
@@ -487,13 +493,9 @@ class Form(Rule):
         # how far a note may ring: to the notes of the first later phrase that repeats other bars than those after
         # c's model, or to this bar's first repeated onset
         limit = torch.where(free, cur.bar_start + d_pos, ends_at)
-        starts = ([torch.full_like(c, b) for b in self.run_starts] if self.repeats else
-                  [self.phrase_start(i, plan) for i in range(m)])  # (B,) each: the first bars that may repeat others
-        for s in starts:
-            s_copied, s_src, _, _, s_lead = model_bar(s)
-            foreign = (s > c) & s_copied & ~(copied & (s_src - src == s - c))
-            at_s = cur.bar_start + (s - c) * cur.bar_len + s_lead
-            limit = torch.where(foreign, torch.minimum(limit, at_s), limit)
+        foreign = (starts > c) & s_copied & ~(copied & (s_src - src == starts - c))             # (K, B)
+        at_s = cur.bar_start + (starts - c) * cur.bar_len + s_lead
+        limit = torch.minimum(limit, torch.where(foreign, at_s, limit).amin(0))
         if self.repeats:  # a run's notes end by its last bar line
             end = self.run_end[c.clamp(0, self.run_end.size(0) - 1)]
             limit = torch.where(copied, torch.minimum(limit, cur.bar_start + (end - c) * cur.bar_len), limit)
