@@ -594,6 +594,8 @@ class VoiceLeading(Rule):
         self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning, cadence, third,
         # phrases
         self.form = None  # (the Form rule, where there is one: a bar it repeats closes no phrase of its own)
+        self.pitch_ids = c.is_n.nonzero()[:, 0]  # the pitch tokens (the only ones the rule on parallels reads), their
+        self.pitches = c.value[self.pitch_ids]   # pitches
         self.dominant = VoiceLeading.dominant.to(device)
         self.scale = None if controls.scale is None else torch.tensor([k in controls.scale for k in range(12)],
                                                                       device=device)  # (12,) a scale held
@@ -716,11 +718,11 @@ class VoiceLeading(Rule):
         new_q, old_q = self.onset_pitch, self.prev_pitch                              # (B, P)
         moved = pitched & (self.onset_at == col(clock)) & (old_q >= 0) & (new_q != old_q) & (parts != p)
         before = (old_p - old_q).abs() % 12                                           # (B, P)
-        x = v[:, None, :]                                                             # candidates (1, 1, V)
+        x = self.pitches[None, None, :]                                               # candidates (1, 1, N)
         parallel = ((moved & ((before == 0) | (before == 7)))[:, :, None]
                     & ((x - new_q[:, :, None]).abs() % 12 == before[:, :, None])
                     & ((x - old_p[:, :, None]).sign() == (new_q - old_q).sign()[:, :, None])
-                    & (x != old_p[:, :, None])).any(1)                                # (B, V)
+                    & (x != old_p[:, :, None])).any(1)                                # (B, N)
         # and between beats: on a beat, against each part sounding now, from the pitches both sounded on the beat
         # before (where either moved between them by notes of its own, a passing quaver: 125 of the 163 parallels
         # of 96 chorales with durations at 1.5 were so, and 158 of Bach's 247 in 200)
@@ -739,8 +741,9 @@ class VoiceLeading(Rule):
                     & (was_p >= 0) & ((before == 0) | (before == 7)))[:, :, None]
                    & ((x - sounds[:, :, None]).abs() % 12 == before[:, :, None])
                    & ((x - was_p[:, :, None]).sign() == (sounds - was).sign()[:, :, None])
-                   & (x != was_p[:, :, None])).any(1)                                # (B, V)
-        parallel |= between
+                   & (x != was_p[:, :, None])).any(1)                                # (B, N)
+        parallel = torch.zeros(len(clock), v.size(1), dtype=torch.bool, device=v.device).index_copy_(
+            1, self.pitch_ids, parallel | between)                                   # (B, V): False but at pitches
         mine = active.gather(1, p)[:, 0]
         # no crossing: a note of p at or under the part above it, at or over the part below, where those sound
         sounding = pitched & (ends > col(clock))                                      # (B, P) struck now or held
