@@ -21,7 +21,7 @@ demo: .venv/installed
 	$(PY) encode_all.py --corpus music21 --composers bach ryansMammoth --text_dir $(DEMO)/text
 	$(PY) first_silence_cleaner.py --dirs $(DEMO)/text
 	$(PY) simple_tokenizer.py --dirs $(DEMO)/text --output $(DEMO)/tokenizer.json
-	$(PY) augment_all.py --input_dirs $(DEMO)/text --output_dir $(DEMO)/aug
+	$(PY) augment_all.py --input_dirs $(DEMO)/text --output_dir $(DEMO)/aug --aug_variants 2  # (prepare takes 30 %)
 	$(PY) prepare.py --main_data_path $(DEMO)/text --augmented_data_path $(DEMO)/aug --output_base_dir $(DEMO)/bin \
 		--tokenizer_paths $(DEMO)/tokenizer.json --augmented_percentage 30 --overwrite  # the demo's own dataset
 	$(PY) train.py --preset=cpu_demo --data_dir=$(DEMO)/bin --out_dir=models/demo --overwrite  # the demo's own run
