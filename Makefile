@@ -14,7 +14,7 @@ test: .venv/installed  # two workers, each taking the next test as it is free
 .PHONY: venv test
 
 # The whole pipeline on two collections of music21's bundled corpus (the Bach chorales and the fiddle tunes of
-# ryansMammoth, so that style control shows), on the CPU: about 8 minutes on 2 cores. A rerun resumes the encode
+# ryansMammoth, so that style control shows), on the CPU: 8-9 minutes on 2 cores. A rerun resumes the encode
 # and the augmentation and trains models/demo afresh.
 DEMO := data/demo
 demo: .venv/installed
