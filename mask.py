@@ -742,8 +742,8 @@ class VoiceLeading(Rule):
                    & ((x - sounds[:, :, None]).abs() % 12 == before[:, :, None])
                    & ((x - was_p[:, :, None]).sign() == (sounds - was).sign()[:, :, None])
                    & (x != was_p[:, :, None])).any(1)                                # (B, N)
-        parallel = torch.zeros(len(clock), v.size(1), dtype=torch.bool, device=v.device).index_copy_(
-            1, self.pitch_ids, parallel | between)                                   # (B, V): False but at pitches
+        parallel, at_pitches = torch.zeros_like(c.is_n).expand(len(clock), -1).clone(), parallel | between
+        parallel[:, self.pitch_ids] = at_pitches                                      # (B, V): False but at pitches
         mine = active.gather(1, p)[:, 0]
         # no crossing: a note of p at or under the part above it, at or over the part below, where those sound
         sounding = pitched & (ends > col(clock))                                      # (B, P) struck now or held
