@@ -594,8 +594,9 @@ class VoiceLeading(Rule):
         self.rules = controls.voice_leading_rules  # of rests, parallels, crossing, ending, beginning, cadence, third,
         # phrases
         self.form = None  # (the Form rule, where there is one: a bar it repeats closes no phrase of its own)
-        self.pitch_ids = c.is_n.nonzero()[:, 0]  # the pitch tokens (the only ones the rule on parallels reads), their
-        self.pitches = c.value[self.pitch_ids]   # pitches
+        # the pitch tokens and their pitches: the only candidates the rule on parallels reads
+        self.pitch_ids = c.is_n.nonzero()[:, 0]
+        self.pitches = c.value[self.pitch_ids]
         self.dominant = VoiceLeading.dominant.to(device)
         self.scale = None if controls.scale is None else torch.tensor([k in controls.scale for k in range(12)],
                                                                       device=device)  # (12,) a scale held
@@ -742,8 +743,9 @@ class VoiceLeading(Rule):
                    & ((x - sounds[:, :, None]).abs() % 12 == before[:, :, None])
                    & ((x - was_p[:, :, None]).sign() == (sounds - was).sign()[:, :, None])
                    & (x != was_p[:, :, None])).any(1)                                # (B, N)
-        parallel, at_pitches = torch.zeros_like(c.is_n).expand(len(clock), -1).clone(), parallel | between
-        parallel[:, self.pitch_ids] = at_pitches                                      # (B, V): False but at pitches
+        at_pitches = parallel | between
+        parallel = torch.zeros(len(clock), v.size(1), dtype=torch.bool, device=v.device)  # (B, V): False but at
+        parallel[:, self.pitch_ids] = at_pitches                                          # the pitches
         mine = active.gather(1, p)[:, 0]
         # no crossing: a note of p at or under the part above it, at or over the part below, where those sound
         sounding = pitched & (ends > col(clock))                                      # (B, P) struck now or held
